@@ -1,0 +1,107 @@
+"""`remote-kernel`: run a local session pool, or install the kernelspecs."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _size(text: str) -> int:
+    """A byte count such as 128M, 1G or 4096."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: use a number of bytes or 128M, 1G") from None
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="remote-kernel", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    pool = commands.add_parser(
+        "pool",
+        help="run a local session pool that speaks the dynamic-sessions REST contract",
+        description="Run a local session pool on loopback. Every session runs in its own sandbox.",
+    )
+    pool.add_argument("--container-type", choices=["PythonLTS", "NodeLTS"], default="PythonLTS",
+                      help="the interpreter each session runs (default: PythonLTS)")
+    pool.add_argument("--max-sessions", type=int, default=100,
+                      help="sessions allowed at once; past it a new identifier gets 429 (default: 100)")
+    pool.add_argument("--cooldown", type=float, default=300,
+                      help="seconds a session may stay idle before it is deleted (default: 300)")
+    pool.add_argument("--ready-sessions", type=int, default=1,
+                      help="sessions kept started ahead, so a new identifier needs no cold start (default: 1)")
+    pool.add_argument("--egress", choices=["enabled", "disabled"], default="disabled",
+                      help="network access from sessions (default: disabled)")
+    pool.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    pool.add_argument("--port", type=int, default=6000, help="port to bind; 0 picks a free one (default: 6000)")
+    auth = pool.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="bearer token clients must send (default: $REMOTE_KERNEL_TOKEN, "
+                                      "else a random one, printed)")
+    auth.add_argument("--no-auth", action="store_true", help="accept requests without a token")
+    pool.add_argument("--sandbox", choices=["auto", "bubblewrap", "none"], default="auto",
+                      help="auto: bubblewrap when it can run, else unsandboxed with a warning (default: auto)")
+    pool.add_argument("--python", default=None,
+                      help="interpreter for Python sessions (default: the one running the pool)")
+    pool.add_argument("--node", default=None, help="Node.js for NodeLTS sessions (default: node on PATH)")
+    pool.add_argument("--data-root", default=None,
+                      help="folder holding the sessions' data (default: a new temporary folder)")
+    pool.add_argument("--max-upload", type=_size, default=128 << 20,
+                      help="largest upload accepted, e.g. 128M (default: 128M)")
+    pool.add_argument("--memory", type=_size, default=1 << 30,
+                      help="memory each session may use, e.g. 1G (default: 1G)")
+    pool.add_argument("--max-processes", type=int, default=128,
+                      help="processes and threads each session may run (default: 128)")
+    pool.add_argument("--disk", type=_size, default=1 << 30,
+                      help="bytes a session may write to /mnt/data or /tmp, e.g. 1G (default: 1G)")
+    pool.add_argument("--parent-pid", type=int, default=None,
+                      help="stop when this process is gone (used by the kernel's embedded pool)")
+    pool.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+
+    install = commands.add_parser("install", help="install a kernelspec for Jupyter")
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="install for the current user")
+    where.add_argument("--sys-prefix", action="store_true", help="install into sys.prefix (this environment)")
+    where.add_argument("--prefix", help="install into this prefix")
+    install.add_argument("--language", choices=["python", "javascript"], default="python",
+                         help="the sessions' language (default: python)")
+    install.add_argument("--name", default=None, help="kernel name (default: remote-python / remote-javascript)")
+    install.add_argument("--display-name", default=None, help="name shown in the launcher")
+    install.add_argument("--env", action="append", type=_env_pair, default=[], metavar="KEY=VALUE",
+                         help="an environment variable for the kernel (repeatable); never put a secret here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "pool":
+        from remote_kernel.pool.server import run
+
+        return run(args)
+    from remote_kernel.kernelspec import install
+
+    path = install(
+        language=args.language,
+        name=args.name,
+        display_name=args.display_name,
+        env=dict(args.env),
+        user=args.user,
+        sys_prefix=args.sys_prefix,
+        prefix=args.prefix,
+    )
+    print(f"Installed kernelspec in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

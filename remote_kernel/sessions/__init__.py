@@ -1,0 +1,1 @@
+"""The client of the dynamic-sessions REST contract. Knows nothing of Jupyter."""
