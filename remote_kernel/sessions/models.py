@@ -14,7 +14,8 @@ Error tree::
     ├── PayloadTooLarge                413: an upload over the pool's limit
     ├── ExecutionTimeout               the code ran past its time limit
     ├── ServiceUnavailable             connection failures, 502/503/504 after retries
-    └── UnexpectedResponse             anything else (status and the first bytes of the body)
+    ├── UnexpectedResponse             anything else (status and the first bytes of the body)
+    └── ConfigurationError             a setting the client cannot work with (also a ValueError)
 """
 from __future__ import annotations
 
@@ -154,3 +155,6 @@ class ServiceUnavailable(SessionsError):
 class UnexpectedResponse(SessionsError):
     """The pool answered something this client does not understand."""
 
+
+class ConfigurationError(SessionsError, ValueError):
+    """A setting the client cannot work with: an unknown auth mode or api-version, a bad endpoint."""

@@ -1,0 +1,614 @@
+"""`SessionsClient`: one session of a pool, over HTTP, in whichever api-version is configured.
+
+The client owns one httpx connection pool (keep-alive), asks its TokenProvider for a token per
+request, retries what is safe to retry, and turns every answer into the neutral models or an
+error of the tree in `models.py`. What goes on the wire is `wire.py`'s business.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import random
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, AsyncIterator, BinaryIO, Callable
+from urllib.parse import urlsplit
+
+import httpx
+
+from remote_kernel import __version__
+from remote_kernel.sessions.auth import NoAuth, TokenProvider
+from remote_kernel.sessions.models import (
+    ConfigurationError,
+    Execution,
+    ExecutionTimeout,
+    RemoteAuthenticationError,
+    RemoteFile,
+    ServiceUnavailable,
+    SessionInfo,
+    SessionNotFound,
+    SessionsError,
+    UnexpectedResponse,
+)
+from remote_kernel.sessions.wire import (
+    DEFAULT_API_VERSION,
+    Call,
+    Wire,
+    clamp_timeout,
+    error_from_response,
+    multipart_for,
+    relative_name,
+    unparseable,
+    wire_for,
+)
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, "int | None"], None]
+"""Called with (bytes done, total bytes or None when unknown) as a transfer advances."""
+
+USER_AGENT = f"remote-kernel/{__version__} (Language=Python)"
+CHUNK_SIZE = 1 << 20  # bytes read from or written to a local file at a time
+ERROR_BODY_LIMIT = 64 << 10  # bytes of an error answer worth reading
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry 429, 502, 503, 504 and connection failures.
+
+    The delay doubles from `base_delay` up to `max_delay`, with jitter; a `Retry-After` header
+    replaces it. Retrying stops after `attempts` tries in all or `total` seconds.
+    """
+
+    attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    total: float = 60.0
+
+    def delay(self, retry: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after + random.uniform(0, min(0.5, retry_after * 0.1))
+        ceiling = min(self.max_delay, self.base_delay * 2**retry)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class SessionsClient:
+    """A client of one session (named by `identifier`) in the pool at `endpoint`.
+
+    Use one client per event loop; `async with SessionsClient(...)` closes its connections.
+    `identifier` may be reassigned (a new session) between calls. `timeout` is the default
+    number of seconds an execution may run.
+    """
+
+    #: Seconds the client waits for an execution's answer beyond the time the code may run:
+    #: room for a cold start and for the pool to interrupt code that ran over.
+    execution_margin: float = 30.0
+    #: Seconds before an unanswered request (other than an execution) is given up.
+    request_timeout: float = 120.0
+
+    def __init__(self, endpoint: str, identifier: str, *, api_version: str = DEFAULT_API_VERSION,
+                 auth: TokenProvider | None = None, timeout: float = 220.0,
+                 transport: httpx.AsyncBaseTransport | None = None, retry: RetryPolicy | None = None) -> None:
+        self.endpoint = _checked_endpoint(endpoint)
+        self.identifier = identifier
+        self.api_version = api_version
+        self.auth = auth if auth is not None else NoAuth()
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self._base = self.endpoint.rstrip("/") + "/"
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(self.request_timeout, connect=15.0),
+            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,
+            trust_env=not _is_loopback(self.endpoint),  # proxies and CA settings, but not for loopback
+        )
+
+    @property
+    def api_version(self) -> str:
+        return self._wire.api_version
+
+    @api_version.setter
+    def api_version(self, value: str) -> None:
+        self._wire: Wire = wire_for(value)
+
+    def __repr__(self) -> str:
+        return (f"SessionsClient(endpoint={self.endpoint!r}, api_version={self.api_version!r}, "
+                f"auth={self.auth!r})")
+
+    async def __aenter__(self) -> SessionsClient:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections (it does not delete the session)."""
+        await self._http.aclose()
+
+    # --- executions -----------------------------------------------------------------------
+
+    async def execute(self, code: str, *, timeout: float | None = None, jupyter_repr: bool = False) -> Execution:
+        """Run `code` in the session and return how it went.
+
+        `timeout` is the seconds the code may run (sent as `timeoutInSeconds`, clamped to 1..220;
+        default: the client's `timeout`). The client waits that long plus `execution_margin` for
+        the answer, following `Operation-Location` while the pool says Running, then raises
+        ExecutionTimeout. `jupyter_repr` asks for the IPython repr of the value instead of JSON
+        (2025-10-02-preview; ignored by older versions).
+
+        A failure of the code is not an exception: it is an Execution with status FAILED and an
+        `error` (the exception's name, message and traceback). The pool's own verdicts arrive
+        the same way: `error.name` is "ExecutionTimeout" when the code ran past its limit, and
+        "SessionLost" when the session died under it (its state is gone: the kernel decides what
+        to tell the user). Cancelling the awaiting task closes the request, which makes the pool
+        interrupt the code. One execution costs one HTTP request unless the pool answers Running.
+        """
+        seconds = clamp_timeout(self.timeout if timeout is None else timeout)
+        wait = seconds + self.execution_margin
+        deadline = time.monotonic() + wait
+        doing = "executing the cell"
+        call = self._wire.execute(code, seconds, jupyter_repr)
+        too_late = ExecutionTimeout(
+            f"Executing the cell failed: the pool gave no answer within {wait:.0f} s (the code may run "
+            f"{seconds} s). The code may still be running in the session; interrupt it or start a new "
+            "session if the next cell waits behind it.")
+        response = await self._send(call, doing, resendable=False, read_timeout_error=too_late,
+                                    timeout=httpx.Timeout(self.request_timeout, connect=15.0, read=wait))
+        execution = self._wire_parse(self._wire.parse_execution, doing, response,
+                                     await self._read_json(response, doing),
+                                     response.headers.get("x-ms-session-guid"))
+        if not execution.status.is_terminal:
+            execution = await self._follow(execution, response.headers.get("operation-location"),
+                                           deadline, too_late)
+        return execution
+
+    async def _follow(self, execution: Execution, location: str | None, deadline: float,
+                      too_late: ExecutionTimeout) -> Execution:
+        """Poll a Running execution until it is terminal or the deadline passes."""
+        if not execution.id and not location:
+            raise UnexpectedResponse("Executing the cell failed: the pool answered that the execution is "
+                                     f"{execution.status.value} but named neither its id nor an Operation-Location.")
+        call = self._wire.get_execution(execution.id or "")
+        url = self._operation_url(location)
+        doing = "waiting for the execution"
+        delay = 0.1
+        guid = execution.session_guid
+        while not execution.status.is_terminal:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise too_late
+            await asyncio.sleep(min(delay, remaining))
+            response = await self._send(call, doing, url=url, missing=None)
+            body = await self._read_json(response, doing)
+            guid = response.headers.get("x-ms-session-guid") or guid
+            execution = self._wire_parse(self._wire.parse_execution, doing, response, body, guid)
+            delay = _retry_after(response) or min(delay * 1.6, 2.0)
+        return execution
+
+    def _operation_url(self, location: str | None) -> httpx.URL | None:
+        """Where to poll: `Operation-Location` if it points into this pool, else None (use the id)."""
+        if not location:
+            return None
+        base = httpx.URL(self._base)
+        try:
+            target = httpx.URL(location)
+        except httpx.InvalidURL:
+            return None
+        if target.is_absolute_url:
+            same_origin = (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
+            return target if same_origin else None  # never send the token elsewhere
+        if location.startswith("/"):
+            if base.path != "/" and target.path.startswith(base.path):
+                return base.copy_with(raw_path=target.raw_path)
+            return base.join(location.lstrip("/"))
+        return base.join(location)
+
+    # --- files ----------------------------------------------------------------------------
+
+    async def upload(self, source: str | os.PathLike | BinaryIO, remote_name: str | None = None, *,
+                     progress: Progress | None = None) -> RemoteFile:
+        """Stream a local file (a path or a binary stream) to /mnt/data/`remote_name`.
+
+        `remote_name` defaults to the source's file name; it may name a subfolder (v2). The file
+        is read a chunk at a time, off the event loop. A stream that cannot seek is sent once,
+        without retries. Local problems (no such file) raise OSError.
+        """
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            name = remote_name or path.name
+            with await asyncio.to_thread(open, path, "rb") as stream:
+                return await self._upload_stream(stream, name, progress)
+        name = remote_name or os.path.basename(str(getattr(source, "name", "") or ""))
+        if not name:
+            raise ConfigurationError("Uploading a stream needs a remote_name: the stream has no file name.")
+        return await self._upload_stream(source, name, progress)
+
+    async def _upload_stream(self, stream: IO[bytes], remote_name: str, progress: Progress | None) -> RemoteFile:
+        call, filename = self._wire.upload(remote_name)
+        doing = f"uploading {relative_name(remote_name)!r}"
+        body = _UploadBody(stream, multipart_for(filename), progress)
+        response = await self._send(call, doing, body=body, missing=None,
+                                    timeout=httpx.Timeout(self.request_timeout, connect=15.0, read=300.0))
+        return self._wire_parse(self._wire.parse_upload, doing, response, await self._read_json(response, doing))
+
+    async def download(self, remote_name: str, destination: str | os.PathLike | BinaryIO, *,
+                       progress: Progress | None = None) -> int:
+        """Stream /mnt/data/`remote_name` into `destination` and return the bytes written.
+
+        A path destination is written to a temporary file beside it and renamed at the end, so
+        nothing half-written is left behind; an existing folder receives the file under its name.
+        """
+        call = self._wire.download(remote_name)
+        doing = f"downloading {relative_name(remote_name)!r}"
+        if not isinstance(destination, (str, os.PathLike)):
+            return await self._download_into(call, doing, destination, progress)
+        target = Path(destination)
+        if target.is_dir():
+            target = target / relative_name(remote_name).rsplit("/", 1)[-1]
+        partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        stream = await asyncio.to_thread(open, partial, "xb")
+        try:
+            with stream:
+                written = await self._download_into(call, doing, stream, progress, partial=True)
+            await asyncio.to_thread(os.replace, partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return written
+
+    async def _download_into(self, call: Call, doing: str, stream: IO[bytes], progress: Progress | None,
+                             partial: bool = False) -> int:
+        response = await self._send(call, doing, missing="file",
+                                    timeout=httpx.Timeout(self.request_timeout, connect=15.0))
+        total = _content_length(response)
+        written = 0
+        pending = bytearray()
+        try:
+            if progress:
+                progress(0, total)
+            async for chunk in response.aiter_bytes():
+                pending += chunk
+                if len(pending) >= CHUNK_SIZE:
+                    await asyncio.to_thread(stream.write, pending)
+                    written += len(pending)
+                    pending = bytearray()
+                    if progress:
+                        progress(written, total)
+            if pending:
+                await asyncio.to_thread(stream.write, pending)
+                written += len(pending)
+                if progress:
+                    progress(written, total)
+        except httpx.TransportError as exc:
+            got = written + len(pending)
+            left = "nothing was saved" if partial else "the stream holds a partial copy"
+            raise ServiceUnavailable(
+                f"{_cap(doing)} failed: the connection broke after {got} of "
+                f"{total if total is not None else 'an unknown number of'} bytes "
+                f"({_describe(exc)}); {left}. Try again.") from exc
+        finally:
+            await response.aclose()
+        return written
+
+    async def list_files(self, path: str | None = None) -> list[RemoteFile]:
+        """The files and folders in /mnt/data, or in the folder `path` under it (v2)."""
+        call = self._wire.list_files(path)
+        doing = "listing the session's files"
+        files: list[RemoteFile] = []
+        url = None
+        for _ in range(1000):  # a bound on pages, against a pool that links in circles
+            response = await self._send(call, doing, url=url)
+            page, next_link = self._wire_parse(self._wire.parse_file_list, doing, response,
+                                               await self._read_json(response, doing))
+            files.extend(page)
+            url = self._operation_url(next_link)
+            if url is None:
+                break
+        return files
+
+    async def file_info(self, name: str) -> RemoteFile:
+        """What the pool knows of /mnt/data/`name`: size, time, type."""
+        doing = f"reading the metadata of {relative_name(name)!r}"
+        response = await self._send(self._wire.file_info(name), doing, missing="file")
+        return self._wire_parse(self._wire.parse_file_info, doing, response, await self._read_json(response, doing))
+
+    async def delete_file(self, name: str) -> None:
+        """Delete /mnt/data/`name`; RemoteFileNotFound if it does not exist."""
+        response = await self._send(self._wire.delete_file(name), f"deleting {relative_name(name)!r}",
+                                    missing="file")
+        await response.aclose()
+
+    # --- sessions -------------------------------------------------------------------------
+
+    async def delete_session(self) -> None:
+        """Delete the session, its processes and files; the identifier may then be reused.
+
+        A session that is already gone counts as deleted. Versions without session routes
+        (v1, 2024-10-02-preview) delete through 2025-10-02-preview, as langchain does.
+        """
+        try:
+            response = await self._send(self._wire.delete_session(), "deleting the session", missing="session")
+        except SessionNotFound:
+            return
+        await response.aclose()
+
+    async def session_info(self) -> SessionInfo:
+        """What the pool says about the session (2025-02-02-preview and later; else BadRequest)."""
+        call = self._wire.session_info()
+        doing = "reading the session's information"
+        response = await self._send(call, doing, missing="session")
+        return self._wire_parse(self._wire.parse_session_info, doing, response, await self._read_json(response, doing))
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def _send(self, call: Call, doing: str, *, resendable: bool = True, body: _UploadBody | None = None,
+                    url: httpx.URL | None = None, timeout: httpx.Timeout | None = None,
+                    missing: str | None = None, read_timeout_error: SessionsError | None = None) -> httpx.Response:
+        """Send `call` and return its 2xx response, body unread (the caller closes it).
+
+        Retries 429 always, and 502/503/504 and broken connections when `resendable` (a request
+        that may have reached the pool is never resent otherwise); a connection that never
+        opened is retried always. A 401 is retried once with a fresh token when the provider can
+        refresh. Every other answer becomes the matching error.
+        """
+        started = time.monotonic()
+        retries = 0
+        refreshed = False
+        while True:
+            token = await self._token(doing)
+            request = self._build(call, token, url=url, body=body, timeout=timeout)
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                never_opened = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+                if (never_opened or resendable) and (body is None or body.rewind()):
+                    delay = self._next_delay(retries, started, None)
+                    if delay is not None:
+                        logger.debug("%s: %s; retrying in %.2f s", doing, type(exc).__name__, delay)
+                        retries += 1
+                        await asyncio.sleep(delay)
+                        continue
+                if isinstance(exc, httpx.ReadTimeout) and read_timeout_error is not None:
+                    raise read_timeout_error from None
+                raise self._connection_error(exc, doing, body, resendable) from exc
+
+            status = response.status_code
+            if response.is_success:
+                return response
+            if status == 401 and self.auth.refreshable and not refreshed and (body is None or body.rewind()):
+                refreshed = True  # the cached token may have been revoked: one try with a new one
+                self.auth.invalidate()
+                await response.aclose()
+                continue
+            if status == 429 or (status in (502, 503, 504) and resendable):
+                if body is None or body.rewind():
+                    delay = self._next_delay(retries, started, _retry_after(response))
+                    if delay is not None:
+                        logger.debug("%s: the pool answered %d; retrying in %.2f s", doing, status, delay)
+                        await response.aclose()
+                        retries += 1
+                        await asyncio.sleep(delay)
+                        continue
+            content = await _read_some(response)
+            error = error_from_response(status, response.headers, content, doing, self.auth.hint, missing)
+            raise _without(token, error)
+
+    def _build(self, call: Call, token: str | None, *, url: httpx.URL | None, body: _UploadBody | None,
+               timeout: httpx.Timeout | None) -> httpx.Request:
+        params = {"api-version": call.api_version or self.api_version}
+        if call.with_identifier:
+            params["identifier"] = self.identifier
+        params.update(call.params)
+        target = (url or httpx.URL(self._base + call.path)).copy_merge_params(params)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        content = None
+        if body is not None:
+            headers.update(body.headers())
+            content = body
+        return self._http.build_request(call.method, target, json=call.json, content=content, headers=headers,
+                                        timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+
+    async def _token(self, doing: str) -> str | None:
+        try:
+            return await self.auth.token()
+        except RemoteAuthenticationError:
+            raise
+        except Exception as exc:
+            raise RemoteAuthenticationError(
+                f"{_cap(doing)} failed: no token could be obtained ({self.auth.describe()}: "
+                f"{type(exc).__name__}: {exc}). {self.auth.hint}") from exc
+
+    def _next_delay(self, retries: int, started: float, retry_after: float | None) -> float | None:
+        """How long to wait before the next try, or None when the retries are spent."""
+        if retries + 1 >= self.retry.attempts:
+            return None
+        delay = self.retry.delay(retries, retry_after)
+        if time.monotonic() - started + delay > self.retry.total:
+            return None
+        return delay
+
+    def _connection_error(self, exc: httpx.TransportError, doing: str, body: _UploadBody | None,
+                          resendable: bool) -> SessionsError:
+        origin = _origin(self.endpoint)
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            return ServiceUnavailable(
+                f"{_cap(doing)} failed: cannot connect to the pool at {origin} ({_describe(exc)}). Check "
+                "POOL_MANAGEMENT_ENDPOINT and that the pool is running.")
+        if isinstance(exc, httpx.PoolTimeout):
+            return ServiceUnavailable(
+                f"{_cap(doing)} failed: every connection to {origin} stayed busy; too many requests at once.")
+        if isinstance(exc, httpx.TimeoutException):
+            return ServiceUnavailable(f"{_cap(doing)} failed: the pool at {origin} stopped answering "
+                                      f"({_describe(exc)}). Try again; check the pool's health.")
+        sent = f" after {body.sent} of {body.size} bytes" if body is not None and body.size is not None else ""
+        consequence = "" if resendable else " The code may or may not have run."
+        return ServiceUnavailable(
+            f"{_cap(doing)} failed: the connection to the pool at {origin} broke{sent} "
+            f"({_describe(exc)}).{consequence} Try again; check the pool's health.")
+
+    async def _read_json(self, response: httpx.Response, doing: str) -> Any:
+        try:
+            content = await response.aread()
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"{_cap(doing)} failed: the connection broke while the answer was "
+                                     f"being read ({_describe(exc)}). Try again.") from exc
+        finally:
+            await response.aclose()
+        try:
+            return json.loads(content)
+        except (ValueError, UnicodeDecodeError):
+            raise unparseable(doing, response.status_code, content, "its body is not JSON") from None
+
+    @staticmethod
+    def _wire_parse(parse: Callable[..., Any], doing: str, response: httpx.Response, body: Any,
+                    *args: Any) -> Any:
+        try:
+            return parse(body, *args)
+        except UnexpectedResponse as exc:
+            raise UnexpectedResponse(f"{_cap(doing)} failed: {exc.message}",
+                                     status_code=response.status_code) from None
+
+
+class _UploadBody:
+    """A multipart body that streams a file: framing head, the file a chunk at a time, tail.
+
+    It can be sent again if the stream can seek back to where it started.
+    """
+
+    def __init__(self, stream: IO[bytes], multipart: Any, progress: Progress | None) -> None:
+        self.stream = stream
+        self.multipart = multipart
+        self.progress = progress
+        self.start: int | None = None
+        self.size: int | None = None
+        try:
+            if stream.seekable():
+                self.start = stream.tell()
+                self.size = stream.seek(0, os.SEEK_END) - self.start
+                stream.seek(self.start)
+        except (AttributeError, OSError):
+            self.start = self.size = None
+        self.used = False
+        self.sent = 0
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": self.multipart.content_type}
+        if self.size is not None:
+            headers["Content-Length"] = str(len(self.multipart.head) + self.size + len(self.multipart.tail))
+        return headers
+
+    def rewind(self) -> bool:
+        """Make the body ready to send again; False when the stream cannot go back."""
+        if not self.used:
+            return True
+        if self.start is None:
+            return False
+        self.stream.seek(self.start)
+        self.used = False
+        self.sent = 0
+        return True
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.used = True
+        yield self.multipart.head
+        if self.progress:
+            self.progress(0, self.size)
+        remaining = self.size
+        while remaining is None or remaining > 0:
+            want = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
+            chunk = await asyncio.to_thread(self.stream.read, want)
+            if not chunk:
+                break
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+            self.sent += len(chunk)
+            if self.progress:
+                self.progress(self.sent, self.size)
+        if remaining:  # the file shrank while it was read: the Content-Length would be a lie
+            raise OSError(f"the file being uploaded shrank by {remaining} bytes while it was read")
+        yield self.multipart.tail
+
+
+def _checked_endpoint(endpoint: str) -> str:
+    parts = urlsplit(endpoint.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"POOL_MANAGEMENT_ENDPOINT must be an http(s) URL; got {endpoint!r}.")
+    if parts.query or parts.fragment:
+        raise ConfigurationError("POOL_MANAGEMENT_ENDPOINT must not carry a query or fragment: give the pool's "
+                                 "management endpoint as `az containerapp sessionpool show` prints it.")
+    return endpoint.strip()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """`Retry-After` in seconds (a number or an HTTP date), if the response has one."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    if "content-encoding" in response.headers:
+        return None
+    try:
+        return int(response.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+async def _read_some(response: httpx.Response) -> bytes:
+    """The first bytes of an error answer (the rest is not worth waiting for)."""
+    content = b""
+    try:
+        async for chunk in response.aiter_bytes():
+            content += chunk
+            if len(content) >= ERROR_BODY_LIMIT:
+                break
+    except httpx.TransportError:
+        pass
+    finally:
+        await response.aclose()
+    return content
+
+
+def _without(token: str | None, error: SessionsError) -> SessionsError:
+    """The error with any echo of the token removed from its message."""
+    if token and token in error.message:
+        error.message = error.message.replace(token, "<token>")
+        error.args = (error.message,)
+    return error
+
+
+def _is_loopback(endpoint: str) -> bool:
+    host = (urlsplit(endpoint).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _origin(endpoint: str) -> str:
+    parts = urlsplit(endpoint)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
