@@ -1,0 +1,1 @@
+"""The Jupyter face of remote_kernel: the kernel, its magics, outputs and embedded pool."""

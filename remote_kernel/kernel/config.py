@@ -1,0 +1,126 @@
+"""The kernel's configuration, read once from the environment (DESIGN.md's table).
+
+Reading never fails: a value that cannot be used becomes a `problem`, a sentence saying what
+to fix, which the kernel shows on the first cell instead of dying at start-up.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Mapping
+
+DEFAULT_API_VERSION = "2025-10-02-preview"
+API_VERSIONS = ("2024-02-02-preview", "2024-08-02-preview", "2024-10-02-preview", "2025-02-02-preview",
+                "2025-10-02-preview")
+#: versions whose execute request can ask for the interpreter's display repr of the result
+JUPYTER_REPR_VERSIONS = ("2025-10-02-preview",)
+AUTH_MODES = ("azure", "token", "none")
+MAX_TIMEOUT = 220.0
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9\-_|&^%$#(){}\[\];<>]{4,128}$")
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """What the kernel needs to reach its session; `token` is never printed."""
+
+    endpoint: str | None  # None: start an embedded local pool
+    auth_mode: str
+    token: str | None = field(default=None, repr=False)
+    api_version: str = DEFAULT_API_VERSION
+    identifier: str = ""
+    identifier_from_env: bool = False
+    timeout: float = MAX_TIMEOUT
+    keep_session: bool = False
+    problems: tuple[str, ...] = ()
+
+    @property
+    def embedded(self) -> bool:
+        """True when the kernel runs its own local pool (no POOL_MANAGEMENT_ENDPOINT)."""
+        return self.endpoint is None
+
+    @property
+    def jupyter_repr(self) -> bool:
+        """Whether execute requests can ask for the display repr of a result."""
+        return self.api_version in JUPYTER_REPR_VERSIONS
+
+    @property
+    def pool_type(self) -> str:
+        if self.embedded:
+            return "embedded local pool"
+        if self.endpoint and ".dynamicsessions.io" in self.endpoint.lower():
+            return "Azure Container Apps session pool"
+        return "session pool at a custom endpoint"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> KernelConfig:
+        """Read every setting once; collect what is wrong instead of raising."""
+        env = os.environ if env is None else env
+        problems: list[str] = []
+
+        endpoint = env.get("POOL_MANAGEMENT_ENDPOINT", "").strip() or None
+        if endpoint is not None:
+            if not re.match(r"^https?://[^/\s]+", endpoint):
+                problems.append(f"POOL_MANAGEMENT_ENDPOINT={endpoint!r} is not an http(s) URL: set it to the "
+                                "pool's management endpoint, https://<region>.dynamicsessions.io/subscriptions/"
+                                "…/sessionPools/<pool>, or unset it to use an embedded local pool.")
+            endpoint = endpoint.rstrip("/")
+
+        token = env.get("REMOTE_KERNEL_TOKEN") or None
+        auth_mode = env.get("REMOTE_KERNEL_AUTH", "").strip().lower()
+        if not auth_mode:
+            if endpoint is None:
+                auth_mode = "token"
+            elif endpoint.lower().startswith("https://"):
+                auth_mode = "token" if token else "azure"
+            else:
+                auth_mode = "token" if token else "none"
+        if auth_mode not in AUTH_MODES:
+            problems.append(f"REMOTE_KERNEL_AUTH={auth_mode!r} is not one of {', '.join(AUTH_MODES)}.")
+        elif auth_mode == "token" and endpoint is not None and not token:
+            problems.append("REMOTE_KERNEL_AUTH=token needs REMOTE_KERNEL_TOKEN: set it to the pool's bearer token, "
+                            "or set REMOTE_KERNEL_AUTH=azure to sign in with Azure identity.")
+
+        api_version = env.get("REMOTE_KERNEL_API_VERSION", "").strip() or DEFAULT_API_VERSION
+        if api_version not in API_VERSIONS:
+            problems.append(f"REMOTE_KERNEL_API_VERSION={api_version!r} is not supported: use one of "
+                            f"{', '.join(API_VERSIONS)}.")
+
+        identifier = env.get("REMOTE_KERNEL_IDENTIFIER", "").strip()
+        from_env = bool(identifier)
+        if from_env and not _IDENTIFIER.match(identifier):
+            problems.append(f"REMOTE_KERNEL_IDENTIFIER={identifier!r} is not a valid identifier: use 4–128 letters, "
+                            "digits or -_|&^%$#(){}[];<> (a uuid4 is best).")
+        identifier = identifier or str(uuid.uuid4())
+
+        timeout = MAX_TIMEOUT
+        raw_timeout = env.get("REMOTE_KERNEL_TIMEOUT", "").strip()
+        if raw_timeout:
+            try:
+                timeout = float(raw_timeout)
+                if not 0 < timeout:
+                    raise ValueError
+                timeout = min(timeout, MAX_TIMEOUT)
+            except ValueError:
+                problems.append(f"REMOTE_KERNEL_TIMEOUT={raw_timeout!r} is not a positive number of seconds "
+                                f"(at most {MAX_TIMEOUT:g}).")
+                timeout = MAX_TIMEOUT
+
+        keep = env.get("REMOTE_KERNEL_KEEP_SESSION", "0").strip().lower() in ("1", "true", "yes", "on")
+        return cls(endpoint=endpoint, auth_mode=auth_mode, token=token, api_version=api_version,
+                   identifier=identifier, identifier_from_env=from_env, timeout=timeout, keep_session=keep,
+                   problems=tuple(problems))
+
+    def describe(self, *, endpoint: str | None = None) -> list[tuple[str, str]]:
+        """The settings as (name, value) rows for `%session`; never the token."""
+        shown = endpoint or self.endpoint or "(starting)"
+        return [
+            ("endpoint", shown),
+            ("api-version", self.api_version),
+            ("identifier", self.identifier + ("  (REMOTE_KERNEL_IDENTIFIER)" if self.identifier_from_env else "")),
+            ("auth mode", self.auth_mode + ("  (token set)" if self.token and self.auth_mode == "token" else "")),
+            ("pool type", self.pool_type),
+            ("cell timeout", f"{self.timeout:g} s"),
+            ("keep session at exit", "yes" if self.keep_session else "no"),
+        ]

@@ -1,0 +1,127 @@
+"""The embedded default: a `remote-kernel pool` child for a kernel that has no endpoint.
+
+It starts in parallel with the kernel (nothing waits for it until the first cell), listens on
+a free loopback port, and knows a random token given in its environment (never on argv). It
+stops with the kernel: on shutdown, at exit, and, when the kernel is killed, by itself (it
+watches its parent pid).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_LINE = "export POOL_MANAGEMENT_ENDPOINT="
+
+
+class EmbeddedPoolError(RuntimeError):
+    """The embedded pool could not start; the message says why and what to do instead."""
+
+
+class EmbeddedPool:
+    """A local session pool, run as a child process of the kernel."""
+
+    def __init__(self, container_type: str = "PythonLTS", *, ready_sessions: int = 1,
+                 cooldown: float = 3600, python: str | None = None) -> None:
+        self.container_type = container_type
+        self.ready_sessions = ready_sessions
+        # the pool lives only as long as its kernel: idle expiry would only lose the user's state
+        self.cooldown = cooldown
+        self.python = python or sys.executable
+        self.token = secrets.token_urlsafe(32)
+        self.endpoint: str | None = None
+        self.process: subprocess.Popen | None = None
+        self._ready = threading.Event()
+        self._failure: str | None = None
+        self._log_path: Path | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        return [self.python, "-m", "remote_kernel", "pool", "--port", "0", "--host", "127.0.0.1",
+                "--ready-sessions", str(self.ready_sessions), "--cooldown", f"{self.cooldown:g}",
+                "--container-type", self.container_type, "--parent-pid", str(os.getpid())]
+
+    def start(self) -> None:
+        """Start the child and return at once; a thread reads its endpoint when it is listening."""
+        fd, name = tempfile.mkstemp(prefix="remote-kernel-pool-", suffix=".log")
+        self._log_path = Path(name)
+        env = {**os.environ, "REMOTE_KERNEL_TOKEN": self.token}
+        env.pop("POOL_MANAGEMENT_ENDPOINT", None)
+        try:
+            self.process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=fd, env=env,
+                # its own process group: a signal meant for the kernel's group (an interrupt, a kill by the
+                # kernel manager) does not reach it; it cleans up by itself when the kernel is gone
+                start_new_session=True,
+            )
+        except OSError as exc:
+            os.close(fd)
+            self._failure = f"could not run {self.python}: {exc}"
+            self._ready.set()
+            return
+        os.close(fd)
+        threading.Thread(target=self._read_stdout, name="embedded-pool-stdout", daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.decode("utf-8", "replace").strip()
+            if self.endpoint is None and line.startswith(ENDPOINT_LINE):
+                self.endpoint = line[len(ENDPOINT_LINE):].strip()
+                self._ready.set()
+        self._ready.set()  # end of output: the pool exited (wait_ready reports it)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self._log_path.read_text(errors="replace") if self._log_path else ""
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    async def wait_ready(self, timeout: float = 60) -> str:
+        """The pool's endpoint once it listens; `EmbeddedPoolError` if it cannot start."""
+        if not self._ready.is_set():
+            await asyncio.to_thread(self._ready.wait, timeout)
+        if self.endpoint:
+            return self.endpoint
+        failure = self._failure
+        if failure is None:
+            if self.process is not None and self.process.poll() is None:
+                failure = f"it did not report its endpoint within {timeout:g} s"
+            else:
+                code = self.process.returncode if self.process else None
+                failure = f"it exited with code {code}"
+        tail = self.log_tail()
+        raise EmbeddedPoolError(
+            f"The embedded local session pool did not start: {failure}."
+            + (f"\n{tail}" if tail else "")
+            + "\nSet POOL_MANAGEMENT_ENDPOINT to use another pool, or run `remote-kernel pool` yourself to see why.")
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the pool (it deletes every session on SIGTERM); kill it if it does not stop in time."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            try:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("embedded pool did not stop within %.1f s; killing it", timeout)
+                process.kill()
+                try:
+                    process.wait(1)
+                except subprocess.TimeoutExpired:
+                    pass
+            except OSError:
+                pass
+        if self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+            self._log_path = None

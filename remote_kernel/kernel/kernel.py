@@ -1,0 +1,356 @@
+"""`RemoteKernel`: Jupyter messages in, executions in a remote session out.
+
+The protocol plumbing is ipykernel's. This class decides where a request goes: a kernel magic
+runs here (`magics.py`), code goes to the session through `remote_kernel.sessions`, and what
+comes back becomes messages (`outputs.py`). One session identifier per kernel; the session is
+created lazily by the first cell, so start-up never blocks on the network or fails.
+"""
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import logging
+import os
+import re
+import signal
+import threading
+import uuid
+from typing import Any
+
+from ipykernel.kernelbase import Kernel
+
+from remote_kernel import __version__
+from remote_kernel.kernel import outputs
+from remote_kernel.kernel.config import KernelConfig
+from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
+from remote_kernel.kernel.languages import HELPER_MARK, PYTHON, Language
+from remote_kernel.kernel.magics import MAGICS, MagicError, MagicRunner, split_cell
+from remote_kernel.sessions.models import ConfigurationError, SessionNotFound, SessionsError
+
+#: Markers of the code VS Code runs behind the user's back (kernel set-up, variable viewer, completions).
+VSCODE_MARKERS = ("__vsc_", "_VSCODE_", "__VSCODE_", "__jupyter_exec_background__", "%config Completer.",
+                  "_vscode_")
+
+SESSION_LOST = ("The remote session was lost (it expired after being idle, was deleted, or its worker stopped): "
+                "variables, imports and files from earlier cells are gone. This cell ran in a new session.\n")
+
+HELPER_DEADLINE = 1.0  # seconds for completion and inspection; past it the answer is empty
+SHUTDOWN_DEADLINE = 1.5  # seconds to delete the session on shutdown (jupyter_client kills at ~2.5 s)
+
+
+def is_vscode_internal(code: str, store_history: bool) -> bool:
+    """VS Code's hidden snippets run with store_history=False and name its helpers; answer them here."""
+    return not store_history and any(marker in code for marker in VSCODE_MARKERS)
+
+
+class RemoteKernel(Kernel):
+    """A kernel whose cells run in a remote session (one identifier per kernel)."""
+
+    implementation = "remote_kernel"
+    implementation_version = __version__
+    language_spec: Language = PYTHON
+    language_info = PYTHON.language_info
+    banner = PYTHON.banner
+
+    @classmethod
+    def for_language(cls, key: str) -> type[RemoteKernel]:
+        """The kernel class for a language of the table in `languages.py`."""
+        from remote_kernel.kernel.languages import language
+
+        spec = language(key)
+        if spec is cls.language_spec:
+            return cls
+        return type(f"Remote{key.title()}Kernel", (cls,),
+                    {"language_spec": spec, "language_info": spec.language_info, "banner": spec.banner})
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._quiet_library_logs()
+        self.settings = KernelConfig.from_env()
+        self.identifier = self.settings.identifier
+        self._count = 1  # the number the next stored cell gets, as IPython counts
+        self._client: Any = None
+        self._endpoint: str | None = self.settings.endpoint
+        self._token: str | None = self.settings.token
+        self._auth_mode = self.settings.auth_mode
+        self._session_guid: str | None = None
+        self._loss_reported = False
+        self._cell: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
+        self._cleaned_up = False
+        self._publish_silently = False
+        self.magics = MagicRunner(self)
+        self.embedded: EmbeddedPool | None = None
+        if self.settings.embedded and not self.settings.problems:
+            self.embedded = EmbeddedPool(self.language_spec.container_type)
+            self.embedded.start()
+            self._token, self._auth_mode = self.embedded.token, "token"
+        atexit.register(self._cleanup_sync)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _quiet_library_logs(self) -> None:
+        """Library logs go where the kernel's own log goes, never to sys.stderr (that is a cell's stderr)."""
+        for name in ("remote_kernel", "httpx", "httpcore", "azure"):
+            logger = logging.getLogger(name)
+            logger.handlers = list(self.log.handlers) or [logging.NullHandler()]
+            logger.propagate = False
+
+    # --- protocol ------------------------------------------------------------------------
+
+    @property
+    def execution_count(self) -> int:  # type: ignore[override]
+        return self._count
+
+    @execution_count.setter
+    def execution_count(self, value: int) -> None:
+        pass  # the base class counts every non-silent request; IPython counts only stored cells
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        info = dict(super().kernel_info)
+        info["supported_features"] = []  # no debugger, no subshells: cells run one at a time, remotely
+        return info
+
+    def publish(self, msg_type: str, content: dict[str, Any]) -> None:
+        """Send one IOPub message for the current cell (nothing for a silent one)."""
+        if not self._publish_silently:
+            self.send_response(self.iopub_socket, msg_type, content)
+
+    async def do_execute(self, code: str, silent: bool, store_history: bool = True,
+                         user_expressions: dict | None = None, allow_stdin: bool = False) -> dict[str, Any]:
+        self._allow_stdin = allow_stdin
+        self._publish_silently = silent
+        number = self._count
+        if store_history and not silent:
+            self._count += 1
+        if is_vscode_internal(code, store_history):
+            return outputs.ok_reply(self._count - 1)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._run_cell(code, number, user_expressions or {}))
+        self._cell = (loop, task)
+        try:
+            await asyncio.wait({task})
+        finally:
+            self._cell = None
+        if task.cancelled():
+            return self._fail(outputs.interrupted())
+        if task.exception() is not None:
+            exc = task.exception()
+            self.log.error("internal error running a cell", exc_info=exc)
+            return self._fail(outputs.error(type(exc).__name__, f"remote_kernel failed: {exc}"))
+        return task.result()
+
+    def _fail(self, message: outputs.Message) -> dict[str, Any]:
+        self.publish(*message)
+        return outputs.error_reply(message, self._count - 1)
+
+    async def _run_cell(self, code: str, number: int, user_expressions: dict) -> dict[str, Any]:
+        calls, remote_code = split_cell(code)
+        payload: list = []
+        try:
+            for call in calls:
+                payload += await self.magics.run(call)
+            if not remote_code.strip():
+                return outputs.ok_reply(self._count - 1, payload=payload)
+            client = await self.session_client()
+            execution = await client.execute(remote_code, timeout=self.settings.timeout,
+                                             jupyter_repr=self._jupyter_repr)
+        except MagicError as exc:
+            return self._fail(outputs.error(exc.ename, exc.message, exc.message.splitlines()))
+        except SessionNotFound as exc:
+            self._session_lost()
+            return self._fail(outputs.transport_error(exc))
+        except (SessionsError, EmbeddedPoolError) as exc:
+            return self._fail(outputs.transport_error(exc))
+        self._note_session(execution.session_guid)
+        messages, err = outputs.messages_for(execution, number, jupyter_repr=self._jupyter_repr,
+                                             format_value=self.language_spec.format_value)
+        if err is not None and err[1]["ename"] == "SessionLost":
+            self._session_lost()
+        for message in messages:
+            self.publish(*message)
+        if err is not None:
+            return outputs.error_reply(err, self._count - 1)
+        expressions = await self._user_expressions(user_expressions) if user_expressions else {}
+        return outputs.ok_reply(self._count - 1, payload=payload, user_expressions=expressions)
+
+    @property
+    def _jupyter_repr(self) -> bool:
+        return self.settings.jupyter_repr and self.language_spec.jupyter_repr
+
+    async def do_is_complete(self, code: str) -> dict[str, Any]:
+        try:
+            return self.language_spec.is_complete(code)
+        except Exception:  # the checker is a convenience; never fail the request
+            return {"status": "unknown"}
+
+    async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
+        reply = {"status": "ok", "matches": [], "cursor_start": cursor_pos, "cursor_end": cursor_pos, "metadata": {}}
+        magic = re.search(r"(?:^|\n)\s*(%\w*)$", code[:cursor_pos])
+        if magic:
+            word = magic.group(1)
+            found = [f"%{name}" for name in MAGICS if f"%{name}".startswith(word)]
+            if found:
+                return {**reply, "matches": found, "cursor_start": cursor_pos - len(word)}
+        if self.language_spec.complete_code is None:
+            return reply
+        answer = await self._helper(self.language_spec.complete_code(code, cursor_pos))
+        if not answer or not isinstance(answer.get("matches"), list):
+            return reply
+        return {**reply, "matches": answer["matches"], "cursor_start": answer.get("cursor_start", cursor_pos),
+                "cursor_end": answer.get("cursor_end", cursor_pos),
+                "metadata": {"_jupyter_types_experimental": answer.get("types", [])}}
+
+    async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
+                         omit_sections: Any = ()) -> dict[str, Any]:
+        reply: dict[str, Any] = {"status": "ok", "found": False, "data": {}, "metadata": {}}
+        magic = re.search(r"%(\w+)$", code[:cursor_pos] + re.match(r"\w*", code[cursor_pos:]).group())
+        if magic and magic.group(1) in MAGICS:
+            return {**reply, "found": True, "data": {"text/plain": MAGICS[magic.group(1)].help}}
+        if self.language_spec.inspect_code is None:
+            return reply
+        answer = await self._helper(self.language_spec.inspect_code(code, cursor_pos, detail_level))
+        if answer and answer.get("found") and answer.get("data"):
+            return {**reply, "found": True, "data": answer["data"]}
+        return reply
+
+    async def _user_expressions(self, expressions: dict[str, str]) -> dict[str, Any]:
+        if self.language_spec.expressions_code is None:
+            return {}
+        answer = await self._helper(self.language_spec.expressions_code(expressions), deadline=10.0)
+        if not answer or "error" in answer:
+            reason = (answer or {}).get("error", "the session did not answer")
+            return {name: {"status": "error", "ename": "UserExpressionError", "evalue": reason, "traceback": []}
+                    for name in expressions}
+        return answer
+
+    async def _helper(self, code: str, deadline: float = HELPER_DEADLINE) -> dict[str, Any] | None:
+        """Run a silent helper in the session (never counted, never shown) and read its JSON answer."""
+        async def run() -> dict[str, Any] | None:
+            client = await self.session_client()
+            execution = await client.execute(code, timeout=max(deadline, 1.0), jupyter_repr=False)
+            for line in (execution.stdout or "").splitlines():
+                if line.startswith(HELPER_MARK):
+                    return json.loads(line[len(HELPER_MARK):])
+            return None
+
+        try:
+            return await asyncio.wait_for(run(), deadline)
+        except Exception as exc:  # a timeout, a transport problem, an answer we cannot read: no answer
+            self.log.debug("helper execution gave no answer: %r", exc)
+            return None
+
+    # --- interrupt and shutdown (these arrive on the control thread) ---------------------------
+
+    def _cancel_cell(self) -> None:
+        cell = self._cell
+        if cell is not None:
+            loop, task = cell
+            loop.call_soon_threadsafe(task.cancel)
+
+    async def interrupt_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        """Cancel the running cell's request; closing it makes the pool interrupt the code."""
+        self._cancel_cell()
+        if self.session:
+            self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
+
+    def pre_handler_hook(self) -> None:
+        # a SIGINT (a terminal's Ctrl-C) cancels the cell instead of raising in the event loop
+        self.saved_sigint_handler = signal.signal(signal.SIGINT, lambda signum, frame: self._cancel_cell())
+
+    async def do_shutdown(self, restart: bool) -> dict[str, Any]:
+        self._cancel_cell()
+        await self._delete_session(SHUTDOWN_DEADLINE)
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop, 1.0)
+        self._cleaned_up = True
+        return {"status": "ok", "restart": restart}
+
+    async def _delete_session(self, deadline: float) -> None:
+        """Delete the session from whatever loop this runs on (a client of its own), within `deadline`."""
+        if self._client is None or self.settings.keep_session or self._cleaned_up:
+            return
+        client = self._new_client()
+        try:
+            await asyncio.wait_for(client.delete_session(), deadline)
+        except SessionNotFound:
+            pass
+        except Exception as exc:
+            self.log.warning("could not delete session %s: %r", self.identifier, exc)
+        finally:
+            try:
+                await asyncio.wait_for(client.aclose(), 0.3)
+            except Exception:
+                pass
+
+    def _cleanup_sync(self) -> None:
+        """The fallback at exit: delete the session and stop the embedded pool, bounded."""
+        if self._cleaned_up:
+            return
+        worker = threading.Thread(target=lambda: asyncio.run(self._delete_session(SHUTDOWN_DEADLINE)), daemon=True)
+        worker.start()
+        worker.join(SHUTDOWN_DEADLINE + 0.5)
+        if self.embedded is not None:
+            self.embedded.stop(1.0)
+        self._cleaned_up = True
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._cleanup_sync()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    # --- the session -------------------------------------------------------------------------
+
+    def _new_client(self) -> Any:
+        from remote_kernel.sessions import SessionsClient, auth_from_settings
+
+        return SessionsClient(self._endpoint, self.identifier, api_version=self.settings.api_version,
+                              auth=auth_from_settings(self._auth_mode, self._token, self._endpoint),
+                              timeout=self.settings.timeout)
+
+    async def session_client(self) -> Any:
+        """The client of this kernel's session, made on first use (after the embedded pool is up)."""
+        if self.settings.problems:
+            raise ConfigurationError("The kernel's configuration cannot work:\n- " + "\n- ".join(
+                self.settings.problems) + "\nFix the environment of the kernel (or its kernelspec) and restart it.")
+        if self._client is None:
+            if self.embedded is not None:
+                self._endpoint = await self.embedded.wait_ready()
+            self._client = self._new_client()
+        return self._client
+
+    def _note_session(self, guid: str | None) -> None:
+        """Say once when the pool answered from another session than before (our state is gone)."""
+        if guid is None:
+            return
+        if self._session_guid is not None and guid != self._session_guid and not self._loss_reported:
+            self.publish(*outputs.stream("stderr", SESSION_LOST))
+        self._session_guid = guid
+        self._loss_reported = False
+
+    def _session_lost(self) -> None:
+        """The session died under a request: its error said so, so the next cell's new session is quiet."""
+        self._loss_reported = True
+
+    def session_rows(self) -> list[tuple[str, str]]:
+        rows = dict(self.settings.describe(endpoint=self._endpoint))
+        rows["identifier"] = self.identifier + ("  (REMOTE_KERNEL_IDENTIFIER)" if self.settings.identifier_from_env
+                                                and self.identifier == self.settings.identifier else "")
+        rows["session"] = "not created yet (the first cell creates it)" if self._session_guid is None else \
+            f"active ({self._session_guid})"
+        return list(rows.items())
+
+    async def new_session(self) -> tuple[str, str]:
+        """Delete the session and move to a fresh one (a new identifier, unless it was configured)."""
+        client = await self.session_client()
+        old = self.identifier
+        try:
+            await client.delete_session()
+        except SessionNotFound:
+            pass
+        self.identifier = old if self.settings.identifier_from_env else str(uuid.uuid4())
+        client.identifier = self.identifier
+        self._session_guid = None
+        self._loss_reported = False
+        return old, self.identifier

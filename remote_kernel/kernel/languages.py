@@ -1,0 +1,191 @@
+"""Everything that differs between the languages a remote session can run, in one table.
+
+A kernel for another language is one more `Language` entry: its kernelspec, its
+`language_info`, how `is_complete` is decided locally, and the helper code that answers
+completion and inspection from the remote session's namespace.
+
+Only the standard library is imported at module level: the build hook imports this module.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable
+
+#: The line a helper execution prints before its JSON answer, so that stray output is ignored.
+HELPER_MARK = "\x1e__remote_kernel__"
+
+
+@dataclass(frozen=True)
+class Language:
+    """One language of remote sessions, and how the kernel speaks it."""
+
+    key: str  # "python", as given to `--language` and `remote-kernel install --language`
+    kernel_name: str  # the kernelspec directory name
+    display_name: str
+    container_type: str  # the pool type an embedded pool is started with
+    language_info: dict
+    banner: str
+    is_complete: Callable[[str], dict]
+    complete_code: Callable[[str, int], str] | None = None  # helper source answering complete_request
+    inspect_code: Callable[[str, int, int], str] | None = None  # helper source answering inspect_request
+    expressions_code: Callable[[dict[str, str]], str] | None = None  # helper evaluating user_expressions
+    jupyter_repr: bool = True  # ask the pool for the interpreter's display repr where the version can
+    format_value: Callable[[object], str] = repr  # text/plain of a JSON result value, in the language's notation
+    help_links: list = field(default_factory=list)
+
+
+# --- Python ---------------------------------------------------------------------------------
+
+def _python_is_complete(code: str) -> dict:
+    """IPython's own answer (it knows magics, `!` lines and line continuations)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    status, indent = TransformerManager().check_complete(code)
+    reply: dict = {"status": status}
+    if status == "incomplete":
+        reply["indent"] = " " * (indent or 0)
+    return reply
+
+
+_PY_HELPER = '''
+def _remote_kernel_helper():
+    import json as _json
+    answer = {}
+    try:
+%(body)s
+    except BaseException as _exc:  # the helper must never fail the way user code does
+        answer = {"error": type(_exc).__name__ + ": " + str(_exc)}
+    print(%(mark)r + _json.dumps(answer, default=repr))
+try:
+    _remote_kernel_helper()
+finally:
+    del _remote_kernel_helper
+'''
+
+
+def _python_helper(body: str) -> str:
+    body = "\n".join("        " + line for line in body.strip("\n").splitlines())
+    return _PY_HELPER % {"body": body, "mark": HELPER_MARK}
+
+
+def _python_complete_code(code: str, cursor_pos: int) -> str:
+    return _python_helper(f'''
+code, cursor = _json.loads({json.dumps(json.dumps([code, cursor_pos]))})
+from IPython.core.completer import provisionalcompleter, rectify_completions
+shell = get_ipython()
+jedi = shell.Completer.use_jedi
+shell.Completer.use_jedi = False  # jedi is slow to warm up; answers must come within a second
+try:
+    with provisionalcompleter():
+        found = list(rectify_completions(code, shell.Completer.completions(code, cursor)))
+finally:
+    shell.Completer.use_jedi = jedi
+start = found[0].start if found else cursor
+end = found[0].end if found else cursor
+answer = {{"matches": [c.text for c in found], "cursor_start": start, "cursor_end": end,
+          "types": [{{"start": c.start, "end": c.end, "text": c.text, "type": c.type,
+                      "signature": c.signature}} for c in found]}}
+''')
+
+
+def _python_inspect_code(code: str, cursor_pos: int, detail_level: int) -> str:
+    return _python_helper(f'''
+code, cursor, level = _json.loads({json.dumps(json.dumps([code, cursor_pos, detail_level]))})
+from IPython.utils.tokenutil import token_at_cursor
+shell = get_ipython()
+name = token_at_cursor(code, cursor)
+try:
+    bundle = shell.object_inspect_mime(name, detail_level=level)
+    answer = {{"found": True, "data": bundle if isinstance(bundle, dict) else {{}}}}
+except KeyError:
+    answer = {{"found": False, "data": {{}}}}
+''')
+
+
+def _python_expressions_code(expressions: dict[str, str]) -> str:
+    return _python_helper(f'''
+expressions = _json.loads({json.dumps(json.dumps(expressions))})
+shell = get_ipython()
+answer = shell.user_expressions(expressions)
+''')
+
+
+PYTHON = Language(
+    key="python",
+    kernel_name="remote-python",
+    display_name="Python (remote session)",
+    container_type="PythonLTS",
+    language_info={
+        "name": "python",
+        "mimetype": "text/x-python",
+        "file_extension": ".py",
+        "pygments_lexer": "ipython3",
+        "codemirror_mode": {"name": "ipython", "version": 3},
+        "nbconvert_exporter": "python",
+        "version": "3",
+    },
+    banner="Python in a remote session (Azure Container Apps dynamic sessions or a local session pool).\n"
+           "Kernel magics: %upload %download %files %rm %session %lsmagic",
+    is_complete=_python_is_complete,
+    complete_code=_python_complete_code,
+    inspect_code=_python_inspect_code,
+    expressions_code=_python_expressions_code,
+)
+
+
+# --- JavaScript (Node.js sessions) -------------------------------------------------------------
+
+def _brackets_is_complete(code: str) -> dict:
+    """A small bracket and string balance check: enough to tell a console when to wait."""
+    depth, quote, escaped = 0, "", False
+    for ch in code:
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"`":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth < 0:
+                return {"status": "invalid"}
+    if quote or depth > 0:
+        return {"status": "incomplete", "indent": "  " * max(depth, 0)}
+    return {"status": "complete"}
+
+
+JAVASCRIPT = Language(
+    key="javascript",
+    kernel_name="remote-javascript",
+    display_name="JavaScript (remote session)",
+    container_type="NodeLTS",
+    language_info={
+        "name": "javascript",
+        "mimetype": "application/javascript",
+        "file_extension": ".js",
+        "pygments_lexer": "javascript",
+        "codemirror_mode": "javascript",
+        "version": "",
+    },
+    banner="JavaScript (Node.js) in a remote session.\n"
+           "Kernel magics: %upload %download %files %rm %session %lsmagic",
+    is_complete=_brackets_is_complete,
+    jupyter_repr=False,
+    format_value=lambda value: json.dumps(value, ensure_ascii=False),
+)
+
+LANGUAGES: dict[str, Language] = {language.key: language for language in (PYTHON, JAVASCRIPT)}
+
+
+def language(key: str) -> Language:
+    """The table entry for `key` ("python", "javascript"); a clear error for anything else."""
+    try:
+        return LANGUAGES[key]
+    except KeyError:
+        raise ValueError(f"unknown language {key!r}: choose one of {', '.join(LANGUAGES)}") from None

@@ -1,0 +1,326 @@
+"""The kernel's own magics: file transfers and the session, handled before anything is sent.
+
+`%upload LOCAL [REMOTE]`, `%download REMOTE [LOCAL]`, `%files [PATH]`, `%rm REMOTE`, `%session`,
+`%session new` and `%lsmagic`; `%name?` (or `%name -h`) shows a magic's help. Every other
+`%`, `%%` or `!` line belongs to the remote session and is sent through untouched.
+
+A cell may start with several kernel magics and go on with code: the magics run first, in
+order, then the rest of the cell is sent. The first failing magic stops the cell.
+"""
+from __future__ import annotations
+
+import html
+import re
+import shlex
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any, Awaitable, Callable, Protocol
+
+from remote_kernel.sessions.models import RemoteFile, RemoteFileNotFound
+
+
+class MagicError(Exception):
+    """A magic could not run: bad arguments, a missing file. Shown as one short error."""
+
+    def __init__(self, message: str, ename: str = "UsageError") -> None:
+        super().__init__(message)
+        self.ename = ename
+        self.message = message
+
+
+class MagicHost(Protocol):
+    """What a magic needs from the kernel."""
+
+    def publish(self, msg_type: str, content: dict[str, Any]) -> None: ...
+
+    async def session_client(self) -> Any: ...
+
+    def session_rows(self) -> list[tuple[str, str]]: ...
+
+    async def new_session(self) -> tuple[str, str]: ...
+
+
+@dataclass(frozen=True)
+class Magic:
+    """One kernel magic: its usage line and help text."""
+
+    name: str
+    usage: str
+    summary: str
+    details: str = ""
+
+    @property
+    def help(self) -> str:
+        text = f"{self.usage}\n\n{self.summary}\n"
+        return text + (f"\n{self.details}\n" if self.details else "")
+
+
+MAGICS: dict[str, Magic] = {m.name: m for m in (
+    Magic("upload", "%upload LOCAL [REMOTE]",
+          "Copy the local file LOCAL into the session's /mnt/data (as REMOTE, default: the same file name).",
+          "REMOTE may name a folder ending in '/'. A progress bar shows the transfer."),
+    Magic("download", "%download REMOTE [LOCAL]",
+          "Copy /mnt/data/REMOTE from the session to LOCAL (default: the same file name, in the current folder).",
+          "LOCAL may be an existing folder. The file appears only once it is complete."),
+    Magic("files", "%files [PATH]",
+          "List the files in the session's /mnt/data (or in its folder PATH): name, size, modified."),
+    Magic("rm", "%rm REMOTE", "Delete /mnt/data/REMOTE in the session."),
+    Magic("session", "%session [new]",
+          "Show how the kernel reaches its session (endpoint, api-version, identifier, auth mode, pool type).",
+          "`%session new` deletes the session, with its variables and files, and starts afresh."),
+    Magic("lsmagic", "%lsmagic", "List the kernel's magics."),
+)}
+
+_LINE = re.compile(r"^%(?P<name>[A-Za-z_]\w*)(?P<help>\?{1,2})?(?:\s+(?P<rest>.*?))?\s*$")
+
+
+@dataclass(frozen=True)
+class MagicLine:
+    """One line of a cell that calls a kernel magic."""
+
+    name: str
+    rest: str  # the arguments, as typed
+    help: bool
+
+    def args(self) -> list[str]:
+        try:
+            return shlex.split(self.rest)
+        except ValueError as exc:  # unbalanced quotes
+            raise MagicError(f"%{self.name}: {exc}\nusage: {MAGICS[self.name].usage}") from None
+
+
+def parse_line(line: str) -> MagicLine | None:
+    """The kernel magic called on `line`, or None when the line is not one (remote magics included)."""
+    match = _LINE.match(line.strip())
+    if not match or match.group("name") not in MAGICS:
+        return None
+    rest = match.group("rest") or ""
+    wants_help = bool(match.group("help")) or rest in ("-h", "--help", "?")
+    return MagicLine(match.group("name"), rest, wants_help)
+
+
+def split_cell(code: str) -> tuple[list[MagicLine], str]:
+    """The kernel magics a cell starts with, and the code that is left to send."""
+    lines = code.splitlines(keepends=True)
+    calls: list[MagicLine] = []
+    for index, line in enumerate(lines):
+        if not line.strip() or (line.lstrip().startswith("#") and calls):
+            continue
+        call = parse_line(line)
+        if call is None:
+            return calls, "".join(lines[index:]) if calls else code
+        calls.append(call)
+    return calls, ""
+
+
+def human_size(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+class Progress:
+    """A progress bar as a `display_data` with a display_id, redrawn in place (no widgets needed)."""
+
+    width = 30
+
+    def __init__(self, publish: Callable[[str, dict[str, Any]], None], label: str, total: int | None = None,
+                 interval: float = 0.1) -> None:
+        self.publish = publish
+        self.label = label
+        self.total = total
+        self.interval = interval
+        self.display_id = f"remote-kernel-progress-{uuid.uuid4().hex}"
+        self.done = 0
+        self._shown = False
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        self.done = done
+        if total is not None:
+            self.total = total
+        now = time.monotonic()
+        if self._shown and now - self._last < self.interval:
+            return
+        self._draw()
+        self._last = now
+
+    def finish(self) -> None:
+        if self.total is None or self.done > self.total:
+            self.total = self.done
+        self._draw()
+
+    def _draw(self) -> None:
+        total = self.total
+        if total:
+            fraction = min(self.done / total, 1.0)
+            filled = int(fraction * self.width)
+            figures = f"{fraction:4.0%}  {human_size(self.done)} / {human_size(total)}"
+            bar = f"[{'#' * filled}{'.' * (self.width - filled)}]"
+            meter = f'<progress value="{self.done}" max="{total}" style="width: 20em"></progress>'
+        else:
+            figures, bar = human_size(self.done), ""
+            meter = '<progress style="width: 20em"></progress>'
+        content = {
+            "data": {"text/plain": f"{self.label}  {bar} {figures}" if bar else f"{self.label}  {figures}",
+                     "text/html": f"<div><code>{html.escape(self.label)}</code> {meter} {html.escape(figures)}</div>"},
+            "metadata": {},
+            "transient": {"display_id": self.display_id},
+        }
+        self.publish("update_display_data" if self._shown else "display_data", content)
+        self._shown = True
+
+
+def _summary(verb: str, source: str, target: str, size: int, seconds: float) -> str:
+    rate = f", {human_size(size / seconds)}/s" if seconds > 0.05 else ""
+    return f"{verb} {source} → {target} ({human_size(size)} in {seconds:.1f} s{rate})\n"
+
+
+def _remote_path(name: str) -> str:
+    return name if name.startswith("/") else f"/mnt/data/{name}"
+
+
+def _modified(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if value.tzinfo is not None else "")
+
+
+def files_table(files: list[RemoteFile]) -> dict[str, str]:
+    """A `text/plain` and a `text/html` table of files: name, size, modified."""
+    rows = [(f.name + ("/" if f.is_directory else ""), "" if f.is_directory else human_size(f.size),
+             _modified(f.modified)) for f in sorted(files, key=lambda f: (not f.is_directory, f.name))]
+    header = ("name", "size", "modified")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]}".rstrip() for r in [header, *rows]]
+    text = "\n".join(lines[:1] + ["-" * len(lines[0])] + lines[1:])
+    cells = "".join(f"<tr><td>{html.escape(r[0])}</td><td style='text-align:right'>{html.escape(r[1])}</td>"
+                    f"<td>{html.escape(r[2])}</td></tr>" for r in rows)
+    table = f"<table><thead><tr><th>name</th><th>size</th><th>modified</th></tr></thead><tbody>{cells}</tbody></table>"
+    return {"text/plain": text, "text/html": table}
+
+
+class MagicRunner:
+    """Runs kernel magics against the session the host gives."""
+
+    def __init__(self, host: MagicHost) -> None:
+        self.host = host
+        self._handlers: dict[str, Callable[[list[str]], Awaitable[None]]] = {
+            "upload": self.upload, "download": self.download, "files": self.files, "rm": self.rm,
+            "session": self.session, "lsmagic": self.lsmagic,
+        }
+
+    def _print(self, text: str) -> None:
+        self.host.publish("stream", {"name": "stdout", "text": text})
+
+    async def run(self, call: MagicLine) -> list[dict[str, Any]]:
+        """Run one magic; returns the reply payload (the pager, for `%name?`)."""
+        magic = MAGICS[call.name]
+        if call.help:
+            if call.rest in ("-h", "--help"):
+                self._print(magic.help)
+                return []
+            return [{"source": "page", "data": {"text/plain": magic.help}, "start": 0}]
+        await self._handlers[call.name](call.args())
+        return []
+
+    @staticmethod
+    def _usage(name: str, problem: str) -> MagicError:
+        return MagicError(f"%{name}: {problem}\nusage: {MAGICS[name].usage}")
+
+    async def upload(self, args: list[str]) -> None:
+        if not 1 <= len(args) <= 2:
+            raise self._usage("upload", "expected a local file and, optionally, a remote name")
+        local = Path(args[0]).expanduser()
+        if not local.exists():
+            raise MagicError(f"%upload: no such local file: {args[0]}", "FileNotFoundError")
+        if local.is_dir():
+            raise MagicError(f"%upload: {args[0]} is a folder; upload its files one by one", "IsADirectoryError")
+        remote = args[1] if len(args) == 2 else local.name
+        if remote.endswith("/"):
+            remote += local.name
+        size = local.stat().st_size
+        client = await self.host.session_client()
+        progress = Progress(self.host.publish, f"upload {local.name}", size)
+        started = time.monotonic()
+        progress(0, size)
+        info = await client.upload(local, remote_name=remote, progress=progress)
+        progress.finish()
+        name = getattr(info, "name", None) or remote
+        self._print(_summary("Uploaded", str(local), _remote_path(name), size, time.monotonic() - started))
+
+    async def download(self, args: list[str]) -> None:
+        if not 1 <= len(args) <= 2:
+            raise self._usage("download", "expected a remote file and, optionally, a local name")
+        remote = args[0]
+        basename = PurePosixPath(remote).name
+        if not basename or remote.endswith("/"):
+            raise self._usage("download", f"{remote!r} names a folder, not a file")
+        local = Path(args[1]).expanduser() if len(args) == 2 else Path(basename)
+        if local.is_dir():
+            local = local / basename
+        if not local.parent.is_dir():
+            raise MagicError(f"%download: no such local folder: {local.parent}", "FileNotFoundError")
+        client = await self.host.session_client()
+        progress = Progress(self.host.publish, f"download {basename}")
+        started = time.monotonic()
+        try:
+            size = await client.download(remote, local, progress=progress)
+        except RemoteFileNotFound:
+            raise MagicError(f"%download: no such remote file: {remote} (see %files)", "RemoteFileNotFound") from None
+        progress.done = size
+        progress.finish()
+        self._print(_summary("Downloaded", _remote_path(remote), str(local), size, time.monotonic() - started))
+
+    async def files(self, args: list[str]) -> None:
+        if len(args) > 1:
+            raise self._usage("files", "expected at most one folder")
+        client = await self.host.session_client()
+        try:
+            found = await client.list_files(args[0] if args else None)
+        except RemoteFileNotFound:
+            raise MagicError(f"%files: no such remote folder: {args[0]}", "RemoteFileNotFound") from None
+        where = _remote_path(args[0]) if args else "/mnt/data"
+        if not found:
+            self._print(f"(no files in {where})\n")
+            return
+        self.host.publish("display_data", {"data": files_table(found), "metadata": {}, "transient": {}})
+
+    async def rm(self, args: list[str]) -> None:
+        if len(args) != 1:
+            raise self._usage("rm", "expected exactly one remote file")
+        client = await self.host.session_client()
+        try:
+            await client.delete_file(args[0])
+        except RemoteFileNotFound:
+            raise MagicError(f"%rm: no such remote file: {args[0]} (see %files)", "RemoteFileNotFound") from None
+        self._print(f"Deleted {_remote_path(args[0])}\n")
+
+    async def session(self, args: list[str]) -> None:
+        if args == ["new"]:
+            old, new = await self.host.new_session()
+            self._print(f"Deleted session {old}; the next cell starts an empty session ({new}).\n")
+            return
+        if args:
+            raise self._usage("session", f"unknown argument {' '.join(args)!r}")
+        rows = self.host.session_rows()
+        width = max(len(name) for name, _ in rows)
+        self._print("".join(f"{name + ':':<{width + 1}}  {value}\n" for name, value in rows))
+
+    async def lsmagic(self, args: list[str]) -> None:
+        if args:
+            raise self._usage("lsmagic", "takes no arguments")
+        width = max(len(m.usage) for m in MAGICS.values())
+        lines = [f"  {m.usage:<{width}}  {m.summary.split('.')[0]}" for m in MAGICS.values()]
+        self._print("Kernel magics (run here, before anything is sent):\n" + "\n".join(lines) +
+                    "\n\nAppend ? for help (%upload?). Every other %magic, %%cell magic and !command "
+                    "runs in the remote session.\n")

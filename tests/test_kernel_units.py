@@ -1,0 +1,220 @@
+"""The kernel's pure parts: configuration, output mapping, magic parsing, is_complete, kernelspecs."""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+
+import pytest
+
+from remote_kernel.kernel import outputs
+from remote_kernel.kernel.config import KernelConfig
+from remote_kernel.kernel.kernel import is_vscode_internal
+from remote_kernel.kernel.languages import JAVASCRIPT, PYTHON
+from remote_kernel.kernel.magics import MagicError, Progress, files_table, parse_line, split_cell
+from remote_kernel.kernelspec import install, spec
+from remote_kernel.sessions.models import (Execution, ExecutionError, ExecutionStatus, ImageResult, PoolFull,
+                                           RemoteAuthenticationError, RemoteFile, SessionLost)
+
+IPYTHON_TRACEBACK = (
+    "---------------------------------------------------------------------------\n"
+    "ZeroDivisionError                         Traceback (most recent call last)\n"
+    "Cell In[3], line 1\n----> 1 1/0\n\nZeroDivisionError: division by zero\n"
+)
+
+
+def failed(stderr: str, name: str = "", message: str = "", stdout: str = "") -> Execution:
+    return Execution(id="e", status=ExecutionStatus.FAILED, stdout=stdout, stderr=stderr,
+                     error=ExecutionError(name, message))
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+def test_no_endpoint_means_embedded_pool_with_token_auth_and_fresh_identifier():
+    first, second = KernelConfig.from_env({}), KernelConfig.from_env({})
+    assert first.embedded and first.auth_mode == "token" and not first.problems
+    assert first.identifier != second.identifier and len(first.identifier) == 36
+    assert first.api_version == "2025-10-02-preview" and first.timeout == 220 and not first.keep_session
+
+
+def test_https_endpoint_defaults_to_azure_auth_and_settings_are_read():
+    config = KernelConfig.from_env({
+        "POOL_MANAGEMENT_ENDPOINT": "https://westus.dynamicsessions.io/subscriptions/s/resourceGroups/r/sessionPools/p/",
+        "REMOTE_KERNEL_IDENTIFIER": "my-notebook", "REMOTE_KERNEL_TIMEOUT": "30",
+        "REMOTE_KERNEL_KEEP_SESSION": "1", "REMOTE_KERNEL_API_VERSION": "2024-02-02-preview"})
+    assert config.auth_mode == "azure" and not config.problems
+    assert config.endpoint.endswith("/sessionPools/p") and config.identifier == "my-notebook"
+    assert config.timeout == 30 and config.keep_session and not config.jupyter_repr
+    assert config.pool_type == "Azure Container Apps session pool"
+
+
+def test_bad_settings_become_problems_that_say_what_to_fix_and_never_raise():
+    config = KernelConfig.from_env({"POOL_MANAGEMENT_ENDPOINT": "ftp://nowhere", "REMOTE_KERNEL_AUTH": "magic",
+                                    "REMOTE_KERNEL_API_VERSION": "1999", "REMOTE_KERNEL_TIMEOUT": "soon",
+                                    "REMOTE_KERNEL_IDENTIFIER": "a b"})
+    text = "\n".join(config.problems)
+    for name in ("POOL_MANAGEMENT_ENDPOINT", "REMOTE_KERNEL_AUTH", "REMOTE_KERNEL_API_VERSION",
+                 "REMOTE_KERNEL_TIMEOUT", "REMOTE_KERNEL_IDENTIFIER"):
+        assert name in text
+
+
+def test_session_description_never_shows_the_token():
+    config = KernelConfig.from_env({"POOL_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9", "REMOTE_KERNEL_TOKEN": "s3cr3t"})
+    assert config.auth_mode == "token"
+    assert "s3cr3t" not in repr(config) and "s3cr3t" not in str(config.describe())
+
+
+# --- outputs ------------------------------------------------------------------------------------
+
+def test_stdout_stderr_and_value_become_streams_and_one_execute_result():
+    execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout="hi\n", stderr="careful\n",
+                          result=42, has_result=True)
+    messages, err = outputs.messages_for(execution, 7)
+    assert err is None
+    assert messages == [("stream", {"name": "stdout", "text": "hi\n"}),
+                        ("stream", {"name": "stderr", "text": "careful\n"}),
+                        ("execute_result", {"execution_count": 7, "data": {"text/plain": "42"}, "metadata": {}})]
+
+
+def test_values_show_like_python_and_none_shows_nothing():
+    def shown(value, jupyter=False):
+        execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, result=value, has_result=True)
+        messages, _ = outputs.messages_for(execution, 1, jupyter_repr=jupyter)
+        return [m[1]["data"]["text/plain"] for m in messages]
+
+    assert shown("a") == ["'a'"] and shown([1, "x"]) == ["[1, 'x']"] and shown(None) == []
+    assert shown("array([1, 2])", jupyter=True) == ["array([1, 2])"] and shown("", jupyter=True) == []
+    assert outputs._text_plain({"a": True}, False, JAVASCRIPT.format_value) == '{"a": true}'
+
+
+def test_no_trailing_expression_gives_no_execute_result():
+    messages, _ = outputs.messages_for(Execution(id="e", status=ExecutionStatus.SUCCEEDED, result=None), 1)
+    assert messages == []
+
+
+def test_image_becomes_display_data_png():
+    execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, image=ImageResult("png", b"\x89PNG"))
+    (msg_type, content), = outputs.messages_for(execution, 1)[0]
+    assert msg_type == "display_data" and content["data"]["image/png"] == "iVBORw==" and "text/plain" in content["data"]
+
+
+def test_failure_is_exactly_one_error_with_parsed_name_and_kept_traceback():
+    messages, err = outputs.messages_for(failed(IPYTHON_TRACEBACK), 1)
+    assert messages == [err]
+    assert err[1]["ename"] == "ZeroDivisionError" and err[1]["evalue"] == "division by zero"
+    assert "----> 1 1/0" in err[1]["traceback"]
+
+
+def test_stderr_written_before_a_failure_stays_a_stream():
+    messages, err = outputs.messages_for(failed("warned\n" + IPYTHON_TRACEBACK, "ZeroDivisionError",
+                                                "division by zero", stdout="out\n"), 1)
+    assert [m[0] for m in messages] == ["stream", "stream", "error"]
+    assert messages[1][1] == {"name": "stderr", "text": "warned\n"}
+
+
+def test_plain_python_traceback_and_failure_without_any_text_still_have_a_traceback_line():
+    plain = "Traceback (most recent call last):\n  File \"<cell>\", line 1\nKeyError: 'k'\n"
+    _, err = outputs.messages_for(failed(plain), 1)
+    assert (err[1]["ename"], err[1]["evalue"]) == ("KeyError", "'k'")
+    _, err = outputs.messages_for(failed("", "Boom", ""), 1)
+    assert err[1]["traceback"] == ["Boom"]
+
+
+def test_transport_errors_are_named_for_the_error_tree_and_say_what_to_do():
+    name, content = outputs.transport_error(RemoteAuthenticationError("the pool refused the token"))
+    assert name == "error" and content["ename"] == "RemoteAuthenticationError"
+    assert any("REMOTE_KERNEL_TOKEN" in line for line in content["traceback"])
+    assert outputs.transport_error(PoolFull("no room"))[1]["ename"] == "PoolFull"
+    assert outputs.transport_error(SessionLost("gone"))[1]["ename"] == "SessionLost"
+    reply = outputs.error_reply(outputs.transport_error(PoolFull("no room")), 3)
+    assert reply["status"] == "error" and reply["execution_count"] == 3 and reply["ename"] == "PoolFull"
+
+
+# --- magics -------------------------------------------------------------------------------------
+
+def test_kernel_magics_are_recognised_and_remote_ones_pass_through():
+    assert parse_line("%upload data.csv").name == "upload"
+    assert parse_line("%files?").help and parse_line("%upload -h").help
+    for line in ("%%time", "%pip install x", "!ls", "%timeit 1", "x = 1", "%%upload"):
+        assert parse_line(line) is None
+
+
+def test_a_cell_may_start_with_magics_and_go_on_with_code():
+    calls, rest = split_cell("%upload a.csv\n%files\nimport pandas\n%upload late")
+    assert [c.name for c in calls] == ["upload", "files"] and rest == "import pandas\n%upload late"
+    calls, rest = split_cell("%%time\n%upload x\n")
+    assert calls == [] and rest == "%%time\n%upload x\n"
+    assert split_cell("print(1)") == ([], "print(1)")
+
+
+def test_quoted_arguments_and_unbalanced_quotes():
+    assert parse_line('%upload "my file.csv" data/x.csv').args() == ["my file.csv", "data/x.csv"]
+    with pytest.raises(MagicError, match="usage"):
+        parse_line('%upload "oops').args()
+
+
+def test_progress_bar_is_one_display_updated_in_place():
+    sent = []
+    progress = Progress(lambda t, c: sent.append((t, c)), "upload x", 100, interval=0)
+    progress(0, 100)
+    progress(50, 100)
+    progress.done = 100
+    progress.finish()
+    assert [t for t, _ in sent] == ["display_data", "update_display_data", "update_display_data"]
+    assert len({c["transient"]["display_id"] for _, c in sent}) == 1
+    assert "100%" in sent[-1][1]["data"]["text/plain"]
+
+
+def test_files_table_has_name_size_modified():
+    table = files_table([RemoteFile("b.csv", 2048, datetime(2024, 4, 23, 19, 36, tzinfo=timezone.utc)),
+                         RemoteFile("sub", is_directory=True)])
+    lines = table["text/plain"].splitlines()
+    assert lines[0].split() == ["name", "size", "modified"]
+    assert lines[2].startswith("sub/") and "2.0 KiB" in lines[3] and "2024-04-23 19:36:00" in lines[3]
+    assert "<table>" in table["text/html"]
+
+
+# --- is_complete, VS Code -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("code, status", [
+    ("1 + 1", "complete"), ("for i in range(3):", "incomplete"), ("def f(x):\n    return (x +", "incomplete"),
+    ("1 +* 2)", "invalid"), ("%upload a.csv", "complete"), ("!ls", "complete"),
+])
+def test_python_is_complete_is_answered_locally(code, status):
+    assert PYTHON.is_complete(code)["status"] == status
+
+
+def test_incomplete_python_gives_an_indent():
+    assert PYTHON.is_complete("if True:")["indent"] == "    "
+
+
+def test_javascript_bracket_check():
+    assert JAVASCRIPT.is_complete("f(1)")["status"] == "complete"
+    assert JAVASCRIPT.is_complete("function f() {")["status"] == "incomplete"
+    assert JAVASCRIPT.is_complete("})")["status"] == "invalid"
+
+
+def test_vscode_hidden_snippets_are_recognised_only_when_not_stored():
+    assert is_vscode_internal("__vsc_ipynb_file__ = '/x.ipynb'", store_history=False)
+    assert is_vscode_internal("import _VSCODE_types", store_history=False)
+    assert not is_vscode_internal("__vsc_ipynb_file__", store_history=True)
+    assert not is_vscode_internal("print(1)", store_history=False)
+
+
+# --- kernelspec ---------------------------------------------------------------------------------
+
+def test_spec_uses_absolute_interpreter_message_interrupts_and_no_debugger():
+    kernel = spec("python", env={"POOL_MANAGEMENT_ENDPOINT": "https://x"})
+    assert kernel["argv"][0] == sys.executable and "{connection_file}" in kernel["argv"]
+    assert kernel["interrupt_mode"] == "message" and kernel["metadata"]["debugger"] is False
+    assert kernel["language"] == "python" and kernel["env"] == {"POOL_MANAGEMENT_ENDPOINT": "https://x"}
+    assert spec("javascript")["language"] == "javascript"
+
+
+def test_install_with_prefix_writes_spec_and_logos(tmp_path):
+    path = install(name="remote-test", display_name="Remote test", env={"A": "1"}, prefix=str(tmp_path))
+    folder = tmp_path / "share" / "jupyter" / "kernels" / "remote-test"
+    assert path == str(folder)
+    kernel = json.loads((folder / "kernel.json").read_text())
+    assert kernel["display_name"] == "Remote test" and kernel["env"] == {"A": "1"}
+    assert {"logo-32x32.png", "logo-64x64.png", "logo-svg.svg"} <= {p.name for p in folder.iterdir()}
