@@ -368,16 +368,16 @@ class SessionsClient:
                 response = await self._http.send(request, stream=True)
             except httpx.TransportError as exc:
                 never_opened = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-                if (never_opened or resendable) and (body is None or body.rewind()):
-                    delay = self._next_delay(retries, started, None)
-                    if delay is not None:
-                        logger.debug("%s: %s; retrying in %.2f s", doing, type(exc).__name__, delay)
-                        retries += 1
-                        await asyncio.sleep(delay)
-                        continue
+                error = self._connection_error(exc, doing, body, resendable)
+                delay = self._next_delay(retries, started, None) if never_opened or resendable else None
+                if delay is not None and (body is None or body.rewind()):
+                    logger.debug("%s: %s; retrying in %.2f s", doing, type(exc).__name__, delay)
+                    retries += 1
+                    await asyncio.sleep(delay)
+                    continue
                 if isinstance(exc, httpx.ReadTimeout) and read_timeout_error is not None:
                     raise read_timeout_error from None
-                raise self._connection_error(exc, doing, body, resendable) from exc
+                raise error from exc
 
             status = response.status_code
             if response.is_success:
@@ -388,14 +388,13 @@ class SessionsClient:
                 await response.aclose()
                 continue
             if status == 429 or (status in (502, 503, 504) and resendable):
-                if body is None or body.rewind():
-                    delay = self._next_delay(retries, started, _retry_after(response))
-                    if delay is not None:
-                        logger.debug("%s: the pool answered %d; retrying in %.2f s", doing, status, delay)
-                        await response.aclose()
-                        retries += 1
-                        await asyncio.sleep(delay)
-                        continue
+                delay = self._next_delay(retries, started, _retry_after(response))
+                if delay is not None and (body is None or body.rewind()):
+                    logger.debug("%s: the pool answered %d; retrying in %.2f s", doing, status, delay)
+                    await response.aclose()
+                    retries += 1
+                    await asyncio.sleep(delay)
+                    continue
             content = await _read_some(response)
             error = error_from_response(status, response.headers, content, doing, self.auth.hint, missing)
             raise _without(token, error)

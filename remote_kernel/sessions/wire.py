@@ -376,7 +376,7 @@ def parse_error(body: bytes, headers: Mapping[str, str]) -> tuple[str | None, st
     if isinstance(parsed, dict):
         error = parsed.get("error", parsed)
         if isinstance(error, dict):
-            code = code or (error.get("code") if isinstance(error.get("code"), str) else None)
+            code = code or (error.get("code") if isinstance(error.get("code"), str) else None) or None
             if isinstance(error.get("message"), str):
                 message = error["message"]
         elif isinstance(error, str):
