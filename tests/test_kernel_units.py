@@ -121,9 +121,10 @@ def test_plain_python_traceback_and_failure_without_any_text_still_have_a_traceb
 
 
 def test_transport_errors_are_named_for_the_error_tree_and_say_what_to_do():
-    name, content = outputs.transport_error(RemoteAuthenticationError("the pool refused the token"))
+    name, content = outputs.transport_error(RemoteAuthenticationError("refused: check REMOTE_KERNEL_TOKEN"))
     assert name == "error" and content["ename"] == "RemoteAuthenticationError"
-    assert any("REMOTE_KERNEL_TOKEN" in line for line in content["traceback"])
+    assert content["traceback"] == ["RemoteAuthenticationError: refused: check REMOTE_KERNEL_TOKEN"]
+    assert "next cell starts a new session" in outputs.transport_error(SessionLost("gone"))[1]["traceback"][-1]
     assert outputs.transport_error(PoolFull("no room"))[1]["ename"] == "PoolFull"
     assert outputs.transport_error(SessionLost("gone"))[1]["ename"] == "SessionLost"
     reply = outputs.error_reply(outputs.transport_error(PoolFull("no room")), 3)
@@ -218,3 +219,11 @@ def test_install_with_prefix_writes_spec_and_logos(tmp_path):
     kernel = json.loads((folder / "kernel.json").read_text())
     assert kernel["display_name"] == "Remote test" and kernel["env"] == {"A": "1"}
     assert {"logo-32x32.png", "logo-64x64.png", "logo-svg.svg"} <= {p.name for p in folder.iterdir()}
+
+
+def test_client_traceback_equal_to_stderr_still_splits_off_earlier_stderr():
+    stderr = "warned\n" + IPYTHON_TRACEBACK
+    execution = Execution(id="e", status=ExecutionStatus.FAILED, stderr=stderr,
+                          error=ExecutionError("ZeroDivisionError", "division by zero", traceback=stderr))
+    messages, err = outputs.messages_for(execution, 1)
+    assert messages[0] == ("stream", {"name": "stderr", "text": "warned\n"}) and messages[1] == err

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 #: The line a helper execution prints before its JSON answer, so that stray output is ignored.
-HELPER_MARK = "\x1e__remote_kernel__"
+HELPER_MARK = "@@remote_kernel_answer@@ "
 
 
 @dataclass(frozen=True)

@@ -27,19 +27,12 @@ _TRACEBACK_START = re.compile(
 )
 _LAST_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
 
-#: What to do about each transport failure, appended to the client's own message.
+#: What the kernel does about a failure, added to the client's message (which says what to fix).
 _ADVICE: dict[str, str] = {
-    "RemoteAuthenticationError": "Check REMOTE_KERNEL_AUTH and REMOTE_KERNEL_TOKEN (or `az login` for azure auth), "
-                                 "then run the cell again.",
-    "PoolFull": "The pool has no room for another session: wait for idle sessions to expire, delete unused ones, "
-                "or raise the pool's maximum sessions.",
     "SessionNotFound": "The session is gone; the next cell starts a new one.",
     "SessionLost": "The remote state was lost; the next cell starts a new session.",
-    "ServiceUnavailable": "Check POOL_MANAGEMENT_ENDPOINT and that the pool is reachable, then run the cell again.",
     "ExecutionTimeout": "The cell ran past its time limit (REMOTE_KERNEL_TIMEOUT, at most 220 s); "
                         "split the work into shorter cells.",
-    "PayloadTooLarge": "The file is larger than the pool accepts.",
-    "BadRequest": "The pool rejected the request.",
 }
 
 
@@ -68,12 +61,13 @@ def ok_reply(execution_count: int, *, payload: list | None = None,
 
 def split_traceback(stderr: str, err: ExecutionError) -> tuple[str, str]:
     """Separate what the code wrote to stderr from the traceback that ends a failed execution."""
-    if err.traceback and err.traceback.strip() and err.traceback.strip() in stderr:
-        at = stderr.rfind(err.traceback.strip())
-        return stderr[:at], stderr[at:]
     starts = list(_TRACEBACK_START.finditer(stderr))
     if starts:
         at = starts[-1].start()
+        return stderr[:at], stderr[at:]
+    tail = (err.traceback or "").strip()
+    if tail and tail != stderr.strip() and tail in stderr:
+        at = stderr.rfind(tail)
         return stderr[:at], stderr[at:]
     return "", stderr  # no recognisable header: keep it all in the one error
 

@@ -1,0 +1,141 @@
+"""Helpers for the kernel's end-to-end tests: the kernelspec, real kernels through jupyter_client."""
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager, start_new_kernel
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL_NAME = "remote-python"
+API = "2025-10-02-preview"
+_SPEC_ROOT: Path | None = None
+
+
+def install_kernelspec() -> Path:
+    """Install remote-python with `remote-kernel install --prefix` into a temp dir on JUPYTER_PATH (once)."""
+    global _SPEC_ROOT
+    if _SPEC_ROOT is None:
+        prefix = Path(tempfile.mkdtemp(prefix="rk-spec-"))
+        subprocess.run([sys.executable, "-m", "remote_kernel", "install", "--prefix", str(prefix)],
+                       check=True, capture_output=True, cwd=ROOT)
+        _SPEC_ROOT = prefix / "share" / "jupyter"
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(_SPEC_ROOT), os.environ.get("JUPYTER_PATH")]))
+    return _SPEC_ROOT
+
+
+def embedded_env() -> dict[str, str]:
+    """The environment of a kernel that starts its own pool."""
+    env = dict(os.environ)
+    for name in ("POOL_MANAGEMENT_ENDPOINT", "REMOTE_KERNEL_TOKEN", "REMOTE_KERNEL_AUTH", "REMOTE_KERNEL_IDENTIFIER"):
+        env.pop(name, None)
+    return env
+
+
+def pool_env(pool: Any, identifier: str, **extra: str) -> dict[str, str]:
+    """The environment of a kernel that uses the test's pool with a known identifier."""
+    return {**embedded_env(), "POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "REMOTE_KERNEL_TOKEN": pool.token,
+            "REMOTE_KERNEL_IDENTIFIER": identifier, **extra}
+
+
+@contextmanager
+def kernel(env: dict[str, str], cwd: str | None = None) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    """A running remote-python kernel and a client of it; shut down at the end."""
+    install_kernelspec()
+    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, env=env, cwd=cwd or str(ROOT), startup_timeout=60)
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        if km.is_alive():
+            km.shutdown_kernel(now=False)
+
+
+def collect(kc: BlockingKernelClient, msg_id: str, timeout: float = 120) -> list[dict]:
+    """The IOPub messages of one request, up to its idle status."""
+    deadline = time.monotonic() + timeout
+    found = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no idle status for {msg_id} within {timeout} s")
+        try:
+            msg = kc.get_iopub_msg(timeout=remaining)
+        except queue.Empty:
+            continue
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return found
+        if msg["msg_type"] not in ("status", "execute_input"):
+            found.append(msg)
+
+
+def run(kc: BlockingKernelClient, code: str, timeout: float = 120, **options: Any) -> tuple[dict, list[dict]]:
+    """Execute `code`; the reply content and the outputs (IOPub messages other than status and input)."""
+    msg_id = kc.execute(code, **options)
+    reply = kc.get_shell_msg(timeout=timeout)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=timeout)
+    return reply["content"], collect(kc, msg_id, timeout)
+
+
+def text_of(outputs: list[dict], name: str | None = None) -> str:
+    """All stream text (of one stream, if named) in `outputs`."""
+    return "".join(m["content"]["text"] for m in outputs
+                   if m["msg_type"] == "stream" and (name is None or m["content"]["name"] == name))
+
+
+def result_of(outputs: list[dict]) -> str | None:
+    for m in outputs:
+        if m["msg_type"] == "execute_result":
+            return m["content"]["data"]["text/plain"]
+    return None
+
+
+def errors_of(outputs: list[dict]) -> list[dict]:
+    return [m["content"] for m in outputs if m["msg_type"] == "error"]
+
+
+def pool_get(pool: Any, path: str, identifier: str | None = None, **params: str) -> httpx.Response:
+    query = {"api-version": API, **params}
+    if identifier:
+        query["identifier"] = identifier
+    return httpx.get(f"{pool.endpoint}/{path}", params=query, headers=pool.headers, timeout=30)
+
+
+def pool_delete_session(pool: Any, identifier: str) -> httpx.Response:
+    return httpx.delete(f"{pool.endpoint}/session", params={"api-version": API, "identifier": identifier},
+                        headers=pool.headers, timeout=30)
+
+
+def listed_sessions(pool: Any) -> set[str]:
+    """The identifiers the pool lists (every page)."""
+    found: set[str] = set()
+    skip = 0
+    while True:
+        response = pool_get(pool, "listSessions", skip=str(skip))
+        response.raise_for_status()
+        page = response.json().get("sessions", [])
+        found |= {s.get("identifier") for s in page}
+        if not page or not response.json().get("nextLink"):
+            return found
+        skip += len(page)
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.05, what: str = "condition") -> None:
+    """Poll `predicate` until it is true, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met within {timeout} s")
+        time.sleep(interval)

@@ -1,0 +1,101 @@
+"""Notebooks on the embedded default: nbclient, papermill, and the embedded pool's lifetime."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+
+import nbformat
+import psutil
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from nbformat.v4 import new_code_cell, new_notebook
+
+from kernel_support import KERNEL_NAME, ROOT, embedded_env, install_kernelspec, kernel, run, wait_for
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.fixture
+def embedded(monkeypatch, tmp_path):
+    """A copy of notebooks/ to run in, with an environment that makes kernels start their own pool."""
+    install_kernelspec()
+    for name in ("POOL_MANAGEMENT_ENDPOINT", "REMOTE_KERNEL_TOKEN", "REMOTE_KERNEL_AUTH", "REMOTE_KERNEL_IDENTIFIER"):
+        monkeypatch.delenv(name, raising=False)
+    folder = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", folder)
+    return folder
+
+
+def execute(path, folder):
+    book = nbformat.read(path, as_version=4)
+    NotebookClient(book, kernel_name=KERNEL_NAME, timeout=180, startup_timeout=60,
+                   resources={"metadata": {"path": str(folder)}}).execute()
+    return book
+
+
+@pytest.mark.parametrize("name", [p.name for p in NOTEBOOKS])
+def test_every_notebook_runs_with_nbclient(embedded, name):
+    book = execute(embedded / name, embedded)
+    outputs = [o for cell in book.cells if cell.cell_type == "code" for o in cell.outputs]
+    expected_errors = sum("raises-exception" in cell.metadata.get("tags", []) for cell in book.cells)
+    assert sum(o.output_type == "error" for o in outputs) == expected_errors
+
+
+def test_quickstart_shows_state_a_plot_an_error_and_a_file_round_trip(embedded):
+    book = execute(embedded / "quickstart.ipynb", embedded)
+    outputs = [o for cell in book.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert any(o.output_type == "error" and o.ename == "ZeroDivisionError" for o in outputs)
+    assert any("still here after the error" in o.get("text", "") for o in outputs)
+    assert (embedded / "quickstart-table.csv").exists()
+    assert any(o.get("data", {}).get("text/plain") == "True" for o in outputs)
+
+
+def test_failing_cell_raises_cell_execution_error_naming_the_remote_exception(embedded):
+    book = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell("{}['missing']"), new_code_cell("x")],
+                        metadata={"kernelspec": {"name": KERNEL_NAME, "display_name": "r", "language": "python"}})
+    with pytest.raises(CellExecutionError) as failure:
+        NotebookClient(book, kernel_name=KERNEL_NAME, timeout=120, startup_timeout=60).execute()
+    assert "KeyError" in str(failure.value) and "missing" in str(failure.value)
+
+
+def test_papermill_runs_the_parameterised_notebook(embedded):
+    import papermill
+
+    out = embedded / "parameters-out.ipynb"
+    papermill.execute_notebook(str(embedded / "parameters.ipynb"), str(out), parameters={"n": 5, "label": "five"},
+                               kernel_name=KERNEL_NAME, cwd=str(embedded), progress_bar=False)
+    book = nbformat.read(out, as_version=4)
+    last = book.cells[-1].outputs
+    assert any(o.get("data", {}).get("text/plain") == "30" for o in last)
+    assert any("five" in o.get("text", "") for o in last)
+
+
+def _embedded_pool_of(km) -> psutil.Process:
+    kernel_process = psutil.Process(km.provisioner.process.pid)
+    pools = [p for p in kernel_process.children(recursive=True) if "pool" in p.cmdline()]
+    assert len(pools) == 1
+    return pools[0]
+
+
+def test_embedded_pool_stops_with_the_kernel_even_on_sigkill():
+    install_kernelspec()
+    with kernel(embedded_env()) as (km, kc):
+        reply, _ = run(kc, "1 + 1")
+        assert reply["status"] == "ok"
+        pool = _embedded_pool_of(km)
+        assert "--parent-pid" in pool.cmdline() and not any("REMOTE_KERNEL_TOKEN" in a for a in pool.cmdline())
+        os.kill(km.provisioner.process.pid, signal.SIGKILL)
+        wait_for(lambda: not pool.is_running() or pool.status() == psutil.STATUS_ZOMBIE, timeout=30,
+                 what="the embedded pool to stop after its kernel was killed")
+
+
+def test_embedded_pool_stops_on_shutdown():
+    install_kernelspec()
+    with kernel(embedded_env()) as (km, kc):
+        run(kc, "1 + 1")
+        pool = _embedded_pool_of(km)
+    wait_for(lambda: not pool.is_running() or pool.status() == psutil.STATUS_ZOMBIE, timeout=10,
+             what="the embedded pool to stop")

@@ -1,0 +1,104 @@
+"""jupyter_kernel_test's conformance suite against remote-python on its embedded pool."""
+from __future__ import annotations
+
+import os
+import unittest
+
+import jupyter_kernel_test
+
+from kernel_support import embedded_env, install_kernelspec
+
+
+class RemotePythonKernelTests(jupyter_kernel_test.KernelTests):
+    kernel_name = "remote-python"
+    language_name = "python"
+    file_extension = ".py"
+
+    code_hello_world = "print('hello, world')"
+    code_stderr = "import sys; print('careful', file=sys.stderr)"
+    code_generate_error = "raise ValueError('this cell fails')"
+    code_execute_result = [
+        {"code": "6 * 7", "result": "42"},
+        {"code": "'a' + 'b'", "result": "'ab'"},
+        {"code": "[1, 2, 3]", "result": "[1, 2, 3]"},
+    ]
+    code_display_data = [
+        {"code": "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()", "mime": "image/png"},
+    ]
+    code_page_something = "%upload?"
+    completion_samples = [
+        {"text": "zi", "matches": {"zip"}},
+        {"text": "collections.Ordered", "matches": {"collections.OrderedDict"}},
+        {"text": "set_in_the_sess", "matches": {"set_in_the_session"}},  # the remote namespace answers
+    ]
+    code_inspect_sample = "print"
+    complete_code_samples = ["1", "print('hello, world')", "def f(x):\n  return x*2\n\n\n", "%upload a.csv"]
+    incomplete_code_samples = ["print('''hello", "def f(x):\n  x*2", "for i in range(3):"]
+    invalid_code_samples = ["import = 7q", "1 +* 2)"]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        install_kernelspec()
+        saved, env = dict(os.environ), embedded_env()
+        os.environ.clear()
+        os.environ.update(env)
+        try:
+            super().setUpClass()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        # the first cell waits for the embedded pool; completion and inspection then answer within 1 s
+        reply = cls.kc.execute_interactive("import collections\nset_in_the_session = 1", timeout=120,
+                                           output_hook=lambda msg: None)
+        assert reply["content"]["status"] == "ok", reply
+
+    def execute_helper(self, code, timeout=60, silent=False, store_history=True, stop_on_error=True):
+        return super().execute_helper(code, timeout=timeout, silent=silent, store_history=store_history,
+                                      stop_on_error=stop_on_error)
+
+    def test_kernel_info_advertises_no_debugger_and_no_subshells(self):
+        self.flush_channels()
+        self.kc.kernel_info()
+        reply = self.kc.get_shell_msg(timeout=10)
+        assert reply["content"]["supported_features"] == []
+        assert reply["content"]["language_info"]["name"] == "python"
+
+    def test_silent_execution_publishes_nothing_and_is_not_counted(self):
+        self.flush_channels()
+        reply, outputs = self.execute_helper("print('quiet'); 1 + 1", silent=True)
+        assert reply["content"]["status"] == "ok" and outputs == []
+        first, _ = self.execute_helper("1")
+        second, _ = self.execute_helper("2")
+        hidden, _ = self.execute_helper("3", store_history=False)
+        third, _ = self.execute_helper("4")
+        counts = [r["content"]["execution_count"] for r in (first, second, hidden, third)]
+        assert counts[1] == counts[0] + 1 and counts[2] == counts[1] and counts[3] == counts[1] + 1
+
+    def test_user_expressions_are_evaluated_in_the_session(self):
+        self.flush_channels()
+        self.execute_helper("answer = 6 * 7")
+        msg_id = self.kc.execute("pass", user_expressions={"a": "answer + 0", "bad": "nope"})
+        reply = self.kc.get_shell_msg(timeout=60)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        expressions = reply["content"]["user_expressions"]
+        assert expressions["a"]["status"] == "ok" and expressions["a"]["data"]["text/plain"] == "42"
+        assert expressions["bad"]["status"] == "error" and expressions["bad"]["ename"] == "NameError"
+
+    def test_completion_does_not_count_or_show_in_history(self):
+        self.flush_channels()
+        before, _ = self.execute_helper("0")
+        self.kc.complete("pri", 3)
+        assert "print" in self.kc.get_shell_msg(timeout=10)["content"]["matches"]
+        after, _ = self.execute_helper("0")
+        assert after["content"]["execution_count"] == before["content"]["execution_count"] + 1
+
+    def test_vscode_startup_snippets_are_answered_without_the_session(self):
+        self.flush_channels()
+        reply, outputs = self.execute_helper("__vsc_ipynb_file__ = '/x.ipynb'", store_history=False)
+        assert reply["content"]["status"] == "ok" and outputs == []
+        reply, outputs = self.execute_helper("'__vsc_ipynb_file__' in dir()")
+        assert outputs[-1]["content"]["data"]["text/plain"] == "False"
+
+
+if __name__ == "__main__":
+    unittest.main()

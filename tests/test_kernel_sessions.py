@@ -1,0 +1,129 @@
+"""The kernel's session lifecycle through jupyter_client: interrupt, shutdown, restart, lost sessions, failures."""
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+from jupyter_client.manager import start_new_kernel
+
+from kernel_support import (KERNEL_NAME, ROOT, collect, errors_of, install_kernelspec, kernel, listed_sessions,
+                            pool_delete_session, pool_env, pool_get, result_of, run, text_of, wait_for)
+
+LOST = "remote session was lost"
+
+
+def remote_files(pool, identifier: str) -> set[str]:
+    response = pool_get(pool, "files", identifier)
+    response.raise_for_status()
+    return {entry.get("name") for entry in response.json().get("value", [])}
+
+
+def test_interrupt_during_sleep_replies_within_2_s_and_keeps_state(pool):
+    identifier = str(uuid.uuid4())
+    with kernel(pool_env(pool, identifier)) as (km, kc):
+        run(kc, "x = 41")
+        msg_id = kc.execute("import time\nopen('/mnt/data/sleeping', 'w').close()\ntime.sleep(60)")
+        wait_for(lambda: "sleeping" in remote_files(pool, identifier), timeout=30, what="the cell to start")
+        started = time.monotonic()
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=10)
+        elapsed = time.monotonic() - started
+        assert reply["parent_header"]["msg_id"] == msg_id
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+        assert elapsed < 2.0
+        errors = errors_of(collect(kc, msg_id))
+        assert [e["ename"] for e in errors] == ["KeyboardInterrupt"]
+        # the remote code stopped (else this would wait behind the sleep) and the state is kept
+        reply, outputs = run(kc, "x + 1", timeout=20)
+        assert reply["status"] == "ok" and result_of(outputs) == "42"
+
+
+def test_shutdown_deletes_the_session_within_2_s(pool):
+    identifier = str(uuid.uuid4())
+    install_kernelspec()
+    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, env=pool_env(pool, identifier), cwd=str(ROOT))
+    try:
+        run(kc, "x = 1")
+        assert identifier in listed_sessions(pool)
+    finally:
+        kc.stop_channels()
+    started = time.monotonic()
+    km.shutdown_kernel(now=False)
+    elapsed = time.monotonic() - started
+    assert identifier not in listed_sessions(pool)
+    assert elapsed < 2.0
+
+
+def test_keep_session_leaves_the_session_for_later(pool):
+    identifier = str(uuid.uuid4())
+    with kernel(pool_env(pool, identifier, REMOTE_KERNEL_KEEP_SESSION="1")) as (km, kc):
+        run(kc, "kept = 'still here'")
+    assert identifier in listed_sessions(pool)
+    with kernel(pool_env(pool, identifier)) as (km, kc):
+        _, outputs = run(kc, "kept")
+        assert result_of(outputs) == "'still here'"
+
+
+def test_restart_starts_a_fresh_session(pool):
+    identifier = str(uuid.uuid4())
+    with kernel(pool_env(pool, identifier)) as (km, kc):
+        run(kc, "before_restart = 1")
+        km.restart_kernel(now=False)
+        kc.wait_for_ready(timeout=60)
+        reply, outputs = run(kc, "before_restart")
+        assert reply["status"] == "error" and reply["ename"] == "NameError"
+        assert LOST not in text_of(outputs)
+
+
+def test_session_deleted_behind_the_kernels_back_is_reported_once_and_the_next_cell_works(pool):
+    identifier = str(uuid.uuid4())
+    with kernel(pool_env(pool, identifier)) as (km, kc):
+        run(kc, "x = 1")
+        assert pool_delete_session(pool, identifier).status_code in (200, 204)
+        reply, outputs = run(kc, "y = 2\ny")
+        assert reply["status"] == "ok" and result_of(outputs) == "2"
+        assert LOST in text_of(outputs, "stderr")
+        reply, outputs = run(kc, "y * 2")
+        assert result_of(outputs) == "4" and LOST not in text_of(outputs)
+        reply, _ = run(kc, "x")
+        assert reply["ename"] == "NameError"
+
+
+def test_killed_worker_is_reported_as_lost_state_and_the_next_cell_works(pool):
+    identifier = str(uuid.uuid4())
+    with kernel(pool_env(pool, identifier)) as (km, kc):
+        run(kc, "x = 1")
+        reply, outputs = run(kc, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+        assert reply["status"] == "error" and reply["ename"] == "SessionLost"
+        assert len(errors_of(outputs)) == 1
+        reply, outputs = run(kc, "'x' in dir()")
+        assert reply["status"] == "ok" and result_of(outputs) == "False"
+        assert text_of(outputs).count(LOST) <= 1
+
+
+def test_unreachable_endpoint_gives_a_clear_error_and_the_kernel_stays_alive():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    env = {"POOL_MANAGEMENT_ENDPOINT": f"http://127.0.0.1:{port}", "REMOTE_KERNEL_AUTH": "none"}
+    from kernel_support import embedded_env
+
+    with kernel({**embedded_env(), **env}) as (km, kc):
+        reply, outputs = run(kc, "1 + 1", timeout=120)
+        assert reply["status"] == "error" and reply["ename"] == "ServiceUnavailable"
+        error, = errors_of(outputs)
+        assert f"127.0.0.1:{port}" in error["evalue"] and "POOL_MANAGEMENT_ENDPOINT" in error["evalue"]
+        assert km.is_alive()
+        reply, _ = run(kc, "%lsmagic")
+        assert reply["status"] == "ok"
+
+
+def test_bad_configuration_is_shown_on_the_first_cell():
+    from kernel_support import embedded_env
+
+    env = {**embedded_env(), "POOL_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9", "REMOTE_KERNEL_AUTH": "kerberos"}
+    with kernel(env) as (km, kc):
+        reply, outputs = run(kc, "1 + 1")
+        assert reply["ename"] == "ConfigurationError" and "REMOTE_KERNEL_AUTH" in reply["evalue"]
+        assert km.is_alive()
