@@ -253,7 +253,7 @@ class SessionsClient:
         if target.is_dir():
             target = target / relative_name(remote_name).rsplit("/", 1)[-1]
         partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-        stream = await asyncio.to_thread(open, partial, "xb")
+        stream = await asyncio.to_thread(open, partial, "xb", buffering=0)
         try:
             with stream:
                 written = await self._download_into(call, doing, stream, progress, partial=True)
@@ -269,25 +269,27 @@ class SessionsClient:
                                     timeout=httpx.Timeout(self.request_timeout, connect=15.0))
         total = _content_length(response)
         written = 0
-        pending = bytearray()
+        pending: list[bytes] = []  # received chunks, written (without copying) a MiB at a time
+        pending_size = 0
         try:
             if progress:
                 progress(0, total)
             async for chunk in response.aiter_bytes():
-                pending += chunk
-                if len(pending) >= CHUNK_SIZE:
-                    await asyncio.to_thread(stream.write, pending)
-                    written += len(pending)
-                    pending = bytearray()
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= CHUNK_SIZE:
+                    await asyncio.to_thread(_write_all, stream, pending)
+                    written += pending_size
+                    pending, pending_size = [], 0
                     if progress:
                         progress(written, total)
             if pending:
-                await asyncio.to_thread(stream.write, pending)
-                written += len(pending)
+                await asyncio.to_thread(_write_all, stream, pending)
+                written += pending_size
                 if progress:
                     progress(written, total)
         except httpx.TransportError as exc:
-            got = written + len(pending)
+            got = written + pending_size
             left = "nothing was saved" if partial else "the stream holds a partial copy"
             raise ServiceUnavailable(
                 f"{_cap(doing)} failed: the connection broke after {got} of "
@@ -534,6 +536,17 @@ class _UploadBody:
         if remaining:  # the file shrank while it was read: the Content-Length would be a lie
             raise OSError(f"the file being uploaded shrank by {remaining} bytes while it was read")
         yield self.multipart.tail
+
+
+def _write_all(stream: IO[bytes], chunks: list[bytes]) -> None:
+    """Write every chunk, whatever the stream's short writes (raw files may take part of one)."""
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            count = stream.write(view)
+            if count is None or count >= len(view):
+                break
+            view = view[count:]
 
 
 def _checked_endpoint(endpoint: str) -> str:
