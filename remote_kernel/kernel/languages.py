@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
+from remote_kernel.kernel.javascript import is_complete as javascript_is_complete
+
 #: The line a helper execution prints before its JSON answer, so that stray output is ignored.
 HELPER_MARK = "@@remote_kernel_answer@@ "
 
@@ -175,7 +177,7 @@ JAVASCRIPT = Language(
     },
     banner="JavaScript (Node.js) in a remote session.\n"
            "Kernel magics: %upload %download %files %rm %session %lsmagic",
-    is_complete=_brackets_is_complete,
+    is_complete=javascript_is_complete,
     jupyter_repr=False,
     format_value=lambda value: json.dumps(value, ensure_ascii=False),
 )
