@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import socket
 from pathlib import Path
@@ -373,5 +374,43 @@ def test_download_into_a_folder_keeps_the_remote_name_and_reports_progress(tmp_p
         assert [d for d, _ in seen] == sorted(d for d, _ in seen)
         assert server.requests[0].path == "/files/report 1.bin/content"
         assert server.requests[0].query["path"] == "sub"
+
+    run(scenario())
+
+
+def test_requests_share_one_kept_alive_connection():
+    async def scenario():
+        server = FaultServer(json_answer(200, {"value": []}))
+        async with server, client_for(server) as client:
+            for _ in range(5):
+                await client.list_files()
+        assert len(server.requests) == 5 and server.connections == 1
+
+    run(scenario())
+
+
+def test_a_v1_session_is_deleted_through_the_newer_version_and_a_missing_one_is_fine():
+    async def scenario():
+        server = FaultServer.sequence(answer(204),
+                                      error_answer(404, "SessionWithIdentifierNotFound", "no such session"))
+        async with server, client_for(server, api_version="2024-02-02-preview") as client:
+            await client.delete_session()
+            await client.delete_session()
+        first = server.requests[0]
+        assert (first.method, first.path) == ("DELETE", "/session")
+        assert first.query == {"api-version": "2025-10-02-preview", "identifier": "nb"}
+
+    run(scenario())
+
+
+def test_a_reassigned_identifier_names_a_new_session_on_the_wire():
+    async def scenario():
+        server = FaultServer(succeeded(1))
+        async with server, client_for(server) as client:
+            await client.execute("1")
+            client.identifier = "nb-new & odd"
+            await client.execute("1")
+        assert [r.query["identifier"] for r in server.requests] == ["nb", "nb-new & odd"]  # encoded, decoded
+        assert json.loads(server.requests[1].body)["timeoutInSeconds"] == 220  # the client's default
 
     run(scenario())

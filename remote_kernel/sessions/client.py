@@ -104,7 +104,9 @@ class SessionsClient:
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(self.request_timeout, connect=15.0),
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            # An idle connection is dropped before common servers drop it (uvicorn: 5 s), so that
+            # an execution is never sent on a connection the server is closing.
+            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=4.0),
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
             trust_env=not _is_loopback(self.endpoint),  # proxies and CA settings, but not for loopback
