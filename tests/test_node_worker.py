@@ -389,3 +389,30 @@ def test_worker_exits_when_the_command_pipe_closes(worker):
     assert worker.next_reply()["result"] == 1
     worker.close_commands()
     assert worker.process.wait(20) == 0
+
+
+@pytest.mark.parametrize(("code", "expected"), [
+    # await only inside functions: a plain script, whose value V8 gives
+    ("const later = async () => { await null; return 1 }\nlater() instanceof Promise", True),
+    ("const o = { async m() { await null } }\nclass C { async m() { await null } }\ntypeof o.m", "function"),
+    # top-level await with the tokens that trip naive scanners
+    ("const quote = /'/.source // don't\nawait quote", "'"),
+    ("const t = `a${ {b: 1}.b }c`; await t", "a1c"),
+    ("const twice = async x => await x * 2; await twice(4)", 8),
+    ("const a = 1\nconst b = await Promise.resolve(2)\n;[a, b]", [1, 2]),
+    ("await 1 // a trailing comment", 1),
+    ("let unset\nawait null\nunset", ""),
+    ("function helper() { return 3 }\n(async () => helper())()", "Promise { 3 }"),
+    ("for (var i = 0, total = 0; i < 3; i++) total += await i\ntotal", 3),
+    ("const [first, , third = 3] = await Promise.resolve([1, 2])\nfirst + third", 4),
+    ("label: for (const v of [1]) { await v; break label }\n'after'", "after"),
+])
+def test_cells_with_tricky_syntax_run_as_written(worker, code, expected):
+    assert worker.value(code) == expected
+
+
+def test_re_running_an_await_cell_keeps_working_and_functions_persist(worker):
+    cell = "async function fetchish(v) { return v }\nconst got = await fetchish(7)\ngot"
+    assert worker.value(cell) == 7
+    assert worker.value(cell) == 7
+    assert worker.value("fetchish.name") == "fetchish"
