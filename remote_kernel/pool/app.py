@@ -1,0 +1,532 @@
+"""The route table: every route of every api-version of the dynamic-sessions contract, in one place.
+
+Shapes: a route that exists in one wire shape only answers in that shape (`code/execute` is v1,
+`executions` is v2); a route both shapes share (`files`, `files/{name}`) answers in the shape of
+the request's api-version. Version differences are data (VERSIONS), not branches in handlers.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+from urllib.parse import quote, unquote
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from remote_kernel.pool import files
+from remote_kernel.pool.openapi import openapi_document
+from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
+from remote_kernel.pool.session import Outcome, Session, WorkerDied
+from remote_kernel.pool.uploads import MultipartError, receive_upload
+
+
+@dataclass(frozen=True)
+class Version:
+    shape: str  # "v1" or "v2"
+    execute_status: int  # HTTP status of an execute answer
+    session_routes: bool  # GET/DELETE session, listSessions, metadata
+
+
+VERSIONS = {
+    "2024-02-02-preview": Version("v1", 202, False),
+    "2024-08-02-preview": Version("v1", 202, False),
+    "2024-10-02-preview": Version("v2", 202, False),
+    "2025-02-02-preview": Version("v2", 202, True),
+    "2025-10-02-preview": Version("v2", 200, True),
+}
+IDENTIFIER = re.compile(r"[A-Za-z0-9\-_|&^%$#(){}\[\];<>]{4,128}")
+AZURE_PREFIX = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/sessionPools/[^/]+(?=/|$)", re.IGNORECASE)
+MAX_JSON_BODY = 16 << 20
+LIST_PAGE = 300
+
+
+class ApiError(Exception):
+    """An answer in the contract's error envelope."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": {"code": code, "message": message}}, status,
+                        headers={"x-ms-error-code": code, **(headers or {})})
+
+
+# what every request carries ---------------------------------------------------------------------
+
+def version_of(request: Request) -> tuple[str, Version]:
+    name = request.query_params.get("api-version")
+    if name is None:
+        raise ApiError(400, "MissingApiVersionParameter",
+                       f"The api-version query parameter is required; use one of {', '.join(VERSIONS)}.")
+    version = VERSIONS.get(name)
+    if version is None:
+        raise ApiError(400, "UnsupportedApiVersion",
+                       f"api-version {name!r} is not supported; use one of {', '.join(VERSIONS)}.")
+    return name, version
+
+
+def identifier_of(request: Request) -> str:
+    identifier = request.query_params.get("identifier")
+    if not identifier:
+        raise ApiError(400, "MissingIdentifier", "The identifier query parameter is required (a uuid4 is best).")
+    if not IDENTIFIER.fullmatch(identifier):
+        raise ApiError(400, "InvalidIdentifier",
+                       "The identifier must be 4 to 128 letters, digits or -_|&^%$#(){}[];<> characters.")
+    return identifier
+
+
+def pool_of(request: Request) -> Pool:
+    return request.app.state.pool
+
+
+async def session_of(request: Request) -> Session:
+    """The session the request names, created if new (PoolFull → 429)."""
+    identifier = identifier_of(request)
+    try:
+        return await pool_of(request).get(identifier)
+    except PoolFull as full:
+        raise ApiError(429, "SessionsCountExceedsLimit", str(full), {"Retry-After": str(full.retry_after)})
+    except SessionStartFailed as failed:
+        raise ApiError(503, "SessionStartFailed", f"A session could not be started: {failed}",
+                       {"Retry-After": "5"})
+
+
+def existing_session(request: Request) -> Session:
+    identifier = identifier_of(request)
+    session = pool_of(request).find(identifier)
+    if session is None:
+        raise ApiError(404, "SessionWithIdentifierNotFound", f"No session has the identifier {identifier!r}.")
+    session.touch()
+    return session
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    size = int(request.headers.get("content-length") or 0)
+    if size > MAX_JSON_BODY:
+        raise ApiError(413, "PayloadTooLarge", f"The request body is over {MAX_JSON_BODY >> 20} MiB.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BODY:
+            raise ApiError(413, "PayloadTooLarge", f"The request body is over {MAX_JSON_BODY >> 20} MiB.")
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "InvalidRequestBody", "The request body is not valid UTF-8.") from None
+    except (ValueError, RecursionError):
+        raise ApiError(400, "InvalidRequestBody", "The request body is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "InvalidRequestBody", "The request body must be a JSON object.")
+    if isinstance(value.get("properties"), dict):
+        value = {**value, **value["properties"]}  # v1 wraps the request; some v2 clients do too
+    return value
+
+
+# executions ---------------------------------------------------------------------------------------
+
+def execution_request(body: dict[str, Any]) -> tuple[str, bool, float, bool, int | None]:
+    """(code, asynchronous, timeout, jupyter repr, output cap) from an execute body."""
+    code = body.get("code")
+    if code is None and isinstance(body.get("pythonCode"), str):
+        code = body["pythonCode"]  # the 2024 preview's name
+    if not isinstance(code, str):
+        raise ApiError(400, "InvalidCode", "The body needs a 'code' string.")
+    kind = str(body.get("codeInputType") or "inline").lower()
+    if kind == "inlinebase64":
+        try:
+            code = base64.b64decode(code, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ApiError(400, "InvalidCode", "codeInputType InlineBase64 needs base64 of UTF-8 source.") from None
+    elif kind not in ("inline", "inlinetext"):
+        raise ApiError(400, "InvalidCodeInputType", "codeInputType must be Inline, InlineText or InlineBase64.")
+    mode = str(body.get("executionType") or "synchronous").lower()
+    if mode not in ("synchronous", "asynchronous"):
+        raise ApiError(400, "InvalidExecutionType", "executionType must be Synchronous or Asynchronous.")
+    timeout = body.get("timeoutInSeconds", 220)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ApiError(400, "InvalidTimeout", "timeoutInSeconds must be a positive number (at most 220).")
+    cap = body.get("outputStreamsMaxLength")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+        raise ApiError(400, "InvalidOutputStreamsMaxLength", "outputStreamsMaxLength must be a whole number ≥ 0.")
+    jupyter = body.get("returnJupyterFormatExecutionResult", body.get("returnJupyterFormat", False))
+    return code, mode == "asynchronous", float(min(timeout, 220)), bool(jupyter), cap
+
+
+async def run_execution(request: Request, session: Session, body: dict[str, Any]) -> tuple[Outcome, int | None, bool]:
+    code, asynchronous, timeout, jupyter, cap = execution_request(body)
+    outcome = session.submit(code, timeout, jupyter, request.headers.get("operation-id"))
+    if not asynchronous:
+        await until_done_or_disconnected(request, session, outcome)
+    return outcome, cap, asynchronous
+
+
+async def until_done_or_disconnected(request: Request, session: Session, outcome: Outcome) -> None:
+    """Wait for the outcome; a client that goes away interrupts (or cancels) its execution."""
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    done = asyncio.ensure_future(outcome.done.wait())
+    gone = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        done.cancel()
+    if not outcome.done.is_set():
+        session.cancel(outcome)
+
+
+def trimmed(text: str, cap: int | None) -> str:
+    return text if cap is None or len(text) <= cap else text[:cap]
+
+
+def execution_headers(request: Request, session: Session, outcome: Outcome, version_name: str) -> dict[str, str]:
+    identifier = quote(session.identifier or "", safe="")
+    return {"operation-id": outcome.id,
+            "Operation-Location": f"/executions/{outcome.id}?api-version={version_name}&identifier={identifier}",
+            "x-ms-session-guid": session.guid,
+            "x-ms-execution-request-time": f"{outcome.ms or 0:.3f}",
+            "x-ms-container-execution-duration": str(int(outcome.ms or 0))}
+
+
+def v1_execution(outcome: Outcome, cap: int | None) -> dict[str, Any]:
+    status = {"Succeeded": "Success", "Failed": "Failure"}.get(outcome.status, outcome.status)
+    return {"$id": "1", "properties": {
+        "$id": "2", "status": status, "stdout": trimmed(outcome.stdout, cap), "stderr": trimmed(outcome.stderr, cap),
+        "result": outcome.result, "executionResult": outcome.result,
+        "executionTimeInMilliseconds": int(outcome.ms or 0)}}
+
+
+def v2_execution(session: Session, outcome: Outcome, cap: int | None, mode: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": outcome.id, "identifier": session.identifier, "executionType": mode,
+                            "status": outcome.status, "result": None}
+    if outcome.done.is_set():
+        body["result"] = {"stdout": trimmed(outcome.stdout, cap), "stderr": trimmed(outcome.stderr, cap),
+                          "executionResult": outcome.result,
+                          "executionTimeInMilliseconds": int(outcome.ms) if outcome.ms is not None else None}
+    if outcome.error_code:
+        body["error"] = {"code": outcome.error_code, "message": outcome.error_message or ""}
+    return body
+
+
+async def execute_v1(request: Request) -> Response:
+    name, _ = version_of(request)
+    session = await session_of(request)
+    outcome, cap, _ = await run_execution(request, session, await json_body(request))
+    return JSONResponse(v1_execution(outcome, cap), 202, headers=execution_headers(request, session, outcome, name))
+
+
+async def execute_v2(request: Request) -> Response:
+    name, version = version_of(request)
+    session = await session_of(request)
+    outcome, cap, asynchronous = await run_execution(request, session, await json_body(request))
+    body = v2_execution(session, outcome, cap, "Asynchronous" if asynchronous else "Synchronous")
+    return JSONResponse(body, version.execute_status, headers=execution_headers(request, session, outcome, name))
+
+
+async def get_execution(request: Request) -> Response:
+    name, _ = version_of(request)
+    session = existing_session(request)
+    outcome = session.executions.get(request.path_params["execution_id"])
+    if outcome is None:
+        raise ApiError(404, "ExecutionNotFound", f"No execution {request.path_params['execution_id']!r} "
+                                                 "in this session.")
+    return JSONResponse(v2_execution(session, outcome, None, "Asynchronous"),
+                        headers=execution_headers(request, session, outcome, name))
+
+
+# files --------------------------------------------------------------------------------------------
+
+def name_parts(request: Request, name: str) -> list[str]:
+    try:
+        return files.parts_of(request.query_params.get("path")) + files.parts_of(name, allow_root=False)
+    except files.BadPath as bad:
+        raise ApiError(400, "InvalidFileName", str(bad)) from None
+
+
+def v1_entry(entry: files.Entry, n: int = 2) -> dict[str, Any]:
+    return {"$id": str(n), "properties": {"$id": str(n + 1), "filename": entry.name, "size": entry.size,
+                                          "lastModifiedTime": entry.modified_iso}}
+
+
+def v2_entry(entry: files.Entry) -> dict[str, Any]:
+    return {"name": entry.name, "type": "Directory" if entry.is_dir else "File", "sizeInBytes": entry.size,
+            "lastModifiedAt": entry.modified_iso, "contentType": entry.content_type}
+
+
+def shape(request: Request, fixed: str | None = None) -> str:
+    return fixed or version_of(request)[1].shape
+
+
+async def on_files(session: Session, operation: Callable[[], Any]) -> Any:
+    """Run a blocking file operation for a session, mapping failures to the contract's answers."""
+    try:
+        return await asyncio.to_thread(operation)
+    except files.NotFound as missing:
+        raise ApiError(404, "FileNotFound", str(missing)) from None
+    except files.BadPath as bad:
+        raise ApiError(400, "InvalidFileName", str(bad)) from None
+    except WorkerDied as died:
+        raise ApiError(404, "SessionWithIdentifierNotFound", f"The session is gone: {died}") from None
+    finally:
+        session.touch()
+
+
+def upload_route(fixed: str | None) -> Callable[[Request], Awaitable[Response]]:
+    async def upload(request: Request) -> Response:
+        wire = shape(request, fixed)
+        session = await session_of(request)
+        try:
+            folder = files.parts_of(request.query_params.get("path"))
+        except files.BadPath as bad:
+            raise ApiError(400, "InvalidFileName", str(bad)) from None
+        limit = request.app.state.max_upload
+        try:
+            entries = await receive_upload(request, session.data_dir, folder, limit)
+        except MultipartError as bad:
+            raise ApiError(bad.status, bad.code, str(bad)) from None
+        except files.BadPath as bad:
+            raise ApiError(400, "InvalidFileName", str(bad)) from None
+        except WorkerDied as died:
+            raise ApiError(404, "SessionWithIdentifierNotFound", f"The session is gone: {died}") from None
+        finally:
+            session.touch()
+        if wire == "v1":
+            return JSONResponse({"$id": "1", "value": [v1_entry(e, 2 + 2 * i) for i, e in enumerate(entries)]})
+        return JSONResponse(v2_entry(entries[0]))
+    return upload
+
+
+async def list_files(request: Request) -> Response:
+    wire = shape(request)
+    session = await session_of(request)
+    try:
+        folder = files.parts_of(request.query_params.get("path"))
+    except files.BadPath as bad:
+        raise ApiError(400, "InvalidFileName", str(bad)) from None
+    entries = await on_files(session, lambda: files.listing(session.data_dir, folder))
+    if wire == "v1":
+        return JSONResponse({"$id": "1", "value": [v1_entry(e, 2 + 2 * i) for i, e in enumerate(entries)]})
+    return JSONResponse({"value": [v2_entry(e) for e in entries]})
+
+
+async def file_metadata(request: Request) -> Response:
+    wire = shape(request)
+    session = await session_of(request)
+    parts = name_parts(request, request.path_params["name"])
+    entry = await on_files(session, lambda: files.info(session.data_dir, parts))
+    if wire == "v1":
+        return JSONResponse({"value": [v1_entry(entry)]})
+    return JSONResponse(v2_entry(entry))
+
+
+def download_route(param: str = "name") -> Callable[[Request], Awaitable[Response]]:
+    async def download(request: Request) -> Response:
+        session = await session_of(request)
+        name = request.path_params.get(param) or request.query_params.get(param) or ""
+        parts = name_parts(request, name)
+        fd, entry = await on_files(session, lambda: files.open_for_reading(session.data_dir, parts))
+        headers = {"Content-Length": str(entry.size), "Last-Modified": entry.modified_iso,
+                   "Content-Disposition": f"attachment; filename*=UTF-8''{quote(entry.name, safe='')}"}
+        return StreamingResponse(files.read_chunks(fd), media_type=entry.content_type, headers=headers)
+    return download
+
+
+async def delete_file(request: Request) -> Response:
+    wire = shape(request)
+    session = await session_of(request)
+    parts = name_parts(request, request.path_params["name"])
+    await on_files(session, lambda: files.delete(session.data_dir, parts))
+    if wire == "v1":
+        return JSONResponse({"message": "file deleted successfully"})
+    return Response(status_code=204)
+
+
+# sessions and the pool ----------------------------------------------------------------------------
+
+def iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def session_view(session: Session, expires_field: str = "expireAt") -> dict[str, Any]:
+    return {"identifier": session.identifier, "createdAt": iso(session.created_at),
+            "lastAccessedAt": iso(session.last_accessed_at), expires_field: iso(session.expires_at),
+            "etag": session.guid}
+
+
+def with_session_routes(request: Request) -> None:
+    name, version = version_of(request)
+    if not version.session_routes:
+        raise ApiError(400, "UnsupportedApiVersion",
+                       f"This route needs api-version 2025-02-02-preview or later, not {name}.")
+
+
+async def get_session(request: Request) -> Response:
+    with_session_routes(request)
+    return JSONResponse(session_view(existing_session(request)))
+
+
+async def delete_session(request: Request) -> Response:
+    version_of(request)  # any listed version may delete (langchain uses 2025-10-02 with v1 elsewhere)
+    identifier = identifier_of(request)
+    if not await pool_of(request).delete(identifier):
+        raise ApiError(404, "SessionWithIdentifierNotFound", f"No session has the identifier {identifier!r}.")
+    return Response(status_code=204)
+
+
+def page(request: Request) -> tuple[list[Session], int, str | None]:
+    try:
+        skip = max(0, int(request.query_params.get("skip", "0")))
+    except ValueError:
+        raise ApiError(400, "InvalidSkip", "skip must be a whole number.") from None
+    sessions = sorted(pool_of(request).listed(), key=lambda s: s.created_at)
+    chunk = sessions[skip:skip + LIST_PAGE]
+    more = skip + LIST_PAGE < len(sessions)
+    next_link = f"{request.url.path}?api-version={request.query_params['api-version']}&skip={skip + LIST_PAGE}"
+    return chunk, len(sessions), next_link if more else None
+
+
+async def list_sessions(request: Request) -> Response:
+    with_session_routes(request)
+    chunk, _, next_link = page(request)
+    return JSONResponse({"sessions": [session_view(s) for s in chunk], "nextLink": next_link})
+
+
+async def metadata(request: Request) -> Response:
+    with_session_routes(request)
+    return JSONResponse(await request.app.state.describe())
+
+
+async def management_get_session(request: Request) -> Response:
+    version_of(request)
+    return JSONResponse(session_view(existing_session(request), "expiresAt"))
+
+
+async def management_list_sessions(request: Request) -> Response:
+    version_of(request)
+    chunk, count, next_link = page(request)
+    return JSONResponse({"value": [session_view(s, "expiresAt") for s in chunk], "count": count,
+                         "nextLink": next_link})
+
+
+async def management_stop_session(request: Request) -> Response:
+    version_of(request)
+    identifier = identifier_of(request)
+    if not await pool_of(request).delete(identifier):
+        raise ApiError(404, "SessionWithIdentifierNotFound", f"No session has the identifier {identifier!r}.")
+    return PlainTextResponse(f"Session {identifier} in session pool local stopped.")
+
+
+async def health(request: Request) -> Response:
+    pool = pool_of(request)
+    return JSONResponse({"status": "ok", "sessions": len(pool.sessions), "sandbox": pool.sandbox.mode})
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+ROUTES = [
+    # v1 shape
+    Route("/code/execute", execute_v1, methods=["POST"]),
+    Route("/execute", execute_v1, methods=["POST"]),  # the first preview's name
+    Route("/files/upload", upload_route("v1"), methods=["POST"]),
+    Route("/uploadFile", upload_route("v1"), methods=["POST"]),
+    Route("/files/content/{name:path}", download_route(), methods=["GET"]),
+    Route("/downloadFile", download_route("file"), methods=["GET"]),
+    # v2 shape
+    Route("/executions", execute_v2, methods=["POST"]),
+    Route("/executions/{execution_id}", get_execution, methods=["GET"]),
+    Route("/files/{name:path}/content", download_route(), methods=["GET"]),
+    # both shapes: the api-version decides
+    Route("/files", upload_route(None), methods=["POST"]),
+    Route("/files", list_files, methods=["GET"]),
+    Route("/files/{name:path}", file_metadata, methods=["GET"]),
+    Route("/files/{name:path}", delete_file, methods=["DELETE"]),
+    # sessions (2025-02-02-preview and later) and the .management dialect
+    Route("/session", get_session, methods=["GET"]),
+    Route("/session", delete_session, methods=["DELETE"]),
+    Route("/listSessions", list_sessions, methods=["GET"]),
+    Route("/metadata", metadata, methods=["GET"]),
+    Route("/.management/getSession", management_get_session, methods=["POST"]),
+    Route("/.management/listSessions", management_list_sessions, methods=["POST"]),
+    Route("/.management/stopSession", management_stop_session, methods=["POST"]),
+    # the pool itself (no token needed)
+    Route("/health", health, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+]
+PUBLIC = {"/health", "/openapi.json"}
+
+
+class Gate:
+    """Normalises the path (Azure prefix, `//`) and checks the bearer token before any route."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = re.sub(r"/{2,}", "/", scope["path"])
+        path = AZURE_PREFIX.sub("", path) or "/"
+        if len(path) > 1:
+            path = path.rstrip("/")
+        scope = {**scope, "path": path, "raw_path": path.encode("utf-8", "surrogateescape")}
+        if self.token is not None and path not in PUBLIC:
+            headers = dict(scope["headers"])
+            given = headers.get(b"authorization", b"")
+            scheme, _, value = given.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
+                response = error_response(401, "Unauthorized",
+                                          "A valid bearer token is required: send 'Authorization: Bearer <token>' "
+                                          "with the token the pool printed (REMOTE_KERNEL_TOKEN).",
+                                          {"WWW-Authenticate": "Bearer"})
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+async def on_api_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)
+    return error_response(error.status, error.code, error.message, error.headers)
+
+
+async def on_http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    code = {404: "NotFound", 405: "MethodNotAllowed"}.get(error.status_code, "BadRequest")
+    message = {404: f"No route {request.method} {request.url.path}; see /openapi.json for the routes.",
+               405: f"{request.method} is not allowed on {request.url.path}; see /openapi.json."}
+    return error_response(error.status_code, code, message.get(error.status_code, str(error.detail)))
+
+
+async def on_unexpected(request: Request, error: Exception) -> Response:
+    request.app.state.log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "InternalServerError", "The pool failed unexpectedly; its log has the details.")
+
+
+def build_app(pool: Pool, *, token: str | None, max_upload: int,
+              describe: Callable[[], Awaitable[dict[str, Any]]], log: Any) -> ASGIApp:
+    """The pool's ASGI application, with the token gate in front."""
+    app = Starlette(routes=ROUTES, exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
+                                                       Exception: on_unexpected})
+    app.state.pool = pool
+    app.state.max_upload = max_upload
+    app.state.describe = describe
+    app.state.log = log
+    return Gate(app, token)

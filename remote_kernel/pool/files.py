@@ -1,0 +1,224 @@
+"""Safe paths under a session's /mnt/data, and streaming file I/O.
+
+Every path is walked one component at a time with O_NOFOLLOW from an open folder, so a symbolic
+link that session code planted is never followed, whatever it points to.
+"""
+from __future__ import annotations
+
+import mimetypes
+import os
+import stat
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+DATA = "/mnt/data"
+TEMP_PREFIX = ".rk-upload-"  # uploads in progress: never listed, renamed into place when complete
+CHUNK = 1 << 20
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class BadPath(ValueError):
+    """A name or folder that does not stay inside /mnt/data."""
+
+
+class NotFound(FileNotFoundError):
+    """No such file in the session."""
+
+
+@dataclass
+class Entry:
+    """A file or folder of a session, for the listing and metadata routes."""
+
+    name: str
+    size: int
+    modified: float
+    is_dir: bool
+
+    @property
+    def modified_iso(self) -> str:
+        moment = datetime.fromtimestamp(self.modified, timezone.utc)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+    @property
+    def content_type(self) -> str:
+        if self.is_dir:
+            return "inode/directory"
+        guessed, _ = mimetypes.guess_type(self.name)
+        if guessed and guessed.startswith("text/"):
+            return f"{guessed}; charset=utf-8"
+        return guessed or "application/octet-stream"
+
+
+def parts_of(path: str | None, *, allow_root: bool = True) -> list[str]:
+    """Split a name or folder relative to /mnt/data into safe components; BadPath otherwise."""
+    if path is None:
+        return []
+    if "\x00" in path:
+        raise BadPath("file names cannot contain NUL characters")
+    if path.startswith("/"):
+        if path == DATA or path == "/":
+            path = ""
+        elif path.startswith(DATA + "/"):
+            path = path[len(DATA) + 1:]
+        else:
+            raise BadPath(f"{path!r} is outside /mnt/data; give a name relative to /mnt/data")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise BadPath(f"{path!r} has a '..' segment; give a name inside /mnt/data")
+    if not parts and not allow_root:
+        raise BadPath("a file name is required")
+    if any(len(p.encode("utf-8", "surrogatepass")) > 255 for p in parts):
+        raise BadPath("a file name is longer than 255 bytes")
+    return parts
+
+
+def open_folder(root: Path, parts: list[str], *, create: bool = False) -> int:
+    """An fd of the folder root/parts…, walked without following links."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            try:
+                next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise NotFound(f"no folder {'/'.join(parts)!r} in /mnt/data") from None
+                os.mkdir(part, 0o755, dir_fd=fd)
+                next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except OSError:  # ELOOP (a link) or ENOTDIR
+                raise NotFound(f"{'/'.join(parts)!r} is not a folder in /mnt/data") from None
+            os.close(fd)
+            fd = next_fd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _entry(folder_fd: int, name: str) -> Entry:
+    info = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+    if stat.S_ISLNK(info.st_mode) or not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        raise NotFound(f"{name!r} is not a regular file")
+    return Entry(name, info.st_size if stat.S_ISREG(info.st_mode) else 0, info.st_mtime, stat.S_ISDIR(info.st_mode))
+
+
+def listing(root: Path, folder: list[str]) -> list[Entry]:
+    """Files and folders directly in a folder (links and upload temporaries left out)."""
+    fd = open_folder(root, folder)
+    try:
+        entries = []
+        for name in sorted(os.listdir(fd)):
+            if name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                entries.append(_entry(fd, name))
+            except (NotFound, OSError):
+                continue
+        return entries
+    finally:
+        os.close(fd)
+
+
+def info(root: Path, parts: list[str]) -> Entry:
+    fd = open_folder(root, parts[:-1])
+    try:
+        return _entry(fd, parts[-1])
+    except FileNotFoundError:
+        raise NotFound(f"no file {'/'.join(parts)!r} in /mnt/data") from None
+    finally:
+        os.close(fd)
+
+
+def open_for_reading(root: Path, parts: list[str]) -> tuple[int, Entry]:
+    """An fd of a regular file (never through a link), and its entry."""
+    folder = open_folder(root, parts[:-1])
+    try:
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=folder)
+    except FileNotFoundError:
+        raise NotFound(f"no file {'/'.join(parts)!r} in /mnt/data") from None
+    except OSError:  # ELOOP: a link; anything else: not a readable file
+        raise NotFound(f"{'/'.join(parts)!r} is not a regular file in /mnt/data") from None
+    finally:
+        os.close(folder)
+    details = os.fstat(fd)
+    if not stat.S_ISREG(details.st_mode):
+        os.close(fd)
+        raise NotFound(f"{'/'.join(parts)!r} is not a regular file in /mnt/data")
+    return fd, Entry(parts[-1], details.st_size, details.st_mtime, False)
+
+
+def read_chunks(fd: int) -> Iterator[bytes]:
+    """The file's bytes in chunks; closes the fd at the end."""
+    try:
+        while chunk := os.read(fd, CHUNK):
+            yield chunk
+    finally:
+        os.close(fd)
+
+
+def delete(root: Path, parts: list[str]) -> None:
+    folder = open_folder(root, parts[:-1])
+    try:
+        entry = _entry(folder, parts[-1])
+        if entry.is_dir:
+            os.rmdir(parts[-1], dir_fd=folder)
+        else:
+            os.unlink(parts[-1], dir_fd=folder)
+    except FileNotFoundError:
+        raise NotFound(f"no file {'/'.join(parts)!r} in /mnt/data") from None
+    except OSError as error:
+        raise NotFound(f"cannot delete {'/'.join(parts)!r}: {error.strerror}") from None
+    finally:
+        os.close(folder)
+
+
+class IncomingFile:
+    """An upload being written to a temporary beside its final name, renamed into place at the end."""
+
+    def __init__(self, root: Path, parts: list[str]) -> None:
+        self.parts = parts
+        self.folder = open_folder(root, parts[:-1], create=True)
+        self.temp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                          dir_fd=self.folder)
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.size += len(data)
+
+    def commit(self) -> Entry:
+        """Make the file visible under its name (replacing an older one), all or nothing."""
+        os.close(self.fd)
+        self.fd = -1
+        try:
+            target = os.stat(self.parts[-1], dir_fd=self.folder, follow_symlinks=False)
+            if stat.S_ISDIR(target.st_mode):
+                raise BadPath(f"{'/'.join(self.parts)!r} is a folder")
+        except FileNotFoundError:
+            pass
+        except BadPath:
+            self.abort()
+            raise
+        os.rename(self.temp, self.parts[-1], src_dir_fd=self.folder, dst_dir_fd=self.folder)
+        entry = _entry(self.folder, self.parts[-1])
+        os.close(self.folder)
+        self.folder = -1
+        return entry
+
+    def abort(self) -> None:
+        """Remove the temporary: nothing half-written is left."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.folder >= 0:
+            try:
+                os.unlink(self.temp, dir_fd=self.folder)
+            except OSError:
+                pass
+            os.close(self.folder)
+            self.folder = -1

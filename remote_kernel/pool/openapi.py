@@ -1,0 +1,123 @@
+"""The OpenAPI 3 description of the pool's routes, served at /openapi.json."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+VERSIONS = ["2024-02-02-preview", "2024-08-02-preview", "2024-10-02-preview", "2025-02-02-preview",
+            "2025-10-02-preview"]
+SESSION_VERSIONS = ["2025-02-02-preview", "2025-10-02-preview"]
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+JSON_VALUE: dict[str, Any] = {}  # any JSON value
+
+
+def _param(name: str, schema: dict, where: str = "query", required: bool = True) -> dict:
+    return {"name": name, "in": where, "required": required, "schema": schema}
+
+
+API_VERSION = _param("api-version", {"type": "string", "enum": VERSIONS})
+SESSION_API_VERSION = _param("api-version", {"type": "string", "enum": SESSION_VERSIONS})
+IDENTIFIER = _param("identifier", {"type": "string", "pattern": r"^[A-Za-z0-9\-_|&^%$#(){}\[\];<>]{4,128}$"})
+PATH = _param("path", {"type": "string"}, required=False)
+NAME = _param("name", {"type": "string", "minLength": 1}, where="path")
+SKIP = _param("skip", {"type": "integer", "minimum": 0}, required=False)
+
+EXECUTION_FIELDS = {
+    "codeInputType": {"type": "string", "enum": ["Inline", "InlineText", "InlineBase64",
+                                                 "inline", "inlinetext", "inlinebase64"]},
+    "executionType": {"type": "string", "enum": ["Synchronous", "Asynchronous", "synchronous", "asynchronous"]},
+    "code": {"type": "string"},
+    "timeoutInSeconds": {"type": "integer", "minimum": 1, "maximum": 220},
+    "outputStreamsMaxLength": {"type": "integer", "minimum": 0},
+    "returnJupyterFormatExecutionResult": {"type": "boolean"},
+    "useEmptyKernel": {"type": "boolean"},
+}
+V2_REQUEST = {"type": "object", "required": ["code"], "properties": EXECUTION_FIELDS}
+V1_REQUEST = {"type": "object", "required": ["properties"],
+              "properties": {"properties": {"type": "object", "required": ["code"], "properties": EXECUTION_FIELDS}}}
+UPLOAD = {"multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                             "properties": {"file": {"type": "string", "format": "binary"}}}}}
+
+
+def _answer(description: str, schema: dict | None = None, media: str = "application/json") -> dict:
+    return {"description": description, **({"content": {media: {"schema": schema}}} if schema is not None else {})}
+
+
+ERRORS = {"400": _answer("Bad request", ERROR), "401": _answer("Missing or wrong token", ERROR),
+          "404": _answer("Not found", ERROR), "413": _answer("Too large", ERROR),
+          "429": _answer("The pool is full", ERROR)}
+
+
+def _op(summary: str, params: list, ok: dict, body: dict | None = None) -> dict:
+    operation: dict[str, Any] = {"summary": summary, "parameters": params, "responses": {**ok, **ERRORS}}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": body}
+    return operation
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    session_params = [API_VERSION, IDENTIFIER]
+    file_params = [API_VERSION, IDENTIFIER, PATH]
+    bytes_answer = _answer("The file's bytes", {"type": "string", "format": "binary"}, "application/octet-stream")
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "remote_kernel local session pool",
+                 "description": "The Azure Container Apps dynamic-sessions data plane, served locally. Every route "
+                                "is also served under /subscriptions/{sub}/resourceGroups/{rg}/sessionPools/{pool}.",
+                 "version": "2025-10-02-preview"},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/code/execute": {"post": _op("Execute code (v1 shape)", session_params,
+                                          {"202": _answer("The execution", {"type": "object"})},
+                                          {"application/json": {"schema": V1_REQUEST}})},
+            "/executions": {"post": _op("Execute code (v2 shape)", session_params,
+                                        {"200": _answer("The execution (2025-10-02-preview)", {"type": "object"}),
+                                         "202": _answer("The execution", {"type": "object"})},
+                                        {"application/json": {"schema": V2_REQUEST}})},
+            "/executions/{execution_id}": {"get": _op(
+                "An execution's state (v2)",
+                [API_VERSION, IDENTIFIER, _param("execution_id", {"type": "string"}, "path")],
+                {"200": _answer("The execution", {"type": "object"})})},
+            "/files/upload": {"post": _op("Upload files (v1 shape)", file_params,
+                                          {"200": _answer("The files", {"type": "object"})}, UPLOAD)},
+            "/files": {
+                "post": _op("Upload a file (v2 shape)", file_params, {"200": _answer("The file", {"type": "object"})},
+                            UPLOAD),
+                "get": _op("List files", file_params, {"200": _answer("The files", {"type": "object"})}),
+            },
+            "/files/content/{name}": {"get": _op("Download a file (v1)", file_params + [NAME], {"200": bytes_answer})},
+            "/files/{name}/content": {"get": _op("Download a file (v2)", file_params + [NAME], {"200": bytes_answer})},
+            "/files/{name}": {
+                "get": _op("A file's metadata", file_params + [NAME], {"200": _answer("The file", {"type": "object"})}),
+                "delete": _op("Delete a file", file_params + [NAME],
+                              {"200": _answer("Deleted (v1)", {"type": "object"}), "204": _answer("Deleted (v2)")}),
+            },
+            "/session": {
+                "get": _op("A session's details", [SESSION_API_VERSION, IDENTIFIER],
+                           {"200": _answer("The session", {"type": "object"})}),
+                "delete": _op("Delete a session with its processes and files", session_params,
+                              {"204": _answer("Deleted")}),
+            },
+            "/listSessions": {"get": _op("List sessions", [SESSION_API_VERSION, SKIP],
+                                         {"200": _answer("A page of sessions", {"type": "object"})})},
+            "/metadata": {"get": _op("Runtimes and pre-installed packages", [SESSION_API_VERSION],
+                                     {"200": _answer("The pool's metadata", {"type": "object"})})},
+            "/.management/getSession": {"post": _op("A session's details (management dialect)", session_params,
+                                                    {"200": _answer("The session", {"type": "object"})})},
+            "/.management/listSessions": {"post": _op("List sessions (management dialect)", [API_VERSION, SKIP],
+                                                      {"200": _answer("A page of sessions", {"type": "object"})})},
+            "/.management/stopSession": {"post": _op("Stop a session (management dialect)", session_params,
+                                                     {"200": _answer("Stopped", {"type": "string"}, "text/plain")})},
+            "/health": {"get": {"summary": "Whether the pool is up", "security": [],
+                                "responses": {"200": _answer("Up", {"type": "object"})}}},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}},
+        },
+    }

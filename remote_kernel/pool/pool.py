@@ -1,0 +1,177 @@
+"""Sessions by identifier: the session limit, cooldown expiry and ready sessions."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from remote_kernel.pool.sandbox import Sandbox
+from remote_kernel.pool.session import Session, WorkerDied
+
+log = logging.getLogger("remote_kernel.pool")
+
+
+class PoolFull(Exception):
+    """No room for another session; `retry_after` is a fair wait in seconds."""
+
+    def __init__(self, max_sessions: int, retry_after: int) -> None:
+        super().__init__(f"The pool already runs its maximum of {max_sessions} sessions. Delete sessions you no "
+                         f"longer need (DELETE session) or wait for idle ones to expire, then retry.")
+        self.retry_after = retry_after
+
+
+class SessionStartFailed(Exception):
+    """A worker could not be started."""
+
+
+class Pool:
+    """Identifier → session. Sessions are created on first use, from the ready ones when possible."""
+
+    def __init__(self, sandbox: Sandbox, data_root: Path, *, max_sessions: int, cooldown: float,
+                 ready_sessions: int) -> None:
+        self.sandbox = sandbox
+        self.data_root = data_root
+        self.max_sessions = max_sessions
+        self.cooldown = cooldown
+        self.ready_target = max(0, ready_sessions)
+        self.created_at = time.time()
+        self.sessions: dict[str, Session] = {}
+        self._ready: list[Session] = []
+        self._starting = 0
+        self._creating: dict[str, asyncio.Future[Session]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._spawn(self._reap_forever())
+        self._refill()
+
+    async def stop(self) -> None:
+        """Delete every session, ready ones included."""
+        self._stopping = True
+        for task in list(self._tasks):
+            task.cancel()
+        sessions = list(self.sessions.values()) + self._ready
+        self.sessions.clear()
+        self._ready.clear()
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+    def find(self, identifier: str) -> Session | None:
+        """The live session of an identifier, or None (never creates one)."""
+        session = self.sessions.get(identifier)
+        if session is not None and not session.alive and not session.busy:
+            self._forget(session)
+            return None
+        return session
+
+    async def get(self, identifier: str) -> Session:
+        """The session of an identifier, created now if it has none (PoolFull past the limit)."""
+        session = self.find(identifier)
+        if session is not None and session.alive:
+            session.touch()
+            return session
+        pending = self._creating.get(identifier)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        if len(self.sessions) + len(self._creating) >= self.max_sessions:
+            raise PoolFull(self.max_sessions, self._retry_after())
+        future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        self._creating[identifier] = future
+        try:
+            if session is not None:
+                self._forget(session)  # lost while busy: its last answer is out, start afresh
+            session = await self._take_ready()
+            session.identifier = identifier
+            session.touch()
+            self.sessions[identifier] = session
+            future.set_result(session)
+            return session
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # mark retrieved: the waiters (if any) got it
+            raise
+        finally:
+            del self._creating[identifier]
+            self._refill()
+
+    async def delete(self, identifier: str) -> bool:
+        """Delete a session with its processes and files; False when there was none."""
+        session = self.sessions.pop(identifier, None)
+        if session is None:
+            return False
+        await session.close()
+        return True
+
+    def listed(self) -> list[Session]:
+        return [s for s in self.sessions.values() if s.alive]
+
+    # internals ------------------------------------------------------------------------------
+
+    async def _take_ready(self) -> Session:
+        while self._ready:
+            session = self._ready.pop(0)
+            if session.alive:
+                return session
+            self._spawn(session.close())
+        session = Session(self.sandbox, self.data_root, self.cooldown)
+        try:
+            await session.start()
+        except WorkerDied as error:
+            raise SessionStartFailed(str(error)) from None
+        return session
+
+    def _refill(self) -> None:
+        """Start sessions in the background until the ready target is met."""
+        while not self._stopping and len(self._ready) + self._starting < self.ready_target:
+            self._starting += 1
+            self._spawn(self._start_ready())
+
+    async def _start_ready(self) -> None:
+        session = Session(self.sandbox, self.data_root, self.cooldown)
+        try:
+            await session.start()
+        except WorkerDied as error:
+            log.error("could not start a ready session: %s", error)
+            await asyncio.sleep(5)  # do not spin on a broken interpreter
+            return
+        finally:
+            self._starting -= 1
+        if self._stopping:
+            await session.close()
+        else:
+            self._ready.append(session)
+
+    def _forget(self, session: Session) -> None:
+        if session.identifier and self.sessions.get(session.identifier) is session:
+            del self.sessions[session.identifier]
+        self._spawn(session.close())
+
+    def _retry_after(self) -> int:
+        soonest = min((s.expires_at for s in self.sessions.values() if not s.busy), default=None)
+        if soonest is None:
+            return 10
+        return int(min(60, max(1, soonest - time.time() + 1)))
+
+    async def _reap_forever(self) -> None:
+        """Delete sessions idle past the cooldown, and forget dead ones."""
+        interval = max(0.2, min(5.0, self.cooldown / 10))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.time()
+            for identifier, session in list(self.sessions.items()):
+                if session.busy:
+                    continue
+                if session.expires_at <= now or not session.alive:
+                    log.info("session %s %s", identifier, "expired" if session.alive else "died")
+                    self.sessions.pop(identifier, None)
+                    self._spawn(session.close())
+            for session in [s for s in self._ready if not s.alive]:
+                self._ready.remove(session)
+                self._spawn(session.close())
+            self._refill()
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,146 @@
+"""`remote-kernel pool`: start the local session pool and serve it until told to stop."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from remote_kernel.pool.app import build_app, iso
+from remote_kernel.pool.pool import Pool
+from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
+
+log = logging.getLogger("remote_kernel.pool")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the pool in the foreground; returns the process exit code."""
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s pool %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    try:
+        runtime = Runtime.node(args.node) if args.container_type == "NodeLTS" else Runtime.python(args.python)
+        limits = Limits(memory=args.memory, processes=args.max_processes, disk=args.disk)
+        sandbox = Sandbox.choose(args.sandbox, runtime, limits, egress=args.egress == "enabled")
+    except SandboxUnavailable as problem:
+        print(f"remote-kernel pool: {problem}", file=sys.stderr)
+        return 2
+    if args.max_sessions < 1:
+        print("remote-kernel pool: --max-sessions must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(args, sandbox))
+    except OSError as error:
+        print(f"remote-kernel pool: cannot listen on {args.host}:{args.port}: {error.strerror}; "
+              "choose another --port (0 picks a free one)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
+    generated = not args.no_auth and not args.token and not os.environ.get("REMOTE_KERNEL_TOKEN")
+    token = None if args.no_auth else (args.token or os.environ.get("REMOTE_KERNEL_TOKEN") or secrets.token_urlsafe(32))
+    own_root = args.data_root is None
+    data_root = Path(args.data_root or tempfile.mkdtemp(prefix="remote-kernel-pool-")).resolve()
+    data_root.mkdir(parents=True, exist_ok=True)
+    sessions_root = Path(tempfile.mkdtemp(prefix="pool-", dir=data_root))
+
+    pool = Pool(sandbox, sessions_root, max_sessions=args.max_sessions, cooldown=args.cooldown,
+                ready_sessions=args.ready_sessions)
+    app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log)
+    listener = listen(args.host, args.port)
+    host, port = listener.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
+                            limit_concurrency=1024, server_header=False, date_header=True)
+    server = uvicorn.Server(config)
+    await pool.start()
+    print(f"export POOL_MANAGEMENT_ENDPOINT=http://{shown_host}:{port}", flush=True)
+    if token is None:
+        print("# no token: any local process can use this pool (--no-auth)", flush=True)
+    elif generated:
+        print(f"export REMOTE_KERNEL_TOKEN={token}", flush=True)
+    else:
+        print("# token: the one given (--token or REMOTE_KERNEL_TOKEN)", flush=True)
+    print(f"# {args.container_type} sessions, sandbox: {sandbox.mode}, egress: {args.egress}, "
+          f"max sessions: {args.max_sessions}, cooldown: {args.cooldown:g} s; Ctrl-C stops the pool", flush=True)
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("listening on %s: other machines can reach this pool", host)
+    watcher = asyncio.create_task(watch_parent(args.parent_pid, server)) if args.parent_pid else None
+    try:
+        await server.serve(sockets=[listener])
+    finally:
+        if watcher:
+            watcher.cancel()
+        await pool.stop()
+        shutil.rmtree(data_root if own_root else sessions_root, ignore_errors=True)
+    return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(False)
+    return sock
+
+
+async def watch_parent(pid: int, server: uvicorn.Server) -> None:
+    """Stop the pool when the process that started it is gone (even if it was SIGKILLed)."""
+    while True:
+        try:
+            os.kill(pid, 0)
+            gone = os.getppid() != pid and os.getppid() == 1
+        except ProcessLookupError:
+            gone = True
+        except PermissionError:
+            gone = False
+        if gone:
+            log.info("parent %d is gone: stopping", pid)
+            server.should_exit = True
+            return
+        await asyncio.sleep(0.25)
+
+
+def describer(sandbox: Sandbox, args: argparse.Namespace):
+    """The `metadata` route's answer: runtime and installed packages, read once."""
+    cache: dict[str, Any] = {}
+    started = time.time()
+
+    async def describe() -> dict[str, Any]:
+        if not cache:
+            cache.update(await asyncio.to_thread(read_runtime, sandbox.runtime))
+            cache.update(createdAt=iso(started), lastUpdatedAt=iso(started))
+        return cache
+
+    return describe
+
+
+def read_runtime(runtime: Runtime) -> dict[str, Any]:
+    if runtime.name == "node":
+        version = subprocess.run([runtime.argv[0], "--version"], capture_output=True, text=True).stdout.strip()
+        return {"runtimes": [{"name": "node", "version": version.lstrip("v")}], "preInstalledPackages": [],
+                "jupyterKernel": {"name": "remote_kernel node worker", "version": version.lstrip("v")}}
+    script = ("import json, sys, importlib.metadata as m; print(json.dumps({'v': sys.version.split()[0], "
+              "'p': sorted({(d.metadata['Name'], d.version) for d in m.distributions() if d.metadata['Name']})}))")
+    out = subprocess.run([runtime.argv[0], "-c", script], capture_output=True, text=True)
+    data = json.loads(out.stdout) if out.returncode == 0 else {"v": "", "p": []}
+    ipython = next((v for n, v in data["p"] if n.lower() == "ipython"), "")
+    return {"runtimes": [{"name": "python", "version": data["v"]}],
+            "preInstalledPackages": [{"name": n, "version": v} for n, v in data["p"]],
+            "jupyterKernel": {"name": "IPython", "version": ipython, "projectUrl": "https://ipython.org",
+                              "description": "One IPython shell per session, in its own sandbox"}}

@@ -1,0 +1,130 @@
+"""Streaming multipart uploads: parts named `file` go straight to disk, never whole into memory."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from remote_kernel.pool import files
+
+
+class MultipartError(Exception):
+    """An upload the pool refuses, with its HTTP status and error code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+def filename_of(disposition: bytes) -> tuple[str | None, str | None]:
+    """(field name, file name) from a Content-Disposition header; RFC 5987 `filename*` wins."""
+    _, options = parse_options_header(disposition)
+    name = options.get(b"name")
+    field = name.decode("utf-8", "replace") if name is not None else None
+    extended = options.get(b"filename*")
+    if extended:
+        match = re.fullmatch(rb"([\w-]*)'[^']*'(.*)", extended)
+        if match:
+            charset = match.group(1).decode() or "utf-8"
+            try:
+                return field, unquote(match.group(2).decode("ascii"), encoding=charset, errors="strict")
+            except (UnicodeDecodeError, LookupError):
+                raise MultipartError(400, "InvalidFileName", "The file name is not valid in its charset.") from None
+    plain = options.get(b"filename")
+    if plain is None:
+        return field, None
+    try:
+        return field, plain.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MultipartError(400, "InvalidFileName", "The file name is not valid UTF-8.") from None
+
+
+async def receive_upload(request: Request, root: Path, folder: list[str], limit: int) -> list[files.Entry]:
+    """Write every `file` part under root/folder; all or nothing per file, at most `limit` bytes in all."""
+    content_type = request.headers.get("content-type", "")
+    kind, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if kind != b"multipart/form-data" or not boundary:
+        raise MultipartError(400, "InvalidContentType",
+                             "Upload with Content-Type multipart/form-data and one part named 'file'.")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + (1 << 20):
+        raise MultipartError(413, "PayloadTooLarge",
+                             f"The upload is {int(declared)} bytes; this pool accepts at most {limit} bytes "
+                             "(start it with a larger --max-upload).")
+
+    done: list[files.Entry] = []
+    state: dict = {"header": b"", "headers": {}, "incoming": None, "skip": False, "total": 0, "error": None}
+
+    def on_part_begin() -> None:
+        state.update(headers={}, incoming=None, skip=False)
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["header"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        key = state["header"].lower()
+        state["headers"][key] = state["headers"].get(key, b"") + data[start:end]
+
+    def on_header_end() -> None:
+        state["header"] = b""
+
+    def on_headers_finished() -> None:
+        field, name = filename_of(state["headers"].get(b"content-disposition", b""))
+        if field != "file" or name is None:
+            state["skip"] = True  # other form fields are ignored, as the hosted service does
+            return
+        try:
+            parts = folder + files.parts_of(name, allow_root=False)
+        except files.BadPath as bad:
+            raise MultipartError(400, "InvalidFileName", str(bad)) from None
+        state["incoming"] = files.IncomingFile(root, parts)
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if state["skip"]:
+            return
+        state["total"] += end - start
+        if state["total"] > limit:
+            raise MultipartError(413, "PayloadTooLarge",
+                                 f"The upload is over this pool's limit of {limit} bytes "
+                                 "(start it with a larger --max-upload).")
+        try:
+            state["incoming"].write(data[start:end])
+        except OSError as error:
+            raise MultipartError(507, "InsufficientStorage",
+                                 f"The session's /mnt/data has no room for this file ({error.strerror}); "
+                                 "delete files there or upload less.") from None
+
+    def on_part_end() -> None:
+        incoming = state["incoming"]
+        if incoming is not None:
+            state["incoming"] = None
+            done.append(incoming.commit())
+
+    parser = MultipartParser(boundary, callbacks={
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
+        "on_part_data": on_part_data, "on_part_end": on_part_end,
+    })
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except ClientDisconnect:
+        raise MultipartError(400, "UploadIncomplete", "The client closed the connection before the upload ended.")
+    except MultipartError:
+        raise
+    except Exception as error:  # the parser's own complaints about a malformed body
+        raise MultipartError(400, "InvalidMultipartBody", f"The multipart body is malformed: {error}") from None
+    finally:
+        unfinished = state["incoming"]
+        if unfinished is not None:
+            unfinished.abort()
+    if unfinished is not None:
+        raise MultipartError(400, "UploadIncomplete", "The multipart body ended before the file did.")
+    if not done:
+        raise MultipartError(400, "MissingFile", "The upload has no part named 'file' with a filename.")
+    return done

@@ -1,0 +1,193 @@
+"""The Python session worker: one IPython shell, run inside the sandbox, driven over pipes.
+
+It speaks the protocol in PROTOCOL.md (commands on fd 3, replies on fd 4). It imports nothing
+from remote_kernel: it is started as a plain script by whatever interpreter serves the sessions.
+"""
+from __future__ import annotations
+
+import base64
+import builtins
+import io
+import json
+import math
+import os
+import signal
+import sys
+import time
+import warnings
+
+MAX_OUTPUT = int(os.environ.get("REMOTE_KERNEL_MAX_OUTPUT", str(1 << 20)))
+
+
+class CappedStream(io.TextIOBase):
+    """A text stream that keeps at most MAX_OUTPUT bytes and counts the rest."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.parts: list[str] = []
+        self.size = 0
+        self.dropped = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        room = MAX_OUTPUT - self.size
+        if room <= 0:
+            self.dropped += len(text.encode("utf-8", "replace"))
+            return len(text)
+        data = text.encode("utf-8", "replace")
+        if len(data) > room:
+            self.parts.append(data[:room].decode("utf-8", "ignore"))
+            self.dropped += len(data) - room
+            self.size = MAX_OUTPUT
+        else:
+            self.parts.append(text)
+            self.size += len(data)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def getvalue(self) -> str:
+        text = "".join(self.parts)
+        if self.dropped:
+            text += f"\n[output truncated: {self.dropped} more bytes]\n"
+        return text
+
+
+def json_value(value: object) -> object:
+    """The trailing expression's value as the contract returns it: JSON where it has one."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)  # nan → "nan", inf → "inf"
+    if isinstance(value, (list, tuple, dict)):
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            return repr(value)
+        return json.loads(text)
+    return repr(value)
+
+
+def stdin_unavailable(*args: object, **kwargs: object) -> str:
+    raise EOFError("input() is not available: a remote session has no stdin; pass values in code or files")
+
+
+class Worker:
+    """Runs cells in one persistent IPython shell."""
+
+    def __init__(self) -> None:
+        from IPython.core.displayhook import DisplayHook
+        from IPython.core.interactiveshell import InteractiveShell
+
+        class QuietDisplayHook(DisplayHook):
+            """Records the trailing value without printing an Out[n] prompt."""
+
+            def write_output_prompt(self) -> None:
+                pass
+
+            def write_format_data(self, format_dict, md_dict=None) -> None:
+                pass
+
+        InteractiveShell.displayhook_class = QuietDisplayHook
+        self.shell = InteractiveShell.instance(colors="NoColor")
+        self.shell._showtraceback = self._showtraceback  # type: ignore[method-assign]
+        self.error: tuple[str, str] | None = None
+        self.running = False
+        builtins.input = stdin_unavailable
+        # with the Agg backend, plt.show() keeps the figure open: it comes back as the image result
+        warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.running:
+            raise KeyboardInterrupt
+
+    def _showtraceback(self, etype, evalue, stb) -> None:
+        self.error = (getattr(etype, "__name__", str(etype)), str(evalue))
+        sys.stderr.write(self.shell.InteractiveTB.stb2text(stb) + "\n")
+
+    def execute(self, code: str, jupyter: bool) -> dict:
+        stdout, stderr = CappedStream("stdout"), CappedStream("stderr")
+        self.error = None
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = stdout, stderr
+        started = time.perf_counter()
+        value: object = ""
+        try:
+            self.running = True
+            try:
+                outcome = self.shell.run_cell(code, store_history=True)
+            finally:
+                self.running = False
+            if outcome.error_before_exec is None and outcome.error_in_exec is None and outcome.result is not None:
+                value = self._format(outcome.result, jupyter)
+            image = self._open_figure()
+            if image is not None:
+                value = image
+        except KeyboardInterrupt:
+            # SIGINT landed outside the cell's own code (between statements of the shell)
+            self.error = ("KeyboardInterrupt", "")
+            stderr.write("KeyboardInterrupt\n")
+        finally:
+            sys.stdout, sys.stderr = saved
+        ms = (time.perf_counter() - started) * 1000
+        error = {"name": self.error[0], "message": self.error[1]} if self.error else None
+        return {"ok": error is None, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(),
+                "result": "" if error else value, "error": error, "ms": round(ms, 3)}
+
+    def _format(self, value: object, jupyter: bool) -> object:
+        if not jupyter:
+            return json_value(value)
+        if value is None:
+            return None
+        data, _ = self.shell.display_formatter.format(value, include={"text/plain"})
+        return data.get("text/plain", repr(value))
+
+    @staticmethod
+    def _open_figure() -> dict | None:
+        """The last open matplotlib figure as the contract's image result; all figures closed."""
+        plt = sys.modules.get("matplotlib.pyplot")
+        if plt is None or not plt.get_fignums():
+            return None
+        figure = plt.figure(plt.get_fignums()[-1])
+        buffer = io.BytesIO()
+        try:
+            figure.savefig(buffer, format="png", bbox_inches="tight")
+        finally:
+            plt.close("all")
+        return {"type": "image", "format": "png", "base64_data": base64.b64encode(buffer.getvalue()).decode()}
+
+
+def send(fd: int, message: dict) -> None:
+    """Write one reply line whole (lone surrogates in output become '?')."""
+    data = memoryview(json.dumps(message, ensure_ascii=False).encode("utf-8", "replace") + b"\n")
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def main() -> None:
+    """Serve executions until the pool closes fd 3. A SIGINT while idle is ignored."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    for fd in (3, 4):
+        os.set_inheritable(fd, False)  # session code's own processes must not write into the protocol
+    worker = Worker()
+    version = ".".join(map(str, sys.version_info[:3]))
+    send(4, {"ready": True, "runtime": {"name": "python", "version": version}})
+    commands = os.fdopen(3, "rb")
+    for line in commands:
+        command = json.loads(line)
+        reply = worker.execute(command["code"], bool(command.get("jupyter")))
+        reply["id"] = command.get("id")
+        send(4, reply)
+
+
+if __name__ == "__main__":
+    main()
