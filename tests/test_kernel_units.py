@@ -227,3 +227,52 @@ def test_client_traceback_equal_to_stderr_still_splits_off_earlier_stderr():
                           error=ExecutionError("ZeroDivisionError", "division by zero", traceback=stderr))
     messages, err = outputs.messages_for(execution, 1)
     assert messages[0] == ("stream", {"name": "stderr", "text": "warned\n"}) and messages[1] == err
+
+
+# --- noticing a lost session ------------------------------------------------------------------
+
+class FakeInfoClient:
+    """Answers session_info like a pool without session guids."""
+
+    def __init__(self, created):
+        self.created, self.calls = created, 0
+
+    async def session_info(self):
+        from remote_kernel.sessions.models import SessionInfo, SessionNotFound
+
+        self.calls += 1
+        if self.created is None:
+            raise SessionNotFound("gone")
+        return SessionInfo(identifier="i", created_at=self.created)
+
+
+def test_a_new_session_guid_is_reported_once():
+    import asyncio
+
+    from remote_kernel.kernel.continuity import SESSION_LOST, SessionContinuity
+
+    watch = SessionContinuity()
+    notes = [asyncio.run(watch.after_execution(None, guid)) for guid in ("a", "a", "b", "b")]
+    assert notes == [None, None, SESSION_LOST, None]
+    watch.lost()  # an error already said so
+    assert asyncio.run(watch.after_execution(None, "c")) is None
+
+
+def test_without_guids_the_creation_time_is_compared_only_after_an_idle_spell():
+    import asyncio
+
+    from remote_kernel.kernel.continuity import IDLE_BEFORE_CHECK, SESSION_LOST, SessionContinuity
+
+    client = FakeInfoClient(datetime(2024, 1, 1, tzinfo=timezone.utc))
+    watch = SessionContinuity()
+    assert asyncio.run(watch.after_execution(client, None)) is None and client.calls == 1
+    assert asyncio.run(watch.before_cell(client)) is None and client.calls == 1  # not idle: no request
+    asyncio.run(watch.after_execution(client, None))
+    assert client.calls == 1  # one request for the first cell only
+    watch.last_contact -= IDLE_BEFORE_CHECK + 1
+    client.created = datetime(2024, 1, 2, tzinfo=timezone.utc)
+    assert asyncio.run(watch.before_cell(client)) == SESSION_LOST
+    asyncio.run(watch.after_execution(client, None))
+    watch.last_contact -= IDLE_BEFORE_CHECK + 1
+    client.created = None  # deleted: the next execution creates a new one
+    assert asyncio.run(watch.before_cell(client)) == SESSION_LOST

@@ -23,6 +23,7 @@ from ipykernel.kernelbase import Kernel
 from remote_kernel import __version__
 from remote_kernel.kernel import outputs
 from remote_kernel.kernel.config import KernelConfig
+from remote_kernel.kernel.continuity import SessionContinuity
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
 from remote_kernel.kernel.languages import HELPER_MARK, PYTHON, Language
 from remote_kernel.kernel.magics import MAGICS, MagicError, MagicRunner, split_cell
@@ -31,9 +32,6 @@ from remote_kernel.sessions.models import ConfigurationError, SessionNotFound, S
 #: Markers of the code VS Code runs behind the user's back (kernel set-up, variable viewer, completions).
 VSCODE_MARKERS = ("__vsc_", "_VSCODE_", "__VSCODE_", "__jupyter_exec_background__", "%config Completer.",
                   "_vscode_")
-
-SESSION_LOST = ("The remote session was lost (it expired after being idle, was deleted, or its worker stopped): "
-                "variables, imports and files from earlier cells are gone. This cell ran in a new session.\n")
 
 HELPER_DEADLINE = 1.0  # seconds for completion and inspection; past it the answer is empty
 SHUTDOWN_DEADLINE = 1.5  # seconds to delete the session on shutdown (jupyter_client kills at ~2.5 s)
@@ -74,10 +72,11 @@ class RemoteKernel(Kernel):
         self._endpoint: str | None = self.settings.endpoint
         self._token: str | None = self.settings.token
         self._auth_mode = self.settings.auth_mode
-        self._session_guid: str | None = None
-        self._loss_reported = False
+        self.continuity = SessionContinuity()
         self._cell: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
         self._cleaned_up = False
+        self._control_idle = threading.Event()
+        self._control_idle.set()
         self._publish_silently = False
         self.magics = MagicRunner(self)
         self.embedded: EmbeddedPool | None = None
@@ -154,20 +153,25 @@ class RemoteKernel(Kernel):
             if not remote_code.strip():
                 return outputs.ok_reply(self._count - 1, payload=payload)
             client = await self.session_client()
+            notice = await self.continuity.before_cell(client)
+            if notice:
+                self.publish(*outputs.stream("stderr", notice))
             execution = await client.execute(remote_code, timeout=self.settings.timeout,
                                              jupyter_repr=self._jupyter_repr)
+            notice = await self.continuity.after_execution(client, execution.session_guid)
         except MagicError as exc:
             return self._fail(outputs.error(exc.ename, exc.message, exc.message.splitlines()))
         except SessionNotFound as exc:
-            self._session_lost()
+            self.continuity.lost()
             return self._fail(outputs.transport_error(exc))
         except (SessionsError, EmbeddedPoolError) as exc:
             return self._fail(outputs.transport_error(exc))
-        self._note_session(execution.session_guid)
+        if notice:
+            self.publish(*outputs.stream("stderr", notice))
         messages, err = outputs.messages_for(execution, number, jupyter_repr=self._jupyter_repr,
                                              format_value=self.language_spec.format_value)
         if err is not None and err[1]["ename"] == "SessionLost":
-            self._session_lost()
+            self.continuity.lost()
         for message in messages:
             self.publish(*message)
         if err is not None:
@@ -230,6 +234,7 @@ class RemoteKernel(Kernel):
         async def run() -> dict[str, Any] | None:
             client = await self.session_client()
             execution = await client.execute(code, timeout=max(deadline, 1.0), jupyter_repr=False)
+            self.continuity.touched()
             for line in (execution.stdout or "").splitlines():
                 if line.startswith(HELPER_MARK):
                     return json.loads(line[len(HELPER_MARK):])
@@ -254,6 +259,13 @@ class RemoteKernel(Kernel):
         self._cancel_cell()
         if self.session:
             self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
+
+    async def process_control(self, msg: Any) -> None:
+        self._control_idle.clear()
+        try:
+            await super().process_control(msg)
+        finally:
+            self._control_idle.set()
 
     def pre_handler_hook(self) -> None:
         # a SIGINT (a terminal's Ctrl-C) cancels the cell instead of raising in the event loop
@@ -286,6 +298,9 @@ class RemoteKernel(Kernel):
 
     def _cleanup_sync(self) -> None:
         """The fallback at exit: delete the session and stop the embedded pool, bounded."""
+        # ipykernel closes IOPub at exit while the control thread may still be flushing after a
+        # shutdown_request; that flush would then hang until the kernel manager sends SIGTERM
+        self._control_idle.wait(1.0)
         if self._cleaned_up:
             return
         worker = threading.Thread(target=lambda: asyncio.run(self._delete_session(SHUTDOWN_DEADLINE)), daemon=True)
@@ -320,25 +335,12 @@ class RemoteKernel(Kernel):
             self._client = self._new_client()
         return self._client
 
-    def _note_session(self, guid: str | None) -> None:
-        """Say once when the pool answered from another session than before (our state is gone)."""
-        if guid is None:
-            return
-        if self._session_guid is not None and guid != self._session_guid and not self._loss_reported:
-            self.publish(*outputs.stream("stderr", SESSION_LOST))
-        self._session_guid = guid
-        self._loss_reported = False
-
-    def _session_lost(self) -> None:
-        """The session died under a request: its error said so, so the next cell's new session is quiet."""
-        self._loss_reported = True
-
     def session_rows(self) -> list[tuple[str, str]]:
         rows = dict(self.settings.describe(endpoint=self._endpoint))
         rows["identifier"] = self.identifier + ("  (REMOTE_KERNEL_IDENTIFIER)" if self.settings.identifier_from_env
                                                 and self.identifier == self.settings.identifier else "")
-        rows["session"] = "not created yet (the first cell creates it)" if self._session_guid is None else \
-            f"active ({self._session_guid})"
+        rows["session"] = ("not created yet (the first cell creates it)" if not self.continuity.executed
+                           else f"active{f' ({self.continuity.guid})' if self.continuity.guid else ''}")
         return list(rows.items())
 
     async def new_session(self) -> tuple[str, str]:
@@ -351,6 +353,5 @@ class RemoteKernel(Kernel):
             pass
         self.identifier = old if self.settings.identifier_from_env else str(uuid.uuid4())
         client.identifier = self.identifier
-        self._session_guid = None
-        self._loss_reported = False
+        self.continuity.reset()
         return old, self.identifier
