@@ -5,6 +5,7 @@ from remote_kernel: it is started as a plain script by whatever interpreter serv
 """
 from __future__ import annotations
 
+import ast
 import base64
 import builtins
 import io
@@ -67,6 +68,8 @@ def json_value(value: object) -> object:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)  # nan → "nan", inf → "inf"
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        return json_value(value.item())  # numpy scalars: np.int64(2) → 2
     if isinstance(value, (list, tuple, dict)):
         try:
             text = json.dumps(value, allow_nan=False)
@@ -127,8 +130,11 @@ class Worker:
                 outcome = self.shell.run_cell(code, store_history=True)
             finally:
                 self.running = False
-            if outcome.error_before_exec is None and outcome.error_in_exec is None and outcome.result is not None:
-                value = self._format(outcome.result, jupyter)
+            if outcome.error_before_exec is None and outcome.error_in_exec is None:
+                if outcome.result is not None:
+                    value = self._format(outcome.result, jupyter)
+                elif self._ends_with_bare_none(code):
+                    value = None
             image = self._open_figure()
             if image is not None:
                 value = image
@@ -150,6 +156,17 @@ class Worker:
             return None
         data, _ = self.shell.display_formatter.format(value, include={"text/plain"})
         return data.get("text/plain", repr(value))
+
+    def _ends_with_bare_none(self, code: str) -> bool:
+        """Whether a None result came from a trailing expression that is not a call: `x` or `None`
+        answer null, while `print(...)` or `f()` answer "" as a cell without a value does."""
+        if code.rstrip().endswith(";"):
+            return False
+        try:
+            tree = ast.parse(self.shell.transform_cell(code))
+        except SyntaxError:
+            return False
+        return bool(tree.body) and isinstance(tree.body[-1], ast.Expr) and not isinstance(tree.body[-1].value, ast.Call)
 
     @staticmethod
     def _open_figure() -> dict | None:
