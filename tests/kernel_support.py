@@ -22,12 +22,13 @@ _SPEC_ROOT: Path | None = None
 
 
 def install_kernelspec() -> Path:
-    """Install remote-python with `remote-kernel install --prefix` into a temp dir on JUPYTER_PATH (once)."""
+    """Install the kernelspecs with `remote-kernel install --prefix` into a temp dir on JUPYTER_PATH (once)."""
     global _SPEC_ROOT
     if _SPEC_ROOT is None:
         prefix = Path(tempfile.mkdtemp(prefix="rk-spec-"))
-        subprocess.run([sys.executable, "-m", "remote_kernel", "install", "--prefix", str(prefix)],
-                       check=True, capture_output=True, cwd=ROOT)
+        for language in ("python", "javascript"):
+            subprocess.run([sys.executable, "-m", "remote_kernel", "install", "--prefix", str(prefix),
+                            "--language", language], check=True, capture_output=True, cwd=ROOT)
         _SPEC_ROOT = prefix / "share" / "jupyter"
         os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(_SPEC_ROOT), os.environ.get("JUPYTER_PATH")]))
     return _SPEC_ROOT

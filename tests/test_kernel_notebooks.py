@@ -30,7 +30,7 @@ def embedded(monkeypatch, tmp_path):
 
 def execute(path, folder):
     book = nbformat.read(path, as_version=4)
-    NotebookClient(book, kernel_name=KERNEL_NAME, timeout=180, startup_timeout=60,
+    NotebookClient(book, kernel_name=book.metadata.kernelspec.name, timeout=180, startup_timeout=60,
                    resources={"metadata": {"path": str(folder)}}).execute()
     return book
 
