@@ -178,7 +178,7 @@ JAVASCRIPT = Language(
     banner="JavaScript (Node.js) in a remote session.\n"
            "Kernel magics: %upload %download %files %rm %session %lsmagic",
     is_complete=javascript_is_complete,
-    jupyter_repr=False,
+    jupyter_repr=True,  # the Node worker answers with util.inspect text, as Node's REPL shows values
     format_value=lambda value: json.dumps(value, ensure_ascii=False),
 )
 
