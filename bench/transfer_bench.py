@@ -60,6 +60,15 @@ def reset_peak(pid: int | str = "self") -> None:
         pass
 
 
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time a process has used so far (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def descendants(pid: int) -> list[int]:
     found: list[int] = []
     try:
@@ -75,7 +84,7 @@ def start_pool(size: int, data_root: Path) -> tuple[subprocess.Popen, str, str]:
     token = secrets.token_urlsafe(24)
     limit = str(size + (64 << 20))
     process = subprocess.Popen(
-        [sys.executable, "-m", "remote_kernel", "pool", "--port", "0", "--token", token, "--data-root",
+        [sys.executable, "-m", "remote_kernel", "pool", "--port", "0", f"--token={token}", "--data-root",
          str(data_root), "--max-upload", limit, "--disk", str(2 * size + (256 << 20)), "--ready-sessions", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env={**os.environ, "REMOTE_KERNEL_TOKEN": ""})
     assert process.stdout is not None
@@ -122,13 +131,20 @@ async def transfer(endpoint: str, token: str, api_version: str, source: Path, ta
         for pid in ["self", *pool_pids]:
             reset_peak(pid)
 
-        started = time.perf_counter()
+        def cpu() -> tuple[float, float]:
+            return cpu_seconds(), sum(cpu_seconds(pid) for pid in pool_pids)
+
+        cpu_before, started = cpu(), time.perf_counter()
         await client.upload(source, "bench.bin")
         figures["upload_s"] = time.perf_counter() - started
+        cpu_after = cpu()
+        figures["upload_cpu"] = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
 
-        started = time.perf_counter()
+        cpu_before, started = cpu(), time.perf_counter()
         figures["downloaded"] = await client.download("bench.bin", target)
         figures["download_s"] = time.perf_counter() - started
+        cpu_after = cpu()
+        figures["download_cpu"] = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
 
         figures["client_peak"] = peak_rss()
         if pool_pid:
@@ -185,6 +201,8 @@ def main() -> None:
         "download_MBps": mb / figures["download_s"],
         "upload_vs_local_copy": copy_s / figures["upload_s"],
         "download_vs_local_copy": copy_s / figures["download_s"],
+        "upload_cpu_s": {"client": figures["upload_cpu"][0], "pool": figures["upload_cpu"][1]},
+        "download_cpu_s": {"client": figures["download_cpu"][0], "pool": figures["download_cpu"][1]},
         "client_peak_MB": figures["client_peak"] / 1e6,
         "pool_peak_MB": figures.get("pool_peak", 0) / 1e6 or None,
         "pool_child_peak_MB": figures.get("pool_child_peak", 0) / 1e6 or None,
@@ -193,6 +211,10 @@ def main() -> None:
     print(f"local file copy   {report['local_copy_MBps']:8.0f} MB/s   (baseline)")
     print(f"upload            {report['upload_MBps']:8.0f} MB/s   {report['upload_vs_local_copy']:.2f} x baseline")
     print(f"download          {report['download_MBps']:8.0f} MB/s   {report['download_vs_local_copy']:.2f} x baseline")
+    for way in ("upload", "download"):
+        spent = report[f"{way}_cpu_s"]
+        print(f"{way + ' CPU':<17} client {spent['client']:.1f} s, pool {spent['pool']:.1f} s "
+              f"(of {figures[way + '_s']:.1f} s elapsed, {os.cpu_count()} cores)")
     print(f"peak memory       client {report['client_peak_MB']:.0f} MB", end="")
     if report["pool_peak_MB"]:
         print(f", pool {report['pool_peak_MB']:.0f} MB, its largest child {report['pool_child_peak_MB'] or 0:.0f} MB")

@@ -61,6 +61,17 @@ def test_executions_return_values_keep_state_and_report_failures_and_timeouts(po
     run(scenario())
 
 
+def test_jupyter_repr_asks_for_the_ipython_text_where_the_version_has_it(pool):
+    async def scenario():
+        async with client_for(pool, "2025-10-02-preview") as client:
+            assert (await client.execute("'nan'", jupyter_repr=True)).result == "'nan'"
+            assert (await client.execute("'nan'")).result == "nan"
+        async with client_for(pool, "2025-02-02-preview") as client:
+            assert (await client.execute("'nan'", jupyter_repr=True)).result == "nan"  # not in this version
+
+    run(scenario())
+
+
 @pytest.mark.parametrize("version", SUPPORTED_API_VERSIONS)
 def test_an_open_figure_comes_back_as_a_png_image(pool, version):
     async def scenario():
