@@ -198,6 +198,7 @@ def test_javascript_bracket_check():
 def test_vscode_hidden_snippets_are_recognised_only_when_not_stored():
     assert is_vscode_internal("__vsc_ipynb_file__ = '/x.ipynb'", store_history=False)
     assert is_vscode_internal("import _VSCODE_types", store_history=False)
+    assert is_vscode_internal("%matplotlib inline\n%config InlineBackend.figure_formats = ['png']", False)
     assert not is_vscode_internal("__vsc_ipynb_file__", store_history=True)
     assert not is_vscode_internal("print(1)", store_history=False)
 

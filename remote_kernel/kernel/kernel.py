@@ -31,7 +31,7 @@ from remote_kernel.sessions.models import ConfigurationError, SessionNotFound, S
 
 #: Markers of the code VS Code runs behind the user's back (kernel set-up, variable viewer, completions).
 VSCODE_MARKERS = ("__vsc_", "_VSCODE_", "__VSCODE_", "__jupyter_exec_background__", "%config Completer.",
-                  "_vscode_")
+                  "_vscode_", "%matplotlib inline", "matplotlib_inline", "%config InlineBackend")
 
 HELPER_DEADLINE = 1.0  # seconds for completion and inspection; past it the answer is empty
 SHUTDOWN_DEADLINE = 1.5  # seconds to delete the session on shutdown (jupyter_client kills at ~2.5 s)
