@@ -49,6 +49,12 @@ class RemoteJavaScriptKernelTests(jupyter_kernel_test.KernelTests):
         {"code": "({ a: 1 })", "result": "{ a: 1 }"},
         {"code": "new Map([[1, 2]])", "result": "Map(1) { 1 => 2 }"},
     ]
+    completion_samples = [
+        {"text": "Math.flo", "matches": {"floor"}},
+        {"text": "set_in_the_sess", "matches": {"set_in_the_session"}},  # the remote context answers
+        {"text": "JSON.str", "matches": {"stringify"}},
+    ]
+    code_inspect_sample = "path.join"
     complete_code_samples = ["1", "console.log('hello, world')", "function f(x) {\n  return x * 2\n}",
                              "const re = /[(]/ // an open bracket in a regex and a comment: don't count",
                              "%files"]
@@ -67,7 +73,7 @@ class RemoteJavaScriptKernelTests(jupyter_kernel_test.KernelTests):
             os.environ.clear()
             os.environ.update(saved)
         # the first cell waits for the embedded pool to start
-        reply = cls.kc.execute_interactive("var warmed = true", timeout=120, output_hook=lambda msg: None)
+        reply = cls.kc.execute_interactive("let set_in_the_session = 1", timeout=120, output_hook=lambda msg: None)
         assert reply["content"]["status"] == "ok", reply
 
     def execute_helper(self, code, timeout=60, silent=False, store_history=True, stop_on_error=True):
@@ -96,6 +102,15 @@ class RemoteJavaScriptKernelTests(jupyter_kernel_test.KernelTests):
         reply, output_msgs = self.execute_helper("kept + more")
         results = [m for m in output_msgs if m["msg_type"] == "execute_result"]
         assert results and results[0]["content"]["data"]["text/plain"] == "42"
+
+    def test_user_expressions_are_evaluated_in_the_session(self):
+        self.flush_channels()
+        msg_id = self.kc.execute("var expressed = [1, 2]", user_expressions={"size": "expressed.length", "bad": "nope.x"})
+        reply = self.kc.get_shell_msg(timeout=60)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        found = reply["content"]["user_expressions"]
+        assert found["size"] == {"status": "ok", "data": {"text/plain": "2"}, "metadata": {}}
+        assert found["bad"]["status"] == "error" and found["bad"]["ename"] == "ReferenceError"
 
     def test_kernel_magics_work_unchanged(self):
         self.flush_channels()

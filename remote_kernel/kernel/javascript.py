@@ -9,6 +9,7 @@ syntax errors when the cell runs).
 """
 from __future__ import annotations
 
+import json
 import re
 
 _PUNCTUATORS = sorted("""
@@ -139,3 +140,111 @@ def _regex_end(code: str, i: int) -> int:
             return j
         j += 1
     return -1
+
+
+# --- helpers that answer from the session's own context ------------------------------------------
+# Each is JavaScript run as a silent execution; it prints the answer as one JSON line after `mark`.
+
+_HELPER = """(() => {
+  const util = require('util');
+  let answer = {};
+  try {
+    const args = JSON.parse(%(args)s);
+    const IDENT = /^[A-Za-z_$][\\w$]*$/;
+    const valueOf = (chain) => {  // the value of a dotted name, looked up without calling anything
+      const [root, ...keys] = chain.split(/\\s*\\??\\.\\s*/);
+      if (!IDENT.test(root) || !(root in globalThis)) return { found: false };
+      let value = globalThis[root];
+      for (const key of keys) {
+        if (value === null || value === undefined || !(key in Object(value))) return { found: false };
+        value = value[key];
+      }
+      return { found: true, value };
+    };
+%(body)s
+  } catch (error) {
+    answer = { error: String(error && error.message || error) };
+  }
+  console.log(%(mark)s + JSON.stringify(answer));
+})()"""
+
+_KEYWORDS = ("await async break case catch class const continue debugger default delete do else export "
+             "extends false finally for function if import in instanceof let new null return static super "
+             "switch this throw true try typeof undefined var void while with yield").split()
+
+_COMPLETE_BODY = """
+    const [before, cursor, keywords] = args;
+    const member = /([A-Za-z_$][\\w$]*(?:\\s*\\??\\.\\s*[A-Za-z_$][\\w$]*)*)\\s*\\??\\.\\s*([A-Za-z_$][\\w$]*)?$/.exec(before);
+    let names = [];
+    let prefix = '';
+    if (member) {
+      prefix = member[2] || '';
+      const { found, value } = valueOf(member[1]);
+      if (found && value !== null && value !== undefined) {
+        const seen = new Set();
+        for (let o = Object(value); o; o = Object.getPrototypeOf(o)) Object.getOwnPropertyNames(o).forEach((n) => seen.add(n));
+        names = [...seen];
+      }
+    } else {
+      const word = /[A-Za-z_$][\\w$]*$/.exec(before);
+      prefix = word ? word[0] : '';
+      names = [...Object.getOwnPropertyNames(globalThis), ...keywords];
+    }
+    const matches = [...new Set(names)].filter((n) => IDENT.test(n) && n.startsWith(prefix)
+      && (prefix.startsWith('_') || !n.startsWith('_')) && n !== 'constructor').sort();
+    answer = { matches, cursor_start: cursor - prefix.length, cursor_end: cursor };
+"""
+
+_INSPECT_BODY = """
+    const [around, level] = args;
+    const { found, value } = valueOf(around);
+    if (found) {
+      let text = util.inspect(value, { depth: level > 0 ? 2 : 0, colors: false });
+      if (typeof value === 'function') {
+        const source = Function.prototype.toString.call(value);
+        text += '\\n' + (level > 0 ? source : source.split('\\n')[0]);
+      }
+      answer = { found: true, data: { 'text/plain': text } };
+    } else {
+      answer = { found: false, data: {} };
+    }
+"""
+
+_EXPRESSIONS_BODY = """
+    for (const [name, expression] of Object.entries(args)) {
+      try {
+        const value = (0, eval)(expression);
+        answer[name] = { status: 'ok', data: { 'text/plain': util.inspect(value, { colors: false }) }, metadata: {} };
+      } catch (error) {
+        answer[name] = { status: 'error', ename: String(error && error.name || 'Error'),
+                         evalue: String(error && error.message || error), traceback: [] };
+      }
+    }
+"""
+
+
+def _helper(body: str, args: object) -> str:
+    from remote_kernel.kernel.languages import HELPER_MARK
+
+    return _HELPER % {"args": json.dumps(json.dumps(args)), "body": body, "mark": json.dumps(HELPER_MARK)}
+
+
+def complete_code(code: str, cursor_pos: int) -> str:
+    """A helper answering complete_request: global names, or the properties of `a.b.` before the cursor."""
+    before = code[:cursor_pos]
+    return _helper(_COMPLETE_BODY, [before[-2000:], cursor_pos, _KEYWORDS])
+
+
+def inspect_code(code: str, cursor_pos: int, detail_level: int) -> str:
+    """A helper answering inspect_request: the inspected value of the dotted name at the cursor."""
+    start = end = cursor_pos
+    while start > 0 and (code[start - 1].isalnum() or code[start - 1] in "_$."):
+        start -= 1
+    while end < len(code) and (code[end].isalnum() or code[end] in "_$"):
+        end += 1
+    return _helper(_INSPECT_BODY, [code[start:end].strip("."), detail_level])
+
+
+def expressions_code(expressions: dict[str, str]) -> str:
+    """A helper evaluating user_expressions in the session's global scope."""
+    return _helper(_EXPRESSIONS_BODY, expressions)

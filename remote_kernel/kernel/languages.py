@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
-from remote_kernel.kernel.javascript import is_complete as javascript_is_complete
+from remote_kernel.kernel import javascript
 
 #: The line a helper execution prints before its JSON answer, so that stray output is ignored.
 HELPER_MARK = "@@remote_kernel_answer@@ "
@@ -177,7 +177,10 @@ JAVASCRIPT = Language(
     },
     banner="JavaScript (Node.js) in a remote session.\n"
            "Kernel magics: %upload %download %files %rm %session %lsmagic",
-    is_complete=javascript_is_complete,
+    is_complete=javascript.is_complete,
+    complete_code=javascript.complete_code,
+    inspect_code=javascript.inspect_code,
+    expressions_code=javascript.expressions_code,
     jupyter_repr=True,  # the Node worker answers with util.inspect text, as Node's REPL shows values
     format_value=lambda value: json.dumps(value, ensure_ascii=False),
 )
