@@ -38,6 +38,7 @@ from remote_kernel.sessions.models import (
 from remote_kernel.sessions.wire import (
     DEFAULT_API_VERSION,
     Call,
+    Multipart,
     Wire,
     clamp_timeout,
     error_from_response,
@@ -174,11 +175,12 @@ class SessionsClient:
     async def _follow(self, execution: Execution, location: str | None, deadline: float,
                       too_late: ExecutionTimeout) -> Execution:
         """Poll a Running execution until it is terminal or the deadline passes."""
-        if not execution.id and not location:
-            raise UnexpectedResponse("Executing the cell failed: the pool answered that the execution is "
-                                     f"{execution.status.value} but named neither its id nor an Operation-Location.")
-        call = self._wire.get_execution(execution.id or "")
         url = self._operation_url(location)
+        if url is None and not execution.id:
+            raise UnexpectedResponse("Executing the cell failed: the pool answered that the execution is "
+                                     f"{execution.status.value} but named neither its id nor a usable "
+                                     "Operation-Location to follow it by.")
+        call = self._wire.get_execution(execution.id or "")
         doing = "waiting for the execution"
         delay = 0.1
         guid = execution.session_guid
@@ -485,7 +487,7 @@ class _UploadBody:
     It can be sent again if the stream can seek back to where it started.
     """
 
-    def __init__(self, stream: IO[bytes], multipart: Any, progress: Progress | None) -> None:
+    def __init__(self, stream: IO[bytes], multipart: Multipart, progress: Progress | None) -> None:
         self.stream = stream
         self.multipart = multipart
         self.progress = progress
