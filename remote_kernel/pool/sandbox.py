@@ -42,7 +42,7 @@ class Runtime:
     """The interpreter sessions run: the worker command and the host folders it needs."""
 
     name: str  # "python" or "node"
-    argv: tuple[str, ...]  # the worker command, as seen inside the sandbox
+    argv: tuple[str, ...]  # the interpreter and its options; the worker file's path follows
     binds: tuple[str, ...]  # host folders to mount read-only at the same path
     worker_file: Path  # mounted read-only at /opt/remote_kernel/<name>
     address_space: bool  # whether an address-space rlimit is safe (not for V8)
@@ -64,7 +64,7 @@ class Runtime:
             )
         prefixes = {os.path.realpath(p) for p in probe.stdout.split()}
         worker = WORKERS / "python_worker.py"
-        return Runtime("python", (exe, "-I", "-X", "frozen_modules=on", f"/opt/remote_kernel/{worker.name}"),
+        return Runtime("python", (exe, "-I", "-X", "frozen_modules=on"),
                        tuple(sorted(prefixes)), worker, address_space=True)
 
     @staticmethod
@@ -80,7 +80,7 @@ class Runtime:
         exe = os.path.realpath(exe)
         worker = WORKERS / "node_worker.js"
         binds = tuple(sorted({str(Path(exe).parent.parent)} - {"/usr", "/"}))
-        return Runtime("node", (exe, f"/opt/remote_kernel/{worker.name}"), binds, worker, address_space=False)
+        return Runtime("node", (exe,), binds, worker, address_space=False)
 
 
 class Cgroups:
@@ -207,7 +207,7 @@ class Sandbox:
         script = f"{join} {rlimits}{shift}exec \"$@\" 3<&0 4>&1 0</dev/null 1>&2"
         prefix = ["/bin/sh", "-c", script, "sh", *(cgroups.procs_files if cgroups else [])]
         if self.mode == "none":
-            return prefix + list(self.runtime.argv)
+            return prefix + [*self.runtime.argv, str(self.runtime.worker_file)]
         return prefix + self._bwrap_argv()
 
     def _bwrap_argv(self) -> list[str]:
@@ -230,7 +230,7 @@ class Sandbox:
                  "--remount-ro", "/", "--chdir", "/mnt/data", "--clearenv"]
         for key, value in self.environment("/tmp").items():
             argv += ["--setenv", key, value]
-        return argv + ["--", *self.runtime.argv]
+        return argv + ["--", *self.runtime.argv, worker]
 
     def _etc_files(self) -> list[str]:
         """The few files of /etc a session needs (never passwords or the host's configuration)."""

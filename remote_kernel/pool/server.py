@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import uvicorn
 
@@ -65,7 +67,10 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
     shown_host = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
                             limit_concurrency=1024, server_header=False, date_header=True)
-    server = uvicorn.Server(config)
+    server = PoolServer(config)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, server.stop_soon)
     await pool.start()
     print(f"export POOL_MANAGEMENT_ENDPOINT=http://{shown_host}:{port}", flush=True)
     if token is None:
@@ -87,6 +92,19 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
         await pool.stop()
         shutil.rmtree(data_root if own_root else sessions_root, ignore_errors=True)
     return 0
+
+
+class PoolServer(uvicorn.Server):
+    """uvicorn's server, with our own signal handling: a stop must still delete every session."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # uvicorn would re-raise SIGTERM after serving, skipping the pool's clean-up
+
+    def stop_soon(self) -> None:
+        if self.should_exit:
+            self.force_exit = True  # a second Ctrl-C: stop waiting for open connections
+        self.should_exit = True
 
 
 def listen(host: str, port: int) -> socket.socket:
