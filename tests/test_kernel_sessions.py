@@ -5,6 +5,7 @@ import socket
 import time
 import uuid
 
+import pytest
 from jupyter_client.manager import start_new_kernel
 
 from kernel_support import (KERNEL_NAME, ROOT, collect, errors_of, install_kernelspec, kernel, listed_sessions,
@@ -127,3 +128,20 @@ def test_bad_configuration_is_shown_on_the_first_cell():
         reply, outputs = run(kc, "1 + 1")
         assert reply["ename"] == "ConfigurationError" and "REMOTE_KERNEL_AUTH" in reply["evalue"]
         assert km.is_alive()
+
+
+@pytest.mark.parametrize("api_version", ["2024-02-02-preview", "2025-02-02-preview"])
+def test_older_api_versions_show_cells_the_same_way(pool, api_version):
+    identifier = str(uuid.uuid4())
+    with kernel(pool_env(pool, identifier, REMOTE_KERNEL_API_VERSION=api_version)) as (km, kc):
+        reply, outputs = run(kc, "print('hello'); 6 * 7")
+        assert text_of(outputs, "stdout") == "hello\n" and result_of(outputs) == "42"
+        _, outputs = run(kc, "'ab'")
+        assert result_of(outputs) == "'ab'"
+        _, outputs = run(kc, "import pandas as pd\npd.DataFrame({'x': [1, 2]})")
+        assert result_of(outputs).split() == ["x", "0", "1", "1", "2"]
+        reply, outputs = run(kc, "1 / 0")
+        assert reply["ename"] == "ZeroDivisionError" and reply["evalue"] == "division by zero"
+        assert [m["msg_type"] for m in outputs] == ["error"]
+        _, outputs = run(kc, "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()")
+        assert any("image/png" in m["content"].get("data", {}) for m in outputs)

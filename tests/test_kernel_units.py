@@ -277,3 +277,10 @@ def test_without_guids_the_creation_time_is_compared_only_after_an_idle_spell():
     watch.last_contact -= IDLE_BEFORE_CHECK + 1
     client.created = None  # deleted: the next execution creates a new one
     assert asyncio.run(watch.before_cell(client)) == SESSION_LOST
+
+
+def test_python_results_without_display_repr_show_reprs_unquoted():
+    show = PYTHON.format_value
+    assert show("ab") == "'ab'" and show(42) == "42" and show([1, "a"]) == "[1, 'a']"
+    assert show("   x\n0  1") == "   x\n0  1" and show("array([1, 2])") == "array([1, 2])"
+    assert show("<object at 0x1>") == "<object at 0x1>"

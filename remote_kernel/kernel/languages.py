@@ -9,6 +9,7 @@ Only the standard library is imported at module level: the build hook imports th
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -113,6 +114,17 @@ answer = shell.user_expressions(expressions)
 ''')
 
 
+_LOOKS_LIKE_A_REPR = re.compile(r"^(<.*>|[A-Za-z_][\w.]*\(.*\))$", re.DOTALL)
+
+
+def _python_value_text(value: object) -> str:
+    """How IPython would show a JSON result. Without the display repr (older api-versions) a value
+    with no JSON form arrives as its repr string: show such strings as they are, not quoted."""
+    if isinstance(value, str) and ("\n" in value or _LOOKS_LIKE_A_REPR.match(value)):
+        return value
+    return repr(value)
+
+
 PYTHON = Language(
     key="python",
     kernel_name="remote-python",
@@ -133,6 +145,7 @@ PYTHON = Language(
     complete_code=_python_complete_code,
     inspect_code=_python_inspect_code,
     expressions_code=_python_expressions_code,
+    format_value=_python_value_text,
 )
 
 
