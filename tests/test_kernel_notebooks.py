@@ -99,3 +99,15 @@ def test_embedded_pool_stops_on_shutdown():
         pool = _embedded_pool_of(km)
     wait_for(lambda: not pool.is_running() or pool.status() == psutil.STATUS_ZOMBIE, timeout=10,
              what="the embedded pool to stop")
+
+
+def test_a_dead_embedded_pool_is_replaced_and_the_loss_is_said():
+    install_kernelspec()
+    with kernel(embedded_env()) as (km, kc):
+        run(kc, "x = 1")
+        pool = _embedded_pool_of(km)
+        pool.kill()
+        reply, _ = run(kc, "x", timeout=120)
+        assert reply["ename"] == "EmbeddedPoolError" and "state is lost" in reply["evalue"]
+        reply, outputs = run(kc, "'x' in dir()", timeout=120)
+        assert reply["status"] == "ok" and outputs[-1]["content"]["data"]["text/plain"] == "False"

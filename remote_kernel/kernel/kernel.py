@@ -165,7 +165,7 @@ class RemoteKernel(Kernel):
             self.continuity.lost()
             return self._fail(outputs.transport_error(exc))
         except (SessionsError, EmbeddedPoolError) as exc:
-            return self._fail(outputs.transport_error(exc))
+            return self._fail(outputs.transport_error(self._embedded_pool_stopped() or exc))
         if notice:
             self.publish(*outputs.stream("stderr", notice))
         messages, err = outputs.messages_for(execution, number, jupyter_repr=self._jupyter_repr,
@@ -329,11 +329,28 @@ class RemoteKernel(Kernel):
         if self.settings.problems:
             raise ConfigurationError("The kernel's configuration cannot work:\n- " + "\n- ".join(
                 self.settings.problems) + "\nFix the environment of the kernel (or its kernelspec) and restart it.")
+        stopped = self._embedded_pool_stopped()
+        if stopped is not None:
+            raise stopped
         if self._client is None:
             if self.embedded is not None:
                 self._endpoint = await self.embedded.wait_ready()
             self._client = self._new_client()
         return self._client
+
+    def _embedded_pool_stopped(self) -> EmbeddedPoolError | None:
+        """When the embedded pool died under us: start a new one, and say that the state is gone."""
+        pool = self.embedded
+        if pool is None or pool.process is None or pool.process.poll() is None:
+            return None
+        code = pool.process.returncode
+        pool.stop()
+        self.embedded = EmbeddedPool(self.language_spec.container_type)
+        self.embedded.start()
+        self._token, self._client, self._endpoint = self.embedded.token, None, None
+        self.continuity.reset()
+        return EmbeddedPoolError(f"The embedded local session pool stopped unexpectedly (exit code {code}); a new one "
+                                 "is starting. The remote state is lost: run the cells you need again.")
 
     def session_rows(self) -> list[tuple[str, str]]:
         rows = dict(self.settings.describe(endpoint=self._endpoint))
