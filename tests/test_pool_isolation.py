@@ -47,11 +47,13 @@ def value(http, identifier: str, code: str):
     return body["result"]["executionResult"]
 
 
+def cgroup_dirs(guid: str) -> list[Path]:
+    return [*Path("/sys/fs/cgroup/pids/remote_kernel").glob(f"pool-*/{guid}"),
+            *Path("/sys/fs/cgroup/remote_kernel").glob(f"pool-*/{guid}")]
+
+
 def cgroup_pids(guid: str) -> list[int]:
-    procs = Path("/sys/fs/cgroup/pids/remote_kernel") / guid / "cgroup.procs"
-    if not procs.exists():
-        procs = Path("/sys/fs/cgroup/remote_kernel") / guid / "cgroup.procs"
-    return [int(p) for p in procs.read_text().split()] if procs.exists() else []
+    return [int(p) for d in cgroup_dirs(guid) for p in (d / "cgroup.procs").read_text().split()]
 
 
 def test_no_network_egress(http, limited):
@@ -274,7 +276,7 @@ def test_deleting_a_session_kills_its_processes_and_removes_its_files(http, limi
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
         time.sleep(0.05)
     assert not any(Path(f"/proc/{p}").exists() for p in pids)
-    assert not (Path("/sys/fs/cgroup/pids/remote_kernel") / guid).exists()
+    assert not cgroup_dirs(guid)
     assert not list(limited.data_root.glob(f"*/{guid}"))
     fresh = value(http, identifier, "import os; os.listdir('/mnt/data')")
     assert fresh == []

@@ -89,13 +89,38 @@ class Cgroups:
     def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
 
+    BASE = Path("/sys/fs/cgroup")
+    V1 = (BASE / "memory", BASE / "pids")
+
+    @staticmethod
+    def parents() -> list[Path]:
+        """Where this pool's session cgroups live: one folder per pool process."""
+        own = f"pool-{os.getpid()}"
+        if all((p / "cgroup.procs").exists() for p in Cgroups.V1):
+            return [p / "remote_kernel" / own for p in Cgroups.V1]
+        return [Cgroups.BASE / "remote_kernel" / own]
+
+    @staticmethod
+    def sweep(only_dead: bool = True) -> None:
+        """Remove the cgroups of pools that are gone (or, at stop, this pool's own)."""
+        for parent in Cgroups.parents():
+            for pool_dir in parent.parent.glob("pool-*") if only_dead else [parent]:
+                pid = pool_dir.name.removeprefix("pool-")
+                if only_dead and pid.isdigit() and Path(f"/proc/{pid}").exists():
+                    continue
+                sessions = Cgroups([d for d in pool_dir.iterdir() if d.is_dir()] if pool_dir.is_dir() else [])
+                sessions.kill()
+                sessions.remove()
+                try:
+                    pool_dir.rmdir()
+                except OSError:
+                    pass
+
     @staticmethod
     def create(name: str, limits: Limits) -> "Cgroups | None":
-        base = Path("/sys/fs/cgroup")
-        v1 = [base / "memory", base / "pids"]
         try:
-            if all((p / "cgroup.procs").exists() for p in v1):
-                memory, pids = (p / "remote_kernel" / name for p in v1)
+            if all((p / "cgroup.procs").exists() for p in Cgroups.V1):
+                memory, pids = (p / name for p in Cgroups.parents())
                 for p in (memory, pids):
                     p.mkdir(parents=True, exist_ok=True)
                 (memory / "memory.limit_in_bytes").write_text(str(limits.memory))
@@ -105,8 +130,8 @@ class Cgroups:
                     pass  # no swap accounting: fine, the machine may have no swap
                 (pids / "pids.max").write_text(str(limits.processes))
                 return Cgroups([memory, pids])
-            if (base / "cgroup.controllers").exists():
-                group = base / "remote_kernel" / name
+            if (Cgroups.BASE / "cgroup.controllers").exists():
+                group = Cgroups.parents()[0] / name
                 group.mkdir(parents=True, exist_ok=True)
                 (group / "memory.max").write_text(str(limits.memory))
                 (group / "memory.swap.max").write_text("0")
@@ -202,7 +227,7 @@ class Sandbox:
         rlimits = f"ulimit -c 0; ulimit -n 1024; ulimit -f {self.limits.disk // 512}; "
         if self.runtime.address_space:
             rlimits += f"ulimit -v {(self.limits.memory * 2 + (512 << 20)) // 1024}; "
-        join = " ".join(f'echo $$ > "${i + 1}";' for i in range(len(cgroups.procs_files if cgroups else [])))
+        join = " ".join(f'echo $$ > "${i + 1}" || exit 97;' for i in range(len(cgroups.procs_files if cgroups else [])))
         shift = f"shift {len(cgroups.procs_files)}; " if cgroups else ""
         script = f"{join} {rlimits}{shift}exec \"$@\" 3<&0 4>&1 0</dev/null 1>&2"
         prefix = ["/bin/sh", "-c", script, "sh", *(cgroups.procs_files if cgroups else [])]
