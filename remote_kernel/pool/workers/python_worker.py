@@ -105,6 +105,9 @@ class Worker:
         self.error: tuple[str, str] | None = None
         self.running = False
         builtins.input = stdin_unavailable
+        # `%matplotlib inline` (and friends) would ask this GUI-less shell for an event loop: figures
+        # come back as images anyway, so the magic keeps the Agg backend and does nothing
+        self.shell.register_magic_function(lambda line="": None, "line", "matplotlib")
         # with the Agg backend, plt.show() keeps the figure open: it comes back as the image result
         warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
         signal.signal(signal.SIGINT, self._on_sigint)
