@@ -154,11 +154,15 @@ def execution_request(body: dict[str, Any]) -> tuple[str, bool, float, bool, int
             raise ApiError(400, "InvalidCode", "codeInputType InlineBase64 needs base64 of UTF-8 source.") from None
     elif kind not in ("inline", "inlinetext"):
         raise ApiError(400, "InvalidCodeInputType", "codeInputType must be Inline, InlineText or InlineBase64.")
+    try:
+        code.encode("utf-8")  # a lone surrogate ("\ud800" in the JSON) would kill the session's worker
+    except UnicodeEncodeError:
+        raise ApiError(400, "InvalidCode", "The code is not valid Unicode (it has a lone surrogate).") from None
     mode = str(body.get("executionType") or "synchronous").lower()
     if mode not in ("synchronous", "asynchronous"):
         raise ApiError(400, "InvalidExecutionType", "executionType must be Synchronous or Asynchronous.")
     timeout = body.get("timeoutInSeconds", 220)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:  # NaN too
         raise ApiError(400, "InvalidTimeout", "timeoutInSeconds must be a positive number (at most 220).")
     cap = body.get("outputStreamsMaxLength")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
@@ -167,12 +171,14 @@ def execution_request(body: dict[str, Any]) -> tuple[str, bool, float, bool, int
     return code, mode == "asynchronous", float(min(timeout, 220)), bool(jupyter), cap
 
 
-async def run_execution(request: Request, session: Session, body: dict[str, Any]) -> tuple[Outcome, int | None, bool]:
-    code, asynchronous, timeout, jupyter, cap = execution_request(body)
+async def run_execution(request: Request) -> tuple[Session, Outcome, int | None, bool]:
+    """Check the request, then run it in its session (a malformed request never starts a session)."""
+    code, asynchronous, timeout, jupyter, cap = execution_request(await json_body(request))
+    session = await session_of(request)
     outcome = session.submit(code, timeout, jupyter, request.headers.get("operation-id"))
     if not asynchronous:
         await until_done_or_disconnected(request, session, outcome)
-    return outcome, cap, asynchronous
+    return session, outcome, cap, asynchronous
 
 
 async def until_done_or_disconnected(request: Request, session: Session, outcome: Outcome) -> None:
@@ -199,7 +205,8 @@ def trimmed(text: str, cap: int | None) -> str:
 def execution_headers(request: Request, session: Session, outcome: Outcome, version_name: str) -> dict[str, str]:
     identifier = quote(session.identifier or "", safe="")
     return {"operation-id": outcome.id,
-            "Operation-Location": f"/executions/{outcome.id}?api-version={version_name}&identifier={identifier}",
+            "Operation-Location": f"/executions/{quote(outcome.id, safe='')}?api-version={version_name}"
+                                  f"&identifier={identifier}",
             "x-ms-session-guid": session.guid,
             "x-ms-execution-request-time": f"{outcome.ms or 0:.3f}",
             "x-ms-container-execution-duration": str(int(outcome.ms or 0))}
@@ -227,15 +234,15 @@ def v2_execution(session: Session, outcome: Outcome, cap: int | None, mode: str)
 
 async def execute_v1(request: Request) -> Response:
     name, _ = version_of(request)
-    session = await session_of(request)
-    outcome, cap, _ = await run_execution(request, session, await json_body(request))
+    identifier_of(request)
+    session, outcome, cap, _ = await run_execution(request)
     return JSONResponse(v1_execution(outcome, cap), 202, headers=execution_headers(request, session, outcome, name))
 
 
 async def execute_v2(request: Request) -> Response:
     name, version = version_of(request)
-    session = await session_of(request)
-    outcome, cap, asynchronous = await run_execution(request, session, await json_body(request))
+    identifier_of(request)
+    session, outcome, cap, asynchronous = await run_execution(request)
     body = v2_execution(session, outcome, cap, "Asynchronous" if asynchronous else "Synchronous")
     return JSONResponse(body, version.execute_status, headers=execution_headers(request, session, outcome, name))
 
