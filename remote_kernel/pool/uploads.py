@@ -104,12 +104,13 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
             state["incoming"] = None
             done.append(incoming.commit())
 
-    parser = MultipartParser(boundary, callbacks={
+    callbacks = {
         "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
         "on_part_data": on_part_data, "on_part_end": on_part_end,
-    })
+    }
     try:
+        parser = MultipartParser(boundary, callbacks=callbacks)  # refuses a boundary over 256 bytes
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
@@ -117,6 +118,8 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
         raise MultipartError(400, "UploadIncomplete", "The client closed the connection before the upload ended.")
     except MultipartError:
         raise
+    except (files.BadPath, files.NotFound) as bad:  # the name collides with a folder, or a file is in its way
+        raise MultipartError(400, "InvalidFileName", str(bad)) from None
     except Exception as error:  # the parser's own complaints about a malformed body
         raise MultipartError(400, "InvalidMultipartBody", f"The multipart body is malformed: {error}") from None
     finally:
