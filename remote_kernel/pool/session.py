@@ -227,19 +227,17 @@ class Session:
         if not self.warned:
             self.warned = True
             stderr = (self.sandbox.warning or "") + stderr
-        fields = dict(stdout=reply.get("stdout", ""), stderr=stderr, result=reply.get("result", ""),
-                      ms=reply.get("ms"))
         error = reply.get("error")
         if timed_out:
-            fields["stderr"] += f"ExecutionTimeout: the code ran past {timeout:g} s and was interrupted.\n"
-            outcome.finish("Failed", error_code="ExecutionTimeout", result="",
+            outcome.finish("Failed", error_code="ExecutionTimeout", result="", stdout=reply.get("stdout", ""),
+                           stderr=stderr + f"ExecutionTimeout: the code ran past {timeout:g} s and was interrupted.\n",
                            error_message=f"Execution timed out after {timeout:g} s; it was interrupted "
-                                         "and the session's state is kept.", **{k: v for k, v in fields.items() if k != "result"})
-        elif error:
-            outcome.finish("Failed", error_code=error.get("name") or "Error",
-                           error_message=error.get("message", ""), **fields)
+                                         "and the session's state is kept.", ms=reply.get("ms"))
         else:
-            outcome.finish("Succeeded", **fields)
+            outcome.finish("Failed" if error else "Succeeded", stdout=reply.get("stdout", ""), stderr=stderr,
+                           result=reply.get("result", ""), ms=reply.get("ms"),
+                           error_code=(error.get("name") or "Error") if error else None,
+                           error_message=error.get("message", "") if error else None)
 
     async def _reply_within(self, timeout: float) -> dict | None:
         """The worker's next reply, None when `timeout` passes first; WorkerDied when it dies."""
