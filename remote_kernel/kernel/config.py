@@ -33,6 +33,7 @@ class KernelConfig:
     identifier_from_env: bool = False
     timeout: float = MAX_TIMEOUT
     keep_session: bool = False
+    rich: bool = True  # REMOTE_KERNEL_RICH: carry displays, figures and tables home (the session shim)
     problems: tuple[str, ...] = ()
 
     @property
@@ -108,9 +109,10 @@ class KernelConfig:
                 timeout = MAX_TIMEOUT
 
         keep = env.get("REMOTE_KERNEL_KEEP_SESSION", "0").strip().lower() in ("1", "true", "yes", "on")
+        rich = env.get("REMOTE_KERNEL_RICH", "1").strip().lower() not in ("0", "false", "no", "off")
         return cls(endpoint=endpoint, auth_mode=auth_mode, token=token, api_version=api_version,
                    identifier=identifier, identifier_from_env=from_env, timeout=timeout, keep_session=keep,
-                   problems=tuple(problems))
+                   rich=rich, problems=tuple(problems))
 
     def describe(self, *, endpoint: str | None = None) -> list[tuple[str, str]]:
         """The settings as (name, value) rows for `%session`; never the token."""
@@ -123,4 +125,5 @@ class KernelConfig:
             ("pool type", self.pool_type),
             ("cell timeout", f"{self.timeout:g} s"),
             ("keep session at exit", "yes" if self.keep_session else "no"),
+            ("rich output", "on" if self.rich else "off  (REMOTE_KERNEL_RICH=0)"),
         ]

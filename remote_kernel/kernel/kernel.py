@@ -21,7 +21,7 @@ from typing import Any
 from ipykernel.kernelbase import Kernel
 
 from remote_kernel import __version__
-from remote_kernel.kernel import outputs
+from remote_kernel.kernel import outputs, rich
 from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel.continuity import SessionContinuity
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
@@ -73,6 +73,7 @@ class RemoteKernel(Kernel):
         self._token: str | None = self.settings.token
         self._auth_mode = self.settings.auth_mode
         self.continuity = SessionContinuity()
+        self.rich = rich.RichOutput(self.settings.rich and self.language_spec.key == "python")
         self._cell: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
         self._cleaned_up = False
         self._control_idle = threading.Event()
@@ -155,29 +156,47 @@ class RemoteKernel(Kernel):
             client = await self.session_client()
             notice = await self.continuity.before_cell(client)
             if notice:
+                self.rich.forget()
                 self.publish(*outputs.stream("stderr", notice))
+            if self.rich.needs_install:
+                await self._install_rich(client)
             execution = await client.execute(remote_code, timeout=self.settings.timeout,
                                              jupyter_repr=self._jupyter_repr)
             notice = await self.continuity.after_execution(client, execution.session_guid)
         except MagicError as exc:
             return self._fail(outputs.error(exc.ename, exc.message, exc.message.splitlines()))
         except SessionNotFound as exc:
-            self.continuity.lost()
+            self._session_lost()
             return self._fail(outputs.transport_error(exc))
         except (SessionsError, EmbeddedPoolError) as exc:
             return self._fail(outputs.transport_error(self._embedded_pool_stopped() or exc))
         if notice:
+            self.rich.forget()  # the cell ran in a new session, without the shim
             self.publish(*outputs.stream("stderr", notice))
-        messages, err = outputs.messages_for(execution, number, jupyter_repr=self._jupyter_repr,
-                                             format_value=self.language_spec.format_value)
+        cell = await self.rich.collect(client, execution)
+        if cell is None:
+            messages, err = outputs.messages_for(execution, number, jupyter_repr=self._jupyter_repr,
+                                                 format_value=self.language_spec.format_value)
+        else:
+            messages, err = rich.messages_for(execution, number, cell, jupyter_repr=self._jupyter_repr,
+                                              format_value=self.language_spec.format_value)
         if err is not None and err[1]["ename"] == "SessionLost":
-            self.continuity.lost()
+            self._session_lost()
         for message in messages:
             self.publish(*message)
         if err is not None:
             return outputs.error_reply(err, self._count - 1)
         expressions = await self._user_expressions(user_expressions) if user_expressions else {}
         return outputs.ok_reply(self._count - 1, payload=payload, user_expressions=expressions)
+
+    def _session_lost(self) -> None:
+        self.continuity.lost()
+        self.rich.forget()
+
+    async def _install_rich(self, client: Any) -> None:
+        """Send the rich-output shim to the session, silently (once per session)."""
+        execution = await client.execute(self.rich.install_code(), timeout=self.settings.timeout, jupyter_repr=False)
+        self.rich.record_install(execution)
 
     @property
     def _jupyter_repr(self) -> bool:
@@ -349,6 +368,7 @@ class RemoteKernel(Kernel):
         self.embedded.start()
         self._token, self._client, self._endpoint = self.embedded.token, None, None
         self.continuity.reset()
+        self.rich.forget()
         return EmbeddedPoolError(f"The embedded local session pool stopped unexpectedly (exit code {code}); a new one "
                                  "is starting. The remote state is lost: run the cells you need again.")
 
@@ -356,6 +376,9 @@ class RemoteKernel(Kernel):
         rows = dict(self.settings.describe(endpoint=self._endpoint))
         rows["identifier"] = self.identifier + ("  (REMOTE_KERNEL_IDENTIFIER)" if self.settings.identifier_from_env
                                                 and self.identifier == self.settings.identifier else "")
+        rows["rich output"] = ("off  (REMOTE_KERNEL_RICH=0)" if not self.settings.rich else
+                               "off (Python sessions only)" if not self.rich.enabled else
+                               f"off: the session could not load it ({self.rich.refused})" if self.rich.refused else "on")
         rows["session"] = ("not created yet (the first cell creates it)" if not self.continuity.executed
                            else f"active{f' ({self.continuity.guid})' if self.continuity.guid else ''}")
         return list(rows.items())
@@ -371,4 +394,5 @@ class RemoteKernel(Kernel):
         self.identifier = old if self.settings.identifier_from_env else str(uuid.uuid4())
         client.identifier = self.identifier
         self.continuity.reset()
+        self.rich.forget()
         return old, self.identifier

@@ -21,6 +21,8 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from remote_kernel.sessions.models import RemoteFile, RemoteFileNotFound
 
+HIDDEN_FOLDER = ".remote_kernel"  # where the session's rich output waits to be fetched (rich.py)
+
 
 class MagicError(Exception):
     """A magic could not run: bad arguments, a missing file. Shown as one short error."""
@@ -289,6 +291,8 @@ class MagicRunner:
             found = await client.list_files(args[0] if args else None)
         except RemoteFileNotFound:
             raise MagicError(f"%files: no such remote folder: {args[0]}", "RemoteFileNotFound") from None
+        if not args or args[0].strip("/") in ("", "mnt/data"):
+            found = [f for f in found if f.name.strip("/").split("/")[0] != HIDDEN_FOLDER]  # rich output's
         where = _remote_path(args[0]) if args else "/mnt/data"
         if not found:
             self._print(f"(no files in {where})\n")
