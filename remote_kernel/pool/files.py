@@ -191,10 +191,15 @@ class IncomingFile:
             view = view[os.write(self.fd, view):]
         self.size += len(data)
 
+    def finish(self) -> None:
+        """The file's bytes are all written; `commit` makes it visible."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
     def commit(self) -> Entry:
         """Make the file visible under its name (replacing an older one), all or nothing."""
-        os.close(self.fd)
-        self.fd = -1
+        self.finish()
         try:
             target = os.stat(self.parts[-1], dir_fd=self.folder, follow_symlinks=False)
             if stat.S_ISDIR(target.st_mode):

@@ -42,8 +42,16 @@ def filename_of(disposition: bytes) -> tuple[str | None, str | None]:
         raise MultipartError(400, "InvalidFileName", "The file name is not valid UTF-8.") from None
 
 
+MAX_FILES = 100  # files in one upload request
+SLACK = 1 << 20  # bytes of multipart framing allowed beyond the limit on the files' contents
+
+
 async def receive_upload(request: Request, root: Path, folder: list[str], limit: int) -> list[files.Entry]:
-    """Write every `file` part under root/folder; all or nothing per file, at most `limit` bytes in all."""
+    """Write every `file` part under root/folder, at most `limit` bytes in all.
+
+    The files become visible only once the whole request body has arrived: a request that fails
+    (a malformed body, a client that goes, a body shorter than it said) leaves nothing behind.
+    """
     content_type = request.headers.get("content-type", "")
     kind, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
@@ -51,12 +59,12 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
         raise MultipartError(400, "InvalidContentType",
                              "Upload with Content-Type multipart/form-data and one part named 'file'.")
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + (1 << 20):
+    if declared and declared.isdigit() and int(declared) > limit + SLACK:
         raise MultipartError(413, "PayloadTooLarge",
                              f"The upload is {int(declared)} bytes; this pool accepts at most {limit} bytes "
                              "(start it with a larger --max-upload).")
 
-    done: list[files.Entry] = []
+    written: list[files.IncomingFile] = []  # whole files, waiting for the end of the body
     state: dict = {"header": b"", "headers": {}, "incoming": None, "skip": False, "total": 0, "error": None}
 
     def on_part_begin() -> None:
@@ -102,18 +110,32 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
         incoming = state["incoming"]
         if incoming is not None:
             state["incoming"] = None
-            done.append(incoming.commit())
+            incoming.finish()
+            written.append(incoming)
+            if len(written) > MAX_FILES:
+                raise MultipartError(400, "TooManyFiles", f"An upload may carry at most {MAX_FILES} files.")
 
     callbacks = {
         "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
         "on_part_data": on_part_data, "on_part_end": on_part_end,
     }
+    received = 0
     try:
         parser = MultipartParser(boundary, callbacks=callbacks)  # refuses a boundary over 256 bytes
         async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit + SLACK:  # a body without Content-Length, or framing without end
+                raise MultipartError(413, "PayloadTooLarge",
+                                     f"The upload is over this pool's limit of {limit} bytes "
+                                     "(start it with a larger --max-upload).")
             parser.write(chunk)
         parser.finalize()
+        if state["incoming"] is not None:
+            raise MultipartError(400, "UploadIncomplete", "The multipart body ended before the file did.")
+        if not written:
+            raise MultipartError(400, "MissingFile", "The upload has no part named 'file' with a filename.")
+        return [incoming.commit() for incoming in list(written)]
     except ClientDisconnect:
         raise MultipartError(400, "UploadIncomplete", "The client closed the connection before the upload ended.")
     except MultipartError:
@@ -123,11 +145,6 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
     except Exception as error:  # the parser's own complaints about a malformed body
         raise MultipartError(400, "InvalidMultipartBody", f"The multipart body is malformed: {error}") from None
     finally:
-        unfinished = state["incoming"]
-        if unfinished is not None:
-            unfinished.abort()
-    if unfinished is not None:
-        raise MultipartError(400, "UploadIncomplete", "The multipart body ended before the file did.")
-    if not done:
-        raise MultipartError(400, "MissingFile", "The upload has no part named 'file' with a filename.")
-    return done
+        for incoming in [state["incoming"], *written]:
+            if incoming is not None:
+                incoming.abort()  # nothing for a committed file; the temporary of any other
