@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -120,10 +120,13 @@ async def json_body(request: Request) -> dict[str, Any]:
     if size > MAX_JSON_BODY:
         raise ApiError(413, "PayloadTooLarge", f"The request body is over {MAX_JSON_BODY >> 20} MiB.")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BODY:
-            raise ApiError(413, "PayloadTooLarge", f"The request body is over {MAX_JSON_BODY >> 20} MiB.")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_JSON_BODY:
+                raise ApiError(413, "PayloadTooLarge", f"The request body is over {MAX_JSON_BODY >> 20} MiB.")
+    except ClientDisconnect:  # nobody is left to answer; not a failure of the pool
+        raise ApiError(400, "RequestIncomplete", "The client closed the connection before the body ended.") from None
     try:
         value = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
