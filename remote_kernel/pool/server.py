@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import uvicorn
 
 from remote_kernel.pool.app import build_app, iso
+from remote_kernel.pool.connections import guarded_protocol
 from remote_kernel.pool.pool import Pool
 from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
 
@@ -66,7 +67,8 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
     host, port = listener.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
-                            limit_concurrency=1024, server_header=False, date_header=True)
+                            limit_concurrency=1024, server_header=False, date_header=True,
+                            http=guarded_protocol())  # deadlines for slow clients (slow-loris)
     server = PoolServer(config)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
