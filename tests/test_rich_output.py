@@ -1,0 +1,394 @@
+"""Rich output through the contract: the session shim, the markers, the fetched bundles, the messages.
+
+Kernels run through jupyter_client against the real local pool; a counting proxy between kernel
+and pool shows what each cell costs in requests.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import subprocess
+import sys
+import threading
+import uuid
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from kernel_support import (API, errors_of, kernel, pool_delete_session, pool_env, pool_get, result_of, run, text_of,
+                            wait_for)
+from remote_kernel.kernel import rich
+from remote_kernel.kernel.outputs import messages_for as plain_messages_for
+from remote_kernel.sessions.models import Execution, ExecutionError, ExecutionStatus
+
+TWO_FIGURES = """\
+import matplotlib.pyplot as plt
+print("first")
+plt.figure(); plt.plot([1, 3, 2]); plt.show()
+print("second")
+plt.figure(); plt.plot([2, 1, 3]); plt.show()
+"""
+
+
+def shapes(outputs: list[dict]) -> list[str]:
+    """Each output as a word: its stream name, or its message type with the richest MIME type."""
+    found = []
+    for m in outputs:
+        content = m["content"]
+        if m["msg_type"] == "stream":
+            found.append(content["name"])
+        elif "data" in content:
+            mimes = [k for k in content["data"] if k != "text/plain"] or ["text/plain"]
+            found.append(f"{m['msg_type']}:{mimes[0]}")
+        else:
+            found.append(m["msg_type"])
+    return found
+
+
+def datas(outputs: list[dict], mime: str) -> list:
+    return [m["content"]["data"][mime] for m in outputs if mime in m["content"].get("data", {})]
+
+
+def no_markers(outputs: list[dict]) -> bool:
+    return all("\x1e" not in m["content"]["text"] for m in outputs if m["msg_type"] == "stream")
+
+
+def hidden_files(pool, identifier: str) -> list[str]:
+    response = httpx.get(f"{pool.endpoint}/files", headers=pool.headers, timeout=30,
+                         params={"api-version": API, "identifier": identifier, "path": rich.FOLDER})
+    if response.status_code == 404:
+        return []
+    response.raise_for_status()
+    return [entry["name"] for entry in response.json()["value"]]
+
+
+# --- through jupyter_client -------------------------------------------------------------------
+
+def test_dataframe_cell_yields_an_execute_result_with_an_html_table(pool):
+    with kernel(pool_env(pool, str(uuid.uuid4()))) as (km, kc):
+        reply, outputs = run(kc, "import pandas as pd\npd.DataFrame({'city': ['Oslo', 'Lima'], 'rain': [763, 6]})")
+        assert reply["status"] == "ok"
+        assert shapes(outputs) == ["execute_result:text/html"]
+        result = outputs[0]["content"]
+        assert result["execution_count"] == reply["execution_count"]
+        html = result["data"]["text/html"]
+        assert "<table" in html and "<td>Oslo</td>" in html and "<td>763</td>" in html
+        assert result["data"]["text/plain"].split()[:2] == ["city", "rain"]
+
+
+def test_two_figures_with_prints_between_come_as_stream_image_stream_image(pool):
+    with kernel(pool_env(pool, str(uuid.uuid4()))) as (km, kc):
+        reply, outputs = run(kc, TWO_FIGURES)
+        assert reply["status"] == "ok"
+        assert shapes(outputs) == ["stdout", "display_data:image/png", "stdout", "display_data:image/png"]
+        assert text_of(outputs) == "first\nsecond\n"
+        first, second = datas(outputs, "image/png")
+        assert base64.b64decode(first).startswith(b"\x89PNG") and first != second
+
+
+def test_figures_left_open_all_come_home_at_the_end_of_the_cell(pool):
+    with kernel(pool_env(pool, str(uuid.uuid4()))) as (km, kc):
+        _, outputs = run(kc, "import matplotlib.pyplot as plt\nfor n in range(3):\n    plt.figure(); plt.plot([n, 1])\n"
+                             "print('drawn')")
+        assert shapes(outputs) == ["stdout"] + ["display_data:image/png"] * 3
+
+
+def test_display_markdown_svg_and_html_in_order_among_prints(pool):
+    code = """\
+from IPython.display import display, Markdown, SVG, HTML
+print("one")
+display(Markdown("**bold** text"))
+print("two")
+display(SVG('<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20"><circle cx="10" cy="10" r="8"/></svg>'))
+display(HTML("<b>html</b>"))
+print("three")
+"""
+    with kernel(pool_env(pool, str(uuid.uuid4()))) as (km, kc):
+        reply, outputs = run(kc, code)
+        assert reply["status"] == "ok"
+        assert shapes(outputs) == ["stdout", "display_data:text/markdown", "stdout", "display_data:image/svg+xml",
+                                   "display_data:text/html", "stdout"]
+        assert datas(outputs, "text/markdown") == ["**bold** text"]
+        assert "<circle" in datas(outputs, "image/svg+xml")[0]
+        assert no_markers(outputs) and text_of(outputs) == "one\ntwo\nthree\n"
+
+
+def test_json_latex_and_a_result_after_displays_keep_their_mime_types(pool):
+    code = """\
+from IPython.display import display, JSON, Latex, Math
+display(JSON({"a": [1, 2]}))
+display(Latex(r"$\\alpha^2$"))
+Math(r"\\beta")
+"""
+    with kernel(pool_env(pool, str(uuid.uuid4()))) as (km, kc):
+        _, outputs = run(kc, code)
+        assert shapes(outputs) == ["display_data:application/json", "display_data:text/latex",
+                                   "execute_result:text/latex"]
+        assert datas(outputs, "application/json") == [{"a": [1, 2]}]
+
+
+def test_clear_output_in_a_loop_becomes_clear_output_messages_in_order(pool):
+    code = """\
+from IPython.display import clear_output, display, Markdown
+for step in range(3):
+    clear_output(wait=True)
+    print(f"step {step}")
+    display(Markdown(f"*{step}*"))
+"""
+    with kernel(pool_env(pool, str(uuid.uuid4()))) as (km, kc):
+        _, outputs = run(kc, code)
+        assert shapes(outputs) == ["clear_output", "stdout", "display_data:text/markdown"] * 3
+        assert all(m["content"]["wait"] for m in outputs if m["msg_type"] == "clear_output")
+        assert datas(outputs, "text/markdown") == ["*0*", "*1*", "*2*"]
+
+
+def test_display_handles_update_in_place(pool):
+    code = """\
+from IPython.display import display
+handle = display("starting", display_id=True)
+handle.update("done")
+"""
+    with kernel(pool_env(pool, str(uuid.uuid4()))) as (km, kc):
+        _, outputs = run(kc, code)
+        assert [m["msg_type"] for m in outputs] == ["display_data", "update_display_data"]
+        ids = {m["content"]["transient"]["display_id"] for m in outputs}
+        assert len(ids) == 1 and datas(outputs, "text/plain") == ["'starting'", "'done'"]
+
+
+def test_failed_cell_shows_its_displays_then_the_error(pool):
+    code = "from IPython.display import display, Markdown\nprint('before')\ndisplay(Markdown('shown'))\n1 / 0"
+    with kernel(pool_env(pool, str(uuid.uuid4()))) as (km, kc):
+        reply, outputs = run(kc, code)
+        assert reply["status"] == "error" and reply["ename"] == "ZeroDivisionError"
+        assert shapes(outputs) == ["stdout", "display_data:text/markdown", "error"]
+        reply, outputs = run(kc, "print('still rich'); display(Markdown('again'))")
+        assert shapes(outputs) == ["stdout", "display_data:text/markdown"]
+
+
+def test_a_10_mb_image_arrives_intact(pool):
+    code = """\
+import hashlib, zlib, struct
+from IPython.display import Image, display
+import numpy as np
+pixels = np.random.default_rng(7).integers(0, 256, size=(1900, 1800, 3), dtype=np.uint8)
+raw = b"".join(b"\\x00" + row.tobytes() for row in pixels)
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+png = (b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1800, 1900, 8, 2, 0, 0, 0))
+       + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b""))
+display(Image(data=png, format="png"))
+print(len(png), hashlib.sha256(png).hexdigest())
+"""
+    with kernel(pool_env(pool, str(uuid.uuid4()))) as (km, kc):
+        reply, outputs = run(kc, code, timeout=180)
+        assert reply["status"] == "ok", reply
+        size, digest = text_of(outputs, "stdout").split()
+        assert int(size) > 10_000_000
+        image, = datas(outputs, "image/png")
+        assert hashlib.sha256(base64.b64decode(image)).hexdigest() == digest
+
+
+def test_markers_never_reach_the_notebook_and_plain_cells_look_as_before(pool):
+    with kernel(pool_env(pool, str(uuid.uuid4()))) as (km, kc):
+        reply, outputs = run(kc, "print('hello'); 6 * 7")
+        assert shapes(outputs) == ["stdout", "execute_result:text/plain"] and result_of(outputs) == "42"
+        _, outputs = run(kc, "import sys; print('to stderr', file=sys.stderr); 'ab'")
+        assert shapes(outputs) == ["stderr", "execute_result:text/plain"] and result_of(outputs) == "'ab'"
+        _, outputs = run(kc, "print('a\\x1eb \\x1erk0000:1:2\\x1e')")
+        assert text_of(outputs) == "a\x1eb \x1erk0000:1:2\x1e\n"  # not a marker: user text kept as is
+
+
+def test_plain_mapping_with_rich_output_disabled(pool):
+    with kernel(pool_env(pool, str(uuid.uuid4()), REMOTE_KERNEL_RICH="0")) as (km, kc):
+        _, outputs = run(kc, "import pandas as pd\npd.DataFrame({'x': [1, 2]})")
+        assert shapes(outputs) == ["execute_result:text/plain"]
+        assert result_of(outputs).split() == ["x", "0", "1", "1", "2"]
+        _, outputs = run(kc, TWO_FIGURES)
+        assert shapes(outputs) == ["stdout", "display_data:image/png"]  # the contract's one image
+        _, outputs = run(kc, "from IPython.display import display, Markdown\ndisplay(Markdown('m'))")
+        assert no_markers(outputs)
+        _, outputs = run(kc, "%session")
+        assert "REMOTE_KERNEL_RICH=0" in text_of(outputs)
+
+
+def test_files_magic_does_not_show_the_hidden_folder_and_fetched_bundles_are_deleted(pool):
+    identifier = str(uuid.uuid4())
+    with kernel(pool_env(pool, identifier)) as (km, kc):
+        run(kc, "open('/mnt/data/mine.txt', 'w').write('x')\nfrom IPython.display import Markdown\n"
+                "display(Markdown('m'))")
+        wait_for(lambda: hidden_files(pool, identifier) == [], timeout=30, what="the fetched bundles to be deleted")
+        listing = pool_get(pool, "files", identifier).json()["value"]
+        assert rich.FOLDER in {entry["name"] for entry in listing}  # the folder is there, but hidden
+        _, outputs = run(kc, "%files")
+        table = datas(outputs, "text/plain")[0]
+        assert "mine.txt" in table and rich.FOLDER not in table
+
+
+def test_shim_is_sent_again_after_the_session_is_lost(pool):
+    identifier = str(uuid.uuid4())
+    markdown = "from IPython.display import display, Markdown\ndisplay(Markdown('*m*'))"
+    with kernel(pool_env(pool, identifier)) as (km, kc):
+        _, outputs = run(kc, markdown)
+        assert shapes(outputs) == ["display_data:text/markdown"]
+        assert pool_delete_session(pool, identifier).status_code in (200, 204)
+        _, outputs = run(kc, markdown)  # runs in a new session, before the kernel knows: plain, but shown
+        assert "remote session was lost" in text_of(outputs, "stderr") and no_markers(outputs)
+        _, outputs = run(kc, markdown)
+        assert shapes(outputs) == ["display_data:text/markdown"]
+        # a worker killed under a cell: the error says so, and the next cell is rich again
+        reply, _ = run(kc, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+        assert reply["ename"] == "SessionLost"
+        _, outputs = run(kc, markdown)
+        assert shapes(outputs) == ["display_data:text/markdown"]
+
+
+def test_session_that_cannot_load_the_shim_keeps_the_plain_mapping(pool):
+    identifier = str(uuid.uuid4())
+    with kernel(pool_env(pool, identifier, REMOTE_KERNEL_RICH="0", REMOTE_KERNEL_KEEP_SESSION="1")) as (km, kc):
+        reply, _ = run(kc, "get_ipython().display_pub = None  # no display machinery to hook")
+        assert reply["status"] == "ok"
+    with kernel(pool_env(pool, identifier)) as (km, kc):
+        reply, outputs = run(kc, "print('hi'); 6 * 7")
+        assert reply["status"] == "ok" and shapes(outputs) == ["stdout", "execute_result:text/plain"]
+        _, outputs = run(kc, "import pandas as pd\npd.DataFrame({'x': [1, 2]})")
+        assert shapes(outputs) == ["execute_result:text/plain"]
+        _, outputs = run(kc, "%session")
+        assert "could not load it" in text_of(outputs)
+
+
+# --- what a cell costs ------------------------------------------------------------------------
+
+class CountingProxy:
+    """A loopback HTTP proxy in front of the pool that records each request's method and path."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.requests: list[tuple[str, str]] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                proxy.requests.append((self.command, urlsplit(self.path).path))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                answer = httpx.request(self.command, proxy.target + self.path, headers=headers, content=body,
+                                       timeout=300)
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_DELETE = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def since(self, start: int) -> list[tuple[str, str]]:
+        return self.requests[start:]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(pool):
+    p = CountingProxy(pool.endpoint)
+    yield p
+    p.close()
+
+
+def test_a_cell_that_displays_nothing_costs_one_request(pool, proxy):
+    env = {**pool_env(pool, str(uuid.uuid4())), "POOL_MANAGEMENT_ENDPOINT": proxy.endpoint}
+    execute = ("POST", "/executions")
+    with kernel(env) as (km, kc):
+        run(kc, "x = 1")
+        assert proxy.since(0) == [execute, execute]  # the shim, once, then the cell
+        plain_cells = ["x + 1", "print('hello')", "import pandas as pd\ns = pd.Series([1, 2]).sum()\ns",
+                       "1 / 0", "import sys; print('e', file=sys.stderr)",
+                       "from IPython.display import clear_output\nfor i in range(3):\n    clear_output(wait=True)\n"
+                       "    print(i)"]
+        for code in plain_cells:
+            start = len(proxy.requests)
+            run(kc, code)
+            assert proxy.since(start) == [execute], code
+        start = len(proxy.requests)
+        run(kc, "from IPython.display import display, Markdown\ndisplay(Markdown('*m*'))")
+        wait_for(lambda: len(proxy.since(start)) >= 3, timeout=30, what="the bundles to be fetched and deleted")
+        fetched = proxy.since(start)
+        assert fetched[0] == execute and fetched[1][0] == "GET" and fetched[1][1].endswith("/content")
+        assert fetched[2][0] == "DELETE" and len(fetched) == 3
+        start = len(proxy.requests)
+        run(kc, "x")
+        assert proxy.since(start) == [execute]
+
+
+# --- the pieces, without a session --------------------------------------------------------------
+
+def marker(nonce: str, cell: int, token: str) -> str:
+    return f"\x1erk{nonce}:{cell}:{token}\x1e"
+
+
+def test_split_stdout_strips_every_marker_and_keeps_this_shims_places():
+    stdout = f"a\n{marker('00000001', 4, '0')}b\n{marker('0000000f', 9, '3')}c\n{marker('00000001', 4, 'r')}"
+    pieces, cell = rich.split_stdout(stdout, "00000001")
+    assert cell == 4
+    assert pieces == ["a\n", rich.Mark("0"), "b\nc\n", rich.Mark("r")]
+    assert rich.split_stdout("plain\n", "00000001") == (["plain\n"], None)
+
+
+def test_stderr_goes_after_the_cells_own_output_and_before_what_it_left_at_the_end():
+    execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout="", stderr="warned\n",
+                          result="5", has_result=True)
+    cell = rich.RichCell(["out\n", rich.Mark("0"), rich.Mark("r"), rich.Mark("1")], {
+        0: rich.Output("display", {"text/markdown": "m", "text/plain": "m"}),
+        1: rich.Output("display", {"image/png": "iVBORw==", "text/plain": "<Figure>"}, late=True),
+    })
+    messages, err = rich.messages_for(execution, 3, cell, jupyter_repr=True)
+    assert err is None
+    assert [(t, c.get("name")) for t, c in messages] == [("stream", "stdout"), ("display_data", None),
+                                                         ("stream", "stderr"), ("execute_result", None),
+                                                         ("display_data", None)]
+    assert messages[2][1] == {"name": "stderr", "text": "warned\n"}
+    assert messages[3][1]["data"] == {"text/plain": "5"} and messages[3][1]["execution_count"] == 3
+
+
+def test_outputs_that_could_not_be_fetched_leave_the_text_and_a_note():
+    execution = Execution(id="e", status=ExecutionStatus.FAILED, stdout="", stderr="Traceback (most recent call "
+                          "last):\nValueError: bad\n", error=ExecutionError("ValueError", "bad"))
+    cell = rich.RichCell(["before\n", rich.Mark("0"), "after\n"], problem="[could not fetch]\n")
+    messages, err = rich.messages_for(execution, 1, cell)
+    assert [m[0] for m in messages] == ["stream", "stream", "stream", "error"]
+    assert [m[1].get("text") for m in messages[:3]] == ["before\n", "after\n", "[could not fetch]\n"]
+    assert err is not None and err[1]["ename"] == "ValueError"
+
+
+def test_without_markers_the_plain_mapping_is_used_unchanged():
+    execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout="hi\n", result=2, has_result=True)
+    assert plain_messages_for(execution, 1)[0] == [("stream", {"name": "stdout", "text": "hi\n"}),
+                                                  ("execute_result", {"execution_count": 1,
+                                                                      "data": {"text/plain": "2"}, "metadata": {}})]
+
+
+def test_shim_install_reports_an_error_where_there_is_no_ipython():
+    state = rich.RichOutput(enabled=True)
+    code = state.install_code()
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    state.record_install(Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout=finished.stdout))
+    assert not state.installed and "get_ipython" in state.refused
+    assert not state.needs_install  # not tried again in the same session
+    state.forget()
+    assert state.needs_install  # a new session gets another try
