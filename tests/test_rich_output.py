@@ -392,3 +392,26 @@ def test_shim_install_reports_an_error_where_there_is_no_ipython():
     assert not state.needs_install  # not tried again in the same session
     state.forget()
     assert state.needs_install  # a new session gets another try
+
+
+def test_rich_output_notebook_shows_a_table_two_plots_displays_and_only_the_last_loop_step(tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    from kernel_support import ROOT, install_kernelspec
+
+    install_kernelspec()
+    for name in ("POOL_MANAGEMENT_ENDPOINT", "REMOTE_KERNEL_TOKEN", "REMOTE_KERNEL_AUTH", "REMOTE_KERNEL_IDENTIFIER"):
+        monkeypatch.delenv(name, raising=False)  # the kernel starts its own pool, as for a user
+    book = nbformat.read(ROOT / "notebooks" / "rich-output.ipynb", as_version=4)
+    NotebookClient(book, kernel_name="remote-python", timeout=180, startup_timeout=60,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    code = [cell for cell in book.cells if cell.cell_type == "code"]
+    table, plots, displays, loop = ([o.output_type if o.output_type == "stream" else
+                                     f"{o.output_type}:{next(k for k in o.data if k != 'text/plain')}"
+                                     for o in cell.outputs] for cell in code)
+    assert table == ["execute_result:text/html"] and "<td>Nairobi</td>" in code[0].outputs[0].data["text/html"]
+    assert plots == ["stream", "display_data:image/png", "stream", "display_data:image/png", "stream"]
+    assert displays == ["stream", "display_data:text/markdown", "stream", "display_data:image/svg+xml", "stream"]
+    assert "Nairobi" in code[2].outputs[1].data["text/markdown"]
+    assert loop == ["stream", "display_data:text/markdown"] and code[3].outputs[0].text == "step 5 of 5\n"
