@@ -17,6 +17,9 @@
  * Interrupts (SIGINT from the pool) stop synchronous cell code (vm `breakOnSigint`) and end a
  * pending `$$.async()` or top-level `await`. A busy loop that runs later, in a callback or after
  * an `await`, cannot be interrupted: the pool's grace period ends it by killing the session.
+ * Two narrow races are Node's own (vm `breakOnSigint`): a SIGINT that lands within microseconds of
+ * the start or end of a cell's synchronous part can be lost, or kill the worker (the pool then
+ * reports the session lost).
  * `process.exit(code)` ends the execution (code 0: success) instead of the worker.
  * Output written while no execution runs (late callbacks) goes to fd 1/2, the pool's debug log.
  */
