@@ -1,0 +1,252 @@
+"""The kernel against a plain ipykernel, both driven through jupyter_client in the same run.
+
+- cell round trip: `execute_request` → idle of `x = 1+1; x`, the two kernels interleaved sample by
+  sample, p50 and p95 of each run and their ratio;
+- kernel start to the first result of a first cell (a new kernel each time; for remote-python this
+  includes starting its embedded pool and the session);
+- an nbclient run of notebooks/quickstart.ipynb on each kernel (wall time).
+
+    python bench/kernel_bench.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (LOCAL_KERNEL, REMOTE_KERNEL, ROOT, command_line, descendants, embedded_env,
+                          install_kernelspecs, median, memory, ms, p50, p95)
+
+CELL = "x = 1+1; x"
+KERNELS = (REMOTE_KERNEL, LOCAL_KERNEL)
+
+
+def start(name: str):
+    from jupyter_client.manager import start_new_kernel
+
+    install_kernelspecs()
+    return start_new_kernel(kernel_name=name, env=embedded_env(), cwd=str(ROOT), startup_timeout=90,
+                            stderr=subprocess.DEVNULL)
+
+
+def stop(km, kc) -> None:
+    kc.stop_channels()
+    if km.is_alive():
+        km.shutdown_kernel(now=False)
+
+
+def execute(kc, code: str = CELL, timeout: float = 60) -> tuple[float, Any]:
+    """Seconds from sending the request to the idle status of its reply, and the result's text/plain."""
+    started = time.perf_counter()
+    msg_id = kc.execute(code)
+    result = None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            raise TimeoutError(f"no idle within {timeout} s") from None
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "execute_result":
+            result = msg["content"]["data"].get("text/plain")
+        elif msg["msg_type"] == "error":
+            raise RuntimeError(f"the cell failed: {msg['content']['ename']}: {msg['content']['evalue']}")
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            elapsed = time.perf_counter() - started
+            break
+    while kc.get_shell_msg(timeout=timeout)["parent_header"].get("msg_id") != msg_id:
+        pass
+    return elapsed, result
+
+
+def round_trip(runs: int, samples: int, warmup: int = 20) -> dict[str, Any]:
+    """Interleaved round trips of both kernels; per run p50/p95 and their ratios, then medians."""
+    kernels = {name: start(name) for name in KERNELS}
+    try:
+        for name, (_, kc) in kernels.items():
+            for _ in range(warmup):  # the first remote cell also creates the session
+                execute(kc)
+        per_run = []
+        for _ in range(runs):
+            times: dict[str, list[float]] = {name: [] for name in KERNELS}
+            for i in range(samples):
+                order = KERNELS if i % 2 == 0 else KERNELS[::-1]
+                for name in order:
+                    times[name].append(execute(kernels[name][1])[0])
+            run = {name: {"p50_ms": ms(p50(t)), "p95_ms": ms(p95(t))} for name, t in times.items()}
+            run["ratio_p50"] = run[REMOTE_KERNEL]["p50_ms"] / run[LOCAL_KERNEL]["p50_ms"]
+            run["ratio_p95"] = run[REMOTE_KERNEL]["p95_ms"] / run[LOCAL_KERNEL]["p95_ms"]
+            per_run.append(run)
+        resident = kernel_memory({name: km for name, (km, _) in kernels.items()})
+    finally:
+        for km, kc in kernels.values():
+            stop(km, kc)
+    return {**summarise(per_run, runs=runs, samples=samples), "memory": resident}
+
+
+def kernel_memory(managers: dict) -> dict[str, Any]:
+    """Memory of each kernel process after the round trips, and of remote-python's embedded pool."""
+    out: dict[str, Any] = {}
+    for name, km in managers.items():
+        pid = km.provisioner.process.pid
+        out[name] = memory(pid)
+        if name == REMOTE_KERNEL:
+            pools = [p for p in descendants(pid) if "pool" in command_line(p)[2:5]]
+            out["embedded_pool"] = memory(pools[0]) if pools else {}
+    return out
+
+
+def summarise(per_run: list[dict], **extra: Any) -> dict[str, Any]:
+    """The median over runs of every figure (nested one level), with the runs kept."""
+    out: dict[str, Any] = {}
+    for key, value in per_run[0].items():
+        if isinstance(value, dict):
+            out[key] = {k: median([r[key][k] for r in per_run]) for k in value}
+        else:
+            out[key] = median([r[key] for r in per_run])
+    return {**out, **extra, "runs_detail": per_run}
+
+
+def first_result(name: str) -> float:
+    """Seconds from asking for a new kernel to the result of its first cell."""
+    from jupyter_client.manager import KernelManager
+
+    started = time.perf_counter()
+    km = KernelManager(kernel_name=name)
+    km.start_kernel(env=embedded_env(), cwd=str(ROOT), stderr=subprocess.DEVNULL)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=90)
+        _, result = execute(kc, timeout=90)
+        elapsed = time.perf_counter() - started
+        if result != "2":
+            raise RuntimeError(f"{name}: the first cell answered {result!r}")
+    finally:
+        stop(km, kc)
+    return elapsed
+
+
+def start_to_first_result(runs: int, warmup: bool = True) -> dict[str, Any]:
+    install_kernelspecs()
+    for name in KERNELS if warmup else ():
+        first_result(name)  # warm-up: file caches, bytecode
+    per_run = []
+    for i in range(runs):
+        order = KERNELS if i % 2 == 0 else KERNELS[::-1]
+        run = {name: {"s": first_result(name)} for name in order}
+        run["ratio"] = run[REMOTE_KERNEL]["s"] / run[LOCAL_KERNEL]["s"]
+        per_run.append(run)
+    return summarise(per_run, runs=runs)
+
+
+# the quickstart notebook -----------------------------------------------------------------------
+
+def local_notebook(book, data_dir: Path):
+    """The quickstart for a plain ipykernel: the remote-only magics become their local equivalents and
+    /mnt/data becomes a local folder, so both kernels do the same work."""
+    import nbformat
+
+    book = nbformat.from_dict(json.loads(json.dumps(book)))
+    book.metadata["kernelspec"] = {"name": LOCAL_KERNEL, "display_name": "Python 3", "language": "python"}
+    for cell in book.cells:
+        if cell.cell_type != "code":
+            continue
+        lines = []
+        for line in cell.source.replace("/mnt/data", str(data_dir)).splitlines():
+            magic = re.match(r"\s*%(\w+)\s*(.*)", line)
+            if not magic:
+                lines.append(line)
+                continue
+            name, args = magic.group(1), magic.group(2).split()
+            if name == "session":
+                lines.append("print('local ipykernel')")
+            elif name == "files":
+                lines.append(f"print(sorted(__import__('os').listdir({str(data_dir)!r})))")
+            elif name == "download":
+                lines.append(f"__import__('shutil').copyfile({str(data_dir / args[0])!r}, {args[-1]!r})")
+            elif name == "upload":
+                lines.append(f"__import__('shutil').copyfile({args[0]!r}, {str(data_dir / args[-1])!r})")
+            elif name == "rm":
+                lines.append(f"__import__('os').remove({str(data_dir / args[0])!r})")
+            else:
+                lines.append(line)
+        cell.source = "\n".join(lines)
+    return book
+
+
+def run_notebook(book, folder: Path, name: str) -> float:
+    from nbclient import NotebookClient
+
+    install_kernelspecs()
+    started = time.perf_counter()
+    NotebookClient(book, kernel_name=name, timeout=180, startup_timeout=90, allow_errors=True,
+                   resources={"metadata": {"path": str(folder)}}, env=embedded_env()).execute()
+    elapsed = time.perf_counter() - started
+    failures = [o for c in book.cells if c.cell_type == "code" for o in c.outputs
+                if o.output_type == "error" and "raises-exception" not in c.metadata.get("tags", [])]
+    if failures:
+        raise RuntimeError(f"{name}: the quickstart failed: {failures[0].ename}: {failures[0].evalue}")
+    return elapsed
+
+
+def quickstart(runs: int, warmup: bool = True) -> dict[str, Any]:
+    import nbformat
+
+    source = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
+    work = Path(tempfile.mkdtemp(prefix="rk-bench-nb-"))
+    try:
+        folder = work / "notebooks"
+        shutil.copytree(ROOT / "notebooks", folder)
+        data = work / "data"
+        data.mkdir()
+
+        def once(name: str) -> float:
+            book = nbformat.from_dict(json.loads(json.dumps(source))) if name == REMOTE_KERNEL else \
+                local_notebook(source, data)
+            return run_notebook(book, folder, name)
+
+        for name in KERNELS if warmup else ():
+            once(name)
+        per_run = []
+        for i in range(runs):
+            order = KERNELS if i % 2 == 0 else KERNELS[::-1]
+            run = {name: {"s": once(name)} for name in order}
+            run["ratio"] = run[REMOTE_KERNEL]["s"] / run[LOCAL_KERNEL]["s"]
+            per_run.append(run)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return summarise(per_run, runs=runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    runs = 3 if args.quick else 5
+    rt = round_trip(runs, 50 if args.quick else 200)
+    print(f"cell round trip p50: remote {rt[REMOTE_KERNEL]['p50_ms']:.2f} ms, ipykernel {rt[LOCAL_KERNEL]['p50_ms']:.2f} "
+          f"ms, ratio {rt['ratio_p50']:.2f}; p95 ratio {rt['ratio_p95']:.2f}")
+    st = start_to_first_result(runs)
+    print(f"start to first result: remote {st[REMOTE_KERNEL]['s']:.2f} s, ipykernel {st[LOCAL_KERNEL]['s']:.2f} s, "
+          f"ratio {st['ratio']:.2f}")
+    nb = quickstart(1 if args.quick else 3)
+    print(f"quickstart: remote {nb[REMOTE_KERNEL]['s']:.2f} s, ipykernel {nb[LOCAL_KERNEL]['s']:.2f} s, "
+          f"ratio {nb['ratio']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""The targets table (printed by every run) and the Markdown report with its chart (a full run)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.common import LOCAL_KERNEL, REMOTE_KERNEL, ROOT
+
+DOCS = ROOT / "docs"
+
+
+def dig(results: dict[str, Any], *path: str) -> Any:
+    value: Any = results
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def fmt(value: Any, pattern: str) -> str:
+    return "—" if value is None else pattern.format(value)
+
+
+Row = tuple[str, str, str, "bool | None"]
+
+
+def rows(r: dict[str, Any]) -> list[Row]:
+    """(figure, target, measured, met) for every target of issue 7 and of the pool issue."""
+    def row(figure: str, target: str, measured: str, ok: Callable[[], bool], *needed: Any) -> Row:
+        return figure, target, measured, None if any(v is None for v in needed) else ok()
+
+    rt = dig(r, "kernel", "round_trip")
+    rt50, rt95 = dig(rt or {}, "ratio_p50"), dig(rt or {}, "ratio_p95")
+    first = dig(r, "kernel", "first_result", "ratio")
+    nb = dig(r, "kernel", "quickstart", "ratio")
+    ready = dig(r, "pool", "new_identifier_ready", "first_p50_ms")
+    warm = dig(r, "pool", "warm_round_trip", "sync_p50_ms")
+    t20 = dig(r, "pool", "throughput", "20") or {}
+    rate, lat = t20.get("executions_per_s"), t20.get("p95_ms")
+    session = dig(r, "pool", "memory", "session") or {}
+    up, down = dig(r, "files", "upload_MBps"), dig(r, "files", "download_MBps")
+    peaks = [dig(r, "files", k) for k in ("client_peak_MB", "pool_peak_MB", "worker_peak_MB")]
+    peak = max(peaks) if all(p is not None for p in peaks) else None
+    return [
+        row("cell round trip, remote-python / ipykernel", "≤ 1.0",
+            f"{fmt(rt50, '{:.2f}')} at p50 ({fmt(dig(rt or {}, REMOTE_KERNEL, 'p50_ms'), '{:.2f}')} vs "
+            f"{fmt(dig(rt or {}, LOCAL_KERNEL, 'p50_ms'), '{:.2f}')} ms), {fmt(rt95, '{:.2f}')} at p95",
+            lambda: rt50 <= 1.0 and rt95 <= 1.0, rt50, rt95),
+        row("kernel start to first result, remote-python / ipykernel", "≤ 1.2",
+            f"{fmt(first, '{:.2f}')} ({fmt(dig(r, 'kernel', 'first_result', REMOTE_KERNEL, 's'), '{:.2f}')} vs "
+            f"{fmt(dig(r, 'kernel', 'first_result', LOCAL_KERNEL, 's'), '{:.2f}')} s)", lambda: first <= 1.2, first),
+        row("new identifier, first execution, with a ready session", "p50 ≤ 20 ms", f"{fmt(ready, '{:.1f}')} ms",
+            lambda: ready <= 20, ready),
+        row("warm `1+1` over HTTP (pool issue)", "p50 ≤ 2 ms", f"{fmt(warm, '{:.2f}')} ms", lambda: warm <= 2, warm),
+        row("20 concurrent sessions", "≥ 500 executions/s, p95 ≤ 50 ms",
+            f"{fmt(rate, '{:.0f}')}/s, p95 {fmt(lat, '{:.1f}')} ms", lambda: rate >= 500 and lat <= 50, rate, lat),
+        row("idle Python session", "≤ 30 MB resident",
+            f"RSS {fmt(session.get('rss'), '{:.1f}')} MB (PSS {fmt(session.get('pss'), '{:.1f}')}, "
+            f"USS {fmt(session.get('uss'), '{:.1f}')})", lambda: session["rss"] <= 30, session.get("rss")),
+        row(f"{fmt(dig(r, 'files', 'size_bytes'), '{:,}')} B upload + download",
+            "≥ 300 MB/s each way, < 100 MB peak per process",
+            f"{fmt(up, '{:.0f}')} / {fmt(down, '{:.0f}')} MB/s, peak {fmt(peak, '{:.0f}')} MB",
+            lambda: up >= 300 and down >= 300 and peak < 100, up, down, peak),
+        row("quickstart notebook, remote-python / ipykernel", "≤ 1.5",
+            f"{fmt(nb, '{:.2f}')} ({fmt(dig(r, 'kernel', 'quickstart', REMOTE_KERNEL, 's'), '{:.2f}')} vs "
+            f"{fmt(dig(r, 'kernel', 'quickstart', LOCAL_KERNEL, 's'), '{:.2f}')} s)", lambda: nb <= 1.5, nb),
+    ]
+
+
+def verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else "met" if ok else "NOT met"
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    lines = ["| figure | target | measured | |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {verdict(d)} |" for a, b, c, d in rows(results)]
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    rt = dig(results, "kernel", "round_trip") or {}
+    ax = axes[0][0]
+    kernels = [REMOTE_KERNEL, LOCAL_KERNEL]
+    for i, q in enumerate(("p50_ms", "p95_ms")):
+        values = [dig(rt, k, q) or 0 for k in kernels]
+        ax.bar([x + i * 0.38 for x in range(2)], values, 0.38, label=q.replace("_ms", ""))
+    ax.set_xticks([0.19, 1.19], kernels)
+    ax.set_ylabel("ms")
+    ax.set_title("cell round trip (execute_request → idle)")
+    ax.legend()
+
+    ax = axes[0][1]
+    groups = [("start → first result", "first_result"), ("quickstart notebook", "quickstart")]
+    for i, kernel in enumerate(kernels):
+        values = [dig(results, "kernel", key, kernel, "s") or 0 for _, key in groups]
+        ax.bar([x + i * 0.38 for x in range(len(groups))], values, 0.38, label=kernel)
+    ax.set_xticks([x + 0.19 for x in range(len(groups))], [g for g, _ in groups])
+    ax.set_ylabel("s")
+    ax.set_title("whole-kernel times")
+    ax.legend()
+
+    ax = axes[1][0]
+    tp = dig(results, "pool", "throughput") or {}
+    levels = sorted(tp, key=int)
+    ax.bar(levels, [tp[n]["executions_per_s"] for n in levels], color="tab:green")
+    ax.axhline(500, color="gray", linestyle="--", linewidth=1, label="target at 20 sessions")
+    ax2 = ax.twinx()
+    ax2.plot(levels, [tp[n]["p95_ms"] for n in levels], "o-", color="tab:red", label="p95 latency")
+    ax2.set_ylabel("p95 ms")
+    ax.set_xlabel("concurrent sessions")
+    ax.set_ylabel("executions / s")
+    ax.set_title("pool throughput")
+    ax.legend(loc="upper left")
+    ax2.legend(loc="upper right")
+
+    ax = axes[1][1]
+    mem = dig(results, "pool", "memory") or {}
+    km = dig(rt, "memory") or {}
+    labels = ["idle session", "bare python", "pool", f"{REMOTE_KERNEL}\nkernel", f"{LOCAL_KERNEL}\nkernel"]
+    sources = [mem.get("session"), mem.get("bare_python"), mem.get("pool"), km.get(REMOTE_KERNEL), km.get(LOCAL_KERNEL)]
+    for i, kind in enumerate(("rss", "pss", "uss")):
+        ax.bar([x + i * 0.27 for x in range(len(labels))], [(s or {}).get(kind, 0) for s in sources], 0.27,
+               label=kind.upper())
+    ax.axhline(30, color="gray", linestyle="--", linewidth=1, label="session target")
+    ax.set_xticks([x + 0.27 for x in range(len(labels))], labels, fontsize=8)
+    ax.set_ylabel("MB")
+    ax.set_title("resident memory")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(results: dict[str, Any]) -> list[Path]:
+    """docs/benchmarks.md and docs/benchmarks.png from a run's results."""
+    from bench.notes import details, notes
+
+    DOCS.mkdir(exist_ok=True)
+    png = DOCS / "benchmarks.png"
+    chart(results, png)
+    m = results["machine"]
+
+    def load(when: str) -> float | None:
+        values = (results.get("load_average") or {}).get(when)
+        return values[0] if values else None
+
+    text = "\n".join([
+        "# Benchmarks",
+        "",
+        "Written by `python -m bench` (full run) from `bench/results/latest.json`. `python -m bench --quick` prints "
+        "the same figures with fewer samples in under two minutes. Each figure is the median of repeated runs "
+        "after a warm-up; each ratio is computed run by run against a baseline measured in the same run (a plain "
+        "`ipykernel` driven the same way through jupyter_client, a bare interpreter, a sync HTTP client, …).",
+        "",
+        f"Machine: {m['cpus']} cores, {m['memory_GiB']} GiB, Linux {m['kernel']}, Python {m['python']}, "
+        f"bubblewrap {'yes' if m['bubblewrap'] else 'no'}; "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v) + f". Run of {results['started']}, "
+        f"{results['total_s']:.0f} s; load average (1 min) {fmt(load('start'), '{:.1f}')} at the start, "
+        f"{fmt(load('end'), '{:.1f}')} at the end (other work on the machine inflates single figures more than ratios).",
+        "",
+        "## Targets",
+        "",
+        summary_table(results),
+        "",
+        "![benchmarks](benchmarks.png)",
+        "",
+        details(results),
+        "",
+        notes(results),
+        "",
+    ])
+    md = DOCS / "benchmarks.md"
+    md.write_text(text)
+    return [md, png]
+
+
+if __name__ == "__main__":  # python -m bench.report: rewrite the report from bench/results/latest.json
+    import json
+
+    written = write(json.loads((ROOT / "bench" / "results" / "latest.json").read_text()))
+    print("report written to " + ", ".join(str(p.relative_to(ROOT)) for p in written))

@@ -1,0 +1,54 @@
+"""The benchmark suite still runs end to end (tiny sizes). It proves figures are produced, never that they are fast."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def numbers(value) -> list[float]:
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in numbers(v)]
+    return [float(value)] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def test_tiny_bench_run_produces_every_figure_and_ratio(tmp_path):
+    output = tmp_path / "tiny.json"
+    run = subprocess.run([sys.executable, "-m", "bench", "--tiny", "--output", str(output)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(output.read_text())
+    for section in ("kernel", "pool", "files"):
+        assert "error" not in results[section], results[section]
+    kernel, pool, files = results["kernel"], results["pool"], results["files"]
+    figures = {
+        "round trip ratio": kernel["round_trip"]["ratio_p50"],
+        "round trip p95 ratio": kernel["round_trip"]["ratio_p95"],
+        "start ratio": kernel["first_result"]["ratio"],
+        "quickstart ratio": kernel["quickstart"]["ratio"],
+        "kernel memory": kernel["round_trip"]["memory"]["remote-python"]["rss"],
+        "new identifier, ready": pool["new_identifier_ready"]["first_p50_ms"],
+        "new identifier, cold": pool["new_identifier_cold"]["first_p50_ms"],
+        "warm HTTP": pool["warm_round_trip"]["sync_p50_ms"],
+        "throughput": pool["throughput"]["2"]["executions_per_s"],
+        "throughput p95": pool["throughput"]["2"]["p95_ms"],
+        "session memory": pool["memory"]["session"]["rss"],
+        "pool memory": pool["memory"]["pool"]["rss"],
+        "upload": files["upload_MBps"],
+        "download": files["download_MBps"],
+        "client peak": files["client_peak_MB"],
+    }
+    for name, value in figures.items():
+        assert math.isfinite(value) and value > 0, f"{name}: {value}"
+    assert files["intact"] is True
+    assert all(math.isfinite(n) for n in numbers(results) if not math.isnan(n))
+    for label in ("cell round trip", "kernel start to first result", "quickstart notebook", "new identifier",
+                  "concurrent sessions", "idle session", "upload"):
+        assert label in run.stdout, f"{label!r} is not printed"
+    assert "| figure | target | measured |" in run.stdout
