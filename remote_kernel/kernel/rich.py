@@ -184,8 +184,8 @@ class RichOutput:
             execution.stdout = "".join(p for p in pieces if isinstance(p, str))  # foreign markers only
             return None
         found = RichCell(pieces)
-        if not found.needs_file:
-            return found
+        if not found.needs_file or (execution.error is not None and execution.error.name == "SessionLost"):
+            return found  # nothing to fetch, or nothing left to fetch it from
         name = f"{FOLDER}/{self.nonce}-{cell}.jsonl"
         buffer = io.BytesIO()
         try:
