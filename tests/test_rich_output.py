@@ -415,3 +415,48 @@ def test_rich_output_notebook_shows_a_table_two_plots_displays_and_only_the_last
     assert displays == ["stream", "display_data:text/markdown", "stream", "display_data:image/svg+xml", "stream"]
     assert "Nairobi" in code[2].outputs[1].data["text/markdown"]
     assert loop == ["stream", "display_data:text/markdown"] and code[3].outputs[0].text == "step 5 of 5\n"
+
+
+def test_shim_works_in_an_ipykernel_session_as_a_hosted_pool_runs_it(tmp_path):
+    """A hosted session is an ipykernel IPython (ZMQ display publisher and displayhook, inline
+    figures): the same shim, sent as code, captures there what it captures in the local worker."""
+    import os
+    from pathlib import Path
+
+    from jupyter_client.manager import start_new_kernel
+
+    from kernel_support import collect
+
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=env, startup_timeout=60)
+    try:
+        def execute(code: str) -> tuple[str, list[dict]]:
+            outputs = collect(kc, kc.execute(code), timeout=60)
+            return text_of(outputs, "stdout"), outputs
+
+        state = rich.RichOutput(enabled=True)
+        stdout, _ = execute(state.install_code())
+        state.record_install(Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout=stdout))
+        assert state.installed, state.refused
+        stdout, outputs = execute(TWO_FIGURES + "from IPython.display import display, Markdown\n"
+                                  "display(Markdown('*m*'))\nimport pandas as pd\npd.DataFrame({'x': [1]})")
+        assert not [m for m in outputs if m["msg_type"] == "display_data"]  # the shim has them
+        pieces, cell = rich.split_stdout(stdout, state.nonce)
+        root = Path("/mnt/data") if Path("/mnt/data").is_dir() else tmp_path
+        found = rich.parse_outputs((root / rich.FOLDER / f"{state.nonce}-{cell}.jsonl").read_bytes())
+        words = [p if isinstance(p, str) else next(k for k in found[p.line].data if k != "text/plain")
+                 for p in pieces]
+        assert words == ["first\n", "image/png", "second\n", "image/png", "text/markdown", "text/html"]
+        assert found[3].type == "result" and "<table" in found[3].data["text/html"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_remote_kernel_rich_is_read_once_from_the_environment():
+    from remote_kernel.kernel.config import KernelConfig
+
+    assert KernelConfig.from_env({}).rich
+    assert not KernelConfig.from_env({"REMOTE_KERNEL_RICH": "0"}).rich
+    assert not KernelConfig.from_env({"REMOTE_KERNEL_RICH": "off"}).rich
+    assert ("rich output", "off  (REMOTE_KERNEL_RICH=0)") in KernelConfig.from_env({"REMOTE_KERNEL_RICH": "0"}).describe()
