@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hmac
 import json
 import re
@@ -142,36 +141,58 @@ async def json_body(request: Request) -> dict[str, Any]:
 
 # executions ---------------------------------------------------------------------------------------
 
+def choice(body: dict[str, Any], name: str, allowed: tuple[str, ...], code: str) -> str:
+    """An enum field, case-insensitive; absent or null is the first allowed value."""
+    value = body.get(name)
+    if value is None:
+        return allowed[0]
+    if not isinstance(value, str) or value.lower() not in allowed:
+        raise ApiError(400, code, f"{name} must be one of {', '.join(allowed)} (any case).")
+    return value.lower()
+
+
+def flag(body: dict[str, Any], *names: str) -> bool:
+    """A boolean field (the first of `names` present); absent or null is False."""
+    for name in names:
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, bool):
+                raise ApiError(400, "InvalidRequestBody", f"{name} must be true or false.")
+            return value
+    return False
+
+
 def execution_request(body: dict[str, Any]) -> tuple[str, bool, float, bool, int | None]:
     """(code, asynchronous, timeout, jupyter repr, output cap) from an execute body."""
-    code = body.get("code")
-    if code is None and isinstance(body.get("pythonCode"), str):
-        code = body["pythonCode"]  # the 2024 preview's name
+    code, older = body.get("code"), body.get("pythonCode")  # the 2024 preview's name
+    if older is not None and not isinstance(older, str):
+        raise ApiError(400, "InvalidCode", "pythonCode must be a string.")
+    if code is None:
+        code = older
     if not isinstance(code, str):
         raise ApiError(400, "InvalidCode", "The body needs a 'code' string.")
-    kind = str(body.get("codeInputType") or "inline").lower()
+    kind = choice(body, "codeInputType", ("inline", "inlinetext", "inlinebase64"), "InvalidCodeInputType")
     if kind == "inlinebase64":
         try:
             code = base64.b64decode(code, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text given to b64decode
             raise ApiError(400, "InvalidCode", "codeInputType InlineBase64 needs base64 of UTF-8 source.") from None
-    elif kind not in ("inline", "inlinetext"):
-        raise ApiError(400, "InvalidCodeInputType", "codeInputType must be Inline, InlineText or InlineBase64.")
     try:
         code.encode("utf-8")  # a lone surrogate ("\ud800" in the JSON) would kill the session's worker
     except UnicodeEncodeError:
         raise ApiError(400, "InvalidCode", "The code is not valid Unicode (it has a lone surrogate).") from None
-    mode = str(body.get("executionType") or "synchronous").lower()
-    if mode not in ("synchronous", "asynchronous"):
-        raise ApiError(400, "InvalidExecutionType", "executionType must be Synchronous or Asynchronous.")
-    timeout = body.get("timeoutInSeconds", 220)
+    mode = choice(body, "executionType", ("synchronous", "asynchronous"), "InvalidExecutionType")
+    timeout = body.get("timeoutInSeconds")
+    if timeout is None:
+        timeout = 220
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:  # NaN too
         raise ApiError(400, "InvalidTimeout", "timeoutInSeconds must be a positive number (at most 220).")
     cap = body.get("outputStreamsMaxLength")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
         raise ApiError(400, "InvalidOutputStreamsMaxLength", "outputStreamsMaxLength must be a whole number ≥ 0.")
-    jupyter = body.get("returnJupyterFormatExecutionResult", body.get("returnJupyterFormat", False))
-    return code, mode == "asynchronous", float(min(timeout, 220)), bool(jupyter), cap
+    jupyter = flag(body, "returnJupyterFormatExecutionResult", "returnJupyterFormat")
+    flag(body, "useEmptyKernel")  # accepted, and checked, but every session is already an empty kernel
+    return code, mode == "asynchronous", float(min(timeout, 220)), jupyter, cap
 
 
 async def run_execution(request: Request) -> tuple[Session, Outcome, int | None, bool]:
@@ -281,7 +302,9 @@ def v2_entry(entry: files.Entry) -> dict[str, Any]:
 
 
 def shape(request: Request, fixed: str | None = None) -> str:
-    return fixed or version_of(request)[1].shape
+    """The wire shape to answer in: the route's own, else the api-version's (checked either way)."""
+    version = version_of(request)[1]
+    return fixed or version.shape
 
 
 async def on_files(session: Session, operation: Callable[[], Any]) -> Any:
@@ -348,6 +371,7 @@ async def file_metadata(request: Request) -> Response:
 
 def download_route(param: str = "name") -> Callable[[Request], Awaitable[Response]]:
     async def download(request: Request) -> Response:
+        version_of(request)
         session = await session_of(request)
         name = request.path_params.get(param) or request.query_params.get(param) or ""
         parts = name_parts(request, name)
@@ -401,10 +425,10 @@ async def delete_session(request: Request) -> Response:
 
 
 def page(request: Request) -> tuple[list[Session], int, str | None]:
-    try:
-        skip = max(0, int(request.query_params.get("skip", "0")))
-    except ValueError:
-        raise ApiError(400, "InvalidSkip", "skip must be a whole number.") from None
+    text = request.query_params.get("skip", "0")
+    if not (text.isascii() and text.isdigit() and len(text) <= 12):
+        raise ApiError(400, "InvalidSkip", "skip must be a whole number ≥ 0.")
+    skip = int(text)
     sessions = sorted(pool_of(request).listed(), key=lambda s: s.created_at)
     chunk = sessions[skip:skip + LIST_PAGE]
     more = skip + LIST_PAGE < len(sessions)

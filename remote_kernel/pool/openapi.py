@@ -23,19 +23,30 @@ PATH = _param("path", {"type": "string"}, required=False)
 NAME = _param("name", {"type": "string", "minLength": 1}, where="path")
 SKIP = _param("skip", {"type": "integer", "minimum": 0}, required=False)
 
+def _any_case(*words: str) -> dict:
+    """A string enum matched in any case, as the pool does (`Inline`, `inline`, `INLINE`)."""
+    either = "|".join("".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in w) for w in words)
+    return {"type": "string", "pattern": f"^({either})$", "example": words[0], "nullable": True}
+
+
 EXECUTION_FIELDS = {
-    "codeInputType": {"type": "string", "enum": ["Inline", "InlineText", "InlineBase64",
-                                                 "inline", "inlinetext", "inlinebase64"]},
-    "executionType": {"type": "string", "enum": ["Synchronous", "Asynchronous", "synchronous", "asynchronous"]},
-    "code": {"type": "string"},
-    "timeoutInSeconds": {"type": "integer", "minimum": 1, "maximum": 220},
-    "outputStreamsMaxLength": {"type": "integer", "minimum": 0},
-    "returnJupyterFormatExecutionResult": {"type": "boolean"},
-    "useEmptyKernel": {"type": "boolean"},
+    "codeInputType": _any_case("Inline", "InlineText", "InlineBase64"),
+    "executionType": _any_case("Synchronous", "Asynchronous"),
+    "code": {"type": "string", "nullable": True},
+    "pythonCode": {"type": "string", "nullable": True, "description": "The 2024 preview's name for code"},
+    "timeoutInSeconds": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "nullable": True,
+                         "description": "At most 220; larger values are clamped"},
+    "outputStreamsMaxLength": {"type": "integer", "minimum": 0, "nullable": True},
+    "returnJupyterFormatExecutionResult": {"type": "boolean", "nullable": True},
+    "returnJupyterFormat": {"type": "boolean", "nullable": True},
+    "useEmptyKernel": {"type": "boolean", "nullable": True},
 }
-V2_REQUEST = {"type": "object", "required": ["code"], "properties": EXECUTION_FIELDS}
-V1_REQUEST = {"type": "object", "required": ["properties"],
-              "properties": {"properties": {"type": "object", "required": ["code"], "properties": EXECUTION_FIELDS}}}
+_FIELDS = {"type": "object", "properties": EXECUTION_FIELDS,
+           "anyOf": [{"required": ["code"], "properties": {"code": {"type": "string"}}},
+                     {"required": ["pythonCode"], "properties": {"pythonCode": {"type": "string"}}}]}
+# v1 wraps the fields in `properties`, v2 does not; either route takes either form
+EXECUTE_REQUEST = {"anyOf": [{"type": "object", "required": ["properties"], "properties": {"properties": _FIELDS}},
+                            _FIELDS]}
 UPLOAD = {"multipart/form-data": {"schema": {"type": "object", "required": ["file"],
                                              "properties": {"file": {"type": "string", "format": "binary"}}}}}
 
@@ -72,11 +83,11 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/code/execute": {"post": _op("Execute code (v1 shape)", session_params,
                                           {"202": _answer("The execution", {"type": "object"})},
-                                          {"application/json": {"schema": V1_REQUEST}})},
+                                          {"application/json": {"schema": EXECUTE_REQUEST}})},
             "/executions": {"post": _op("Execute code (v2 shape)", session_params,
                                         {"200": _answer("The execution (2025-10-02-preview)", {"type": "object"}),
                                          "202": _answer("The execution", {"type": "object"})},
-                                        {"application/json": {"schema": V2_REQUEST}})},
+                                        {"application/json": {"schema": EXECUTE_REQUEST}})},
             "/executions/{execution_id}": {"get": _op(
                 "An execution's state (v2)",
                 [API_VERSION, IDENTIFIER, _param("execution_id", {"type": "string"}, "path")],
