@@ -299,6 +299,9 @@ class SessionsClient:
                 f"{_cap(doing)} failed: the connection broke after {got} of "
                 f"{total if total is not None else 'an unknown number of'} bytes "
                 f"({_describe(exc)}); {left}. Try again.") from exc
+        except httpx.DecodingError as exc:
+            raise UnexpectedResponse(f"{_cap(doing)} failed: the pool's answer cannot be decoded "
+                                     f"({_describe(exc)}).", status_code=response.status_code) from exc
         finally:
             await response.aclose()
         return written
@@ -464,11 +467,13 @@ class SessionsClient:
         except httpx.TransportError as exc:
             raise ServiceUnavailable(f"{_cap(doing)} failed: the connection broke while the answer was "
                                      f"being read ({_describe(exc)}). Try again.") from exc
+        except httpx.DecodingError as exc:  # e.g. Content-Encoding: gzip on a body that is not
+            raise unparseable(doing, response.status_code, b"", f"its body cannot be decoded ({exc})") from None
         finally:
             await response.aclose()
         try:
             return json.loads(content)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise unparseable(doing, response.status_code, content, "its body is not JSON") from None
 
     @staticmethod
@@ -596,7 +601,7 @@ async def _read_some(response: httpx.Response) -> bytes:
             content += chunk
             if len(content) >= ERROR_BODY_LIMIT:
                 break
-    except httpx.TransportError:
+    except (httpx.TransportError, httpx.DecodingError):
         pass
     finally:
         await response.aclose()

@@ -178,7 +178,7 @@ class Wire(ABC):
             created_at=parse_time(body.get("createdAt")),
             last_accessed_at=parse_time(body.get("lastAccessedAt")),
             expires_at=parse_time(body.get("expireAt", body.get("expiresAt"))),
-            etag=body.get("etag"),
+            etag=_text(body.get("etag")),
         )
 
 
@@ -256,9 +256,9 @@ class V1Wire(Wire):
             raise _unexpected("a file entry has no properties.filename", body)
         return RemoteFile(
             name=_strip_root(props["filename"]),
-            size=props.get("size"),
+            size=_whole(props.get("size")),
             modified=parse_time(props.get("lastModifiedTime")),
-            content_type=props.get("contentType"),
+            content_type=_text(props.get("contentType")),
             is_directory=str(props.get("type", "file")).lower() == "directory",
         )
 
@@ -337,9 +337,9 @@ class V2Wire(Wire):
             raise _unexpected("a file entry has no name", body)
         return RemoteFile(
             name=_strip_root(item["name"]),
-            size=item.get("sizeInBytes"),
+            size=_whole(item.get("sizeInBytes")),
             modified=parse_time(item.get("lastModifiedAt")),
-            content_type=item.get("contentType"),
+            content_type=_text(item.get("contentType")),
             is_directory=str(item.get("type", "file")).lower() == "directory",
         )
 
@@ -371,7 +371,7 @@ def parse_error(body: bytes, headers: Mapping[str, str]) -> tuple[str | None, st
     message = None
     try:
         parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return code, None
     if isinstance(parsed, dict):
         error = parsed.get("error", parsed)
@@ -489,7 +489,7 @@ def _execution(*, execution_id: Any, status: ExecutionStatus, stdout: Any, stder
     stderr = stderr if isinstance(stderr, str) else ""
     execution = Execution(id=str(execution_id) if execution_id is not None else None, status=status,
                           stdout=stdout, stderr=stderr, session_guid=session_guid, raw=raw,
-                          duration_ms=float(duration) if isinstance(duration, (int, float)) else None)
+                          duration_ms=_milliseconds(duration))
     if status.is_terminal:
         image = _image(value)
         if image is not None:
@@ -499,6 +499,24 @@ def _execution(*, execution_id: Any, status: ExecutionStatus, stdout: Any, stder
     if status is ExecutionStatus.FAILED or (status is ExecutionStatus.CANCELED and error):
         execution.error = _error(error, stderr, status)
     return execution
+
+
+def _whole(value: Any) -> int | None:
+    """A whole number from the wire, or None for anything else (a pool's string, list or bool)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _milliseconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
 
 
 def _image(value: Any) -> ImageResult | None:
