@@ -11,7 +11,8 @@ every other client 503. With them:
   idle between requests); a new one past that closes the one that has waited longest.
 
 A connection cut before its request was read gets a `408` in the error envelope; one cut in the
-middle of its body is closed (the route sees the client go and drops the partial upload).
+middle of its body is closed (the route sees the client go and drops the partial upload). A request
+uvicorn cannot parse gets its `400` in the envelope too, not uvicorn's plain text.
 """
 from __future__ import annotations
 
@@ -25,12 +26,16 @@ BODY_TIMEOUT = 30.0  # seconds a request body may go without a byte
 MAX_WAITING = 256  # connections waiting for their client
 SWEEP_INTERVAL = 0.5  # seconds between checks
 
-_TIMEOUT_BODY = json.dumps({"error": {"code": "RequestTimeout",
-                                      "message": "The request was not received in time; the connection is closed."}})
-REQUEST_TIMEOUT = (
-    "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nx-ms-error-code: RequestTimeout\r\n"
-    f"connection: close\r\ncontent-length: {len(_TIMEOUT_BODY)}\r\n\r\n{_TIMEOUT_BODY}"
-).encode()
+
+def closing_answer(status: str, code: str, message: str) -> bytes:
+    """A whole HTTP answer in the contract's error envelope, for a connection about to be closed."""
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\nx-ms-error-code: {code}\r\n"
+            f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n{body}").encode()
+
+
+REQUEST_TIMEOUT = closing_answer("408 Request Timeout", "RequestTimeout",
+                                 "The request was not received in time; the connection is closed.")
 
 
 def guarded_protocol(base: type[asyncio.Protocol] | None = None) -> type[asyncio.Protocol]:
@@ -70,6 +75,15 @@ class ClientDeadlines:
         super().data_received(data)  # type: ignore[misc]
         if self._owed_since is None and self._between_requests():
             self._owed_since = now  # the first bytes of the next request (or of a body nobody reads)
+
+    def send_400_response(self, msg: str) -> None:
+        if self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete:
+            self.transport.close()  # an answer is on its way already: nothing can follow it
+            return
+        self.transport.write(closing_answer("400 Bad Request", "InvalidHttpRequest",
+                                            f"{msg.rstrip('.')}: the request is not valid HTTP/1.1 (its framing, "
+                                            "Content-Length or Transfer-Encoding); the connection is closed."))
+        self.transport.close()
 
     def on_response_complete(self) -> None:
         self._active_at = time.monotonic()
