@@ -157,6 +157,14 @@ handle.update("done")
         assert len(ids) == 1 and datas(outputs, "text/plain") == ["'starting'", "'done'"]
 
 
+def test_a_cell_run_by_a_cell_keeps_its_displays_in_the_outer_cell(pool):
+    code = ("from IPython.display import display, Markdown\ndisplay(Markdown('outer 1'))\n"
+            "get_ipython().run_cell(\"display(Markdown('inner'))\")\ndisplay(Markdown('outer 2'))")
+    with kernel(pool_env(pool, str(uuid.uuid4()))) as (km, kc):
+        _, outputs = run(kc, code)
+        assert datas(outputs, "text/markdown") == ["outer 1", "inner", "outer 2"]
+
+
 def test_failed_cell_shows_its_displays_then_the_error(pool):
     code = "from IPython.display import display, Markdown\nprint('before')\ndisplay(Markdown('shown'))\n1 / 0"
     with kernel(pool_env(pool, str(uuid.uuid4()))) as (km, kc):

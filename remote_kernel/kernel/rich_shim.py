@@ -67,6 +67,7 @@ class RichShim:
         self.cell = 0  # the number of the running cell (executions counted since install)
         self.count = 0  # outputs of the running cell
         self.late = False  # the cell's own code has ended: what follows is end-of-cell output
+        self.depth = 1  # cells running (a cell may run another); the install itself runs as a cell
         self.saved: list[tuple[object, str, object]] = []
 
     # --- hooks in and out -------------------------------------------------------------------
@@ -120,6 +121,9 @@ class RichShim:
     # --- the cell -------------------------------------------------------------------------------
 
     def pre_execute(self) -> None:
+        self.depth += 1
+        if self.depth > 1:
+            return  # a cell run by a cell (get_ipython().run_cell): its outputs are the outer cell's
         self.cell += 1
         self.count = 0
         self.late = False
@@ -131,12 +135,13 @@ class RichShim:
             pass
 
     def code_ended(self) -> None:
-        self.late = True
+        self.late = self.late or self.depth <= 1
 
     def open_figures(self) -> None:
         """Every matplotlib figure still open when the cell ends is shown, then closed."""
+        self.depth = max(0, self.depth - 1)
         pyplot = sys.modules.get("matplotlib.pyplot")
-        if pyplot is None:
+        if pyplot is None or self.depth > 0:
             return
         try:
             for number in pyplot.get_fignums():
@@ -178,9 +183,13 @@ class RichShim:
         index = self.count
         item["late"] = self.late
         line = json.dumps(item, ensure_ascii=False)
-        os.makedirs(self.folder, exist_ok=True)
-        with open(os.path.join(self.folder, f"{self.nonce}-{self.cell}.jsonl"), "a", encoding="utf-8") as out:
-            out.write(line + "\n")
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            with open(os.path.join(self.folder, f"{self.nonce}-{self.cell}.jsonl"), "a", encoding="utf-8") as out:
+                out.write(line + "\n")
+        except OSError as exc:  # no room in the session's files: show what plain output would
+            sys.stdout.write(f"{item.get('data', {}).get('text/plain', '')}\n[rich output not saved: {exc}]\n")
+            return
         self.count += 1
         self.mark(str(index))
 
