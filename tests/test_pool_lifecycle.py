@@ -152,6 +152,29 @@ def test_bubblewrap_sandbox_refuses_to_start_without_it():
     assert "bubblewrap" in result.stderr and "apt-get install bubblewrap" in result.stderr
 
 
+def test_an_interpreter_without_ipython_is_refused_with_what_to_install(tmp_path):
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=60)
+    bare = tmp_path / "bare" / "bin" / "python"
+    result = subprocess.run([sys.executable, "-m", "remote_kernel", "pool", "--port", "0", "--python", str(bare)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "cannot run Python sessions: IPython is not installed in it" in result.stderr
+    assert "install ipython" in result.stderr
+
+
+def test_sessions_run_the_virtual_environment_given_with_python(tmp_path):
+    venv = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+                   check=True, timeout=60)
+    pool = start_pool("--python", str(venv / "bin" / "python"), "--ready-sessions", "0")
+    try:
+        answer = execute(pool, str(uuid.uuid4()), "import sys; sys.prefix").json()
+        assert answer["status"] == "Succeeded", answer
+        assert answer["result"]["executionResult"] == str(venv)
+    finally:
+        pool.stop()
+
+
 def test_a_client_that_disconnects_interrupts_its_execution(pool):
     identifier = str(uuid.uuid4())
     execute(pool, identifier, "import time\nstate = 'kept'")

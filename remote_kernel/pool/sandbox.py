@@ -7,6 +7,8 @@ lets us write cgroups, a memory and a process-count limit. Rlimits are the backs
 """
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -50,19 +52,16 @@ class Runtime:
     @staticmethod
     def python(interpreter: str | None) -> "Runtime":
         """Python sessions: an IPython worker run by `interpreter` (default: this one)."""
-        exe = os.path.realpath(interpreter or sys.executable)
+        # not resolved: a virtual environment's python is a link whose own path makes it that environment
+        exe = os.path.abspath((shutil.which(interpreter) or interpreter) if interpreter else sys.executable)
         if not os.access(exe, os.X_OK):
             raise SandboxUnavailable(f"--python {interpreter}: no such interpreter; give the path of a python3")
-        probe = subprocess.run(
-            [exe, "-c", "import sys, IPython; print(sys.prefix); print(sys.base_prefix); print(sys.exec_prefix)"],
-            capture_output=True, text=True, env={"PATH": PATH},
-        )
-        if probe.returncode != 0:
+        prefixes, ipython = python_layout(exe)
+        if ipython is None or not any(Path(ipython).is_relative_to(p) for p in prefixes):
             raise SandboxUnavailable(
-                f"{exe} cannot run Python sessions: IPython is not importable there ({probe.stderr.strip()[-200:]}); "
-                "install ipython (and numpy, pandas, matplotlib) into that interpreter"
-            )
-        prefixes = {os.path.realpath(p) for p in probe.stdout.split()}
+                f"{exe} cannot run Python sessions: IPython is not installed in it"
+                + (f" (only at {ipython}, outside {', '.join(sorted(prefixes))})" if ipython else "")
+                + "; install ipython (and numpy, pandas, matplotlib) into that interpreter")
         worker = WORKERS / "python_worker.py"
         return Runtime("python", (exe, "-I", "-X", "frozen_modules=on"),
                        tuple(sorted(prefixes)), worker, address_space=True)
@@ -81,6 +80,29 @@ class Runtime:
         worker = WORKERS / "node_worker.js"
         binds = tuple(sorted({str(Path(exe).parent.parent)} - {"/usr", "/"}))
         return Runtime("node", (exe,), binds, worker, address_space=False)
+
+
+#: run by another interpreter: its install prefixes, and where its IPython package is (null: nowhere)
+LAYOUT_PROBE = ("import importlib.util, json, sys; spec = importlib.util.find_spec('IPython'); "
+                "print(json.dumps([[sys.prefix, sys.base_prefix, sys.exec_prefix], spec and spec.origin]))")
+
+
+def python_layout(exe: str) -> tuple[set[str], str | None]:
+    """The install prefixes of interpreter `exe` (what a sandbox must show) and where IPython is in it.
+
+    Only looked up, not imported (importing IPython to check costs half a second of start-up);
+    the pool's own interpreter is read in-process, another one with `-I` as the worker runs it.
+    """
+    if exe == os.path.abspath(sys.executable):
+        spec = importlib.util.find_spec("IPython")
+        prefixes, origin = [sys.prefix, sys.base_prefix, sys.exec_prefix], spec and spec.origin
+    else:
+        probe = subprocess.run([exe, "-I", "-c", LAYOUT_PROBE], capture_output=True, text=True, env={"PATH": PATH})
+        if probe.returncode != 0:
+            raise SandboxUnavailable(f"{exe} cannot run Python sessions: it failed to start "
+                                     f"({probe.stderr.strip()[-200:]}); give the path of a python3 with --python")
+        prefixes, origin = json.loads(probe.stdout)
+    return {os.path.realpath(p) for p in prefixes}, origin and os.path.realpath(origin)
 
 
 class Cgroups:
@@ -244,15 +266,15 @@ class Sandbox:
         argv += system_mounts()
         for path in self._etc_files():
             argv += ["--ro-bind", path, path]
-        for path in self.runtime.binds:
-            if not path.startswith("/usr/"):
-                argv += ["--ro-bind", path, path]
         worker = f"/opt/remote_kernel/{self.runtime.worker_file.name}"
         argv += ["--ro-bind", str(self.runtime.worker_file), worker,
                  "--proc", "/proc", "--dev", "/dev",
                  "--size", str(self.limits.disk), "--tmpfs", "/tmp",
-                 "--size", str(self.limits.disk), "--tmpfs", "/mnt/data",
-                 "--remount-ro", "/", "--chdir", "/mnt/data", "--clearenv"]
+                 "--size", str(self.limits.disk), "--tmpfs", "/mnt/data"]
+        for path in self.runtime.binds:  # after /tmp: an interpreter may live in a folder under it
+            if path != "/usr" and not path.startswith("/usr/"):  # /usr is mounted already
+                argv += ["--ro-bind", path, path]
+        argv += ["--remount-ro", "/", "--chdir", "/mnt/data", "--clearenv"]
         for key, value in self.environment("/tmp").items():
             argv += ["--setenv", key, value]
         return argv + ["--", *self.runtime.argv, worker]
