@@ -1,4 +1,8 @@
-"""`python -m remote_kernel.kernel [--language python] -f {connection_file}`: what a kernelspec runs."""
+"""`python -m remote_kernel.kernel [--language python] -f {connection_file}`: what a kernelspec runs.
+
+The configuration is read, and an embedded pool (when there is no endpoint) started, before
+ipykernel is imported: the pool's start-up then overlaps the kernel's, instead of following it.
+"""
 from __future__ import annotations
 
 import sys
@@ -7,22 +11,38 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     """Launch the kernel for the language named by `--language` (default python)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    language = "python"
+    key = "python"
     for index, arg in enumerate(args):
         if arg == "--language" and index + 1 < len(args):
-            language = args[index + 1]
+            key = args[index + 1]
             del args[index:index + 2]
             break
         if arg.startswith("--language="):
-            language = arg.split("=", 1)[1]
+            key = arg.split("=", 1)[1]
             del args[index]
             break
+
+    from remote_kernel.kernel.config import KernelConfig
+    from remote_kernel.kernel.embedded import EmbeddedPool
+    from remote_kernel.kernel.languages import language
+
+    spec = language(key)
+    settings = KernelConfig.from_env()
+    embedded = None
+    if settings.embedded and not settings.problems:
+        embedded = EmbeddedPool(spec.container_type)
+        embedded.start()
 
     from ipykernel.kernelapp import IPKernelApp
 
     from remote_kernel.kernel.kernel import RemoteKernel
 
-    IPKernelApp.launch_instance(argv=args, kernel_class=RemoteKernel.for_language(language))
+    kernel_class = RemoteKernel.for_language(key, settings=settings, embedded=embedded)
+    try:
+        IPKernelApp.launch_instance(argv=args, kernel_class=kernel_class)
+    finally:
+        if embedded is not None:
+            embedded.stop(1.0)  # when the kernel never took it (the app failed to start)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,19 @@ class EmbeddedPool:
                 self._ready.set()
         self._ready.set()  # end of output: the pool exited (wait_ready reports it)
 
+    def exit_code(self, wait: float = 0) -> int | None:
+        """The pool's exit code once it has exited (waiting up to `wait` seconds), else None.
+
+        A pool killed outright closes its sockets a moment before it can be reaped: a client that
+        just saw its connection refused waits that moment rather than mistake it for a live pool.
+        """
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(wait) if wait > 0 else self.process.poll()
+        except subprocess.TimeoutExpired:
+            return None
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             text = self._log_path.read_text(errors="replace") if self._log_path else ""

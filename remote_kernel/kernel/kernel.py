@@ -27,7 +27,7 @@ from remote_kernel.kernel.continuity import SessionContinuity
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
 from remote_kernel.kernel.languages import HELPER_MARK, PYTHON, Language
 from remote_kernel.kernel.magics import MAGICS, MagicError, MagicRunner, split_cell
-from remote_kernel.sessions.models import ConfigurationError, SessionNotFound, SessionsError
+from remote_kernel.sessions.models import ConfigurationError, ServiceUnavailable, SessionNotFound, SessionsError
 
 #: Markers of the code VS Code runs behind the user's back (kernel set-up, variable viewer, completions).
 VSCODE_MARKERS = ("__vsc_", "_VSCODE_", "__VSCODE_", "__jupyter_exec_background__", "%config Completer.",
@@ -51,21 +51,33 @@ class RemoteKernel(Kernel):
     language_info = PYTHON.language_info
     banner = PYTHON.banner
 
+    #: what `__main__` prepared before ipykernel was imported: the configuration it read, and the
+    #: embedded pool it started (None: read the configuration here, start a pool if it needs one)
+    startup: tuple[KernelConfig, EmbeddedPool | None] | None = None
+
     @classmethod
-    def for_language(cls, key: str) -> type[RemoteKernel]:
-        """The kernel class for a language of the table in `languages.py`."""
+    def for_language(cls, key: str, *, settings: KernelConfig | None = None,
+                     embedded: EmbeddedPool | None = None) -> type[RemoteKernel]:
+        """The kernel class for a language of the table in `languages.py`, with what `__main__` prepared."""
         from remote_kernel.kernel.languages import language
 
         spec = language(key)
-        if spec is cls.language_spec:
+        startup = None if settings is None else (settings, embedded)
+        if spec is cls.language_spec and startup is None:
             return cls
         return type(f"Remote{key.title()}Kernel", (cls,),
-                    {"language_spec": spec, "language_info": spec.language_info, "banner": spec.banner})
+                    {"language_spec": spec, "language_info": spec.language_info, "banner": spec.banner,
+                     "startup": startup})
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # ipykernel sleeps 0.5 ms before each execute_reply so that what a cell printed to the kernel's
+        # own sys.stdout is flushed first; cells here never print there (their output is published as
+        # messages before the reply is sent), so the sleep would only add to every cell's round trip
+        self._execute_sleep = 0.0
         self._quiet_library_logs()
-        self.settings = KernelConfig.from_env()
+        settings, embedded = self.startup or (KernelConfig.from_env(), None)
+        self.settings = settings
         self.identifier = self.settings.identifier
         self._count = 1  # the number the next stored cell gets, as IPython counts
         self._client: Any = None
@@ -80,10 +92,11 @@ class RemoteKernel(Kernel):
         self._control_idle.set()
         self._publish_silently = False
         self.magics = MagicRunner(self)
-        self.embedded: EmbeddedPool | None = None
-        if self.settings.embedded and not self.settings.problems:
+        self.embedded: EmbeddedPool | None = embedded
+        if self.embedded is None and self.settings.embedded and not self.settings.problems:
             self.embedded = EmbeddedPool(self.language_spec.container_type)
             self.embedded.start()
+        if self.embedded is not None:
             self._token, self._auth_mode = self.embedded.token, "token"
         atexit.register(self._cleanup_sync)
         if threading.current_thread() is threading.main_thread():
@@ -95,6 +108,8 @@ class RemoteKernel(Kernel):
             logger = logging.getLogger(name)
             logger.handlers = list(self.log.handlers) or [logging.NullHandler()]
             logger.propagate = False
+        if self.log.getEffectiveLevel() > logging.DEBUG:  # httpx logs every request at INFO: unread records
+            logging.getLogger("httpx").setLevel(logging.WARNING)
 
     # --- protocol ------------------------------------------------------------------------
 
@@ -169,7 +184,9 @@ class RemoteKernel(Kernel):
             self._session_lost()
             return self._fail(outputs.transport_error(exc))
         except (SessionsError, EmbeddedPoolError) as exc:
-            return self._fail(outputs.transport_error(self._embedded_pool_stopped() or exc))
+            # a connection the embedded pool refused may mean that it just died
+            grace = 1.0 if isinstance(exc, ServiceUnavailable) else 0
+            return self._fail(outputs.transport_error(await self._embedded_pool_stopped(grace) or exc))
         if notice:
             self.rich.forget()  # the cell ran in a new session, without the shim
             self.publish(*outputs.stream("stderr", notice))
@@ -348,7 +365,7 @@ class RemoteKernel(Kernel):
         if self.settings.problems:
             raise ConfigurationError("The kernel's configuration cannot work:\n- " + "\n- ".join(
                 self.settings.problems) + "\nFix the environment of the kernel (or its kernelspec) and restart it.")
-        stopped = self._embedded_pool_stopped()
+        stopped = await self._embedded_pool_stopped()
         if stopped is not None:
             raise stopped
         if self._client is None:
@@ -357,12 +374,14 @@ class RemoteKernel(Kernel):
             self._client = self._new_client()
         return self._client
 
-    def _embedded_pool_stopped(self) -> EmbeddedPoolError | None:
+    async def _embedded_pool_stopped(self, grace: float = 0) -> EmbeddedPoolError | None:
         """When the embedded pool died under us: start a new one, and say that the state is gone."""
         pool = self.embedded
-        if pool is None or pool.process is None or pool.process.poll() is None:
+        if pool is None:
             return None
-        code = pool.process.returncode
+        code = await asyncio.to_thread(pool.exit_code, grace) if grace else pool.exit_code()
+        if code is None:
+            return None
         pool.stop()
         self.embedded = EmbeddedPool(self.language_spec.container_type)
         self.embedded.start()

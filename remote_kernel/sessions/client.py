@@ -13,13 +13,14 @@ import logging
 import os
 import random
 import secrets
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, AsyncIterator, BinaryIO, Callable
 from urllib.parse import urlsplit
 
-import httpx
+from remote_kernel.sessions.transport import httpx
 
 from remote_kernel import __version__
 from remote_kernel.sessions.auth import NoAuth, TokenProvider
@@ -102,6 +103,7 @@ class SessionsClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._base = self.endpoint.rstrip("/") + "/"
+        loopback = _is_loopback(self.endpoint)
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(self.request_timeout, connect=15.0),
@@ -110,7 +112,11 @@ class SessionsClient:
             limits=httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=4.0),
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
-            trust_env=not _is_loopback(self.endpoint),  # proxies and CA settings, but not for loopback
+            trust_env=not loopback,  # proxies and CA settings, but not for loopback
+            # plain HTTP on loopback (a local pool) needs no CA bundle, whose loading costs ~0.1 s of a
+            # kernel's first cell; a context without one cannot verify, so would refuse any TLS peer
+            verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if loopback and urlsplit(self.endpoint).scheme == "http"
+            else True,
         )
 
     @property
