@@ -326,6 +326,29 @@ def test_a_multipart_boundary_too_long_for_the_parser_is_400(http):
     assert_envelope(response, 400, "InvalidMultipartBody")
 
 
+def test_an_upload_of_more_than_100_files_is_400_and_commits_none(http):
+    identifier = new_id()
+    too_many = [("file", (f"f{i}.txt", b"x")) for i in range(101)]
+    assert_envelope(http.post("/files", params=q(identifier), files=too_many), 400, "TooManyFiles")
+    assert http.get("/files", params=q(identifier)).json()["value"] == []
+    assert hidden_files(http, identifier) == []
+    just_enough = http.post("/files", params=q(identifier), files=too_many[:100])
+    assert just_enough.status_code == 200
+    assert len(http.get("/files", params=q(identifier)).json()["value"]) == 100
+
+
+def test_a_client_that_closes_mid_json_body_starts_nothing_and_logs_no_traceback(http, hostile_pool):
+    identifier = new_id()
+    body = json.dumps({"code": "x = 'never ran'", "timeoutInSeconds": 10}).encode()
+    head = (f"POST /executions?api-version={V2}&identifier={identifier} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {hostile_pool.token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body) + 100}\r\n\r\n").encode()
+    raw_exchange(hostile_pool.endpoint, head + body, half_close=True, wait=2)  # uvicorn takes it as gone
+    assert "Traceback" not in hostile_pool.log()
+    answer = http.get("/session", params=q(identifier, "2025-02-02-preview"))
+    assert_envelope(answer, 404, "SessionWithIdentifierNotFound")
+
+
 # slow clients ------------------------------------------------------------------------------------
 
 def start_pool_with(constants: dict[str, float], *extra: str) -> LocalPool:

@@ -87,9 +87,12 @@ def test_embedded_pool_stops_with_the_kernel_even_on_sigkill():
         assert reply["status"] == "ok"
         pool = _embedded_pool_of(km)
         assert "--parent-pid" in pool.cmdline() and not any("REMOTE_KERNEL_TOKEN" in a for a in pool.cmdline())
+        sessions = pool.children(recursive=True)
+        assert sessions, "the pool runs the kernel's session (and a ready one)"
         os.kill(km.provisioner.process.pid, signal.SIGKILL)
-        wait_for(lambda: not pool.is_running() or pool.status() == psutil.STATUS_ZOMBIE, timeout=30,
-                 what="the embedded pool to stop after its kernel was killed")
+        gone = lambda p: not p.is_running() or p.status() == psutil.STATUS_ZOMBIE  # noqa: E731
+        wait_for(lambda: gone(pool) and all(gone(s) for s in sessions), timeout=5,
+                 what="the embedded pool and its sessions to stop after its kernel was killed")
 
 
 def test_embedded_pool_stops_on_shutdown():

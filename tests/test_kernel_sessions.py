@@ -8,6 +8,8 @@ import uuid
 import pytest
 from jupyter_client.manager import start_new_kernel
 
+from remote_kernel.sessions import RetryPolicy
+
 from kernel_support import (KERNEL_NAME, ROOT, collect, errors_of, install_kernelspec, kernel, listed_sessions,
                             pool_delete_session, pool_env, pool_get, result_of, run, text_of, wait_for)
 
@@ -111,7 +113,10 @@ def test_unreachable_endpoint_gives_a_clear_error_and_the_kernel_stays_alive():
     from kernel_support import embedded_env
 
     with kernel({**embedded_env(), **env}) as (km, kc):
+        started = time.monotonic()
         reply, outputs = run(kc, "1 + 1", timeout=120)
+        # retried with backoff, then given up within the client's bound (RetryPolicy.total)
+        assert time.monotonic() - started < RetryPolicy.total + 5
         assert reply["status"] == "error" and reply["ename"] == "ServiceUnavailable"
         error, = errors_of(outputs)
         assert f"127.0.0.1:{port}" in error["evalue"] and "POOL_MANAGEMENT_ENDPOINT" in error["evalue"]
