@@ -70,7 +70,7 @@ def start_pool(*extra: str, token: str | None = None, port: int = 0, data_root: 
     token = token or secrets.token_urlsafe(24)
     data_root = data_root or Path(tempfile.mkdtemp(prefix="rk-pool-"))
     log_path = Path(tempfile.mkstemp(prefix="rk-pool-", suffix=".log")[1])
-    args = [sys.executable, "-m", "remote_kernel", "pool", "--port", str(port), "--token", token,
+    args = [sys.executable, "-m", "remote_kernel", "pool", "--port", str(port), f"--token={token}",
             "--data-root", str(data_root), *extra]
     child_env = {**os.environ, **(env or {})}
     child_env.pop("REMOTE_KERNEL_TOKEN", None)

@@ -358,7 +358,7 @@ def start_pool_with(constants: dict[str, float], *extra: str) -> LocalPool:
     log_path = Path(tempfile.mkstemp(prefix="rk-pool-", suffix=".log")[1])
     setup = "; ".join(f"c.{name} = {value!r}" for name, value in constants.items())
     code = f"import sys, remote_kernel.pool.connections as c; {setup}; from remote_kernel.cli import main; sys.exit(main())"
-    args = [sys.executable, "-c", code, "pool", "--port", "0", "--token", token, "--data-root", str(data_root), *extra]
+    args = [sys.executable, "-c", code, "pool", "--port", "0", f"--token={token}", "--data-root", str(data_root), *extra]
     env = {k: v for k, v in os.environ.items() if k != "REMOTE_KERNEL_TOKEN"}
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(log_path, "wb"), env=env, cwd=ROOT)
     assert process.stdout is not None
