@@ -72,40 +72,51 @@ def notes(r: dict[str, Any]) -> str:
     t20 = dig(r, "pool", "throughput", "20") or {}
     c20 = dig(r, "pool", "throughput_sessions_client", "20") or {}
     m = dig(r, "pool", "memory") or {}
+    rt = dig(r, "kernel", "round_trip") or {}
+    cpu20 = t20.get("cpu_ms_per_execution", {}).get("pool_and_workers")
+    cap20 = 2000 / cpu20 if cpu20 else None  # executions per second that two cores' worth of CPU allows
+    rt_floor = None
+    if rt.get(LOCAL_KERNEL) and w.get("client_p50_ms") and w.get("health_p50_ms"):
+        client_share = w["client_p50_ms"] - w["health_p50_ms"] - w.get("worker_p50_ms", 0)
+        rt_floor = (rt[REMOTE_KERNEL]["p50_ms"] - client_share) / rt[LOCAL_KERNEL]["p50_ms"]
     return "\n".join([
         "## What bounds the figures, and what would lift them",
         "",
         "Measured while profiling on this 2-core machine (CPU seconds per process from `/proc/<pid>/stat`, "
-        "py-spy and cProfile); other engineers' test runs shared the machine, so single figures are noisy and "
-        "the interleaved ratios are the ones to trust.",
+        "py-spy and cProfile); single figures move with whatever else the machine runs, so the interleaved "
+        "ratios are the ones to trust.",
         "",
-        "**Cell round trip.** Both kernels pay the same ipykernel plumbing (shell-channel thread, IOPub thread, "
-        "message signing): about 5.5 ms of kernel CPU per cell for ipykernel *including* IPython's own run. "
-        "remote-python replaces the in-process run (~0.3–0.5 ms) with one HTTP request: the httpx client costs "
-        f"1.2–1.6 ms of CPU per request (warm `1+1`: sync httpx {fmt(w.get('sync_p50_ms'), '{:.2f}')} ms, the "
-        f"kernel's async SessionsClient {fmt(w.get('client_p50_ms'), '{:.2f}')} ms, against `/health` at "
-        f"{fmt(w.get('health_p50_ms'), '{:.2f}')} ms and the worker's own {fmt(w.get('worker_p50_ms'), '{:.2f}')} ms), "
-        "the pool 0.55 ms, the worker 0.3–0.45 ms, all on the two cores that also run the front end. A raw "
-        "keep-alive HTTP/1.1 client measured 0.07 ms of CPU and a 1.37 ms round trip on the same pool (httpcore "
-        "alone: 0.95 ms CPU). *Lift*: a leaner transport for the client (httpcore directly, or a small HTTP/1.1 "
-        "connection for loopback pools) and building each request's URL once instead of parsing it per call "
-        "(`sessions/client.py`). The async/sync gap the lead saw (7 vs 3 ms) is not there once the pool answers "
-        "with TCP_NODELAY: what remains is httpx's pure-Python request path (URL parsing, h11, header "
-        "validation, anyio), ~0.3 ms more in the async client than the sync one.",
+        "**Cell round trip.** Both kernels pay the same ipykernel plumbing (shell channel, IOPub thread, "
+        "message signing), which is most of either figure. remote-python replaces IPython's in-process run with "
+        f"one HTTP request: warm `1+1` through the kernel's SessionsClient takes {fmt(w.get('client_p50_ms'), '{:.2f}')} "
+        f"ms (sync httpx {fmt(w.get('sync_p50_ms'), '{:.2f}')} ms), of which the pool's bare `/health` round trip is "
+        f"{fmt(w.get('health_p50_ms'), '{:.2f}')} ms and the worker's own run {fmt(w.get('worker_p50_ms'), '{:.2f}')} ms. "
+        "Those two are a floor that no client can remove: the cell crosses two more processes (kernel → pool → "
+        "worker and back), each hop a wake-up on the two cores that also run the front end. With the client's "
+        f"share beyond a bare `/health` request taken away, the ratio would still be {fmt(rt_floor, '{:.2f}')}. Fixed here: ipykernel's 0.5 ms "
+        "sleep before each reply (meant for a kernel that prints to its own sys.stdout; this one publishes "
+        "messages) is off, and httpx no longer makes a log record per request (1.57 → 1.26 with the start-up "
+        "fixes below, on a quieter machine). *Lift*: a lean HTTP/1.1 transport for loopback pools (the load "
+        f"generator's costs {fmt(t20.get('cpu_ms_per_execution', {}).get('client'), '{:.2f}')} ms of CPU per execution, "
+        f"httpx {fmt(c20.get('cpu_ms_per_execution', {}).get('client'), '{:.2f}')} ms) would close about half of the "
+        "remaining gap; reaching 1.0 needs the session in the pool's process, which its sandbox rules out.",
         "",
-        "**Kernel start to first result.** ipykernel needs ~0.53 s to import and one in-process IPython. "
-        "remote-python imports as much (0.56 s), and only then starts its embedded pool (in "
-        "`RemoteKernel.__init__`), whose start is sequential: its own imports (0.19 s), a probe that imports "
-        "IPython in a subprocess to check the interpreter (0.39 s, `sandbox.Runtime.python`), then a sandboxed "
-        "worker (0.25–0.37 s). Fixed here: a first request no longer starts a second worker beside the ready one "
-        "that is already starting (0.37 → 0.25 s from the endpoint to the first result). *Lift*: start the pool "
-        "from the first line of `kernel/__main__.py`, before ipykernel is imported (overlaps ~0.5 s); probe with "
-        "`importlib.util.find_spec` instead of importing IPython (saves ~0.35 s).",
+        "**Kernel start to first result.** Fixed here, from 1.46 vs 0.87 s (1.67) in a quiet run: the embedded "
+        "pool starts from `kernel/__main__.py` before ipykernel is imported, so its start overlaps the kernel's "
+        "instead of following it; the pool checks its interpreter with an `importlib.util.find_spec` look-up "
+        "instead of importing IPython in a subprocess (0.5 s); a client of a loopback http pool loads no CA "
+        "bundle (0.08 s of the first cell); httpx and httpcore import without click, rich and trio, which they "
+        "pick up when installed (0.1 s). The pool now prints its endpoint ~0.2 s after it starts and its ready "
+        "worker is up ~0.25 s later, before the kernel answers `kernel_info`. What remains: ipykernel's own "
+        "start (its app is built on IPython's application classes, so remote-python imports IPython too), "
+        "~0.1 s of this package's modules, and on the first cell the rich-output shim (one silent execution, "
+        "~30 ms in a fresh worker).",
         "",
         "**20 concurrent sessions.** The pool and its workers need "
         f"{fmt(t20.get('cpu_ms_per_execution', {}).get('pool_and_workers'), '{:.2f}')} ms of CPU per execution "
         "(uvicorn with uvloop + httptools: 0.55 ms in the pool process, against 0.76 ms with asyncio + h11; the "
-        "worker ~0.45 ms): two cores cap that near 700 executions/s with a free client. The load generator here "
+        f"worker ~0.45 ms): two cores cap that near {fmt(cap20, '{:.0f}')} executions/s with a free client (this run: "
+        f"{fmt(t20.get('executions_per_s'), '{:.0f}')}/s). The load generator here "
         f"is a lean HTTP/1.1 client ({fmt(t20.get('cpu_ms_per_execution', {}).get('client'), '{:.2f}')} ms CPU per "
         "execution); through the kernel's own SessionsClient, all 20 in one process, the client takes "
         f"{fmt(c20.get('cpu_ms_per_execution', {}).get('client'), '{:.2f}')} ms per execution from the same cores and "
@@ -128,9 +139,10 @@ def notes(r: dict[str, Any]) -> str:
         "`?` help and assertions in user code.",
         "",
         "**Files.** The transfer streams in 1 MiB chunks on both sides (memory stays flat); throughput is CPU "
-        "bound on the two cores: the multipart parser in the pool on upload and httpx's chunk handling in the "
-        "client on download (CPU seconds per direction are in the table above). *Lift*: larger read sizes in "
-        "the client's download loop and the pool's multipart reader.",
+        "bound on the two cores: the multipart parser in the pool on upload and, on download, the client's "
+        "network reads: httpcore reads at most 64 KiB at a time, so a GiB is 16,384 reads, each through h11 and "
+        "anyio (CPU seconds per direction are in the table above). *Lift*: larger reads in the client (httpcore's "
+        "read size is a class constant, not a setting) or a lean transport for loopback pools.",
         "",
         "**Quickstart notebook.** The start-up gap above, plus one HTTP request per cell and per file magic "
         "(`%files`, `%download`, `%upload` each cross the pool; the local version copies files in-process).",
