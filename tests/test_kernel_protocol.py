@@ -26,6 +26,7 @@ class RemotePythonKernelTests(jupyter_kernel_test.KernelTests):
         {"code": "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()", "mime": "image/png"},
     ]
     code_page_something = "%upload?"
+    code_clear_output = "from IPython.display import clear_output; clear_output()"  # through the rich shim
     completion_samples = [
         {"text": "zi", "matches": {"zip"}},
         {"text": "collections.Ordered", "matches": {"collections.OrderedDict"}},
