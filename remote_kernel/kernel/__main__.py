@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         IPKernelApp.launch_instance(argv=args, kernel_class=kernel_class)
     finally:
         if embedded is not None:
-            embedded.stop(1.0)  # when the kernel never took it (the app failed to start)
+            embedded.stop(1.0)  # a no-op after the kernel's own shutdown; the clean-up if the app failed to start
 
 
 if __name__ == "__main__":
