@@ -4,17 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from remote_kernel.sizes import parse_size
+
 
 def _size(text: str) -> int:
     """A byte count such as 128M, 1G or 4096."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    text = text.strip().lower().removesuffix("b").removesuffix("i")
     try:
-        if text and text[-1] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size: use a number of bytes or 128M, 1G") from None
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -64,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="processes and threads each session may run (default: 128)")
     pool.add_argument("--disk", type=_size, default=1 << 30,
                       help="bytes a session may write to /mnt/data or /tmp, e.g. 1G (default: 1G)")
+    pool.add_argument("--max-execution-time", type=float, default=220,
+                      help="seconds one execution may run; a larger timeoutInSeconds is clamped to it "
+                           "(default: 220, the hosted service's cap)")
     pool.add_argument("--parent-pid", type=int, default=None,
                       help="stop when this process is gone (used by the kernel's embedded pool)")
     pool.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])

@@ -31,8 +31,9 @@ class EmbeddedPool:
     """A local session pool, run as a child process of the kernel."""
 
     def __init__(self, container_type: str = "PythonLTS", *, ready_sessions: int = 1,
-                 cooldown: float = 3600, python: str | None = None) -> None:
+                 cooldown: float = 3600, python: str | None = None, options: list[str] | tuple[str, ...] = ()) -> None:
         self.container_type = container_type
+        self.options = list(options)  # more `remote-kernel pool` options: the kernel's settings for its sessions
         self.ready_sessions = ready_sessions
         # the pool lives only as long as its kernel: idle expiry would only lose the user's state
         self.cooldown = cooldown
@@ -48,7 +49,7 @@ class EmbeddedPool:
     def argv(self) -> list[str]:
         return [self.python, "-m", "remote_kernel", "pool", "--port", "0", "--host", "127.0.0.1",
                 "--ready-sessions", str(self.ready_sessions), "--cooldown", f"{self.cooldown:g}",
-                "--container-type", self.container_type, "--parent-pid", str(os.getpid())]
+                "--container-type", self.container_type, "--parent-pid", str(os.getpid()), *self.options]
 
     def start(self) -> None:
         """Start the child and return at once; a thread reads its endpoint when it is listening."""

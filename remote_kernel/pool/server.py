@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_sessions < 1:
         print("remote-kernel pool: --max-sessions must be at least 1", file=sys.stderr)
         return 2
+    if not args.max_execution_time >= 1:
+        print("remote-kernel pool: --max-execution-time must be at least 1 (seconds)", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(serve(args, sandbox))
     except OSError as error:
@@ -62,7 +65,8 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
 
     pool = Pool(sandbox, sessions_root, max_sessions=args.max_sessions, cooldown=args.cooldown,
                 ready_sessions=args.ready_sessions)
-    app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log)
+    app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log,
+                    max_execution_time=args.max_execution_time)
     listener = listen(args.host, args.port)
     host, port = listener.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
