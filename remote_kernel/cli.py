@@ -1,4 +1,4 @@
-"""`remote-kernel`: run a local session pool, or install the kernelspecs."""
+"""`remote-kernel`: run a local session pool, run a notebook, or install the kernelspecs."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop when this process is gone (used by the kernel's embedded pool)")
     pool.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
+    run = commands.add_parser(
+        "run", help="execute a notebook on a remote kernel and print its cells' outputs",
+        description="Execute a notebook (as Run All would), print each code cell with its outputs, and write the "
+                    "executed notebook next to it (or to --output).")
+    run.add_argument("notebook", help="the .ipynb file to execute")
+    run.add_argument("--output", default=None, help="where to write the executed notebook "
+                                                    "(default: NAME.executed.ipynb beside the notebook)")
+    run.add_argument("--kernel", default="remote-python", help="kernel name (default: remote-python)")
+    run.add_argument("--timeout", type=float, default=600, help="seconds one cell may take (default: 600)")
+
     install = commands.add_parser("install", help="install a kernelspec for Jupyter")
     where = install.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="install for the current user")
@@ -89,6 +99,17 @@ def main(argv: list[str] | None = None) -> int:
         from remote_kernel.pool.server import run
 
         return run(args)
+    if args.command == "run":
+        from pathlib import Path
+
+        from remote_kernel.run import run as run_notebook
+
+        notebook = Path(args.notebook)
+        if not notebook.is_file():
+            print(f"remote-kernel run: no notebook at {notebook}", file=sys.stderr)
+            return 2
+        return run_notebook(notebook, output=Path(args.output) if args.output else None, kernel_name=args.kernel,
+                            timeout=args.timeout)
     from remote_kernel.kernelspec import install
 
     path = install(

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import nbformat
 import psutil
@@ -114,3 +116,46 @@ def test_a_dead_embedded_pool_is_replaced_and_the_loss_is_said():
         assert reply["ename"] == "EmbeddedPoolError" and "state is lost" in reply["evalue"]
         reply, outputs = run(kc, "'x' in dir()", timeout=120)
         assert reply["status"] == "ok" and outputs[-1]["content"]["data"]["text/plain"] == "False"
+
+
+def test_remote_kernel_run_prints_each_cell_and_writes_the_executed_notebook(embedded):
+    """The README's first command ends in `remote-kernel run`: what the user sees at the terminal."""
+    done = subprocess.run([sys.executable, "-m", "remote_kernel", "run", str(embedded / "quickstart.ipynb")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = done.stdout
+    assert "In [2]: import sys, platform" in shown and "'hello from the session'" in shown
+    assert "[image/png" in shown and "ZeroDivisionError" in shown and "still here after the error" in shown
+    written = embedded / "quickstart.executed.ipynb"
+    assert f"is in {written}" in shown
+    book = nbformat.read(written, as_version=4)
+    assert any("image/png" in o.get("data", {}) for cell in book.cells if cell.cell_type == "code"
+               for o in cell.outputs)
+
+
+def test_remote_kernel_run_fails_on_a_failing_cell_and_says_which(embedded):
+    book = new_notebook(cells=[new_code_cell("print('before')"), new_code_cell("{}['missing']"),
+                               new_code_cell("print('never')")])
+    path = embedded / "failing.ipynb"
+    nbformat.write(book, path)
+    done = subprocess.run([sys.executable, "-m", "remote_kernel", "run", str(path), "--output",
+                           str(embedded / "out.ipynb")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 1
+    assert "before" in done.stdout and "KeyError" in done.stdout and "never" not in done.stdout
+    assert "A cell failed" in done.stdout and (embedded / "out.ipynb").exists()
+
+
+def test_the_wheel_ships_both_kernelspecs_with_logos(tmp_path):
+    """`pip install .` registers every kernel the README names (the build hook writes them as shared data)."""
+    import zipfile
+
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                           str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 and "hatchling" in done.stderr:
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+                              capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    for kernel_name in ("remote-python", "remote-javascript"):
+        shipped = {n.rsplit("/", 1)[-1] for n in names if f"share/jupyter/kernels/{kernel_name}/" in n}
+        assert shipped == {"kernel.json", "logo-32x32.png", "logo-64x64.png", "logo-svg.svg"}, (kernel_name, shipped)
