@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="network access from sessions (default: disabled)")
     pool.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     pool.add_argument("--port", type=int, default=6000, help="port to bind; 0 picks a free one (default: 6000)")
+    pool.add_argument("--socket", default=None, metavar="PATH",
+                      help="listen on this Unix socket (mode 0600: only this user) instead of --host/--port; "
+                           "the endpoint is then http+unix://PATH (percent-encoded), as the kernel's embedded pool uses")
     auth = pool.add_mutually_exclusive_group()
     auth.add_argument("--token", help="bearer token clients must send (default: $REMOTE_KERNEL_TOKEN, "
                                       "else a random one, printed)")

@@ -159,3 +159,21 @@ def test_the_wheel_ships_both_kernelspecs_with_logos(tmp_path):
     for kernel_name in ("remote-python", "remote-javascript"):
         shipped = {n.rsplit("/", 1)[-1] for n in names if f"share/jupyter/kernels/{kernel_name}/" in n}
         assert shipped == {"kernel.json", "logo-32x32.png", "logo-64x64.png", "logo-svg.svg"}, (kernel_name, shipped)
+
+
+def test_the_embedded_pool_listens_on_a_private_unix_socket_and_no_tcp_port():
+    """No other local user can reach the embedded pool: no TCP port, a socket only its owner may open."""
+    import stat
+
+    with kernel(embedded_env()) as (km, kc):
+        reply, _ = run(kc, "1 + 1")
+        assert reply["status"] == "ok"
+        pools = [p for p in psutil.Process(km.provisioner.pid).children(recursive=True)
+                 if "pool" in p.cmdline() and "remote_kernel" in p.cmdline()]
+        assert len(pools) == 1
+        pool = pools[0]
+        assert [c for c in pool.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN] == []
+        path = pool.cmdline()[pool.cmdline().index("--socket") + 1]
+        assert stat.S_ISSOCK(os.stat(path).st_mode) and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    wait_for(lambda: not os.path.exists(os.path.dirname(path)), timeout=15, what="the socket's folder to be removed")

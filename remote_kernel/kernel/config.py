@@ -97,7 +97,7 @@ class KernelConfig:
 
         endpoint = env.get("POOL_MANAGEMENT_ENDPOINT", "").strip() or None
         if endpoint is not None:
-            if not re.match(r"^https?://[^/\s]+", endpoint):
+            if not re.match(r"^(https?|http\+unix)://[^/\s]+", endpoint):
                 problems.append(f"POOL_MANAGEMENT_ENDPOINT={endpoint!r} is not an http(s) URL: set it to the "
                                 "pool's management endpoint, https://<region>.dynamicsessions.io/subscriptions/"
                                 "…/sessionPools/<pool>, or unset it to use an embedded local pool.")

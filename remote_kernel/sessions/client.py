@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, AsyncIterator, BinaryIO, Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from remote_kernel.sessions.transport import httpx
 
@@ -103,6 +103,10 @@ class SessionsClient:
                  transport: httpx.AsyncBaseTransport | None = None, retry: RetryPolicy | None = None,
                  max_timeout: float = MAX_TIMEOUT_SECONDS) -> None:
         self.endpoint = _checked_endpoint(endpoint)
+        socket_path = unix_socket_of(self.endpoint)
+        if socket_path is not None and transport is None:
+            # a local pool on a Unix socket (the kernel's embedded pool): no TCP port, only this user
+            transport = httpx.AsyncHTTPTransport(uds=socket_path)
         self.identifier = identifier
         self.api_version = api_version
         self.auth = auth if auth is not None else NoAuth()
@@ -112,8 +116,8 @@ class SessionsClient:
         #: whether any request reached the pool (an answer came, or a connection opened): until then
         #: no session can exist for this client's identifier
         self.reached_pool = False
-        self._base = self.endpoint.rstrip("/") + "/"
-        loopback = _is_loopback(self.endpoint)
+        self._base = (UNIX_BASE if socket_path is not None else self.endpoint.rstrip("/")) + "/"
+        loopback = socket_path is not None or _is_loopback(self.endpoint)
         self._loopback = loopback
         self._http = httpx.AsyncClient(
             transport=transport,
@@ -126,7 +130,7 @@ class SessionsClient:
             trust_env=not loopback,  # proxies and CA settings, but not for loopback
             # plain HTTP on loopback (a local pool) needs no CA bundle, whose loading costs ~0.1 s of a
             # kernel's first cell; a context without one cannot verify, so would refuse any TLS peer
-            verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if loopback and urlsplit(self.endpoint).scheme == "http"
+            verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if loopback and not self.endpoint.startswith("https:")
             else True,
         )
 
@@ -580,9 +584,18 @@ def _write_all(stream: IO[bytes], chunks: list[bytes]) -> None:
             view = view[count:]
 
 
+UNIX_BASE = "http://localhost"  # the URL a request to a Unix-socket pool carries (its Host header)
+
+
+def unix_socket_of(endpoint: str) -> str | None:
+    """The socket path of an `http+unix://<percent-encoded path>` endpoint; None for any other."""
+    parts = urlsplit(endpoint.strip())
+    return unquote(parts.netloc) if parts.scheme == "http+unix" else None
+
+
 def _checked_endpoint(endpoint: str) -> str:
     parts = urlsplit(endpoint.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https", "http+unix") or not parts.netloc:
         raise ConfigurationError(f"POOL_MANAGEMENT_ENDPOINT must be an http(s) URL; got {endpoint!r}.")
     if parts.query or parts.fragment:
         raise ConfigurationError("POOL_MANAGEMENT_ENDPOINT must not carry a query or fragment: give the pool's "
