@@ -9,7 +9,7 @@ import pytest
 
 from remote_kernel.kernel import outputs
 from remote_kernel.kernel.config import KernelConfig
-from remote_kernel.kernel.kernel import is_vscode_internal
+from remote_kernel.kernel import vscode
 from remote_kernel.kernel.languages import JAVASCRIPT, PYTHON
 from remote_kernel.kernel.magics import MagicError, Progress, files_table, parse_line, split_cell
 from remote_kernel.kernelspec import install, spec
@@ -196,11 +196,14 @@ def test_javascript_bracket_check():
 
 
 def test_vscode_hidden_snippets_are_recognised_only_when_not_stored():
-    assert is_vscode_internal("__vsc_ipynb_file__ = '/x.ipynb'", store_history=False)
-    assert is_vscode_internal("import _VSCODE_types", store_history=False)
-    assert is_vscode_internal("%matplotlib inline\n%config InlineBackend.figure_formats = ['png']", False)
-    assert not is_vscode_internal("__vsc_ipynb_file__", store_history=True)
-    assert not is_vscode_internal("print(1)", store_history=False)
+    setup = vscode.classify('import matplotlib\n__vsc_ipynb_file__ = "/x.ipynb"\n%config Completer.use_jedi = False',
+                            store_history=False, session_started=False)
+    assert setup.route == "local" and setup.deferred == '__vsc_ipynb_file__ = "/x.ipynb"'
+    assert vscode.classify("%matplotlib inline\n%config InlineBackend.figure_formats = ['png']", False, True).route == "local"
+    assert vscode.classify('_VSCODE_getVariable("info", False, x)', False, True).route == "session"
+    assert vscode.classify('_VSCODE_getVariable("info", False, x)', False, False).route == "local"
+    assert vscode.classify("__vsc_ipynb_file__", store_history=True, session_started=True) is None
+    assert vscode.classify("print(1)", store_history=False, session_started=True) is None
 
 
 # --- kernelspec ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 from ipykernel.kernelbase import Kernel
 
 from remote_kernel import __version__
-from remote_kernel.kernel import outputs, rich
+from remote_kernel.kernel import outputs, rich, vscode
 from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel.continuity import SessionContinuity
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
@@ -29,17 +29,9 @@ from remote_kernel.kernel.languages import HELPER_MARK, PYTHON, Language
 from remote_kernel.kernel.magics import MAGICS, MagicError, MagicRunner, split_cell
 from remote_kernel.sessions.models import ConfigurationError, ServiceUnavailable, SessionNotFound, SessionsError
 
-#: Markers of the code VS Code runs behind the user's back (kernel set-up, variable viewer, completions).
-VSCODE_MARKERS = ("__vsc_", "_VSCODE_", "__VSCODE_", "__jupyter_exec_background__", "%config Completer.",
-                  "_vscode_", "%matplotlib inline", "matplotlib_inline", "%config InlineBackend")
-
-HELPER_DEADLINE = 1.0  # seconds for completion and inspection; past it the answer is empty
+HELPER_DEADLINE = 1.0  # seconds for inspection; past it the answer is empty
+COMPLETE_DEADLINE = 10.0  # seconds for completion: jedi's first answer in a session takes seconds, as in a local kernel
 SHUTDOWN_DEADLINE = 1.5  # seconds to delete the session on shutdown (jupyter_client kills at ~2.5 s)
-
-
-def is_vscode_internal(code: str, store_history: bool) -> bool:
-    """VS Code's hidden snippets run with store_history=False and name its helpers; answer them here."""
-    return not store_history and any(marker in code for marker in VSCODE_MARKERS)
 
 
 class RemoteKernel(Kernel):
@@ -92,6 +84,7 @@ class RemoteKernel(Kernel):
         self._control_idle.set()
         self._publish_silently = False
         self.magics = MagicRunner(self)
+        self.vscode = vscode.VSCodeRequests()
         self.embedded: EmbeddedPool | None = embedded
         if self.embedded is None and self.settings.embedded and not self.settings.problems:
             self.embedded = EmbeddedPool(self.language_spec.container_type)
@@ -139,8 +132,9 @@ class RemoteKernel(Kernel):
         number = self._count
         if store_history and not silent:
             self._count += 1
-        if is_vscode_internal(code, store_history):
-            return outputs.ok_reply(self._count - 1)
+        hidden = vscode.classify(code, store_history, self.continuity.executed)
+        if hidden is not None and hidden.route != "session":
+            return await self._answer_hidden(hidden, code)
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._run_cell(code, number, user_expressions or {}))
         self._cell = (loop, task)
@@ -155,6 +149,24 @@ class RemoteKernel(Kernel):
             self.log.error("internal error running a cell", exc_info=exc)
             return self._fail(outputs.error(type(exc).__name__, f"remote_kernel failed: {exc}"))
         return task.result()
+
+    async def _answer_hidden(self, hidden: vscode.Hidden, code: str) -> dict[str, Any]:
+        """A VS Code request answered without running it as a cell (`vscode.py` says which)."""
+        if hidden.background is not None:
+            await self.vscode.answer_background(self, hidden.background, self._run_background)
+        elif any(helper in code for helper in vscode.SESSION_HELPERS):
+            msg_type, content = vscode.fresh_kernel_answer(code)
+            self.publish(msg_type, content)
+            if msg_type == "error":
+                return outputs.error_reply((msg_type, content), self._count - 1)
+        else:
+            self.vscode.keep(hidden)
+        return outputs.ok_reply(self._count - 1)
+
+    async def _run_background(self, background: vscode.Background) -> dict[str, Any] | None:
+        if not self.continuity.executed:  # no cell has run: no variables, and no session to create for this
+            return vscode.fresh_background_answer(background)
+        return await self._helper(vscode.session_code(background, HELPER_MARK), deadline=30.0)
 
     def _fail(self, message: outputs.Message) -> dict[str, Any]:
         self.publish(*message)
@@ -175,6 +187,7 @@ class RemoteKernel(Kernel):
                 self.publish(*outputs.stream("stderr", notice))
             if self.rich.needs_install:
                 await self._install_rich(client)
+            await self._send_deferred(client)
             execution = await client.execute(remote_code, timeout=self.settings.timeout,
                                              jupyter_repr=self._jupyter_repr)
             notice = await self.continuity.after_execution(client, execution.session_guid)
@@ -215,6 +228,16 @@ class RemoteKernel(Kernel):
         execution = await client.execute(self.rich.install_code(), timeout=self.settings.timeout, jupyter_repr=False)
         self.rich.record_install(execution)
 
+    async def _send_deferred(self, client: Any) -> None:
+        """Run what VS Code's start-up set for the session (`__vsc_ipynb_file__`), silently, before a cell."""
+        code = self.vscode.take_deferred()
+        if code:
+            try:
+                await client.execute(code, timeout=self.settings.timeout, jupyter_repr=False)
+            except Exception:
+                self.vscode.forget(code)
+                raise
+
     @property
     def _jupyter_repr(self) -> bool:
         return self.settings.jupyter_repr and self.language_spec.jupyter_repr
@@ -235,7 +258,7 @@ class RemoteKernel(Kernel):
                 return {**reply, "matches": found, "cursor_start": cursor_pos - len(word)}
         if self.language_spec.complete_code is None:
             return reply
-        answer = await self._helper(self.language_spec.complete_code(code, cursor_pos))
+        answer = await self._helper(self.language_spec.complete_code(code, cursor_pos), deadline=COMPLETE_DEADLINE)
         if not answer or not isinstance(answer.get("matches"), list):
             return reply
         return {**reply, "matches": answer["matches"], "cursor_start": answer.get("cursor_start", cursor_pos),
@@ -269,7 +292,13 @@ class RemoteKernel(Kernel):
         """Run a silent helper in the session (never counted, never shown) and read its JSON answer."""
         async def run() -> dict[str, Any] | None:
             client = await self.session_client()
-            execution = await client.execute(code, timeout=max(deadline, 1.0), jupyter_repr=False)
+            deferred = self.vscode.take_deferred()  # VS Code's start-up lines go first (they are plain Python)
+            try:
+                execution = await client.execute(f"{deferred}\n{code}" if deferred else code,
+                                                 timeout=max(deadline, 1.0), jupyter_repr=False)
+            except BaseException:
+                self.vscode.forget(deferred)
+                raise
             self.continuity.touched()
             for line in (execution.stdout or "").splitlines():
                 if line.startswith(HELPER_MARK):

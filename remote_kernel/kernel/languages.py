@@ -73,17 +73,27 @@ def _python_helper(body: str) -> str:
 
 
 def _python_complete_code(code: str, cursor_pos: int) -> str:
+    """ipykernel's `do_complete` (its `_experimental_do_complete`), run on the session's shell.
+
+    Jedi is used when the shell's `Completer.use_jedi` says so, as in a local kernel (`%config
+    Completer.use_jedi = False` turns it off, as VS Code does at start). A shell built without jedi
+    loaded (the local pool's worker keeps it out at start; IPython before 9.17 imports it with the
+    completer module) gets it wired in on first use.
+    """
     return _python_helper(f'''
 code, cursor = _json.loads({json.dumps(json.dumps([code, cursor_pos]))})
+from IPython.core import completer as _completer
 from IPython.core.completer import provisionalcompleter, rectify_completions
 shell = get_ipython()
-jedi = shell.Completer.use_jedi
-shell.Completer.use_jedi = False  # jedi is slow to warm up; answers must come within a second
-try:
-    with provisionalcompleter():
-        found = list(rectify_completions(code, shell.Completer.completions(code, cursor)))
-finally:
-    shell.Completer.use_jedi = jedi
+if shell.Completer.use_jedi and not hasattr(_completer, "_get_jedi") and getattr(_completer, "jedi", None) is None:
+    try:
+        import jedi, jedi.api.classes, jedi.api.helpers
+        jedi.settings.case_insensitive_completion = False
+        _completer.jedi, _completer.JEDI_INSTALLED = jedi, True
+    except ImportError:
+        shell.Completer.use_jedi = False
+with provisionalcompleter():
+    found = list(rectify_completions(code, shell.Completer.completions(code, cursor)))
 start = found[0].start if found else cursor
 end = found[0].end if found else cursor
 answer = {{"matches": [c.text for c in found], "cursor_start": start, "cursor_end": end,
@@ -92,17 +102,35 @@ answer = {{"matches": [c.text for c in found], "cursor_start": start, "cursor_en
 ''')
 
 
-def _python_inspect_code(code: str, cursor_pos: int, detail_level: int) -> str:
+def _python_inspect_code(code: str, cursor_pos: int, detail_level: int, omit_sections: list | None = None) -> str:
+    """ipykernel's `do_inspect` on the session's shell: text/plain only (no HTML pager, as its default),
+    coloured as a local kernel's shell colours it whatever the session's own colour setting."""
     return _python_helper(f'''
-code, cursor, level = _json.loads({json.dumps(json.dumps([code, cursor_pos, detail_level]))})
+code, cursor, level, omit = _json.loads({json.dumps(json.dumps([code, cursor_pos, detail_level, list(omit_sections or [])]))})
 from IPython.utils.tokenutil import token_at_cursor
 shell = get_ipython()
 name = token_at_cursor(code, cursor)
+inspector = shell.inspector
+
+
+def set_colours(scheme):
+    if hasattr(inspector, "set_theme_name"):  # IPython 9
+        inspector.set_theme_name(scheme.lower())
+    else:  # IPython 8: the signature's colours follow the parser's own style
+        inspector.set_active_scheme(scheme)
+        inspector.parser.style = scheme
+
+
+set_colours(type(shell).colors.default_value)
 try:
-    bundle = shell.object_inspect_mime(name, detail_level=level)
+    bundle = shell.object_inspect_mime(name, detail_level=level, omit_sections=omit)
+    if not shell.enable_html_pager:
+        bundle.pop("text/html", None)
     answer = {{"found": True, "data": bundle if isinstance(bundle, dict) else {{}}}}
 except KeyError:
     answer = {{"found": False, "data": {{}}}}
+finally:
+    set_colours(shell.colors)
 ''')
 
 
