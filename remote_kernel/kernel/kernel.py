@@ -26,7 +26,8 @@ from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel.continuity import SessionContinuity
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
 from remote_kernel.kernel.languages import HELPER_MARK, PYTHON, Language
-from remote_kernel.kernel.magics import MAGICS, MagicError, MagicRunner, split_cell
+from remote_kernel.kernel.magics import (MAGICS, MagicError, MagicRunner, missing_file_hint, split_cell,
+                                         stdin_needed)
 from remote_kernel.sessions.models import ConfigurationError, ServiceUnavailable, SessionNotFound, SessionsError
 
 HELPER_DEADLINE = 1.0  # seconds for inspection; past it the answer is empty
@@ -180,6 +181,12 @@ class RemoteKernel(Kernel):
                 payload += await self.magics.run(call)
             if not remote_code.strip():
                 return outputs.ok_reply(self._count - 1, payload=payload)
+            helped = await self._help_cell(remote_code)
+            if helped is not None:
+                return outputs.ok_reply(self._count - 1, payload=payload + helped)
+            needs_stdin = stdin_needed(remote_code)
+            if needs_stdin:
+                raise MagicError(needs_stdin, "StdinNotImplementedError")
             client = await self.session_client()
             notice = await self.continuity.before_cell(client)
             if notice:
@@ -215,9 +222,32 @@ class RemoteKernel(Kernel):
         for message in messages:
             self.publish(*message)
         if err is not None:
+            hint = missing_file_hint(err[1]["ename"], err[1]["evalue"])
+            if hint:
+                self.publish(*outputs.stream("stderr", hint))
             return outputs.error_reply(err, self._count - 1)
         expressions = await self._user_expressions(user_expressions) if user_expressions else {}
         return outputs.ok_reply(self._count - 1, payload=payload, user_expressions=expressions)
+
+    async def _help_cell(self, code: str) -> list[dict[str, Any]] | None:
+        """A help-only cell (`obj?`, `%magic`): its pages as the reply's payload, as ipykernel sends them,
+        and what it printed. None: not such a cell, or no answer (the cell then runs as any other)."""
+        helper = self.language_spec.page_code(code) if self.language_spec.page_code else None
+        if helper is None:
+            return None
+        answer = await self._helper(helper, deadline=30.0)
+        if not answer or not isinstance(answer.get("payload"), list):
+            return None
+        if answer.get("stdout"):
+            self.publish(*outputs.stream("stdout", str(answer["stdout"])))
+        return answer["payload"]
+
+    async def session_magics(self) -> str | None:
+        """The session's own `%lsmagic` listing (None when the language has none or there is no answer)."""
+        if self.language_spec.lsmagic_code is None:
+            return None
+        answer = await self._helper(self.language_spec.lsmagic_code, deadline=10.0)
+        return str(answer["text"]) if answer and "text" in answer else None
 
     def _session_lost(self) -> None:
         self.continuity.lost()

@@ -24,7 +24,7 @@ MAX_OUTPUT = int(os.environ.get("REMOTE_KERNEL_MAX_OUTPUT", str(1 << 20)))
 class CappedStream(io.TextIOBase):
     """A text stream that keeps at most MAX_OUTPUT bytes and counts the rest."""
 
-    encoding = "utf-8"  # what a local kernel's streams say (code reads it: `%timeit` prints µs only then)
+    encoding = "UTF-8"  # what ipykernel's streams say (code reads it: `%timeit` prints µs only then)
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -191,6 +191,7 @@ class Worker:
         self.running = False
         builtins.input = stdin_unavailable
         lazy_jedi(self.shell)
+        self.shell.extension_manager.load_extension("storemagic")  # ipykernel's default extension: %store
         pip = self.shell.find_line_magic("pip")
         if pip is not None:
             def offline_pip(line: str = "") -> object:
