@@ -174,3 +174,19 @@ def test_a_folder_goes_up_and_comes_back_with_one_progress_display(kernels, tmp_
     assert reply["status"] == "ok" and (tmp_path / "txt" / "b.txt").read_text() == "2\n", outputs
     reply, outputs = run(kc, "%download 'project/*.nothing'")
     assert reply["ename"] == "RemoteFileNotFound" and "no remote file matches" in errors_of(outputs)[0]["evalue"]
+
+
+def test_tracebacks_are_coloured_as_ipykernels_without_frames_of_the_worker(kernels):
+    cell = "import sys\nprint('before', file=sys.stderr)\ndef f():\n    x = 1\n\n    return 1 / 0\n\nf()"
+    shown = {}
+    for name, (reply, outputs) in both(kernels, cell).items():
+        error = errors_of(outputs)[0]
+        # the same text as JupyterLab joins it, but for the prompt number (issue 14 item 2 is elsewhere)
+        shown[name] = (reply["ename"], text_of(outputs, "stderr"),
+                       re.sub(r"In\[\d+\]", "In[N]", "\n".join(error["traceback"]).rstrip("\n")))
+    assert shown["remote"] == shown["python3"]
+    assert "\x1b[0;31mZeroDivisionError\x1b[0m" in shown["remote"][2]
+    clients, _ = kernels
+    reply, outputs = run(clients["remote"], "input('name? ')", allow_stdin=False)
+    frames = "\n".join(errors_of(outputs)[0]["traceback"])
+    assert "input(" in ANSI.sub("", frames) and "python_worker" not in frames

@@ -189,6 +189,7 @@ class Worker:
         self.shell._showtraceback = self._showtraceback  # type: ignore[method-assign]
         self.error: tuple[str, str] | None = None
         self.running = False
+        self._coloured = False
         builtins.input = stdin_unavailable
         lazy_jedi(self.shell)
         self.shell.extension_manager.load_extension("storemagic")  # ipykernel's default extension: %store
@@ -215,9 +216,22 @@ class Worker:
 
     def _showtraceback(self, etype, evalue, stb) -> None:
         self.error = (getattr(etype, "__name__", str(etype)), str(evalue))
-        sys.stderr.write(self.shell.InteractiveTB.stb2text(stb) + "\n")
+        own = f"{os.path.abspath(__file__)}:"  # frames of this worker (input()'s) are not the user's code
+        sys.stderr.write(self.shell.InteractiveTB.stb2text([entry for entry in stb if own not in entry]) + "\n")
+
+    def _colour_tracebacks(self, jupyter: bool) -> None:
+        """Tracebacks in a local kernel's colours for a Jupyter kernel (it renders ANSI), plain otherwise."""
+        scheme = type(self.shell).colors.default_value if jupyter else "NoColor"
+        for tb in (self.shell.InteractiveTB, self.shell.SyntaxTB):
+            if hasattr(tb, "set_theme_name"):  # IPython 9
+                tb.set_theme_name(scheme.lower())
+            else:
+                tb.set_colors(scheme)
 
     def execute(self, code: str, jupyter: bool) -> dict:
+        if jupyter != self._coloured:
+            self._colour_tracebacks(jupyter)
+            self._coloured = jupyter
         stdout, stderr = CappedStream("stdout"), CappedStream("stderr")
         self.error = None
         saved = sys.stdout, sys.stderr
