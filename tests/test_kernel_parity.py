@@ -190,3 +190,30 @@ def test_tracebacks_are_coloured_as_ipykernels_without_frames_of_the_worker(kern
     reply, outputs = run(clients["remote"], "input('name? ')", allow_stdin=False)
     frames = "\n".join(errors_of(outputs)[0]["traceback"])
     assert "input(" in ANSI.sub("", frames) and "python_worker" not in frames
+
+
+def test_widgets_degrade_to_their_text_form_with_one_note(kernels):
+    pytest.importorskip("ipywidgets")
+    cell = "import ipywidgets\nipywidgets.IntSlider(value=3)"
+    answers = both(kernels, cell)
+    shown = {name: [m["content"]["data"] for m in outputs if m["msg_type"] == "execute_result"]
+             for name, (_, outputs) in answers.items()}
+    assert shown["remote"][0]["text/plain"] == shown["python3"][0]["text/plain"] == "IntSlider(value=3)"
+    assert "application/vnd.jupyter.widget-view+json" in shown["python3"][0]  # ipykernel has a comm channel
+    assert list(shown["remote"][0]) == ["text/plain"]
+    assert "need a comm channel" in text_of(answers["remote"][1], "stderr")
+    clients, _ = kernels
+    _, outputs = run(clients["remote"], "from IPython.display import display\ndisplay(ipywidgets.Button(description='go'))")
+    assert [list(m["content"]["data"]) for m in outputs if m["msg_type"] == "display_data"] == [["text/plain"]]
+    assert text_of(outputs, "stderr") == ""  # the note comes once
+
+
+def test_tqdm_auto_falls_back_to_its_text_bar(kernels):
+    pytest.importorskip("tqdm")
+    clients, _ = kernels
+    remote_reply, remote = run(clients["remote"], "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)): pass")
+    local_reply, local = run(clients["python3"], "from tqdm.std import tqdm\nfor _ in tqdm(range(3)): pass")
+    final = {name: text_of(outputs, "stderr").rsplit("\r", 1)[-1].split(" [")[0]
+             for name, outputs in (("remote", remote), ("python3", local))}
+    assert final["remote"] == final["python3"] == "100%|██████████| 3/3"
+    assert not [m for m in remote if m["msg_type"] in ("display_data", "comm_open")]

@@ -21,7 +21,7 @@ from typing import Any
 from ipykernel.kernelbase import Kernel
 
 from remote_kernel import __version__
-from remote_kernel.kernel import outputs, rich, vscode
+from remote_kernel.kernel import outputs, rich, vscode, widgets
 from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel.continuity import SessionContinuity
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
@@ -86,6 +86,7 @@ class RemoteKernel(Kernel):
         self._publish_silently = False
         self.magics = MagicRunner(self)
         self.vscode = vscode.VSCodeRequests()
+        self.widgets = widgets.WidgetFallback()
         self.embedded: EmbeddedPool | None = embedded
         if self.embedded is None and self.settings.embedded and not self.settings.problems:
             self.embedded = EmbeddedPool(self.language_spec.container_type)
@@ -124,7 +125,8 @@ class RemoteKernel(Kernel):
     def publish(self, msg_type: str, content: dict[str, Any]) -> None:
         """Send one IOPub message for the current cell (nothing for a silent one)."""
         if not self._publish_silently:
-            self.send_response(self.iopub_socket, msg_type, content)
+            for kind, body in self.widgets.degrade(msg_type, content):  # no comm channel to a session
+                self.send_response(self.iopub_socket, kind, body)
 
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
                          user_expressions: dict | None = None, allow_stdin: bool = False) -> dict[str, Any]:
@@ -252,6 +254,7 @@ class RemoteKernel(Kernel):
     def _session_lost(self) -> None:
         self.continuity.lost()
         self.rich.forget()
+        self.widgets.forget()
 
     async def _install_rich(self, client: Any) -> None:
         """Send the rich-output shim to the session, silently (once per session)."""
@@ -473,4 +476,5 @@ class RemoteKernel(Kernel):
         client.identifier = self.identifier
         self.continuity.reset()
         self.rich.forget()
+        self.widgets.forget()
         return old, self.identifier
