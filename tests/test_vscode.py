@@ -14,6 +14,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
+import pytest
 from jupyter_client.manager import start_new_kernel
 
 import vscode_requests as vr
@@ -45,6 +46,17 @@ def both_kernels(pool, identifier: str, managers: dict | None = None) -> Iterato
         for km, kc in started.values():
             kc.stop_channels()
             km.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def vscode_kernels(pool):
+    """ipykernel and remote-python after VS Code's start-up and one cell (shared by the read-only tests)."""
+    with both_kernels(pool, str(uuid.uuid4())) as kernels:
+        for name, kc in kernels.items():
+            run(kc, vr.startup("/tmp/notebook.ipynb"), **vr.EXECUTE_SILENTLY)  # turns jedi off, as in VS Code
+            reply, _ = run(kc, CELL, **vr.CELL)
+            assert reply["status"] == "ok", (name, reply)
+        yield kernels
 
 
 def answers(kernels: dict, code: str, flags: dict) -> dict:
@@ -114,63 +126,57 @@ def test_startup_snippets_are_answered_at_once_and_the_notebook_path_reaches_the
         assert identifier in listed_sessions(pool)
 
 
-def test_variables_view_and_data_viewer_answer_from_the_session_as_ipykernel(pool):
-    with both_kernels(pool, str(uuid.uuid4())) as kernels:
-        for name, kc in kernels.items():
-            reply, _ = run(kc, CELL, **vr.CELL)
-            assert reply["status"] == "ok", (name, reply)
-        types = answers(kernels, vr.variable_types(), vr.EXECUTE_SILENTLY)
-        listed = {name: [v for v in json.loads(text) if v["name"] != "matplotlib"] for name, text in types.items()}
-        assert listed["remote"] == listed["python3"]
-        assert {"name": "arr", "type": "ndarray", "fullType": "numpy.ndarray"} in listed["remote"]
-        for variable in ("n", "s", "l", "d", "arr", "df", "obj"):
-            info = answers(kernels, vr.variable_info(variable), vr.EXECUTE_SILENTLY)
-            assert json.loads(info["remote"]) == json.loads(info["python3"]), variable
-        properties = answers(kernels, vr.variable_properties("arr", ["shape", "dtype", "missing"]),
-                             vr.EXECUTE_SILENTLY)
-        assert json.loads(properties["remote"]) == json.loads(properties["python3"]) == {
-            "shape": "(3, 4)", "dtype": "dtype('float64')"}
-        info = answers(kernels, vr.dataframe_info("df"), vr.EXECUTE_SILENTLY)
-        assert json.loads(info["remote"]) == json.loads(info["python3"])
-        assert json.loads(info["remote"])["rowCount"] == 5
-        for start, end in ((0, 2), (2, 5)):  # the Data Viewer asks for rows a chunk at a time
-            rows = answers(kernels, vr.dataframe_rows("df", start, end), vr.EXECUTE_SILENTLY)
-            assert json.loads(rows["remote"]) == json.loads(rows["python3"])
-            assert len(json.loads(rows["remote"])["data"]) == end - start
-        # the variables provider of the newer Variables view runs as a background execution
-        described = {name: json.loads(without_addresses(background_answer(kc, 7, vr.all_variable_descriptions())[1]))
-                     for name, kc in kernels.items()}
-        described = {name: [v for v in found if v["name"] != "matplotlib"] for name, found in described.items()}
-        assert described["remote"] == described["python3"]
-        assert "arr" in [v["name"] for v in described["remote"]]
+def test_variables_view_and_data_viewer_answer_from_the_session_as_ipykernel(vscode_kernels):
+    kernels = vscode_kernels
+    types = answers(kernels, vr.variable_types(), vr.EXECUTE_SILENTLY)
+    listed = {name: [v for v in json.loads(text) if v["name"] != "matplotlib"] for name, text in types.items()}
+    assert listed["remote"] == listed["python3"]
+    assert {"name": "arr", "type": "ndarray", "fullType": "numpy.ndarray"} in listed["remote"]
+    for variable in ("n", "s", "l", "d", "arr", "df", "obj"):
+        info = answers(kernels, vr.variable_info(variable), vr.EXECUTE_SILENTLY)
+        assert json.loads(info["remote"]) == json.loads(info["python3"]), variable
+    properties = answers(kernels, vr.variable_properties("arr", ["shape", "dtype", "missing"]),
+                         vr.EXECUTE_SILENTLY)
+    assert json.loads(properties["remote"]) == json.loads(properties["python3"]) == {
+        "shape": "(3, 4)", "dtype": "dtype('float64')"}
+    info = answers(kernels, vr.dataframe_info("df"), vr.EXECUTE_SILENTLY)
+    assert json.loads(info["remote"]) == json.loads(info["python3"])
+    assert json.loads(info["remote"])["rowCount"] == 5
+    for start, end in ((0, 2), (2, 5)):  # the Data Viewer asks for rows a chunk at a time
+        rows = answers(kernels, vr.dataframe_rows("df", start, end), vr.EXECUTE_SILENTLY)
+        assert json.loads(rows["remote"]) == json.loads(rows["python3"])
+        assert len(json.loads(rows["remote"])["data"]) == end - start
+    # the variables provider of the newer Variables view runs as a background execution
+    described = {name: json.loads(without_addresses(background_answer(kc, 7, vr.all_variable_descriptions())[1]))
+                 for name, kc in kernels.items()}
+    described = {name: [v for v in found if v["name"] != "matplotlib"] for name, found in described.items()}
+    assert described["remote"] == described["python3"]
+    assert "arr" in [v["name"] for v in described["remote"]]
 
 
-def test_background_completion_and_inspection_of_a_remote_object(pool):
-    with both_kernels(pool, str(uuid.uuid4())) as kernels:
-        for kc in kernels.values():  # as in VS Code: its start-up (which turns jedi off), then a cell
-            run(kc, vr.startup("/tmp/notebook.ipynb"), **vr.EXECUTE_SILENTLY)
-            run(kc, CELL, **vr.CELL)
-        for counter, (code, cursor) in enumerate((("obj.al", 6), ("obj.", 4), ("x = obj.be", 10))):
-            found = {name: background_answer(kc, counter, vr.complete_statement(code, cursor))
-                     for name, kc in kernels.items()}
-            for name, (reply, answer) in found.items():
-                assert reply["status"] == "ok" and reply["execution_count"] == 1, (name, reply)
-            remote, local = found["remote"][1], found["python3"][1]
-            assert {k: remote[k] for k in ("matches", "cursor_start", "cursor_end", "status")} == \
-                   {k: local[k] for k in ("matches", "cursor_start", "cursor_end", "status")}, code
-            assert remote["metadata"]["_jupyter_types_experimental"] == local["metadata"]["_jupyter_types_experimental"]
-            # the same answer as the kernel's own complete_request
-            kc = kernels["remote"]
-            kc.complete(code, cursor)
-            direct = kc.get_shell_msg(timeout=30)["content"]
-            assert direct["matches"] == remote["matches"] and direct["cursor_start"] == remote["cursor_start"]
-        assert found["remote"][1]["matches"]  # "x = obj.be" finds obj.beta in the remote namespace
-        inspected = {name: background_answer(kc, 9, vr.inspect_statement("obj.beta", 8))[1]
-                     for name, kc in kernels.items()}
-        assert inspected["remote"]["found"] and inspected["python3"]["found"]
-        # the same coloured text, but for the file a cell's code is in (a temporary file of each kernel)
-        assert without_cell_file(inspected["remote"]["data"]["text/plain"]) == \
-               without_cell_file(inspected["python3"]["data"]["text/plain"])
+def test_background_completion_and_inspection_of_a_remote_object(vscode_kernels):
+    kernels = vscode_kernels
+    for counter, (code, cursor) in enumerate((("obj.al", 6), ("obj.", 4), ("x = obj.be", 10))):
+        found = {name: background_answer(kc, counter, vr.complete_statement(code, cursor))
+                 for name, kc in kernels.items()}
+        for name, (reply, answer) in found.items():
+            assert reply["status"] == "ok" and reply["execution_count"] == 1, (name, reply)
+        remote, local = found["remote"][1], found["python3"][1]
+        assert {k: remote[k] for k in ("matches", "cursor_start", "cursor_end", "status")} == \
+               {k: local[k] for k in ("matches", "cursor_start", "cursor_end", "status")}, code
+        assert remote["metadata"]["_jupyter_types_experimental"] == local["metadata"]["_jupyter_types_experimental"]
+        # the same answer as the kernel's own complete_request
+        kc = kernels["remote"]
+        kc.complete(code, cursor)
+        direct = kc.get_shell_msg(timeout=30)["content"]
+        assert direct["matches"] == remote["matches"] and direct["cursor_start"] == remote["cursor_start"]
+    assert found["remote"][1]["matches"]  # "x = obj.be" finds obj.beta in the remote namespace
+    inspected = {name: background_answer(kc, 9, vr.inspect_statement("obj.beta", 8))[1]
+                 for name, kc in kernels.items()}
+    assert inspected["remote"]["found"] and inspected["python3"]["found"]
+    # the same coloured text, but for the file a cell's code is in (a temporary file of each kernel)
+    assert without_cell_file(inspected["remote"]["data"]["text/plain"]) == \
+           without_cell_file(inspected["python3"]["data"]["text/plain"])
 
 
 def _interrupt(kc) -> None:
