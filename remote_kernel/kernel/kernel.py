@@ -268,7 +268,7 @@ class RemoteKernel(Kernel):
             try:
                 await client.execute(code, timeout=self.settings.timeout, jupyter_repr=False)
             except Exception:
-                self.vscode.forget(code)
+                self.vscode.put_back(code)
                 raise
 
     @property
@@ -330,7 +330,7 @@ class RemoteKernel(Kernel):
                 execution = await client.execute(f"{deferred}\n{code}" if deferred else code,
                                                  timeout=max(deadline, 1.0), jupyter_repr=False)
             except BaseException:
-                self.vscode.forget(deferred)
+                self.vscode.put_back(deferred)
                 raise
             self.continuity.touched()
             for line in (execution.stdout or "").splitlines():

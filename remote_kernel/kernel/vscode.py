@@ -23,7 +23,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 #: Names only VS Code's hidden code uses (the markers of kernel.ts, helpers.ts and the helper files).
 MARKERS = ("__vsc_", "_VSCODE_", "__VSCODE_", "_VSCode_", "__jupyter_exec_background__", "%config Completer.",
@@ -162,16 +162,17 @@ class VSCodeRequests:
         code, self._deferred = "\n".join(self._deferred), []
         return code
 
-    def forget(self, hidden_lines: str) -> None:
+    def put_back(self, hidden_lines: str) -> None:
         """Put back lines that could not be sent (the session was not reached)."""
         if hidden_lines:
             self._deferred.insert(0, hidden_lines)
 
     async def answer_background(self, host: BackgroundHost, background: Background,
-                                run_in_session: Any) -> None:
+                                run_in_session: Callable[[Background], Awaitable[dict[str, Any] | None]]) -> None:
         """Publish the display the extension waits on, then its update with the answer.
 
-        `run_in_session(code)` runs session code and returns the helper answer (a dict) or None.
+        `run_in_session(background)` runs the body in the session and returns {"result": …}, {"error": …}
+        or None (no answer).
         """
         display_id = f"vscode-bg-{background.mime.rsplit('.', 1)[-1]}-{id(background):x}"
         transient = {"display_id": display_id}
