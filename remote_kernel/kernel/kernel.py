@@ -31,7 +31,10 @@ from remote_kernel.kernel.magics import (MAGICS, MagicError, MagicRunner, missin
 from remote_kernel.sessions.models import ConfigurationError, ServiceUnavailable, SessionNotFound, SessionsError
 
 HELPER_DEADLINE = 1.0  # seconds for inspection; past it the answer is empty
-COMPLETE_DEADLINE = 10.0  # seconds for completion: jedi's first answer in a session takes seconds, as in a local kernel
+COMPLETE_DEADLINE = 10.0  # seconds for a completion
+#: seconds for a session's first completion: jedi loads then (seconds, as in a local kernel), and a load cut
+#: short by the deadline (the pool interrupts the execution) can leave jedi unable to complete names later
+FIRST_COMPLETE_DEADLINE = 60.0
 SHUTDOWN_DEADLINE = 1.5  # seconds to delete the session on shutdown (jupyter_client kills at ~2.5 s)
 
 
@@ -87,6 +90,7 @@ class RemoteKernel(Kernel):
         self.magics = MagicRunner(self)
         self.vscode = vscode.VSCodeRequests()
         self.widgets = widgets.WidgetFallback()
+        self._completer_warm = False  # whether the session answered a completion (jedi is loaded there)
         self.embedded: EmbeddedPool | None = embedded
         if self.embedded is None and self.settings.embedded and not self.settings.problems:
             self.embedded = EmbeddedPool(self.language_spec.container_type)
@@ -255,6 +259,7 @@ class RemoteKernel(Kernel):
         self.continuity.lost()
         self.rich.forget()
         self.widgets.forget()
+        self._completer_warm = False
 
     async def _install_rich(self, client: Any) -> None:
         """Send the rich-output shim to the session, silently (once per session)."""
@@ -291,9 +296,11 @@ class RemoteKernel(Kernel):
                 return {**reply, "matches": found, "cursor_start": cursor_pos - len(word)}
         if self.language_spec.complete_code is None:
             return reply
-        answer = await self._helper(self.language_spec.complete_code(code, cursor_pos), deadline=COMPLETE_DEADLINE)
+        deadline = COMPLETE_DEADLINE if self._completer_warm else FIRST_COMPLETE_DEADLINE
+        answer = await self._helper(self.language_spec.complete_code(code, cursor_pos), deadline=deadline)
         if not answer or not isinstance(answer.get("matches"), list):
             return reply
+        self._completer_warm = True
         return {**reply, "matches": answer["matches"], "cursor_start": answer.get("cursor_start", cursor_pos),
                 "cursor_end": answer.get("cursor_end", cursor_pos),
                 "metadata": {"_jupyter_types_experimental": answer.get("types", [])}}
@@ -450,6 +457,7 @@ class RemoteKernel(Kernel):
         self._token, self._client, self._endpoint = self.embedded.token, None, None
         self.continuity.reset()
         self.rich.forget()
+        self._completer_warm = False
         return EmbeddedPoolError(f"The embedded local session pool stopped unexpectedly (exit code {code}); a new one "
                                  "is starting. The remote state is lost: run the cells you need again.")
 
@@ -477,4 +485,5 @@ class RemoteKernel(Kernel):
         self.continuity.reset()
         self.rich.forget()
         self.widgets.forget()
+        self._completer_warm = False
         return old, self.identifier
