@@ -102,7 +102,7 @@ class RemotePythonKernelTests(jupyter_kernel_test.KernelTests):
                 self.assertEqual((remote["status"], remote["found"]), (local["status"], local["found"]))
                 self.assertEqual(sorted(remote["data"]), sorted(local["data"]))
                 if local["found"]:
-                    cell_file = re.compile(r"(File:\x1b\[0m\s+).*")
+                    cell_file = re.compile(r"(File:\x1b\[[0-9;]*m\s+).*")
                     self.assertEqual(cell_file.sub("", remote["data"]["text/plain"]),
                                      cell_file.sub("", local["data"]["text/plain"]))
                     self.assertIn("\x1b[", remote["data"]["text/plain"])  # coloured, as ipykernel's

@@ -96,7 +96,7 @@ def without_addresses(text: str) -> str:
 
 
 def without_cell_file(text: str) -> str:
-    return re.sub(r"(File:\x1b\[0m\s+).*", r"\1<cell>", text)
+    return re.sub(r"(File:\x1b\[[0-9;]*m\s+).*", r"\1<cell>", text)
 
 
 def test_startup_snippets_are_answered_at_once_and_the_notebook_path_reaches_the_session(pool):
