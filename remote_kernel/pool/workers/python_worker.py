@@ -147,8 +147,9 @@ def has_network() -> bool:
 
 
 NO_NETWORK = ("%pip: this session has no network access (its pool runs sessions without egress), so pip cannot "
-              "reach a package index.\nA local pool gives sessions network with `remote-kernel pool --egress "
-              "enabled`; or %upload a wheel and `%pip install --no-index ./NAME.whl`.\n")
+              "reach a package index.\nThe kernel's embedded pool gives sessions network with REMOTE_KERNEL_EGRESS="
+              "enabled in the kernel's environment (then restart the kernel), a standalone local pool with "
+              "`remote-kernel pool --egress enabled`; or %upload a wheel and `%pip install --no-index ./NAME.whl`.\n")
 
 
 class Worker:
