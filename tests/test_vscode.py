@@ -116,6 +116,14 @@ def test_startup_snippets_are_answered_at_once_and_the_notebook_path_reaches_the
         types = {name: [v for v in json.loads(text) if v["type"] != "module"]
                  for name, text in answers(kernels, vr.variable_types(), vr.EXECUTE_SILENTLY).items()}
         assert types["remote"] == types["python3"] == []
+        # a Data Viewer request for a variable that does not exist yet: NameError on both
+        for name, kc in kernels.items():
+            reply, outputs = run(kc, vr.dataframe_info("df"), **vr.EXECUTE_SILENTLY)
+            assert (reply["status"], vr.first_output(outputs)) == ("error", "NameError"), name
+        # the newer Variables view (a background execution of the variables provider): an empty list on both
+        described = {name: json.loads(background_answer(kc, 0, vr.all_variable_descriptions())[1])
+                     for name, kc in kernels.items()}
+        assert described["remote"] == [v for v in described["python3"] if v["name"] != "matplotlib"] == []
         assert identifier not in listed_sessions(pool), "start-up must not create the session"
         counts = {}
         for name, kc in kernels.items():
