@@ -229,6 +229,8 @@ def test_missing_file_hint_only_for_files_the_kernel_has(tmp_path):
     assert "%upload data.csv" in missing_file_hint("FileNotFoundError", evalue.format("data.csv"), tmp_path)
     assert missing_file_hint("FileNotFoundError", evalue.format("other.csv"), tmp_path) is None
     assert missing_file_hint("OSError", evalue.format("data.csv"), tmp_path) is None
+    (tmp_path / "raw" / "sub").mkdir(parents=True)
+    assert "`%upload raw/sub raw/sub`" in missing_file_hint("FileNotFoundError", evalue.format("raw/sub"), tmp_path)
     (tmp_path / "y").mkdir()
     hint = missing_file_hint("FileNotFoundError", evalue.format("../data.csv"), tmp_path / "y")
     assert "%upload ../data.csv data.csv`, then open it as 'data.csv'" in hint

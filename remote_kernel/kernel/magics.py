@@ -246,7 +246,7 @@ def missing_file_hint(ename: str, evalue: str, here: Path | None = None) -> str 
         remote = PurePosixPath(name).name
         how = f"`%upload {quoted} {shlex.quote(remote)}`, then open it as {remote!r}"
     else:
-        how = f"`%upload {quoted}{(' ' + quoted) if '/' in name and kind == 'file' else ''}`"
+        how = f"`%upload {quoted}{(' ' + quoted) if '/' in name.rstrip('/') else ''}`"  # the same path there
     return (f"Hint: {name} is a {kind} on the kernel's side ({local.resolve()}), but the code runs in a remote "
             f"session, whose working folder is /mnt/data. Copy it there with {how}.\n")
 
