@@ -9,7 +9,7 @@ import pytest
 
 from remote_kernel.kernel import outputs
 from remote_kernel.kernel.config import KernelConfig
-from remote_kernel.kernel.kernel import is_vscode_internal
+from remote_kernel.kernel import vscode
 from remote_kernel.kernel.languages import JAVASCRIPT, PYTHON
 from remote_kernel.kernel.magics import MagicError, Progress, files_table, parse_line, split_cell
 from remote_kernel.kernelspec import install, spec
@@ -196,11 +196,45 @@ def test_javascript_bracket_check():
 
 
 def test_vscode_hidden_snippets_are_recognised_only_when_not_stored():
-    assert is_vscode_internal("__vsc_ipynb_file__ = '/x.ipynb'", store_history=False)
-    assert is_vscode_internal("import _VSCODE_types", store_history=False)
-    assert is_vscode_internal("%matplotlib inline\n%config InlineBackend.figure_formats = ['png']", False)
-    assert not is_vscode_internal("__vsc_ipynb_file__", store_history=True)
-    assert not is_vscode_internal("print(1)", store_history=False)
+    setup = vscode.classify('import matplotlib\n__vsc_ipynb_file__ = "/x.ipynb"\n%config Completer.use_jedi = False',
+                            store_history=False, session_started=False)
+    assert setup.route == "local"
+    assert setup.deferred == '__vsc_ipynb_file__ = "/x.ipynb"\n%config Completer.use_jedi = False'
+    assert vscode.classify("%matplotlib inline\n%config InlineBackend.figure_formats = ['png']", False, True).route == "local"
+    assert vscode.classify('_VSCODE_getVariable("info", False, x)', False, True).route == "session"
+    assert vscode.classify('_VSCODE_getVariable("info", False, x)', False, False).route == "local"
+    assert vscode.classify("__vsc_ipynb_file__", store_history=True, session_started=True) is None
+    assert vscode.classify("print(1)", store_history=False, session_started=True) is None
+
+
+def test_vscode_background_snippets_are_parsed_as_the_extension_builds_them():
+    import vscode_requests as vr
+
+    code, mime = vr.background(3, vr.complete_statement('print("a\\tb\n" + x.', 17))
+    hidden = vscode.classify(code, store_history=False, session_started=False)
+    assert hidden.route == "background" and hidden.background.mime == mime
+    assert hidden.background.complete == ('print("a\\tb\n" + x.', 17)
+    code, _ = vr.background(4, vr.inspect_statement("obj.beta", 8, 1))
+    assert vscode.classify(code, False, True).background.inspect == ("obj.beta", 8, 1)
+    code, _ = vr.background(5, vr.all_variable_descriptions())
+    body = vscode.classify(code, False, True).background
+    assert body.complete is None and body.inspect is None and "_VSCODE_getVariableDescriptions" in body.body
+
+
+def test_missing_file_hint_only_for_files_the_kernel_has(tmp_path):
+    from remote_kernel.kernel.magics import missing_file_hint, stdin_needed
+
+    (tmp_path / "data.csv").write_text("x")
+    evalue = "[Errno 2] No such file or directory: '{}'"
+    assert "%upload data.csv" in missing_file_hint("FileNotFoundError", evalue.format("data.csv"), tmp_path)
+    assert missing_file_hint("FileNotFoundError", evalue.format("other.csv"), tmp_path) is None
+    assert missing_file_hint("OSError", evalue.format("data.csv"), tmp_path) is None
+    (tmp_path / "raw" / "sub").mkdir(parents=True)
+    assert "`%upload raw/sub raw/sub`" in missing_file_hint("FileNotFoundError", evalue.format("raw/sub"), tmp_path)
+    (tmp_path / "y").mkdir()
+    hint = missing_file_hint("FileNotFoundError", evalue.format("../data.csv"), tmp_path / "y")
+    assert "%upload ../data.csv data.csv`, then open it as 'data.csv'" in hint
+    assert stdin_needed("%debug") and stdin_needed("x = 1\n%pdb on") and not stdin_needed("%pdb off")
 
 
 # --- kernelspec ---------------------------------------------------------------------------------

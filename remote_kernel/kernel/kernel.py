@@ -21,25 +21,21 @@ from typing import Any
 from ipykernel.kernelbase import Kernel
 
 from remote_kernel import __version__
-from remote_kernel.kernel import outputs, rich
+from remote_kernel.kernel import outputs, rich, vscode, widgets
 from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel.continuity import SessionContinuity
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
 from remote_kernel.kernel.languages import HELPER_MARK, PYTHON, Language
-from remote_kernel.kernel.magics import MAGICS, MagicError, MagicRunner, split_cell
+from remote_kernel.kernel.magics import (MAGICS, MagicError, MagicRunner, missing_file_hint, split_cell,
+                                         stdin_needed)
 from remote_kernel.sessions.models import ConfigurationError, ServiceUnavailable, SessionNotFound, SessionsError
 
-#: Markers of the code VS Code runs behind the user's back (kernel set-up, variable viewer, completions).
-VSCODE_MARKERS = ("__vsc_", "_VSCODE_", "__VSCODE_", "__jupyter_exec_background__", "%config Completer.",
-                  "_vscode_", "%matplotlib inline", "matplotlib_inline", "%config InlineBackend")
-
-HELPER_DEADLINE = 1.0  # seconds for completion and inspection; past it the answer is empty
+HELPER_DEADLINE = 1.0  # seconds for inspection; past it the answer is empty
+COMPLETE_DEADLINE = 10.0  # seconds for a completion
+#: seconds for a session's first completion: jedi loads then (seconds, as in a local kernel), and a load cut
+#: short by the deadline (the pool interrupts the execution) can leave jedi unable to complete names later
+FIRST_COMPLETE_DEADLINE = 60.0
 SHUTDOWN_DEADLINE = 1.5  # seconds to delete the session on shutdown (jupyter_client kills at ~2.5 s)
-
-
-def is_vscode_internal(code: str, store_history: bool) -> bool:
-    """VS Code's hidden snippets run with store_history=False and name its helpers; answer them here."""
-    return not store_history and any(marker in code for marker in VSCODE_MARKERS)
 
 
 class RemoteKernel(Kernel):
@@ -93,6 +89,9 @@ class RemoteKernel(Kernel):
         self._publish_silently = False
         self._notices_shown = False
         self.magics = MagicRunner(self)
+        self.vscode = vscode.VSCodeRequests()
+        self.widgets = widgets.WidgetFallback()
+        self._completer_warm = False  # whether the session answered a completion (jedi is loaded there)
         self.embedded: EmbeddedPool | None = embedded
         if self.embedded is None and self.settings.embedded and not self.settings.problems:
             self.embedded = EmbeddedPool(self.language_spec.container_type, options=self.settings.pool_args())
@@ -131,7 +130,8 @@ class RemoteKernel(Kernel):
     def publish(self, msg_type: str, content: dict[str, Any]) -> None:
         """Send one IOPub message for the current cell (nothing for a silent one)."""
         if not self._publish_silently:
-            self.send_response(self.iopub_socket, msg_type, content)
+            for kind, body in self.widgets.degrade(msg_type, content):  # no comm channel to a session
+                self.send_response(self.iopub_socket, kind, body)
 
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
                          user_expressions: dict | None = None, allow_stdin: bool = False) -> dict[str, Any]:
@@ -140,8 +140,9 @@ class RemoteKernel(Kernel):
         number = self._count
         if store_history and not silent:
             self._count += 1
-        if is_vscode_internal(code, store_history):
-            return outputs.ok_reply(self._count - 1)
+        hidden = vscode.classify(code, store_history, self.continuity.executed)
+        if hidden is not None and hidden.route != "session":
+            return await self._answer_hidden(hidden, code)
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._run_cell(code, number, user_expressions or {}))
         self._cell = (loop, task)
@@ -157,6 +158,24 @@ class RemoteKernel(Kernel):
             return self._fail(outputs.error(type(exc).__name__, f"remote_kernel failed: {exc}"))
         return task.result()
 
+    async def _answer_hidden(self, hidden: vscode.Hidden, code: str) -> dict[str, Any]:
+        """A VS Code request answered without running it as a cell (`vscode.py` says which)."""
+        if hidden.background is not None:
+            await self.vscode.answer_background(self, hidden.background, self._run_background)
+        elif any(helper in code for helper in vscode.SESSION_HELPERS):
+            msg_type, content = vscode.fresh_kernel_answer(code)
+            self.publish(msg_type, content)
+            if msg_type == "error":
+                return outputs.error_reply((msg_type, content), self._count - 1)
+        else:
+            self.vscode.keep(hidden)
+        return outputs.ok_reply(self._count - 1)
+
+    async def _run_background(self, background: vscode.Background) -> dict[str, Any] | None:
+        if not self.continuity.executed:  # no cell has run: no variables, and no session to create for this
+            return vscode.fresh_background_answer(background)
+        return await self._helper(vscode.session_code(background, HELPER_MARK), deadline=30.0)
+
     def _fail(self, message: outputs.Message) -> dict[str, Any]:
         self.publish(*message)
         return outputs.error_reply(message, self._count - 1)
@@ -169,6 +188,12 @@ class RemoteKernel(Kernel):
                 payload += await self.magics.run(call)
             if not remote_code.strip():
                 return outputs.ok_reply(self._count - 1, payload=payload)
+            helped = await self._help_cell(remote_code)
+            if helped is not None:
+                return outputs.ok_reply(self._count - 1, payload=payload + helped)
+            needs_stdin = stdin_needed(remote_code)
+            if needs_stdin:
+                raise MagicError(needs_stdin, "StdinNotImplementedError")
             client = await self.session_client()
             self._show_notices()
             notice = await self.continuity.before_cell(client)
@@ -177,6 +202,7 @@ class RemoteKernel(Kernel):
                 self.publish(*outputs.stream("stderr", notice))
             if self.rich.needs_install:
                 await self._install_rich(client)
+            await self._send_deferred(client)
             execution = await client.execute(remote_code, timeout=self.settings.timeout,
                                              jupyter_repr=self._jupyter_repr)
             notice = await self.continuity.after_execution(client, execution.session_guid)
@@ -205,6 +231,9 @@ class RemoteKernel(Kernel):
         for message in messages:
             self.publish(*message)
         if err is not None:
+            hint = missing_file_hint(err[1]["ename"], err[1]["evalue"])
+            if hint:
+                self.publish(*outputs.stream("stderr", hint))
             return outputs.error_reply(err, self._count - 1)
         expressions = await self._user_expressions(user_expressions) if user_expressions else {}
         return outputs.ok_reply(self._count - 1, payload=payload, user_expressions=expressions)
@@ -223,14 +252,46 @@ class RemoteKernel(Kernel):
                                       "REMOTE_KERNEL_MEMORY (for example 4G) in the kernel's environment and "
                                       "restart the kernel to raise it.")
 
+    async def _help_cell(self, code: str) -> list[dict[str, Any]] | None:
+        """A help-only cell (`obj?`, `%magic`): its pages as the reply's payload, as ipykernel sends them,
+        and what it printed. None: not such a cell, or no answer (the cell then runs as any other)."""
+        helper = self.language_spec.page_code(code) if self.language_spec.page_code else None
+        if helper is None:
+            return None
+        answer = await self._helper(helper, deadline=30.0)
+        if not answer or not isinstance(answer.get("payload"), list):
+            return None
+        if answer.get("stdout"):
+            self.publish(*outputs.stream("stdout", str(answer["stdout"])))
+        return answer["payload"]
+
+    async def session_magics(self) -> str | None:
+        """The session's own `%lsmagic` listing (None when the language has none or there is no answer)."""
+        if self.language_spec.lsmagic_code is None:
+            return None
+        answer = await self._helper(self.language_spec.lsmagic_code, deadline=10.0)
+        return str(answer["text"]) if answer and "text" in answer else None
+
     def _session_lost(self) -> None:
         self.continuity.lost()
         self.rich.forget()
+        self.widgets.forget()
+        self._completer_warm = False
 
     async def _install_rich(self, client: Any) -> None:
         """Send the rich-output shim to the session, silently (once per session)."""
         execution = await client.execute(self.rich.install_code(), timeout=self.settings.timeout, jupyter_repr=False)
         self.rich.record_install(execution)
+
+    async def _send_deferred(self, client: Any) -> None:
+        """Run what VS Code's start-up set for the session (`__vsc_ipynb_file__`), silently, before a cell."""
+        code = self.vscode.take_deferred()
+        if code:
+            try:
+                await client.execute(code, timeout=self.settings.timeout, jupyter_repr=False)
+            except Exception:
+                self.vscode.put_back(code)
+                raise
 
     @property
     def _jupyter_repr(self) -> bool:
@@ -252,9 +313,11 @@ class RemoteKernel(Kernel):
                 return {**reply, "matches": found, "cursor_start": cursor_pos - len(word)}
         if self.language_spec.complete_code is None:
             return reply
-        answer = await self._helper(self.language_spec.complete_code(code, cursor_pos))
+        deadline = COMPLETE_DEADLINE if self._completer_warm else FIRST_COMPLETE_DEADLINE
+        answer = await self._helper(self.language_spec.complete_code(code, cursor_pos), deadline=deadline)
         if not answer or not isinstance(answer.get("matches"), list):
             return reply
+        self._completer_warm = True
         return {**reply, "matches": answer["matches"], "cursor_start": answer.get("cursor_start", cursor_pos),
                 "cursor_end": answer.get("cursor_end", cursor_pos),
                 "metadata": {"_jupyter_types_experimental": answer.get("types", [])}}
@@ -286,7 +349,13 @@ class RemoteKernel(Kernel):
         """Run a silent helper in the session (never counted, never shown) and read its JSON answer."""
         async def run() -> dict[str, Any] | None:
             client = await self.session_client()
-            execution = await client.execute(code, timeout=max(deadline, 1.0), jupyter_repr=False)
+            deferred = self.vscode.take_deferred()  # VS Code's start-up lines go first (they are plain Python)
+            try:
+                execution = await client.execute(f"{deferred}\n{code}" if deferred else code,
+                                                 timeout=max(deadline, 1.0), jupyter_repr=False)
+            except BaseException:
+                self.vscode.put_back(deferred)
+                raise
             self.continuity.touched()
             for line in (execution.stdout or "").splitlines():
                 if line.startswith(HELPER_MARK):
@@ -405,6 +474,7 @@ class RemoteKernel(Kernel):
         self._token, self._client, self._endpoint = self.embedded.token, None, None
         self.continuity.reset()
         self.rich.forget()
+        self._completer_warm = False
         return EmbeddedPoolError(f"The embedded local session pool stopped unexpectedly (exit code {code}); a new one "
                                  "is starting. The remote state is lost: run the cells you need again.")
 
@@ -431,4 +501,6 @@ class RemoteKernel(Kernel):
         client.identifier = self.identifier
         self.continuity.reset()
         self.rich.forget()
+        self.widgets.forget()
+        self._completer_warm = False
         return old, self.identifier

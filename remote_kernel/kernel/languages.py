@@ -33,6 +33,8 @@ class Language:
     complete_code: Callable[[str, int], str] | None = None  # helper source answering complete_request
     inspect_code: Callable[[str, int, int], str] | None = None  # helper source answering inspect_request
     expressions_code: Callable[[dict[str, str]], str] | None = None  # helper evaluating user_expressions
+    page_code: Callable[[str], str | None] | None = None  # helper for a help-only cell (`obj?`), or None
+    lsmagic_code: str | None = None  # helper listing the session's own magics
     jupyter_repr: bool = True  # ask the pool for the interpreter's display repr where the version can
     format_value: Callable[[object], str] = repr  # text/plain of a JSON result value, in the language's notation
     help_links: list = field(default_factory=list)
@@ -73,17 +75,27 @@ def _python_helper(body: str) -> str:
 
 
 def _python_complete_code(code: str, cursor_pos: int) -> str:
+    """ipykernel's `do_complete` (its `_experimental_do_complete`), run on the session's shell.
+
+    Jedi is used when the shell's `Completer.use_jedi` says so, as in a local kernel (`%config
+    Completer.use_jedi = False` turns it off, as VS Code does at start). A shell built without jedi
+    loaded (the local pool's worker keeps it out at start; IPython before 9.17 imports it with the
+    completer module) gets it wired in on first use.
+    """
     return _python_helper(f'''
 code, cursor = _json.loads({json.dumps(json.dumps([code, cursor_pos]))})
+from IPython.core import completer as _completer
 from IPython.core.completer import provisionalcompleter, rectify_completions
 shell = get_ipython()
-jedi = shell.Completer.use_jedi
-shell.Completer.use_jedi = False  # jedi is slow to warm up; answers must come within a second
-try:
-    with provisionalcompleter():
-        found = list(rectify_completions(code, shell.Completer.completions(code, cursor)))
-finally:
-    shell.Completer.use_jedi = jedi
+if shell.Completer.use_jedi and not hasattr(_completer, "_get_jedi") and getattr(_completer, "jedi", None) is None:
+    try:
+        import jedi, jedi.api.classes, jedi.api.helpers
+        jedi.settings.case_insensitive_completion = False
+        _completer.jedi, _completer.JEDI_INSTALLED = jedi, True
+    except ImportError:
+        shell.Completer.use_jedi = False
+with provisionalcompleter():
+    found = list(rectify_completions(code, shell.Completer.completions(code, cursor)))
 start = found[0].start if found else cursor
 end = found[0].end if found else cursor
 answer = {{"matches": [c.text for c in found], "cursor_start": start, "cursor_end": end,
@@ -92,17 +104,78 @@ answer = {{"matches": [c.text for c in found], "cursor_start": start, "cursor_en
 ''')
 
 
-def _python_inspect_code(code: str, cursor_pos: int, detail_level: int) -> str:
+def _python_inspect_code(code: str, cursor_pos: int, detail_level: int, omit_sections: list | None = None) -> str:
+    """ipykernel's `do_inspect` on the session's shell: text/plain only (no HTML pager, as its default),
+    coloured as a local kernel's shell colours it whatever the session's own colour setting."""
     return _python_helper(f'''
-code, cursor, level = _json.loads({json.dumps(json.dumps([code, cursor_pos, detail_level]))})
+code, cursor, level, omit = _json.loads({json.dumps(json.dumps([code, cursor_pos, detail_level, list(omit_sections or [])]))})
 from IPython.utils.tokenutil import token_at_cursor
 shell = get_ipython()
 name = token_at_cursor(code, cursor)
+%(colours)s
 try:
-    bundle = shell.object_inspect_mime(name, detail_level=level)
+    bundle = shell.object_inspect_mime(name, detail_level=level, omit_sections=omit)
+    if not shell.enable_html_pager:
+        bundle.pop("text/html", None)
     answer = {{"found": True, "data": bundle if isinstance(bundle, dict) else {{}}}}
 except KeyError:
     answer = {{"found": False, "data": {{}}}}
+finally:
+    set_colours(shell.colors)
+'''.replace("%(colours)s", _COLOURS))
+
+
+_COLOURS = '''inspector = shell.inspector
+
+
+def set_colours(scheme):
+    if hasattr(inspector, "set_theme_name"):  # IPython 9
+        inspector.set_theme_name(scheme.lower())
+    else:  # IPython 8: the signature's colours follow the parser's own style
+        inspector.set_active_scheme(scheme)
+        inspector.parser.style = scheme
+
+
+set_colours(type(shell).colors.default_value)'''
+
+#: a cell that only asks for help: `obj?`, `obj??`, `?obj`, `%magic?`, `%magic`, `%quickref`, `%pdoc obj`…
+_HELP_CELL = re.compile(r"^\s*(?:\?{0,2}%{0,2}[A-Za-z_][\w.]*\?{1,2}|\?{1,2}%{0,2}[A-Za-z_][\w.]*"
+                        r"|%(?:magic|quickref)(?:\s+-?\w+)?|%(?:pinfo2?|pdoc|pdef|psource|pfile)\s+[\w.]+)\s*$")
+
+
+def _python_page_code(code: str) -> str | None:
+    """For a cell that only asks for help, a helper that runs it with IPython's pager captured: the pages
+    come back as ipykernel sends them (a `page` payload of the reply), anything printed as stdout."""
+    if not _HELP_CELL.match(code):
+        return None
+    return _python_helper(f'''
+import contextlib, io
+from IPython.core import page as _page
+shell = get_ipython()
+code = _json.loads({json.dumps(json.dumps(code))})
+pages = []
+
+
+def capture(strng, start=0, screen_lines=0, pager_cmd=None):
+    pages.append({{"source": "page", "data": strng if isinstance(strng, dict) else {{"text/plain": strng}},
+                  "start": max(0, start)}})
+
+
+%(colours)s
+saved, _page.page = _page.page, capture
+out = io.StringIO()
+try:
+    with contextlib.redirect_stdout(out):
+        exec(compile(shell.transform_cell(code), "<help>", "exec"), shell.user_ns)
+finally:
+    _page.page = saved
+    set_colours(shell.colors)
+answer = {{"payload": pages, "stdout": out.getvalue()}}
+'''.replace("%(colours)s", _COLOURS))
+
+
+_PYTHON_LSMAGIC = _python_helper('''
+answer = {"text": str(get_ipython().run_line_magic("lsmagic", ""))}
 ''')
 
 
@@ -145,6 +218,8 @@ PYTHON = Language(
     complete_code=_python_complete_code,
     inspect_code=_python_inspect_code,
     expressions_code=_python_expressions_code,
+    page_code=_python_page_code,
+    lsmagic_code=_PYTHON_LSMAGIC,
     format_value=_python_value_text,
 )
 

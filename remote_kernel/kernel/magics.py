@@ -9,7 +9,12 @@ order, then the rest of the cell is sent. The first failing magic stops the cell
 """
 from __future__ import annotations
 
+import asyncio
+import fnmatch
+import glob
 import html
+import os
+import posixpath
 import re
 import shlex
 import time
@@ -19,9 +24,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Awaitable, Callable, Protocol
 
-from remote_kernel.sessions.models import RemoteFile, RemoteFileNotFound
+from remote_kernel.sessions.models import ConfigurationError, RemoteFile, RemoteFileNotFound
 
 HIDDEN_FOLDER = ".remote_kernel"  # where the session's rich output waits to be fetched (rich.py)
+MAX_FILES = 10_000  # files one %download of a folder or pattern fetches at most
 
 
 class MagicError(Exception):
@@ -44,6 +50,8 @@ class MagicHost(Protocol):
 
     async def new_session(self) -> tuple[str, str]: ...
 
+    async def session_magics(self) -> str | None: ...
+
 
 @dataclass(frozen=True)
 class Magic:
@@ -63,10 +71,14 @@ class Magic:
 MAGICS: dict[str, Magic] = {m.name: m for m in (
     Magic("upload", "%upload LOCAL [REMOTE]",
           "Copy the local file LOCAL into the session's /mnt/data (as REMOTE, default: the same file name).",
-          "REMOTE may name a folder ending in '/'. A progress bar shows the transfer."),
+          "LOCAL may be a folder (copied with everything in it) or a pattern such as 'data/*.csv' or "
+          "'**/*.json'; REMOTE is then the folder they go to (default: the folder's name, or /mnt/data). "
+          "REMOTE may name a folder ending in '/'. One progress bar shows the whole transfer."),
     Magic("download", "%download REMOTE [LOCAL]",
           "Copy /mnt/data/REMOTE from the session to LOCAL (default: the same file name, in the current folder).",
-          "LOCAL may be an existing folder. The file appears only once it is complete."),
+          "REMOTE may be a folder (copied with everything in it) or a pattern such as '*.png'; LOCAL is then "
+          "the folder they go to (default: the current folder). LOCAL may be an existing folder. Each file "
+          "appears only once it is complete."),
     Magic("files", "%files [PATH]",
           "List the files in the session's /mnt/data (or in its folder PATH): name, size, modified."),
     Magic("rm", "%rm REMOTE", "Delete /mnt/data/REMOTE in the session."),
@@ -185,6 +197,11 @@ def _summary(verb: str, source: str, target: str, size: int, seconds: float) -> 
     return f"{verb} {source} → {target} ({human_size(size)} in {seconds:.1f} s{rate})\n"
 
 
+def _join(folder: str, name: str) -> str:
+    """A remote path: `name` under `folder` ("" is /mnt/data itself)."""
+    return posixpath.join(folder, name) if folder and folder != "." else name
+
+
 def _remote_path(name: str) -> str:
     return name if name.startswith("/") else f"/mnt/data/{name}"
 
@@ -209,6 +226,45 @@ def files_table(files: list[RemoteFile]) -> dict[str, str]:
                     f"<td>{html.escape(r[2])}</td></tr>" for r in rows)
     table = f"<table><thead><tr><th>name</th><th>size</th><th>modified</th></tr></thead><tbody>{cells}</tbody></table>"
     return {"text/plain": text, "text/html": table}
+
+
+_MISSING_FILE = re.compile(r"\[Errno 2\] No such file or directory: (?P<q>['\"])(?P<name>.+?)(?P=q)$")
+
+
+def missing_file_hint(ename: str, evalue: str, here: Path | None = None) -> str | None:
+    """For a FileNotFoundError in the session about a file that exists on the kernel's side: how to upload it."""
+    match = _MISSING_FILE.search(evalue or "") if ename == "FileNotFoundError" else None
+    if match is None:
+        return None
+    name = match.group("name")
+    local = Path(here or Path.cwd()) / name
+    if not local.exists() or name.startswith("/mnt/data/"):
+        return None
+    kind = "folder" if local.is_dir() else "file"
+    quoted = shlex.quote(name)
+    if name.startswith(("/", "..")) or "/../" in name:
+        remote = PurePosixPath(name).name
+        how = f"`%upload {quoted} {shlex.quote(remote)}`, then open it as {remote!r}"
+    else:
+        how = f"`%upload {quoted}{(' ' + quoted) if '/' in name.rstrip('/') else ''}`"  # the same path there
+    return (f"Hint: {name} is a {kind} on the kernel's side ({local.resolve()}), but the code runs in a remote "
+            f"session, whose working folder is /mnt/data. Copy it there with {how}.\n")
+
+
+_STDIN_MAGIC = re.compile(r"^\s*%{1,2}(?P<name>debug|pdb)\b(?P<rest>.*)$", re.MULTILINE)
+
+
+def stdin_needed(code: str) -> str | None:
+    """Why a cell cannot run in a remote session, when it asks for the interactive debugger (no stdin there)."""
+    for match in _STDIN_MAGIC.finditer(code):
+        name, rest = match.group("name"), match.group("rest").strip().lower()
+        if name == "pdb" and rest in ("off", "0", "false"):
+            continue
+        return (f"%{name} needs stdin for the debugger's prompt, and a cell in a remote session has none "
+                "(as ipykernel says when a front end sends no input). Inspect values in a new cell instead: "
+                "the last exception is sys.last_value, its frames are in sys.last_traceback, and %tb shows "
+                "its traceback again.")
+    return None
 
 
 class MagicRunner:
@@ -242,11 +298,25 @@ class MagicRunner:
     async def upload(self, args: list[str]) -> None:
         if not 1 <= len(args) <= 2:
             raise self._usage("upload", "expected a local file and, optionally, a remote name")
-        local = Path(args[0]).expanduser()
+        pattern = os.path.expanduser(args[0])
+        if glob.has_magic(pattern):
+            files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            if not files:
+                raise MagicError(f"%upload: no local file matches {args[0]}", "FileNotFoundError")
+            base = os.path.dirname(pattern.split("*")[0].split("?")[0].split("[")[0]) or "."
+            folder = args[1] if len(args) == 2 else ""
+            await self._upload_many([(f, _join(folder, os.path.relpath(f, base))) for f in files], args[0])
+            return
+        local = Path(pattern)
         if not local.exists():
             raise MagicError(f"%upload: no such local file: {args[0]}", "FileNotFoundError")
         if local.is_dir():
-            raise MagicError(f"%upload: {args[0]} is a folder; upload its files one by one", "IsADirectoryError")
+            folder = args[1] if len(args) == 2 else local.resolve().name
+            files = sorted(p for p in local.rglob("*") if p.is_file())
+            if not files:
+                raise MagicError(f"%upload: the folder {args[0]} has no files", "FileNotFoundError")
+            await self._upload_many([(f, _join(folder, f.relative_to(local).as_posix())) for f in files], args[0])
+            return
         remote = args[1] if len(args) == 2 else local.name
         if remote.endswith("/"):
             remote += local.name
@@ -260,13 +330,33 @@ class MagicRunner:
         name = getattr(info, "name", None) or remote
         self._print(_summary("Uploaded", str(local), _remote_path(name), size, time.monotonic() - started))
 
+    async def _upload_many(self, pairs: list[tuple[Path, str]], source: str) -> None:
+        """Upload (local, remote name) pairs, one after the other, under one progress bar."""
+        sizes = [local.stat().st_size for local, _ in pairs]
+        total = sum(sizes)
+        client = await self.host.session_client()
+        progress = Progress(self.host.publish, f"upload {len(pairs)} files", total)
+        started, done = time.monotonic(), 0
+        progress(0, total)
+        for (local, remote), size in zip(pairs, sizes):
+            await client.upload(local, remote_name=remote,
+                                progress=lambda sent, _total=None, _done=done: progress(_done + sent, total))
+            done += size
+        progress.finish()
+        where = {_remote_path(remote).rsplit("/", 1)[0] for _, remote in pairs}
+        target = where.pop() if len(where) == 1 else "/mnt/data"
+        self._print(_summary(f"Uploaded {len(pairs)} files:", source, target + "/", total, time.monotonic() - started))
+
     async def download(self, args: list[str]) -> None:
         if not 1 <= len(args) <= 2:
             raise self._usage("download", "expected a remote file and, optionally, a local name")
         remote = args[0]
+        if glob.has_magic(remote) or remote.endswith("/"):
+            await self._download_many(remote, args[1] if len(args) == 2 else None)
+            return
         basename = PurePosixPath(remote).name
-        if not basename or remote.endswith("/"):
-            raise self._usage("download", f"{remote!r} names a folder, not a file")
+        if not basename:
+            raise self._usage("download", f"{remote!r} names no file")
         local = Path(args[1]).expanduser() if len(args) == 2 else Path(basename)
         if local.is_dir():
             local = local / basename
@@ -278,10 +368,75 @@ class MagicRunner:
         try:
             size = await client.download(remote, local, progress=progress)
         except RemoteFileNotFound:
+            if await self._remote_folder(client, remote):  # a folder named without its '/'
+                await self._download_many(remote + "/", args[1] if len(args) == 2 else None)
+                return
             raise MagicError(f"%download: no such remote file: {remote} (see %files)", "RemoteFileNotFound") from None
         progress.done = size
         progress.finish()
         self._print(_summary("Downloaded", _remote_path(remote), str(local), size, time.monotonic() - started))
+
+    @staticmethod
+    async def _remote_folder(client: Any, folder: str) -> list[RemoteFile] | None:
+        """The listing of a remote folder, or None when there is no such folder."""
+        try:
+            return await client.list_files(folder.strip("/") or None)
+        except (RemoteFileNotFound, ConfigurationError):
+            return None
+
+    async def _remote_tree(self, client: Any, folder: str) -> list[tuple[str, RemoteFile]]:
+        """(path under `folder`, file) for every file in a remote folder, its subfolders included."""
+        found: list[tuple[str, RemoteFile]] = []
+        pending = [""]
+        while pending and len(found) < MAX_FILES:
+            below = pending.pop()
+            listing = await self._remote_folder(client, _join(folder, below))
+            for item in listing or []:
+                name = _join(below, PurePosixPath(item.name).name)
+                if item.is_directory:
+                    if name.split("/", 1)[0] != HIDDEN_FOLDER:
+                        pending.append(name)
+                else:
+                    found.append((name, item))
+        return found
+
+    async def _download_many(self, remote: str, local_arg: str | None) -> None:
+        """Download a remote folder (ending in '/') or the files matching a pattern into a local folder."""
+        client = await self.host.session_client()
+        if glob.has_magic(remote):
+            parts = remote.split("/")
+            first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+            folder, pattern = "/".join(parts[:first]), "/".join(parts[first:])
+            if "/" in pattern:  # 'data/**/*.csv', 'runs/*/out.json': every file below, matched by path
+                tree = await self._remote_tree(client, folder)
+                matched = [(name, f) for name, f in tree
+                           if fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(name, pattern.replace("**/", ""))]
+            else:  # '*.csv': the files of the folder itself
+                listing = await self._remote_folder(client, folder) or []
+                matched = [(PurePosixPath(f.name).name, f) for f in listing
+                           if not f.is_directory and fnmatch.fnmatch(PurePosixPath(f.name).name, pattern)]
+            target = Path(local_arg).expanduser() if local_arg else Path(".")
+        else:
+            folder = remote.rstrip("/")
+            if await self._remote_folder(client, folder) is None:
+                raise MagicError(f"%download: no such remote folder: {remote} (see %files)", "RemoteFileNotFound")
+            matched = await self._remote_tree(client, folder)
+            target = Path(local_arg).expanduser() if local_arg else Path(PurePosixPath(folder).name or "data")
+        if not matched:
+            raise MagicError(f"%download: no remote file matches {remote} (see %files)", "RemoteFileNotFound")
+        total = sum(f.size or 0 for _, f in matched)
+        progress = Progress(self.host.publish, f"download {len(matched)} files", total or None)
+        started, done = time.monotonic(), 0
+        progress(0, total or None)
+        for name, _ in matched:
+            destination = target / name
+            await asyncio.to_thread(destination.parent.mkdir, parents=True, exist_ok=True)
+            done += await client.download(_join(folder, name), destination,
+                                          progress=lambda got, _total=None, _done=done: progress(_done + got))
+        progress.done = done
+        progress.finish()
+        self._print(_summary(f"Downloaded {len(matched)} files:", _remote_path(remote), f"{target}/", done,
+                             time.monotonic() - started))
 
     async def files(self, args: list[str]) -> None:
         if len(args) > 1:
@@ -328,3 +483,6 @@ class MagicRunner:
         self._print("Kernel magics (run here, before anything is sent):\n" + "\n".join(lines) +
                     "\n\nAppend ? for help (%upload?). Every other %magic, %%cell magic and !command "
                     "runs in the remote session.\n")
+        session = await self.host.session_magics()
+        if session:
+            self._print("\nSession magics (run in the remote session):\n" + session.rstrip("\n") + "\n")

@@ -21,8 +21,9 @@ from remote_kernel.sessions.models import Execution, ExecutionError, SessionsErr
 Message = tuple[str, dict[str, Any]]
 
 # The first line of a remote traceback: IPython's verbose header or the plain interpreter's.
-_TRACEBACK_START = re.compile(
-    r"^(?:-{20,}\n(?=\S+ +Traceback \(most recent call last\))|Traceback \(most recent call last\):)",
+_TRACEBACK_START = re.compile(  # (the header may be coloured: ANSI codes around the dashes)
+    r"^(?:(?:\x1b\[[0-9;]*m)?-{20,}(?:\x1b\[[0-9;]*m)?\n(?=\S+ +Traceback \(most recent call last\))"
+    r"|Traceback \(most recent call last\):)",
     re.MULTILINE,
 )
 _LAST_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")

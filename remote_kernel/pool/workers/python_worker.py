@@ -24,6 +24,8 @@ MAX_OUTPUT = int(os.environ.get("REMOTE_KERNEL_MAX_OUTPUT", str(1 << 20)))
 class CappedStream(io.TextIOBase):
     """A text stream that keeps at most MAX_OUTPUT bytes and counts the rest."""
 
+    encoding = "UTF-8"  # what ipykernel's streams say (code reads it: `%timeit` prints µs only then)
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.parts: list[str] = []
@@ -110,6 +112,46 @@ def lean_shell_imports() -> None:
     package.get_ipython = get_ipython  # type: ignore[attr-defined]  # what IPython.core itself imports
 
 
+def lazy_jedi(shell: object) -> None:
+    """Jedi for completions as in a local kernel (`Completer.use_jedi` on when jedi is installed), imported
+    the first time a completion needs it. IPython 9.17+ imports jedi lazily itself; before, its completer
+    module imports jedi at import time, which `Worker` prevents (jedi costs ~40 MB per session)."""
+    from IPython.core import completer
+
+    if importlib.util.find_spec("jedi") is None:
+        return
+    if not hasattr(completer, "_get_jedi") and getattr(completer, "jedi", None) is None:
+        class LazyJedi:
+            def __getattr__(self, name: str) -> object:
+                import jedi
+                import jedi.api.classes  # noqa: F401  (what IPython's completer imports with it)
+                import jedi.api.helpers  # noqa: F401
+
+                jedi.settings.case_insensitive_completion = False
+                completer.jedi = jedi
+                return getattr(jedi, name)
+
+        completer.jedi = LazyJedi()
+        completer.JEDI_INSTALLED = True
+    shell.Completer.use_jedi = True  # type: ignore[attr-defined]
+
+
+def has_network() -> bool:
+    """Whether the session has a network interface other than loopback (a sandbox without egress has none)."""
+    try:
+        import socket
+
+        return any(name != "lo" for _, name in socket.if_nameindex())
+    except (OSError, AttributeError):
+        return True  # cannot tell: let the command try
+
+
+NO_NETWORK = ("%pip: this session has no network access (its pool runs sessions without egress), so pip cannot "
+              "reach a package index.\nThe kernel's embedded pool gives sessions network with REMOTE_KERNEL_EGRESS="
+              "enabled in the kernel's environment (then restart the kernel), a standalone local pool with "
+              "`remote-kernel pool --egress enabled`; or %upload a wheel and `%pip install --no-index ./NAME.whl`.\n")
+
+
 class Worker:
     """Runs cells in one persistent IPython shell."""
 
@@ -148,7 +190,20 @@ class Worker:
         self.shell._showtraceback = self._showtraceback  # type: ignore[method-assign]
         self.error: tuple[str, str] | None = None
         self.running = False
+        self._coloured = False
         builtins.input = stdin_unavailable
+        lazy_jedi(self.shell)
+        self.shell.extension_manager.load_extension("storemagic")  # ipykernel's default extension: %store
+        pip = self.shell.find_line_magic("pip")
+        if pip is not None:
+            def offline_pip(line: str = "") -> object:
+                words = line.split()
+                if words[:1] == ["install"] and "--no-index" not in words and not has_network():
+                    sys.stderr.write(NO_NETWORK)
+                    return None
+                return pip(line)
+
+            self.shell.register_magic_function(offline_pip, "line", "pip")
         # `%matplotlib inline` (and friends) would ask this GUI-less shell for an event loop: figures
         # come back as images anyway, so the magic keeps the Agg backend and does nothing
         self.shell.register_magic_function(lambda line="": None, "line", "matplotlib")
@@ -162,9 +217,22 @@ class Worker:
 
     def _showtraceback(self, etype, evalue, stb) -> None:
         self.error = (getattr(etype, "__name__", str(etype)), str(evalue))
-        sys.stderr.write(self.shell.InteractiveTB.stb2text(stb) + "\n")
+        own = f"{os.path.abspath(__file__)}:"  # frames of this worker (input()'s) are not the user's code
+        sys.stderr.write(self.shell.InteractiveTB.stb2text([entry for entry in stb if own not in entry]) + "\n")
+
+    def _colour_tracebacks(self, jupyter: bool) -> None:
+        """Tracebacks in a local kernel's colours for a Jupyter kernel (it renders ANSI), plain otherwise."""
+        scheme = type(self.shell).colors.default_value if jupyter else "NoColor"
+        for tb in (self.shell.InteractiveTB, self.shell.SyntaxTB):
+            if hasattr(tb, "set_theme_name"):  # IPython 9
+                tb.set_theme_name(scheme.lower())
+            else:
+                tb.set_colors(scheme)
 
     def execute(self, code: str, jupyter: bool) -> dict:
+        if jupyter != self._coloured:
+            self._colour_tracebacks(jupyter)
+            self._coloured = jupyter
         stdout, stderr = CappedStream("stdout"), CappedStream("stderr")
         self.error = None
         saved = sys.stdout, sys.stderr
@@ -240,6 +308,15 @@ def send(fd: int, message: dict) -> None:
 def main() -> None:
     """Serve executions until the pool closes fd 3. A SIGINT while idle is ignored."""
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # the environment of a kernel started from the session's interpreter: its bin folder first on PATH
+    # (`!python`, `!pip`, `%%script python3` find it), a shell, and the working folder importable
+    bin_folder = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if bin_folder and bin_folder not in path.split(os.pathsep)[:1]:
+        os.environ["PATH"] = os.pathsep.join(filter(None, [bin_folder, path]))
+    os.environ.setdefault("SHELL", "/bin/sh")
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # as ipykernel does: `import m1` finds m1.py of the working folder
     for fd in (3, 4):
         os.set_inheritable(fd, False)  # session code's own processes must not write into the protocol
     worker = Worker()
