@@ -34,6 +34,7 @@ class KernelConfig:
     timeout: float = MAX_TIMEOUT
     keep_session: bool = False
     rich: bool = True  # REMOTE_KERNEL_RICH: carry displays, figures and tables home (the session shim)
+    active_content: bool = False  # REMOTE_KERNEL_ACTIVE_CONTENT: let scripts in outputs reach the front end
     problems: tuple[str, ...] = ()
 
     @property
@@ -110,9 +111,10 @@ class KernelConfig:
 
         keep = env.get("REMOTE_KERNEL_KEEP_SESSION", "0").strip().lower() in ("1", "true", "yes", "on")
         rich = env.get("REMOTE_KERNEL_RICH", "1").strip().lower() not in ("0", "false", "no", "off")
+        active = env.get("REMOTE_KERNEL_ACTIVE_CONTENT", "0").strip().lower() in ("1", "true", "yes", "on")
         return cls(endpoint=endpoint, auth_mode=auth_mode, token=token, api_version=api_version,
                    identifier=identifier, identifier_from_env=from_env, timeout=timeout, keep_session=keep,
-                   rich=rich, problems=tuple(problems))
+                   rich=rich, active_content=active, problems=tuple(problems))
 
     def describe(self, *, endpoint: str | None = None) -> list[tuple[str, str]]:
         """The settings as (name, value) rows for `%session`; never the token."""

@@ -21,7 +21,7 @@ from typing import Any
 from ipykernel.kernelbase import Kernel
 
 from remote_kernel import __version__
-from remote_kernel.kernel import outputs, rich
+from remote_kernel.kernel import outputs, rich, trust
 from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel.continuity import SessionContinuity
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
@@ -86,6 +86,7 @@ class RemoteKernel(Kernel):
         self._auth_mode = self.settings.auth_mode
         self.continuity = SessionContinuity()
         self.rich = rich.RichOutput(self.settings.rich and self.language_spec.key == "python")
+        self.guard = trust.OutputGuard(self.settings.active_content)
         self._cell: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
         self._cleaned_up = False
         self._control_idle = threading.Event()
@@ -128,9 +129,14 @@ class RemoteKernel(Kernel):
         return info
 
     def publish(self, msg_type: str, content: dict[str, Any]) -> None:
-        """Send one IOPub message for the current cell (nothing for a silent one)."""
-        if not self._publish_silently:
-            self.send_response(self.iopub_socket, msg_type, content)
+        """Send one IOPub message for the current cell (nothing for a silent one), screened by `trust`."""
+        if self._publish_silently:
+            return
+        screened, notice = self.guard.screen(msg_type, content)
+        if notice:
+            self.send_response(self.iopub_socket, "stream", {"name": "stderr", "text": notice})
+        if screened is not None:
+            self.send_response(self.iopub_socket, msg_type, screened)
 
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
                          user_expressions: dict | None = None, allow_stdin: bool = False) -> dict[str, Any]:
@@ -209,6 +215,7 @@ class RemoteKernel(Kernel):
     def _session_lost(self) -> None:
         self.continuity.lost()
         self.rich.forget()
+        self.guard.new_session()
 
     async def _install_rich(self, client: Any) -> None:
         """Send the rich-output shim to the session, silently (once per session)."""
@@ -398,9 +405,16 @@ class RemoteKernel(Kernel):
         rows["rich output"] = ("off  (REMOTE_KERNEL_RICH=0)" if not self.settings.rich else
                                "off (Python sessions only)" if not self.rich.enabled else
                                f"off: the session could not load it ({self.rich.refused})" if self.rich.refused else "on")
+        rows["active content"] = ("allowed: scripts in outputs reach the front end  (%session active off)"
+                                  if self.guard.allow_active else
+                                  "removed: scripts and event handlers are dropped  (%session active on)")
         rows["session"] = ("not created yet (the first cell creates it)" if not self.continuity.executed
                            else f"active{f' ({self.continuity.guid})' if self.continuity.guid else ''}")
         return list(rows.items())
+
+    def allow_active_content(self, allowed: bool) -> None:
+        """`%session active on|off`: whether outputs keep scripts (for this kernel, every session)."""
+        self.guard.allow_active = allowed
 
     async def new_session(self) -> tuple[str, str]:
         """Delete the session and move to a fresh one (a new identifier, unless it was configured)."""
@@ -414,4 +428,5 @@ class RemoteKernel(Kernel):
         client.identifier = self.identifier
         self.continuity.reset()
         self.rich.forget()
+        self.guard.new_session()
         return old, self.identifier

@@ -44,6 +44,8 @@ class MagicHost(Protocol):
 
     async def new_session(self) -> tuple[str, str]: ...
 
+    def allow_active_content(self, allowed: bool) -> None: ...
+
 
 @dataclass(frozen=True)
 class Magic:
@@ -70,9 +72,12 @@ MAGICS: dict[str, Magic] = {m.name: m for m in (
     Magic("files", "%files [PATH]",
           "List the files in the session's /mnt/data (or in its folder PATH): name, size, modified."),
     Magic("rm", "%rm REMOTE", "Delete /mnt/data/REMOTE in the session."),
-    Magic("session", "%session [new]",
+    Magic("session", "%session [new | active on|off]",
           "Show how the kernel reaches its session (endpoint, api-version, identifier, auth mode, pool type).",
-          "`%session new` deletes the session, with its variables and files, and starts afresh."),
+          "`%session new` deletes the session, with its variables and files, and starts afresh.\n"
+          "`%session active on` lets scripts, event handlers and application/javascript in the session's outputs "
+          "reach the notebook (they are removed by default: the front end would run them on your machine's "
+          "Jupyter server); `%session active off` removes them again."),
     Magic("lsmagic", "%lsmagic", "List the kernel's magics."),
 )}
 
@@ -313,6 +318,11 @@ class MagicRunner:
         if args == ["new"]:
             old, new = await self.host.new_session()
             self._print(f"Deleted session {old}; the next cell starts an empty session ({new}).\n")
+            return
+        if len(args) == 2 and args[0] == "active" and args[1] in ("on", "off"):
+            self.host.allow_active_content(args[1] == "on")
+            self._print("Active content (scripts, event handlers) in outputs: "
+                        + ("allowed for this kernel.\n" if args[1] == "on" else "removed (the default).\n"))
             return
         if args:
             raise self._usage("session", f"unknown argument {' '.join(args)!r}")
