@@ -16,11 +16,22 @@ import subprocess
 import sys
 import tempfile
 import threading
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_LINE = "export POOL_MANAGEMENT_ENDPOINT="
+#: what the pool needs of the kernel's environment (where programs and its Python live, locale,
+#: temp folder, its own REMOTE_KERNEL_* settings); nothing else, so no cloud secret reaches it
+POOL_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "PYTHONPATH",
+            "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX", "LD_LIBRARY_PATH", "SYSTEMROOT", "XDG_RUNTIME_DIR")
+POOL_ENV_PREFIXES = ("LC_", "REMOTE_KERNEL_")
+
+
+def pool_environment(env: dict[str, str] | os._Environ, token: str) -> dict[str, str]:
+    """The embedded pool's environment: the names it needs from `env`, and its token."""
+    kept = {name: value for name, value in env.items()
+            if name in POOL_ENV or (name.startswith(POOL_ENV_PREFIXES) and name != "REMOTE_KERNEL_TOKEN")}
+    return {**kept, "REMOTE_KERNEL_TOKEN": token}
 
 
 class EmbeddedPoolError(RuntimeError):
@@ -42,7 +53,7 @@ class EmbeddedPool:
         self.process: subprocess.Popen | None = None
         self._ready = threading.Event()
         self._failure: str | None = None
-        self._log_path: Path | None = None
+        self._log_fd: int | None = None  # the pool's stderr: a file already unlinked, so no kill leaves it behind
 
     @property
     def argv(self) -> list[str]:
@@ -53,9 +64,9 @@ class EmbeddedPool:
     def start(self) -> None:
         """Start the child and return at once; a thread reads its endpoint when it is listening."""
         fd, name = tempfile.mkstemp(prefix="remote-kernel-pool-", suffix=".log")
-        self._log_path = Path(name)
-        env = {**os.environ, "REMOTE_KERNEL_TOKEN": self.token}
-        env.pop("POOL_MANAGEMENT_ENDPOINT", None)
+        os.unlink(name)
+        self._log_fd = fd
+        env = pool_environment(os.environ, self.token)
         try:
             self.process = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=fd, env=env,
@@ -64,11 +75,9 @@ class EmbeddedPool:
                 start_new_session=True,
             )
         except OSError as exc:
-            os.close(fd)
             self._failure = f"could not run {self.python}: {exc}"
             self._ready.set()
             return
-        os.close(fd)
         threading.Thread(target=self._read_stdout, name="embedded-pool-stdout", daemon=True).start()
 
     def _read_stdout(self) -> None:
@@ -94,8 +103,12 @@ class EmbeddedPool:
             return None
 
     def log_tail(self, lines: int = 15) -> str:
+        if self._log_fd is None:
+            return ""
         try:
-            text = self._log_path.read_text(errors="replace") if self._log_path else ""
+            size = os.fstat(self._log_fd).st_size
+            start = max(0, size - (64 << 10))
+            text = os.pread(self._log_fd, size - start, start).decode("utf-8", "replace")
         except OSError:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
@@ -135,6 +148,6 @@ class EmbeddedPool:
                     pass
             except OSError:
                 pass
-        if self._log_path is not None:
-            self._log_path.unlink(missing_ok=True)
-            self._log_path = None
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None

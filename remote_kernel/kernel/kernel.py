@@ -234,6 +234,13 @@ class RemoteKernel(Kernel):
 
     async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
         reply = {"status": "ok", "matches": [], "cursor_start": cursor_pos, "cursor_end": cursor_pos, "metadata": {}}
+        try:
+            return await self._complete(code, cursor_pos, reply)
+        except Exception as exc:  # always a reply, whatever the session answered
+            self.log.warning("completion failed: %r", exc)
+            return reply
+
+    async def _complete(self, code: str, cursor_pos: int, reply: dict[str, Any]) -> dict[str, Any]:
         magic = re.search(r"(?:^|\n)\s*(%\w*)$", code[:cursor_pos])
         if magic:
             word = magic.group(1)
@@ -243,44 +250,58 @@ class RemoteKernel(Kernel):
         if self.language_spec.complete_code is None:
             return reply
         answer = await self._helper(self.language_spec.complete_code(code, cursor_pos))
-        if not answer or not isinstance(answer.get("matches"), list):
-            return reply
-        return {**reply, "matches": answer["matches"], "cursor_start": answer.get("cursor_start", cursor_pos),
-                "cursor_end": answer.get("cursor_end", cursor_pos),
-                "metadata": {"_jupyter_types_experimental": answer.get("types", [])}}
+        return {**reply, **(trust.completion(answer, code, cursor_pos) or {})}
 
     async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                          omit_sections: Any = ()) -> dict[str, Any]:
         reply: dict[str, Any] = {"status": "ok", "found": False, "data": {}, "metadata": {}}
+        try:
+            return await self._inspect(code, cursor_pos, detail_level, reply)
+        except Exception as exc:  # always a reply, whatever the session answered
+            self.log.warning("inspection failed: %r", exc)
+            return reply
+
+    async def _inspect(self, code: str, cursor_pos: int, detail_level: int, reply: dict[str, Any]) -> dict[str, Any]:
         magic = re.search(r"%(\w+)$", code[:cursor_pos] + re.match(r"\w*", code[cursor_pos:]).group())
         if magic and magic.group(1) in MAGICS:
             return {**reply, "found": True, "data": {"text/plain": MAGICS[magic.group(1)].help}}
         if self.language_spec.inspect_code is None:
             return reply
         answer = await self._helper(self.language_spec.inspect_code(code, cursor_pos, detail_level))
-        if answer and answer.get("found") and answer.get("data"):
-            return {**reply, "found": True, "data": answer["data"]}
-        return reply
+        data = trust.inspection(answer, self.guard.allow_active)
+        return {**reply, "found": True, "data": data} if data else reply
 
     async def _user_expressions(self, expressions: dict[str, str]) -> dict[str, Any]:
         if self.language_spec.expressions_code is None:
             return {}
         answer = await self._helper(self.language_spec.expressions_code(expressions), deadline=10.0)
-        if not answer or "error" in answer:
-            reason = (answer or {}).get("error", "the session did not answer")
-            return {name: {"status": "error", "ename": "UserExpressionError", "evalue": reason, "traceback": []}
+        results = trust.expressions(answer, list(expressions), self.guard.allow_active)
+        if results is None:
+            reason = answer.get("error") if isinstance(answer, dict) and isinstance(answer.get("error"), str) else \
+                "the session gave no usable answer"
+            return {name: {"status": "error", "ename": "UserExpressionError", "evalue": reason[:1000], "traceback": []}
                     for name in expressions}
-        return answer
+        return results
 
     async def _helper(self, code: str, deadline: float = HELPER_DEADLINE) -> dict[str, Any] | None:
-        """Run a silent helper in the session (never counted, never shown) and read its JSON answer."""
+        """Run a silent helper in the session (never counted, never shown) and read its JSON answer.
+
+        The answer is capped (trust.HELPER_ANSWER_LIMIT); the helper prints its line last, so the
+        last marked line that holds a JSON object is taken (a hook may print the marker too).
+        """
         async def run() -> dict[str, Any] | None:
             client = await self.session_client()
-            execution = await client.execute(code, timeout=max(deadline, 1.0), jupyter_repr=False)
+            execution = await client.execute(code, timeout=max(deadline, 1.0), jupyter_repr=False,
+                                             answer_limit=trust.HELPER_ANSWER_LIMIT)
             self.continuity.touched()
-            for line in (execution.stdout or "").splitlines():
+            for line in reversed((execution.stdout or "").splitlines()):
                 if line.startswith(HELPER_MARK):
-                    return json.loads(line[len(HELPER_MARK):])
+                    try:
+                        answer = json.loads(line[len(HELPER_MARK):])
+                    except (ValueError, RecursionError):
+                        continue
+                    if isinstance(answer, dict):
+                        return answer
             return None
 
         try:
@@ -411,6 +432,11 @@ class RemoteKernel(Kernel):
         rows["session"] = ("not created yet (the first cell creates it)" if not self.continuity.executed
                            else f"active{f' ({self.continuity.guid})' if self.continuity.guid else ''}")
         return list(rows.items())
+
+    @property
+    def download_limit(self) -> int:
+        """The largest file `%download` accepts (REMOTE_KERNEL_DOWNLOAD_LIMIT)."""
+        return self.settings.download_limit
 
     def allow_active_content(self, allowed: bool) -> None:
         """`%session active on|off`: whether outputs keep scripts (for this kernel, every session)."""

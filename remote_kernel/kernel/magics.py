@@ -19,9 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Awaitable, Callable, Protocol
 
-from remote_kernel.sessions.models import RemoteFile, RemoteFileNotFound
+from remote_kernel.sessions.models import AnswerTooLarge, RemoteFile, RemoteFileNotFound
 
 HIDDEN_FOLDER = ".remote_kernel"  # where the session's rich output waits to be fetched (rich.py)
+NAME_MAX = 255  # bytes of one local file name (Linux, macOS); %download refuses longer ones
+SIZE_MAX = 1 << 50  # the largest file size %files believes (1 PiB); beyond it, or below 0, it shows "?"
 
 
 class MagicError(Exception):
@@ -35,6 +37,8 @@ class MagicError(Exception):
 
 class MagicHost(Protocol):
     """What a magic needs from the kernel."""
+
+    download_limit: int  # bytes: REMOTE_KERNEL_DOWNLOAD_LIMIT
 
     def publish(self, msg_type: str, content: dict[str, Any]) -> None: ...
 
@@ -202,9 +206,33 @@ def _modified(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if value.tzinfo is not None else "")
 
 
+async def _is_folder(client: Any, remote: str) -> bool:
+    """Whether the session has a folder named `remote` (a listing of it works)."""
+    try:
+        await client.list_files(remote)
+        return True
+    except Exception:  # not a folder, or a pool version without folders: the plain "no such file"
+        return False
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(name: str, limit: int = 200) -> str:
+    """A name as one line of plain text: control characters (ANSI escapes, newlines, bidi overrides)
+    shown as escapes, and at most `limit` characters."""
+    shown = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), name)
+    return shown if len(shown) <= limit else shown[:limit - 1] + "…"
+
+
+def checked_size(size: Any) -> int | None:
+    """A file size the table can show: a whole number of bytes from 0 to 1 PiB, else None ("?")."""
+    return size if isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= SIZE_MAX else None
+
+
 def files_table(files: list[RemoteFile]) -> dict[str, str]:
-    """A `text/plain` and a `text/html` table of files: name, size, modified."""
-    rows = [(f.name + ("/" if f.is_directory else ""), "" if f.is_directory else human_size(f.size),
+    """A `text/plain` and a `text/html` table of files: name, size, modified (names shown safely)."""
+    rows = [(printable(f.name) + ("/" if f.is_directory else ""), "" if f.is_directory else human_size(checked_size(f.size)),
              _modified(f.modified)) for f in sorted(files, key=lambda f: (not f.is_directory, f.name))]
     header = ("name", "size", "modified")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
@@ -273,17 +301,36 @@ class MagicRunner:
         if not basename or remote.endswith("/"):
             raise self._usage("download", f"{remote!r} names a folder, not a file")
         local = Path(args[1]).expanduser() if len(args) == 2 else Path(basename)
-        if local.is_dir():
-            local = local / basename
-        if not local.parent.is_dir():
-            raise MagicError(f"%download: no such local folder: {local.parent}", "FileNotFoundError")
+        too_long = [part for part in local.parts if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX]
+        if too_long:
+            raise self._usage("download", f"the local name {too_long[0][:40]}… is {len(too_long[0])} characters long; "
+                                          f"a file name may have at most {NAME_MAX} bytes")
+        try:
+            if local.is_dir():
+                local = local / basename
+            if not local.parent.is_dir():
+                raise MagicError(f"%download: no such local folder: {local.parent}", "FileNotFoundError")
+        except OSError as exc:
+            raise self._usage("download", f"cannot use the local name {str(local)[:80]!r}: {exc.strerror or exc}")
         client = await self.host.session_client()
+        limit = self.host.download_limit
         progress = Progress(self.host.publish, f"download {basename}")
         started = time.monotonic()
         try:
-            size = await client.download(remote, local, progress=progress)
+            size = await client.download(remote, local, progress=progress, limit=limit)
         except RemoteFileNotFound:
+            if await _is_folder(client, remote):
+                raise MagicError(f"%download: {remote} is a folder, not a file: download its files one by one "
+                                 f"(%files {remote} lists them)", "IsADirectoryError") from None
             raise MagicError(f"%download: no such remote file: {remote} (see %files)", "RemoteFileNotFound") from None
+        except AnswerTooLarge as exc:
+            raise MagicError(f"%download: {remote} is larger than the download limit of {human_size(limit)} "
+                             f"({limit} bytes); nothing was saved. Raise REMOTE_KERNEL_DOWNLOAD_LIMIT (e.g. "
+                             f"REMOTE_KERNEL_DOWNLOAD_LIMIT=16G) in the kernel's environment and restart it to fetch "
+                             f"larger files. ({exc})", "DownloadTooLarge") from None
+        except OSError as exc:
+            raise MagicError(f"%download: cannot write {str(local)[:80]!r}: {exc.strerror or exc}", type(exc).__name__) \
+                from None
         progress.done = size
         progress.finish()
         self._print(_summary("Downloaded", _remote_path(remote), str(local), size, time.monotonic() - started))

@@ -233,3 +233,69 @@ def notice_for(lost: list[str]) -> str:
             "handlers and script links do not reach the notebook by default. To allow them for this kernel run "
             "`%session active on` (or start the kernel with REMOTE_KERNEL_ACTIVE_CONTENT=1); do so only if you "
             "trust the code the session runs. This note is shown once per session.]\n")
+
+
+# --- helper answers -----------------------------------------------------------------------
+
+HELPER_ANSWER_LIMIT = 1 << 20  # bytes of a completion, inspection or user-expressions answer
+MAX_MATCHES = 2000  # completions kept from one answer
+MAX_MATCH_LENGTH = 1000  # characters of one completion
+
+
+def completion(answer: Any, code: str, cursor_pos: int) -> dict[str, Any] | None:
+    """The complete_reply fields of a session's answer, or None when it is not a usable answer.
+
+    Matches must be strings (at most MAX_MATCHES, each at most MAX_MATCH_LENGTH characters) and
+    the replaced range must lie within the code: 0 ≤ cursor_start ≤ cursor_end ≤ len(code).
+    """
+    if not isinstance(answer, dict) or not isinstance(answer.get("matches"), list):
+        return None
+    matches = [m for m in answer["matches"][:MAX_MATCHES] if isinstance(m, str) and 0 < len(m) <= MAX_MATCH_LENGTH]
+    start, end = answer.get("cursor_start", cursor_pos), answer.get("cursor_end", cursor_pos)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)) \
+            or not 0 <= start <= end <= len(code):
+        return None
+    types = []
+    for item in answer.get("types") or []:
+        if isinstance(item, dict) and isinstance(item.get("text"), str) and item["text"] in matches:
+            kind, start_i, end_i, signature = (item.get("type"), item.get("start"), item.get("end"),
+                                               item.get("signature", ""))
+            if isinstance(start_i, int) and isinstance(end_i, int) and 0 <= start_i <= end_i <= len(code):
+                types.append({"start": start_i, "end": end_i, "text": item["text"],
+                              "type": kind if isinstance(kind, str) else "",
+                              "signature": signature[:MAX_MATCH_LENGTH] if isinstance(signature, str) else ""})
+        if len(types) >= MAX_MATCHES:
+            break
+    return {"matches": matches, "cursor_start": start, "cursor_end": end,
+            "metadata": {"_jupyter_types_experimental": types}}
+
+
+def inspection(answer: Any, allow_active: bool) -> dict[str, Any] | None:
+    """The MIME bundle of an inspect answer (screened like any output), or None when there is none."""
+    if not isinstance(answer, dict) or answer.get("found") is not True or not isinstance(answer.get("data"), dict):
+        return None
+    data = {k: v for k, v in answer["data"].items() if isinstance(k, str) and isinstance(v, (str, dict, list))}
+    if not allow_active:
+        data, _ = screen_bundle(data)
+    return data or None
+
+
+def expressions(answer: Any, names: list[str], allow_active: bool) -> dict[str, Any] | None:
+    """user_expressions results for exactly `names`, each a well-formed result; None when unusable."""
+    if not isinstance(answer, dict):
+        return None
+    results: dict[str, Any] = {}
+    for name in names:
+        item = answer.get(name)
+        if isinstance(item, dict) and item.get("status") == "ok" and isinstance(item.get("data"), dict):
+            data = item["data"] if allow_active else screen_bundle(item["data"])[0]
+            results[name] = {"status": "ok", "data": data,
+                             "metadata": item.get("metadata") if isinstance(item.get("metadata"), dict) else {}}
+        elif isinstance(item, dict) and item.get("status") == "error":
+            results[name] = {"status": "error", "ename": str(item.get("ename", "Error"))[:200],
+                             "evalue": str(item.get("evalue", ""))[:MAX_MATCH_LENGTH],
+                             "traceback": [str(line)[:MAX_MATCH_LENGTH] for line in item.get("traceback") or []
+                                           if isinstance(item.get("traceback"), list)][:200]}
+        else:
+            return None
+    return results

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from remote_kernel.sessions.transport import httpx
 
 from remote_kernel import __version__
-from remote_kernel.sessions.auth import NoAuth, TokenProvider
+from remote_kernel.sessions.auth import NoAuth, TokenProvider, redacted_url
 from remote_kernel.sessions.models import (
     AnswerTooLarge,
     ConfigurationError,
@@ -137,7 +137,7 @@ class SessionsClient:
         self._wire: Wire = wire_for(value)
 
     def __repr__(self) -> str:
-        return (f"SessionsClient(endpoint={self.endpoint!r}, api_version={self.api_version!r}, "
+        return (f"SessionsClient(endpoint={redacted_url(self.endpoint)!r}, api_version={self.api_version!r}, "
                 f"auth={self.auth!r})")
 
     async def __aenter__(self) -> SessionsClient:
@@ -277,7 +277,7 @@ class SessionsClient:
         target = Path(destination)
         if target.is_dir():
             target = target / relative_name(remote_name).rsplit("/", 1)[-1]
-        partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        partial = target.with_name(f".{target.name[:200]}.{secrets.token_hex(4)}.part")  # within NAME_MAX
         stream = await asyncio.to_thread(open, partial, "xb", buffering=0)
         try:
             with stream:
@@ -621,7 +621,7 @@ def _write_all(stream: IO[bytes], chunks: list[bytes]) -> None:
 def _checked_endpoint(endpoint: str) -> str:
     parts = urlsplit(endpoint.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigurationError(f"POOL_MANAGEMENT_ENDPOINT must be an http(s) URL; got {endpoint!r}.")
+        raise ConfigurationError(f"POOL_MANAGEMENT_ENDPOINT must be an http(s) URL; got {redacted_url(endpoint)!r}.")
     if parts.query or parts.fragment:
         raise ConfigurationError("POOL_MANAGEMENT_ENDPOINT must not carry a query or fragment: give the pool's "
                                  "management endpoint as `az containerapp sessionpool show` prints it.")
