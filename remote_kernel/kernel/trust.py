@@ -9,8 +9,9 @@ content, keeps only what cannot run code:
 - `text/html` is cleaned by nh3 (the maintained Rust sanitizer `ammonia`): no scripts, no event
   handlers, no `javascript:` links, no iframes or forms; tables, styles and classes stay, so a
   DataFrame looks the same;
-- `text/markdown` stays as written unless it carries raw HTML, entities or links (which the
-  front end would render unsanitized): then it is rendered here (markdown-it) and cleaned;
+- `text/markdown` stays as written unless it carries raw HTML, entities or links other than
+  http(s), mailto, anchors and paths (which the front end would render unsanitized): then it is
+  rendered here (markdown-it) and sent as cleaned `text/html`;
 - `image/svg+xml` loses script elements, `foreignObject`, event handlers and script links
   (parsed by defusedxml: no entity expansion); an SVG with nothing to remove is kept as sent;
 - images: only PNG, JPEG, GIF, WebP, BMP and sanitized SVG;
@@ -72,13 +73,23 @@ def clean_html(text: str) -> str:
 
 # --- Markdown -----------------------------------------------------------------------------
 
-#: what makes Markdown carry HTML of its own: tags, entities, link destinations, autolinks
-_MARKDOWN_HTML = re.compile(r"<[A-Za-z!/?]|&#?\w+;|\]\s*[(:\[]|\]\s*$", re.M)
+#: what makes Markdown carry HTML of its own: tags (and autolinks), entities
+_MARKDOWN_HTML = re.compile(r"<[A-Za-z!/?]|&#?\w+;")
+#: link destinations: inline `](dest` and reference definitions `[name]: dest`
+_MARKDOWN_LINK = re.compile(r"\]\s*\(\s*<?([^)\s>]*)|^[ ]{0,3}\[[^\]]+\]:\s*<?(\S*)", re.M)
+_SAFE_DESTINATION = re.compile(r"^(?:https?://|mailto:|#|[^:/?#]*(?:[/?#]|$))", re.I)
+
+
+def _plain_markdown(text: str) -> bool:
+    """Markdown without raw HTML or entities, whose links go only to http(s), mailto, anchors or paths."""
+    if _MARKDOWN_HTML.search(text):
+        return False
+    return all(_SAFE_DESTINATION.match(inline or reference) for inline, reference in _MARKDOWN_LINK.findall(text))
 
 
 def clean_markdown(text: str) -> tuple[str, str]:
     """(MIME type, text): Markdown as written when it holds no HTML or links, else cleaned HTML."""
-    if not _MARKDOWN_HTML.search(text):
+    if _plain_markdown(text):
         return "text/markdown", text
     from markdown_it import MarkdownIt
 
