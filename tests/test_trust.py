@@ -367,3 +367,77 @@ def test_download_of_a_folder_and_an_overlong_local_name_are_usage_errors(remote
     reply, _ = run(remote, f"%download folder/f.txt {tmp_path / ('n' * 300)}")
     assert reply["status"] == "error" and reply["ename"] == "UsageError" and "at most 255 bytes" in reply["evalue"]
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the screening rules, without a kernel ---------------------------------------------------
+
+def test_html_cleaning_keeps_styled_tables_and_removes_everything_that_runs():
+    import pandas as pd
+
+    from remote_kernel.kernel.trust import screen_bundle
+
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "<y>"]})
+    styled = frame.style.highlight_max(color="yellow", subset=["a"]).format(escape="html").to_html()
+    for html in (frame._repr_html_(), styled):
+        kept, lost = screen_bundle({"text/html": html})
+        assert lost == [] and "<table" in kept["text/html"] and "<style" in kept["text/html"]
+    assert 'id="T_' in screen_bundle({"text/html": styled})[0]["text/html"]  # the Styler's CSS still applies
+    hostile = ('<a href="javascript:alert(1)">a</a><iframe src="https://x"></iframe><form action="/x"><input></form>'
+               '<img src="data:text/html,<script>alert(1)</script>"><svg onload=alert(1)></svg>'
+               '<div style="color:red" onclick="alert(1)">d</div><meta http-equiv="refresh" content="0;url=/x">')
+    kept, lost = screen_bundle({"text/html": hostile})
+    assert lost == ["text/html"]
+    assert not ACTIVE_CODE.search(kept["text/html"]) and not re.search(r"<(iframe|form|svg|meta)|data:text",
+                                                                        kept["text/html"])
+    assert '<div style="color:red">d</div>' in kept["text/html"]
+
+
+@pytest.mark.parametrize("markdown, stays", [
+    ("**bold** $x^2$ and a < b, [docs](https://jupyter.org), [here](notes/a.md), [top](#top)", True),
+    ("[x](javascript:alert(1))", False), ("[x]( JaVaScRiPt:alert(1))", False), ("[x](\x01javascript:1)", False),
+    ("[a]: javascript:alert(1)\n\n[b][a]", False), ("[x](&#106;avascript:1)", False),
+    ("<img src=x onerror=alert(1)>", False), ("<javascript:alert(1)>", False), ("[x](data:text/html,1)", False),
+])
+def test_markdown_stays_as_written_only_without_html_or_script_links(markdown, stays):
+    from remote_kernel.kernel.trust import screen_bundle
+
+    kept, lost = screen_bundle({"text/markdown": markdown})
+    assert (kept == {"text/markdown": markdown} and lost == []) if stays else (
+        lost == ["text/markdown"] and not ACTIVE_CODE.search(kept["text/html"]))
+
+
+def test_svg_keeps_a_clean_picture_byte_for_byte_and_refuses_entities():
+    import io
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from remote_kernel.kernel.trust import clean_svg
+
+    matplotlib.use("Agg")
+    figure = plt.figure()
+    plt.plot([1, 3, 2])
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg")
+    plt.close(figure)
+    assert clean_svg(buffer.getvalue()) == buffer.getvalue()
+    bomb = '<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;">]><svg>&b;</svg>'
+    assert clean_svg(bomb) is None
+    linked = ('<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink">'
+              '<a xlink:href="javascript:alert(1)"><text>t</text></a><foreignObject><div/></foreignObject>'
+              '<set attributeName="onmouseover" to="alert(1)"/><use href="#x"/></svg>')
+    cleaned = clean_svg(linked)
+    assert "javascript" not in cleaned and "foreignObject" not in cleaned and "set" not in cleaned
+    assert 'href="#x"' in cleaned and "<text>t</text>" in cleaned.replace("svg:", "")
+
+
+def test_endpoints_are_shown_without_credentials():
+    from remote_kernel.kernel.config import KernelConfig
+    from remote_kernel.sessions.auth import redacted_url
+
+    assert redacted_url("https://alice:hunter2@x.io/pools/p?sig=abc&api-version=1") == \
+        "https://x.io/pools/p?sig=REDACTED&api-version=1"
+    settings = KernelConfig.from_env({"POOL_MANAGEMENT_ENDPOINT": "https://alice:hunter2@x.io/pools/p"})
+    assert "hunter2" not in str(settings.describe()) and "x.io/pools/p" in str(settings.describe())
+    broken = KernelConfig.from_env({"POOL_MANAGEMENT_ENDPOINT": "ftp://alice:hunter2@x"})
+    assert broken.problems and "hunter2" not in str(broken.problems)
