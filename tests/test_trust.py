@@ -228,6 +228,47 @@ def test_download_stops_at_the_limit_with_an_error_naming_the_setting(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no file, no .part left behind
 
 
+def test_a_rich_output_file_past_its_cap_loses_the_outputs_with_a_note_and_keeps_the_text():
+    """A hostile pool answers the shim's install, marks an output and serves an endless outputs file."""
+    state: dict[str, str] = {}
+
+    async def handler(request: Received, exchange: Exchange) -> None:
+        if request.method == "POST" and request.path == "/executions":
+            code = json.loads(await exchange.read_body())["code"]
+            nonce = re.search(r"install\(get_ipython\(\), '([0-9a-f]{8})'\)", code)
+            if nonce:
+                state["nonce"] = nonce.group(1)
+                await execution(stdout=HELPER_MARK + '{"ok": true}\n')(request, exchange)
+            else:
+                await execution(stdout=f"before\x1erk{state['nonce']}:1:0\x1eafter\n")(request, exchange)
+        elif request.path == f"/files/{state.get('nonce')}-1.jsonl/content":
+            await endless_body(b'{"type": "display", "data": {"text/plain": "' + b"x" * 65000 + b'"}}\n')(
+                request, exchange)
+        else:
+            await json_answer(404, {"error": {"code": "NotFound", "message": "no"}})(request, exchange)
+
+    env = {**hostile_env("http://127.0.0.1:1"), "REMOTE_KERNEL_RICH": "1"}
+    with HostilePool({}) as fake:
+        fake.routes = _Everything(handler)
+        with kernel({**env, "POOL_MANAGEMENT_ENDPOINT": fake.url}) as (km, kc):
+            reply, outputs = run(kc, "display('x' * 10**9)")
+            peak = peak_memory_mib(km.provisioner.process.pid)
+    assert reply["status"] == "ok" and text_of(outputs, "stdout") == "beforeafter\n", outputs
+    assert "could not be fetched" in text_of(outputs, "stderr") and "64 MiB" not in text_of(outputs, "stdout")
+    assert peak < 500, f"the kernel grew to {peak:.0f} MiB fetching an endless outputs file"
+
+
+class _Everything(dict):
+    """Routes that send every request to one handler."""
+
+    def __init__(self, handler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def get(self, key, default=None):
+        return self.handler
+
+
 # --- finding 5: helper answers -------------------------------------------------------------
 
 def complete(kc, code: str) -> dict:
