@@ -102,8 +102,9 @@ class KernelConfig:
             if not re.match(r"^(https?|http\+unix)://[^/\s]+", endpoint):
                 from remote_kernel.sessions.auth import redacted_url  # not at start-up: it imports httpx
 
-                problems.append(f"POOL_MANAGEMENT_ENDPOINT={redacted_url(endpoint)!r} is not an http(s) URL: set it to the "
-                                "pool's management endpoint, https://<region>.dynamicsessions.io/subscriptions/"
+                problems.append(f"POOL_MANAGEMENT_ENDPOINT={redacted_url(endpoint)!r} is not an http(s) URL: set "
+                                "it to the pool's management endpoint, https://<region>.dynamicsessions.io/"
+                                "subscriptions/"
                                 "…/sessionPools/<pool>, or unset it to use an embedded local pool.")
             endpoint = endpoint.rstrip("/")
 

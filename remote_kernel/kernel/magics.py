@@ -232,8 +232,9 @@ def checked_size(size: Any) -> int | None:
 
 def files_table(files: list[RemoteFile]) -> dict[str, str]:
     """A `text/plain` and a `text/html` table of files: name, size, modified (names shown safely)."""
-    rows = [(printable(f.name) + ("/" if f.is_directory else ""), "" if f.is_directory else human_size(checked_size(f.size)),
-             _modified(f.modified)) for f in sorted(files, key=lambda f: (not f.is_directory, f.name))]
+    rows = [(printable(f.name) + ("/" if f.is_directory else ""),
+             "" if f.is_directory else human_size(checked_size(f.size)), _modified(f.modified))
+            for f in sorted(files, key=lambda f: (not f.is_directory, f.name))]
     header = ("name", "size", "modified")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]}".rstrip() for r in [header, *rows]]
@@ -303,8 +304,8 @@ class MagicRunner:
         local = Path(args[1]).expanduser() if len(args) == 2 else Path(basename)
         too_long = [part for part in local.parts if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX]
         if too_long:
-            raise self._usage("download", f"the local name {too_long[0][:40]}… is {len(too_long[0])} characters long; "
-                                          f"a file name may have at most {NAME_MAX} bytes")
+            raise self._usage("download", f"the local name {too_long[0][:40]}… is {len(too_long[0])} characters "
+                                          f"long; a file name may have at most {NAME_MAX} bytes")
         try:
             if local.is_dir():
                 local = local / basename
