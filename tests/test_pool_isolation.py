@@ -120,12 +120,15 @@ def readable(path):
     except OSError:
         return False
 {{"secret_seen": any({SECRET!r} in t for t in texts), "environ_keys": sorted(os.environ),
-  "checkout": os.path.exists({checkout!r}), "shadow": readable("/etc/shadow"), "passwd": readable("/etc/passwd"),
+  # the checkout's own files; its folder may exist as the parent of a virtual environment made inside it
+  # (scripts/test's .venv), whose interpreter the sandbox shows read-only
+  "checkout": [n for n in ("README.md", "pyproject.toml", "remote_kernel", ".git") if os.path.lexists({checkout!r} + "/" + n)],
+  "shadow": readable("/etc/shadow"), "passwd": readable("/etc/passwd"),
   "root": sorted(os.listdir("/root")) if os.path.isdir("/root") else []}}
 """)
     assert seen["secret_seen"] is False
     assert "POOL_ONLY_SECRET" not in seen["environ_keys"] and "REMOTE_KERNEL_TOKEN" not in seen["environ_keys"]
-    assert seen["checkout"] is False
+    assert seen["checkout"] == []
     assert seen["shadow"] is False and seen["passwd"] is False
     assert all(name in (".pyenv",) for name in seen["root"]), seen["root"]
 
