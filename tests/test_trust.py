@@ -303,7 +303,7 @@ def test_garbage_helper_answers_still_get_a_checked_reply():
     garbage = {"matches": [1, None, {"x": 1}, "ok_match"], "cursor_start": -50, "cursor_end": 10**12}
     answers = iter([garbage, {"matches": ["fine"], "cursor_start": 0, "cursor_end": 3},
                     {"found": True, "data": {"text/html": "<img src=x onerror=alert(1)>doc", "text/plain": "doc"}},
-                    [1, 2]])
+                    [1, 2], {"matches": ["m" * 1000] * 1500, "cursor_start": 0, "cursor_end": 3}])  # 1.5 MB
 
     async def helper(request: Received, exchange: Exchange) -> None:
         stdout = HELPER_MARK + json.dumps(next(answers)) + "\n"
@@ -313,11 +313,13 @@ def test_garbage_helper_answers_still_get_a_checked_reply():
         with kernel(hostile_env(fake.url)) as (_, kc):
             first, second = complete(kc, "abc"), complete(kc, "abc")
             inspected, listed = inspect(kc, "abc"), inspect(kc, "abc")
+            oversized = complete(kc, "abc")
     assert first == {"status": "ok", "matches": [], "cursor_start": 3, "cursor_end": 3, "metadata": {}}
     assert second["matches"] == ["fine"] and (second["cursor_start"], second["cursor_end"]) == (0, 3)
     assert inspected["found"] and not ACTIVE_CODE.search(json.dumps(inspected["data"]))
     assert "doc" in inspected["data"]["text/html"]
     assert listed == {"status": "ok", "found": False, "data": {}, "metadata": {}}
+    assert oversized["matches"] == []  # over the 1 MiB cap on helper answers: not read
 
 
 # --- finding 6: %files ---------------------------------------------------------------------
