@@ -48,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "the endpoint is then http+unix://PATH (percent-encoded), as the kernel's embedded pool uses")
     auth = pool.add_mutually_exclusive_group()
     auth.add_argument("--token", help="bearer token clients must send (default: $REMOTE_KERNEL_TOKEN, "
-                                      "else a random one, printed)")
+                                      "else a random one, printed); visible to every user in the process "
+                                      "list: prefer REMOTE_KERNEL_TOKEN or --token-file")
+    auth.add_argument("--token-file", metavar="PATH",
+                      help="read the bearer token from the first line of this file (kept out of the process list)")
     auth.add_argument("--no-auth", action="store_true", help="accept requests without a token")
     pool.add_argument("--sandbox", choices=["auto", "bubblewrap", "none"], default="auto",
                       help="auto: bubblewrap when it can run, else unsandboxed with a warning (default: auto)")

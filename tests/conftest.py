@@ -70,10 +70,10 @@ def start_pool(*extra: str, token: str | None = None, port: int = 0, data_root: 
     token = token or secrets.token_urlsafe(24)
     data_root = data_root or Path(tempfile.mkdtemp(prefix="rk-pool-"))
     log_path = Path(tempfile.mkstemp(prefix="rk-pool-", suffix=".log")[1])
-    args = [sys.executable, "-m", "remote_kernel", "pool", "--port", str(port), f"--token={token}",
+    args = [sys.executable, "-m", "remote_kernel", "pool", "--port", str(port),
             "--data-root", str(data_root), *extra]
-    child_env = {**os.environ, **(env or {})}
-    child_env.pop("REMOTE_KERNEL_TOKEN", None)
+    # the token goes in the environment, never on argv (where `ps` shows it to every user)
+    child_env = {**os.environ, **(env or {}), "REMOTE_KERNEL_TOKEN": token}
     log = open(log_path, "wb")
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, env=child_env, cwd=ROOT)
     deadline = time.monotonic() + timeout

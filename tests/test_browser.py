@@ -85,6 +85,8 @@ def lab(tmp_path: Path) -> Iterator[str]:
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
+    for kernel_name in ("python3", "remote-python"):
+        (root / f"trust-{kernel_name}.ipynb").write_text(json.dumps(trust_notebook(kernel_name)))
     settings = tmp_path / "settings"
     for name, values in LAB_SETTINGS.items():
         path = settings / name
@@ -127,14 +129,41 @@ def lab(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+#: safe outputs (each must look as a local kernel shows it), then script cases (none may run)
+TRUST_CELLS = [
+    'import pandas as pd\npd.DataFrame({"city": ["Lisbon", "Oslo"], "rain_mm": [774, 763]})',
+    "import matplotlib.pyplot as plt\nplt.figure(figsize=(3, 2)); plt.plot([1, 3, 2]); plt.show()",
+    'from IPython.display import display, Markdown, Latex\ndisplay(Markdown("**Markdown** with a [link](https://jupyter.org)"))',
+    'display(Latex(r"$\\alpha^2 + \\sqrt{\\beta}$"))',
+    "import plotly.io as pio, plotly.graph_objects as go\npio.renderers.default = 'plotly_mimetype'\n"
+    "go.Figure(go.Bar(y=[1, 3, 2])).show()",
+    "from IPython.display import Javascript, HTML, SVG\n"
+    "display(Javascript(\"document.body.dataset.ran = 'javascript'\"))\n"
+    "display(HTML('<img src=x onerror=\"document.body.dataset.ran = \\'onerror\\'\"><b>kept</b>'))\n"
+    "display(HTML('<script>document.body.dataset.ran = \"script\"</script>'))\n"
+    "display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert(1)\"><rect width=\"9\" height=\"9\"/></svg>'))",
+]
+
+
+def trust_notebook(kernel_name: str) -> dict:
+    """TRUST_CELLS as a notebook for `kernel_name`."""
+    cells = [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
+             for source in TRUST_CELLS]
+    return {"cells": cells, "metadata": {"kernelspec": {"name": kernel_name, "display_name": kernel_name,
+                                                        "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+
+
 def outputs_of(page, index: int) -> list[str]:
-    """The outputs of the code cell `index` as words: text, img, svg, markdown, table, other."""
+    """The outputs of the code cell `index` as words: text, img, svg, markdown, table, plotly, latex, other."""
     return page.evaluate("""(index) => {
         const cells = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')];
         const cell = cells[index];
         if (!cell) return null;
         return [...cell.querySelectorAll('.jp-OutputArea-output')].map(out => {
             if (out.querySelector('table')) return 'table';
+            if (out.matches('.js-plotly-plot') || out.querySelector('.js-plotly-plot')) return 'plotly';
+            if (out.classList.contains('jp-RenderedLatex') || out.querySelector('.jp-RenderedLatex'))
+                return out.querySelector('mjx-container') ? 'latex' : 'latex-source';
             if (out.classList.contains('jp-RenderedSVG') || out.querySelector('.jp-RenderedSVG')) return 'svg';
             if (out.querySelector('img')) return 'img';
             if (out.classList.contains('jp-RenderedMarkdown') || out.querySelector('.jp-RenderedMarkdown'))
@@ -197,3 +226,52 @@ def test_rich_output_notebook_runs_in_jupyterlab_in_chromium(lab, tmp_path):
             page.locator(".jp-NotebookPanel").first.screenshot(path=str(SCREENSHOT), animations="disabled")
         finally:
             browser.close()
+
+
+def run_all(page, url: str, kernels: int, timeout: float = 120) -> None:
+    """Open `url`, wait for its kernel (the `kernels`-th of the server), run every cell, wait for each to finish."""
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
+    wait_until(lambda: (states := kernel_states(url)) and len(states) == kernels and set(states) == {"idle"}, 90,
+               f"{kernels} kernel(s) started and idle")
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    wait_until(lambda: all(p not in ("[ ]:", "[*]:") and p.startswith("[") for p in prompts(page)),
+               timeout, "all cells to finish")
+
+
+def test_safe_outputs_look_as_on_a_local_kernel_and_no_script_runs(lab, tmp_path):
+    """DataFrame, figure, Markdown, LaTeX and plotly render as with ipykernel; the script cases run nothing.
+
+    The same notebook runs on ipykernel first: there the script cases do run (the page records it),
+    which shows that the check below can see a script that ran.
+    """
+    from playwright.sync_api import sync_playwright
+
+    base, _, query = lab.partition("/doc/tree/")
+    token = query.rpartition("token=")[2]
+    seen: dict[str, tuple[list[list[str]], str | None, int]] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_FLAGS, viewport={"width": 1100, "height": 2400})
+        try:
+            for opened, kernel_name in enumerate(("python3", "remote-python"), start=1):
+                page = browser.new_page()
+                page.set_default_timeout(60_000)
+                page.on("dialog", lambda dialog: dialog.dismiss())
+                run_all(page, f"{base}/doc/tree/trust-{kernel_name}.ipynb?token={token}", opened)
+                wait_until(lambda: page.locator(".jp-Notebook .js-plotly-plot").count() > 0, 60, "the plotly figure")
+                wait_until(lambda: page.locator(".jp-Notebook mjx-container").count() > 0, 60, "the typeset LaTeX")
+                shown = [outputs_of(page, i) for i in range(len(TRUST_CELLS))]
+                ran = page.evaluate("() => document.body.dataset.ran || null")
+                scripts = page.evaluate("() => document.querySelectorAll('.jp-OutputArea script').length")
+                seen[kernel_name] = (shown, ran, scripts)
+                page.close()
+        finally:
+            browser.close()
+    local, remote = seen["python3"], seen["remote-python"]
+    assert remote[0][:5] == local[0][:5] == [["table"], ["img"], ["markdown"], ["latex"], ["plotly"]], seen
+    assert local[1] is not None  # on ipykernel the page ran a script of the last cell
+    assert remote[1] is None and remote[2] == 0, seen
+

@@ -49,6 +49,8 @@ class KernelConfig:
     timeout: float = DEFAULT_TIMEOUT
     keep_session: bool = False
     rich: bool = True  # REMOTE_KERNEL_RICH: carry displays, figures and tables home (the session shim)
+    download_limit: int = 4 << 30  # REMOTE_KERNEL_DOWNLOAD_LIMIT: the largest file %download accepts, in bytes
+    active_content: bool = False  # REMOTE_KERNEL_ACTIVE_CONTENT: let scripts in outputs reach the front end
     #: the embedded pool's settings that were given, as variable → value (checked)
     pool_settings: Mapping[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
@@ -98,8 +100,11 @@ class KernelConfig:
         endpoint = env.get("POOL_MANAGEMENT_ENDPOINT", "").strip() or None
         if endpoint is not None:
             if not re.match(r"^(https?|http\+unix)://[^/\s]+", endpoint):
-                problems.append(f"POOL_MANAGEMENT_ENDPOINT={endpoint!r} is not an http(s) URL: set it to the "
-                                "pool's management endpoint, https://<region>.dynamicsessions.io/subscriptions/"
+                from remote_kernel.sessions.auth import redacted_url  # not at start-up: it imports httpx
+
+                problems.append(f"POOL_MANAGEMENT_ENDPOINT={redacted_url(endpoint)!r} is not an http(s) URL: set "
+                                "it to the pool's management endpoint, https://<region>.dynamicsessions.io/"
+                                "subscriptions/"
                                 "…/sessionPools/<pool>, or unset it to use an embedded local pool.")
             endpoint = endpoint.rstrip("/")
 
@@ -156,13 +161,26 @@ class KernelConfig:
 
         keep = env.get("REMOTE_KERNEL_KEEP_SESSION", "0").strip().lower() in ("1", "true", "yes", "on")
         rich = env.get("REMOTE_KERNEL_RICH", "1").strip().lower() not in ("0", "false", "no", "off")
+        download_limit = 4 << 30
+        raw_limit = env.get("REMOTE_KERNEL_DOWNLOAD_LIMIT", "").strip()
+        if raw_limit:
+            match = re.fullmatch(r"(\d+)\s*([KMGT]?)i?B?", raw_limit, re.I)
+            if match and int(match.group(1)) > 0:
+                download_limit = int(match.group(1)) << (10 * " KMGT".index(match.group(2).upper() or " "))
+            else:
+                problems.append(f"REMOTE_KERNEL_DOWNLOAD_LIMIT={raw_limit!r} is not a size: give bytes, or a number "
+                                "with K, M, G or T (e.g. 4G).")
+        active = env.get("REMOTE_KERNEL_ACTIVE_CONTENT", "0").strip().lower() in ("1", "true", "yes", "on")
         return cls(endpoint=endpoint, auth_mode=auth_mode, token=token, api_version=api_version,
                    identifier=identifier, identifier_from_env=from_env, timeout=timeout, keep_session=keep,
-                   rich=rich, pool_settings=pool_settings, problems=tuple(problems), notices=tuple(notices))
+                   rich=rich, pool_settings=pool_settings, download_limit=download_limit, active_content=active,
+                   problems=tuple(problems), notices=tuple(notices))
 
     def describe(self, *, endpoint: str | None = None) -> list[tuple[str, str]]:
         """The settings as (name, value) rows for `%session`; never the token."""
-        shown = endpoint or self.endpoint or "(starting)"
+        from remote_kernel.sessions.auth import redacted_url  # not at start-up: it imports httpx
+
+        shown = redacted_url(endpoint or self.endpoint) if (endpoint or self.endpoint) else "(starting)"
         return [
             ("endpoint", shown),
             ("api-version", self.api_version),
@@ -172,6 +190,7 @@ class KernelConfig:
             ("cell timeout", f"{self.timeout:g} s  (REMOTE_KERNEL_TIMEOUT)"),
             ("keep session at exit", "yes" if self.keep_session else "no"),
             ("rich output", "on" if self.rich else "off  (REMOTE_KERNEL_RICH=0)"),
+            ("download limit", f"{self.download_limit} bytes  (REMOTE_KERNEL_DOWNLOAD_LIMIT)"),
         ] + ([(f"session {option[2:]}", f"{self.pool_settings.get(name, default)}  ({name})")
               for name, (option, default) in EMBEDDED_SETTINGS.items()] if self.embedded else [])
 

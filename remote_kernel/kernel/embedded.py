@@ -25,6 +25,18 @@ log = logging.getLogger(__name__)
 
 ENDPOINT_LINE = "export POOL_MANAGEMENT_ENDPOINT="
 MAX_SOCKET_PATH = 100  # bytes; sun_path holds 108 on Linux
+#: what the pool needs of the kernel's environment (where programs and its Python live, locale,
+#: temp folder, its own REMOTE_KERNEL_* settings); nothing else, so no cloud secret reaches it
+POOL_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "PYTHONPATH",
+            "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX", "LD_LIBRARY_PATH", "SYSTEMROOT", "XDG_RUNTIME_DIR")
+POOL_ENV_PREFIXES = ("LC_", "REMOTE_KERNEL_")
+
+
+def pool_environment(env: dict[str, str] | os._Environ, token: str) -> dict[str, str]:
+    """The embedded pool's environment: the names it needs from `env`, and its token."""
+    kept = {name: value for name, value in env.items()
+            if name in POOL_ENV or (name.startswith(POOL_ENV_PREFIXES) and name != "REMOTE_KERNEL_TOKEN")}
+    return {**kept, "REMOTE_KERNEL_TOKEN": token}
 
 
 class EmbeddedPoolError(RuntimeError):
@@ -47,7 +59,7 @@ class EmbeddedPool:
         self.process: subprocess.Popen | None = None
         self._ready = threading.Event()
         self._failure: str | None = None
-        self._log_path: Path | None = None
+        self._log_fd: int | None = None  # the pool's stderr: a file already unlinked, so no kill leaves it behind
         self._folder = Path(tempfile.mkdtemp(prefix="remote-kernel-"))  # mode 0700: this user only
         socket_path = self._folder / "pool.sock"
         self.socket: Path | None = socket_path if len(os.fsencode(socket_path)) <= MAX_SOCKET_PATH else None
@@ -62,9 +74,9 @@ class EmbeddedPool:
     def start(self) -> None:
         """Start the child and return at once; a thread reads its endpoint when it is listening."""
         fd, name = tempfile.mkstemp(prefix="remote-kernel-pool-", suffix=".log")
-        self._log_path = Path(name)
-        env = {**os.environ, "REMOTE_KERNEL_TOKEN": self.token}
-        env.pop("POOL_MANAGEMENT_ENDPOINT", None)
+        os.unlink(name)
+        self._log_fd = fd
+        env = pool_environment(os.environ, self.token)
         try:
             self.process = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=fd, env=env,
@@ -73,11 +85,9 @@ class EmbeddedPool:
                 start_new_session=True,
             )
         except OSError as exc:
-            os.close(fd)
             self._failure = f"could not run {self.python}: {exc}"
             self._ready.set()
             return
-        os.close(fd)
         threading.Thread(target=self._read_stdout, name="embedded-pool-stdout", daemon=True).start()
 
     def _read_stdout(self) -> None:
@@ -103,8 +113,12 @@ class EmbeddedPool:
             return None
 
     def log_tail(self, lines: int = 15) -> str:
+        if self._log_fd is None:
+            return ""
         try:
-            text = self._log_path.read_text(errors="replace") if self._log_path else ""
+            size = os.fstat(self._log_fd).st_size
+            start = max(0, size - (64 << 10))
+            text = os.pread(self._log_fd, size - start, start).decode("utf-8", "replace")
         except OSError:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
@@ -144,7 +158,7 @@ class EmbeddedPool:
                     pass
             except OSError:
                 pass
-        if self._log_path is not None:
-            self._log_path.unlink(missing_ok=True)
-            self._log_path = None
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
         shutil.rmtree(self._folder, ignore_errors=True)

@@ -21,7 +21,7 @@ from typing import Any
 from ipykernel.kernelbase import Kernel
 
 from remote_kernel import __version__
-from remote_kernel.kernel import outputs, rich, vscode, widgets
+from remote_kernel.kernel import outputs, rich, trust, vscode, widgets
 from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel.continuity import SessionContinuity
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
@@ -82,6 +82,7 @@ class RemoteKernel(Kernel):
         self._auth_mode = self.settings.auth_mode
         self.continuity = SessionContinuity()
         self.rich = rich.RichOutput(self.settings.rich and self.language_spec.key == "python")
+        self.guard = trust.OutputGuard(self.settings.active_content)
         self._cell: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
         self._cleaned_up = False
         self._control_idle = threading.Event()
@@ -128,10 +129,15 @@ class RemoteKernel(Kernel):
         return info
 
     def publish(self, msg_type: str, content: dict[str, Any]) -> None:
-        """Send one IOPub message for the current cell (nothing for a silent one)."""
-        if not self._publish_silently:
-            for kind, body in self.widgets.degrade(msg_type, content):  # no comm channel to a session
-                self.send_response(self.iopub_socket, kind, body)
+        """Send one IOPub message for the current cell (nothing for a silent one), screened by `trust`."""
+        if self._publish_silently:
+            return
+        for kind, body in self.widgets.degrade(msg_type, content):  # no comm channel to a session
+            screened, notice = self.guard.screen(kind, body)
+            if notice:
+                self.send_response(self.iopub_socket, "stream", {"name": "stderr", "text": notice})
+            if screened is not None:
+                self.send_response(self.iopub_socket, kind, screened)
 
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
                          user_expressions: dict | None = None, allow_stdin: bool = False) -> dict[str, Any]:
@@ -277,6 +283,7 @@ class RemoteKernel(Kernel):
         self.rich.forget()
         self.widgets.forget()
         self._completer_warm = False
+        self.guard.new_session()
 
     async def _install_rich(self, client: Any) -> None:
         """Send the rich-output shim to the session, silently (once per session)."""
@@ -305,6 +312,13 @@ class RemoteKernel(Kernel):
 
     async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
         reply = {"status": "ok", "matches": [], "cursor_start": cursor_pos, "cursor_end": cursor_pos, "metadata": {}}
+        try:
+            return await self._complete(code, cursor_pos, reply)
+        except Exception as exc:  # always a reply, whatever the session answered
+            self.log.warning("completion failed: %r", exc)
+            return reply
+
+    async def _complete(self, code: str, cursor_pos: int, reply: dict[str, Any]) -> dict[str, Any]:
         magic = re.search(r"(?:^|\n)\s*(%\w*)$", code[:cursor_pos])
         if magic:
             word = magic.group(1)
@@ -315,51 +329,68 @@ class RemoteKernel(Kernel):
             return reply
         deadline = COMPLETE_DEADLINE if self._completer_warm else FIRST_COMPLETE_DEADLINE
         answer = await self._helper(self.language_spec.complete_code(code, cursor_pos), deadline=deadline)
-        if not answer or not isinstance(answer.get("matches"), list):
+        checked = trust.completion(answer, code, cursor_pos)
+        if checked is None:
             return reply
         self._completer_warm = True
-        return {**reply, "matches": answer["matches"], "cursor_start": answer.get("cursor_start", cursor_pos),
-                "cursor_end": answer.get("cursor_end", cursor_pos),
-                "metadata": {"_jupyter_types_experimental": answer.get("types", [])}}
+        return {**reply, **checked}
 
     async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                          omit_sections: Any = ()) -> dict[str, Any]:
         reply: dict[str, Any] = {"status": "ok", "found": False, "data": {}, "metadata": {}}
+        try:
+            return await self._inspect(code, cursor_pos, detail_level, reply)
+        except Exception as exc:  # always a reply, whatever the session answered
+            self.log.warning("inspection failed: %r", exc)
+            return reply
+
+    async def _inspect(self, code: str, cursor_pos: int, detail_level: int, reply: dict[str, Any]) -> dict[str, Any]:
         magic = re.search(r"%(\w+)$", code[:cursor_pos] + re.match(r"\w*", code[cursor_pos:]).group())
         if magic and magic.group(1) in MAGICS:
             return {**reply, "found": True, "data": {"text/plain": MAGICS[magic.group(1)].help}}
         if self.language_spec.inspect_code is None:
             return reply
         answer = await self._helper(self.language_spec.inspect_code(code, cursor_pos, detail_level))
-        if answer and answer.get("found") and answer.get("data"):
-            return {**reply, "found": True, "data": answer["data"]}
-        return reply
+        data = trust.inspection(answer, self.guard.allow_active)
+        return {**reply, "found": True, "data": data} if data else reply
 
     async def _user_expressions(self, expressions: dict[str, str]) -> dict[str, Any]:
         if self.language_spec.expressions_code is None:
             return {}
         answer = await self._helper(self.language_spec.expressions_code(expressions), deadline=10.0)
-        if not answer or "error" in answer:
-            reason = (answer or {}).get("error", "the session did not answer")
-            return {name: {"status": "error", "ename": "UserExpressionError", "evalue": reason, "traceback": []}
+        results = trust.expressions(answer, list(expressions), self.guard.allow_active)
+        if results is None:
+            reason = answer.get("error") if isinstance(answer, dict) and isinstance(answer.get("error"), str) else \
+                "the session gave no usable answer"
+            return {name: {"status": "error", "ename": "UserExpressionError", "evalue": reason[:1000], "traceback": []}
                     for name in expressions}
-        return answer
+        return results
 
     async def _helper(self, code: str, deadline: float = HELPER_DEADLINE) -> dict[str, Any] | None:
-        """Run a silent helper in the session (never counted, never shown) and read its JSON answer."""
+        """Run a silent helper in the session (never counted, never shown) and read its JSON answer.
+
+        The answer is capped (trust.HELPER_ANSWER_LIMIT); the helper prints its line last, so the
+        last marked line that holds a JSON object is taken (a hook may print the marker too).
+        """
         async def run() -> dict[str, Any] | None:
             client = await self.session_client()
             deferred = self.vscode.take_deferred()  # VS Code's start-up lines go first (they are plain Python)
             try:
                 execution = await client.execute(f"{deferred}\n{code}" if deferred else code,
-                                                 timeout=max(deadline, 1.0), jupyter_repr=False)
+                                                 timeout=max(deadline, 1.0), jupyter_repr=False,
+                                                 answer_limit=trust.HELPER_ANSWER_LIMIT)
             except BaseException:
                 self.vscode.put_back(deferred)
                 raise
             self.continuity.touched()
-            for line in (execution.stdout or "").splitlines():
+            for line in reversed((execution.stdout or "").splitlines()):
                 if line.startswith(HELPER_MARK):
-                    return json.loads(line[len(HELPER_MARK):])
+                    try:
+                        answer = json.loads(line[len(HELPER_MARK):])
+                    except (ValueError, RecursionError):
+                        continue
+                    if isinstance(answer, dict):
+                        return answer
             return None
 
         try:
@@ -485,9 +516,21 @@ class RemoteKernel(Kernel):
         rows["rich output"] = ("off  (REMOTE_KERNEL_RICH=0)" if not self.settings.rich else
                                "off (Python sessions only)" if not self.rich.enabled else
                                f"off: the session could not load it ({self.rich.refused})" if self.rich.refused else "on")
+        rows["active content"] = ("allowed: scripts in outputs reach the front end  (%session active off)"
+                                  if self.guard.allow_active else
+                                  "removed: scripts and event handlers are dropped  (%session active on)")
         rows["session"] = ("not created yet (the first cell creates it)" if not self.continuity.executed
                            else f"active{f' ({self.continuity.guid})' if self.continuity.guid else ''}")
         return list(rows.items())
+
+    @property
+    def download_limit(self) -> int:
+        """The largest file `%download` accepts (REMOTE_KERNEL_DOWNLOAD_LIMIT)."""
+        return self.settings.download_limit
+
+    def allow_active_content(self, allowed: bool) -> None:
+        """`%session active on|off`: whether outputs keep scripts (for this kernel, every session)."""
+        self.guard.allow_active = allowed
 
     async def new_session(self) -> tuple[str, str]:
         """Delete the session and move to a fresh one (a new identifier, unless it was configured)."""
@@ -503,4 +546,5 @@ class RemoteKernel(Kernel):
         self.rich.forget()
         self.widgets.forget()
         self._completer_warm = False
+        self.guard.new_session()
         return old, self.identifier

@@ -24,10 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Awaitable, Callable, Protocol
 
-from remote_kernel.sessions.models import ConfigurationError, RemoteFile, RemoteFileNotFound
+from remote_kernel.sessions.models import AnswerTooLarge, ConfigurationError, RemoteFile, RemoteFileNotFound
 
 HIDDEN_FOLDER = ".remote_kernel"  # where the session's rich output waits to be fetched (rich.py)
 MAX_FILES = 10_000  # files one %download of a folder or pattern fetches at most
+NAME_MAX = 255  # bytes of one local file name (Linux, macOS); %download refuses longer ones
+SIZE_MAX = 1 << 50  # the largest file size %files believes (1 PiB); beyond it, or below 0, it shows "?"
 
 
 class MagicError(Exception):
@@ -42,6 +44,8 @@ class MagicError(Exception):
 class MagicHost(Protocol):
     """What a magic needs from the kernel."""
 
+    download_limit: int  # bytes: REMOTE_KERNEL_DOWNLOAD_LIMIT
+
     def publish(self, msg_type: str, content: dict[str, Any]) -> None: ...
 
     async def session_client(self) -> Any: ...
@@ -51,6 +55,8 @@ class MagicHost(Protocol):
     async def new_session(self) -> tuple[str, str]: ...
 
     async def session_magics(self) -> str | None: ...
+
+    def allow_active_content(self, allowed: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -82,9 +88,12 @@ MAGICS: dict[str, Magic] = {m.name: m for m in (
     Magic("files", "%files [PATH]",
           "List the files in the session's /mnt/data (or in its folder PATH): name, size, modified."),
     Magic("rm", "%rm REMOTE", "Delete /mnt/data/REMOTE in the session."),
-    Magic("session", "%session [new]",
+    Magic("session", "%session [new | active on|off]",
           "Show how the kernel reaches its session (endpoint, api-version, identifier, auth mode, pool type).",
-          "`%session new` deletes the session, with its variables and files, and starts afresh."),
+          "`%session new` deletes the session, with its variables and files, and starts afresh.\n"
+          "`%session active on` lets scripts, event handlers and application/javascript in the session's outputs "
+          "reach the notebook (they are removed by default: the front end would run them on your machine's "
+          "Jupyter server); `%session active off` removes them again."),
     Magic("lsmagic", "%lsmagic", "List the kernel's magics."),
 )}
 
@@ -214,10 +223,32 @@ def _modified(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if value.tzinfo is not None else "")
 
 
+def _too_large(what: str, limit: int, exc: Exception) -> MagicError:
+    return MagicError(f"%download: {what} is larger than the download limit of {human_size(limit)} ({limit} bytes); "
+                      "that file was not saved. Raise REMOTE_KERNEL_DOWNLOAD_LIMIT (e.g. REMOTE_KERNEL_DOWNLOAD_LIMIT=16G) "
+                      f"in the kernel's environment and restart it to fetch more. ({exc})", "DownloadTooLarge")
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(name: str, limit: int = 200) -> str:
+    """A name as one line of plain text: control characters (ANSI escapes, newlines, bidi overrides)
+    shown as escapes, and at most `limit` characters."""
+    shown = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), name)
+    return shown if len(shown) <= limit else shown[:limit - 1] + "…"
+
+
+def checked_size(size: Any) -> int | None:
+    """A file size the table can show: a whole number of bytes from 0 to 1 PiB, else None ("?")."""
+    return size if isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= SIZE_MAX else None
+
+
 def files_table(files: list[RemoteFile]) -> dict[str, str]:
-    """A `text/plain` and a `text/html` table of files: name, size, modified."""
-    rows = [(f.name + ("/" if f.is_directory else ""), "" if f.is_directory else human_size(f.size),
-             _modified(f.modified)) for f in sorted(files, key=lambda f: (not f.is_directory, f.name))]
+    """A `text/plain` and a `text/html` table of files: name, size, modified (names shown safely)."""
+    rows = [(printable(f.name) + ("/" if f.is_directory else ""),
+             "" if f.is_directory else human_size(checked_size(f.size)), _modified(f.modified))
+            for f in sorted(files, key=lambda f: (not f.is_directory, f.name))]
     header = ("name", "size", "modified")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]}".rstrip() for r in [header, *rows]]
@@ -358,20 +389,33 @@ class MagicRunner:
         if not basename:
             raise self._usage("download", f"{remote!r} names no file")
         local = Path(args[1]).expanduser() if len(args) == 2 else Path(basename)
-        if local.is_dir():
-            local = local / basename
-        if not local.parent.is_dir():
-            raise MagicError(f"%download: no such local folder: {local.parent}", "FileNotFoundError")
+        too_long = [part for part in local.parts if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX]
+        if too_long:
+            raise self._usage("download", f"the local name {too_long[0][:40]}… is {len(too_long[0])} characters "
+                                          f"long; a file name may have at most {NAME_MAX} bytes")
+        try:
+            if local.is_dir():
+                local = local / basename
+            if not local.parent.is_dir():
+                raise MagicError(f"%download: no such local folder: {local.parent}", "FileNotFoundError")
+        except OSError as exc:
+            raise self._usage("download", f"cannot use the local name {str(local)[:80]!r}: {exc.strerror or exc}")
         client = await self.host.session_client()
+        limit = self.host.download_limit
         progress = Progress(self.host.publish, f"download {basename}")
         started = time.monotonic()
         try:
-            size = await client.download(remote, local, progress=progress)
+            size = await client.download(remote, local, progress=progress, limit=limit)
         except RemoteFileNotFound:
             if await self._remote_folder(client, remote):  # a folder named without its '/'
                 await self._download_many(remote + "/", args[1] if len(args) == 2 else None)
                 return
             raise MagicError(f"%download: no such remote file: {remote} (see %files)", "RemoteFileNotFound") from None
+        except AnswerTooLarge as exc:
+            raise _too_large(remote, limit, exc) from None
+        except OSError as exc:
+            raise MagicError(f"%download: cannot write {str(local)[:80]!r}: {exc.strerror or exc}", type(exc).__name__) \
+                from None
         progress.done = size
         progress.finish()
         self._print(_summary("Downloaded", _remote_path(remote), str(local), size, time.monotonic() - started))
@@ -428,11 +472,15 @@ class MagicRunner:
         progress = Progress(self.host.publish, f"download {len(matched)} files", total or None)
         started, done = time.monotonic(), 0
         progress(0, total or None)
+        limit = self.host.download_limit  # for the whole transfer
         for name, _ in matched:
             destination = target / name
             await asyncio.to_thread(destination.parent.mkdir, parents=True, exist_ok=True)
-            done += await client.download(_join(folder, name), destination,
-                                          progress=lambda got, _total=None, _done=done: progress(_done + got))
+            try:
+                done += await client.download(_join(folder, name), destination, limit=max(0, limit - done),
+                                              progress=lambda got, _total=None, _done=done: progress(_done + got))
+            except AnswerTooLarge as exc:
+                raise _too_large(f"{remote} ({name} and the files before it)", limit, exc) from None
         progress.done = done
         progress.finish()
         self._print(_summary(f"Downloaded {len(matched)} files:", _remote_path(remote), f"{target}/", done,
@@ -468,6 +516,11 @@ class MagicRunner:
         if args == ["new"]:
             old, new = await self.host.new_session()
             self._print(f"Deleted session {old}; the next cell starts an empty session ({new}).\n")
+            return
+        if len(args) == 2 and args[0] == "active" and args[1] in ("on", "off"):
+            self.host.allow_active_content(args[1] == "on")
+            self._print("Active content (scripts, event handlers) in outputs: "
+                        + ("allowed for this kernel.\n" if args[1] == "on" else "removed (the default).\n"))
             return
         if args:
             raise self._usage("session", f"unknown argument {' '.join(args)!r}")

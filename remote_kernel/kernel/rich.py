@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MARKER = re.compile("\x1erk([0-9a-f]{8}):([0-9]+):([0-9]+|[rcw])\x1e")
 SHIM_FILE = Path(__file__).with_name("rich_shim.py")
 CLEAN_DEADLINE = 10.0  # seconds for deleting a fetched file, in the background
+FILE_LIMIT = 64 << 20  # bytes of one cell's outputs file; past it the outputs are lost with a note (trust)
 
 _INSTALL = '''
 def _remote_kernel_rich_install():
@@ -189,7 +190,7 @@ class RichOutput:
         name = f"{FOLDER}/{self.nonce}-{cell}.jsonl"
         buffer = io.BytesIO()
         try:
-            await client.download(name, buffer)
+            await client.download(name, buffer, limit=FILE_LIMIT)
         except Exception as exc:  # the outputs are lost, the cell's text is not
             found.problem = f"[remote_kernel: the cell's rich output could not be fetched: {exc}]\n"
             return found

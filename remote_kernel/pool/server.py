@@ -58,9 +58,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
 
+def read_token_file(path: str) -> str:
+    """The token in `path` (its first line, without surrounding white space); SystemExit if unusable."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip().splitlines()[0].strip()
+    except (OSError, UnicodeDecodeError, IndexError) as exc:
+        raise SystemExit(f"remote-kernel pool: --token-file {path}: cannot read a token from it "
+                         f"({exc if not isinstance(exc, IndexError) else 'the file is empty'})") from None
+    if not token:
+        raise SystemExit(f"remote-kernel pool: --token-file {path}: the file is empty")
+    return token
+
+
 async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
-    generated = not args.no_auth and not args.token and not os.environ.get("REMOTE_KERNEL_TOKEN")
-    token = None if args.no_auth else (args.token or os.environ.get("REMOTE_KERNEL_TOKEN") or secrets.token_urlsafe(32))
+    given = None if args.no_auth else (read_token_file(args.token_file) if getattr(args, "token_file", None)
+                                       else args.token or os.environ.get("REMOTE_KERNEL_TOKEN"))
+    generated = not args.no_auth and not given
+    token = None if args.no_auth else (given or secrets.token_urlsafe(32))
     own_root = args.data_root is None
     data_root = Path(args.data_root or tempfile.mkdtemp(prefix="remote-kernel-pool-")).resolve()
     data_root.mkdir(parents=True, exist_ok=True)
@@ -85,7 +99,7 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
     elif generated:
         print(f"export REMOTE_KERNEL_TOKEN={token}", flush=True)
     else:
-        print("# token: the one given (--token or REMOTE_KERNEL_TOKEN)", flush=True)
+        print("# token: the one given (REMOTE_KERNEL_TOKEN, --token-file or --token)", flush=True)
     print(f"# {args.container_type} sessions, sandbox: {sandbox.mode}, egress: {args.egress}, "
           f"max sessions: {args.max_sessions}, cooldown: {args.cooldown:g} s; Ctrl-C stops the pool", flush=True)
     if listener.family != socket.AF_UNIX and listener.getsockname()[0] not in ("127.0.0.1", "::1", "localhost"):
@@ -100,6 +114,11 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
         shutil.rmtree(data_root if own_root else sessions_root, ignore_errors=True)
         if args.socket:
             Path(args.socket).unlink(missing_ok=True)
+            if args.parent_pid:  # a kernel's embedded pool: the socket's private folder was made for it alone
+                try:
+                    Path(args.socket).parent.rmdir()  # only when empty; the kernel may be gone (killed)
+                except OSError:
+                    pass
     return 0
 
 

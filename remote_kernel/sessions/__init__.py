@@ -6,6 +6,7 @@ authenticates; every error it raises is a `SessionsError` (the tree is in `model
 from remote_kernel.sessions.auth import AzureIdentity, NoAuth, StaticToken, TokenProvider, auth_from_settings
 from remote_kernel.sessions.client import RetryPolicy, SessionsClient
 from remote_kernel.sessions.models import (
+    AnswerTooLarge,
     BadRequest,
     ConfigurationError,
     Execution,
@@ -28,6 +29,7 @@ from remote_kernel.sessions.models import (
 from remote_kernel.sessions.wire import DEFAULT_API_VERSION, SUPPORTED_API_VERSIONS
 
 __all__ = [
+    "AnswerTooLarge",
     "SessionsClient",
     "RetryPolicy",
     "TokenProvider",

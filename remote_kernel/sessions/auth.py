@@ -178,3 +178,22 @@ def auth_from_settings(mode: str | None, token: str | None, endpoint: str) -> To
     raise ConfigurationError(
         f"REMOTE_KERNEL_AUTH={mode!r} is not a mode this client knows: use one of {', '.join(AUTH_MODES)}."
     )
+
+
+#: query parameters whose values are not secret (everything else in a shown URL is redacted)
+_PUBLIC_PARAMETERS = {"api-version", "identifier", "path", "skip"}
+
+
+def redacted_url(url: str) -> str:
+    """`url` as it may be shown or logged: no `user:password@`, query values other than the public ones redacted."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        netloc = parts.netloc.rpartition("@")[2]
+        query = urlencode([(name, value if name.lower() in _PUBLIC_PARAMETERS else "REDACTED")
+                           for name, value in parse_qsl(parts.query, keep_blank_values=True)], safe="<>")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, "REDACTED" if parts.fragment else ""))
+    except ValueError:
+        return "<an endpoint that is not a URL>"
+

@@ -23,8 +23,9 @@ from urllib.parse import unquote, urlsplit
 from remote_kernel.sessions.transport import httpx
 
 from remote_kernel import __version__
-from remote_kernel.sessions.auth import NoAuth, TokenProvider
+from remote_kernel.sessions.auth import NoAuth, TokenProvider, redacted_url
 from remote_kernel.sessions.models import (
+    AnswerTooLarge,
     ConfigurationError,
     Execution,
     ExecutionTimeout,
@@ -58,6 +59,9 @@ Progress = Callable[[int, "int | None"], None]
 USER_AGENT = f"remote-kernel/{__version__} (Language=Python)"
 CHUNK_SIZE = 1 << 20  # bytes read from or written to a local file at a time
 ERROR_BODY_LIMIT = 64 << 10  # bytes of an error answer worth reading
+ANSWER_LIMIT = 64 << 20  # bytes of a JSON answer, after decompression (see SessionsClient.answer_limit)
+MAX_LISTED_FILES = 100_000  # entries of one file listing, over all its pages
+MAX_LISTED_PAGES = 1_000
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,13 @@ class SessionsClient:
     #: Seconds the client waits for an execution's answer beyond the time the code may run:
     #: room for a cold start and for the pool to interrupt code that ran over.
     execution_margin: float = 30.0
-    #: Seconds before an unanswered request (other than an execution) is given up.
+    #: Seconds before an unanswered request (other than an execution) is given up; also the most
+    #: one answer may take to arrive whole (a pool that trickles bytes cannot hold a request open).
     request_timeout: float = 120.0
+    #: Bytes of one JSON answer, after decompression: reading stops there (AnswerTooLarge). With the
+    #: parsed value this bounds what one answer costs the kernel (about 3× this, plus one
+    #: decompressed network chunk: deflate expands 64 KiB to at most ~64 MiB).
+    answer_limit: int = ANSWER_LIMIT
     #: Seconds a loopback pool that refuses connections is retried: nothing is listening there, and
     #: waiting longer would not change that (a remote pool keeps the whole retry policy).
     loopback_refused_budget: float = 0.5
@@ -143,7 +152,7 @@ class SessionsClient:
         self._wire: Wire = wire_for(value)
 
     def __repr__(self) -> str:
-        return (f"SessionsClient(endpoint={self.endpoint!r}, api_version={self.api_version!r}, "
+        return (f"SessionsClient(endpoint={redacted_url(self.endpoint)!r}, api_version={self.api_version!r}, "
                 f"auth={self.auth!r})")
 
     async def __aenter__(self) -> SessionsClient:
@@ -158,14 +167,17 @@ class SessionsClient:
 
     # --- executions -----------------------------------------------------------------------
 
-    async def execute(self, code: str, *, timeout: float | None = None, jupyter_repr: bool = False) -> Execution:
+    async def execute(self, code: str, *, timeout: float | None = None, jupyter_repr: bool = False,
+                      answer_limit: int | None = None) -> Execution:
         """Run `code` in the session and return how it went.
 
         `timeout` is the seconds the code may run (sent as `timeoutInSeconds`, clamped to
         1..`max_timeout`; default: the client's `timeout`). The client waits that long plus `execution_margin` for
         the answer, following `Operation-Location` while the pool says Running, then raises
         ExecutionTimeout. `jupyter_repr` asks for the IPython repr of the value instead of JSON
-        (2025-10-02-preview; ignored by older versions).
+        (2025-10-02-preview; ignored by older versions). `answer_limit` caps the answer's size in
+        bytes (default: `answer_limit`); the whole answer must arrive within the wait, however slowly
+        its bytes come (AnswerTooLarge otherwise).
 
         A failure of the code is not an exception: it is an Execution with status FAILED and an
         `error` (the exception's name, message and traceback). The pool's own verdicts arrive
@@ -183,18 +195,19 @@ class SessionsClient:
             f"Executing the cell failed: the pool gave no answer within {wait:.0f} s (the code may run "
             f"{seconds} s). The code may still be running in the session; interrupt it or start a new "
             "session if the next cell waits behind it.")
+        limit = self.answer_limit if answer_limit is None else answer_limit
         response = await self._send(call, doing, resendable=False, read_timeout_error=too_late,
                                     timeout=httpx.Timeout(self.request_timeout, connect=15.0, read=wait))
         execution = self._wire_parse(self._wire.parse_execution, doing, response,
-                                     await self._read_json(response, doing),
+                                     await self._read_json(response, doing, limit=limit, until=deadline),
                                      response.headers.get("x-ms-session-guid"))
         if not execution.status.is_terminal:
             execution = await self._follow(execution, response.headers.get("operation-location"),
-                                           deadline, too_late)
+                                           deadline, too_late, limit)
         return execution
 
     async def _follow(self, execution: Execution, location: str | None, deadline: float,
-                      too_late: ExecutionTimeout) -> Execution:
+                      too_late: ExecutionTimeout, limit: int) -> Execution:
         """Poll a Running execution until it is terminal or the deadline passes."""
         url = self._operation_url(location)
         if url is None and not execution.id:
@@ -211,7 +224,7 @@ class SessionsClient:
                 raise too_late
             await asyncio.sleep(min(delay, remaining))
             response = await self._send(call, doing, url=url, missing=None)
-            body = await self._read_json(response, doing)
+            body = await self._read_json(response, doing, limit=limit, until=deadline)
             guid = response.headers.get("x-ms-session-guid") or guid
             execution = self._wire_parse(self._wire.parse_execution, doing, response, body, guid)
             delay = _retry_after(response) or min(delay * 1.6, 2.0)
@@ -264,24 +277,26 @@ class SessionsClient:
         return self._wire_parse(self._wire.parse_upload, doing, response, await self._read_json(response, doing))
 
     async def download(self, remote_name: str, destination: str | os.PathLike | BinaryIO, *,
-                       progress: Progress | None = None) -> int:
+                       progress: Progress | None = None, limit: int | None = None) -> int:
         """Stream /mnt/data/`remote_name` into `destination` and return the bytes written.
 
         A path destination is written to a temporary file beside it and renamed at the end, so
         nothing half-written is left behind; an existing folder receives the file under its name.
+        `limit` caps the bytes accepted: past it the transfer stops with AnswerTooLarge (and a path
+        destination is left untouched).
         """
         call = self._wire.download(remote_name)
         doing = f"downloading {relative_name(remote_name)!r}"
         if not isinstance(destination, (str, os.PathLike)):
-            return await self._download_into(call, doing, destination, progress)
+            return await self._download_into(call, doing, destination, progress, limit=limit)
         target = Path(destination)
         if target.is_dir():
             target = target / relative_name(remote_name).rsplit("/", 1)[-1]
-        partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        partial = target.with_name(f".{target.name[:200]}.{secrets.token_hex(4)}.part")  # within NAME_MAX
         stream = await asyncio.to_thread(open, partial, "xb", buffering=0)
         try:
             with stream:
-                written = await self._download_into(call, doing, stream, progress, partial=True)
+                written = await self._download_into(call, doing, stream, progress, partial=True, limit=limit)
             await asyncio.to_thread(os.replace, partial, target)
         except BaseException:
             partial.unlink(missing_ok=True)
@@ -289,10 +304,19 @@ class SessionsClient:
         return written
 
     async def _download_into(self, call: Call, doing: str, stream: IO[bytes], progress: Progress | None,
-                             partial: bool = False) -> int:
+                             partial: bool = False, limit: int | None = None) -> int:
         response = await self._send(call, doing, missing="file",
                                     timeout=httpx.Timeout(self.request_timeout, connect=15.0))
         total = _content_length(response)
+
+        def too_large(size: str) -> AnswerTooLarge:
+            left = "nothing was saved" if partial else "the stream holds a partial copy"
+            return AnswerTooLarge(f"{_cap(doing)} stopped: the file is {size}, over the limit of {limit} bytes; "
+                                  f"{left}.", status_code=response.status_code)
+
+        if limit is not None and total is not None and total > limit:
+            await response.aclose()
+            raise too_large(f"{total} bytes")
         written = 0
         pending: list[bytes] = []  # received chunks, written (without copying) a MiB at a time
         pending_size = 0
@@ -302,6 +326,8 @@ class SessionsClient:
             async for chunk in response.aiter_bytes():
                 pending.append(chunk)
                 pending_size += len(chunk)
+                if limit is not None and written + pending_size > limit:
+                    raise too_large(f"larger than {written + pending_size} bytes")
                 if pending_size >= CHUNK_SIZE:
                     await asyncio.to_thread(_write_all, stream, pending)
                     written += pending_size
@@ -333,15 +359,25 @@ class SessionsClient:
         doing = "listing the session's files"
         files: list[RemoteFile] = []
         url = None
-        for _ in range(1000):  # a bound on pages, against a pool that links in circles
+        seen: set[str] = set()
+        for _ in range(MAX_LISTED_PAGES):  # bounds on pages, entries and revisits: a pool may link in circles
             response = await self._send(call, doing, url=url)
             page, next_link = self._wire_parse(self._wire.parse_file_list, doing, response,
                                                await self._read_json(response, doing))
             files.extend(page)
+            if len(files) > MAX_LISTED_FILES:
+                raise AnswerTooLarge(f"{_cap(doing)} stopped: the pool listed more than {MAX_LISTED_FILES} "
+                                     "entries; list a folder of it instead.", status_code=response.status_code)
             url = self._operation_url(next_link)
             if url is None:
-                break
-        return files
+                return files
+            if str(url) in seen:
+                raise UnexpectedResponse(f"{_cap(doing)} failed: the pool's nextLink leads back to a page "
+                                         f"already read ({len(files)} entries so far); the pool is misbehaving.",
+                                         status_code=response.status_code)
+            seen.add(str(url))
+        raise AnswerTooLarge(f"{_cap(doing)} stopped: the pool's listing went on for more than "
+                             f"{MAX_LISTED_PAGES} pages.")
 
     async def file_info(self, name: str) -> RemoteFile:
         """What the pool knows of /mnt/data/`name`: size, time, type."""
@@ -487,9 +523,26 @@ class SessionsClient:
             f"{_cap(doing)} failed: the connection to the pool at {origin} broke{sent} "
             f"({_describe(exc)}).{consequence} Try again; check the pool's health.")
 
-    async def _read_json(self, response: httpx.Response, doing: str) -> Any:
+    async def _read_json(self, response: httpx.Response, doing: str, *, limit: int | None = None,
+                         until: float | None = None) -> Any:
+        """The answer's JSON, read whole within `limit` bytes (decoded) and before `until` (monotonic)."""
+        limit = self.answer_limit if limit is None else limit
+        until = time.monotonic() + self.request_timeout if until is None else until
+        content = bytearray()
         try:
-            content = await response.aread()
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, until - time.monotonic())):
+                async for chunk in response.aiter_bytes():
+                    content += chunk
+                    if len(content) > limit:
+                        raise AnswerTooLarge(
+                            f"{_cap(doing)} failed: the pool's answer is larger than {_mib(limit)} once decoded "
+                            "(the kernel stops reading there to protect its memory). If the code printed that "
+                            "much, print less or write it to a file and %download it.",
+                            status_code=response.status_code)
+        except TimeoutError:
+            raise AnswerTooLarge(f"{_cap(doing)} failed: the pool's answer did not arrive whole in time (its bytes "
+                                 f"came too slowly; {len(content)} bytes so far). Try again; check the pool's "
+                                 "health.", status_code=response.status_code) from None
         except httpx.TransportError as exc:
             raise ServiceUnavailable(f"{_cap(doing)} failed: the connection broke while the answer was "
                                      f"being read ({_describe(exc)}). Try again.") from exc
@@ -500,7 +553,8 @@ class SessionsClient:
         try:
             return json.loads(content)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            raise unparseable(doing, response.status_code, content, "its body is not JSON") from None
+            raise unparseable(doing, response.status_code, bytes(content[:ERROR_BODY_LIMIT]),
+                              "its body is not JSON") from None
 
     @staticmethod
     def _wire_parse(parse: Callable[..., Any], doing: str, response: httpx.Response, body: Any,
@@ -596,7 +650,7 @@ def unix_socket_of(endpoint: str) -> str | None:
 def _checked_endpoint(endpoint: str) -> str:
     parts = urlsplit(endpoint.strip())
     if parts.scheme not in ("http", "https", "http+unix") or not parts.netloc:
-        raise ConfigurationError(f"POOL_MANAGEMENT_ENDPOINT must be an http(s) URL; got {endpoint!r}.")
+        raise ConfigurationError(f"POOL_MANAGEMENT_ENDPOINT must be an http(s) URL; got {redacted_url(endpoint)!r}.")
     if parts.query or parts.fragment:
         raise ConfigurationError("POOL_MANAGEMENT_ENDPOINT must not carry a query or fragment: give the pool's "
                                  "management endpoint as `az containerapp sessionpool show` prints it.")
@@ -659,6 +713,10 @@ def _is_loopback(endpoint: str) -> bool:
 def _origin(endpoint: str) -> str:
     parts = urlsplit(endpoint)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):g} MiB"
 
 
 def _describe(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ Error tree::
     ├── ExecutionTimeout               the code ran past its time limit
     ├── ServiceUnavailable             connection failures, 502/503/504 after retries
     ├── UnexpectedResponse             anything else (status and the first bytes of the body)
+    │   └── AnswerTooLarge             an answer or a download over its size cap, or too slow to arrive
     └── ConfigurationError             a setting the client cannot work with (also a ValueError)
 """
 from __future__ import annotations
@@ -154,6 +155,13 @@ class ServiceUnavailable(SessionsError):
 
 class UnexpectedResponse(SessionsError):
     """The pool answered something this client does not understand."""
+
+
+class AnswerTooLarge(UnexpectedResponse):
+    """An answer (or a download) larger than the cap the caller set, or one that did not finish in time.
+
+    The client stops reading at the cap, so a hostile or broken pool cannot fill the kernel's memory.
+    """
 
 
 class ConfigurationError(SessionsError, ValueError):

@@ -1,0 +1,487 @@
+"""The kernel trusts nothing from a session (issue 20): real kernels, the real pool, and a hostile pool.
+
+Outputs lose active content unless the user allows it, while what a local ipykernel shows of safe
+outputs (tables, Markdown, LaTeX, figures, plotly's JSON) arrives the same; what the kernel reads
+is bounded; helper answers are checked; `%files` and `%download` stay safe with hostile names,
+sizes and bodies; secrets stay where they belong.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from conftest import start_pool
+from fake_pool import GUID, HostilePool, endless_body, execution
+from fault_server import Exchange, FaultServer, Received, json_answer
+from kernel_support import embedded_env, errors_of, kernel, pool_env, run, text_of, wait_for
+from remote_kernel.kernel.languages import HELPER_MARK
+from remote_kernel.sessions import AnswerTooLarge, SessionsClient, StaticToken
+
+ACTIVE = """\
+from IPython.display import display, Javascript, HTML, SVG, Markdown
+display(Javascript('alert(document.cookie)'))
+display(HTML('<img src=x onerror=alert(1)><script>fetch("/api/terminals",{method:"POST"})</script><b>kept</b>'))
+display(SVG('<svg xmlns="http://www.w3.org/2000/svg" onload="alert(2)"><script>alert(3)</script>'
+            '<rect width="10" height="10"/></svg>'))
+display(Markdown('[x](javascript:alert(4)) <img src=y onerror=alert(5)> **bold**'))
+"""
+#: what would run in the page: a script element, an event handler attribute, a javascript: URL
+ACTIVE_CODE = re.compile(r"<script|\son\w+\s*=|(?:href|src)\s*=\s*[\"']?\s*javascript:", re.I)
+
+SAFE = """\
+import pandas as pd, matplotlib.pyplot as plt
+from IPython.display import display, Markdown, Latex, JSON, SVG
+display(Markdown("**Markdown** with $x^2$ and a < b"))
+display(Latex(r"$\\alpha^2 + \\beta$"))
+display(JSON({"a": [1, 2]}))
+display({"application/vnd.plotly.v1+json": {"data": [{"type": "bar", "y": [1, 3, 2]}], "layout": {}},
+         "text/plain": "Figure()"}, raw=True)
+display(SVG('<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20"><circle cx="10" cy="10" r="8"/></svg>'))
+plt.figure(figsize=(2, 2)); plt.plot([1, 3, 2]); plt.show()
+pd.DataFrame({"city": ["Lisbon", "Oslo"], "rain_mm": [774, 763]})
+"""
+
+
+def bundles(outputs: list[dict]) -> list[dict]:
+    return [m["content"]["data"] for m in outputs if "data" in m["content"]]
+
+
+def data_text(outputs: list[dict]) -> str:
+    return json.dumps(bundles(outputs)).lower()
+
+
+def mime_types(outputs: list[dict]) -> set[str]:
+    return {mime for bundle in bundles(outputs) for mime in bundle}
+
+
+def active_code(outputs: list[dict]) -> list[str]:
+    return [match.group() for b in bundles(outputs) for v in b.values() for match in ACTIVE_CODE.finditer(str(v))]
+
+
+def notices(outputs: list[dict]) -> list[str]:
+    return [m["content"]["text"] for m in outputs
+            if m["msg_type"] == "stream" and "active content was removed" in m["content"]["text"]]
+
+
+@contextmanager
+def local_kernel() -> Iterator:
+    """A plain ipykernel (kernel name python3): what a local kernel shows, to compare with."""
+    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def remote(pool):
+    with kernel(pool_env(pool, str(uuid.uuid4()))) as (km, kc):
+        yield kc
+
+
+# --- finding 1: active content -------------------------------------------------------------
+
+def test_scripts_handlers_and_javascript_do_not_reach_the_front_end_by_default(remote):
+    reply, outputs = run(remote, ACTIVE)
+    assert reply["status"] == "ok", outputs
+    found = data_text(outputs)
+    assert "application/javascript" not in mime_types(outputs) and not active_code(outputs), found
+    assert "<b>kept</b>" in found and "<rect" in found and "<strong>bold</strong>" in found
+    assert len(notices(outputs)) == 1 and "%session active on" in notices(outputs)[0]
+    _, again = run(remote, "from IPython.display import Javascript; Javascript('alert(6)')")
+    assert not notices(again) and "application/javascript" not in mime_types(again)  # said once per session
+
+    _, shown = run(remote, "%session active on\n%session")
+    assert "allowed" in text_of(shown)
+    try:
+        _, allowed = run(remote, "Javascript('alert(7)')")
+        assert [b.get("application/javascript") for b in bundles(allowed)] == ["alert(7)"]
+    finally:
+        run(remote, "%session active off")
+
+
+def test_safe_outputs_arrive_as_a_local_ipykernel_shows_them(remote):
+    with local_kernel() as (_, local):
+        run(local, "%matplotlib inline")
+        local_reply, local_outputs = run(local, SAFE)
+    reply, outputs = run(remote, SAFE)
+    assert reply["status"] == local_reply["status"] == "ok", outputs
+    assert not notices(outputs)
+
+    def shape(outs: list[dict]) -> list[tuple[str, list[str]]]:
+        return [(m["msg_type"], sorted(m["content"]["data"])) for m in outs if "data" in m["content"]]
+
+    assert shape(outputs) == shape(local_outputs)
+    for mime in ("text/markdown", "text/latex", "application/json", "application/vnd.plotly.v1+json",
+                 "image/svg+xml"):
+        assert [b[mime] for b in bundles(outputs) if mime in b] == [b[mime] for b in bundles(local_outputs)
+                                                                   if mime in b], mime
+    table = bundles(outputs)[-1]["text/html"]
+    assert 'class="dataframe"' in table and "<td>Lisbon</td>" in table and "<style" in table
+
+
+def test_active_content_setting_lets_scripts_through_for_that_kernel(pool):
+    with kernel(pool_env(pool, str(uuid.uuid4()), REMOTE_KERNEL_ACTIVE_CONTENT="1")) as (_, kc):
+        _, outputs = run(kc, ACTIVE)
+        assert not notices(outputs)
+        assert "application/javascript" in mime_types(outputs) and active_code(outputs)
+
+
+def hostile_env(url: str, **extra: str) -> dict[str, str]:
+    return {**embedded_env(), "POOL_MANAGEMENT_ENDPOINT": url, "REMOTE_KERNEL_TOKEN": "t",
+            "REMOTE_KERNEL_RICH": "0", "REMOTE_KERNEL_IDENTIFIER": str(uuid.uuid4()), **extra}
+
+
+@pytest.mark.parametrize("fmt, content, forbidden", [
+    ("svg", b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><rect width="4" height="4"/></svg>', "image/svg"),
+    ("html", b"<img src=x onerror=alert(1)>", "image/html"),
+])
+def test_image_results_get_only_image_types_without_scripts(fmt, content, forbidden):
+    image = {"type": "image", "format": fmt, "base64_data": base64.b64encode(content).decode()}
+    with HostilePool({("POST", "/executions"): execution(result=image)}) as fake:
+        with kernel(hostile_env(fake.url)) as (_, kc):
+            _, outputs = run(kc, "plt.show()")
+    found = data_text(outputs)
+    assert forbidden not in mime_types(outputs) and not active_code(outputs), found
+    assert all(not k.startswith("image/") or k in ("image/png", "image/jpeg", "image/svg+xml")
+               for b in bundles(outputs) for k in b)
+    if fmt == "svg":
+        assert "<rect" in found
+
+
+# --- finding 4: bounded reads --------------------------------------------------------------
+
+def peak_memory_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+def test_a_gzip_bomb_answer_stops_at_the_cap_and_the_kernel_stays_small():
+    body = json.dumps({"id": "e", "status": "Succeeded", "result": {"stdout": "", "stderr": "",
+                                                                    "executionResult": ""}}).encode()
+    bomb = gzip.compress(body[:-3] + b" " * (300 << 20) + body[-3:], compresslevel=9)  # ~300 KB → 300 MB
+
+    async def handler(request: Received, exchange: Exchange) -> None:
+        await exchange.respond(200, bomb, {"Content-Type": "application/json", "Content-Encoding": "gzip",
+                                           "x-ms-session-guid": GUID})
+
+    with HostilePool({("POST", "/executions"): handler}) as fake:
+        with kernel(hostile_env(fake.url)) as (km, kc):
+            reply, outputs = run(kc, "print(1)")
+            peak = peak_memory_mib(km.provisioner.process.pid)
+            _, after = run(kc, "%session")  # still answering
+    assert reply["status"] == "error" and reply["ename"] == "AnswerTooLarge", reply
+    assert "64 MiB" in reply["evalue"]
+    assert "identifier" in text_of(after)
+    assert peak < 500, f"the kernel grew to {peak:.0f} MiB reading a 300 MB answer"  # unbounded: > 1 GB
+
+
+def test_an_answer_that_trickles_in_trips_the_overall_deadline():
+    async def trickle(request: Received, exchange: Exchange) -> None:
+        await exchange.read_body()
+        exchange.writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+        while True:
+            exchange.writer.write(b" ")
+            await exchange.writer.drain()
+            await asyncio.sleep(0.05)
+
+    async def main() -> None:
+        async with FaultServer(trickle) as server:
+            client = SessionsClient(server.url, "id-1", auth=StaticToken("t"), timeout=1)
+            client.execution_margin = 1.0
+            try:
+                with pytest.raises(AnswerTooLarge, match="did not arrive whole in time"):
+                    await asyncio.wait_for(client.execute("1"), 60)  # the test's own guard only
+            finally:
+                await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_download_stops_at_the_limit_with_an_error_naming_the_setting(tmp_path):
+    routes = {("GET", "/files/endless.bin/content"): endless_body()}
+    with HostilePool(routes) as fake:
+        with kernel(hostile_env(fake.url, REMOTE_KERNEL_DOWNLOAD_LIMIT="2M"), cwd=str(tmp_path)) as (_, kc):
+            reply, outputs = run(kc, "%download endless.bin")
+    assert reply["status"] == "error" and reply["ename"] == "DownloadTooLarge", reply
+    assert "REMOTE_KERNEL_DOWNLOAD_LIMIT" in reply["evalue"] and "2.0 MiB" in reply["evalue"]
+    assert list(tmp_path.iterdir()) == []  # no file, no .part left behind
+
+
+def test_a_rich_output_file_past_its_cap_loses_the_outputs_with_a_note_and_keeps_the_text():
+    """A hostile pool answers the shim's install, marks an output and serves an endless outputs file."""
+    state: dict[str, str] = {}
+
+    async def handler(request: Received, exchange: Exchange) -> None:
+        if request.method == "POST" and request.path == "/executions":
+            code = json.loads(await exchange.read_body())["code"]
+            nonce = re.search(r"install\(get_ipython\(\), '([0-9a-f]{8})'\)", code)
+            if nonce:
+                state["nonce"] = nonce.group(1)
+                await execution(stdout=HELPER_MARK + '{"ok": true}\n')(request, exchange)
+            else:
+                await execution(stdout=f"before\x1erk{state['nonce']}:1:0\x1eafter\n")(request, exchange)
+        elif request.path == f"/files/{state.get('nonce')}-1.jsonl/content":
+            await endless_body(b'{"type": "display", "data": {"text/plain": "' + b"x" * 65000 + b'"}}\n')(
+                request, exchange)
+        else:
+            await json_answer(404, {"error": {"code": "NotFound", "message": "no"}})(request, exchange)
+
+    env = {**hostile_env("http://127.0.0.1:1"), "REMOTE_KERNEL_RICH": "1"}
+    with HostilePool({}) as fake:
+        fake.routes = _Everything(handler)
+        with kernel({**env, "POOL_MANAGEMENT_ENDPOINT": fake.url}) as (km, kc):
+            reply, outputs = run(kc, "display('x' * 10**9)")
+            peak = peak_memory_mib(km.provisioner.process.pid)
+    assert reply["status"] == "ok" and text_of(outputs, "stdout") == "beforeafter\n", outputs
+    assert "could not be fetched" in text_of(outputs, "stderr") and "64 MiB" not in text_of(outputs, "stdout")
+    assert peak < 500, f"the kernel grew to {peak:.0f} MiB fetching an endless outputs file"
+
+
+class _Everything(dict):
+    """Routes that send every request to one handler."""
+
+    def __init__(self, handler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def get(self, key, default=None):
+        return self.handler
+
+
+# --- finding 5: helper answers -------------------------------------------------------------
+
+def complete(kc, code: str) -> dict:
+    msg_id = kc.complete(code, len(code))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        reply = kc.get_shell_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"]
+    raise AssertionError("no complete_reply")
+
+
+def inspect(kc, code: str) -> dict:
+    msg_id = kc.inspect(code, len(code))
+    reply = kc.get_shell_msg(timeout=60)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=60)
+    return reply["content"]
+
+
+def test_a_hook_that_prints_the_helper_marker_does_not_silence_completion(remote):
+    hook = (f"def _noisy(*a):\n    print({HELPER_MARK!r} + '\"not an answer\"')\n"
+            "get_ipython().events.register('pre_execute', _noisy)\nvariable_for_completion = 1")
+    run(remote, hook)
+    try:
+        assert "variable_for_completion" in complete(remote, "variable_for_comp")["matches"]
+        assert inspect(remote, "variable_for_completion")["status"] == "ok"
+    finally:
+        run(remote, "get_ipython().events.unregister('pre_execute', _noisy)")
+
+
+def test_garbage_helper_answers_still_get_a_checked_reply():
+    garbage = {"matches": [1, None, {"x": 1}, "ok_match"], "cursor_start": -50, "cursor_end": 10**12}
+    answers = iter([garbage, {"matches": ["fine"], "cursor_start": 0, "cursor_end": 3},
+                    {"found": True, "data": {"text/html": "<img src=x onerror=alert(1)>doc", "text/plain": "doc"}},
+                    [1, 2], {"matches": ["m" * 1000] * 1500, "cursor_start": 0, "cursor_end": 3}])  # 1.5 MB
+
+    async def helper(request: Received, exchange: Exchange) -> None:
+        stdout = HELPER_MARK + json.dumps(next(answers)) + "\n"
+        await execution(stdout=stdout)(request, exchange)
+
+    with HostilePool({("POST", "/executions"): helper}) as fake:
+        with kernel(hostile_env(fake.url)) as (_, kc):
+            first, second = complete(kc, "abc"), complete(kc, "abc")
+            inspected, listed = inspect(kc, "abc"), inspect(kc, "abc")
+            oversized = complete(kc, "abc")
+    assert first == {"status": "ok", "matches": [], "cursor_start": 3, "cursor_end": 3, "metadata": {}}
+    assert second["matches"] == ["fine"] and (second["cursor_start"], second["cursor_end"]) == (0, 3)
+    assert inspected["found"] and not ACTIVE_CODE.search(json.dumps(inspected["data"]))
+    assert "doc" in inspected["data"]["text/html"]
+    assert listed == {"status": "ok", "found": False, "data": {}, "metadata": {}}
+    assert oversized["matches"] == []  # over the 1 MiB cap on helper answers: not read
+
+
+# --- finding 6: %files ---------------------------------------------------------------------
+
+def listing(entries: list[dict], next_link: str | None = None):
+    return json_answer(200, {"value": entries, **({"nextLink": next_link} if next_link else {})})
+
+
+def test_files_table_shows_hostile_names_and_sizes_safely():
+    entries = [{"name": "a\x1b[31mred\nb.txt    1 KiB  2020-01-01", "type": "file", "sizeInBytes": 10**30},
+               {"name": "neg.txt", "type": "file", "sizeInBytes": -5},
+               {"name": "ok.txt", "type": "file", "sizeInBytes": 2048}]
+    with HostilePool({("GET", "/files"): listing(entries)}) as fake:
+        with kernel(hostile_env(fake.url)) as (_, kc):
+            _, outputs = run(kc, "%files")
+    text = bundles(outputs)[0]["text/plain"]
+    assert "\x1b" not in text and len(text.splitlines()) == 2 + 3, text
+    assert "\\x1b[31mred\\nb.txt" in text
+    sizes = {line.split()[0]: line.split()[1] for line in text.splitlines()[2:]}
+    assert sizes["neg.txt"] == "?" and sizes["ok.txt"] == "2.0" and "1000000" not in text
+
+
+def test_files_paging_stops_at_a_revisited_next_link():
+    with HostilePool({}) as fake:
+        fake.routes[("GET", "/files")] = listing([{"name": "x", "type": "file", "sizeInBytes": 1}],
+                                                 f"{fake.url}/files?skip=1")
+        with kernel(hostile_env(fake.url)) as (_, kc):
+            reply, _ = run(kc, "%files")
+        pages = len(fake.requests)
+    assert reply["status"] == "error" and "already read" in reply["evalue"], reply
+    assert pages <= 3
+
+
+# --- finding 7: secrets --------------------------------------------------------------------
+
+def test_embedded_pool_gets_no_cloud_secret_and_a_killed_kernel_leaves_no_log(tmp_path):
+    temp = tmp_path / "tmp"  # the kernel's and its pool's own temp folder: what they leave there is theirs
+    temp.mkdir()
+    env = {**embedded_env(), "AZURE_CLIENT_SECRET": "s3cret-value", "SOME_API_KEY": "k3y", "TMPDIR": str(temp)}
+    with kernel(env) as (km, kc):
+        reply, outputs = run(kc, "print('up')")
+        assert text_of(outputs) == "up\n"
+        kernel_pid = km.provisioner.process.pid
+        children = subprocess.run(["pgrep", "-P", str(kernel_pid)], capture_output=True, text=True).stdout.split()
+        pools = [pid for pid in children if b"pool" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert pools, children
+        environ = Path(f"/proc/{pools[0]}/environ").read_bytes()
+        assert b"s3cret-value" not in environ and b"k3y" not in environ and b"REMOTE_KERNEL_TOKEN=" in environ
+        os.kill(kernel_pid, signal.SIGKILL)  # no clean-up runs
+        wait_for(lambda: not Path(f"/proc/{pools[0]}").exists(), 30, what="the orphaned pool to stop")
+    wait_for(lambda: not list(temp.iterdir()), 10, what=f"an empty temp folder (left: {list(temp.iterdir())})")
+
+
+def test_session_and_errors_show_the_endpoint_without_credentials(pool):
+    endpoint = pool.endpoint.replace("http://", "http://alice:hunter2@")
+    env = pool_env(pool, str(uuid.uuid4()), POOL_MANAGEMENT_ENDPOINT=endpoint)
+    with kernel(env) as (_, kc):
+        _, shown = run(kc, "%session")
+        _, cell = run(kc, "1 + 1")
+    everything = json.dumps([m["content"] for m in shown + cell])
+    assert "hunter2" not in everything and "alice" not in everything
+    assert pool.endpoint.split("//")[1] in text_of(shown)
+
+
+def test_standalone_pool_takes_its_token_from_the_environment_or_a_file(pool, tmp_path):
+    assert pool.token.encode() not in Path(f"/proc/{pool.process.pid}/cmdline").read_bytes()
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file\n")
+    other = start_pool("--ready-sessions", "0", f"--token-file={token_file}", token="ignored-env-token")
+    try:
+        assert b"from-a-file" not in Path(f"/proc/{other.process.pid}/cmdline").read_bytes()
+        ok = httpx.get(f"{other.endpoint}/session", headers={"Authorization": "Bearer from-a-file"},
+                       params={"api-version": "2025-10-02-preview", "identifier": "abcd"}, timeout=30)
+        refused = httpx.get(f"{other.endpoint}/session", headers={"Authorization": "Bearer ignored-env-token"},
+                            params={"api-version": "2025-10-02-preview", "identifier": "abcd"}, timeout=30)
+        assert ok.status_code != 401 and refused.status_code == 401
+    finally:
+        other.stop()
+
+
+# --- finding 8: smaller ---------------------------------------------------------------------
+
+def test_download_of_a_folder_fetches_it_and_an_overlong_local_name_is_a_usage_error(remote, tmp_path):
+    run(remote, "import os; os.makedirs('/mnt/data/folder', exist_ok=True); open('/mnt/data/folder/f.txt', 'w').write('x')")
+    reply, _ = run(remote, f"%download folder {tmp_path / 'got'}")  # a folder is fetched whole, not "no such file"
+    assert reply["status"] == "ok" and (tmp_path / "got" / "f.txt").read_text() == "x"
+    (tmp_path / "got" / "f.txt").unlink()
+    (tmp_path / "got").rmdir()
+    reply, _ = run(remote, f"%download folder/f.txt {tmp_path / ('n' * 300)}")
+    assert reply["status"] == "error" and reply["ename"] == "UsageError" and "at most 255 bytes" in reply["evalue"]
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the screening rules, without a kernel ---------------------------------------------------
+
+def test_html_cleaning_keeps_styled_tables_and_removes_everything_that_runs():
+    import pandas as pd
+
+    from remote_kernel.kernel.trust import screen_bundle
+
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "<y>"]})
+    styled = frame.style.highlight_max(color="yellow", subset=["a"]).format(escape="html").to_html()
+    for html in (frame._repr_html_(), styled):
+        kept, lost = screen_bundle({"text/html": html})
+        assert lost == [] and "<table" in kept["text/html"] and "<style" in kept["text/html"]
+    assert 'id="T_' in screen_bundle({"text/html": styled})[0]["text/html"]  # the Styler's CSS still applies
+    hostile = ('<a href="javascript:alert(1)">a</a><iframe src="https://x"></iframe><form action="/x"><input></form>'
+               '<img src="data:text/html,<script>alert(1)</script>"><svg onload=alert(1)></svg>'
+               '<div style="color:red" onclick="alert(1)">d</div><meta http-equiv="refresh" content="0;url=/x">')
+    kept, lost = screen_bundle({"text/html": hostile})
+    assert lost == ["text/html"]
+    assert not ACTIVE_CODE.search(kept["text/html"]) and not re.search(r"<(iframe|form|svg|meta)|data:text",
+                                                                        kept["text/html"])
+    assert '<div style="color:red">d</div>' in kept["text/html"]
+
+
+@pytest.mark.parametrize("markdown, stays", [
+    ("**bold** $x^2$ and a < b, [docs](https://jupyter.org), [here](notes/a.md), [top](#top)", True),
+    ("[x](javascript:alert(1))", False), ("[x]( JaVaScRiPt:alert(1))", False), ("[x](\x01javascript:1)", False),
+    ("[a]: javascript:alert(1)\n\n[b][a]", False), ("[x](&#106;avascript:1)", False),
+    ("<img src=x onerror=alert(1)>", False), ("<javascript:alert(1)>", False), ("[x](data:text/html,1)", False),
+])
+def test_markdown_stays_as_written_only_without_html_or_script_links(markdown, stays):
+    from remote_kernel.kernel.trust import screen_bundle
+
+    kept, lost = screen_bundle({"text/markdown": markdown})
+    assert (kept == {"text/markdown": markdown} and lost == []) if stays else (
+        lost == ["text/markdown"] and not ACTIVE_CODE.search(kept["text/html"]))
+
+
+def test_svg_keeps_a_clean_picture_byte_for_byte_and_refuses_entities():
+    import io
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from remote_kernel.kernel.trust import clean_svg
+
+    matplotlib.use("Agg")
+    figure = plt.figure()
+    plt.plot([1, 3, 2])
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg")
+    plt.close(figure)
+    assert clean_svg(buffer.getvalue()) == buffer.getvalue()
+    bomb = '<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;">]><svg>&b;</svg>'
+    assert clean_svg(bomb) is None
+    linked = ('<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink">'
+              '<a xlink:href="javascript:alert(1)"><text>t</text></a><foreignObject><div/></foreignObject>'
+              '<set attributeName="onmouseover" to="alert(1)"/><use href="#x"/></svg>')
+    cleaned = clean_svg(linked)
+    assert "javascript" not in cleaned and "foreignObject" not in cleaned and "set" not in cleaned
+    assert 'href="#x"' in cleaned and "<text>t</text>" in cleaned.replace("svg:", "")
+
+
+def test_endpoints_are_shown_without_credentials():
+    from remote_kernel.kernel.config import KernelConfig
+    from remote_kernel.sessions.auth import redacted_url
+
+    assert redacted_url("https://alice:hunter2@x.io/pools/p?sig=abc&api-version=1") == \
+        "https://x.io/pools/p?sig=REDACTED&api-version=1"
+    settings = KernelConfig.from_env({"POOL_MANAGEMENT_ENDPOINT": "https://alice:hunter2@x.io/pools/p"})
+    assert "hunter2" not in str(settings.describe()) and "x.io/pools/p" in str(settings.describe())
+    broken = KernelConfig.from_env({"POOL_MANAGEMENT_ENDPOINT": "ftp://alice:hunter2@x"})
+    assert broken.problems and "hunter2" not in str(broken.problems)
