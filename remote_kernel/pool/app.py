@@ -28,7 +28,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from remote_kernel.pool import files
 from remote_kernel.pool.openapi import openapi_document
 from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
-from remote_kernel.pool.session import Outcome, Session, WorkerDied
+from remote_kernel.pool.session import (MAX_OPERATION_ID, DuplicateExecution, Outcome, QueueFull, Session,
+                                        WorkerDied)
 from remote_kernel.pool.uploads import MultipartError, receive_upload
 
 
@@ -198,8 +199,16 @@ def execution_request(body: dict[str, Any]) -> tuple[str, bool, float, bool, int
 async def run_execution(request: Request) -> tuple[Session, Outcome, int | None, bool]:
     """Check the request, then run it in its session (a malformed request never starts a session)."""
     code, asynchronous, timeout, jupyter, cap = execution_request(await json_body(request))
+    operation_id = request.headers.get("operation-id")
+    if operation_id is not None and not 0 < len(operation_id) <= MAX_OPERATION_ID:
+        raise ApiError(400, "InvalidOperationId", f"operation-id must be 1 to {MAX_OPERATION_ID} characters.")
     session = await session_of(request)
-    outcome = session.submit(code, timeout, jupyter, request.headers.get("operation-id"))
+    try:
+        outcome = session.submit(code, timeout, jupyter, operation_id)
+    except QueueFull as full:
+        raise ApiError(429, "TooManyExecutions", str(full), {"Retry-After": "1"}) from None
+    except DuplicateExecution as duplicate:
+        raise ApiError(409, "DuplicateOperationId", str(duplicate)) from None
     if not asynchronous:
         await until_done_or_disconnected(request, session, outcome)
     return session, outcome, cap, asynchronous

@@ -64,7 +64,7 @@ class Pool:
         sessions = list(self.sessions.values()) + self._ready
         self.sessions.clear()
         self._ready.clear()
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        await asyncio.gather(*(s.close("the pool is stopping") for s in sessions), return_exceptions=True)
         if self.sandbox.mode == "bubblewrap":
             await asyncio.to_thread(Cgroups.sweep, False)
 
@@ -82,6 +82,8 @@ class Pool:
         if session is not None and session.alive:
             session.touch()
             return session
+        if self._stopping:
+            raise SessionStartFailed("the pool is stopping")
         pending = self._creating.get(identifier)
         if pending is not None:
             return await asyncio.shield(pending)

@@ -70,6 +70,7 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
                             limit_concurrency=1024, server_header=False, date_header=True,
                             http=guarded_protocol())  # deadlines for slow clients (slow-loris)
     server = PoolServer(config)
+    server.pool = pool
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, server.stop_soon)
@@ -103,10 +104,21 @@ class PoolServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield  # uvicorn would re-raise SIGTERM after serving, skipping the pool's clean-up
 
+    pool: Pool | None = None
+
     def stop_soon(self) -> None:
         if self.should_exit:
             self.force_exit = True  # a second Ctrl-C: stop waiting for open connections
         self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop listening, then stop the pool (every execution still waiting is answered: the pool is
+        stopping), then let uvicorn send those answers and close the connections."""
+        for listening in self.servers:
+            listening.close()
+        if self.pool is not None:
+            await self.pool.stop()
+        await super().shutdown(sockets)
 
 
 def listen(host: str, port: int) -> socket.socket:

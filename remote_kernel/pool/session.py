@@ -22,6 +22,17 @@ MAX_TIMEOUT = 220.0
 GRACE = 3.0  # seconds an interrupted execution gets before its session is killed
 START_TIMEOUT = 60.0
 REPLY_LIMIT = 256 << 20  # largest reply line accepted from a worker
+MAX_PENDING = 64  # executions queued or running per session; past it a new one is refused (429)
+KEEP_FINISHED = 100  # finished executions kept per session for polling (unfinished ones are always kept)
+MAX_OPERATION_ID = 128  # characters in a client-chosen operation-id
+
+
+class QueueFull(Exception):
+    """The session already has MAX_PENDING executions queued or running."""
+
+
+class DuplicateExecution(Exception):
+    """A client-chosen operation-id that this session already knows."""
 
 
 class WorkerDied(Exception):
@@ -33,7 +44,7 @@ class Outcome:
     """What one execution produced, in neutral terms (the routes shape it per version)."""
 
     id: str
-    status: str = "Running"  # NotStarted, Running, Succeeded, Failed, Canceled
+    status: str = "NotStarted"  # NotStarted (queued), Running, Succeeded, Failed, Canceled
     stdout: str = ""
     stderr: str = ""
     result: Any = ""
@@ -44,6 +55,9 @@ class Outcome:
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def finish(self, status: str, **fields: Any) -> "Outcome":
+        """Record the answer; the first answer stands (a closed session answers before its task ends)."""
+        if self.done.is_set():
+            return self
         for key, value in fields.items():
             setattr(self, key, value)
         self.status = status
@@ -115,10 +129,12 @@ class Session:
             raise WorkerDied(f"the session's worker did not start: {detail or 'no output'}")
         self.runtime_version = ready.get("runtime", {}).get("version", "")
 
-    async def close(self) -> None:
-        """Kill every process of the session and remove its files."""
+    async def close(self, reason: str = "the session was deleted") -> None:
+        """Kill every process of the session and remove its files; every execution not yet answered
+        (running or queued) is answered now with SessionLost and `reason`."""
         if self.lost is None:
-            self.lost = "the session was deleted"
+            self.lost = reason
+        self._answer_pending()
         if self._cgroups:
             self._cgroups.kill()
         if self._process and self._process.returncode is None:
@@ -170,11 +186,24 @@ class Session:
     # executions --------------------------------------------------------------------------------
 
     def submit(self, code: str, timeout: float, jupyter: bool, execution_id: str | None = None) -> Outcome:
-        """Queue an execution (they run one at a time, in order) and return its outcome at once."""
+        """Queue an execution (they run one at a time, in order) and return its outcome at once.
+
+        QueueFull past MAX_PENDING unfinished executions; DuplicateExecution for an operation-id this
+        session already has (an execution is never overwritten). Every unfinished execution stays
+        pollable; only the oldest finished ones are forgotten, past KEEP_FINISHED.
+        """
+        if execution_id is not None and execution_id in self.executions:
+            raise DuplicateExecution(f"This session already has an execution with operation-id {execution_id!r}; "
+                                     "send a new operation-id (or none: the pool picks one).")
+        pending = sum(1 for o in self.executions.values() if not o.done.is_set())
+        if pending >= MAX_PENDING:
+            raise QueueFull(f"This session already has {pending} executions queued or running (the limit is "
+                            f"{MAX_PENDING}); wait for some to finish, then retry.")
         outcome = Outcome(id=execution_id or str(uuid.uuid4()))
         self.executions[outcome.id] = outcome
-        while len(self.executions) > 100:
-            self.executions.popitem(last=False)
+        finished = [key for key, o in self.executions.items() if o.done.is_set()]
+        for key in finished[:max(0, len(finished) - KEEP_FINISHED)]:
+            del self.executions[key]
         task = asyncio.get_running_loop().create_task(self._run(outcome, code, min(max(timeout, 1), MAX_TIMEOUT), jupyter))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
@@ -188,11 +217,14 @@ class Session:
 
     async def _run(self, outcome: Outcome, code: str, timeout: float, jupyter: bool) -> None:
         async with self._lock:
+            if outcome.done.is_set():  # answered already: the session was closed while it waited
+                return
             if outcome.cancelled:
                 outcome.finish("Canceled", error_code="Canceled", error_message="The client went away.")
                 return
             self._busy = True
             self._running = outcome
+            outcome.status = "Running"
             try:
                 await self._execute(outcome, code, timeout, jupyter)
             except WorkerDied as died:
@@ -290,6 +322,13 @@ class Session:
                 self.lost = f"the session ran out of memory (its limit is {limit / (1 << 20):.0f} MiB) and was killed"
             else:
                 self.lost = "the session's worker was killed"
+
+    def _answer_pending(self) -> None:
+        """Answer every execution not yet answered: the session is gone, so none of them will run on."""
+        message = self._lost_message()
+        for outcome in self.executions.values():
+            if not outcome.done.is_set():
+                outcome.finish("Failed", error_code="SessionLost", error_message=message, stderr=f"{message}\n")
 
     def _lost_message(self) -> str:
         return (f"Session lost: {self.lost or 'its worker stopped'}. Its variables and files are gone; "
