@@ -6,6 +6,7 @@ import concurrent.futures
 import signal
 import time
 import uuid
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -123,3 +124,105 @@ def test_an_operation_id_used_twice_is_409_and_the_first_execution_keeps_its_ans
     assert polled["result"]["executionResult"] == "first"
     too_long = execute(http, identifier, "1", headers={"operation-id": "x" * 1000})
     assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "InvalidOperationId"
+
+
+# 7: downloads of files that change, odd names ---------------------------------------------------------
+
+def download(http, identifier: str, name: str) -> httpx.Response:
+    return http.get(f"/files/{quote(name, safe='')}/content", params={"api-version": V2, "identifier": identifier})
+
+
+def test_a_file_that_grows_during_its_download_is_sent_as_it_was_when_the_download_started(pool, http):
+    identifier = str(uuid.uuid4())
+    # a thread appends numbered 64 KiB blocks until the file has 64 MiB, so a download overlaps growth
+    value(http, identifier, """
+import threading
+def block(i):
+    return (b'%08d' % i) * 8192
+with open('/mnt/data/grows.bin', 'wb') as f:
+    for i in range(64):
+        f.write(block(i))
+def grow():
+    with open('/mnt/data/grows.bin', 'ab') as f:
+        for i in range(64, 1024):
+            f.write(block(i)); f.flush()
+grower = threading.Thread(target=grow); grower.start()
+""")
+    sizes = []
+    while value(http, identifier, "grower.is_alive()") and len(sizes) < 20:
+        response = download(http, identifier, "grows.bin")
+        assert response.status_code == 200
+        assert len(response.content) == int(response.headers["Content-Length"])
+        sizes.append(len(response.content))
+        body = response.content
+        # a prefix of what the file becomes: each whole block carries its own number
+        whole = len(body) // 65536
+        assert all(body[i * 65536:i * 65536 + 8] == b"%08d" % i for i in range(whole))
+    value(http, identifier, "grower.join()")
+    final = download(http, identifier, "grows.bin").content
+    assert len(final) == 1024 * 65536
+    assert sizes, "no download overlapped the growth"
+    assert "longer than Content-Length" not in pool.log()
+
+
+def test_a_file_cut_shorter_during_its_download_fails_the_download_never_ends_it_short(pool, http):
+    identifier = str(uuid.uuid4())
+    value(http, identifier, """
+import os, threading
+stop = threading.Event()
+def churn():
+    while not stop.is_set():
+        with open('/mnt/data/churn.bin', 'wb') as f:
+            f.write(os.urandom(1 << 20) * 16)
+        os.truncate('/mnt/data/churn.bin', 1000)
+churner = threading.Thread(target=churn); churner.start()
+""")
+    outcomes = {"whole": 0, "cut": 0}
+    for _ in range(15):
+        try:
+            response = download(http, identifier, "churn.bin")
+        except httpx.RemoteProtocolError:  # the connection was cut: the client knows it is incomplete
+            outcomes["cut"] += 1
+            continue
+        if response.status_code == 404:  # between open() truncating and the first write
+            continue
+        assert response.status_code == 200
+        assert len(response.content) == int(response.headers["Content-Length"])
+        outcomes["whole"] += 1
+    value(http, identifier, "stop.set(); churner.join()")
+    assert sum(outcomes.values()) > 0
+    assert "shorter than Content-Length" not in pool.log()
+    assert http.get("/health").status_code == 200
+
+
+ODD_NAMES = ["a\nb.txt", "tab\there.txt", "cr\rx.txt", ".rk-upload-mine", "space name.txt", "%41.txt", "q?x#y.txt",
+             "é ü 漢字.txt", " lead", "trail ", "back\\slash", "semi;colon\"quote'.txt"]
+
+
+@pytest.mark.parametrize("version", [V2, "2024-08-02-preview"])
+def test_odd_names_are_listed_downloadable_and_deletable_and_undecodable_ones_are_left_out(http, version):
+    identifier = str(uuid.uuid4())
+    value(http, identifier, f"""
+import os
+for n, name in enumerate({ODD_NAMES!r}):
+    with open(os.path.join('/mnt/data', name), 'w') as f:
+        f.write(f'content {{n}}')
+os.close(os.open(b'/mnt/data/bad-\\xff-utf8', os.O_CREAT | os.O_WRONLY))
+""")
+    params = {"api-version": version, "identifier": identifier}
+    listed = http.get("/files", params=params)
+    assert listed.status_code == 200, listed.text
+    if version == V2:
+        names = [entry["name"] for entry in listed.json()["value"]]
+    else:
+        names = [entry["properties"]["filename"] for entry in listed.json()["value"]]
+    assert sorted(names) == sorted(ODD_NAMES)  # the non-UTF-8 name, which no URL can name, is left out
+    for n, name in enumerate(ODD_NAMES):
+        path = f"/files/{quote(name, safe='')}/content" if version == V2 else f"/files/content/{quote(name, safe='')}"
+        response = http.get(path, params=params)
+        assert response.status_code == 200, (name, response.text)
+        assert response.content == f"content {n}".encode()
+        assert http.get(f"/files/{quote(name, safe='')}", params=params).status_code == 200
+    deleted = http.delete(f"/files/{quote(ODD_NAMES[0], safe='')}", params=params)
+    assert deleted.status_code in (200, 204)
+    assert value(http, identifier, f"os.path.exists({'/mnt/data/' + ODD_NAMES[0]!r})") is False
