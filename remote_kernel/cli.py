@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="memory each session may use, e.g. 1G (default: 1G)")
     pool.add_argument("--max-processes", type=int, default=128,
                       help="processes and threads each session may run (default: 128)")
+    pool.add_argument("--cpus", type=float, default=1.0,
+                      help="CPU time each session may use, in cores (cgroup cpu quota); 0: no limit (default: 1)")
     pool.add_argument("--disk", type=_size, default=1 << 30,
                       help="bytes a session may write to /mnt/data or /tmp, e.g. 1G (default: 1G)")
     pool.add_argument("--parent-pid", type=int, default=None,

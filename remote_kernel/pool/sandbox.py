@@ -1,9 +1,10 @@
 """How a session's worker process starts: bubblewrap, resource limits, and the unsandboxed fallback.
 
-With bubblewrap every session gets its own user, pid, ipc, uts, network (unless egress is enabled)
-and mount namespaces; the host's system read-only; a private size-capped `/tmp` and `/mnt/data`
-(both tmpfs, so a full disk is the session's alone); a clean environment; and, where the machine
-lets us write cgroups, a memory and a process-count limit. Rlimits are the backstop everywhere.
+With bubblewrap every session gets its own user, pid, ipc, uts, network and mount namespaces; the
+host's system read-only; a private size-capped `/tmp`, `/mnt/data` and `/dev/shm` (tmpfs, so a full
+disk is the session's alone) and nothing else writable (`/dev` is read-only); a clean environment; a
+seccomp filter (seccomp_filter.py); and, where the machine lets us write cgroups, a memory, CPU and
+process-count limit. Rlimits are the backstop everywhere.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from remote_kernel.pool import seccomp_filter
 
 log = logging.getLogger("remote_kernel.pool")
 
@@ -35,8 +38,14 @@ class Limits:
 
     memory: int = 1 << 30  # bytes of memory
     processes: int = 128  # processes and threads
-    disk: int = 1 << 30  # bytes in /mnt/data, and again in /tmp
+    disk: int = 1 << 30  # bytes in /mnt/data, and again in /tmp; a quarter of it in /dev/shm
     max_output: int = 1 << 20  # bytes kept per output stream per execution
+    cpus: float = 1.0  # CPU time per wall-clock second (cgroup cpu quota); 0 for no limit
+
+    @property
+    def shm(self) -> int:
+        """Bytes of /dev/shm (POSIX shared memory, multiprocessing's semaphores and queues)."""
+        return max(1 << 20, self.disk // 4)
 
 
 @dataclass(frozen=True)
@@ -113,13 +122,16 @@ class Cgroups:
 
     BASE = Path("/sys/fs/cgroup")
     V1 = (BASE / "memory", BASE / "pids")
+    V1_CPU = BASE / "cpu"
+    PERIOD = 100_000  # µs of the CPU quota's period
 
     @staticmethod
     def parents() -> list[Path]:
-        """Where this pool's session cgroups live: one folder per pool process."""
+        """Where this pool's session cgroups live: one folder per pool process (and controller on v1)."""
         own = f"pool-{os.getpid()}"
         if all((p / "cgroup.procs").exists() for p in Cgroups.V1):
-            return [p / "remote_kernel" / own for p in Cgroups.V1]
+            cpu = [Cgroups.V1_CPU] if (Cgroups.V1_CPU / "cpu.cfs_quota_us").exists() else []
+            return [p / "remote_kernel" / own for p in (*Cgroups.V1, *cpu)]
         return [Cgroups.BASE / "remote_kernel" / own]
 
     @staticmethod
@@ -142,8 +154,8 @@ class Cgroups:
     def create(name: str, limits: Limits) -> "Cgroups | None":
         try:
             if all((p / "cgroup.procs").exists() for p in Cgroups.V1):
-                memory, pids = (p / name for p in Cgroups.parents())
-                for p in (memory, pids):
+                memory, pids, *cpu = (p / name for p in Cgroups.parents())
+                for p in (memory, pids, *cpu):
                     p.mkdir(parents=True, exist_ok=True)
                 (memory / "memory.limit_in_bytes").write_text(str(limits.memory))
                 try:
@@ -151,13 +163,24 @@ class Cgroups:
                 except OSError:
                     pass  # no swap accounting: fine, the machine may have no swap
                 (pids / "pids.max").write_text(str(limits.processes))
-                return Cgroups([memory, pids])
+                if cpu and limits.cpus > 0:
+                    (cpu[0] / "cpu.cfs_period_us").write_text(str(Cgroups.PERIOD))
+                    (cpu[0] / "cpu.cfs_quota_us").write_text(str(int(limits.cpus * Cgroups.PERIOD)))
+                return Cgroups([memory, pids, *cpu])
             if (Cgroups.BASE / "cgroup.controllers").exists():
-                group = Cgroups.parents()[0] / name
+                parent = Cgroups.parents()[0]
+                group = parent / name
                 group.mkdir(parents=True, exist_ok=True)
                 (group / "memory.max").write_text(str(limits.memory))
                 (group / "memory.swap.max").write_text("0")
                 (group / "pids.max").write_text(str(limits.processes))
+                if limits.cpus > 0:
+                    try:
+                        for level in (parent.parent, parent):  # the cpu controller, delegated down to us
+                            (level / "cgroup.subtree_control").write_text("+cpu")
+                        (group / "cpu.max").write_text(f"{int(limits.cpus * Cgroups.PERIOD)} {Cgroups.PERIOD}")
+                    except OSError as error:
+                        log.debug("no CPU limit for %s: %s", name, error)
                 return Cgroups([group])
         except OSError as error:
             log.debug("no cgroup for %s: %s", name, error)
@@ -211,6 +234,13 @@ class Sandbox:
         self.limits = limits
         self.egress = egress
         self.bwrap = shutil.which("bwrap") or "bwrap"
+        self.seccomp: bytes | None = None  # the BPF program each bubblewrap session runs under
+        self.worker_source = runtime.worker_file.read_bytes()
+        if mode == "bubblewrap":
+            try:
+                self.seccomp = seccomp_filter.build()
+            except seccomp_filter.SeccompUnavailable as problem:
+                log.warning("SESSIONS RUN WITHOUT A SECCOMP FILTER: %s", problem)
 
     @classmethod
     def choose(cls, requested: str, runtime: Runtime, limits: Limits, egress: bool) -> "Sandbox":
@@ -243,9 +273,10 @@ class Sandbox:
             env["NODE_OPTIONS"] = f"--max-old-space-size={max(64, self.limits.memory * 3 // 4 >> 20)}"
         return env
 
-    def command(self, cgroups: Cgroups | None) -> list[str]:
+    def command(self, cgroups: Cgroups | None, fds: dict[str, int] | None = None) -> list[str]:
         """argv that starts the worker: started with the command pipe as stdin and the reply pipe as
-        stdout, it moves them to fds 3 and 4 and leaves stdin empty and stdout on the log pipe."""
+        stdout, it moves them to fds 3 and 4 and leaves stdin empty and stdout on the log pipe.
+        `fds` are the inherited fds of `session_fds()`."""
         rlimits = f"ulimit -c 0; ulimit -n 1024; ulimit -f {self.limits.disk // 512}; "
         if self.runtime.address_space:
             rlimits += f"ulimit -v {(self.limits.memory * 2 + (512 << 20)) // 1024}; "
@@ -255,9 +286,27 @@ class Sandbox:
         prefix = ["/bin/sh", "-c", script, "sh", *(cgroups.procs_files if cgroups else [])]
         if self.mode == "none":
             return prefix + [*self.runtime.argv, str(self.runtime.worker_file)]
-        return prefix + self._bwrap_argv()
+        return prefix + self._bwrap_argv(fds or {})
 
-    def _bwrap_argv(self) -> list[str]:
+    def session_fds(self) -> dict[str, int]:
+        """New fds for one bubblewrap session (each read to its end by bwrap, so never shared):
+        `seccomp`, the filter's BPF program; `worker`, the worker's source, copied into the sandbox
+        (a bind mount of the file would show the checkout's host path in /proc/self/mountinfo)."""
+        if self.mode != "bubblewrap":
+            return {}
+        fds = {"worker": self._memfd("remote-kernel-worker", self.worker_source)}
+        if self.seccomp is not None:
+            fds["seccomp"] = self._memfd("remote-kernel-seccomp", self.seccomp)
+        return fds
+
+    @staticmethod
+    def _memfd(name: str, data: bytes) -> int:
+        fd = os.memfd_create(name, 0)
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    def _bwrap_argv(self, fds: dict[str, int]) -> list[str]:
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
                 "--new-session", "--cap-drop", "ALL", "--uid", str(SANDBOX_USER), "--gid", str(SANDBOX_USER),
                 "--hostname", "session"]
@@ -267,14 +316,17 @@ class Sandbox:
         for path in self._etc_files():
             argv += ["--ro-bind", path, path]
         worker = f"/opt/remote_kernel/{self.runtime.worker_file.name}"
-        argv += ["--ro-bind", str(self.runtime.worker_file), worker,
+        argv += ["--ro-bind-data", str(fds["worker"]), worker,
                  "--proc", "/proc", "--dev", "/dev",
+                 "--size", str(self.limits.shm), "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
                  "--size", str(self.limits.disk), "--tmpfs", "/tmp",
                  "--size", str(self.limits.disk), "--tmpfs", "/mnt/data"]
         for path in self.runtime.binds:  # after /tmp: an interpreter may live in a folder under it
             if path != "/usr" and not path.startswith("/usr/"):  # /usr is mounted already
                 argv += ["--ro-bind", path, path]
         argv += ["--remount-ro", "/", "--chdir", "/mnt/data", "--clearenv"]
+        if "seccomp" in fds:
+            argv += ["--seccomp", str(fds["seccomp"])]
         for key, value in self.environment("/tmp").items():
             argv += ["--setenv", key, value]
         return argv + ["--", *self.runtime.argv, worker]

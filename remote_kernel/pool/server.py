@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
                         stream=sys.stderr)
     try:
         runtime = Runtime.node(args.node) if args.container_type == "NodeLTS" else Runtime.python(args.python)
-        limits = Limits(memory=args.memory, processes=args.max_processes, disk=args.disk)
+        limits = Limits(memory=args.memory, processes=args.max_processes, disk=args.disk, cpus=args.cpus)
         sandbox = Sandbox.choose(args.sandbox, runtime, limits, egress=args.egress == "enabled")
     except SandboxUnavailable as problem:
         print(f"remote-kernel pool: {problem}", file=sys.stderr)

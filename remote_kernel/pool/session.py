@@ -103,14 +103,16 @@ class Session:
         commands_r, commands_w = os.pipe()
         replies_r, replies_w = os.pipe()
         output_r, output_w = os.pipe()
-        argv = self.sandbox.command(self._cgroups)
+        inherited = self.sandbox.session_fds()
+        argv = self.sandbox.command(self._cgroups, inherited)
         env = self.sandbox.environment(str(self._data_root)) if self.sandbox.mode == "none" else {"PATH": "/usr/bin:/bin"}
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *argv, stdin=commands_r, stdout=replies_w, stderr=output_w, env=env, cwd=str(data_dir or "/"), start_new_session=True,
+                pass_fds=tuple(inherited.values()),
             )
         finally:
-            for fd in (commands_r, replies_w, output_w):
+            for fd in (commands_r, replies_w, output_w, *inherited.values()):
                 os.close(fd)
         replies = asyncio.StreamReader(limit=REPLY_LIMIT)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(replies), os.fdopen(replies_r, "rb", 0))
