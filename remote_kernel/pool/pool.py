@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 
+from remote_kernel.pool import egress
 from remote_kernel.pool.sandbox import Cgroups, Sandbox
 from remote_kernel.pool.session import Session, WorkerDied
 
@@ -48,6 +49,8 @@ class Pool:
     async def start(self) -> None:
         if self.sandbox.mode == "bubblewrap":
             await asyncio.to_thread(Cgroups.sweep)  # what pools that were killed left behind
+            if self.sandbox.egress is not None:
+                await asyncio.to_thread(egress.sweep)
             probe = Cgroups.create("probe", self.sandbox.limits)
             if probe is None:
                 log.warning("cgroups are not writable here: memory and process limits fall back to rlimits")
@@ -59,8 +62,10 @@ class Pool:
     async def stop(self) -> None:
         """Delete every session, ready ones included."""
         self._stopping = True
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # sessions being started clean up after themselves
         sessions = list(self.sessions.values()) + self._ready
         self.sessions.clear()
         self._ready.clear()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from remote_kernel.pool import seccomp_filter
+from remote_kernel.pool.egress import EgressPolicy, EgressUnavailable
 
 log = logging.getLogger("remote_kernel.pool")
 
@@ -228,7 +229,7 @@ class Cgroups:
 class Sandbox:
     """Builds the command that starts a worker, sandboxed or not."""
 
-    def __init__(self, mode: str, runtime: Runtime, limits: Limits, egress: bool) -> None:
+    def __init__(self, mode: str, runtime: Runtime, limits: Limits, egress: EgressPolicy | None) -> None:
         self.mode = mode  # "bubblewrap" or "none"
         self.runtime = runtime
         self.limits = limits
@@ -243,12 +244,17 @@ class Sandbox:
                 log.warning("SESSIONS RUN WITHOUT A SECCOMP FILTER: %s", problem)
 
     @classmethod
-    def choose(cls, requested: str, runtime: Runtime, limits: Limits, egress: bool) -> "Sandbox":
+    def choose(cls, requested: str, runtime: Runtime, limits: Limits, egress: EgressPolicy | None) -> "Sandbox":
         """The sandbox for `--sandbox requested`: auto falls back to none, loudly."""
         if requested == "none":
             return cls("none", runtime, limits, egress)
         problem = bubblewrap_problem()
         if problem is None:
+            if egress is not None:
+                try:
+                    egress.check()
+                except EgressUnavailable as unavailable:
+                    raise SandboxUnavailable(str(unavailable)) from None
             return cls("bubblewrap", runtime, limits, egress)
         if requested == "bubblewrap":
             raise SandboxUnavailable(f"--sandbox bubblewrap: {problem}")
@@ -273,10 +279,11 @@ class Sandbox:
             env["NODE_OPTIONS"] = f"--max-old-space-size={max(64, self.limits.memory * 3 // 4 >> 20)}"
         return env
 
-    def command(self, cgroups: Cgroups | None, fds: dict[str, int] | None = None) -> list[str]:
+    def command(self, cgroups: Cgroups | None, fds: dict[str, int] | None = None, netns: str | None = None) -> list[str]:
         """argv that starts the worker: started with the command pipe as stdin and the reply pipe as
         stdout, it moves them to fds 3 and 4 and leaves stdin empty and stdout on the log pipe.
-        `fds` are the inherited fds of `session_fds()`."""
+        `fds` are the inherited fds of `session_fds()`; `netns`, the session's own network namespace
+        (egress), which bubblewrap is started in."""
         rlimits = f"ulimit -c 0; ulimit -n 1024; ulimit -f {self.limits.disk // 512}; "
         if self.runtime.address_space:
             rlimits += f"ulimit -v {(self.limits.memory * 2 + (512 << 20)) // 1024}; "
@@ -286,9 +293,10 @@ class Sandbox:
         prefix = ["/bin/sh", "-c", script, "sh", *(cgroups.procs_files if cgroups else [])]
         if self.mode == "none":
             return prefix + [*self.runtime.argv, str(self.runtime.worker_file)]
-        return prefix + self._bwrap_argv(fds or {})
+        enter = ["nsenter", f"--net={netns}", "--"] if netns else []
+        return prefix + enter + self._bwrap_argv(fds or {})
 
-    def session_fds(self) -> dict[str, int]:
+    def session_fds(self, hosts_file: bytes | None = None) -> dict[str, int]:
         """New fds for one bubblewrap session (each read to its end by bwrap, so never shared):
         `seccomp`, the filter's BPF program; `worker`, the worker's source, copied into the sandbox
         (a bind mount of the file would show the checkout's host path in /proc/self/mountinfo)."""
@@ -297,6 +305,8 @@ class Sandbox:
         fds = {"worker": self._memfd("remote-kernel-worker", self.worker_source)}
         if self.seccomp is not None:
             fds["seccomp"] = self._memfd("remote-kernel-seccomp", self.seccomp)
+        if hosts_file is not None:
+            fds["hosts"] = self._memfd("remote-kernel-hosts", hosts_file)
         return fds
 
     @staticmethod
@@ -311,10 +321,13 @@ class Sandbox:
                 "--new-session", "--cap-drop", "ALL", "--uid", str(SANDBOX_USER), "--gid", str(SANDBOX_USER),
                 "--hostname", "session"]
         if self.egress:
-            argv += ["--share-net"]
+            argv += ["--share-net"]  # the session's own namespace, entered before bwrap (egress.py)
         argv += system_mounts()
         for path in self._etc_files():
-            argv += ["--ro-bind", path, path]
+            if path != "/etc/hosts" or "hosts" not in fds:
+                argv += ["--ro-bind", path, path]
+        if "hosts" in fds:
+            argv += ["--ro-bind-data", str(fds["hosts"]), "/etc/hosts"]  # the allow-list's names only
         worker = f"/opt/remote_kernel/{self.runtime.worker_file.name}"
         argv += ["--ro-bind-data", str(fds["worker"]), worker,
                  "--proc", "/proc", "--dev", "/dev",

@@ -22,6 +22,7 @@ import uvicorn
 
 from remote_kernel.pool.app import build_app, iso
 from remote_kernel.pool.connections import guarded_protocol
+from remote_kernel.pool.egress import EgressPolicy
 from remote_kernel.pool.pool import Pool
 from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         runtime = Runtime.node(args.node) if args.container_type == "NodeLTS" else Runtime.python(args.python)
         limits = Limits(memory=args.memory, processes=args.max_processes, disk=args.disk, cpus=args.cpus)
-        sandbox = Sandbox.choose(args.sandbox, runtime, limits, egress=args.egress == "enabled")
+        sandbox = Sandbox.choose(args.sandbox, runtime, limits, egress=EgressPolicy.parse(args.egress))
     except SandboxUnavailable as problem:
         print(f"remote-kernel pool: {problem}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from remote_kernel.pool.egress import EgressUnavailable, SessionNetwork
 from remote_kernel.pool.sandbox import Cgroups, Sandbox, children
 
 log = logging.getLogger("remote_kernel.pool")
@@ -83,6 +84,7 @@ class Session:
         self._data_root = data_root / self.guid
         self._process: asyncio.subprocess.Process | None = None
         self._cgroups: Cgroups | None = None
+        self._network: SessionNetwork | None = None
         self._replies: asyncio.Queue[dict | None] = asyncio.Queue()
         self._commands: asyncio.StreamWriter | None = None
         self._log_tail: collections.deque[bytes] = collections.deque(maxlen=64)
@@ -93,7 +95,15 @@ class Session:
     # life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the worker and wait until it says it is ready."""
+        """Start the worker and wait until it says it is ready; a start cut short (the pool stopping)
+        leaves nothing behind."""
+        try:
+            await self._start()
+        except asyncio.CancelledError:
+            await asyncio.shield(self.close("the pool is stopping"))
+            raise
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self._cgroups = Cgroups.create(self.guid, self.sandbox.limits) if self.sandbox.mode == "bubblewrap" else None
         data_dir = None
@@ -103,8 +113,14 @@ class Session:
         commands_r, commands_w = os.pipe()
         replies_r, replies_w = os.pipe()
         output_r, output_w = os.pipe()
-        inherited = self.sandbox.session_fds()
-        argv = self.sandbox.command(self._cgroups, inherited)
+        if self.sandbox.mode == "bubblewrap" and self.sandbox.egress is not None:
+            try:
+                self._network = await SessionNetwork.create(self.sandbox.egress, self.guid)
+            except EgressUnavailable as problem:
+                await self.close()
+                raise WorkerDied(f"the session's network could not be set up: {problem}") from None
+        inherited = self.sandbox.session_fds(self._network.hosts_file if self._network else None)
+        argv = self.sandbox.command(self._cgroups, inherited, self._network.path if self._network else None)
         env = self.sandbox.environment(str(self._data_root)) if self.sandbox.mode == "none" else {"PATH": "/usr/bin:/bin"}
         try:
             self._process = await asyncio.create_subprocess_exec(
@@ -156,6 +172,8 @@ class Session:
                 if not any(p.exists() for p in self._cgroups.paths):
                     break
                 await asyncio.sleep(0.02)
+        if self._network:
+            await self._network.remove()
         await asyncio.to_thread(shutil.rmtree, self._data_root, True)
 
     @property
