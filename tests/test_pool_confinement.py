@@ -2,6 +2,7 @@
 within the disk limit, a seccomp filter, a CPU quota, no host paths in its mount table."""
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -194,3 +195,68 @@ def test_the_mount_table_shows_no_host_path_of_the_checkout_or_the_data(confined
     table = value(http, str(uuid.uuid4()), "open('/proc/self/mountinfo').read()")
     assert str(ROOT) not in table
     assert str(confined.data_root) not in table
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            kids = [int(k) for k in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+        except OSError:
+            kids = []
+        found += kids
+        todo += kids
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sessions run under their own uids only when the pool is root")
+def test_the_process_limit_holds_without_cgroups():
+    limit = 40
+    pool = start_pool("--max-processes", str(limit), "--ready-sessions", "0", env={"REMOTE_KERNEL_NO_CGROUPS": "1"})
+    try:
+        if "only cgroups bound their processes" in pool.log():
+            pytest.skip("bubblewrap cannot run under an unprivileged uid here: " + pool.log()[-300:])
+        with httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=120) as client:
+            identifier = str(uuid.uuid4())
+            seen = value(client, identifier, """
+import os, resource, threading, time
+stop = threading.Event()
+threads = []
+try:
+    for _ in range(1000):
+        t = threading.Thread(target=stop.wait)
+        t.start()
+        threads.append(t)
+except RuntimeError:
+    pass
+started = len(threads)
+children = []
+for _ in range(1000):  # and processes: a fork bomb in small
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    children.append(pid)
+forked = len(children)
+for pid in children:
+    os.kill(pid, 9); os.waitpid(pid, 0)
+stop.set()
+[t.join() for t in threads]
+{"nproc": list(resource.getrlimit(resource.RLIMIT_NPROC)), "threads": started, "forked": forked}
+""")
+            uids = set()
+            for pid in descendants(pool.process.pid):
+                try:
+                    uids.add(int(Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0]))
+                except (OSError, IndexError):
+                    pass
+            assert value(client, str(uuid.uuid4()), "6 * 7") == 42  # the pool serves others
+    finally:
+        pool.stop()
+    assert seen["nproc"] == [limit, limit]
+    assert seen["threads"] < limit and seen["forked"] < limit, seen
+    assert uids and 0 not in uids, uids  # every session process runs under an unprivileged host uid

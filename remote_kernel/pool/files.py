@@ -5,6 +5,8 @@ link that session code planted is never followed, whatever it points to.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import mimetypes
 import os
 import stat
@@ -92,7 +94,8 @@ def open_folder(root: Path, parts: list[str], *, create: bool = False) -> int:
             except FileNotFoundError:
                 if not create:
                     raise NotFound(f"no folder {'/'.join(parts)!r} in /mnt/data") from None
-                os.mkdir(part, 0o755, dir_fd=fd)
+                with as_owner_of(fd):
+                    os.mkdir(part, 0o755, dir_fd=fd)
                 next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
             except OSError:  # ELOOP (a link) or ENOTDIR
                 raise NotFound(f"{'/'.join(parts)!r} is not a folder in /mnt/data") from None
@@ -102,6 +105,26 @@ def open_folder(root: Path, parts: list[str], *, create: bool = False) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+@contextlib.contextmanager
+def as_owner_of(folder_fd: int) -> Iterator[None]:
+    """Create files and folders as the owner of `folder_fd`: a root pool runs each session under its own
+    uid, in a user namespace where the host's root has no uid, so a file the pool (root) made there could
+    not be owned by anyone (EOVERFLOW). The fs uid is the calling thread's own (setfsuid(2) is per
+    thread), so other requests are not affected; no library offers it, hence ctypes."""
+    owner = os.fstat(folder_fd)
+    if os.geteuid() != 0 or owner.st_uid == 0:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    previous_gid = libc.setfsgid(owner.st_gid)
+    previous_uid = libc.setfsuid(owner.st_uid)
+    try:
+        yield
+    finally:
+        libc.setfsuid(previous_uid)
+        libc.setfsgid(previous_gid)
 
 
 def _entry(folder_fd: int, name: str, *, listing: bool = False) -> Entry:
@@ -211,8 +234,9 @@ class IncomingFile:
         self.parts = parts
         self.folder = open_folder(root, parts[:-1], create=True)
         self.temp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-        self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                          dir_fd=self.folder)
+        with as_owner_of(self.folder):
+            self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                              dir_fd=self.folder)
         details = os.fstat(self.fd)
         self.key = (details.st_dev, details.st_ino)
         IN_PROGRESS.add(self.key)
@@ -242,7 +266,8 @@ class IncomingFile:
         except BadPath:
             self.abort()
             raise
-        os.rename(self.temp, self.parts[-1], src_dir_fd=self.folder, dst_dir_fd=self.folder)
+        with as_owner_of(self.folder):
+            os.rename(self.temp, self.parts[-1], src_dir_fd=self.folder, dst_dir_fd=self.folder)
         IN_PROGRESS.discard(self.key)
         entry = _entry(self.folder, self.parts[-1])
         os.close(self.folder)

@@ -26,6 +26,7 @@ log = logging.getLogger("remote_kernel.pool")
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 SANDBOX_USER = 65534
+STAGE = "/run"  # where a session started under its own uid sees the runtime's folders (a private mount)
 PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -153,6 +154,8 @@ class Cgroups:
 
     @staticmethod
     def create(name: str, limits: Limits) -> "Cgroups | None":
+        if os.environ.get("REMOTE_KERNEL_NO_CGROUPS") == "1":  # to exercise the rlimit fallback
+            return None
         try:
             if all((p / "cgroup.procs").exists() for p in Cgroups.V1):
                 memory, pids, *cpu = (p / name for p in Cgroups.parents())
@@ -226,6 +229,40 @@ class Cgroups:
                 pass  # still emptying; the pool tries again when it stops
 
 
+class SessionUids:
+    """Host uids for the sessions of a pool that runs as root: one per live session, so that
+    RLIMIT_NPROC (which counts a uid's processes and threads) bounds each session on its own, with or
+    without cgroups, and no session runs as the host's root even in name.
+
+    A pool takes a block of 1000 uids from 1 000 000 000 up by its pid (far above any real account);
+    past 1000 live sessions uids are shared, so those sessions share one process budget.
+    """
+
+    BASE = 1_000_000_000
+    BLOCK = 1000
+
+    def __init__(self) -> None:
+        self.first = self.BASE + (os.getpid() % 1_000_000) * self.BLOCK
+        self.in_use: dict[int, int] = {}
+        self.next = 0
+
+    def take(self) -> int:
+        for _ in range(self.BLOCK):
+            uid = self.first + self.next
+            self.next = (self.next + 1) % self.BLOCK
+            if uid not in self.in_use:
+                self.in_use[uid] = 1
+                return uid
+        uid = self.first + self.next
+        self.in_use[uid] += 1
+        return uid
+
+    def give_back(self, uid: int) -> None:
+        count = self.in_use.pop(uid, 1) - 1
+        if count > 0:
+            self.in_use[uid] = count
+
+
 class Sandbox:
     """Builds the command that starts a worker, sandboxed or not."""
 
@@ -237,11 +274,19 @@ class Sandbox:
         self.bwrap = shutil.which("bwrap") or "bwrap"
         self.seccomp: bytes | None = None  # the BPF program each bubblewrap session runs under
         self.worker_source = runtime.worker_file.read_bytes()
+        self.uids: SessionUids | None = None  # a root pool runs each session under its own uid
         if mode == "bubblewrap":
             try:
                 self.seccomp = seccomp_filter.build()
             except seccomp_filter.SeccompUnavailable as problem:
                 log.warning("SESSIONS RUN WITHOUT A SECCOMP FILTER: %s", problem)
+            if os.geteuid() == 0:
+                problem = unprivileged_problem(self.bwrap)
+                if problem is None:
+                    self.uids = SessionUids()
+                else:
+                    log.warning("sessions run as the host's root (in their own user namespace) and only cgroups "
+                                "bound their processes: %s", problem)
 
     @classmethod
     def choose(cls, requested: str, runtime: Runtime, limits: Limits, egress: EgressPolicy | None) -> "Sandbox":
@@ -279,11 +324,13 @@ class Sandbox:
             env["NODE_OPTIONS"] = f"--max-old-space-size={max(64, self.limits.memory * 3 // 4 >> 20)}"
         return env
 
-    def command(self, cgroups: Cgroups | None, fds: dict[str, int] | None = None, netns: str | None = None) -> list[str]:
+    def command(self, cgroups: Cgroups | None, fds: dict[str, int] | None = None, netns: str | None = None,
+                uid: int | None = None) -> list[str]:
         """argv that starts the worker: started with the command pipe as stdin and the reply pipe as
         stdout, it moves them to fds 3 and 4 and leaves stdin empty and stdout on the log pipe.
         `fds` are the inherited fds of `session_fds()`; `netns`, the session's own network namespace
-        (egress), which bubblewrap is started in."""
+        (egress), which bubblewrap is started in; `uid`, the host uid it runs as (a root pool), with
+        RLIMIT_NPROC at the session's process limit."""
         rlimits = f"ulimit -c 0; ulimit -n 1024; ulimit -f {self.limits.disk // 512}; "
         if self.runtime.address_space:
             rlimits += f"ulimit -v {(self.limits.memory * 2 + (512 << 20)) // 1024}; "
@@ -294,7 +341,21 @@ class Sandbox:
         if self.mode == "none":
             return prefix + [*self.runtime.argv, str(self.runtime.worker_file)]
         enter = ["nsenter", f"--net={netns}", "--"] if netns else []
-        return prefix + enter + self._bwrap_argv(fds or {})
+        if uid is not None:
+            enter += [*self._staged_binds(), "prlimit", f"--nproc={self.limits.processes}:{self.limits.processes}",
+                      "--", *drop_to(uid)]
+        return prefix + enter + self._bwrap_argv(fds or {}, staged=uid is not None)
+
+    def _staged_binds(self) -> list[str]:
+        """argv prefix that shows each runtime folder at STAGE/<n> in a private mount namespace: bwrap,
+        run as a session's uid, may not be able to reach the folder's own path (pyenv under a 0700
+        /root), but it can open the folder itself, whose files are world-readable."""
+        steps = [f"mount -t tmpfs -o mode=0755,size=64k remote-kernel {STAGE}"]
+        for n, path in enumerate(self._runtime_binds()):
+            steps += [f"mkdir {STAGE}/{n}", f"mount --bind -o ro \"${n + 1}\" {STAGE}/{n}"]
+        script = " && ".join(steps) + f' && shift {len(self._runtime_binds())} && exec "$@"'
+        return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh",
+                *self._runtime_binds()]
 
     def session_fds(self, hosts_file: bytes | None = None) -> dict[str, int]:
         """New fds for one bubblewrap session (each read to its end by bwrap, so never shared):
@@ -309,6 +370,9 @@ class Sandbox:
             fds["hosts"] = self._memfd("remote-kernel-hosts", hosts_file)
         return fds
 
+    def _runtime_binds(self) -> list[str]:
+        return [p for p in self.runtime.binds if p != "/usr" and not p.startswith("/usr/")]  # /usr is mounted already
+
     @staticmethod
     def _memfd(name: str, data: bytes) -> int:
         fd = os.memfd_create(name, 0)
@@ -316,7 +380,7 @@ class Sandbox:
         os.lseek(fd, 0, os.SEEK_SET)
         return fd
 
-    def _bwrap_argv(self, fds: dict[str, int]) -> list[str]:
+    def _bwrap_argv(self, fds: dict[str, int], staged: bool = False) -> list[str]:
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
                 "--new-session", "--cap-drop", "ALL", "--uid", str(SANDBOX_USER), "--gid", str(SANDBOX_USER),
                 "--hostname", "session"]
@@ -334,9 +398,8 @@ class Sandbox:
                  "--size", str(self.limits.shm), "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
                  "--size", str(self.limits.disk), "--tmpfs", "/tmp",
                  "--size", str(self.limits.disk), "--tmpfs", "/mnt/data"]
-        for path in self.runtime.binds:  # after /tmp: an interpreter may live in a folder under it
-            if path != "/usr" and not path.startswith("/usr/"):  # /usr is mounted already
-                argv += ["--ro-bind", path, path]
+        for n, path in enumerate(self._runtime_binds()):  # after /tmp: an interpreter may live in a folder under it
+            argv += ["--ro-bind", f"{STAGE}/{n}" if staged else path, path]
         argv += ["--remount-ro", "/", "--chdir", "/mnt/data", "--clearenv"]
         if "seccomp" in fds:
             argv += ["--seccomp", str(fds["seccomp"])]
@@ -377,6 +440,27 @@ def bubblewrap_problem() -> str | None:
     )
     if probe.returncode != 0:
         return f"bubblewrap cannot create a sandbox here ({probe.stderr.strip() or probe.returncode})"
+    return None
+
+
+def drop_to(uid: int) -> list[str]:
+    """argv prefix that runs the rest as host uid and gid `uid`, with no supplementary groups."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+
+
+def unprivileged_problem(bwrap: str) -> str | None:
+    """Why bubblewrap cannot run under an unprivileged uid here (no setpriv, user namespaces closed to
+    unprivileged users), or None when it can."""
+    missing = [tool for tool in ("setpriv", "prlimit", "unshare", "mount") if not shutil.which(tool)]
+    if missing or not os.path.isdir(STAGE):
+        return f"{', '.join(missing) or STAGE} (util-linux) is missing"
+    probe = subprocess.run(
+        [*drop_to(SessionUids.BASE - 1), bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
+         *system_mounts(), "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"],
+        capture_output=True, text=True, env={"PATH": PATH},
+    )
+    if probe.returncode != 0:
+        return f"bubblewrap cannot run as an unprivileged user here ({probe.stderr.strip() or probe.returncode})"
     return None
 
 

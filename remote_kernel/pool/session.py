@@ -85,6 +85,7 @@ class Session:
         self._process: asyncio.subprocess.Process | None = None
         self._cgroups: Cgroups | None = None
         self._network: SessionNetwork | None = None
+        self._uid: int | None = None  # the host uid the sandbox runs as (a root pool), given back at close
         self._replies: asyncio.Queue[dict | None] = asyncio.Queue()
         self._commands: asyncio.StreamWriter | None = None
         self._log_tail: collections.deque[bytes] = collections.deque(maxlen=64)
@@ -120,7 +121,10 @@ class Session:
                 await self.close()
                 raise WorkerDied(f"the session's network could not be set up: {problem}") from None
         inherited = self.sandbox.session_fds(self._network.hosts_file if self._network else None)
-        argv = self.sandbox.command(self._cgroups, inherited, self._network.path if self._network else None)
+        if self.sandbox.uids is not None:
+            self._uid = self.sandbox.uids.take()
+        argv = self.sandbox.command(self._cgroups, inherited, self._network.path if self._network else None,
+                                    self._uid)
         env = self.sandbox.environment(str(self._data_root)) if self.sandbox.mode == "none" else {"PATH": "/usr/bin:/bin"}
         try:
             self._process = await asyncio.create_subprocess_exec(
@@ -174,6 +178,9 @@ class Session:
                 await asyncio.sleep(0.02)
         if self._network:
             await self._network.remove()
+        if self._uid is not None and self.sandbox.uids is not None:
+            self.sandbox.uids.give_back(self._uid)
+            self._uid = None
         await asyncio.to_thread(shutil.rmtree, self._data_root, True)
 
     @property
