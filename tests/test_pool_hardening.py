@@ -226,3 +226,47 @@ os.close(os.open(b'/mnt/data/bad-\\xff-utf8', os.O_CREAT | os.O_WRONLY))
     deleted = http.delete(f"/files/{quote(ODD_NAMES[0], safe='')}", params=params)
     assert deleted.status_code in (200, 204)
     assert value(http, identifier, f"os.path.exists({'/mnt/data/' + ODD_NAMES[0]!r})") is False
+
+
+# the pool's memory under a hostile session ---------------------------------------------------------------
+
+RSS_BOUND = 40 << 20  # growth allowed over the warm baseline: 16 MiB of kept answers (KEEP_BYTES), the rest slack
+
+
+def test_the_pools_memory_stays_bounded_while_a_session_floods_it_with_answers_and_downloads():
+    import psutil
+
+    own = start_pool("--ready-sessions", "0")
+    try:
+        process = psutil.Process(own.process.pid)
+        with httpx.Client(base_url=own.endpoint, headers=own.headers, timeout=120) as client:
+            identifier = str(uuid.uuid4())
+            params = {"api-version": V2, "identifier": identifier}
+
+            def flood(rounds: int, size: int = 1 << 20) -> None:
+                """Queue executions that each print `size` bytes (1 MiB: the output cap), as many as the pool
+                takes, and download a 32 MiB file four times."""
+                for _ in range(rounds):
+                    last = None
+                    for _ in range(64):
+                        response = execute(client, identifier, f"print('x' * {size})", executionType="Asynchronous")
+                        if response.status_code == 429:
+                            break
+                        assert response.status_code == 200, response.text
+                        last = response.json()["id"]
+                    while last and client.get(f"/executions/{last}", params=params).json()["status"] in (
+                            "NotStarted", "Running"):
+                        time.sleep(0.2)
+                # and downloads of a file while it grows
+                value(client, identifier, "f = open('/mnt/data/big.bin', 'wb'); f.write(b'y' * (32 << 20)); f.flush()")
+                for _ in range(4):
+                    assert len(download(client, identifier, "big.bin").content) >= 32 << 20
+
+            flood(1, size=1000)  # warm: allocator arenas, imports, the routes; small answers
+            baseline = process.memory_info().rss
+            flood(5)  # 320 answers of 1 MiB, 4 downloads of 32 MiB
+            grown = process.memory_info().rss - baseline
+    finally:
+        own.stop()
+    print(f"pool RSS: baseline {baseline / 2**20:.0f} MiB, grown {grown / 2**20:.1f} MiB under the flood")
+    assert grown < RSS_BOUND, f"the pool grew by {grown / 2**20:.0f} MiB"

@@ -25,6 +25,7 @@ START_TIMEOUT = 60.0
 REPLY_LIMIT = 256 << 20  # largest reply line accepted from a worker
 MAX_PENDING = 64  # executions queued or running per session; past it a new one is refused (429)
 KEEP_FINISHED = 100  # finished executions kept per session for polling (unfinished ones are always kept)
+KEEP_BYTES = 16 << 20  # and at most this many bytes of their outputs (the newest one is kept whatever its size)
 MAX_OPERATION_ID = 128  # characters in a client-chosen operation-id
 
 
@@ -53,6 +54,7 @@ class Outcome:
     error_message: str | None = None
     ms: float | None = None
     cancelled: bool = False
+    size: int = 0  # roughly the bytes this answer holds (its streams and result), set when it finishes
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def finish(self, status: str, **fields: Any) -> "Outcome":
@@ -61,6 +63,8 @@ class Outcome:
             return self
         for key, value in fields.items():
             setattr(self, key, value)
+        result = self.result if isinstance(self.result, str) else json.dumps(self.result, default=str)
+        self.size = len(self.stdout) + len(self.stderr) + len(result)
         self.status = status
         self.done.set()
         return self
@@ -217,7 +221,7 @@ class Session:
 
         QueueFull past MAX_PENDING unfinished executions; DuplicateExecution for an operation-id this
         session already has (an execution is never overwritten). Every unfinished execution stays
-        pollable; only the oldest finished ones are forgotten, past KEEP_FINISHED.
+        pollable; only the oldest finished ones are forgotten, past KEEP_FINISHED or KEEP_BYTES.
         """
         if execution_id is not None and execution_id in self.executions:
             raise DuplicateExecution(f"This session already has an execution with operation-id {execution_id!r}; "
@@ -228,9 +232,7 @@ class Session:
                             f"{MAX_PENDING}); wait for some to finish, then retry.")
         outcome = Outcome(id=execution_id or str(uuid.uuid4()))
         self.executions[outcome.id] = outcome
-        finished = [key for key, o in self.executions.items() if o.done.is_set()]
-        for key in finished[:max(0, len(finished) - KEEP_FINISHED)]:
-            del self.executions[key]
+        self._forget_old()
         task = asyncio.get_running_loop().create_task(self._run(outcome, code, min(max(timeout, 1), MAX_TIMEOUT), jupyter))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
@@ -260,6 +262,18 @@ class Session:
                 self._busy = False
                 self._running = None
                 self.touch()
+                self._forget_old()
+
+    def _forget_old(self) -> None:
+        """Forget the oldest finished executions past KEEP_FINISHED of them or KEEP_BYTES of their outputs:
+        what a session's answers hold in the pool's memory stays bounded however many it runs."""
+        finished = [(key, o.size) for key, o in self.executions.items() if o.done.is_set()]
+        total = sum(size for _, size in finished)
+        for n, (key, size) in enumerate(finished[:-1]):
+            if len(finished) - n <= KEEP_FINISHED and total <= KEEP_BYTES:
+                break
+            del self.executions[key]
+            total -= size
 
     async def _execute(self, outcome: Outcome, code: str, timeout: float, jupyter: bool) -> None:
         if not self.alive:
