@@ -52,6 +52,7 @@ IDENTIFIER = re.compile(r"[A-Za-z0-9\-_|&^%$#(){}\[\];<>]{4,128}")
 AZURE_PREFIX = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/sessionPools/[^/]+(?=/|$)", re.IGNORECASE)
 MAX_JSON_BODY = 16 << 20
 LIST_PAGE = 300
+HOSTED_EXECUTION_LIMIT = 220.0  # the hosted service's cap on one execution; `--max-execution-time` may raise it
 
 
 class ApiError(Exception):
@@ -164,7 +165,8 @@ def flag(body: dict[str, Any], *names: str) -> bool:
     return False
 
 
-def execution_request(body: dict[str, Any]) -> tuple[str, bool, float, bool, int | None]:
+def execution_request(body: dict[str, Any], limit: float = HOSTED_EXECUTION_LIMIT
+                      ) -> tuple[str, bool, float, bool, int | None]:
     """(code, asynchronous, timeout, jupyter repr, output cap) from an execute body."""
     code, older = body.get("code"), body.get("pythonCode")  # the 2024 preview's name
     if older is not None and not isinstance(older, str):
@@ -186,20 +188,21 @@ def execution_request(body: dict[str, Any]) -> tuple[str, bool, float, bool, int
     mode = choice(body, "executionType", ("synchronous", "asynchronous"), "InvalidExecutionType")
     timeout = body.get("timeoutInSeconds")
     if timeout is None:
-        timeout = 220
+        timeout = min(HOSTED_EXECUTION_LIMIT, limit)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:  # NaN too
-        raise ApiError(400, "InvalidTimeout", "timeoutInSeconds must be a positive number (at most 220).")
+        raise ApiError(400, "InvalidTimeout", f"timeoutInSeconds must be a positive number (at most {limit:g}).")
     cap = body.get("outputStreamsMaxLength")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
         raise ApiError(400, "InvalidOutputStreamsMaxLength", "outputStreamsMaxLength must be a whole number ≥ 0.")
     jupyter = flag(body, "returnJupyterFormatExecutionResult", "returnJupyterFormat")
     flag(body, "useEmptyKernel")  # accepted, and checked, but every session is already an empty kernel
-    return code, mode == "asynchronous", float(min(timeout, 220)), jupyter, cap
+    return code, mode == "asynchronous", float(min(timeout, limit)), jupyter, cap
 
 
 async def run_execution(request: Request) -> tuple[Session, Outcome, int | None, bool]:
     """Check the request, then run it in its session (a malformed request never starts a session)."""
-    code, asynchronous, timeout, jupyter, cap = execution_request(await json_body(request))
+    code, asynchronous, timeout, jupyter, cap = execution_request(await json_body(request),
+                                                                  request.app.state.max_execution_time)
     operation_id = request.headers.get("operation-id")
     if operation_id is not None and not 0 < len(operation_id) <= MAX_OPERATION_ID:
         raise ApiError(400, "InvalidOperationId", f"operation-id must be 1 to {MAX_OPERATION_ID} characters.")
@@ -565,12 +568,14 @@ async def on_unexpected(request: Request, error: Exception) -> Response:
 
 
 def build_app(pool: Pool, *, token: str | None, max_upload: int,
-              describe: Callable[[], Awaitable[dict[str, Any]]], log: Any) -> ASGIApp:
+              describe: Callable[[], Awaitable[dict[str, Any]]], log: Any,
+              max_execution_time: float = HOSTED_EXECUTION_LIMIT) -> ASGIApp:
     """The pool's ASGI application, with the token gate in front."""
     app = Starlette(routes=ROUTES, exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
                                                        Exception: on_unexpected})
     app.state.pool = pool
     app.state.max_upload = max_upload
+    app.state.max_execution_time = max_execution_time
     app.state.describe = describe
     app.state.log = log
     return Gate(app, token)

@@ -17,7 +17,9 @@ no capability over a namespace the pool owns) cannot change:
   or a network (10.0.0.0/8).
 
 Why pasta: it needs no privileges in the namespace's owner and no firewall (nftables may be absent).
-It needs the pool to run as root to create named namespaces, and is run as root (`--runas 0`) because
+It needs the pool to run as root to create named namespaces (a pool that is not root, or lacks pasta,
+ip or nsenter, refuses `allow=` and gives `enabled` the host's own network, with a loud warning, as
+`--sandbox auto` does without bubblewrap), and is run as root (`--runas 0`) because
 it cannot join a namespace owned by the initial user namespace after dropping to `nobody`; it still
 isolates itself (its own namespaces, empty filesystem, seccomp filter, no capabilities but the few it
 needs).
@@ -50,6 +52,7 @@ class EgressPolicy:
     """`--egress`: None (disabled), every destination but the host's own addresses, or an allow-list."""
 
     allow: tuple[str, ...] | None = None  # None: any destination; else names, addresses or networks
+    shared: bool = False  # `enabled` where no private network can be made: the host's own (loudly)
 
     @staticmethod
     def parse(text: str) -> "EgressPolicy | None":
@@ -190,7 +193,7 @@ async def run(*argv: str) -> str:
 
 def sweep() -> None:
     """Delete the namespaces of pools that are gone (named rk-<pid>-…)."""
-    if not NETNS_DIR.is_dir():
+    if not NETNS_DIR.is_dir() or shutil.which("ip") is None:
         return
     for entry in NETNS_DIR.glob("rk-*-*"):
         pid = entry.name.split("-")[1]

@@ -8,6 +8,7 @@ process-count limit. Rlimits are the backstop everywhere.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -299,7 +300,11 @@ class Sandbox:
                 try:
                     egress.check()
                 except EgressUnavailable as unavailable:
-                    raise SandboxUnavailable(str(unavailable)) from None
+                    if egress.allow is not None:
+                        raise SandboxUnavailable(str(unavailable)) from None
+                    log.warning("SESSIONS SHARE THE HOST'S NETWORK: %s. Session code can reach the host's "
+                                "loopback services (this pool, a Jupyter server, a database).", unavailable)
+                    egress = dataclasses.replace(egress, shared=True)
             return cls("bubblewrap", runtime, limits, egress)
         if requested == "bubblewrap":
             raise SandboxUnavailable(f"--sandbox bubblewrap: {problem}")

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import uvicorn
 
@@ -43,11 +44,16 @@ def run(args: argparse.Namespace) -> int:
     if args.max_sessions < 1:
         print("remote-kernel pool: --max-sessions must be at least 1", file=sys.stderr)
         return 2
+    if not args.max_execution_time >= 1:
+        print("remote-kernel pool: --max-execution-time must be at least 1 (seconds)", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(serve(args, sandbox))
     except OSError as error:
-        print(f"remote-kernel pool: cannot listen on {args.host}:{args.port}: {error.strerror}; "
-              "choose another --port (0 picks a free one)", file=sys.stderr)
+        where = args.socket or f"{args.host}:{args.port}"
+        print(f"remote-kernel pool: cannot listen on {where}: {error.strerror}; "
+              + ("choose another --socket path" if args.socket else "choose another --port (0 picks a free one)"),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0
@@ -63,10 +69,9 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
 
     pool = Pool(sandbox, sessions_root, max_sessions=args.max_sessions, cooldown=args.cooldown,
                 ready_sessions=args.ready_sessions)
-    app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log)
-    listener = listen(args.host, args.port)
-    host, port = listener.getsockname()[:2]
-    shown_host = f"[{host}]" if ":" in host else host
+    app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log,
+                    max_execution_time=args.max_execution_time)
+    listener = listen_unix(args.socket) if args.socket else listen(args.host, args.port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
                             limit_concurrency=1024, server_header=False, date_header=True,
                             http=guarded_protocol())  # deadlines for slow clients (slow-loris)
@@ -76,7 +81,7 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, server.stop_soon)
     await pool.start()
-    print(f"export POOL_MANAGEMENT_ENDPOINT=http://{shown_host}:{port}", flush=True)
+    print(f"export POOL_MANAGEMENT_ENDPOINT={endpoint_of(listener)}", flush=True)
     if token is None:
         print("# no token: any local process can use this pool (--no-auth)", flush=True)
     elif generated:
@@ -85,8 +90,8 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
         print("# token: the one given (--token or REMOTE_KERNEL_TOKEN)", flush=True)
     print(f"# {args.container_type} sessions, sandbox: {sandbox.mode}, egress: {args.egress}, "
           f"max sessions: {args.max_sessions}, cooldown: {args.cooldown:g} s; Ctrl-C stops the pool", flush=True)
-    if host not in ("127.0.0.1", "::1", "localhost"):
-        log.warning("listening on %s: other machines can reach this pool", host)
+    if listener.family != socket.AF_UNIX and listener.getsockname()[0] not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("listening on %s: other machines can reach this pool", listener.getsockname()[0])
     watcher = asyncio.create_task(watch_parent(args.parent_pid, server)) if args.parent_pid else None
     try:
         await server.serve(sockets=[listener])
@@ -95,6 +100,8 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
             watcher.cancel()
         await pool.stop()
         shutil.rmtree(data_root if own_root else sessions_root, ignore_errors=True)
+        if args.socket:
+            Path(args.socket).unlink(missing_ok=True)
     return 0
 
 
@@ -130,6 +137,30 @@ def listen(host: str, port: int) -> socket.socket:
     sock.listen(1024)
     sock.set_inheritable(False)
     return sock
+
+
+def listen_unix(path: str) -> socket.socket:
+    """A Unix socket at `path` that only this user may connect to (no TCP port at all)."""
+    target = Path(path)
+    if target.is_socket():
+        target.unlink()  # a socket left by a pool that was killed
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(target))
+    finally:
+        os.umask(old)
+    sock.listen(1024)
+    sock.set_inheritable(False)
+    return sock
+
+
+def endpoint_of(listener: socket.socket) -> str:
+    """The endpoint clients use: http://host:port, or http+unix://<percent-encoded path> for a Unix socket."""
+    if listener.family == socket.AF_UNIX:
+        return "http+unix://" + quote(listener.getsockname(), safe="")
+    host, port = listener.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 async def watch_parent(pid: int, server: uvicorn.Server) -> None:

@@ -19,7 +19,6 @@ from remote_kernel.pool.sandbox import Cgroups, Sandbox, children
 
 log = logging.getLogger("remote_kernel.pool")
 
-MAX_TIMEOUT = 220.0
 GRACE = 3.0  # seconds an interrupted execution gets before its session is killed
 START_TIMEOUT = 60.0
 REPLY_LIMIT = 256 << 20  # largest reply line accepted from a worker
@@ -118,7 +117,7 @@ class Session:
         commands_r, commands_w = os.pipe()
         replies_r, replies_w = os.pipe()
         output_r, output_w = os.pipe()
-        if self.sandbox.mode == "bubblewrap" and self.sandbox.egress is not None:
+        if self.sandbox.mode == "bubblewrap" and self.sandbox.egress is not None and not self.sandbox.egress.shared:
             try:
                 self._network = await SessionNetwork.create(self.sandbox.egress, self.guid)
             except EgressUnavailable as problem:
@@ -233,7 +232,7 @@ class Session:
         outcome = Outcome(id=execution_id or str(uuid.uuid4()))
         self.executions[outcome.id] = outcome
         self._forget_old()
-        task = asyncio.get_running_loop().create_task(self._run(outcome, code, min(max(timeout, 1), MAX_TIMEOUT), jupyter))
+        task = asyncio.get_running_loop().create_task(self._run(outcome, code, max(timeout, 1), jupyter))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
         return outcome
