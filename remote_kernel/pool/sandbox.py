@@ -169,6 +169,10 @@ class Cgroups:
                     pass  # no swap accounting: fine, the machine may have no swap
                 (pids / "pids.max").write_text(str(limits.processes))
                 if cpu and limits.cpus > 0:
+                    # the groups above the sessions' compete with the host's other tasks as one task each
+                    # (cpu.shares 1024): at the maximum, the pool's sessions together are not starved
+                    for level in (cpu[0].parent.parent, cpu[0].parent):
+                        (level / "cpu.shares").write_text("262144")
                     (cpu[0] / "cpu.cfs_period_us").write_text(str(Cgroups.PERIOD))
                     (cpu[0] / "cpu.cfs_quota_us").write_text(str(int(limits.cpus * Cgroups.PERIOD)))
                 return Cgroups([memory, pids, *cpu])
@@ -183,6 +187,8 @@ class Cgroups:
                     try:
                         for level in (parent.parent, parent):  # the cpu controller, delegated down to us
                             (level / "cgroup.subtree_control").write_text("+cpu")
+                        for level in (parent.parent, parent):  # not starved as one task among the host's
+                            (level / "cpu.weight").write_text("10000")
                         (group / "cpu.max").write_text(f"{int(limits.cpus * Cgroups.PERIOD)} {Cgroups.PERIOD}")
                     except OSError as error:
                         log.debug("no CPU limit for %s: %s", name, error)
@@ -380,7 +386,7 @@ class Sandbox:
 
     @staticmethod
     def _memfd(name: str, data: bytes) -> int:
-        fd = os.memfd_create(name, 0)
+        fd = os.memfd_create(name)  # close-on-exec: pass_fds hands it to its own session only
         os.write(fd, data)
         os.lseek(fd, 0, os.SEEK_SET)
         return fd
