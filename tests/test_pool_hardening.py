@@ -28,6 +28,20 @@ def execute(http, identifier: str, code: str, headers: dict[str, str] | None = N
                      headers=headers or {})
 
 
+SLEEPER = "open('/mnt/data/started', 'w').close()\nimport time\ntime.sleep(90)"
+
+
+def wait_until_started(client: httpx.Client, identifier: str) -> None:
+    """Poll the session's files (served while it is busy) until the execution has written its marker."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        listed = client.get("/files", params={"api-version": V2, "identifier": identifier})
+        if listed.status_code == 200 and any(e["name"] == "started" for e in listed.json()["value"]):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the execution did not start within 60 s")
+
+
 def value(http, identifier: str, code: str):
     body = execute(http, identifier, code).json()
     assert body["status"] == "Succeeded", body
@@ -41,8 +55,8 @@ def test_deleting_a_session_answers_its_running_synchronous_execution(pool, http
     assert value(http, identifier, "6 * 7") == 42
     with concurrent.futures.ThreadPoolExecutor(1) as runner:
         # the answer must come well before the cell's own end (90 s) and this client's timeout (60 s)
-        running = runner.submit(execute, http, identifier, "import time\ntime.sleep(90)")
-        time.sleep(1)
+        running = runner.submit(execute, http, identifier, SLEEPER)
+        wait_until_started(http, identifier)
         deleted = http.delete("/session", params={"api-version": V2, "identifier": identifier})
         assert deleted.status_code == 204
         answer = running.result(timeout=60)
@@ -53,16 +67,20 @@ def test_deleting_a_session_answers_its_running_synchronous_execution(pool, http
     assert "deleted" in body["error"]["message"]
 
 
-def test_deleting_a_session_answers_its_queued_executions_and_they_stay_pollable(pool, http):
+def test_deleting_a_session_answers_its_queued_executions(pool, http):
     identifier = str(uuid.uuid4())
-    ids = []
     for _ in range(3):
         response = execute(http, identifier, "import time\ntime.sleep(90)", executionType="Asynchronous")
         assert response.status_code == 200, response.text
-        ids.append(response.json()["id"])
+    operation = "queued-" + uuid.uuid4().hex
     with concurrent.futures.ThreadPoolExecutor(1) as runner:
-        waiting = runner.submit(execute, http, identifier, "1 + 1")  # synchronous, behind the three
-        time.sleep(0.5)
+        # synchronous, behind the three: polled (by its operation-id) until the pool has queued it
+        waiting = runner.submit(execute, http, identifier, "1 + 1", headers={"operation-id": operation})
+        deadline = time.monotonic() + 60
+        while http.get(f"/executions/{operation}", params={"api-version": V2, "identifier": identifier}
+                       ).status_code != 200:
+            assert time.monotonic() < deadline, "the synchronous execution was never queued"
+            time.sleep(0.05)
         assert http.delete("/session", params={"api-version": V2, "identifier": identifier}).status_code == 204
         body = waiting.result(timeout=60).json()
     assert body["status"] == "Failed" and body["error"]["code"] == "SessionLost", body
@@ -75,8 +93,8 @@ def test_a_pool_that_stops_answers_the_execution_it_was_running():
             identifier = str(uuid.uuid4())
             assert value(client, identifier, "6 * 7") == 42
             with concurrent.futures.ThreadPoolExecutor(1) as runner:
-                running = runner.submit(execute, client, identifier, "import time\ntime.sleep(90)")
-                time.sleep(1)
+                running = runner.submit(execute, client, identifier, SLEEPER)
+                wait_until_started(client, identifier)
                 own.process.send_signal(signal.SIGTERM)
                 answer = running.result(timeout=60)
         body = answer.json()
@@ -89,7 +107,7 @@ def test_a_pool_that_stops_answers_the_execution_it_was_running():
 
 # 6: async hygiene ------------------------------------------------------------------------------------------
 
-def test_queued_executions_are_capped_each_is_pollable_and_an_operation_id_is_never_reused(http):
+def test_queued_executions_are_capped_and_each_is_pollable(http):
     identifier = str(uuid.uuid4())
     value(http, identifier, "import threading\ngate = threading.Event()")
     first = execute(http, identifier, "gate.wait(90)", executionType="Asynchronous")
