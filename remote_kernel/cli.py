@@ -15,6 +15,13 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _egress(text: str) -> str:
+    """`disabled`, `enabled` or `allow=HOST[,HOST…]`."""
+    if text in ("enabled", "disabled") or (text.startswith("allow=") and text[len("allow="):].strip(", ")):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: use enabled, disabled or allow=HOST[,HOST…]")
+
+
 def _env_pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -39,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds a session may stay idle before it is deleted (default: 300)")
     pool.add_argument("--ready-sessions", type=int, default=1,
                       help="sessions kept started ahead, so a new identifier needs no cold start (default: 1)")
-    pool.add_argument("--egress", choices=["enabled", "disabled"], default="disabled",
-                      help="network access from sessions (default: disabled)")
+    pool.add_argument("--egress", type=_egress, default="disabled",
+                      help="network access from sessions: disabled, enabled (each session in its own network "
+                           "namespace, the host's own addresses unreachable), or allow=HOST[,HOST…] (only those; "
+                           "e.g. allow=pypi.org,files.pythonhosted.org) (default: disabled)")
     pool.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     pool.add_argument("--port", type=int, default=6000, help="port to bind; 0 picks a free one (default: 6000)")
     pool.add_argument("--socket", default=None, metavar="PATH",
@@ -66,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="memory each session may use, e.g. 1G (default: 1G)")
     pool.add_argument("--max-processes", type=int, default=128,
                       help="processes and threads each session may run (default: 128)")
+    pool.add_argument("--cpus", type=float, default=1.0,
+                      help="CPU time each session may use, in cores (cgroup cpu quota); 0: no limit (default: 1)")
     pool.add_argument("--disk", type=_size, default=1 << 30,
                       help="bytes a session may write to /mnt/data or /tmp, e.g. 1G (default: 1G)")
     pool.add_argument("--max-execution-time", type=float, default=220,

@@ -21,14 +21,16 @@ from urllib.parse import quote, unquote
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from remote_kernel.pool import files
+from remote_kernel.pool.downloads import FileDownload
 from remote_kernel.pool.openapi import openapi_document
 from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
-from remote_kernel.pool.session import Outcome, Session, WorkerDied
+from remote_kernel.pool.session import (MAX_OPERATION_ID, DuplicateExecution, Outcome, QueueFull, Session,
+                                        WorkerDied)
 from remote_kernel.pool.uploads import MultipartError, receive_upload
 
 
@@ -201,8 +203,16 @@ async def run_execution(request: Request) -> tuple[Session, Outcome, int | None,
     """Check the request, then run it in its session (a malformed request never starts a session)."""
     code, asynchronous, timeout, jupyter, cap = execution_request(await json_body(request),
                                                                   request.app.state.max_execution_time)
+    operation_id = request.headers.get("operation-id")
+    if operation_id is not None and not 0 < len(operation_id) <= MAX_OPERATION_ID:
+        raise ApiError(400, "InvalidOperationId", f"operation-id must be 1 to {MAX_OPERATION_ID} characters.")
     session = await session_of(request)
-    outcome = session.submit(code, timeout, jupyter, request.headers.get("operation-id"))
+    try:
+        outcome = session.submit(code, timeout, jupyter, operation_id)
+    except QueueFull as full:
+        raise ApiError(429, "TooManyExecutions", str(full), {"Retry-After": "1"}) from None
+    except DuplicateExecution as duplicate:
+        raise ApiError(409, "DuplicateOperationId", str(duplicate)) from None
     if not asynchronous:
         await until_done_or_disconnected(request, session, outcome)
     return session, outcome, cap, asynchronous
@@ -381,7 +391,7 @@ def download_route(param: str = "name") -> Callable[[Request], Awaitable[Respons
         fd, entry = await on_files(session, lambda: files.open_for_reading(session.data_dir, parts))
         headers = {"Content-Length": str(entry.size), "Last-Modified": entry.modified_iso,
                    "Content-Disposition": f"attachment; filename*=UTF-8''{quote(entry.name, safe='')}"}
-        return StreamingResponse(files.read_chunks(fd), media_type=entry.content_type, headers=headers)
+        return FileDownload(files.read_chunks(fd, entry.size), media_type=entry.content_type, headers=headers)
     return download
 
 
@@ -485,17 +495,17 @@ ROUTES = [
     Route("/execute", execute_v1, methods=["POST"]),  # the first preview's name
     Route("/files/upload", upload_route("v1"), methods=["POST"]),
     Route("/uploadFile", upload_route("v1"), methods=["POST"]),
-    Route("/files/content/{name:path}", download_route(), methods=["GET"]),
+    Route("/files/content/{name:anypath}", download_route(), methods=["GET"]),
     Route("/downloadFile", download_route("file"), methods=["GET"]),
     # v2 shape
     Route("/executions", execute_v2, methods=["POST"]),
     Route("/executions/{execution_id}", get_execution, methods=["GET"]),
-    Route("/files/{name:path}/content", download_route(), methods=["GET"]),
+    Route("/files/{name:anypath}/content", download_route(), methods=["GET"]),
     # both shapes: the api-version decides
     Route("/files", upload_route(None), methods=["POST"]),
     Route("/files", list_files, methods=["GET"]),
-    Route("/files/{name:path}", file_metadata, methods=["GET"]),
-    Route("/files/{name:path}", delete_file, methods=["DELETE"]),
+    Route("/files/{name:anypath}", file_metadata, methods=["GET"]),
+    Route("/files/{name:anypath}", delete_file, methods=["DELETE"]),
     # sessions (2025-02-02-preview and later) and the .management dialect
     Route("/session", get_session, methods=["GET"]),
     Route("/session", delete_session, methods=["DELETE"]),

@@ -5,6 +5,8 @@ link that session code planted is never followed, whatever it points to.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import mimetypes
 import os
 import stat
@@ -15,7 +17,10 @@ from pathlib import Path
 from typing import Iterator
 
 DATA = "/mnt/data"
-TEMP_PREFIX = ".rk-upload-"  # uploads in progress: never listed, renamed into place when complete
+TEMP_PREFIX = ".rk-upload-"  # uploads in progress, renamed into place when complete
+#: (st_dev, st_ino) of the temporaries of uploads in progress: left out of listings. A session's own
+#: file is never hidden, whatever its name (hiding by prefix hid the user's `.rk-upload-…` files).
+IN_PROGRESS: set[tuple[int, int]] = set()
 CHUNK = 1 << 20
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -26,6 +31,10 @@ class BadPath(ValueError):
 
 class NotFound(FileNotFoundError):
     """No such file in the session."""
+
+
+class FileShrank(OSError):
+    """A file being downloaded became shorter than it was when the download started."""
 
 
 @dataclass
@@ -85,7 +94,8 @@ def open_folder(root: Path, parts: list[str], *, create: bool = False) -> int:
             except FileNotFoundError:
                 if not create:
                     raise NotFound(f"no folder {'/'.join(parts)!r} in /mnt/data") from None
-                os.mkdir(part, 0o755, dir_fd=fd)
+                with as_owner_of(fd):
+                    os.mkdir(part, 0o755, dir_fd=fd)
                 next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
             except OSError:  # ELOOP (a link) or ENOTDIR
                 raise NotFound(f"{'/'.join(parts)!r} is not a folder in /mnt/data") from None
@@ -97,23 +107,56 @@ def open_folder(root: Path, parts: list[str], *, create: bool = False) -> int:
         raise
 
 
-def _entry(folder_fd: int, name: str) -> Entry:
+@contextlib.contextmanager
+def as_owner_of(folder_fd: int) -> Iterator[None]:
+    """Create files and folders as the owner of `folder_fd`: a root pool runs each session under its own
+    uid, in a user namespace where the host's root has no uid, so a file the pool (root) made there could
+    not be owned by anyone (EOVERFLOW). The fs uid is the calling thread's own (setfsuid(2) is per
+    thread), so other requests are not affected; no library offers it, hence ctypes."""
+    owner = os.fstat(folder_fd)
+    if os.geteuid() != 0 or owner.st_uid == 0:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    previous_gid = libc.setfsgid(owner.st_gid)
+    previous_uid = libc.setfsuid(owner.st_uid)
+    try:
+        yield
+    finally:
+        libc.setfsuid(previous_uid)
+        libc.setfsgid(previous_gid)
+
+
+def _entry(folder_fd: int, name: str, *, listing: bool = False) -> Entry:
     info = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
     if stat.S_ISLNK(info.st_mode) or not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
         raise NotFound(f"{name!r} is not a regular file")
+    if listing and (info.st_dev, info.st_ino) in IN_PROGRESS:
+        raise NotFound(f"{name!r} is an upload in progress")
     return Entry(name, info.st_size if stat.S_ISREG(info.st_mode) else 0, info.st_mtime, stat.S_ISDIR(info.st_mode))
 
 
+def nameable(name: str) -> bool:
+    """Whether a name read from the disk can be named back through the API: it must be valid UTF-8
+    (a URL's undecodable bytes become U+FFFD, so such a file could never be fetched or deleted)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.listdir's surrogate escapes of bytes that are not UTF-8
+        return False
+    return True
+
+
 def listing(root: Path, folder: list[str]) -> list[Entry]:
-    """Files and folders directly in a folder (links and upload temporaries left out)."""
+    """Files and folders directly in a folder: links, uploads in progress and names that are not
+    valid UTF-8 (which no request could name) left out; any other name is listed and downloadable."""
     fd = open_folder(root, folder)
     try:
         entries = []
         for name in sorted(os.listdir(fd)):
-            if name.startswith(TEMP_PREFIX):
+            if not nameable(name):
                 continue
             try:
-                entries.append(_entry(fd, name))
+                entries.append(_entry(fd, name, listing=True))
             except (NotFound, OSError):
                 continue
         return entries
@@ -149,10 +192,20 @@ def open_for_reading(root: Path, parts: list[str]) -> tuple[int, Entry]:
     return fd, Entry(parts[-1], details.st_size, details.st_mtime, False)
 
 
-def read_chunks(fd: int) -> Iterator[bytes]:
-    """The file's bytes in chunks; closes the fd at the end."""
+def read_chunks(fd: int, size: int) -> Iterator[bytes]:
+    """The file's first `size` bytes (its size when the download started) in chunks, read by offset
+    from the open fd; closes the fd at the end.
+
+    Bytes a session appends meanwhile are not sent (the answer keeps its Content-Length); a file
+    cut shorter meanwhile raises FileShrank, so the download fails instead of ending short or padded.
+    """
     try:
-        while chunk := os.read(fd, CHUNK):
+        offset = 0
+        while offset < size:
+            chunk = os.pread(fd, min(CHUNK, size - offset), offset)
+            if not chunk:
+                raise FileShrank(f"the file shrank from {size} to {offset} bytes during its download")
+            offset += len(chunk)
             yield chunk
     finally:
         os.close(fd)
@@ -181,8 +234,12 @@ class IncomingFile:
         self.parts = parts
         self.folder = open_folder(root, parts[:-1], create=True)
         self.temp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-        self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                          dir_fd=self.folder)
+        with as_owner_of(self.folder):
+            self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                              dir_fd=self.folder)
+        details = os.fstat(self.fd)
+        self.key = (details.st_dev, details.st_ino)
+        IN_PROGRESS.add(self.key)
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -209,7 +266,9 @@ class IncomingFile:
         except BadPath:
             self.abort()
             raise
-        os.rename(self.temp, self.parts[-1], src_dir_fd=self.folder, dst_dir_fd=self.folder)
+        with as_owner_of(self.folder):
+            os.rename(self.temp, self.parts[-1], src_dir_fd=self.folder, dst_dir_fd=self.folder)
+        IN_PROGRESS.discard(self.key)
         entry = _entry(self.folder, self.parts[-1])
         os.close(self.folder)
         self.folder = -1
@@ -225,5 +284,6 @@ class IncomingFile:
                 os.unlink(self.temp, dir_fd=self.folder)
             except OSError:
                 pass
+            IN_PROGRESS.discard(self.key)
             os.close(self.folder)
             self.folder = -1

@@ -57,7 +57,10 @@ def _answer(description: str, schema: dict | None = None, media: str = "applicat
 
 ERRORS = {"400": _answer("Bad request", ERROR), "401": _answer("Missing or wrong token", ERROR),
           "404": _answer("Not found", ERROR), "413": _answer("Too large", ERROR),
-          "429": _answer("The pool is full", ERROR)}
+          "429": _answer("The pool is full, or the session has 64 executions waiting", ERROR)}
+
+
+DUPLICATE = {"409": _answer("The session already has an execution with this operation-id", ERROR)}
 
 
 def _op(summary: str, params: list, ok: dict, body: dict | None = None) -> dict:
@@ -70,6 +73,9 @@ def _op(summary: str, params: list, ok: dict, body: dict | None = None) -> dict:
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     session_params = [API_VERSION, IDENTIFIER]
+    # a client-chosen execution id; one the session already has is 409 (429 past 64 unfinished executions)
+    execute_params = [*session_params, _param("operation-id", {"type": "string", "minLength": 1, "maxLength": 128},
+                                              "header", required=False)]
     file_params = [API_VERSION, IDENTIFIER, PATH]
     bytes_answer = _answer("The file's bytes", {"type": "string", "format": "binary"}, "application/octet-stream")
     return {
@@ -81,12 +87,12 @@ def openapi_document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": {
-            "/code/execute": {"post": _op("Execute code (v1 shape)", session_params,
-                                          {"202": _answer("The execution", {"type": "object"})},
+            "/code/execute": {"post": _op("Execute code (v1 shape)", execute_params,
+                                          {"202": _answer("The execution", {"type": "object"}), **DUPLICATE},
                                           {"application/json": {"schema": EXECUTE_REQUEST}})},
-            "/executions": {"post": _op("Execute code (v2 shape)", session_params,
+            "/executions": {"post": _op("Execute code (v2 shape)", execute_params,
                                         {"200": _answer("The execution (2025-10-02-preview)", {"type": "object"}),
-                                         "202": _answer("The execution", {"type": "object"})},
+                                         "202": _answer("The execution", {"type": "object"}), **DUPLICATE},
                                         {"application/json": {"schema": EXECUTE_REQUEST}})},
             "/executions/{execution_id}": {"get": _op(
                 "An execution's state (v2)",

@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 
+from remote_kernel.pool import egress
 from remote_kernel.pool.sandbox import Cgroups, Sandbox
 from remote_kernel.pool.session import Session, WorkerDied
 
@@ -48,6 +49,8 @@ class Pool:
     async def start(self) -> None:
         if self.sandbox.mode == "bubblewrap":
             await asyncio.to_thread(Cgroups.sweep)  # what pools that were killed left behind
+            if self.sandbox.egress is not None:
+                await asyncio.to_thread(egress.sweep)
             probe = Cgroups.create("probe", self.sandbox.limits)
             if probe is None:
                 log.warning("cgroups are not writable here: memory and process limits fall back to rlimits")
@@ -59,12 +62,14 @@ class Pool:
     async def stop(self) -> None:
         """Delete every session, ready ones included."""
         self._stopping = True
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # sessions being started clean up after themselves
         sessions = list(self.sessions.values()) + self._ready
         self.sessions.clear()
         self._ready.clear()
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        await asyncio.gather(*(s.close("the pool is stopping") for s in sessions), return_exceptions=True)
         if self.sandbox.mode == "bubblewrap":
             await asyncio.to_thread(Cgroups.sweep, False)
 
@@ -82,6 +87,8 @@ class Pool:
         if session is not None and session.alive:
             session.touch()
             return session
+        if self._stopping:
+            raise SessionStartFailed("the pool is stopping")
         pending = self._creating.get(identifier)
         if pending is not None:
             return await asyncio.shield(pending)

@@ -1,12 +1,14 @@
 """How a session's worker process starts: bubblewrap, resource limits, and the unsandboxed fallback.
 
-With bubblewrap every session gets its own user, pid, ipc, uts, network (unless egress is enabled)
-and mount namespaces; the host's system read-only; a private size-capped `/tmp` and `/mnt/data`
-(both tmpfs, so a full disk is the session's alone); a clean environment; and, where the machine
-lets us write cgroups, a memory and a process-count limit. Rlimits are the backstop everywhere.
+With bubblewrap every session gets its own user, pid, ipc, uts, network and mount namespaces; the
+host's system read-only; a private size-capped `/tmp`, `/mnt/data` and `/dev/shm` (tmpfs, so a full
+disk is the session's alone) and nothing else writable (`/dev` is read-only); a clean environment; a
+seccomp filter (seccomp_filter.py); and, where the machine lets us write cgroups, a memory, CPU and
+process-count limit. Rlimits are the backstop everywhere.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -18,10 +20,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from remote_kernel.pool import seccomp_filter
+from remote_kernel.pool.egress import EgressPolicy, EgressUnavailable
+
 log = logging.getLogger("remote_kernel.pool")
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 SANDBOX_USER = 65534
+STAGE = "/run"  # where a session started under its own uid sees the runtime's folders (a private mount)
 PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -35,8 +41,14 @@ class Limits:
 
     memory: int = 1 << 30  # bytes of memory
     processes: int = 128  # processes and threads
-    disk: int = 1 << 30  # bytes in /mnt/data, and again in /tmp
+    disk: int = 1 << 30  # bytes in /mnt/data, and again in /tmp; a quarter of it in /dev/shm
     max_output: int = 1 << 20  # bytes kept per output stream per execution
+    cpus: float = 1.0  # CPU time per wall-clock second (cgroup cpu quota); 0 for no limit
+
+    @property
+    def shm(self) -> int:
+        """Bytes of /dev/shm (POSIX shared memory, multiprocessing's semaphores and queues)."""
+        return max(1 << 20, self.disk // 4)
 
 
 @dataclass(frozen=True)
@@ -113,13 +125,16 @@ class Cgroups:
 
     BASE = Path("/sys/fs/cgroup")
     V1 = (BASE / "memory", BASE / "pids")
+    V1_CPU = BASE / "cpu"
+    PERIOD = 100_000  # µs of the CPU quota's period
 
     @staticmethod
     def parents() -> list[Path]:
-        """Where this pool's session cgroups live: one folder per pool process."""
+        """Where this pool's session cgroups live: one folder per pool process (and controller on v1)."""
         own = f"pool-{os.getpid()}"
         if all((p / "cgroup.procs").exists() for p in Cgroups.V1):
-            return [p / "remote_kernel" / own for p in Cgroups.V1]
+            cpu = [Cgroups.V1_CPU] if (Cgroups.V1_CPU / "cpu.cfs_quota_us").exists() else []
+            return [p / "remote_kernel" / own for p in (*Cgroups.V1, *cpu)]
         return [Cgroups.BASE / "remote_kernel" / own]
 
     @staticmethod
@@ -140,10 +155,12 @@ class Cgroups:
 
     @staticmethod
     def create(name: str, limits: Limits) -> "Cgroups | None":
+        if os.environ.get("REMOTE_KERNEL_NO_CGROUPS") == "1":  # to exercise the rlimit fallback
+            return None
         try:
             if all((p / "cgroup.procs").exists() for p in Cgroups.V1):
-                memory, pids = (p / name for p in Cgroups.parents())
-                for p in (memory, pids):
+                memory, pids, *cpu = (p / name for p in Cgroups.parents())
+                for p in (memory, pids, *cpu):
                     p.mkdir(parents=True, exist_ok=True)
                 (memory / "memory.limit_in_bytes").write_text(str(limits.memory))
                 try:
@@ -151,13 +168,30 @@ class Cgroups:
                 except OSError:
                     pass  # no swap accounting: fine, the machine may have no swap
                 (pids / "pids.max").write_text(str(limits.processes))
-                return Cgroups([memory, pids])
+                if cpu and limits.cpus > 0:
+                    # the groups above the sessions' compete with the host's other tasks as one task each
+                    # (cpu.shares 1024): at the maximum, the pool's sessions together are not starved
+                    for level in (cpu[0].parent.parent, cpu[0].parent):
+                        (level / "cpu.shares").write_text("262144")
+                    (cpu[0] / "cpu.cfs_period_us").write_text(str(Cgroups.PERIOD))
+                    (cpu[0] / "cpu.cfs_quota_us").write_text(str(int(limits.cpus * Cgroups.PERIOD)))
+                return Cgroups([memory, pids, *cpu])
             if (Cgroups.BASE / "cgroup.controllers").exists():
-                group = Cgroups.parents()[0] / name
+                parent = Cgroups.parents()[0]
+                group = parent / name
                 group.mkdir(parents=True, exist_ok=True)
                 (group / "memory.max").write_text(str(limits.memory))
                 (group / "memory.swap.max").write_text("0")
                 (group / "pids.max").write_text(str(limits.processes))
+                if limits.cpus > 0:
+                    try:
+                        for level in (parent.parent, parent):  # the cpu controller, delegated down to us
+                            (level / "cgroup.subtree_control").write_text("+cpu")
+                        for level in (parent.parent, parent):  # not starved as one task among the host's
+                            (level / "cpu.weight").write_text("10000")
+                        (group / "cpu.max").write_text(f"{int(limits.cpus * Cgroups.PERIOD)} {Cgroups.PERIOD}")
+                    except OSError as error:
+                        log.debug("no CPU limit for %s: %s", name, error)
                 return Cgroups([group])
         except OSError as error:
             log.debug("no cgroup for %s: %s", name, error)
@@ -202,23 +236,81 @@ class Cgroups:
                 pass  # still emptying; the pool tries again when it stops
 
 
+class SessionUids:
+    """Host uids for the sessions of a pool that runs as root: one per live session, so that
+    RLIMIT_NPROC (which counts a uid's processes and threads) bounds each session on its own, with or
+    without cgroups, and no session runs as the host's root even in name.
+
+    A pool takes a block of 1000 uids from 1 000 000 000 up by its pid (far above any real account);
+    past 1000 live sessions uids are shared, so those sessions share one process budget.
+    """
+
+    BASE = 1_000_000_000
+    BLOCK = 1000
+
+    def __init__(self) -> None:
+        self.first = self.BASE + (os.getpid() % 1_000_000) * self.BLOCK
+        self.in_use: dict[int, int] = {}
+        self.next = 0
+
+    def take(self) -> int:
+        for _ in range(self.BLOCK):
+            uid = self.first + self.next
+            self.next = (self.next + 1) % self.BLOCK
+            if uid not in self.in_use:
+                self.in_use[uid] = 1
+                return uid
+        uid = self.first + self.next
+        self.in_use[uid] += 1
+        return uid
+
+    def give_back(self, uid: int) -> None:
+        count = self.in_use.pop(uid, 1) - 1
+        if count > 0:
+            self.in_use[uid] = count
+
+
 class Sandbox:
     """Builds the command that starts a worker, sandboxed or not."""
 
-    def __init__(self, mode: str, runtime: Runtime, limits: Limits, egress: bool) -> None:
+    def __init__(self, mode: str, runtime: Runtime, limits: Limits, egress: EgressPolicy | None) -> None:
         self.mode = mode  # "bubblewrap" or "none"
         self.runtime = runtime
         self.limits = limits
         self.egress = egress
         self.bwrap = shutil.which("bwrap") or "bwrap"
+        self.seccomp: bytes | None = None  # the BPF program each bubblewrap session runs under
+        self.worker_source = runtime.worker_file.read_bytes()
+        self.uids: SessionUids | None = None  # a root pool runs each session under its own uid
+        if mode == "bubblewrap":
+            try:
+                self.seccomp = seccomp_filter.build()
+            except seccomp_filter.SeccompUnavailable as problem:
+                log.warning("SESSIONS RUN WITHOUT A SECCOMP FILTER: %s", problem)
+            if os.geteuid() == 0:
+                problem = unprivileged_problem(self.bwrap)
+                if problem is None:
+                    self.uids = SessionUids()
+                else:
+                    log.warning("sessions run as the host's root (in their own user namespace) and only cgroups "
+                                "bound their processes: %s", problem)
 
     @classmethod
-    def choose(cls, requested: str, runtime: Runtime, limits: Limits, egress: bool) -> "Sandbox":
+    def choose(cls, requested: str, runtime: Runtime, limits: Limits, egress: EgressPolicy | None) -> "Sandbox":
         """The sandbox for `--sandbox requested`: auto falls back to none, loudly."""
         if requested == "none":
             return cls("none", runtime, limits, egress)
         problem = bubblewrap_problem()
         if problem is None:
+            if egress is not None:
+                try:
+                    egress.check()
+                except EgressUnavailable as unavailable:
+                    if egress.allow is not None:
+                        raise SandboxUnavailable(str(unavailable)) from None
+                    log.warning("SESSIONS SHARE THE HOST'S NETWORK: %s. Session code can reach the host's "
+                                "loopback services (this pool, a Jupyter server, a database).", unavailable)
+                    egress = dataclasses.replace(egress, shared=True)
             return cls("bubblewrap", runtime, limits, egress)
         if requested == "bubblewrap":
             raise SandboxUnavailable(f"--sandbox bubblewrap: {problem}")
@@ -243,9 +335,13 @@ class Sandbox:
             env["NODE_OPTIONS"] = f"--max-old-space-size={max(64, self.limits.memory * 3 // 4 >> 20)}"
         return env
 
-    def command(self, cgroups: Cgroups | None) -> list[str]:
+    def command(self, cgroups: Cgroups | None, fds: dict[str, int] | None = None, netns: str | None = None,
+                uid: int | None = None) -> list[str]:
         """argv that starts the worker: started with the command pipe as stdin and the reply pipe as
-        stdout, it moves them to fds 3 and 4 and leaves stdin empty and stdout on the log pipe."""
+        stdout, it moves them to fds 3 and 4 and leaves stdin empty and stdout on the log pipe.
+        `fds` are the inherited fds of `session_fds()`; `netns`, the session's own network namespace
+        (egress), which bubblewrap is started in; `uid`, the host uid it runs as (a root pool), with
+        RLIMIT_NPROC at the session's process limit."""
         rlimits = f"ulimit -c 0; ulimit -n 1024; ulimit -f {self.limits.disk // 512}; "
         if self.runtime.address_space:
             rlimits += f"ulimit -v {(self.limits.memory * 2 + (512 << 20)) // 1024}; "
@@ -255,26 +351,69 @@ class Sandbox:
         prefix = ["/bin/sh", "-c", script, "sh", *(cgroups.procs_files if cgroups else [])]
         if self.mode == "none":
             return prefix + [*self.runtime.argv, str(self.runtime.worker_file)]
-        return prefix + self._bwrap_argv()
+        enter = ["nsenter", f"--net={netns}", "--"] if netns else []
+        if uid is not None:
+            enter += [*self._staged_binds(), "prlimit", f"--nproc={self.limits.processes}:{self.limits.processes}",
+                      "--", *drop_to(uid)]
+        return prefix + enter + self._bwrap_argv(fds or {}, staged=uid is not None)
 
-    def _bwrap_argv(self) -> list[str]:
+    def _staged_binds(self) -> list[str]:
+        """argv prefix that shows each runtime folder at STAGE/<n> in a private mount namespace: bwrap,
+        run as a session's uid, may not be able to reach the folder's own path (pyenv under a 0700
+        /root), but it can open the folder itself, whose files are world-readable."""
+        steps = [f"mount -t tmpfs -o mode=0755,size=64k remote-kernel {STAGE}"]
+        for n, path in enumerate(self._runtime_binds()):
+            steps += [f"mkdir {STAGE}/{n}", f"mount --bind -o ro \"${n + 1}\" {STAGE}/{n}"]
+        script = " && ".join(steps) + f' && shift {len(self._runtime_binds())} && exec "$@"'
+        return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh",
+                *self._runtime_binds()]
+
+    def session_fds(self, hosts_file: bytes | None = None) -> dict[str, int]:
+        """New fds for one bubblewrap session (each read to its end by bwrap, so never shared):
+        `seccomp`, the filter's BPF program; `worker`, the worker's source, copied into the sandbox
+        (a bind mount of the file would show the checkout's host path in /proc/self/mountinfo)."""
+        if self.mode != "bubblewrap":
+            return {}
+        fds = {"worker": self._memfd("remote-kernel-worker", self.worker_source)}
+        if self.seccomp is not None:
+            fds["seccomp"] = self._memfd("remote-kernel-seccomp", self.seccomp)
+        if hosts_file is not None:
+            fds["hosts"] = self._memfd("remote-kernel-hosts", hosts_file)
+        return fds
+
+    def _runtime_binds(self) -> list[str]:
+        return [p for p in self.runtime.binds if p != "/usr" and not p.startswith("/usr/")]  # /usr is mounted already
+
+    @staticmethod
+    def _memfd(name: str, data: bytes) -> int:
+        fd = os.memfd_create(name)  # close-on-exec: pass_fds hands it to its own session only
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    def _bwrap_argv(self, fds: dict[str, int], staged: bool = False) -> list[str]:
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
                 "--new-session", "--cap-drop", "ALL", "--uid", str(SANDBOX_USER), "--gid", str(SANDBOX_USER),
                 "--hostname", "session"]
         if self.egress:
-            argv += ["--share-net"]
+            argv += ["--share-net"]  # the session's own namespace, entered before bwrap (egress.py)
         argv += system_mounts()
         for path in self._etc_files():
-            argv += ["--ro-bind", path, path]
+            if path != "/etc/hosts" or "hosts" not in fds:
+                argv += ["--ro-bind", path, path]
+        if "hosts" in fds:
+            argv += ["--ro-bind-data", str(fds["hosts"]), "/etc/hosts"]  # the allow-list's names only
         worker = f"/opt/remote_kernel/{self.runtime.worker_file.name}"
-        argv += ["--ro-bind", str(self.runtime.worker_file), worker,
+        argv += ["--ro-bind-data", str(fds["worker"]), worker,
                  "--proc", "/proc", "--dev", "/dev",
+                 "--size", str(self.limits.shm), "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
                  "--size", str(self.limits.disk), "--tmpfs", "/tmp",
                  "--size", str(self.limits.disk), "--tmpfs", "/mnt/data"]
-        for path in self.runtime.binds:  # after /tmp: an interpreter may live in a folder under it
-            if path != "/usr" and not path.startswith("/usr/"):  # /usr is mounted already
-                argv += ["--ro-bind", path, path]
+        for n, path in enumerate(self._runtime_binds()):  # after /tmp: an interpreter may live in a folder under it
+            argv += ["--ro-bind", f"{STAGE}/{n}" if staged else path, path]
         argv += ["--remount-ro", "/", "--chdir", "/mnt/data", "--clearenv"]
+        if "seccomp" in fds:
+            argv += ["--seccomp", str(fds["seccomp"])]
         for key, value in self.environment("/tmp").items():
             argv += ["--setenv", key, value]
         return argv + ["--", *self.runtime.argv, worker]
@@ -312,6 +451,27 @@ def bubblewrap_problem() -> str | None:
     )
     if probe.returncode != 0:
         return f"bubblewrap cannot create a sandbox here ({probe.stderr.strip() or probe.returncode})"
+    return None
+
+
+def drop_to(uid: int) -> list[str]:
+    """argv prefix that runs the rest as host uid and gid `uid`, with no supplementary groups."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+
+
+def unprivileged_problem(bwrap: str) -> str | None:
+    """Why bubblewrap cannot run under an unprivileged uid here (no setpriv, user namespaces closed to
+    unprivileged users), or None when it can."""
+    missing = [tool for tool in ("setpriv", "prlimit", "unshare", "mount") if not shutil.which(tool)]
+    if missing or not os.path.isdir(STAGE):
+        return f"{', '.join(missing) or STAGE} (util-linux) is missing"
+    probe = subprocess.run(
+        [*drop_to(SessionUids.BASE - 1), bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
+         *system_mounts(), "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"],
+        capture_output=True, text=True, env={"PATH": PATH},
+    )
+    if probe.returncode != 0:
+        return f"bubblewrap cannot run as an unprivileged user here ({probe.stderr.strip() or probe.returncode})"
     return None
 
 

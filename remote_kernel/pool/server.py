@@ -23,6 +23,7 @@ import uvicorn
 
 from remote_kernel.pool.app import build_app, iso
 from remote_kernel.pool.connections import guarded_protocol
+from remote_kernel.pool.egress import EgressPolicy
 from remote_kernel.pool.pool import Pool
 from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
 
@@ -35,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
                         stream=sys.stderr)
     try:
         runtime = Runtime.node(args.node) if args.container_type == "NodeLTS" else Runtime.python(args.python)
-        limits = Limits(memory=args.memory, processes=args.max_processes, disk=args.disk)
-        sandbox = Sandbox.choose(args.sandbox, runtime, limits, egress=args.egress == "enabled")
+        limits = Limits(memory=args.memory, processes=args.max_processes, disk=args.disk, cpus=args.cpus)
+        sandbox = Sandbox.choose(args.sandbox, runtime, limits, egress=EgressPolicy.parse(args.egress))
     except SandboxUnavailable as problem:
         print(f"remote-kernel pool: {problem}", file=sys.stderr)
         return 2
@@ -89,6 +90,7 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
                             limit_concurrency=1024, server_header=False, date_header=True,
                             http=guarded_protocol())  # deadlines for slow clients (slow-loris)
     server = PoolServer(config)
+    server.pool = pool
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, server.stop_soon)
@@ -129,10 +131,21 @@ class PoolServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield  # uvicorn would re-raise SIGTERM after serving, skipping the pool's clean-up
 
+    pool: Pool | None = None
+
     def stop_soon(self) -> None:
         if self.should_exit:
             self.force_exit = True  # a second Ctrl-C: stop waiting for open connections
         self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop listening, then stop the pool (every execution still waiting is answered: the pool is
+        stopping), then let uvicorn send those answers and close the connections."""
+        for listening in self.servers:
+            listening.close()
+        if self.pool is not None:
+            await self.pool.stop()
+        await super().shutdown(sockets)
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from remote_kernel.pool.egress import EgressUnavailable, SessionNetwork
 from remote_kernel.pool.sandbox import Cgroups, Sandbox, children
 
 log = logging.getLogger("remote_kernel.pool")
@@ -21,6 +22,18 @@ log = logging.getLogger("remote_kernel.pool")
 GRACE = 3.0  # seconds an interrupted execution gets before its session is killed
 START_TIMEOUT = 60.0
 REPLY_LIMIT = 256 << 20  # largest reply line accepted from a worker
+MAX_PENDING = 64  # executions queued or running per session; past it a new one is refused (429)
+KEEP_FINISHED = 100  # finished executions kept per session for polling (unfinished ones are always kept)
+KEEP_BYTES = 16 << 20  # and at most this many bytes of their outputs (the newest one is kept whatever its size)
+MAX_OPERATION_ID = 128  # characters in a client-chosen operation-id
+
+
+class QueueFull(Exception):
+    """The session already has MAX_PENDING executions queued or running."""
+
+
+class DuplicateExecution(Exception):
+    """A client-chosen operation-id that this session already knows."""
 
 
 class WorkerDied(Exception):
@@ -32,7 +45,7 @@ class Outcome:
     """What one execution produced, in neutral terms (the routes shape it per version)."""
 
     id: str
-    status: str = "Running"  # NotStarted, Running, Succeeded, Failed, Canceled
+    status: str = "NotStarted"  # NotStarted (queued), Running, Succeeded, Failed, Canceled
     stdout: str = ""
     stderr: str = ""
     result: Any = ""
@@ -40,11 +53,17 @@ class Outcome:
     error_message: str | None = None
     ms: float | None = None
     cancelled: bool = False
+    size: int = 0  # roughly the bytes this answer holds (its streams and result), set when it finishes
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def finish(self, status: str, **fields: Any) -> "Outcome":
+        """Record the answer; the first answer stands (a closed session answers before its task ends)."""
+        if self.done.is_set():
+            return self
         for key, value in fields.items():
             setattr(self, key, value)
+        result = self.result if isinstance(self.result, str) else json.dumps(self.result, default=str)
+        self.size = len(self.stdout) + len(self.stderr) + len(result)
         self.status = status
         self.done.set()
         return self
@@ -68,6 +87,8 @@ class Session:
         self._data_root = data_root / self.guid
         self._process: asyncio.subprocess.Process | None = None
         self._cgroups: Cgroups | None = None
+        self._network: SessionNetwork | None = None
+        self._uid: int | None = None  # the host uid the sandbox runs as (a root pool), given back at close
         self._replies: asyncio.Queue[dict | None] = asyncio.Queue()
         self._commands: asyncio.StreamWriter | None = None
         self._log_tail: collections.deque[bytes] = collections.deque(maxlen=64)
@@ -78,7 +99,15 @@ class Session:
     # life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the worker and wait until it says it is ready."""
+        """Start the worker and wait until it says it is ready; a start cut short (the pool stopping)
+        leaves nothing behind."""
+        try:
+            await self._start()
+        except asyncio.CancelledError:
+            await asyncio.shield(self.close("the pool is stopping"))
+            raise
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self._cgroups = Cgroups.create(self.guid, self.sandbox.limits) if self.sandbox.mode == "bubblewrap" else None
         data_dir = None
@@ -88,14 +117,25 @@ class Session:
         commands_r, commands_w = os.pipe()
         replies_r, replies_w = os.pipe()
         output_r, output_w = os.pipe()
-        argv = self.sandbox.command(self._cgroups)
+        if self.sandbox.mode == "bubblewrap" and self.sandbox.egress is not None and not self.sandbox.egress.shared:
+            try:
+                self._network = await SessionNetwork.create(self.sandbox.egress, self.guid)
+            except EgressUnavailable as problem:
+                await self.close()
+                raise WorkerDied(f"the session's network could not be set up: {problem}") from None
+        inherited = self.sandbox.session_fds(self._network.hosts_file if self._network else None)
+        if self.sandbox.uids is not None:
+            self._uid = self.sandbox.uids.take()
+        argv = self.sandbox.command(self._cgroups, inherited, self._network.path if self._network else None,
+                                    self._uid)
         env = self.sandbox.environment(str(self._data_root)) if self.sandbox.mode == "none" else {"PATH": "/usr/bin:/bin"}
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *argv, stdin=commands_r, stdout=replies_w, stderr=output_w, env=env, cwd=str(data_dir or "/"), start_new_session=True,
+                pass_fds=tuple(inherited.values()),
             )
         finally:
-            for fd in (commands_r, replies_w, output_w):
+            for fd in (commands_r, replies_w, output_w, *inherited.values()):
                 os.close(fd)
         replies = asyncio.StreamReader(limit=REPLY_LIMIT)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(replies), os.fdopen(replies_r, "rb", 0))
@@ -114,10 +154,12 @@ class Session:
             raise WorkerDied(f"the session's worker did not start: {detail or 'no output'}")
         self.runtime_version = ready.get("runtime", {}).get("version", "")
 
-    async def close(self) -> None:
-        """Kill every process of the session and remove its files."""
+    async def close(self, reason: str = "the session was deleted") -> None:
+        """Kill every process of the session and remove its files; every execution not yet answered
+        (running or queued) is answered now with SessionLost and `reason`."""
         if self.lost is None:
-            self.lost = "the session was deleted"
+            self.lost = reason
+        self._answer_pending()
         if self._cgroups:
             self._cgroups.kill()
         if self._process and self._process.returncode is None:
@@ -137,6 +179,11 @@ class Session:
                 if not any(p.exists() for p in self._cgroups.paths):
                     break
                 await asyncio.sleep(0.02)
+        if self._network:
+            await self._network.remove()
+        if self._uid is not None and self.sandbox.uids is not None:
+            self.sandbox.uids.give_back(self._uid)
+            self._uid = None
         await asyncio.to_thread(shutil.rmtree, self._data_root, True)
 
     @property
@@ -169,11 +216,22 @@ class Session:
     # executions --------------------------------------------------------------------------------
 
     def submit(self, code: str, timeout: float, jupyter: bool, execution_id: str | None = None) -> Outcome:
-        """Queue an execution (they run one at a time, in order) and return its outcome at once."""
+        """Queue an execution (they run one at a time, in order) and return its outcome at once.
+
+        QueueFull past MAX_PENDING unfinished executions; DuplicateExecution for an operation-id this
+        session already has (an execution is never overwritten). Every unfinished execution stays
+        pollable; only the oldest finished ones are forgotten, past KEEP_FINISHED or KEEP_BYTES.
+        """
+        if execution_id is not None and execution_id in self.executions:
+            raise DuplicateExecution(f"This session already has an execution with operation-id {execution_id!r}; "
+                                     "send a new operation-id (or none: the pool picks one).")
+        pending = sum(1 for o in self.executions.values() if not o.done.is_set())
+        if pending >= MAX_PENDING:
+            raise QueueFull(f"This session already has {pending} executions queued or running (the limit is "
+                            f"{MAX_PENDING}); wait for some to finish, then retry.")
         outcome = Outcome(id=execution_id or str(uuid.uuid4()))
         self.executions[outcome.id] = outcome
-        while len(self.executions) > 100:
-            self.executions.popitem(last=False)
+        self._forget_old()
         task = asyncio.get_running_loop().create_task(self._run(outcome, code, max(timeout, 1), jupyter))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
@@ -187,11 +245,14 @@ class Session:
 
     async def _run(self, outcome: Outcome, code: str, timeout: float, jupyter: bool) -> None:
         async with self._lock:
+            if outcome.done.is_set():  # answered already: the session was closed while it waited
+                return
             if outcome.cancelled:
                 outcome.finish("Canceled", error_code="Canceled", error_message="The client went away.")
                 return
             self._busy = True
             self._running = outcome
+            outcome.status = "Running"
             try:
                 await self._execute(outcome, code, timeout, jupyter)
             except WorkerDied as died:
@@ -200,6 +261,18 @@ class Session:
                 self._busy = False
                 self._running = None
                 self.touch()
+                self._forget_old()
+
+    def _forget_old(self) -> None:
+        """Forget the oldest finished executions past KEEP_FINISHED of them or KEEP_BYTES of their outputs:
+        what a session's answers hold in the pool's memory stays bounded however many it runs."""
+        finished = [(key, o.size) for key, o in self.executions.items() if o.done.is_set()]
+        total = sum(size for _, size in finished)
+        for n, (key, size) in enumerate(finished[:-1]):
+            if len(finished) - n <= KEEP_FINISHED and total <= KEEP_BYTES:
+                break
+            del self.executions[key]
+            total -= size
 
     async def _execute(self, outcome: Outcome, code: str, timeout: float, jupyter: bool) -> None:
         if not self.alive:
@@ -289,6 +362,13 @@ class Session:
                 self.lost = f"the session ran out of memory (its limit is {limit / (1 << 20):.0f} MiB) and was killed"
             else:
                 self.lost = "the session's worker was killed"
+
+    def _answer_pending(self) -> None:
+        """Answer every execution not yet answered: the session is gone, so none of them will run on."""
+        message = self._lost_message()
+        for outcome in self.executions.values():
+            if not outcome.done.is_set():
+                outcome.finish("Failed", error_code="SessionLost", error_message=message, stderr=f"{message}\n")
 
     def _lost_message(self) -> str:
         return (f"Session lost: {self.lost or 'its worker stopped'}. Its variables and files are gone; "
