@@ -214,10 +214,10 @@ def _pool_settings(env: Mapping[str, str], problems: list[str]) -> dict[str, str
             except ValueError as error:
                 problems.append(f"{name}: {error}.")
         elif name == "REMOTE_KERNEL_EGRESS":
-            if raw.lower() in EGRESS_MODES:
-                found[name] = raw.lower()
+            if raw.lower() in EGRESS_MODES or (raw.lower().startswith("allow=") and raw[6:].strip(", ")):
+                found[name] = raw if raw.lower().startswith("allow=") else raw.lower()
             else:
-                problems.append(f"{name}={raw!r} is not one of {', '.join(EGRESS_MODES)}.")
+                problems.append(f"{name}={raw!r} is not one of {', '.join(EGRESS_MODES)} or allow=HOST[,HOST…].")
         elif name == "REMOTE_KERNEL_SANDBOX":
             if raw.lower() in SANDBOX_MODES:
                 found[name] = raw.lower()
