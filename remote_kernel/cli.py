@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a local session pool that speaks the dynamic-sessions REST contract",
         description="Run a local session pool on loopback. Every session runs in its own sandbox.",
     )
-    pool.add_argument("--container-type", choices=["PythonLTS", "NodeLTS"], default="PythonLTS",
-                      help="the interpreter each session runs (default: PythonLTS)")
+    pool.add_argument("--container-type", choices=["PythonLTS", "NodeLTS", "Shell"], default="PythonLTS",
+                      help="what each session runs: IPython, Node.js, or bash commands as a hosted Shell pool "
+                           "(default: PythonLTS)")
     pool.add_argument("--max-sessions", type=int, default=100,
                       help="sessions allowed at once; past it a new identifier gets 429 (default: 100)")
     pool.add_argument("--cooldown", type=float, default=300,
@@ -49,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument("--token", help="bearer token clients must send (default: $REMOTE_KERNEL_TOKEN, "
                                       "else a random one, printed)")
     auth.add_argument("--no-auth", action="store_true", help="accept requests without a token")
+    tls = pool.add_mutually_exclusive_group()
+    tls.add_argument("--tls", action="store_true",
+                     help="serve HTTPS with a certificate signed by the pool's own CA (kept in DATA_ROOT/tls, or "
+                          "~/.local/share/remote_kernel/tls); prints the lines that make clients trust it")
+    tls.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain) file")
+    pool.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    pool.add_argument("--mcp", choices=["on", "off"], default="on",
+                      help="serve the hosted pools' MCP server at /mcp (default: on)")
+    pool.add_argument("--mcp-key", default=None,
+                      help="the key MCP clients send as x-ms-apikey (default: $REMOTE_KERNEL_MCP_KEY, else the "
+                           "bearer token, else none)")
     pool.add_argument("--sandbox", choices=["auto", "bubblewrap", "none"], default="auto",
                       help="auto: bubblewrap when it can run, else unsandboxed with a warning (default: auto)")
     pool.add_argument("--python", default=None,

@@ -24,6 +24,7 @@ from remote_kernel.pool.app import build_app, iso
 from remote_kernel.pool.connections import guarded_protocol
 from remote_kernel.pool.pool import Pool
 from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
+from remote_kernel.pool.tls import TlsFiles, TlsProblem, default_folder, given, make_own
 
 log = logging.getLogger("remote_kernel.pool")
 
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s pool %(levelname)s %(message)s",
                         stream=sys.stderr)
     try:
-        runtime = Runtime.node(args.node) if args.container_type == "NodeLTS" else Runtime.python(args.python)
+        runtime = runtime_for(args)
         limits = Limits(memory=args.memory, processes=args.max_processes, disk=args.disk)
         sandbox = Sandbox.choose(args.sandbox, runtime, limits, egress=args.egress == "enabled")
     except SandboxUnavailable as problem:
@@ -43,7 +44,12 @@ def run(args: argparse.Namespace) -> int:
         print("remote-kernel pool: --max-sessions must be at least 1", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(serve(args, sandbox))
+        tls = tls_files(args)
+    except TlsProblem as problem:
+        print(f"remote-kernel pool: {problem}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(args, sandbox, tls))
     except OSError as error:
         print(f"remote-kernel pool: cannot listen on {args.host}:{args.port}: {error.strerror}; "
               "choose another --port (0 picks a free one)", file=sys.stderr)
@@ -52,7 +58,26 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
 
-async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
+def runtime_for(args: argparse.Namespace) -> Runtime:
+    if args.container_type == "NodeLTS":
+        return Runtime.node(args.node)
+    if args.container_type == "Shell":
+        return Runtime.shell()
+    return Runtime.python(args.python)
+
+
+def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    """The certificate to serve (None: plain HTTP)."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise TlsProblem("--tls-cert and --tls-key go together: give both, or use --tls for a pool-made certificate")
+    if args.tls_cert:
+        return given(args.tls_cert, args.tls_key)
+    if args.tls:
+        return make_own(Path(args.data_root).resolve() / "tls" if args.data_root else default_folder(), args.host)
+    return None
+
+
+async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None = None) -> int:
     generated = not args.no_auth and not args.token and not os.environ.get("REMOTE_KERNEL_TOKEN")
     token = None if args.no_auth else (args.token or os.environ.get("REMOTE_KERNEL_TOKEN") or secrets.token_urlsafe(32))
     own_root = args.data_root is None
@@ -66,7 +91,8 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
     listener = listen(args.host, args.port)
     host, port = listener.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
+    config = uvicorn.Config(app, log_level="warning", ssl_certfile=tls and str(tls.cert),
+                            ssl_keyfile=tls and str(tls.key), access_log=False, lifespan="off", timeout_keep_alive=30,
                             limit_concurrency=1024, server_header=False, date_header=True,
                             http=guarded_protocol())  # deadlines for slow clients (slow-loris)
     server = PoolServer(config)
@@ -74,7 +100,10 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, server.stop_soon)
     await pool.start()
-    print(f"export POOL_MANAGEMENT_ENDPOINT=http://{shown_host}:{port}", flush=True)
+    scheme = "https" if tls else "http"
+    print(f"export POOL_MANAGEMENT_ENDPOINT={scheme}://{shown_host}:{port}", flush=True)
+    for line in tls.trust_lines() if tls else []:
+        print(line, flush=True)
     if token is None:
         print("# no token: any local process can use this pool (--no-auth)", flush=True)
     elif generated:
@@ -151,6 +180,10 @@ def describer(sandbox: Sandbox, args: argparse.Namespace):
 
 
 def read_runtime(runtime: Runtime) -> dict[str, Any]:
+    if runtime.name == "shell":
+        version = subprocess.run(["bash", "-c", "echo $BASH_VERSION"], capture_output=True, text=True,
+                                 env={"PATH": "/usr/bin:/bin"}).stdout.strip()
+        return {"runtimes": [{"name": "bash", "version": version}], "preInstalledPackages": []}
     if runtime.name == "node":
         version = subprocess.run([runtime.argv[0], "--version"], capture_output=True, text=True).stdout.strip()
         return {"runtimes": [{"name": "node", "version": version.lstrip("v")}], "preInstalledPackages": [],

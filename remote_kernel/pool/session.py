@@ -41,6 +41,7 @@ class Outcome:
     error_message: str | None = None
     ms: float | None = None
     cancelled: bool = False
+    jupyter: bool = False  # what the request asked for: the routes render `result` by it (pool/values.py)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def finish(self, status: str, **fields: Any) -> "Outcome":
@@ -175,7 +176,8 @@ class Session:
         self.executions[outcome.id] = outcome
         while len(self.executions) > 100:
             self.executions.popitem(last=False)
-        task = asyncio.get_running_loop().create_task(self._run(outcome, code, min(max(timeout, 1), MAX_TIMEOUT), jupyter))
+        limit = self.sandbox.runtime.max_timeout
+        task = asyncio.get_running_loop().create_task(self._run(outcome, code, min(max(timeout, 1), limit), jupyter))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
         return outcome
