@@ -635,12 +635,17 @@ ROUTES = [
 PUBLIC = {"/health", "/openapi.json"}
 
 
-class Gate:
-    """Normalises the path (Azure prefix, `//`) and checks the bearer token before any route."""
+MCP_PATH = "/mcp"
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+
+class Gate:
+    """Normalises the path (Azure prefix, `//`) and checks the bearer token before any route
+    (the MCP server's `x-ms-apikey` instead, on its path)."""
+
+    def __init__(self, app: ASGIApp, token: str | None, mcp_key: str | None = None) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.mcp_key = mcp_key.encode() if mcp_key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -650,7 +655,14 @@ class Gate:
         if len(path) > 1:
             path = path.rstrip("/")
         scope = {**scope, "path": path, "raw_path": path.encode("utf-8", "surrogateescape")}
-        if self.token is not None and path not in PUBLIC:
+        if path == MCP_PATH:
+            given = dict(scope["headers"]).get(b"x-ms-apikey", b"")
+            if self.mcp_key is not None and not hmac.compare_digest(given.strip(), self.mcp_key):
+                response = error_response(401, "Unauthorized",
+                                          "The MCP server needs the header 'x-ms-apikey: <key>' with the pool's MCP "
+                                          "key (--mcp-key; by default the pool's token).")
+                return await response(scope, receive, send)
+        elif self.token is not None and path not in PUBLIC:
             headers = dict(scope["headers"])
             given = headers.get(b"authorization", b"")
             scheme, _, value = given.partition(b" ")
@@ -682,12 +694,14 @@ async def on_unexpected(request: Request, error: Exception) -> Response:
 
 
 def build_app(pool: Pool, *, token: str | None, max_upload: int,
-              describe: Callable[[], Awaitable[dict[str, Any]]], log: Any) -> ASGIApp:
-    """The pool's ASGI application, with the token gate in front."""
-    app = Starlette(routes=ROUTES, exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
+              describe: Callable[[], Awaitable[dict[str, Any]]], log: Any,
+              mcp: ASGIApp | None = None, mcp_key: str | None = None) -> ASGIApp:
+    """The pool's ASGI application, with the token gate in front (and the MCP server at /mcp, if given)."""
+    routes = ROUTES + ([Route(MCP_PATH, mcp)] if mcp is not None else [])
+    app = Starlette(routes=routes, exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
                                                        Exception: on_unexpected})
     app.state.pool = pool
     app.state.max_upload = max_upload
     app.state.describe = describe
     app.state.log = log
-    return Gate(app, token)
+    return Gate(app, token, mcp_key)

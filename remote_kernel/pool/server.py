@@ -22,6 +22,7 @@ import uvicorn
 
 from remote_kernel.pool.app import build_app, iso
 from remote_kernel.pool.connections import guarded_protocol
+from remote_kernel.pool.mcp_server import McpEndpoint
 from remote_kernel.pool.pool import Pool
 from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
 from remote_kernel.pool.tls import TlsFiles, TlsProblem, default_folder, given, make_own
@@ -87,7 +88,11 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
 
     pool = Pool(sandbox, sessions_root, max_sessions=args.max_sessions, cooldown=args.cooldown,
                 ready_sessions=args.ready_sessions)
-    app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log)
+    mcp = McpEndpoint(pool) if args.mcp == "on" else None
+    mcp_key = None if args.no_auth and not args.mcp_key else (
+        args.mcp_key or os.environ.get("REMOTE_KERNEL_MCP_KEY") or token)
+    app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log,
+                    mcp=mcp, mcp_key=mcp_key)
     listener = listen(args.host, args.port)
     host, port = listener.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
@@ -110,13 +115,18 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
         print(f"export REMOTE_KERNEL_TOKEN={token}", flush=True)
     else:
         print("# token: the one given (--token or REMOTE_KERNEL_TOKEN)", flush=True)
+    if mcp is not None:
+        key_source = "no key (--no-auth)" if mcp_key is None else (
+            "x-ms-apikey: the pool token" if mcp_key == token else "x-ms-apikey: the key given")
+        print(f"# MCP server: {scheme}://{shown_host}:{port}/mcp ({key_source})", flush=True)
     print(f"# {args.container_type} sessions, sandbox: {sandbox.mode}, egress: {args.egress}, "
           f"max sessions: {args.max_sessions}, cooldown: {args.cooldown:g} s; Ctrl-C stops the pool", flush=True)
     if host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("listening on %s: other machines can reach this pool", host)
     watcher = asyncio.create_task(watch_parent(args.parent_pid, server)) if args.parent_pid else None
     try:
-        await server.serve(sockets=[listener])
+        async with mcp.running() if mcp else contextlib.nullcontext():
+            await server.serve(sockets=[listener])
     finally:
         if watcher:
             watcher.cancel()
