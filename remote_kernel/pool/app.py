@@ -599,7 +599,7 @@ async def health(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_document())
+    return JSONResponse(openapi_document(runtime_of(request)))
 
 
 ROUTES = [
