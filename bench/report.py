@@ -42,7 +42,21 @@ def rows(r: dict[str, Any]) -> list[Row]:
     up, down = dig(r, "files", "upload_MBps"), dig(r, "files", "download_MBps")
     peaks = [dig(r, "files", k) for k in ("client_peak_MB", "pool_peak_MB", "worker_peak_MB")]
     peak = max(peaks) if all(p is not None for p in peaks) else None
+    net = dig(r, "network", "cells") or {}
+    rtt = dig(r, "network", "rtt_ms")
+
+    def network_row(kind: str, target_requests: float, target_trips: float | None = None) -> Row:
+        cell = net.get(kind) or {}
+        requests, trips = cell.get("requests"), cell.get("round_trips")
+        target = f"{target_requests:g} request" + (f", ≤ {target_trips:g} RTT" if target_trips else "")
+        return row(f"{kind} over a {fmt(rtt, '{:.0f}')} ms network", target,
+                   f"{fmt(requests, '{:g}')} request(s), {fmt(trips, '{:.1f}')} RTT",
+                   lambda: requests <= target_requests and (target_trips is None or trips <= target_trips),
+                   requests, trips)
+
     return [
+        *[network_row(kind, 1, 1.2 if kind == "plain" else None) for kind in ("plain", "table", "figure", "first cell")
+          if kind in net],
         row("cell round trip, remote-python / ipykernel", "≤ 1.0",
             f"{fmt(rt50, '{:.2f}')} at p50 ({fmt(dig(rt or {}, REMOTE_KERNEL, 'p50_ms'), '{:.2f}')} vs "
             f"{fmt(dig(rt or {}, LOCAL_KERNEL, 'p50_ms'), '{:.2f}')} ms), {fmt(rt95, '{:.2f}')} at p95",

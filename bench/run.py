@@ -24,11 +24,11 @@ from typing import Any, Callable
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import kernel_bench, pool_bench, transfer_bench
+from bench import kernel_bench, network_bench, pool_bench, transfer_bench
 from bench.common import LOCAL_KERNEL, REMOTE_KERNEL, ROOT, median
 
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("kernel", "pool", "files")
+SECTIONS = ("kernel", "pool", "files", "network")
 
 
 def files(size: int, runs: int, warmup: bool = True) -> dict[str, Any]:
@@ -137,6 +137,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{r['worker_peak_MB']:.0f} MB; intact: {r['intact']}", flush=True)
             return r
         section("files", results, transfer)
+    if "network" in chosen:
+        def network() -> dict[str, Any]:
+            rtt_ms = 20 if mode == "tiny" else 50
+            r = network_bench.measure(rtt_ms / 1000, {"tiny": 1, "quick": 3, "full": 5}[mode])
+            for kind, cell in r["cells"].items():
+                print(f"{kind} over a {rtt_ms} ms network: {cell['requests']:g} request(s), "
+                      f"{cell['round_trips']:.1f} round trips", flush=True)
+            print(f"quickstart notebook over a {rtt_ms} ms network: {r['quickstart_s']:.1f} s", flush=True)
+            return r
+        section("network", results, network)
     results["total_s"] = time.perf_counter() - started
     results["load_average"] = {"start": results["machine"].pop("load_average"), "end": os.getloadavg()}
 

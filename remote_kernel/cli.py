@@ -1,20 +1,18 @@
-"""`remote-kernel`: run a local session pool, or install the kernelspecs."""
+"""`remote-kernel`: run a local session pool, run a notebook, or install the kernelspecs."""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from remote_kernel.sizes import parse_size
+
 
 def _size(text: str) -> int:
     """A byte count such as 128M, 1G or 4096."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    text = text.strip().lower().removesuffix("b").removesuffix("i")
     try:
-        if text and text[-1] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size: use a number of bytes or 128M, 1G") from None
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -46,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="network access from sessions (default: disabled)")
     pool.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     pool.add_argument("--port", type=int, default=6000, help="port to bind; 0 picks a free one (default: 6000)")
+    pool.add_argument("--socket", default=None, metavar="PATH",
+                      help="listen on this Unix socket (mode 0600: only this user) instead of --host/--port; "
+                           "the endpoint is then http+unix://PATH (percent-encoded), as the kernel's embedded pool uses")
     auth = pool.add_mutually_exclusive_group()
     auth.add_argument("--token", help="bearer token clients must send (default: $REMOTE_KERNEL_TOKEN, "
                                       "else a random one, printed)")
@@ -76,9 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="processes and threads each session may run (default: 128)")
     pool.add_argument("--disk", type=_size, default=1 << 30,
                       help="bytes a session may write to /mnt/data or /tmp, e.g. 1G (default: 1G)")
+    pool.add_argument("--max-execution-time", type=float, default=None,
+                      help="seconds one execution may run; a larger timeoutInSeconds is clamped to it "
+                           "(default: the hosted service's cap, 220; 600 for Shell pools)")
     pool.add_argument("--parent-pid", type=int, default=None,
                       help="stop when this process is gone (used by the kernel's embedded pool)")
     pool.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+
+    run = commands.add_parser(
+        "run", help="execute a notebook on a remote kernel and print its cells' outputs",
+        description="Execute a notebook (as Run All would), print each code cell with its outputs, and write the "
+                    "executed notebook next to it (or to --output).")
+    run.add_argument("notebook", help="the .ipynb file to execute")
+    run.add_argument("--output", default=None, help="where to write the executed notebook "
+                                                    "(default: NAME.executed.ipynb beside the notebook)")
+    run.add_argument("--kernel", default="remote-python", help="kernel name (default: remote-python)")
+    run.add_argument("--timeout", type=float, default=600, help="seconds one cell may take (default: 600)")
 
     install = commands.add_parser("install", help="install a kernelspec for Jupyter")
     where = install.add_mutually_exclusive_group()
@@ -100,6 +114,17 @@ def main(argv: list[str] | None = None) -> int:
         from remote_kernel.pool.server import run
 
         return run(args)
+    if args.command == "run":
+        from pathlib import Path
+
+        from remote_kernel.run import run as run_notebook
+
+        notebook = Path(args.notebook)
+        if not notebook.is_file():
+            print(f"remote-kernel run: no notebook at {notebook}", file=sys.stderr)
+            return 2
+        return run_notebook(notebook, output=Path(args.output) if args.output else None, kernel_name=args.kernel,
+                            timeout=args.timeout)
     from remote_kernel.kernelspec import install
 
     path = install(

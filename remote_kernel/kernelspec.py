@@ -17,7 +17,7 @@ from remote_kernel.kernel.languages import language
 #: The logos shipped with every kernelspec (in the repository's kernelspec/ folder and in the package).
 LOGOS = ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg")
 #: The languages whose kernelspecs the wheel ships as shared data.
-SHIPPED = ("python",)
+SHIPPED = ("python", "javascript")
 
 
 def spec(language_key: str = "python", *, python: str | None = None, display_name: str | None = None,

@@ -21,12 +21,12 @@ def numbers(value) -> list[float]:
 def test_tiny_bench_run_produces_every_figure_and_ratio(tmp_path):
     output = tmp_path / "tiny.json"
     run = subprocess.run([sys.executable, "-m", "bench", "--tiny", "--output", str(output)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=240)
+                         capture_output=True, text=True, timeout=400)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(output.read_text())
-    for section in ("kernel", "pool", "files"):
+    for section in ("kernel", "pool", "files", "network"):
         assert "error" not in results[section], results[section]
-    kernel, pool, files = results["kernel"], results["pool"], results["files"]
+    kernel, pool, files, network = results["kernel"], results["pool"], results["files"], results["network"]
     figures = {
         "round trip ratio": kernel["round_trip"]["ratio_p50"],
         "round trip p95 ratio": kernel["round_trip"]["ratio_p95"],
@@ -43,12 +43,15 @@ def test_tiny_bench_run_produces_every_figure_and_ratio(tmp_path):
         "upload": files["upload_MBps"],
         "download": files["download_MBps"],
         "client peak": files["client_peak_MB"],
+        "plain cell requests over a slow network": network["cells"]["plain"]["requests"],
+        "figure cell round trips over a slow network": network["cells"]["figure"]["round_trips"],
+        "quickstart over a slow network": network["quickstart_s"],
     }
     for name, value in figures.items():
         assert math.isfinite(value) and value > 0, f"{name}: {value}"
     assert files["intact"] is True
     assert all(math.isfinite(n) for n in numbers(results) if not math.isnan(n))
     for label in ("cell round trip", "kernel start to first result", "quickstart notebook", "new identifier",
-                  "concurrent sessions", "idle session", "upload"):
+                  "concurrent sessions", "idle session", "upload", "over a 20 ms network"):
         assert label in run.stdout, f"{label!r} is not printed"
     assert "| figure | target | measured |" in run.stdout

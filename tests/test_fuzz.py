@@ -16,8 +16,10 @@ import re
 import httpx
 import pytest
 import schemathesis
+from schemathesis.generation.modes import GenerationMode
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -45,7 +47,7 @@ IDENTIFIER = re.compile(r"[A-Za-z0-9\-_|&^%$#(){}\[\];<>]{4,128}")
 # (each start costs a sandboxed interpreter); invalid ones go through as generated.
 SESSIONS = [f"fuzz-session-{n}" for n in range(3)]
 VICTIMS = [f"fuzz-deleted-{n}" for n in range(2)]  # what DELETE session and stopSession may remove
-MAX_EXAMPLES = 150
+MAX_EXAMPLES = 60  # per operation and generation mode
 STATUSES: dict[str, list[int]] = collections.defaultdict(list)  # what each operation answered
 
 
@@ -61,9 +63,6 @@ def fuzz_pool():
 @pytest.fixture(scope="module")
 def pool_schema(fuzz_pool):
     return schemathesis.openapi.from_url(f"{fuzz_pool.endpoint}/openapi.json")
-
-
-schema = schemathesis.pytest.from_fixture("pool_schema")
 
 
 def tamed(case) -> None:
@@ -92,12 +91,10 @@ def assert_envelope_on_4xx(response) -> None:
         assert headers["x-ms-error-code"] == error["code"]
 
 
-@pytest.mark.slow
-@schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-def test_the_pool_answers_generated_requests_without_5xx_and_with_the_envelope(case, fuzz_pool):
+def check_answer(case, pool) -> None:
+    """Send one generated request; the pool must answer it as its document says, 4xx in the envelope."""
     tamed(case)
-    response = case.call(headers=fuzz_pool.headers, timeout=30)
+    response = case.call(headers=pool.headers, timeout=30)
     STATUSES[case.operation.label].append(response.status_code)
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     known = {parameter.name for parameter in case.operation.query}
@@ -110,13 +107,34 @@ def test_the_pool_answers_generated_requests_without_5xx_and_with_the_envelope(c
     assert_envelope_on_4xx(response)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", list(GenerationMode), ids=lambda mode: mode.value)
+def test_the_pool_answers_generated_requests_without_5xx_and_with_the_envelope(mode, pool_schema, fuzz_pool):
+    """Every operation of /openapi.json, valid (positive) and invalid (negative) requests.
+
+    Driven through schemathesis's strategies with plain hypothesis rather than its pytest plugin,
+    whose fixture-based parametrization breaks with each pytest release that moves node internals.
+    """
+    operations = [result.ok() for result in pool_schema.get_all_operations()]
+    assert operations
+    for operation in operations:
+        @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def fuzz(case) -> None:
+            check_answer(case, fuzz_pool)
+
+        try:
+            fuzz()
+        except Unsatisfiable:  # nothing about this operation can be invalid (no parameters, no body)
+            assert mode is GenerationMode.NEGATIVE, operation.label
+
 
 def test_the_fuzzing_reached_every_operation_thousands_of_times_in_all():
     """A check on the run above (pytest runs a module's tests in order): it really fuzzed."""
     if not STATUSES:
         pytest.skip("the schemathesis test did not run (deselected)")
-    assert sum(map(len, STATUSES.values())) >= 2000, {k: len(v) for k, v in STATUSES.items()}
-    assert all(len(v) >= 50 for k, v in STATUSES.items() if "health" not in k), {k: len(v) for k, v in STATUSES.items()}
+    assert sum(map(len, STATUSES.values())) >= 1200, {k: len(v) for k, v in STATUSES.items()}
+    assert all(len(v) >= 30 for k, v in STATUSES.items() if "health" not in k), {k: len(v) for k, v in STATUSES.items()}
     assert not [s for v in STATUSES.values() for s in v if s >= 500]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import nbformat
 import psutil
@@ -114,3 +116,64 @@ def test_a_dead_embedded_pool_is_replaced_and_the_loss_is_said():
         assert reply["ename"] == "EmbeddedPoolError" and "state is lost" in reply["evalue"]
         reply, outputs = run(kc, "'x' in dir()", timeout=120)
         assert reply["status"] == "ok" and outputs[-1]["content"]["data"]["text/plain"] == "False"
+
+
+def test_remote_kernel_run_prints_each_cell_and_writes_the_executed_notebook(embedded):
+    """The README's first command ends in `remote-kernel run`: what the user sees at the terminal."""
+    done = subprocess.run([sys.executable, "-m", "remote_kernel", "run", str(embedded / "quickstart.ipynb")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = done.stdout
+    assert "In [2]: import sys, platform" in shown and "'hello from the session'" in shown
+    assert "[image/png" in shown and "ZeroDivisionError" in shown and "still here after the error" in shown
+    written = embedded / "quickstart.executed.ipynb"
+    assert f"is in {written}" in shown
+    book = nbformat.read(written, as_version=4)
+    assert any("image/png" in o.get("data", {}) for cell in book.cells if cell.cell_type == "code"
+               for o in cell.outputs)
+
+
+def test_remote_kernel_run_fails_on_a_failing_cell_and_says_which(embedded):
+    book = new_notebook(cells=[new_code_cell("print('before')"), new_code_cell("{}['missing']"),
+                               new_code_cell("print('never')")])
+    path = embedded / "failing.ipynb"
+    nbformat.write(book, path)
+    done = subprocess.run([sys.executable, "-m", "remote_kernel", "run", str(path), "--output",
+                           str(embedded / "out.ipynb")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 1
+    assert "before" in done.stdout and "KeyError" in done.stdout and "never" not in done.stdout
+    assert "A cell failed" in done.stdout and (embedded / "out.ipynb").exists()
+
+
+def test_the_wheel_ships_both_kernelspecs_with_logos(tmp_path):
+    """`pip install .` registers every kernel the README names (the build hook writes them as shared data)."""
+    import zipfile
+
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                           str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 and "hatchling" in done.stderr:
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+                              capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    for kernel_name in ("remote-python", "remote-javascript"):
+        shipped = {n.rsplit("/", 1)[-1] for n in names if f"share/jupyter/kernels/{kernel_name}/" in n}
+        assert shipped == {"kernel.json", "logo-32x32.png", "logo-64x64.png", "logo-svg.svg"}, (kernel_name, shipped)
+
+
+def test_the_embedded_pool_listens_on_a_private_unix_socket_and_no_tcp_port():
+    """No other local user can reach the embedded pool: no TCP port, a socket only its owner may open."""
+    import stat
+
+    with kernel(embedded_env()) as (km, kc):
+        reply, _ = run(kc, "1 + 1")
+        assert reply["status"] == "ok"
+        pools = [p for p in psutil.Process(km.provisioner.pid).children(recursive=True)
+                 if "pool" in p.cmdline() and "remote_kernel" in p.cmdline()]
+        assert len(pools) == 1
+        pool = pools[0]
+        assert [c for c in pool.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN] == []
+        path = pool.cmdline()[pool.cmdline().index("--socket") + 1]
+        assert stat.S_ISSOCK(os.stat(path).st_mode) and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    wait_for(lambda: not os.path.exists(os.path.dirname(path)), timeout=15, what="the socket's folder to be removed")

@@ -255,7 +255,12 @@ def test_shim_is_sent_again_after_the_session_is_lost(pool):
 def test_session_that_cannot_load_the_shim_keeps_the_plain_mapping(pool):
     identifier = str(uuid.uuid4())
     with kernel(pool_env(pool, identifier, REMOTE_KERNEL_RICH="0", REMOTE_KERNEL_KEEP_SESSION="1")) as (km, kc):
-        reply, _ = run(kc, "get_ipython().display_pub = None  # no display machinery to hook")
+        # an earlier install that cannot be taken out: the shim refuses to stack hooks on it (IPython 8 and 9 alike)
+        reply, _ = run(kc, "import sys, types\n"
+                           "class Stuck:\n"
+                           "    def uninstall(self):\n"
+                           "        raise RuntimeError('these hooks cannot be removed')\n"
+                           "sys.modules['_remote_kernel_rich'] = types.SimpleNamespace(active=Stuck())")
         assert reply["status"] == "ok"
     with kernel(pool_env(pool, identifier)) as (km, kc):
         reply, outputs = run(kc, "print('hi'); 6 * 7")

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = KernelConfig.from_env()
     embedded = None
     if settings.embedded and not settings.problems:
-        embedded = EmbeddedPool(spec.container_type)
+        embedded = EmbeddedPool(spec.container_type, options=settings.pool_args())
         embedded.start()
 
     from ipykernel.kernelapp import IPKernelApp

@@ -1,7 +1,9 @@
 """The kernel's configuration, read once from the environment (DESIGN.md's table).
 
 Reading never fails: a value that cannot be used becomes a `problem`, a sentence saying what
-to fix, which the kernel shows on the first cell instead of dying at start-up.
+to fix, which the kernel shows on the first cell instead of dying at start-up. A value that is
+used, but not as given (a time limit above a hosted pool's cap, a setting of the embedded pool
+given with an endpoint), becomes a `notice`, shown once on the first cell.
 """
 from __future__ import annotations
 
@@ -11,13 +13,26 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from remote_kernel.sizes import format_size, parse_size
+
 DEFAULT_API_VERSION = "2025-10-02-preview"
 API_VERSIONS = ("2024-02-02-preview", "2024-08-02-preview", "2024-10-02-preview", "2025-02-02-preview",
                 "2025-10-02-preview")
 #: versions whose execute request can ask for the interpreter's display repr of the result
 JUPYTER_REPR_VERSIONS = ("2025-10-02-preview",)
 AUTH_MODES = ("azure", "token", "none")
-MAX_TIMEOUT = 220.0
+MAX_TIMEOUT = 220.0  # a hosted pool's cap on one execution; local pools take what the kernel asks
+DEFAULT_TIMEOUT = 220.0
+#: The embedded pool's settings: variable → (pool option, its default as `%session` shows it)
+EMBEDDED_SETTINGS = {
+    "REMOTE_KERNEL_MEMORY": ("--memory", "1G"),
+    "REMOTE_KERNEL_DISK": ("--disk", "1G"),
+    "REMOTE_KERNEL_EGRESS": ("--egress", "disabled"),
+    "REMOTE_KERNEL_SANDBOX": ("--sandbox", "auto"),
+    "REMOTE_KERNEL_PYTHON": ("--python", "the kernel's own interpreter"),
+}
+EGRESS_MODES = ("enabled", "disabled")
+SANDBOX_MODES = ("auto", "bubblewrap", "none")
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9\-_|&^%$#(){}\[\];<>]{4,128}$")
 
 
@@ -31,10 +46,13 @@ class KernelConfig:
     api_version: str = DEFAULT_API_VERSION
     identifier: str = ""
     identifier_from_env: bool = False
-    timeout: float = MAX_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT
     keep_session: bool = False
     rich: bool = True  # REMOTE_KERNEL_RICH: carry displays, figures and tables home (the session shim)
+    #: the embedded pool's settings that were given, as variable → value (checked)
+    pool_settings: Mapping[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    notices: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -47,12 +65,29 @@ class KernelConfig:
         return self.api_version in JUPYTER_REPR_VERSIONS
 
     @property
+    def hosted(self) -> bool:
+        """True for an Azure Container Apps pool, whose cap on one execution is 220 s."""
+        return bool(self.endpoint) and is_hosted(self.endpoint)
+
+    @property
     def pool_type(self) -> str:
         if self.embedded:
             return "embedded local pool"
-        if self.endpoint and ".dynamicsessions.io" in self.endpoint.lower():
+        if self.hosted:
             return "Azure Container Apps session pool"
         return "session pool at a custom endpoint"
+
+    @property
+    def execution_limit(self) -> float:
+        """The longest `timeoutInSeconds` the kernel sends: 220 on a hosted pool, else the cell time limit."""
+        return MAX_TIMEOUT if self.hosted else max(MAX_TIMEOUT, self.timeout)
+
+    def pool_args(self) -> list[str]:
+        """The `remote-kernel pool` options that carry this kernel's settings to its embedded pool."""
+        args = [arg for name, value in self.pool_settings.items() for arg in (EMBEDDED_SETTINGS[name][0], value)]
+        if self.timeout > MAX_TIMEOUT:
+            args += ["--max-execution-time", f"{self.timeout:g}"]
+        return args
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KernelConfig:
@@ -62,7 +97,7 @@ class KernelConfig:
 
         endpoint = env.get("POOL_MANAGEMENT_ENDPOINT", "").strip() or None
         if endpoint is not None:
-            if not re.match(r"^https?://[^/\s]+", endpoint):
+            if not re.match(r"^(https?|http\+unix)://[^/\s]+", endpoint):
                 problems.append(f"POOL_MANAGEMENT_ENDPOINT={endpoint!r} is not an http(s) URL: set it to the "
                                 "pool's management endpoint, https://<region>.dynamicsessions.io/subscriptions/"
                                 "…/sessionPools/<pool>, or unset it to use an embedded local pool.")
@@ -95,24 +130,35 @@ class KernelConfig:
                             "digits or -_|&^%$#(){}[];<> (a uuid4 is best).")
         identifier = identifier or str(uuid.uuid4())
 
-        timeout = MAX_TIMEOUT
+        notices: list[str] = []
+        timeout = DEFAULT_TIMEOUT
         raw_timeout = env.get("REMOTE_KERNEL_TIMEOUT", "").strip()
         if raw_timeout:
             try:
                 timeout = float(raw_timeout)
-                if not 0 < timeout:
+                if not 0 < timeout < float("inf"):
                     raise ValueError
-                timeout = min(timeout, MAX_TIMEOUT)
             except ValueError:
-                problems.append(f"REMOTE_KERNEL_TIMEOUT={raw_timeout!r} is not a positive number of seconds "
-                                f"(at most {MAX_TIMEOUT:g}).")
-                timeout = MAX_TIMEOUT
+                problems.append(f"REMOTE_KERNEL_TIMEOUT={raw_timeout!r} is not a positive number of seconds.")
+                timeout = DEFAULT_TIMEOUT
+        if timeout > MAX_TIMEOUT and endpoint is not None and is_hosted(endpoint):
+            notices.append(f"REMOTE_KERNEL_TIMEOUT={raw_timeout} is more than a hosted pool allows: cells here may "
+                           f"run {MAX_TIMEOUT:g} s at most (the service's cap). Use %%long for a longer cell, or "
+                           "the embedded local pool (unset POOL_MANAGEMENT_ENDPOINT), which takes any limit.")
+            timeout = MAX_TIMEOUT
+
+        pool_settings = _pool_settings(env, problems)
+        if endpoint is not None and pool_settings:
+            notices.append(f"{', '.join(pool_settings)} only set{'s' if len(pool_settings) == 1 else ''} up the "
+                           "embedded local pool; with POOL_MANAGEMENT_ENDPOINT set, the pool there decides "
+                           "(ignored).")
+            pool_settings = {}
 
         keep = env.get("REMOTE_KERNEL_KEEP_SESSION", "0").strip().lower() in ("1", "true", "yes", "on")
         rich = env.get("REMOTE_KERNEL_RICH", "1").strip().lower() not in ("0", "false", "no", "off")
         return cls(endpoint=endpoint, auth_mode=auth_mode, token=token, api_version=api_version,
                    identifier=identifier, identifier_from_env=from_env, timeout=timeout, keep_session=keep,
-                   rich=rich, problems=tuple(problems))
+                   rich=rich, pool_settings=pool_settings, problems=tuple(problems), notices=tuple(notices))
 
     def describe(self, *, endpoint: str | None = None) -> list[tuple[str, str]]:
         """The settings as (name, value) rows for `%session`; never the token."""
@@ -123,7 +169,41 @@ class KernelConfig:
             ("identifier", self.identifier + ("  (REMOTE_KERNEL_IDENTIFIER)" if self.identifier_from_env else "")),
             ("auth mode", self.auth_mode + ("  (token set)" if self.token and self.auth_mode == "token" else "")),
             ("pool type", self.pool_type),
-            ("cell timeout", f"{self.timeout:g} s"),
+            ("cell timeout", f"{self.timeout:g} s  (REMOTE_KERNEL_TIMEOUT)"),
             ("keep session at exit", "yes" if self.keep_session else "no"),
             ("rich output", "on" if self.rich else "off  (REMOTE_KERNEL_RICH=0)"),
-        ]
+        ] + ([(f"session {option[2:]}", f"{self.pool_settings.get(name, default)}  ({name})")
+              for name, (option, default) in EMBEDDED_SETTINGS.items()] if self.embedded else [])
+
+
+def is_hosted(endpoint: str) -> bool:
+    """Whether an endpoint is an Azure Container Apps session pool (the host names it)."""
+    host = re.sub(r"^[a-z]+://", "", endpoint.strip().lower()).split("/", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0]
+    return host.endswith(".dynamicsessions.io")
+
+
+def _pool_settings(env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
+    """The embedded pool's settings that are given, checked (what is wrong goes to `problems`)."""
+    found: dict[str, str] = {}
+    for name in EMBEDDED_SETTINGS:
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        if name in ("REMOTE_KERNEL_MEMORY", "REMOTE_KERNEL_DISK"):
+            try:
+                found[name] = format_size(parse_size(raw))
+            except ValueError as error:
+                problems.append(f"{name}: {error}.")
+        elif name == "REMOTE_KERNEL_EGRESS":
+            if raw.lower() in EGRESS_MODES:
+                found[name] = raw.lower()
+            else:
+                problems.append(f"{name}={raw!r} is not one of {', '.join(EGRESS_MODES)}.")
+        elif name == "REMOTE_KERNEL_SANDBOX":
+            if raw.lower() in SANDBOX_MODES:
+                found[name] = raw.lower()
+            else:
+                problems.append(f"{name}={raw!r} is not one of {', '.join(SANDBOX_MODES)}.")
+        else:
+            found[name] = raw
+    return found

@@ -1,7 +1,9 @@
 """The embedded default: a `remote-kernel pool` child for a kernel that has no endpoint.
 
 It starts in parallel with the kernel (nothing waits for it until the first cell), listens on
-a free loopback port, and knows a random token given in its environment (never on argv). It
+a Unix socket in a folder of its own that only this user can enter (no TCP port, so no other
+local user can even try the token; a free loopback port where a socket path would be too long),
+and knows a random token given in its environment (never on argv). It
 stops with the kernel: on shutdown, at exit, and, when the kernel is killed, by itself (it
 watches its parent pid).
 """
@@ -11,6 +13,7 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 ENDPOINT_LINE = "export POOL_MANAGEMENT_ENDPOINT="
+MAX_SOCKET_PATH = 100  # bytes; sun_path holds 108 on Linux
 
 
 class EmbeddedPoolError(RuntimeError):
@@ -31,8 +35,9 @@ class EmbeddedPool:
     """A local session pool, run as a child process of the kernel."""
 
     def __init__(self, container_type: str = "PythonLTS", *, ready_sessions: int = 1,
-                 cooldown: float = 3600, python: str | None = None) -> None:
+                 cooldown: float = 3600, python: str | None = None, options: list[str] | tuple[str, ...] = ()) -> None:
         self.container_type = container_type
+        self.options = list(options)  # more `remote-kernel pool` options: the kernel's settings for its sessions
         self.ready_sessions = ready_sessions
         # the pool lives only as long as its kernel: idle expiry would only lose the user's state
         self.cooldown = cooldown
@@ -43,12 +48,16 @@ class EmbeddedPool:
         self._ready = threading.Event()
         self._failure: str | None = None
         self._log_path: Path | None = None
+        self._folder = Path(tempfile.mkdtemp(prefix="remote-kernel-"))  # mode 0700: this user only
+        socket_path = self._folder / "pool.sock"
+        self.socket: Path | None = socket_path if len(os.fsencode(socket_path)) <= MAX_SOCKET_PATH else None
 
     @property
     def argv(self) -> list[str]:
-        return [self.python, "-m", "remote_kernel", "pool", "--port", "0", "--host", "127.0.0.1",
+        where = ["--socket", str(self.socket)] if self.socket else ["--port", "0", "--host", "127.0.0.1"]
+        return [self.python, "-m", "remote_kernel", "pool", *where,
                 "--ready-sessions", str(self.ready_sessions), "--cooldown", f"{self.cooldown:g}",
-                "--container-type", self.container_type, "--parent-pid", str(os.getpid())]
+                "--container-type", self.container_type, "--parent-pid", str(os.getpid()), *self.options]
 
     def start(self) -> None:
         """Start the child and return at once; a thread reads its endpoint when it is listening."""
@@ -138,3 +147,4 @@ class EmbeddedPool:
         if self._log_path is not None:
             self._log_path.unlink(missing_ok=True)
             self._log_path = None
+        shutil.rmtree(self._folder, ignore_errors=True)

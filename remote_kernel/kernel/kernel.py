@@ -91,10 +91,11 @@ class RemoteKernel(Kernel):
         self._control_idle = threading.Event()
         self._control_idle.set()
         self._publish_silently = False
+        self._notices_shown = False
         self.magics = MagicRunner(self)
         self.embedded: EmbeddedPool | None = embedded
         if self.embedded is None and self.settings.embedded and not self.settings.problems:
-            self.embedded = EmbeddedPool(self.language_spec.container_type)
+            self.embedded = EmbeddedPool(self.language_spec.container_type, options=self.settings.pool_args())
             self.embedded.start()
         if self.embedded is not None:
             self._token, self._auth_mode = self.embedded.token, "token"
@@ -169,6 +170,7 @@ class RemoteKernel(Kernel):
             if not remote_code.strip():
                 return outputs.ok_reply(self._count - 1, payload=payload)
             client = await self.session_client()
+            self._show_notices()
             notice = await self.continuity.before_cell(client)
             if notice:
                 self.rich.forget()
@@ -199,12 +201,27 @@ class RemoteKernel(Kernel):
                                               format_value=self.language_spec.format_value)
         if err is not None and err[1]["ename"] == "SessionLost":
             self._session_lost()
+            self._advise_memory(err[1])
         for message in messages:
             self.publish(*message)
         if err is not None:
             return outputs.error_reply(err, self._count - 1)
         expressions = await self._user_expressions(user_expressions) if user_expressions else {}
         return outputs.ok_reply(self._count - 1, payload=payload, user_expressions=expressions)
+
+    def _show_notices(self) -> None:
+        """What the configuration used, but not as given: said once, on the first cell that reaches a session."""
+        if self.settings.notices and not self._notices_shown:
+            self._notices_shown = True
+            self.publish(*outputs.stream("stderr", "".join(f"remote_kernel: {n}\n" for n in self.settings.notices)))
+
+    def _advise_memory(self, error: dict[str, Any]) -> None:
+        """A session of the embedded pool lost to its memory limit: name the setting that raises it."""
+        if self.embedded is not None and "out of memory" in error.get("evalue", ""):
+            current = self.settings.pool_settings.get("REMOTE_KERNEL_MEMORY", "1G")
+            error["traceback"].append(f"The embedded pool gives each session {current} of memory: set "
+                                      "REMOTE_KERNEL_MEMORY (for example 4G) in the kernel's environment and "
+                                      "restart the kernel to raise it.")
 
     def _session_lost(self) -> None:
         self.continuity.lost()
@@ -317,8 +334,8 @@ class RemoteKernel(Kernel):
 
     async def _delete_session(self, deadline: float) -> None:
         """Delete the session from whatever loop this runs on (a client of its own), within `deadline`."""
-        if self._client is None or self.settings.keep_session or self._cleaned_up:
-            return
+        if self._client is None or not self._client.reached_pool or self.settings.keep_session or self._cleaned_up:
+            return  # no request ever reached the pool: there is no session to delete
         client = self._new_client()
         try:
             await asyncio.wait_for(client.delete_session(), deadline)
@@ -358,7 +375,7 @@ class RemoteKernel(Kernel):
 
         return SessionsClient(self._endpoint, self.identifier, api_version=self.settings.api_version,
                               auth=auth_from_settings(self._auth_mode, self._token, self._endpoint),
-                              timeout=self.settings.timeout)
+                              timeout=self.settings.timeout, max_timeout=self.settings.execution_limit)
 
     async def session_client(self) -> Any:
         """The client of this kernel's session, made on first use (after the embedded pool is up)."""
@@ -383,7 +400,7 @@ class RemoteKernel(Kernel):
         if code is None:
             return None
         pool.stop()
-        self.embedded = EmbeddedPool(self.language_spec.container_type)
+        self.embedded = EmbeddedPool(self.language_spec.container_type, options=self.settings.pool_args())
         self.embedded.start()
         self._token, self._client, self._endpoint = self.embedded.token, None, None
         self.continuity.reset()

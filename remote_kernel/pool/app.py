@@ -54,6 +54,7 @@ AZURE_PREFIX = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/sessionPo
 MAX_JSON_BODY = 16 << 20
 SHELL_STREAM_LIMIT = 4096  # bytes per stream a Shell answer keeps unless the request names another cap
 LIST_PAGE = 300
+HOSTED_EXECUTION_LIMIT = 220.0  # the hosted service's cap on one execution; `--max-execution-time` may raise it
 
 
 class ApiError(Exception):
@@ -229,7 +230,7 @@ def execution_request(body: dict[str, Any], runtime: str, max_timeout: float) ->
     mode = choice(body, "executionType", ("synchronous", "asynchronous"), "InvalidExecutionType")
     timeout = body.get("timeoutInSeconds")
     if timeout is None:
-        timeout = min(220.0, max_timeout)
+        timeout = min(HOSTED_EXECUTION_LIMIT, max_timeout)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:  # NaN too
         raise ApiError(400, "InvalidTimeout", f"timeoutInSeconds must be a positive number (at most {max_timeout:g}).")
     cap = body.get("outputStreamsMaxLength")
@@ -248,8 +249,8 @@ def runtime_of(request: Request) -> str:
 
 async def run_execution(request: Request) -> tuple[Session, Outcome, ExecutionRequest]:
     """Check the request, then run it in its session (a malformed request never starts a session)."""
-    runtime = pool_of(request).sandbox.runtime
-    asked = execution_request(await json_body(request), runtime.name, runtime.max_timeout)
+    runtime = runtime_of(request)
+    asked = execution_request(await json_body(request), runtime, request.app.state.max_execution_time)
     session = await session_of(request)
     outcome = submit(session, asked.code, asked.timeout, asked.jupyter, request.headers.get("operation-id"))
     if not asked.asynchronous:
@@ -695,13 +696,15 @@ async def on_unexpected(request: Request, error: Exception) -> Response:
 
 def build_app(pool: Pool, *, token: str | None, max_upload: int,
               describe: Callable[[], Awaitable[dict[str, Any]]], log: Any,
-              mcp: ASGIApp | None = None, mcp_key: str | None = None) -> ASGIApp:
+              mcp: ASGIApp | None = None, mcp_key: str | None = None,
+              max_execution_time: float = HOSTED_EXECUTION_LIMIT) -> ASGIApp:
     """The pool's ASGI application, with the token gate in front (and the MCP server at /mcp, if given)."""
     routes = ROUTES + ([Route(MCP_PATH, mcp)] if mcp is not None else [])
     app = Starlette(routes=routes, exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
                                                        Exception: on_unexpected})
     app.state.pool = pool
     app.state.max_upload = max_upload
+    app.state.max_execution_time = max_execution_time
     app.state.describe = describe
     app.state.log = log
     return Gate(app, token, mcp_key)

@@ -67,8 +67,9 @@ class ToolFailure(Exception):
 class Environments:
     """The MCP tools over the pool's sessions: environmentId is the session's identifier."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, max_execution_time: float) -> None:
         self.pool = pool
+        self.limit = max_execution_time
         self.launched: set[str] = set()
 
     def launch(self) -> dict[str, Any]:
@@ -81,7 +82,7 @@ class Environments:
             raise ToolFailure(f"Unknown environmentId {environment!r}: call launchShell first and pass the "
                               "environmentId it returned.")
         runtime = self.pool.sandbox.runtime
-        limit = runtime.max_timeout
+        limit = self.limit
         seconds = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else min(220.0, limit)
         try:
             session = await self.pool.get(environment)
@@ -169,8 +170,9 @@ def build_server(environments: Environments) -> Server:
 class McpEndpoint:
     """The ASGI app behind `/mcp` (the pool's gate has already checked `x-ms-apikey`)."""
 
-    def __init__(self, pool: Pool) -> None:
-        self.manager = StreamableHTTPSessionManager(build_server(Environments(pool)), json_response=True,
+    def __init__(self, pool: Pool, max_execution_time: float) -> None:
+        self.manager = StreamableHTTPSessionManager(build_server(Environments(pool, max_execution_time)),
+                                                    json_response=True,
                                                     stateless=True)
 
     @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import uvicorn
 
@@ -44,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     if args.max_sessions < 1:
         print("remote-kernel pool: --max-sessions must be at least 1", file=sys.stderr)
         return 2
+    if args.max_execution_time is None:  # the hosted cap of the container type: 220 s, 600 s for Shell
+        args.max_execution_time = runtime.max_timeout
+    if not args.max_execution_time >= 1:
+        print("remote-kernel pool: --max-execution-time must be at least 1 (seconds)", file=sys.stderr)
+        return 2
     try:
         tls = tls_files(args)
     except TlsProblem as problem:
@@ -52,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(serve(args, sandbox, tls))
     except OSError as error:
-        print(f"remote-kernel pool: cannot listen on {args.host}:{args.port}: {error.strerror}; "
-              "choose another --port (0 picks a free one)", file=sys.stderr)
+        where = args.socket or f"{args.host}:{args.port}"
+        print(f"remote-kernel pool: cannot listen on {where}: {error.strerror}; "
+              + ("choose another --socket path" if args.socket else "choose another --port (0 picks a free one)"),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0
@@ -69,6 +77,8 @@ def runtime_for(args: argparse.Namespace) -> Runtime:
 
 def tls_files(args: argparse.Namespace) -> TlsFiles | None:
     """The certificate to serve (None: plain HTTP)."""
+    if (args.tls or args.tls_cert) and args.socket:
+        raise TlsProblem("--tls and --socket do not go together: a Unix socket is already private to its owner")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise TlsProblem("--tls-cert and --tls-key go together: give both, or use --tls for a pool-made certificate")
     if args.tls_cert:
@@ -88,14 +98,13 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
 
     pool = Pool(sandbox, sessions_root, max_sessions=args.max_sessions, cooldown=args.cooldown,
                 ready_sessions=args.ready_sessions)
-    mcp = McpEndpoint(pool) if args.mcp == "on" else None
+    mcp = McpEndpoint(pool, args.max_execution_time) if args.mcp == "on" else None
     mcp_key = None if args.no_auth and not args.mcp_key else (
         args.mcp_key or os.environ.get("REMOTE_KERNEL_MCP_KEY") or token)
     app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log,
-                    mcp=mcp, mcp_key=mcp_key)
-    listener = listen(args.host, args.port)
-    host, port = listener.getsockname()[:2]
-    shown_host = f"[{host}]" if ":" in host else host
+                    mcp=mcp, mcp_key=mcp_key, max_execution_time=args.max_execution_time)
+    listener = listen_unix(args.socket) if args.socket else listen(args.host, args.port)
+    endpoint = endpoint_of(listener, tls is not None)
     config = uvicorn.Config(app, log_level="warning", ssl_certfile=tls and str(tls.cert),
                             ssl_keyfile=tls and str(tls.key), access_log=False, lifespan="off", timeout_keep_alive=30,
                             limit_concurrency=1024, server_header=False, date_header=True,
@@ -105,8 +114,7 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, server.stop_soon)
     await pool.start()
-    scheme = "https" if tls else "http"
-    print(f"export POOL_MANAGEMENT_ENDPOINT={scheme}://{shown_host}:{port}", flush=True)
+    print(f"export POOL_MANAGEMENT_ENDPOINT={endpoint}", flush=True)
     for line in tls.trust_lines() if tls else []:
         print(line, flush=True)
     if token is None:
@@ -118,11 +126,11 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
     if mcp is not None:
         key_source = "no key (--no-auth)" if mcp_key is None else (
             "x-ms-apikey: the pool token" if mcp_key == token else "x-ms-apikey: the key given")
-        print(f"# MCP server: {scheme}://{shown_host}:{port}/mcp ({key_source})", flush=True)
+        print(f"# MCP server: {endpoint}/mcp ({key_source})", flush=True)
     print(f"# {args.container_type} sessions, sandbox: {sandbox.mode}, egress: {args.egress}, "
           f"max sessions: {args.max_sessions}, cooldown: {args.cooldown:g} s; Ctrl-C stops the pool", flush=True)
-    if host not in ("127.0.0.1", "::1", "localhost"):
-        log.warning("listening on %s: other machines can reach this pool", host)
+    if listener.family != socket.AF_UNIX and listener.getsockname()[0] not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("listening on %s: other machines can reach this pool", listener.getsockname()[0])
     watcher = asyncio.create_task(watch_parent(args.parent_pid, server)) if args.parent_pid else None
     try:
         async with mcp.running() if mcp else contextlib.nullcontext():
@@ -132,6 +140,8 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
             watcher.cancel()
         await pool.stop()
         shutil.rmtree(data_root if own_root else sessions_root, ignore_errors=True)
+        if args.socket:
+            Path(args.socket).unlink(missing_ok=True)
     return 0
 
 
@@ -156,6 +166,30 @@ def listen(host: str, port: int) -> socket.socket:
     sock.listen(1024)
     sock.set_inheritable(False)
     return sock
+
+
+def listen_unix(path: str) -> socket.socket:
+    """A Unix socket at `path` that only this user may connect to (no TCP port at all)."""
+    target = Path(path)
+    if target.is_socket():
+        target.unlink()  # a socket left by a pool that was killed
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(target))
+    finally:
+        os.umask(old)
+    sock.listen(1024)
+    sock.set_inheritable(False)
+    return sock
+
+
+def endpoint_of(listener: socket.socket, tls: bool = False) -> str:
+    """The endpoint clients use: http(s)://host:port, or http+unix://<percent-encoded path> for a Unix socket."""
+    if listener.family == socket.AF_UNIX:
+        return "http+unix://" + quote(listener.getsockname(), safe="")
+    host, port = listener.getsockname()[:2]
+    return f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 async def watch_parent(pid: int, server: uvicorn.Server) -> None:

@@ -18,7 +18,6 @@ from remote_kernel.pool.sandbox import Cgroups, Sandbox, children
 
 log = logging.getLogger("remote_kernel.pool")
 
-MAX_TIMEOUT = 220.0
 GRACE = 3.0  # seconds an interrupted execution gets before its session is killed
 START_TIMEOUT = 60.0
 REPLY_LIMIT = 256 << 20  # largest reply line accepted from a worker
@@ -176,8 +175,7 @@ class Session:
         self.executions[outcome.id] = outcome
         while len(self.executions) > 100:
             self.executions.popitem(last=False)
-        limit = self.sandbox.runtime.max_timeout
-        task = asyncio.get_running_loop().create_task(self._run(outcome, code, min(max(timeout, 1), limit), jupyter))
+        task = asyncio.get_running_loop().create_task(self._run(outcome, code, max(timeout, 1), jupyter))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
         return outcome

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, AsyncIterator, BinaryIO, Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from remote_kernel.sessions.transport import httpx
 
@@ -38,6 +38,7 @@ from remote_kernel.sessions.models import (
 )
 from remote_kernel.sessions.wire import (
     DEFAULT_API_VERSION,
+    MAX_TIMEOUT_SECONDS,
     Call,
     Multipart,
     Wire,
@@ -84,7 +85,8 @@ class SessionsClient:
 
     Use one client per event loop; `async with SessionsClient(...)` closes its connections.
     `identifier` may be reassigned (a new session) between calls. `timeout` is the default
-    number of seconds an execution may run.
+    number of seconds an execution may run; `max_timeout` the most the pool takes (the hosted
+    service's 220 s; a local pool started with `--max-execution-time` takes more).
     """
 
     #: Seconds the client waits for an execution's answer beyond the time the code may run:
@@ -92,18 +94,31 @@ class SessionsClient:
     execution_margin: float = 30.0
     #: Seconds before an unanswered request (other than an execution) is given up.
     request_timeout: float = 120.0
+    #: Seconds a loopback pool that refuses connections is retried: nothing is listening there, and
+    #: waiting longer would not change that (a remote pool keeps the whole retry policy).
+    loopback_refused_budget: float = 0.5
 
     def __init__(self, endpoint: str, identifier: str, *, api_version: str = DEFAULT_API_VERSION,
                  auth: TokenProvider | None = None, timeout: float = 220.0,
-                 transport: httpx.AsyncBaseTransport | None = None, retry: RetryPolicy | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, retry: RetryPolicy | None = None,
+                 max_timeout: float = MAX_TIMEOUT_SECONDS) -> None:
         self.endpoint = _checked_endpoint(endpoint)
+        socket_path = unix_socket_of(self.endpoint)
+        if socket_path is not None and transport is None:
+            # a local pool on a Unix socket (the kernel's embedded pool): no TCP port, only this user
+            transport = httpx.AsyncHTTPTransport(uds=socket_path)
         self.identifier = identifier
         self.api_version = api_version
         self.auth = auth if auth is not None else NoAuth()
         self.timeout = timeout
+        self.max_timeout = max_timeout
         self.retry = retry or RetryPolicy()
-        self._base = self.endpoint.rstrip("/") + "/"
-        loopback = _is_loopback(self.endpoint)
+        #: whether any request reached the pool (an answer came, or a connection opened): until then
+        #: no session can exist for this client's identifier
+        self.reached_pool = False
+        self._base = (UNIX_BASE if socket_path is not None else self.endpoint.rstrip("/")) + "/"
+        loopback = socket_path is not None or _is_loopback(self.endpoint)
+        self._loopback = loopback
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(self.request_timeout, connect=15.0),
@@ -143,8 +158,8 @@ class SessionsClient:
     async def execute(self, code: str, *, timeout: float | None = None, jupyter_repr: bool = False) -> Execution:
         """Run `code` in the session and return how it went.
 
-        `timeout` is the seconds the code may run (sent as `timeoutInSeconds`, clamped to 1..220;
-        default: the client's `timeout`). The client waits that long plus `execution_margin` for
+        `timeout` is the seconds the code may run (sent as `timeoutInSeconds`, clamped to
+        1..`max_timeout`; default: the client's `timeout`). The client waits that long plus `execution_margin` for
         the answer, following `Operation-Location` while the pool says Running, then raises
         ExecutionTimeout. `jupyter_repr` asks for the IPython repr of the value instead of JSON
         (2025-10-02-preview; ignored by older versions).
@@ -156,7 +171,7 @@ class SessionsClient:
         to tell the user). Cancelling the awaiting task closes the request, which makes the pool
         interrupt the code. One execution costs one HTTP request unless the pool answers Running.
         """
-        seconds = clamp_timeout(self.timeout if timeout is None else timeout)
+        seconds = clamp_timeout(self.timeout if timeout is None else timeout, self.max_timeout)
         wait = seconds + self.execution_margin
         deadline = time.monotonic() + wait
         doing = "executing the cell"
@@ -380,8 +395,12 @@ class SessionsClient:
                 response = await self._http.send(request, stream=True)
             except httpx.TransportError as exc:
                 never_opened = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+                self.reached_pool = self.reached_pool or not never_opened
                 error = self._connection_error(exc, doing, body, resendable)
                 delay = self._next_delay(retries, started, None) if never_opened or resendable else None
+                if (delay is not None and self._loopback and isinstance(exc, httpx.ConnectError)
+                        and time.monotonic() - started + delay > self.loopback_refused_budget):
+                    delay = None  # nothing listens on this machine's address: say so now
                 if delay is not None and (body is None or body.rewind()):
                     logger.debug("%s: %s; retrying in %.2f s", doing, type(exc).__name__, delay)
                     retries += 1
@@ -391,6 +410,7 @@ class SessionsClient:
                     raise read_timeout_error from None
                 raise error from exc
 
+            self.reached_pool = True
             status = response.status_code
             if response.is_success:
                 return response
@@ -561,9 +581,18 @@ def _write_all(stream: IO[bytes], chunks: list[bytes]) -> None:
             view = view[count:]
 
 
+UNIX_BASE = "http://localhost"  # the URL a request to a Unix-socket pool carries (its Host header)
+
+
+def unix_socket_of(endpoint: str) -> str | None:
+    """The socket path of an `http+unix://<percent-encoded path>` endpoint; None for any other."""
+    parts = urlsplit(endpoint.strip())
+    return unquote(parts.netloc) if parts.scheme == "http+unix" else None
+
+
 def _checked_endpoint(endpoint: str) -> str:
     parts = urlsplit(endpoint.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https", "http+unix") or not parts.netloc:
         raise ConfigurationError(f"POOL_MANAGEMENT_ENDPOINT must be an http(s) URL; got {endpoint!r}.")
     if parts.query or parts.fragment:
         raise ConfigurationError("POOL_MANAGEMENT_ENDPOINT must not carry a query or fragment: give the pool's "

@@ -91,9 +91,9 @@ def multipart_for(filename: str, content_type: str = "application/octet-stream")
     return Multipart(f"multipart/form-data; boundary={boundary}", head, tail)
 
 
-def clamp_timeout(seconds: float) -> int:
-    """`timeoutInSeconds` as the service accepts it: a whole number from 1 to 220."""
-    return max(1, min(MAX_TIMEOUT_SECONDS, int(-(-seconds // 1))))
+def clamp_timeout(seconds: float, limit: float = MAX_TIMEOUT_SECONDS) -> int:
+    """`timeoutInSeconds` as the pool accepts it: a whole number from 1 to `limit` (the service's: 220)."""
+    return max(1, min(int(limit), int(-(-seconds // 1))))
 
 
 def relative_name(name: str) -> str:
