@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test starts client libraries in processes of their own (5–30 s each)
+
 from conftest import LocalPool, bubblewrap_usable, start_pool
 
 PEERS = Path(__file__).resolve().parent / "peers"

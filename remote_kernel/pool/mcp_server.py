@@ -16,6 +16,7 @@ child_process and refuses Python.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib.metadata
 import json
@@ -36,6 +37,7 @@ SERVER_NAME = "remote_kernel local pool (Container Apps MCP tools)"
 DEFAULT_INITIALIZE = {"protocolVersion": "2025-03-26", "capabilities": {},
                       "clientInfo": {"name": "unnamed client", "version": "0"}}
 MAX_BODY = 4 << 20
+MAX_ENVIRONMENTS = 10_000  # environment ids remembered (a session itself still expires after the cooldown)
 
 ENVIRONMENT = {"environmentId": {"type": "string", "description": "The id launchShell returned"}}
 TOOLS = [
@@ -70,11 +72,13 @@ class Environments:
     def __init__(self, pool: Pool, max_execution_time: float) -> None:
         self.pool = pool
         self.limit = max_execution_time
-        self.launched: set[str] = set()
+        self.launched: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def launch(self) -> dict[str, Any]:
         environment = str(uuid.uuid4())
-        self.launched.add(environment)
+        self.launched[environment] = None
+        while len(self.launched) > MAX_ENVIRONMENTS:  # ids never used keep nothing alive: forget the oldest
+            self.launched.popitem(last=False)
         return {"environmentId": environment}
 
     async def _run(self, environment: Any, code: str, timeout: Any) -> Any:
