@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a local session pool that speaks the dynamic-sessions REST contract",
         description="Run a local session pool on loopback. Every session runs in its own sandbox.",
     )
-    pool.add_argument("--container-type", choices=["PythonLTS", "NodeLTS"], default="PythonLTS",
-                      help="the interpreter each session runs (default: PythonLTS)")
+    pool.add_argument("--container-type", choices=["PythonLTS", "NodeLTS", "Shell"], default="PythonLTS",
+                      help="what each session runs: IPython, Node.js, or bash commands as a hosted Shell pool "
+                           "(default: PythonLTS)")
     pool.add_argument("--max-sessions", type=int, default=100,
                       help="sessions allowed at once; past it a new identifier gets 429 (default: 100)")
     pool.add_argument("--cooldown", type=float, default=300,
@@ -62,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument("--token-file", metavar="PATH",
                       help="read the bearer token from the first line of this file (kept out of the process list)")
     auth.add_argument("--no-auth", action="store_true", help="accept requests without a token")
+    tls = pool.add_mutually_exclusive_group()
+    tls.add_argument("--tls", action="store_true",
+                     help="serve HTTPS with a certificate signed by the pool's own CA (kept in DATA_ROOT/tls, or "
+                          "~/.local/share/remote_kernel/tls); prints the lines that make clients trust it")
+    tls.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain) file")
+    pool.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    pool.add_argument("--mcp", choices=["on", "off"], default="on",
+                      help="serve the hosted pools' MCP server at /mcp (default: on)")
+    pool.add_argument("--mcp-key", default=None,
+                      help="the key MCP clients send as x-ms-apikey (default: $REMOTE_KERNEL_MCP_KEY, else the "
+                           "bearer token, else none)")
     pool.add_argument("--sandbox", choices=["auto", "bubblewrap", "none"], default="auto",
                       help="auto: bubblewrap when it can run, else unsandboxed with a warning (default: auto)")
     pool.add_argument("--python", default=None,
@@ -79,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="CPU time each session may use, in cores (cgroup cpu quota); 0: no limit (default: 1)")
     pool.add_argument("--disk", type=_size, default=1 << 30,
                       help="bytes a session may write to /mnt/data or /tmp, e.g. 1G (default: 1G)")
-    pool.add_argument("--max-execution-time", type=float, default=220,
+    pool.add_argument("--max-execution-time", type=float, default=None,
                       help="seconds one execution may run; a larger timeoutInSeconds is clamped to it "
-                           "(default: 220, the hosted service's cap)")
+                           "(default: the hosted service's cap, 220; 600 for Shell pools)")
     pool.add_argument("--parent-pid", type=int, default=None,
                       help="stop when this process is gone (used by the kernel's embedded pool)")
     pool.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])

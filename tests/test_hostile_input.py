@@ -3,6 +3,8 @@ clients, bad tokens and forbidden identifiers. Every refusal is a 4xx in the err
 the pool (and the session, where there is one) keeps answering."""
 from __future__ import annotations
 
+import ast
+
 import base64
 import hmac
 import importlib.util
@@ -70,7 +72,9 @@ def run(http: httpx.Client, identifier: str, code: str, timeout: int = 60) -> ht
 def value_of(http: httpx.Client, identifier: str, code: str):
     body = run(http, identifier, code).json()
     assert body["status"] == "Succeeded", body
-    return body["result"]["executionResult"]
+    result = body["result"]["executionResult"]
+    # a list, tuple or dict comes back as its IPython display text (docs/clients.md): read it back
+    return ast.literal_eval(result) if isinstance(result, str) and result[:1] in ("[", "(", "{") else result
 
 
 def hidden_files(http: httpx.Client, identifier: str) -> list[str]:

@@ -1,6 +1,8 @@
 """The isolation matrix: hostile code in a session cannot reach the host, the network or other sessions."""
 from __future__ import annotations
 
+import ast
+
 import os
 import time
 import uuid
@@ -44,7 +46,9 @@ def run(http, identifier: str, code: str, timeout: int = 60) -> dict:
 def value(http, identifier: str, code: str):
     body = run(http, identifier, code)
     assert body["status"] == "Succeeded", body
-    return body["result"]["executionResult"]
+    result = body["result"]["executionResult"]
+    # a list, tuple or dict comes back as its IPython display text (docs/clients.md): read it back
+    return ast.literal_eval(result) if isinstance(result, str) and result[:1] in ("[", "(", "{") else result
 
 
 def cgroup_dirs(guid: str) -> list[Path]:

@@ -187,12 +187,14 @@ answer = shell.user_expressions(expressions)
 ''')
 
 
-_LOOKS_LIKE_A_REPR = re.compile(r"^(<.*>|[A-Za-z_][\w.]*\(.*\))$", re.DOTALL)
+_LOOKS_LIKE_A_REPR = re.compile(r"^(<.*>|[A-Za-z_][\w.]*\(.*\)|\[.*\]|\(.*\)|\{.*\}|b'.*'|b\".*\")$", re.DOTALL)
 
 
 def _python_value_text(value: object) -> str:
     """How IPython would show a JSON result. Without the display repr (older api-versions) a value
-    with no JSON form arrives as its repr string: show such strings as they are, not quoted."""
+    that is not a primitive (a list, tuple, dict, set, bytes, an object) arrives as its display text,
+    as the hosted service sends it (docs/clients.md): show such strings as they are, not quoted. A
+    string that merely looks like one (`'[x]'`) is shown unquoted too: the answer cannot tell them apart."""
     if isinstance(value, str) and ("\n" in value or _LOOKS_LIKE_A_REPR.match(value)):
         return value
     return repr(value)

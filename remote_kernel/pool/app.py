@@ -32,6 +32,7 @@ from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
 from remote_kernel.pool.session import (MAX_OPERATION_ID, DuplicateExecution, Outcome, QueueFull, Session,
                                         WorkerDied)
 from remote_kernel.pool.uploads import MultipartError, receive_upload
+from remote_kernel.pool.values import hosted_value
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,12 @@ VERSIONS = {
     "2025-02-02-preview": Version("v2", 202, True),
     "2025-10-02-preview": Version("v2", 200, True),
 }
+#: what a request without api-version means: the 2024 preview's clients sent none (seed 002's samples)
+LEGACY_VERSION = "2024-02-02-preview"
 IDENTIFIER = re.compile(r"[A-Za-z0-9\-_|&^%$#(){}\[\];<>]{4,128}")
 AZURE_PREFIX = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/sessionPools/[^/]+(?=/|$)", re.IGNORECASE)
 MAX_JSON_BODY = 16 << 20
+SHELL_STREAM_LIMIT = 4096  # bytes per stream a Shell answer keeps unless the request names another cap
 LIST_PAGE = 300
 HOSTED_EXECUTION_LIMIT = 220.0  # the hosted service's cap on one execution; `--max-execution-time` may raise it
 
@@ -70,8 +74,11 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 # what every request carries ---------------------------------------------------------------------
 
-def version_of(request: Request) -> tuple[str, Version]:
+def version_of(request: Request, legacy: bool = False) -> tuple[str, Version]:
+    """The request's api-version; on a route the 2024 preview had (`legacy`), none means that preview."""
     name = request.query_params.get("api-version")
+    if name is None and legacy:
+        name = LEGACY_VERSION
     if name is None:
         raise ApiError(400, "MissingApiVersionParameter",
                        f"The api-version query parameter is required; use one of {', '.join(VERSIONS)}.")
@@ -165,10 +172,20 @@ def flag(body: dict[str, Any], *names: str) -> bool:
     return False
 
 
-def execution_request(body: dict[str, Any], limit: float = HOSTED_EXECUTION_LIMIT
-                      ) -> tuple[str, bool, float, bool, int | None]:
-    """(code, asynchronous, timeout, jupyter repr, output cap) from an execute body."""
-    code, older = body.get("code"), body.get("pythonCode")  # the 2024 preview's name
+@dataclass(frozen=True)
+class ExecutionRequest:
+    """An execute body, checked: what to run and how to answer."""
+
+    code: str  # source text; for a Shell session, the JSON command the Shell worker reads
+    asynchronous: bool
+    timeout: float
+    jupyter: bool  # returnJupyterFormatExecutionResult
+    cap: int | None  # outputStreamsMaxLength
+
+
+def source_code(body: dict[str, Any]) -> str:
+    """The code of a Python/Node.js body: `code`, or `pythonCode` (the 2024 preview's name), decoded."""
+    code, older = body.get("code"), body.get("pythonCode")
     if older is not None and not isinstance(older, str):
         raise ApiError(400, "InvalidCode", "pythonCode must be a string.")
     if code is None:
@@ -181,6 +198,33 @@ def execution_request(body: dict[str, Any], limit: float = HOSTED_EXECUTION_LIMI
             code = base64.b64decode(code, validate=True).decode("utf-8")
         except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text given to b64decode
             raise ApiError(400, "InvalidCode", "codeInputType InlineBase64 needs base64 of UTF-8 source.") from None
+    return code
+
+
+def shell_command(body: dict[str, Any]) -> str:
+    """A Shell body (`shellCommand` or `execCommandAndArgs`, optional `stdin`) as the Shell worker's JSON."""
+    command, argv, stdin = body.get("shellCommand"), body.get("execCommandAndArgs"), body.get("stdin")
+    if command is None and argv is None and isinstance(body.get("code"), str):
+        command = source_code(body)  # a code-interpreter style body sent to a Shell pool
+    if (command is None) == (argv is None):
+        raise ApiError(400, "InvalidShellCommand",
+                       "A Shell execution needs exactly one of shellCommand (a string) or execCommandAndArgs "
+                       "(a list of strings).")
+    if command is not None and not isinstance(command, str):
+        raise ApiError(400, "InvalidShellCommand", "shellCommand must be a string.")
+    if argv is not None and (not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv)):
+        raise ApiError(400, "InvalidShellCommand", "execCommandAndArgs must be a non-empty list of strings.")
+    if stdin is not None and not isinstance(stdin, str):
+        raise ApiError(400, "InvalidShellCommand", "stdin must be a string.")
+    request: dict[str, Any] = {"shellCommand": command} if command is not None else {"execCommandAndArgs": argv}
+    if stdin is not None:
+        request["stdin"] = stdin
+    return json.dumps(request)
+
+
+def execution_request(body: dict[str, Any], runtime: str, max_timeout: float) -> ExecutionRequest:
+    """Check an execute body for a pool whose sessions run `runtime` ("python", "node" or "shell")."""
+    code = shell_command(body) if runtime == "shell" else source_code(body)
     try:
         code.encode("utf-8")  # a lone surrogate ("\ud800" in the JSON) would kill the session's worker
     except UnicodeEncodeError:
@@ -188,34 +232,56 @@ def execution_request(body: dict[str, Any], limit: float = HOSTED_EXECUTION_LIMI
     mode = choice(body, "executionType", ("synchronous", "asynchronous"), "InvalidExecutionType")
     timeout = body.get("timeoutInSeconds")
     if timeout is None:
-        timeout = min(HOSTED_EXECUTION_LIMIT, limit)
+        timeout = min(HOSTED_EXECUTION_LIMIT, max_timeout)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:  # NaN too
-        raise ApiError(400, "InvalidTimeout", f"timeoutInSeconds must be a positive number (at most {limit:g}).")
+        raise ApiError(400, "InvalidTimeout", f"timeoutInSeconds must be a positive number (at most {max_timeout:g}).")
     cap = body.get("outputStreamsMaxLength")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
         raise ApiError(400, "InvalidOutputStreamsMaxLength", "outputStreamsMaxLength must be a whole number ≥ 0.")
+    if cap is None and runtime == "shell":
+        cap = SHELL_STREAM_LIMIT
     jupyter = flag(body, "returnJupyterFormatExecutionResult", "returnJupyterFormat")
     flag(body, "useEmptyKernel")  # accepted, and checked, but every session is already an empty kernel
-    return code, mode == "asynchronous", float(min(timeout, limit)), jupyter, cap
+    return ExecutionRequest(code, mode == "asynchronous", float(min(timeout, max_timeout)), jupyter, cap)
 
 
-async def run_execution(request: Request) -> tuple[Session, Outcome, int | None, bool]:
+def runtime_of(request: Request) -> str:
+    return pool_of(request).sandbox.runtime.name
+
+
+async def run_execution(request: Request) -> tuple[Session, Outcome, ExecutionRequest]:
     """Check the request, then run it in its session (a malformed request never starts a session)."""
-    code, asynchronous, timeout, jupyter, cap = execution_request(await json_body(request),
-                                                                  request.app.state.max_execution_time)
+    runtime = runtime_of(request)
+    asked = execution_request(await json_body(request), runtime, request.app.state.max_execution_time)
     operation_id = request.headers.get("operation-id")
     if operation_id is not None and not 0 < len(operation_id) <= MAX_OPERATION_ID:
         raise ApiError(400, "InvalidOperationId", f"operation-id must be 1 to {MAX_OPERATION_ID} characters.")
     session = await session_of(request)
     try:
-        outcome = session.submit(code, timeout, jupyter, operation_id)
+        outcome = submit(session, asked.code, asked.timeout, asked.jupyter, operation_id)
     except QueueFull as full:
         raise ApiError(429, "TooManyExecutions", str(full), {"Retry-After": "1"}) from None
     except DuplicateExecution as duplicate:
         raise ApiError(409, "DuplicateOperationId", str(duplicate)) from None
-    if not asynchronous:
+    if not asked.asynchronous:
         await until_done_or_disconnected(request, session, outcome)
-    return session, outcome, cap, asynchronous
+    return session, outcome, asked
+
+
+def submit(session: Session, code: str, timeout: float, jupyter: bool, execution_id: str | None = None) -> Outcome:
+    """Queue an execution. A Python worker is always asked for the display text of the value, which
+    the answer turns into the hosted default rendering unless the request asked for that text."""
+    display_text = jupyter or session.sandbox.runtime.name == "python"
+    outcome = session.submit(code, timeout, display_text, execution_id)
+    outcome.jupyter = jupyter
+    return outcome
+
+
+def result_value(outcome: Outcome, runtime: str) -> Any:
+    """The execution's value as the request asked for it (pool/values.py has the evidence)."""
+    if runtime != "python" or outcome.jupyter:
+        return outcome.result
+    return hosted_value(outcome.result)
 
 
 async def until_done_or_disconnected(request: Request, session: Session, outcome: Outcome) -> None:
@@ -239,6 +305,14 @@ def trimmed(text: str, cap: int | None) -> str:
     return text if cap is None or len(text) <= cap else text[:cap]
 
 
+def trimmed_bytes(text: str, cap: int | None) -> str:
+    """Shell streams are cut at `cap` bytes of UTF-8, silently, as hosted Shell pools do."""
+    if cap is None:
+        return text
+    data = text.encode("utf-8", "replace")
+    return text if len(data) <= cap else data[:cap].decode("utf-8", "ignore")
+
+
 def execution_headers(request: Request, session: Session, outcome: Outcome, version_name: str) -> dict[str, str]:
     identifier = quote(session.identifier or "", safe="")
     return {"operation-id": outcome.id,
@@ -249,38 +323,86 @@ def execution_headers(request: Request, session: Session, outcome: Outcome, vers
             "x-ms-container-execution-duration": str(int(outcome.ms or 0))}
 
 
-def v1_execution(outcome: Outcome, cap: int | None) -> dict[str, Any]:
+def is_image(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("type") == "image"
+
+
+#: the one field of a v1 answer that carries an image, per container type: Python clients read
+#: `result` (langchain, llama-index, SK, AutoGen), the NodeLTS tutorial reads `executionResult`
+V1_IMAGE_FIELD = {"python": "result", "node": "executionResult"}
+
+
+def v1_execution(outcome: Outcome, cap: int | None, runtime: str) -> dict[str, Any]:
     status = {"Succeeded": "Success", "Failed": "Failure"}.get(outcome.status, outcome.status)
-    return {"$id": "1", "properties": {
+    value = result_value(outcome, runtime)
+    properties: dict[str, Any] = {
         "$id": "2", "status": status, "stdout": trimmed(outcome.stdout, cap), "stderr": trimmed(outcome.stderr, cap),
-        "result": outcome.result, "executionResult": outcome.result,
-        "executionTimeInMilliseconds": int(outcome.ms or 0)}}
+        "result": value, "executionResult": value, "executionTimeInMilliseconds": int(outcome.ms or 0)}
+    if is_image(value):  # never the same PNG twice in one answer
+        del properties[{"result": "executionResult", "executionResult": "result"}[V1_IMAGE_FIELD.get(runtime, "result")]]
+    return {"$id": "1", "properties": properties}
 
 
-def v2_execution(session: Session, outcome: Outcome, cap: int | None, mode: str) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": outcome.id, "identifier": session.identifier, "executionType": mode,
-                            "status": outcome.status, "result": None}
+def raw_result(session: Session, outcome: Outcome) -> dict[str, Any]:
+    """Seed 004's `rawResult`, as its polled example shows it: diagnostics and the error, with the
+    streams and the value left empty (they are in `result`; an answer never carries them twice)."""
+    failed = outcome.error_code is not None
+    return {"hresult": 1 if failed else 0, "result": "" if outcome.done.is_set() else None,
+            "error_name": outcome.error_code or "", "error_message": outcome.error_message or "",
+            "error_stack_trace": "", "stdout": "", "stderr": "",
+            "diagnosticInfo": {"executionRequestTimeInMilliSeconds": int(outcome.ms or 0),
+                               "executionProcessResponseTimeInMilliSeconds": 0,
+                               "executionDuration": int(outcome.ms or 0), "identifier": session.identifier or ""},
+            "operationId": outcome.id}
+
+
+def v2_execution(session: Session, outcome: Outcome, cap: int | None, mode: str, runtime: str) -> dict[str, Any]:
+    shell = runtime == "shell"
+    body: dict[str, Any] = {"id": outcome.id, "identifier": session.identifier, "sessionId": session.identifier,
+                            "executionType": mode, "status": outcome.status, "result": None}
     if outcome.done.is_set():
-        body["result"] = {"stdout": trimmed(outcome.stdout, cap), "stderr": trimmed(outcome.stderr, cap),
-                          "executionResult": outcome.result,
+        trim = trimmed_bytes if shell else trimmed
+        body["result"] = {"stdout": trim(outcome.stdout, cap), "stderr": trim(outcome.stderr, cap),
+                          "executionResult": result_value(outcome, runtime),
                           "executionTimeInMilliseconds": int(outcome.ms) if outcome.ms is not None else None}
+        if shell:  # a Shell answer's status is the exit code, a string (spec examples; langchain's SessionsBashTool)
+            del body["result"]["executionResult"]
+            if outcome.error_code is None and isinstance(outcome.result, int):
+                body["status"] = str(outcome.result)
     if outcome.error_code:
         body["error"] = {"code": outcome.error_code, "message": outcome.error_message or ""}
+    body["rawResult"] = raw_result(session, outcome)
     return body
 
 
 async def execute_v1(request: Request) -> Response:
-    name, _ = version_of(request)
+    name, _ = version_of(request, legacy=True)
     identifier_of(request)
-    session, outcome, cap, _ = await run_execution(request)
-    return JSONResponse(v1_execution(outcome, cap), 202, headers=execution_headers(request, session, outcome, name))
+    session, outcome, asked = await run_execution(request)
+    return JSONResponse(v1_execution(outcome, asked.cap, runtime_of(request)), 202,
+                        headers=execution_headers(request, session, outcome, name))
+
+
+async def execute_legacy(request: Request) -> Response:
+    """`python/execute`, the 2024 preview's route (LlamaIndex TS still posts `properties.pythonCode` to it):
+    the answer has `status`, `stdout`, `stderr` and `result` at the top level."""
+    name, _ = version_of(request, legacy=True)
+    identifier_of(request)
+    session, outcome, asked = await run_execution(request)
+    properties = v1_execution(outcome, asked.cap, runtime_of(request))["properties"]
+    properties.pop("$id")
+    properties.pop("executionResult", None)
+    if outcome.error_code:
+        properties["error"] = {"code": outcome.error_code, "message": outcome.error_message or ""}
+    return JSONResponse(properties, 200, headers=execution_headers(request, session, outcome, name))
 
 
 async def execute_v2(request: Request) -> Response:
     name, version = version_of(request)
     identifier_of(request)
-    session, outcome, cap, asynchronous = await run_execution(request)
-    body = v2_execution(session, outcome, cap, "Asynchronous" if asynchronous else "Synchronous")
+    session, outcome, asked = await run_execution(request)
+    body = v2_execution(session, outcome, asked.cap, "Asynchronous" if asked.asynchronous else "Synchronous",
+                        runtime_of(request))
     return JSONResponse(body, version.execute_status, headers=execution_headers(request, session, outcome, name))
 
 
@@ -291,7 +413,8 @@ async def get_execution(request: Request) -> Response:
     if outcome is None:
         raise ApiError(404, "ExecutionNotFound", f"No execution {request.path_params['execution_id']!r} "
                                                  "in this session.")
-    return JSONResponse(v2_execution(session, outcome, None, "Asynchronous"),
+    cap = SHELL_STREAM_LIMIT if runtime_of(request) == "shell" else None
+    return JSONResponse(v2_execution(session, outcome, cap, "Asynchronous", runtime_of(request)),
                         headers=execution_headers(request, session, outcome, name))
 
 
@@ -315,8 +438,9 @@ def v2_entry(entry: files.Entry) -> dict[str, Any]:
 
 
 def shape(request: Request, fixed: str | None = None) -> str:
-    """The wire shape to answer in: the route's own, else the api-version's (checked either way)."""
-    version = version_of(request)[1]
+    """The wire shape to answer in: the route's own, else the api-version's (checked either way).
+    Every file route existed in the 2024 preview, so a request without api-version means that one."""
+    version = version_of(request, legacy=True)[1]
     return fixed or version.shape
 
 
@@ -384,7 +508,7 @@ async def file_metadata(request: Request) -> Response:
 
 def download_route(param: str = "name") -> Callable[[Request], Awaitable[Response]]:
     async def download(request: Request) -> Response:
-        version_of(request)
+        version_of(request, legacy=True)
         session = await session_of(request)
         name = request.path_params.get(param) or request.query_params.get(param) or ""
         parts = name_parts(request, name)
@@ -486,13 +610,14 @@ async def health(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_document())
+    return JSONResponse(openapi_document(runtime_of(request)))
 
 
 ROUTES = [
     # v1 shape
     Route("/code/execute", execute_v1, methods=["POST"]),
     Route("/execute", execute_v1, methods=["POST"]),  # the first preview's name
+    Route("/python/execute", execute_legacy, methods=["POST"]),  # the 2024 preview's route (LlamaIndex TS)
     Route("/files/upload", upload_route("v1"), methods=["POST"]),
     Route("/uploadFile", upload_route("v1"), methods=["POST"]),
     Route("/files/content/{name:anypath}", download_route(), methods=["GET"]),
@@ -521,12 +646,17 @@ ROUTES = [
 PUBLIC = {"/health", "/openapi.json"}
 
 
-class Gate:
-    """Normalises the path (Azure prefix, `//`) and checks the bearer token before any route."""
+MCP_PATH = "/mcp"
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+
+class Gate:
+    """Normalises the path (Azure prefix, `//`) and checks the bearer token before any route
+    (the MCP server's `x-ms-apikey` instead, on its path)."""
+
+    def __init__(self, app: ASGIApp, token: str | None, mcp_key: str | None = None) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.mcp_key = mcp_key.encode() if mcp_key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -536,7 +666,14 @@ class Gate:
         if len(path) > 1:
             path = path.rstrip("/")
         scope = {**scope, "path": path, "raw_path": path.encode("utf-8", "surrogateescape")}
-        if self.token is not None and path not in PUBLIC:
+        if path == MCP_PATH:
+            given = dict(scope["headers"]).get(b"x-ms-apikey", b"")
+            if self.mcp_key is not None and not hmac.compare_digest(given.strip(), self.mcp_key):
+                response = error_response(401, "Unauthorized",
+                                          "The MCP server needs the header 'x-ms-apikey: <key>' with the pool's MCP "
+                                          "key (--mcp-key; by default the pool's token).")
+                return await response(scope, receive, send)
+        elif self.token is not None and path not in PUBLIC:
             headers = dict(scope["headers"])
             given = headers.get(b"authorization", b"")
             scheme, _, value = given.partition(b" ")
@@ -569,13 +706,15 @@ async def on_unexpected(request: Request, error: Exception) -> Response:
 
 def build_app(pool: Pool, *, token: str | None, max_upload: int,
               describe: Callable[[], Awaitable[dict[str, Any]]], log: Any,
+              mcp: ASGIApp | None = None, mcp_key: str | None = None,
               max_execution_time: float = HOSTED_EXECUTION_LIMIT) -> ASGIApp:
-    """The pool's ASGI application, with the token gate in front."""
-    app = Starlette(routes=ROUTES, exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
+    """The pool's ASGI application, with the token gate in front (and the MCP server at /mcp, if given)."""
+    routes = ROUTES + ([Route(MCP_PATH, mcp)] if mcp is not None else [])
+    app = Starlette(routes=routes, exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
                                                        Exception: on_unexpected})
     app.state.pool = pool
     app.state.max_upload = max_upload
     app.state.max_execution_time = max_execution_time
     app.state.describe = describe
     app.state.log = log
-    return Gate(app, token)
+    return Gate(app, token, mcp_key)

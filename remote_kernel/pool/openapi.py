@@ -17,6 +17,9 @@ def _param(name: str, schema: dict, where: str = "query", required: bool = True)
 
 
 API_VERSION = _param("api-version", {"type": "string", "enum": VERSIONS})
+#: on the routes the 2024 preview had, no api-version means 2024-02-02-preview (seed 002's samples)
+LEGACY_API_VERSION = {**_param("api-version", {"type": "string", "enum": VERSIONS}, required=False),
+                      "description": "Absent: 2024-02-02-preview (the 2024 preview's clients sent none)"}
 SESSION_API_VERSION = _param("api-version", {"type": "string", "enum": SESSION_VERSIONS})
 IDENTIFIER = _param("identifier", {"type": "string", "pattern": r"^[A-Za-z0-9\-_|&^%$#(){}\[\];<>]{4,128}$"})
 PATH = _param("path", {"type": "string"}, required=False)
@@ -41,6 +44,19 @@ EXECUTION_FIELDS = {
     "returnJupyterFormat": {"type": "boolean", "nullable": True},
     "useEmptyKernel": {"type": "boolean", "nullable": True},
 }
+SHELL_FIELDS = {
+    "shellCommand": {"type": "string", "description": "Run by bash -c"},
+    "execCommandAndArgs": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                           "description": "An argv, run without a shell"},
+    "stdin": {"type": "string"},
+    "timeoutInSeconds": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "nullable": True,
+                         "description": "At most 600; larger values are clamped"},
+    "outputStreamsMaxLength": {"type": "integer", "minimum": 0, "nullable": True,
+                               "description": "Bytes kept per stream (default 4096, silently)"},
+    "codeInputType": EXECUTION_FIELDS["codeInputType"], "executionType": EXECUTION_FIELDS["executionType"],
+}
+SHELL_REQUEST = {"type": "object", "properties": SHELL_FIELDS,
+                 "anyOf": [{"required": ["shellCommand"]}, {"required": ["execCommandAndArgs"]}]}
 _FIELDS = {"type": "object", "properties": EXECUTION_FIELDS,
            "anyOf": [{"required": ["code"], "properties": {"code": {"type": "string"}}},
                      {"required": ["pythonCode"], "properties": {"pythonCode": {"type": "string"}}}]}
@@ -70,30 +86,39 @@ def _op(summary: str, params: list, ok: dict, body: dict | None = None) -> dict:
     return operation
 
 
-@lru_cache(maxsize=1)
-def openapi_document() -> dict[str, Any]:
+@lru_cache(maxsize=3)
+def openapi_document(runtime: str = "python") -> dict[str, Any]:
+    """The routes of a pool whose sessions run `runtime` (a Shell pool's executions take shell commands)."""
     session_params = [API_VERSION, IDENTIFIER]
     # a client-chosen execution id; one the session already has is 409 (429 past 64 unfinished executions)
-    execute_params = [*session_params, _param("operation-id", {"type": "string", "minLength": 1, "maxLength": 128},
-                                              "header", required=False)]
-    file_params = [API_VERSION, IDENTIFIER, PATH]
+    operation_id = _param("operation-id", {"type": "string", "minLength": 1, "maxLength": 128}, "header", required=False)
+    execute_params = [*session_params, operation_id]
+    legacy_params = [LEGACY_API_VERSION, IDENTIFIER, operation_id]
+    file_params = [LEGACY_API_VERSION, IDENTIFIER, PATH]
+    request = SHELL_REQUEST if runtime == "shell" else EXECUTE_REQUEST
     bytes_answer = _answer("The file's bytes", {"type": "string", "format": "binary"}, "application/octet-stream")
     return {
         "openapi": "3.0.3",
         "info": {"title": "remote_kernel local session pool",
                  "description": "The Azure Container Apps dynamic-sessions data plane, served locally. Every route "
-                                "is also served under /subscriptions/{sub}/resourceGroups/{rg}/sessionPools/{pool}.",
+                                "is also served under /subscriptions/{sub}/resourceGroups/{rg}/sessionPools/{pool}. "
+                                "The hosted pools' MCP server is at /mcp (MCP Streamable HTTP, header x-ms-apikey); "
+                                "docs/clients.md lists every form accepted beyond the contract's main ones.",
                  "version": "2025-10-02-preview"},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": {
-            "/code/execute": {"post": _op("Execute code (v1 shape)", execute_params,
+            "/code/execute": {"post": _op("Execute code (v1 shape)", legacy_params,
                                           {"202": _answer("The execution", {"type": "object"}), **DUPLICATE},
-                                          {"application/json": {"schema": EXECUTE_REQUEST}})},
+                                          {"application/json": {"schema": request}})},
+            "/python/execute": {"post": _op("Execute code (the 2024 preview's route: pythonCode, flat answer)",
+                                            legacy_params, {"200": _answer("The execution", {"type": "object"}),
+                                                            **DUPLICATE},
+                                            {"application/json": {"schema": request}})},
             "/executions": {"post": _op("Execute code (v2 shape)", execute_params,
                                         {"200": _answer("The execution (2025-10-02-preview)", {"type": "object"}),
                                          "202": _answer("The execution", {"type": "object"}), **DUPLICATE},
-                                        {"application/json": {"schema": EXECUTE_REQUEST}})},
+                                        {"application/json": {"schema": request}})},
             "/executions/{execution_id}": {"get": _op(
                 "An execution's state (v2)",
                 [API_VERSION, IDENTIFIER, _param("execution_id", {"type": "string"}, "path")],

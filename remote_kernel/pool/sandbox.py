@@ -60,6 +60,7 @@ class Runtime:
     binds: tuple[str, ...]  # host folders to mount read-only at the same path
     worker_file: Path  # mounted read-only at /opt/remote_kernel/<name>
     address_space: bool  # whether an address-space rlimit is safe (not for V8)
+    max_timeout: float = 220.0  # longest execution allowed (hosted: 220 s; Shell pools 600 s)
 
     @staticmethod
     def python(interpreter: str | None) -> "Runtime":
@@ -92,6 +93,17 @@ class Runtime:
         worker = WORKERS / "node_worker.js"
         binds = tuple(sorted({str(Path(exe).parent.parent)} - {"/usr", "/"}))
         return Runtime("node", (exe,), binds, worker, address_space=False)
+
+    @staticmethod
+    def shell() -> "Runtime":
+        """Shell sessions (hosted Shell pools): each command runs in bash under a small Python worker."""
+        bash = shutil.which("bash", path=PATH)
+        if not bash:
+            raise SandboxUnavailable("Shell sessions need bash, which was not found in /usr/bin or /bin")
+        exe = os.path.abspath(sys.executable)
+        prefixes, _ = python_layout(exe)
+        return Runtime("shell", (exe, "-I"), tuple(sorted(prefixes)), WORKERS / "shell_worker.py",
+                       address_space=True, max_timeout=600.0)
 
 
 #: run by another interpreter: its install prefixes, and where its IPython package is (null: nowhere)

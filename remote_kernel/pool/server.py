@@ -24,8 +24,10 @@ import uvicorn
 from remote_kernel.pool.app import build_app, iso
 from remote_kernel.pool.connections import guarded_protocol
 from remote_kernel.pool.egress import EgressPolicy
+from remote_kernel.pool.mcp_server import McpEndpoint
 from remote_kernel.pool.pool import Pool
 from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
+from remote_kernel.pool.tls import TlsFiles, TlsProblem, default_folder, given, make_own
 
 log = logging.getLogger("remote_kernel.pool")
 
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s pool %(levelname)s %(message)s",
                         stream=sys.stderr)
     try:
-        runtime = Runtime.node(args.node) if args.container_type == "NodeLTS" else Runtime.python(args.python)
+        runtime = runtime_for(args)
         limits = Limits(memory=args.memory, processes=args.max_processes, disk=args.disk, cpus=args.cpus)
         sandbox = Sandbox.choose(args.sandbox, runtime, limits, egress=EgressPolicy.parse(args.egress))
     except SandboxUnavailable as problem:
@@ -44,11 +46,18 @@ def run(args: argparse.Namespace) -> int:
     if args.max_sessions < 1:
         print("remote-kernel pool: --max-sessions must be at least 1", file=sys.stderr)
         return 2
+    if args.max_execution_time is None:  # the hosted cap of the container type: 220 s, 600 s for Shell
+        args.max_execution_time = runtime.max_timeout
     if not args.max_execution_time >= 1:
         print("remote-kernel pool: --max-execution-time must be at least 1 (seconds)", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(serve(args, sandbox))
+        tls = tls_files(args)
+    except TlsProblem as problem:
+        print(f"remote-kernel pool: {problem}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(args, sandbox, tls))
     except OSError as error:
         where = args.socket or f"{args.host}:{args.port}"
         print(f"remote-kernel pool: cannot listen on {where}: {error.strerror}; "
@@ -71,7 +80,28 @@ def read_token_file(path: str) -> str:
     return token
 
 
-async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
+def runtime_for(args: argparse.Namespace) -> Runtime:
+    if args.container_type == "NodeLTS":
+        return Runtime.node(args.node)
+    if args.container_type == "Shell":
+        return Runtime.shell()
+    return Runtime.python(args.python)
+
+
+def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    """The certificate to serve (None: plain HTTP)."""
+    if (args.tls or args.tls_cert) and args.socket:
+        raise TlsProblem("--tls and --socket do not go together: a Unix socket is already private to its owner")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise TlsProblem("--tls-cert and --tls-key go together: give both, or use --tls for a pool-made certificate")
+    if args.tls_cert:
+        return given(args.tls_cert, args.tls_key)
+    if args.tls:
+        return make_own(Path(args.data_root).resolve() / "tls" if args.data_root else default_folder(), args.host)
+    return None
+
+
+async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None = None) -> int:
     given = None if args.no_auth else (read_token_file(args.token_file) if getattr(args, "token_file", None)
                                        else args.token or os.environ.get("REMOTE_KERNEL_TOKEN"))
     generated = not args.no_auth and not given
@@ -83,10 +113,15 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
 
     pool = Pool(sandbox, sessions_root, max_sessions=args.max_sessions, cooldown=args.cooldown,
                 ready_sessions=args.ready_sessions)
+    mcp = McpEndpoint(pool, args.max_execution_time) if args.mcp == "on" else None
+    mcp_key = None if args.no_auth and not args.mcp_key else (
+        args.mcp_key or os.environ.get("REMOTE_KERNEL_MCP_KEY") or token)
     app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log,
-                    max_execution_time=args.max_execution_time)
+                    mcp=mcp, mcp_key=mcp_key, max_execution_time=args.max_execution_time)
     listener = listen_unix(args.socket) if args.socket else listen(args.host, args.port)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
+    endpoint = endpoint_of(listener, tls is not None)
+    config = uvicorn.Config(app, log_level="warning", ssl_certfile=tls and str(tls.cert),
+                            ssl_keyfile=tls and str(tls.key), access_log=False, lifespan="off", timeout_keep_alive=30,
                             limit_concurrency=1024, server_header=False, date_header=True,
                             http=guarded_protocol())  # deadlines for slow clients (slow-loris)
     server = PoolServer(config)
@@ -95,20 +130,27 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, server.stop_soon)
     await pool.start()
-    print(f"export POOL_MANAGEMENT_ENDPOINT={endpoint_of(listener)}", flush=True)
+    print(f"export POOL_MANAGEMENT_ENDPOINT={endpoint}", flush=True)
+    for line in tls.trust_lines() if tls else []:
+        print(line, flush=True)
     if token is None:
         print("# no token: any local process can use this pool (--no-auth)", flush=True)
     elif generated:
         print(f"export REMOTE_KERNEL_TOKEN={token}", flush=True)
     else:
         print("# token: the one given (REMOTE_KERNEL_TOKEN, --token-file or --token)", flush=True)
+    if mcp is not None:
+        key_source = "no key (--no-auth)" if mcp_key is None else (
+            "x-ms-apikey: the pool token" if mcp_key == token else "x-ms-apikey: the key given")
+        print(f"# MCP server: {endpoint}/mcp ({key_source})", flush=True)
     print(f"# {args.container_type} sessions, sandbox: {sandbox.mode}, egress: {args.egress}, "
           f"max sessions: {args.max_sessions}, cooldown: {args.cooldown:g} s; Ctrl-C stops the pool", flush=True)
     if listener.family != socket.AF_UNIX and listener.getsockname()[0] not in ("127.0.0.1", "::1", "localhost"):
         log.warning("listening on %s: other machines can reach this pool", listener.getsockname()[0])
     watcher = asyncio.create_task(watch_parent(args.parent_pid, server)) if args.parent_pid else None
     try:
-        await server.serve(sockets=[listener])
+        async with mcp.running() if mcp else contextlib.nullcontext():
+            await server.serve(sockets=[listener])
     finally:
         if watcher:
             watcher.cancel()
@@ -174,12 +216,12 @@ def listen_unix(path: str) -> socket.socket:
     return sock
 
 
-def endpoint_of(listener: socket.socket) -> str:
-    """The endpoint clients use: http://host:port, or http+unix://<percent-encoded path> for a Unix socket."""
+def endpoint_of(listener: socket.socket, tls: bool = False) -> str:
+    """The endpoint clients use: http(s)://host:port, or http+unix://<percent-encoded path> for a Unix socket."""
     if listener.family == socket.AF_UNIX:
         return "http+unix://" + quote(listener.getsockname(), safe="")
     host, port = listener.getsockname()[:2]
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    return f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 async def watch_parent(pid: int, server: uvicorn.Server) -> None:
@@ -214,6 +256,10 @@ def describer(sandbox: Sandbox, args: argparse.Namespace):
 
 
 def read_runtime(runtime: Runtime) -> dict[str, Any]:
+    if runtime.name == "shell":
+        version = subprocess.run(["bash", "-c", "echo $BASH_VERSION"], capture_output=True, text=True,
+                                 env={"PATH": "/usr/bin:/bin"}).stdout.strip()
+        return {"runtimes": [{"name": "bash", "version": version}], "preInstalledPackages": []}
     if runtime.name == "node":
         version = subprocess.run([runtime.argv[0], "--version"], capture_output=True, text=True).stdout.strip()
         return {"runtimes": [{"name": "node", "version": version.lstrip("v")}], "preInstalledPackages": [],

@@ -54,6 +54,7 @@ class Outcome:
     ms: float | None = None
     cancelled: bool = False
     size: int = 0  # roughly the bytes this answer holds (its streams and result), set when it finishes
+    jupyter: bool = False  # what the request asked for: the routes render `result` by it (pool/values.py)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def finish(self, status: str, **fields: Any) -> "Outcome":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import AsyncIterator
 from urllib.parse import unquote
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -42,6 +43,25 @@ def filename_of(disposition: bytes) -> tuple[str | None, str | None]:
         raise MultipartError(400, "InvalidFileName", "The file name is not valid UTF-8.") from None
 
 
+#: the first line of a multipart body (RFC 2046: `--` and a boundary of 1 to 70 characters)
+FIRST_LINE = re.compile(rb"--([0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?])\r\n")
+
+
+async def sniffed_boundary(stream: AsyncIterator[bytes]) -> tuple[bytes | None, bytes]:
+    """The boundary of a body that plainly is multipart whatever its Content-Type says, and the bytes read.
+
+    Semantic Kernel's shared client sends its uploads with `Content-Type: application/json` (the
+    header of its execute calls); the body is a well-formed multipart body that starts `--<boundary>`.
+    """
+    head = b""
+    async for chunk in stream:
+        head += chunk
+        if b"\r\n" in head or len(head) > 80:
+            break
+    match = FIRST_LINE.match(head)
+    return (match.group(1) if match else None), head
+
+
 MAX_FILES = 100  # files in one upload request
 SLACK = 1 << 20  # bytes of multipart framing allowed beyond the limit on the files' contents
 
@@ -55,9 +75,17 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
     content_type = request.headers.get("content-type", "")
     kind, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
+    stream = request.stream()
+    head = b""
     if kind != b"multipart/form-data" or not boundary:
-        raise MultipartError(400, "InvalidContentType",
-                             "Upload with Content-Type multipart/form-data and one part named 'file'.")
+        try:
+            boundary, head = await sniffed_boundary(stream)
+        except ClientDisconnect:
+            raise MultipartError(400, "UploadIncomplete", "The client closed the connection before the upload ended.")
+        if boundary is None:
+            raise MultipartError(400, "InvalidContentType",
+                                 "Upload with Content-Type multipart/form-data and one part named 'file' "
+                                 f"(the header says {content_type or 'nothing'} and the body is not multipart).")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + SLACK:
         raise MultipartError(413, "PayloadTooLarge",
@@ -123,7 +151,10 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
     received = 0
     try:
         parser = MultipartParser(boundary, callbacks=callbacks)  # refuses a boundary over 256 bytes
-        async for chunk in request.stream():
+        if head:
+            received += len(head)
+            parser.write(head)
+        async for chunk in stream:
             received += len(chunk)
             if received > limit + SLACK:  # a body without Content-Length, or framing without end
                 raise MultipartError(413, "PayloadTooLarge",

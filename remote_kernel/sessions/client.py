@@ -137,10 +137,7 @@ class SessionsClient:
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
             trust_env=not loopback,  # proxies and CA settings, but not for loopback
-            # plain HTTP on loopback (a local pool) needs no CA bundle, whose loading costs ~0.1 s of a
-            # kernel's first cell; a context without one cannot verify, so would refuse any TLS peer
-            verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if loopback and not self.endpoint.startswith("https:")
-            else True,
+            verify=_verification(loopback, urlsplit(self.endpoint).scheme),
         )
 
     @property
@@ -708,6 +705,21 @@ def _without(token: str | None, error: SessionsError) -> SessionsError:
 def _is_loopback(endpoint: str) -> bool:
     host = (urlsplit(endpoint).hostname or "").lower()
     return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _verification(loopback: bool, scheme: str) -> ssl.SSLContext | bool:
+    """How the client checks the server's certificate.
+
+    Plain HTTP on loopback (a local pool) needs no CA bundle, whose loading costs ~0.1 s of a kernel's
+    first cell. HTTPS on loopback is a `remote-kernel pool --tls`: its CA is trusted through
+    SSL_CERT_FILE/SSL_CERT_DIR, read here because the client ignores the environment for loopback
+    (proxies). Anything else: httpx's default, which reads them itself.
+    """
+    if loopback and scheme == "http":
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # cannot verify: would refuse any TLS peer
+    if loopback:
+        return httpx.create_ssl_context(trust_env=True)
+    return True
 
 
 def _origin(endpoint: str) -> str:

@@ -1,0 +1,234 @@
+"""The hosted session pools' platform MCP server, served by the local pool at `/mcp`.
+
+Hosted pools with `mcpServerSettings.isMCPServerEnabled` answer MCP (Streamable HTTP, JSON answers,
+no MCP session needed) with three tools whatever their container type: `launchShell` (an
+`environmentId`; the session is allocated lazily), `runShellCommandInRemoteEnvironment`
+(`shellCommand` or `execCommandAndArgs`) and `runPythonCodeInRemoteEnvironment` (`pythonCode`),
+authenticated by an `x-ms-apikey` header (MicrosoftDocs sessions-tutorial-shell-mcp.md,
+sessions-tutorial-python-mcp.md). Built on the official MCP Python SDK (`mcp`), stateless with
+JSON answers as the tutorials' curl calls expect; the environments are the pool's own sessions,
+so they are sandboxed, limited and expired like any other.
+
+On a PythonLTS pool a shell command runs through the session's interpreter (subprocess, same
+sandbox and /mnt/data); on a Shell pool Python code runs as `python3 -c` (a fresh process each
+time: no state kept between snippets); a NodeLTS pool runs shell commands through Node.js's
+child_process and refuses Python.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import importlib.metadata
+import json
+import sys
+import uuid
+from typing import Any, AsyncIterator
+
+from mcp import types
+from mcp.server.lowlevel import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.types import Receive, Scope, Send
+
+from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
+from remote_kernel.pool.values import hosted_value
+
+SERVER_NAME = "remote_kernel local pool (Container Apps MCP tools)"
+#: what a bare `initialize` (the tutorials send no params) is taken to ask for
+DEFAULT_INITIALIZE = {"protocolVersion": "2025-03-26", "capabilities": {},
+                      "clientInfo": {"name": "unnamed client", "version": "0"}}
+MAX_BODY = 4 << 20
+MAX_ENVIRONMENTS = 10_000  # environment ids remembered (a session itself still expires after the cooldown)
+
+ENVIRONMENT = {"environmentId": {"type": "string", "description": "The id launchShell returned"}}
+TOOLS = [
+    types.Tool(name="launchShell", description="Create a new remote environment (a sandboxed session) and return "
+                                               "its environmentId; the session starts with the first command.",
+               inputSchema={"type": "object", "properties": {}},
+               outputSchema={"type": "object", "properties": {"environmentId": {"type": "string"}},
+                             "required": ["environmentId"]}),
+    types.Tool(name="runShellCommandInRemoteEnvironment",
+               description="Run a shell command in a remote environment: shellCommand (run by bash) or "
+                           "execCommandAndArgs (an argv list). Returns stdout, stderr and exitCode.",
+               inputSchema={"type": "object", "required": ["environmentId"], "properties": {
+                   **ENVIRONMENT, "shellCommand": {"type": "string"},
+                   "execCommandAndArgs": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                   "stdin": {"type": "string"}, "timeoutInSeconds": {"type": "number", "exclusiveMinimum": 0}}}),
+    types.Tool(name="runPythonCodeInRemoteEnvironment",
+               description="Run Python code in a remote environment. Returns stdout, stderr, the value of the last "
+                           "expression (result) and the status.",
+               inputSchema={"type": "object", "required": ["environmentId", "pythonCode"], "properties": {
+                   **ENVIRONMENT, "pythonCode": {"type": "string"},
+                   "timeoutInSeconds": {"type": "number", "exclusiveMinimum": 0}}}),
+]
+
+
+class ToolFailure(Exception):
+    """A tool call that cannot run; its message goes back to the agent as an error result."""
+
+
+class Environments:
+    """The MCP tools over the pool's sessions: environmentId is the session's identifier."""
+
+    def __init__(self, pool: Pool, max_execution_time: float) -> None:
+        self.pool = pool
+        self.limit = max_execution_time
+        self.launched: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def launch(self) -> dict[str, Any]:
+        environment = str(uuid.uuid4())
+        self.launched[environment] = None
+        while len(self.launched) > MAX_ENVIRONMENTS:  # ids never used keep nothing alive: forget the oldest
+            self.launched.popitem(last=False)
+        return {"environmentId": environment}
+
+    async def _run(self, environment: Any, code: str, timeout: Any) -> Any:
+        if not isinstance(environment, str) or environment not in self.launched:
+            raise ToolFailure(f"Unknown environmentId {environment!r}: call launchShell first and pass the "
+                              "environmentId it returned.")
+        runtime = self.pool.sandbox.runtime
+        limit = self.limit
+        seconds = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else min(220.0, limit)
+        try:
+            session = await self.pool.get(environment)
+        except (PoolFull, SessionStartFailed) as problem:
+            raise ToolFailure(str(problem)) from None
+        outcome = session.submit(code, min(seconds, limit), runtime.name == "python")
+        await outcome.done.wait()
+        return outcome
+
+    async def shell(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        command, argv, stdin = arguments.get("shellCommand"), arguments.get("execCommandAndArgs"), arguments.get("stdin")
+        if (command is None) == (argv is None):
+            raise ToolFailure("Give exactly one of shellCommand (a string) or execCommandAndArgs (a list of strings).")
+        argv = list(argv) if argv is not None else ["/bin/bash", "-c", str(command)]
+        runtime = self.pool.sandbox.runtime.name
+        if runtime == "shell":
+            request = {"execCommandAndArgs": argv, **({"stdin": stdin} if stdin is not None else {})}
+            code = json.dumps(request)
+        elif runtime == "python":
+            code = ("(lambda r: (__import__('sys').stdout.write(r.stdout), __import__('sys').stderr.write(r.stderr), "
+                    f"r.returncode)[-1])(__import__('subprocess').run({argv!r}, input={stdin!r}, "
+                    "capture_output=True, text=True, errors='replace'))")
+        else:
+            code = ("(() => { const r = require('child_process').spawnSync("
+                    f"{json.dumps(argv[0])}, {json.dumps(argv[1:])}, {{input: {json.dumps(stdin or '')}, "
+                    "encoding: 'utf-8'}); process.stdout.write(r.stdout || ''); "
+                    "process.stderr.write(r.stderr || (r.error ? String(r.error) + '\\n' : '')); "
+                    "return r.status === null ? 128 : r.status; })()")
+        outcome = await self._run(arguments.get("environmentId"), code, arguments.get("timeoutInSeconds"))
+        exit_code = hosted_value(outcome.result) if runtime == "python" else outcome.result
+        if outcome.error_code or not isinstance(exit_code, int):
+            raise ToolFailure(f"{outcome.error_code or 'Failed'}: {outcome.error_message or outcome.stderr}".strip())
+        return {"stdout": outcome.stdout, "stderr": outcome.stderr, "exitCode": exit_code}
+
+    async def python(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        code = arguments.get("pythonCode")
+        if not isinstance(code, str):
+            raise ToolFailure("pythonCode must be a string of Python source.")
+        runtime = self.pool.sandbox.runtime.name
+        if runtime == "node":
+            raise ToolFailure("This pool runs NodeLTS sessions, which have no Python; start a PythonLTS or Shell pool.")
+        if runtime == "shell":
+            code = json.dumps({"execCommandAndArgs": [sys.executable, "-c", code]})
+        outcome = await self._run(arguments.get("environmentId"), code, arguments.get("timeoutInSeconds"))
+        if runtime == "shell":
+            status = "Succeeded" if outcome.result == 0 and not outcome.error_code else "Failed"
+            return {"status": status, "stdout": outcome.stdout, "stderr": outcome.stderr, "result": ""}
+        value = hosted_value(outcome.result)
+        return {"status": outcome.status, "stdout": outcome.stdout, "stderr": outcome.stderr,
+                "result": value if not isinstance(value, dict) else json.dumps(value)}
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("remote_kernel")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+def build_server(environments: Environments) -> Server:
+    server: Server = Server(SERVER_NAME, version=package_version())
+
+    @server.list_tools()
+    async def list_tools() -> list[types.Tool]:
+        return TOOLS
+
+    @server.call_tool()
+    async def call_tool(name: str, arguments: dict[str, Any]) -> Any:
+        try:
+            if name == "launchShell":
+                answer = environments.launch()
+            elif name == "runShellCommandInRemoteEnvironment":
+                answer = await environments.shell(arguments)
+            elif name == "runPythonCodeInRemoteEnvironment":
+                answer = await environments.python(arguments)
+            else:
+                raise ToolFailure(f"No tool {name!r}; see tools/list.")
+        except ToolFailure as failure:
+            return types.CallToolResult(content=[types.TextContent(type="text", text=str(failure))], isError=True)
+        return answer
+
+    return server
+
+
+class McpEndpoint:
+    """The ASGI app behind `/mcp` (the pool's gate has already checked `x-ms-apikey`)."""
+
+    def __init__(self, pool: Pool, max_execution_time: float) -> None:
+        self.manager = StreamableHTTPSessionManager(build_server(Environments(pool, max_execution_time)),
+                                                    json_response=True,
+                                                    stateless=True)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        async with self.manager.run():
+            yield
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope, receive = await tolerant_request(scope, receive)
+        await self.manager.handle_request(scope, receive, send)
+
+
+async def tolerant_request(scope: Scope, receive: Receive) -> tuple[Scope, Receive]:
+    """Accept the requests the hosted tutorials send: no Accept header, and `initialize` without params.
+
+    The SDK insists on `Accept: application/json` and on initialize's params, which the hosted
+    server does not; the request is completed here, nothing else about it changes.
+    """
+    if scope.get("method") != "POST":
+        return scope, receive
+    headers = [(k, v) for k, v in scope["headers"] if k != b"accept"]
+    accept = b", ".join(v for k, v in scope["headers"] if k == b"accept")
+    if b"application/json" not in accept:
+        accept = b"application/json, text/event-stream" + (b", " + accept if accept else b"")
+    body, more = bytearray(), True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return scope, _replay([message], receive)
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > MAX_BODY:
+            return {**scope, "headers": headers + [(b"accept", accept)]}, _replay(
+                [{"type": "http.request", "body": bytes(body), "more_body": more}], receive)
+    try:
+        request = json.loads(body)
+    except ValueError:
+        request = None
+    if isinstance(request, dict) and request.get("method") == "initialize" and request.get("params") is None:
+        body = bytearray(json.dumps({**request, "params": DEFAULT_INITIALIZE}).encode())
+        headers = [(k, v) for k, v in headers if k != b"content-length"] + [(b"content-length", str(len(body)).encode())]
+    return {**scope, "headers": headers + [(b"accept", accept)]}, _replay(
+        [{"type": "http.request", "body": bytes(body), "more_body": False}], receive)
+
+
+def _replay(messages: list[dict], then: Receive) -> Receive:
+    """`receive` that first gives back what was already read, then waits on the connection again."""
+    pending = list(messages)
+
+    async def receive() -> dict:
+        if pending:
+            return pending.pop(0)
+        return await then()
+
+    return receive
