@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from remote_kernel.pool import files
 from remote_kernel.pool.openapi import openapi_document
 from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
-from remote_kernel.pool.session import Outcome, Session, WorkerDied
+from remote_kernel.pool.session import GRACE, Outcome, Session, WorkerDied
 from remote_kernel.pool.uploads import MultipartError, receive_upload
 
 
@@ -162,8 +162,9 @@ def flag(body: dict[str, Any], *names: str) -> bool:
     return False
 
 
-def execution_request(body: dict[str, Any]) -> tuple[str, bool, float, bool, int | None]:
-    """(code, asynchronous, timeout, jupyter repr, output cap) from an execute body."""
+def execution_request(body: dict[str, Any], cap_timeout: bool = True) -> tuple[str, bool, float, bool, int | None]:
+    """(code, asynchronous, timeout, jupyter repr, output cap) from an execute body (timeout at most 220 s
+    unless `cap_timeout` is False)."""
     code, older = body.get("code"), body.get("pythonCode")  # the 2024 preview's name
     if older is not None and not isinstance(older, str):
         raise ApiError(400, "InvalidCode", "pythonCode must be a string.")
@@ -192,7 +193,7 @@ def execution_request(body: dict[str, Any]) -> tuple[str, bool, float, bool, int
         raise ApiError(400, "InvalidOutputStreamsMaxLength", "outputStreamsMaxLength must be a whole number ≥ 0.")
     jupyter = flag(body, "returnJupyterFormatExecutionResult", "returnJupyterFormat")
     flag(body, "useEmptyKernel")  # accepted, and checked, but every session is already an empty kernel
-    return code, mode == "asynchronous", float(min(timeout, 220)), jupyter, cap
+    return code, mode == "asynchronous", float(min(timeout, 220) if cap_timeout else timeout), jupyter, cap
 
 
 async def run_execution(request: Request) -> tuple[Session, Outcome, int | None, bool]:
@@ -280,6 +281,63 @@ async def get_execution(request: Request) -> Response:
                                                  "in this session.")
     return JSONResponse(v2_execution(session, outcome, None, "Asynchronous"),
                         headers=execution_headers(request, session, outcome, name))
+
+
+# the live-output extension (this pool's own; PROTOCOL.md) ----------------------------------------
+
+EXTENSIONS_HEADER = (b"x-remote-kernel-extensions", b"live-execute")  # on every answer: how clients detect it
+LIVE_EXECUTE = "/.remote-kernel/live-execute"
+LIVE_INTERRUPT = "/.remote-kernel/live-interrupt"
+
+
+def ndjson(item: dict[str, Any]) -> bytes:
+    return json.dumps(item, ensure_ascii=False).encode("utf-8", "replace") + b"\n"
+
+
+async def live_execute(request: Request) -> Response:
+    """An execution whose output events stream as NDJSON while it runs, ending with its v2 answer.
+
+    Lines: `{"event": "started", "id", "grace"}`, then `{"event": "stream", "name", "text"}` as the
+    worker sends them, then `{"event": "done", "execution": <the v2 execution body>}`. The time limit
+    is the request's `timeoutInSeconds`, not capped at 220 s. Closing the stream interrupts the code.
+    """
+    name, _ = version_of(request)
+    identifier_of(request)
+    code, _, timeout, jupyter, _ = execution_request(await json_body(request), cap_timeout=False)
+    session = await session_of(request)
+    outcome = session.submit(code, timeout, jupyter, request.headers.get("operation-id"), live=True, capped=False)
+
+    async def events() -> Any:
+        try:
+            yield ndjson({"event": "started", "id": outcome.id, "grace": GRACE})
+            while True:
+                await outcome.arrived.wait()
+                outcome.arrived.clear()
+                while outcome.events:
+                    stream_name, text = outcome.events.popleft()
+                    yield ndjson({"event": "stream", "name": stream_name, "text": text})
+                if outcome.done.is_set() and not outcome.events:
+                    break
+            yield ndjson({"event": "done", "execution": v2_execution(session, outcome, None, "Synchronous")})
+        finally:
+            if not outcome.done.is_set():
+                session.cancel(outcome)  # the client went away: interrupt, as a synchronous execute does
+
+    headers = execution_headers(request, session, outcome, name)
+    return StreamingResponse(events(), media_type="application/x-ndjson",
+                             headers={k: v for k, v in headers.items() if not k.startswith("x-ms-execution")
+                                      and not k.startswith("x-ms-container")})
+
+
+async def live_interrupt(request: Request) -> Response:
+    """Interrupt a running execution of the session; past the grace its session is killed."""
+    version_of(request)
+    session = existing_session(request)
+    outcome = session.executions.get(request.query_params.get("execution", ""))
+    if outcome is None:
+        raise ApiError(404, "ExecutionNotFound", "No such execution in this session.")
+    grace = session.interrupt_execution(outcome)
+    return JSONResponse({"status": outcome.status, "grace": grace})
 
 
 # files --------------------------------------------------------------------------------------------
@@ -501,6 +559,9 @@ ROUTES = [
     Route("/.management/getSession", management_get_session, methods=["POST"]),
     Route("/.management/listSessions", management_list_sessions, methods=["POST"]),
     Route("/.management/stopSession", management_stop_session, methods=["POST"]),
+    # this pool's live-output extension (advertised by EXTENSIONS_HEADER)
+    Route(LIVE_EXECUTE, live_execute, methods=["POST"]),
+    Route(LIVE_INTERRUPT, live_interrupt, methods=["POST"]),
     # the pool itself (no token needed)
     Route("/health", health, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
@@ -533,7 +594,13 @@ class Gate:
                                           "with the token the pool printed (REMOTE_KERNEL_TOKEN).",
                                           {"WWW-Authenticate": "Bearer"})
                 return await response(scope, receive, send)
-        await self.app(scope, receive, send)
+
+        async def advertised(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), EXTENSIONS_HEADER]}
+            await send(message)
+
+        await self.app(scope, receive, advertised)
 
 
 async def on_api_error(request: Request, error: Exception) -> Response:
