@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import inspect
 import json
 import logging
 import math
@@ -19,7 +20,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, AsyncIterator, BinaryIO, Callable
+from typing import IO, Any, AsyncIterator, Awaitable, BinaryIO, Callable
 from urllib.parse import urlsplit
 
 from remote_kernel.sessions.transport import httpx
@@ -65,7 +66,7 @@ ERROR_BODY_LIMIT = 64 << 10  # bytes of an error answer worth reading
 EXTENSIONS_HEADER = "x-remote-kernel-extensions"
 LIVE_EXECUTE = "live-execute"
 LIVE_LINE_LIMIT = 32 << 20  # longest NDJSON line read from the live route (its last line holds the whole answer)
-LiveEvent = Callable[[dict[str, Any]], None]
+LiveEvent = Callable[[dict[str, Any]], "Awaitable[None] | None"]
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,9 @@ class SessionsClient:
                     continue
                 if event.get("event") == "done":
                     return self._wire_parse(wire.parse_execution, doing, response, event.get("execution"), guid)
-                on_event(event)
+                handled = on_event(event)
+                if inspect.isawaitable(handled):
+                    await handled
         except httpx.ReadTimeout:
             raise too_late from None
         except httpx.TransportError as exc:

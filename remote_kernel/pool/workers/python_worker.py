@@ -270,6 +270,7 @@ class Worker:
         self.captured: CappedStream | None = None  # the running execution's stderr
 
     def _on_sigint(self, signum, frame) -> None:
+        __tracebackhide__ = True  # the traceback shows where the cell's code was, not this handler
         if self.running:
             raise KeyboardInterrupt
 
