@@ -310,3 +310,20 @@ def _with_stderr(execution: Execution, stderr: str, shown: int) -> Execution:
         elif stderr:
             error = ExecutionError(error.name, error.message, "")
     return Execution(id=execution.id, status=execution.status, stdout="", stderr=stderr, error=error)
+
+
+def rendered(execution: Execution, execution_count: int, *, fed: tuple[tuple[str, str], ...] = (),
+             **options: Any) -> tuple[list[Message], Message | None]:
+    """What `CellRender` publishes for `execution` after the live text `fed`, and its error: for
+    tools and tests that have no event loop running."""
+    import asyncio
+
+    messages: list[Message] = []
+    render = CellRender(lambda kind, content: messages.append((kind, content)), execution_count, **options)
+
+    async def run() -> Message | None:
+        for name, text in fed:
+            await render.feed(name, text)
+        return await render.finish(execution)
+
+    return messages, asyncio.run(run())
