@@ -52,10 +52,11 @@ def pool_env(pool: Any, identifier: str, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def kernel(env: dict[str, str], cwd: str | None = None) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
-    """A running remote-python kernel and a client of it; shut down at the end."""
+def kernel(env: dict[str, str], cwd: str | None = None,
+           name: str = KERNEL_NAME) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    """A running remote-python (or `name`) kernel and a client of it; shut down at the end."""
     install_kernelspec()
-    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, env=env, cwd=cwd or str(ROOT), startup_timeout=60)
+    km, kc = start_new_kernel(kernel_name=name, env=env, cwd=cwd or str(ROOT), startup_timeout=60)
     try:
         yield km, kc
     finally:

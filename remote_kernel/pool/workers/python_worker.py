@@ -263,16 +263,11 @@ class Worker:
         self.shell.register_magic_function(lambda line="": None, "line", "matplotlib")
         # with the Agg backend, plt.show() keeps the figure open: it comes back as the image result
         warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
-        signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # while idle; Python's own handler while a cell runs
         self.stdout = Router("stdout", sys.stdout)
         self.stderr = Router("stderr", sys.stderr)
         sys.stdout, sys.stderr = self.stdout, self.stderr
         self.captured: CappedStream | None = None  # the running execution's stderr
-
-    def _on_sigint(self, signum, frame) -> None:
-        __tracebackhide__ = True  # the traceback shows where the cell's code was, not this handler
-        if self.running:
-            raise KeyboardInterrupt
 
     def _showtraceback(self, etype, evalue, stb) -> None:
         self.error = (getattr(etype, "__name__", str(etype)), str(evalue))
@@ -285,7 +280,7 @@ class Worker:
     def execute(self, code: str, jupyter: bool, execution_id: str | None = None, live: bool = False) -> dict:
         stdout, stderr = CappedStream("stdout", live), CappedStream("stderr", live)
         self.error = None
-        saved = sys.stdout, sys.stderr
+        # sys.stdout stays what the session made it (the rich shim wraps the Router), as in ipykernel
         self.stdout.target, self.stderr.target = stdout, stderr
         self.captured = stderr
         if live and execution_id is not None:
@@ -294,9 +289,13 @@ class Worker:
         value: object = ""
         try:
             self.running = True
+            # Python's own handler (in C): the KeyboardInterrupt traceback shows where the cell's
+            # code was and no frame of this worker, as in ipykernel
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
                 outcome = self.shell.run_cell(code, store_history=True)
             finally:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
                 self.running = False
             if outcome.error_before_exec is None and outcome.error_in_exec is None:
                 if outcome.result is not None:
@@ -311,7 +310,6 @@ class Worker:
             self.error = ("KeyboardInterrupt", "")
             stderr.write_final("KeyboardInterrupt\n")
         finally:
-            sys.stdout, sys.stderr = saved  # whatever the code assigned to them is undone
             self.stdout.target = self.stderr.target = self.captured = None
             if live:
                 LIVE.stop()
