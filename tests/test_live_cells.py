@@ -61,10 +61,13 @@ def upload(pool: Any, identifier: str, name: str) -> None:
 
 # --- the embedded default: the pool's live events ---------------------------------------------------
 
-def test_python_lines_arrive_while_the_cell_runs_in_order_and_an_interrupt_keeps_them():
-    with kernel(embedded_env()) as (km, kc):
+@pytest.mark.parametrize("name", ["remote-python", "python3"])
+def test_python_lines_arrive_while_the_cell_runs_in_order_and_an_interrupt_keeps_them(name):
+    """The same cell on the embedded default and on ipykernel: the same live streams, in the same
+    order, and an interrupt that keeps them and shows where the code was."""
+    with kernel(embedded_env(), name=name) as (km, kc):
         run(kc, "import sys, time\nx = 41")
-        msg_id = kc.execute("print('a', flush=True); print('b', file=sys.stderr); print('c', flush=True)\n"
+        msg_id = kc.execute("print('a', flush=True); print('b', file=sys.stderr, flush=True); print('c', flush=True)\n"
                             "x += 1\ntime.sleep(600)")
         live = until(kc, msg_id, has_text("c"), "the first lines of a cell that sleeps 600 s")
         assert [(m["content"]["name"], m["content"]["text"]) for m in live] == [

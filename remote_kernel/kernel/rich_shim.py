@@ -49,6 +49,7 @@ LIVE_AFTER = 0.5  # seconds a cell runs before its live log is written
 LIVE_FLUSH = 0.1  # seconds between writes of the live log
 LIVE_LIMIT = 1 << 20  # bytes of a cell's live log (the answer still carries everything)
 LONG_LIMIT = 8 << 20  # characters of a long cell's output kept in memory until polled
+HELPER_MARK = "@@remote_kernel_answer@@"  # in the source of the kernel's own executions (languages.HELPER_MARK)
 #: text-like MIME types whose bytes are decoded rather than base64-encoded
 _TEXT_TYPES = ("image/svg+xml", "application/javascript")
 
@@ -218,6 +219,8 @@ class RichShim:
             shell.events.register("post_execute", self.code_ended)
         shell.events.register("post_execute", self.open_figures)
         shell.events.register("pre_run_cell", self.pre_run_cell)
+        shell.events.register("post_run_cell", self.post_run_cell)
+        self.helper_state: tuple | None = None
         self._use_inline_figures()
         for name in ("stdout", "stderr"):
             current = getattr(sys, name)
@@ -242,7 +245,8 @@ class RichShim:
         self.tees = []
         self.live_log = False
         for event, callback in (("pre_execute", self.pre_execute), ("post_execute", self.code_ended),
-                                ("post_execute", self.open_figures), ("pre_run_cell", self.pre_run_cell)):
+                                ("post_execute", self.open_figures), ("pre_run_cell", self.pre_run_cell),
+                                ("post_run_cell", self.post_run_cell)):
             try:
                 self.shell.events.unregister(event, callback)
             except ValueError:
@@ -287,13 +291,48 @@ class RichShim:
             pass
 
     def pre_run_cell(self, info: object = None) -> None:
-        """The cell's source is known here: the live log's header names it (by hash)."""
+        """The cell's source is known here: the live log's header names it (by hash); a helper
+        execution of the kernel (completion, inspection, the shim itself) is kept out of the
+        execution count and the history, so that `In`, `Out`, `_N` and tracebacks match the prompts."""
         if self.depth > 1:
             return
         raw = getattr(info, "raw_cell", None) or ""
+        self.helper_state = None
+        if HELPER_MARK in raw and getattr(info, "store_history", False):
+            self.helper_state = self._history_state()
         digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         with self.live_lock:
             self.live_header = json.dumps({"cell": self.cell, "code": digest})
+
+    def _history_state(self) -> tuple:
+        manager = getattr(self.shell, "history_manager", None)
+        ns = self.shell.user_ns
+        names = ("_i", "_ii", "_iii", "_i00")
+        return (self.shell.execution_count, manager, [len(getattr(manager, n, [])) for n in
+                                                      ("input_hist_parsed", "input_hist_raw")],
+                {n: getattr(manager, n, None) for n in names}, {n: ns.get(n) for n in ("_i", "_ii", "_iii")})
+
+    def post_run_cell(self, result: object = None) -> None:
+        state, self.helper_state = self.helper_state, None
+        if state is None or self.depth > 0:
+            return
+        count, manager, lengths, saved, names = state
+        try:
+            self.shell.execution_count = count
+            for name, length in zip(("input_hist_parsed", "input_hist_raw"), lengths):
+                items = getattr(manager, name, None)
+                if isinstance(items, list):
+                    del items[length:]
+            for name, value in saved.items():
+                if value is not None:
+                    setattr(manager, name, value)
+            self.shell.user_ns.pop(f"_i{count}", None)
+            self.shell.user_ns.update({k: v for k, v in names.items() if v is not None})
+            output = getattr(manager, "output_hist", None)
+            if isinstance(output, dict):
+                output.pop(count, None)
+        except Exception:  # the history is a convenience: never fail a cell over it
+            pass
 
     # --- live log ---------------------------------------------------------------------------------
 
@@ -453,6 +492,8 @@ def install(shell: object, nonce: str, live_log: bool = True) -> dict:
     shim = RichShim(shell, nonce, root)
     shim.live_log = live_log
     shim.install()
+    count, manager, lengths, _, _ = shim._history_state()  # this install is a helper too: out of the history
+    shim.helper_state = (count, manager, [max(0, n - 1) for n in lengths], {}, {})
     holder = type(sys)(MODULE)  # what a later install finds, to take these hooks out first
     holder.active = shim
     sys.modules[MODULE] = holder
