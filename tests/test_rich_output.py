@@ -484,3 +484,32 @@ def test_remote_kernel_rich_is_read_once_from_the_environment():
     assert not KernelConfig.from_env({"REMOTE_KERNEL_RICH": "0"}).rich
     assert not KernelConfig.from_env({"REMOTE_KERNEL_RICH": "off"}).rich
     assert ("rich output", "off  (REMOTE_KERNEL_RICH=0)") in KernelConfig.from_env({"REMOTE_KERNEL_RICH": "0"}).describe()
+
+
+@pytest.mark.parametrize("name", ["remote-python", "python3"])
+def test_an_object_that_displays_itself_is_shown_once_without_a_repr(name):
+    """Issue 14 item 3, compared with ipykernel."""
+    from kernel_support import embedded_env
+
+    with kernel(embedded_env(), name=name) as (km, kc):
+        reply, outputs = run(kc, "class D:\n    def _ipython_display_(self):\n        print('shown once')\nD()")
+        assert reply["status"] == "ok" and text_of(outputs, "stdout") == "shown once\n"
+        assert [m["msg_type"] for m in outputs if m["msg_type"] != "stream"] == []
+
+
+@pytest.mark.parametrize("name", ["remote-python", "python3"])
+def test_helper_executions_take_no_execution_count_and_stay_out_of_the_history(name):
+    """Issue 14 item 2, compared with ipykernel: after a completion (a helper execution in the
+    session) and the shim's install, `Out`, `In`, `_iN` and the traceback's `In[N]` follow the prompts."""
+    from kernel_support import embedded_env
+
+    with kernel(embedded_env(), name=name) as (km, kc):
+        run(kc, "1+1")
+        kc.complete("import o", 8)
+        kc.get_shell_msg(timeout=60)
+        run(kc, "a = 5")
+        reply, outputs = run(kc, "print(list(Out), len(In), "
+                                 "sorted(k for k in dir() if k[:2] == '_i' and k[2:].isdigit()))\n1/0")
+        assert text_of(outputs, "stdout") == "[1] 4 ['_i1', '_i2', '_i3']\n"
+        assert reply["execution_count"] == 3
+        assert any("In[3]" in line for line in errors_of(outputs)[0]["traceback"])

@@ -230,8 +230,8 @@ class RemoteKernel(Kernel):
 
     async def _install_rich(self, client: Any) -> None:
         """Send the rich-output shim to the session, silently (once per session)."""
-        execution = await client.execute(self.rich.install_code(live_log=not client.live), timeout=self.settings.timeout,
-                                         jupyter_repr=False)
+        execution = await client.execute(self.rich.install_code(live_log=not client.live),
+                                         timeout=self.settings.timeout, jupyter_repr=False)
         self.rich.record_install(execution)
 
     @property

@@ -189,6 +189,12 @@ def json_value(value: object) -> object:
     return repr(value)
 
 
+def displays_itself(value: object) -> bool:
+    """Whether IPython shows `value` by calling its `_ipython_display_` (then it has no Out[])."""
+    method = getattr(type(value), "_ipython_display_", None)
+    return callable(method) and not isinstance(value, type)
+
+
 def stdin_unavailable(*args: object, **kwargs: object) -> str:
     raise EOFError("input() is not available: a remote session has no stdin; pass values in code or files")
 
@@ -235,7 +241,11 @@ class Worker:
                 pass
 
             def compute_format_data(self, result):
-                return {}, {}  # nobody reads every MIME type of every value: `_format` asks for what it needs
+                # nobody reads every MIME type of every value: `_format` asks for what it needs; an object
+                # that displays itself (`_ipython_display_`) does so here, once, and has no result
+                if displays_itself(result):
+                    self.shell.display_formatter.format(result)
+                return {}, {}
 
             def write_format_data(self, format_dict, md_dict=None) -> None:
                 pass
@@ -321,6 +331,8 @@ class Worker:
                 "result": "" if error else value, "error": error, "ms": round(ms, 3)}
 
     def _format(self, value: object, jupyter: bool) -> object:
+        if displays_itself(value):
+            return ""  # it showed itself when the displayhook saw it (IPython shows no Out[] for it)
         if not jupyter:
             return json_value(value)
         if value is None:
