@@ -130,26 +130,24 @@ class CellRender:
             self._stream(name, text)
             return
         text, self._pending = self._pending + text, ""
-        at = 0
+        at = shown = 0  # text[shown:at] is plain text not yet shown
         while (start := text.find("\x1e", at)) >= 0:
             match = _MARK.match(text, start)
             if match is None:
                 rest = text[start:]
                 if len(rest) <= MAX_MARK and _PREFIX.match(rest):
-                    self._stdout(text[at:start])
+                    self._stdout(text[shown:start])
                     self._pending = rest  # may be a marker cut by the end of this text
                     return
-                self._stdout(text[at:start + 1])  # not a marker: shown as written
-                at = start + 1
+                at = start + 1  # not a marker: shown as written
                 continue
             if match.group(1) != self.nonce:
-                self._stdout(text[at:match.end()])  # another nonce's marker is text, as written
-                at = match.end()
+                at = match.end()  # another nonce's marker is text, as written
                 continue
-            self._stdout(text[at:start])
-            at = match.end()
+            self._stdout(text[shown:start])
+            at = shown = match.end()
             await self._mark(match.group(2), match.group(3))
-        self._stdout(text[at:])
+        self._stdout(text[shown:])
 
     async def _mark(self, cell: str, token: str) -> None:
         try:

@@ -318,6 +318,13 @@ class RichShim:
             return
         count, manager, lengths, saved, names = state
         try:
+            if getattr(manager, "enabled", False) and getattr(manager, "db", None) is not None:
+                # a history database (ipykernel): the helper's row goes too, or the next cell's number clashes
+                manager.writeout_cache()
+                with manager.db:
+                    for table in ("history", "output_history"):
+                        manager.db.execute(f"DELETE FROM {table} WHERE session = ? AND line = ?",
+                                           (manager.session_number, count))
             self.shell.execution_count = count
             for name, length in zip(("input_hist_parsed", "input_hist_raw"), lengths):
                 items = getattr(manager, name, None)
