@@ -62,69 +62,85 @@ def upload(pool: Any, identifier: str, name: str) -> None:
 
 # --- the embedded default: the pool's live events ---------------------------------------------------
 
-@pytest.mark.parametrize("name", ["remote-python", "python3"])
-def test_python_lines_arrive_while_the_cell_runs_in_order_and_an_interrupt_keeps_them(name):
+@pytest.fixture(scope="module")
+def embedded():
+    """One remote-python kernel on its embedded pool for the tests below, in file order (the last one
+    loses its session on purpose). The pool caps contract executions at 3 s; the kernel allows 60 s."""
+    env = {**embedded_env(), "REMOTE_KERNEL_EXECUTION_CAP": "3", "REMOTE_KERNEL_TIMEOUT": "60"}
+    with kernel(env) as (km, kc):
+        yield km, kc
+
+
+@pytest.fixture(params=["remote-python", "python3"])
+def either(request, embedded):
+    if request.param == "remote-python":
+        yield embedded
+    else:
+        with kernel(embedded_env(), name="python3") as started:
+            yield started
+
+
+def test_python_lines_arrive_while_the_cell_runs_in_order_and_an_interrupt_keeps_them(either):
     """The same cell on the embedded default and on ipykernel: the same live streams, in the same
     order, and an interrupt that keeps them and shows where the code was."""
-    with kernel(embedded_env(), name=name) as (km, kc):
-        run(kc, "import sys, time\nx = 41")
-        msg_id = kc.execute("print('a', flush=True); print('b', file=sys.stderr, flush=True); print('c', flush=True)\n"
-                            "x += 1\ntime.sleep(600)")
-        live = until(kc, msg_id, has_text("c"), "the first lines of a cell that sleeps 600 s")
-        assert [(m["content"]["name"], m["content"]["text"]) for m in live] == [
-            ("stdout", "a\n"), ("stderr", "b\n"), ("stdout", "c\n")]
-        km.interrupt_kernel()
-        reply, rest = finish(kc, msg_id)
-        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
-        (error,) = errors_of(rest)
-        traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))  # ipykernel's colours
-        assert "time.sleep(600)" in traceback and "python_worker" not in traceback  # where the code stopped
-        assert text_of(rest) == ""  # what was printed live is not shown twice
-        _, outputs = run(kc, "x")
-        assert outputs[0]["content"]["data"]["text/plain"] == "42"  # the session's state is kept
+    km, kc = either
+    run(kc, "import sys, time\nx = 41")
+    msg_id = kc.execute("print('a', flush=True); print('b', file=sys.stderr, flush=True); print('c', flush=True)\n"
+                        "x += 1\ntime.sleep(600)")
+    live = until(kc, msg_id, has_text("c"), "the first lines of a cell that sleeps 600 s")
+    assert [(m["content"]["name"], m["content"]["text"]) for m in live] == [
+        ("stdout", "a\n"), ("stderr", "b\n"), ("stdout", "c\n")]
+    km.interrupt_kernel()
+    reply, rest = finish(kc, msg_id)
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    (error,) = errors_of(rest)
+    traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))  # ipykernel's colours
+    assert "time.sleep(600)" in traceback and "python_worker" not in traceback  # where the code stopped
+    assert text_of(rest) == ""  # what was printed live is not shown twice
+    _, outputs = run(kc, "x")
+    assert outputs[0]["content"]["data"]["text/plain"] == "42"  # the session's state is kept
 
 
-def test_python_displays_updates_clear_output_and_figures_arrive_while_the_cell_runs():
+def test_python_displays_updates_clear_output_and_figures_arrive_while_the_cell_runs(embedded):
     code = ("from IPython.display import display, clear_output, Markdown\nimport matplotlib.pyplot as plt, time\n"
             "h = display(Markdown('one'), display_id=True)\nh.update(Markdown('two'))\n"
             "display(Markdown('gone'))\nclear_output(wait=True)\n"
             "plt.plot([1, 2]); plt.show()\nprint('waiting', flush=True)\ntime.sleep(600)")
-    with kernel(embedded_env()) as (km, kc):
-        msg_id = kc.execute(code)
-        live = until(kc, msg_id, has_text("waiting"), "displays of a cell that sleeps 600 s")
-        kinds = [m["msg_type"] for m in live]
-        assert kinds == ["display_data", "update_display_data", "display_data", "clear_output", "display_data",
-                         "stream"]
-        assert live[1]["content"]["data"]["text/markdown"] == "two"
-        assert live[1]["content"]["transient"]["display_id"] == live[0]["content"]["transient"]["display_id"]
-        assert "image/png" in live[4]["content"]["data"]
-        km.interrupt_kernel()
-        reply, _ = finish(kc, msg_id)
-        assert reply["ename"] == "KeyboardInterrupt"
+    km, kc = embedded
+    msg_id = kc.execute(code)
+    live = until(kc, msg_id, has_text("waiting"), "displays of a cell that sleeps 600 s")
+    kinds = [m["msg_type"] for m in live]
+    assert kinds == ["display_data", "update_display_data", "display_data", "clear_output", "display_data",
+                     "stream"]
+    assert live[1]["content"]["data"]["text/markdown"] == "two"
+    assert live[1]["content"]["transient"]["display_id"] == live[0]["content"]["transient"]["display_id"]
+    assert "image/png" in live[4]["content"]["data"]
+    km.interrupt_kernel()
+    reply, _ = finish(kc, msg_id)
+    assert reply["ename"] == "KeyboardInterrupt"
 
 
-def test_an_ignored_interrupt_is_said_at_once_and_answered_on_that_cell():
+def test_a_local_cell_runs_past_the_contracts_execution_cap_when_the_kernel_allows(embedded):
+    km, kc = embedded
+    reply, outputs = run(kc, "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 5:\n"
+                             "    time.sleep(0.2)\nprint('past the cap')")
+    assert reply["status"] == "ok" and text_of(outputs, "stdout") == "past the cap\n"
+
+
+def test_an_ignored_interrupt_is_said_at_once_and_answered_on_that_cell(embedded):
     code = ("import time\nprint('stubborn', flush=True)\nwhile True:\n    try:\n        time.sleep(600)\n"
             "    except KeyboardInterrupt:\n        pass")
-    with kernel(embedded_env()) as (km, kc):
-        msg_id = kc.execute(code)
-        until(kc, msg_id, has_text("stubborn"), "the cell's first line")
-        km.interrupt_kernel()
-        said = until(kc, msg_id, has_text("did not stop", "stderr"), "word that the code did not stop")
-        assert "killed" in text_of(said, "stderr") and "state is lost" in text_of(said, "stderr")
-        reply, rest = finish(kc, msg_id)
-        assert reply["status"] == "error" and reply["ename"] == "SessionLost"
-        assert "interrupt" in errors_of(rest)[0]["evalue"]
-        reply, outputs = run(kc, "print('next')")  # a fresh session, at once
-        assert reply["status"] == "ok" and "next" in text_of(outputs, "stdout")
-
-
-def test_a_local_cell_runs_past_the_contracts_execution_cap_when_the_kernel_allows(tmp_path):
-    env = {**embedded_env(), "REMOTE_KERNEL_EXECUTION_CAP": "2", "REMOTE_KERNEL_TIMEOUT": "60"}
-    with kernel(env) as (km, kc):
-        reply, outputs = run(kc, "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 4:\n"
-                                 "    time.sleep(0.2)\nprint('past the cap')")
-        assert reply["status"] == "ok" and text_of(outputs, "stdout") == "past the cap\n"
+    km, kc = embedded
+    msg_id = kc.execute(code)
+    until(kc, msg_id, has_text("stubborn"), "the cell's first line")
+    km.interrupt_kernel()
+    said = until(kc, msg_id, has_text("did not stop", "stderr"), "word that the code did not stop")
+    assert "killed" in text_of(said, "stderr") and "state is lost" in text_of(said, "stderr")
+    reply, rest = finish(kc, msg_id)
+    assert reply["status"] == "error" and reply["ename"] == "SessionLost"
+    assert "interrupt" in errors_of(rest)[0]["evalue"]
+    reply, outputs = run(kc, "print('next')")  # a fresh session, at once
+    assert reply["status"] == "ok" and "next" in text_of(outputs, "stdout")
 
 
 def test_javascript_lines_arrive_while_the_cell_runs_and_an_interrupt_keeps_them():
@@ -206,3 +222,27 @@ def test_hosted_cap_error_names_long_and_a_long_cell_runs_past_it_with_live_outp
             assert text_of(outputs, "stdout") == "True\n"  # the long cell ran in the session's namespace
     finally:
         proxy.close()
+
+
+def test_the_live_route_is_not_capped_where_the_contract_is(capped_pool):
+    """The pool side of long local cells: with the contract capped at 3 s, the same 5 s cell times out
+    through `executions` and completes through the live route, whose limit is the client's."""
+    import asyncio
+
+    from remote_kernel.sessions import SessionsClient
+    from remote_kernel.sessions.auth import StaticToken
+
+    code = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 5:\n    time.sleep(0.2)\nprint('done')"
+
+    async def both() -> tuple:
+        async with SessionsClient(capped_pool.endpoint, str(uuid.uuid4()), auth=StaticToken(capped_pool.token),
+                                  timeout=60) as client:
+            capped = await client.execute(code)
+            events: list[dict] = []
+            live = await client.execute_live(code, events.append)
+            return capped, live, events, client.live
+
+    capped, live, events, advertised = asyncio.run(both())
+    assert advertised and capped.error is not None and capped.error.name == "ExecutionTimeout"
+    assert live.succeeded and live.stdout == "done\n" and events[0]["event"] == "started"
+    assert [e["text"] for e in events if e["event"] == "stream"] == ["done\n"]
