@@ -513,3 +513,15 @@ def test_helper_executions_take_no_execution_count_and_stay_out_of_the_history(n
         assert text_of(outputs, "stdout") == "[1] 4 ['_i1', '_i2', '_i3']\n"
         assert reply["execution_count"] == 3
         assert any("In[3]" in line for line in errors_of(outputs)[0]["traceback"])
+
+
+@pytest.mark.parametrize("name", ["remote-python", "python3"])
+def test_a_cell_that_plots_then_fails_shows_the_error_then_the_figure(name):
+    """Issue 14 item 7, compared with ipykernel: the figure left open comes after the error."""
+    from kernel_support import embedded_env
+
+    env = {k: v for k, v in embedded_env().items() if k != "MPLBACKEND"}
+    with kernel(env, name=name) as (km, kc):
+        reply, outputs = run(kc, "import matplotlib.pyplot as plt\nplt.plot([1, 2])\n1 / 0")
+        assert reply["status"] == "error"
+        assert shapes(outputs) == ["error", "display_data:image/png"]
