@@ -246,3 +246,15 @@ def test_the_live_route_is_not_capped_where_the_contract_is(capped_pool):
     assert advertised and capped.error is not None and capped.error.name == "ExecutionTimeout"
     assert live.succeeded and live.stdout == "done\n" and events[0]["event"] == "started"
     assert [e["text"] for e in events if e["event"] == "stream"] == ["done\n"]
+
+
+def test_the_extension_routes_need_the_token_and_are_advertised_on_every_answer(pool):
+    for path in ("/.remote-kernel/live-execute", "/.remote-kernel/live-interrupt"):
+        response = httpx.post(f"{pool.endpoint}{path}", params={"api-version": API, "identifier": "abcd"},
+                              json={"code": "1"}, timeout=30)
+        assert response.status_code == 401, path
+    answer = httpx.get(f"{pool.endpoint}/health", timeout=30)
+    assert answer.headers["x-remote-kernel-extensions"] == "live-execute"
+    missing = httpx.post(f"{pool.endpoint}/.remote-kernel/live-interrupt", headers=pool.headers, timeout=30,
+                         params={"api-version": API, "identifier": str(uuid.uuid4()), "execution": "nope"})
+    assert missing.status_code == 404

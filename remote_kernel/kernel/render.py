@@ -107,7 +107,6 @@ class CellRender:
         self.jupyter_repr = jupyter_repr
         self.format_value = format_value
         self.consumed = {"stdout": 0, "stderr": 0}  # characters of each stream fed so far
-        self.live = False  # text was fed before the answer: late outputs are held for the end
         self.cell: int | None = None  # the shim's number of this cell (from its first marker)
         self._pending = ""  # stdout from a marker's start that may continue in the next text
         self._held: list[Output | Message | str] = []  # what comes after a late output ("r": the result's place)
@@ -120,11 +119,10 @@ class CellRender:
 
     # --- text as it comes -----------------------------------------------------------------
 
-    async def feed(self, name: str, text: str, *, live: bool = True) -> None:
+    async def feed(self, name: str, text: str) -> None:
         """Text the session wrote to `name`, in order (stdout markers are cut out and shown)."""
         if not text:
             return
-        self.live = self.live or live
         self.consumed[name] = self.consumed.get(name, 0) + len(text)
         if name != "stdout":
             self._stream(name, text)
@@ -214,7 +212,7 @@ class CellRender:
         err: Message | None = None
         if execution.failed or execution.error is not None:
             stderr, err = outputs.failure(_with_stderr(execution, stderr, self.consumed["stderr"]))
-        await self.feed("stdout", stdout, live=False)
+        await self.feed("stdout", stdout)
         if self._pending:
             self._stdout(self._pending)  # an unfinished marker at the very end is text
             self._pending = ""
