@@ -97,6 +97,53 @@ def round_trip(runs: int, samples: int, warmup: int = 20) -> dict[str, Any]:
     return {**summarise(per_run, runs=runs, samples=samples), "memory": resident}
 
 
+LIVE_CELL = "import time\nfor _ in range({lines}):\n    print(repr(time.time()), flush=True)\n    time.sleep(0.05)"
+
+
+def live_lines(kc, lines: int, timeout: float = 120) -> list[float]:
+    """Run a cell that prints `lines` timestamps 50 ms apart; for each line, the seconds from its
+    print in the session to this client receiving the IOPub message that carries it."""
+    msg_id = kc.execute(LIVE_CELL.format(lines=lines))
+    latencies: list[float] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            raise TimeoutError(f"no idle within {timeout} s") from None
+        received = time.time()
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+            latencies += [received - float(line) for line in msg["content"]["text"].split()]
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    while kc.get_shell_msg(timeout=timeout)["parent_header"].get("msg_id") != msg_id:
+        pass
+    if len(latencies) != lines:
+        raise RuntimeError(f"{len(latencies)} of {lines} lines arrived")
+    return latencies
+
+
+def live_latency(runs: int, lines: int) -> dict[str, Any]:
+    """Live output: a line printed in the session → its stream message at the client (wall clock of
+    one machine), p50 and p95 per run for both kernels, interleaved, then medians."""
+    kernels = {name: start(name) for name in KERNELS}
+    try:
+        for _, kc in kernels.values():
+            live_lines(kc, 5)  # warm-up (the first remote cell also creates the session)
+        per_run = []
+        for i in range(runs):
+            order = KERNELS if i % 2 == 0 else KERNELS[::-1]
+            times = {name: live_lines(kernels[name][1], lines) for name in order}
+            run = {name: {"p50_ms": ms(p50(t)), "p95_ms": ms(p95(t))} for name, t in times.items()}
+            per_run.append(run)
+    finally:
+        for km, kc in kernels.values():
+            stop(km, kc)
+    return summarise(per_run, runs=runs, lines=lines)
+
+
 def kernel_memory(managers: dict) -> dict[str, Any]:
     """Memory of each kernel process after the round trips, and of remote-python's embedded pool."""
     out: dict[str, Any] = {}

@@ -32,7 +32,7 @@ from bench.kernel_bench import execute, stop
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}
 #: headers by which the local pool offers what a hosted pool does not: dropped, so the kernel sees the contract only
-EXTENSION_HEADERS: set[str] = set()
+EXTENSION_HEADERS = {"x-remote-kernel-extensions"}
 
 #: The kinds of cell a notebook is made of, each measured after a warm-up cell of the same kind.
 CELLS = {

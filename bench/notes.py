@@ -20,6 +20,11 @@ def details(r: dict[str, Any]) -> str:
         for label, key in (("start to first result", "first_result"), ("quickstart notebook", "quickstart")):
             f = r["kernel"][key]
             out.append(f"| {label} | {f[REMOTE_KERNEL]['s']:.2f} s | {f[LOCAL_KERNEL]['s']:.2f} s | {f['ratio']:.2f} |")
+        live = dig(r, "kernel", "live_latency")
+        if live:
+            out.append(f"| live output, a printed line → its IOPub message, p50 / p95 | "
+                       f"{live[REMOTE_KERNEL]['p50_ms']:.1f} / {live[REMOTE_KERNEL]['p95_ms']:.1f} ms | "
+                       f"{live[LOCAL_KERNEL]['p50_ms']:.1f} / {live[LOCAL_KERNEL]['p95_ms']:.1f} ms | |")
         mem = rt.get("memory") or {}
         if mem:
             out.append(f"| kernel process RSS (PSS) | {mem[REMOTE_KERNEL]['rss']:.1f} ({mem[REMOTE_KERNEL]['pss']:.1f})"

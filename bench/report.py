@@ -39,6 +39,8 @@ def rows(r: dict[str, Any]) -> list[Row]:
     t20 = dig(r, "pool", "throughput", "20") or {}
     rate, lat = t20.get("executions_per_s"), t20.get("p95_ms")
     session = dig(r, "pool", "memory", "session") or {}
+    live = dig(r, "kernel", "live_latency") or {}
+    live95 = dig(live, REMOTE_KERNEL, "p95_ms")
     up, down = dig(r, "files", "upload_MBps"), dig(r, "files", "download_MBps")
     peaks = [dig(r, "files", k) for k in ("client_peak_MB", "pool_peak_MB", "worker_peak_MB")]
     peak = max(peaks) if all(p is not None for p in peaks) else None
@@ -64,6 +66,10 @@ def rows(r: dict[str, Any]) -> list[Row]:
         row("kernel start to first result, remote-python / ipykernel", "≤ 1.2",
             f"{fmt(first, '{:.2f}')} ({fmt(dig(r, 'kernel', 'first_result', REMOTE_KERNEL, 's'), '{:.2f}')} vs "
             f"{fmt(dig(r, 'kernel', 'first_result', LOCAL_KERNEL, 's'), '{:.2f}')} s)", lambda: first <= 1.2, first),
+        row("live output: a printed line → its IOPub message (issue 13)", "p95 ≤ 100 ms",
+            f"p50 {fmt(dig(live, REMOTE_KERNEL, 'p50_ms'), '{:.1f}')} ms, p95 {fmt(live95, '{:.1f}')} ms "
+            f"(ipykernel: p50 {fmt(dig(live, LOCAL_KERNEL, 'p50_ms'), '{:.1f}')}, p95 "
+            f"{fmt(dig(live, LOCAL_KERNEL, 'p95_ms'), '{:.1f}')} ms)", lambda: live95 <= 100, live95),
         row("new identifier, first execution, with a ready session", "p50 ≤ 20 ms", f"{fmt(ready, '{:.1f}')} ms",
             lambda: ready <= 20, ready),
         row("warm `1+1` over HTTP (pool issue)", "p50 ≤ 2 ms", f"{fmt(warm, '{:.2f}')} ms", lambda: warm <= 2, warm),

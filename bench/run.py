@@ -76,6 +76,10 @@ def run_kernel(mode: str) -> dict[str, Any]:
         print(f"kernel process RSS: {REMOTE_KERNEL} {memory[REMOTE_KERNEL]['rss']:.1f} MB (its embedded pool "
               f"{memory['embedded_pool']['rss']:.1f} MB), {LOCAL_KERNEL} {memory[LOCAL_KERNEL]['rss']:.1f} MB",
               flush=True)
+    out["live_latency"] = live = kernel_bench.live_latency(runs, {"tiny": 10, "quick": 40, "full": 100}[mode])
+    print(f"live output (a printed line → its IOPub message): {REMOTE_KERNEL} p50 "
+          f"{live[REMOTE_KERNEL]['p50_ms']:.1f} ms, p95 {live[REMOTE_KERNEL]['p95_ms']:.1f} ms; {LOCAL_KERNEL} p50 "
+          f"{live[LOCAL_KERNEL]['p50_ms']:.1f} ms, p95 {live[LOCAL_KERNEL]['p95_ms']:.1f} ms", flush=True)
     out["first_result"] = st = kernel_bench.start_to_first_result({"tiny": 1, "quick": 2, "full": 5}[mode],
                                                                  warmup=mode != "tiny")
     print(f"kernel start to first result: {REMOTE_KERNEL} {st[REMOTE_KERNEL]['s']:.2f} s, {LOCAL_KERNEL} "

@@ -1,15 +1,18 @@
 """Helpers for the kernel's end-to-end tests: the kernelspec, real kernels through jupyter_client."""
 from __future__ import annotations
 
+import http.server
 import os
 import queue
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import httpx
 from jupyter_client.blocking.client import BlockingKernelClient
@@ -49,10 +52,11 @@ def pool_env(pool: Any, identifier: str, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def kernel(env: dict[str, str], cwd: str | None = None) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
-    """A running remote-python kernel and a client of it; shut down at the end."""
+def kernel(env: dict[str, str], cwd: str | None = None,
+           name: str = KERNEL_NAME) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    """A running remote-python (or `name`) kernel and a client of it; shut down at the end."""
     install_kernelspec()
-    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, env=env, cwd=cwd or str(ROOT), startup_timeout=60)
+    km, kc = start_new_kernel(kernel_name=name, env=env, cwd=cwd or str(ROOT), startup_timeout=60)
     try:
         yield km, kc
     finally:
@@ -140,3 +144,71 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.05, what: str =
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not met within {timeout} s")
         time.sleep(interval)
+
+
+class ContractProxy:
+    """A loopback HTTP proxy in front of a pool that records each request's method and path, and
+    passes only the contract: the pool's extension header is dropped, so that a kernel behind it
+    works as with a hosted pool. `stall_files`: a file request made while an execution is in flight
+    waits until no execution is (a hosted pool that does not answer file requests meanwhile)."""
+
+    def __init__(self, target: str, stall_files: bool = False) -> None:
+        self.target = target
+        self.requests: list[tuple[str, str]] = []
+        self.stall_files = stall_files
+        self.executing = 0
+        self.stalled = 0
+        self.ignore: str | None = None
+        self.idle = threading.Condition()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                path = urlsplit(self.path).path
+                proxy.requests.append((self.command, path))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                executes = path.endswith("/executions") or path.endswith("/execute")
+                if path.startswith("/files") and proxy.stall_files:
+                    with proxy.idle:
+                        if proxy.executing:
+                            proxy.stalled += 1
+                        proxy.idle.wait_for(lambda: proxy.executing == 0, timeout=300)
+                with proxy.idle:
+                    proxy.executing += executes
+                try:
+                    answer = httpx.request(self.command, proxy.target + self.path, headers=headers, content=body,
+                                           timeout=300)
+                finally:
+                    with proxy.idle:
+                        proxy.executing -= executes
+                        proxy.idle.notify_all()
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding",
+                                            "x-remote-kernel-extensions"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_DELETE = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def since(self, start: int) -> list[tuple[str, str]]:
+        """The requests from number `start` on, without those whose path ends with `ignore`."""
+        return [r for r in self.requests[start:] if not (self.ignore and r[1].endswith(self.ignore))]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

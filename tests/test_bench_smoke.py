@@ -32,6 +32,8 @@ def test_tiny_bench_run_produces_every_figure_and_ratio(tmp_path):
         "round trip p95 ratio": kernel["round_trip"]["ratio_p95"],
         "start ratio": kernel["first_result"]["ratio"],
         "quickstart ratio": kernel["quickstart"]["ratio"],
+        "live output p95": kernel["live_latency"]["remote-python"]["p95_ms"],
+        "ipykernel live output p95": kernel["live_latency"]["python3"]["p95_ms"],
         "kernel memory": kernel["round_trip"]["memory"]["remote-python"]["rss"],
         "new identifier, ready": pool["new_identifier_ready"]["first_p50_ms"],
         "new identifier, cold": pool["new_identifier_cold"]["first_p50_ms"],
@@ -51,7 +53,7 @@ def test_tiny_bench_run_produces_every_figure_and_ratio(tmp_path):
         assert math.isfinite(value) and value > 0, f"{name}: {value}"
     assert files["intact"] is True
     assert all(math.isfinite(n) for n in numbers(results) if not math.isnan(n))
-    for label in ("cell round trip", "kernel start to first result", "quickstart notebook", "new identifier",
-                  "concurrent sessions", "idle session", "upload", "over a 20 ms network"):
+    for label in ("cell round trip", "live output", "kernel start to first result", "quickstart notebook",
+                  "new identifier", "concurrent sessions", "idle session", "upload", "over a 20 ms network"):
         assert label in run.stdout, f"{label!r} is not printed"
     assert "| figure | target | measured |" in run.stdout

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from remote_kernel.kernel import outputs
+from remote_kernel.kernel.render import rendered
 from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel import vscode
 from remote_kernel.kernel.languages import JAVASCRIPT, PYTHON
@@ -69,7 +70,7 @@ def test_session_description_never_shows_the_token():
 def test_stdout_stderr_and_value_become_streams_and_one_execute_result():
     execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout="hi\n", stderr="careful\n",
                           result=42, has_result=True)
-    messages, err = outputs.messages_for(execution, 7)
+    messages, err = rendered(execution, 7)
     assert err is None
     assert messages == [("stream", {"name": "stdout", "text": "hi\n"}),
                         ("stream", {"name": "stderr", "text": "careful\n"}),
@@ -79,34 +80,35 @@ def test_stdout_stderr_and_value_become_streams_and_one_execute_result():
 def test_values_show_like_python_and_none_shows_nothing():
     def shown(value, jupyter=False):
         execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, result=value, has_result=True)
-        messages, _ = outputs.messages_for(execution, 1, jupyter_repr=jupyter)
+        messages, _ = rendered(execution, 1, jupyter_repr=jupyter)
         return [m[1]["data"]["text/plain"] for m in messages]
 
     assert shown("a") == ["'a'"] and shown([1, "x"]) == ["[1, 'x']"] and shown(None) == []
     assert shown("array([1, 2])", jupyter=True) == ["array([1, 2])"] and shown("", jupyter=True) == []
-    assert outputs._text_plain({"a": True}, False, JAVASCRIPT.format_value) == '{"a": true}'
+    js = Execution(id="e", status=ExecutionStatus.SUCCEEDED, result={"a": True}, has_result=True)
+    assert rendered(js, 1, format_value=JAVASCRIPT.format_value)[0][0][1]["data"]["text/plain"] == '{"a": true}'
 
 
 def test_no_trailing_expression_gives_no_execute_result():
-    messages, _ = outputs.messages_for(Execution(id="e", status=ExecutionStatus.SUCCEEDED, result=None), 1)
+    messages, _ = rendered(Execution(id="e", status=ExecutionStatus.SUCCEEDED, result=None), 1)
     assert messages == []
 
 
 def test_image_becomes_display_data_png():
     execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, image=ImageResult("png", b"\x89PNG"))
-    (msg_type, content), = outputs.messages_for(execution, 1)[0]
+    (msg_type, content), = rendered(execution, 1)[0]
     assert msg_type == "display_data" and content["data"]["image/png"] == "iVBORw==" and "text/plain" in content["data"]
 
 
 def test_failure_is_exactly_one_error_with_parsed_name_and_kept_traceback():
-    messages, err = outputs.messages_for(failed(IPYTHON_TRACEBACK), 1)
+    messages, err = rendered(failed(IPYTHON_TRACEBACK), 1)
     assert messages == [err]
     assert err[1]["ename"] == "ZeroDivisionError" and err[1]["evalue"] == "division by zero"
     assert "----> 1 1/0" in err[1]["traceback"]
 
 
 def test_stderr_written_before_a_failure_stays_a_stream():
-    messages, err = outputs.messages_for(failed("warned\n" + IPYTHON_TRACEBACK, "ZeroDivisionError",
+    messages, err = rendered(failed("warned\n" + IPYTHON_TRACEBACK, "ZeroDivisionError",
                                                 "division by zero", stdout="out\n"), 1)
     assert [m[0] for m in messages] == ["stream", "stream", "error"]
     assert messages[1][1] == {"name": "stderr", "text": "warned\n"}
@@ -114,9 +116,9 @@ def test_stderr_written_before_a_failure_stays_a_stream():
 
 def test_plain_python_traceback_and_failure_without_any_text_still_have_a_traceback_line():
     plain = "Traceback (most recent call last):\n  File \"<cell>\", line 1\nKeyError: 'k'\n"
-    _, err = outputs.messages_for(failed(plain), 1)
+    _, err = rendered(failed(plain), 1)
     assert (err[1]["ename"], err[1]["evalue"]) == ("KeyError", "'k'")
-    _, err = outputs.messages_for(failed("", "Boom", ""), 1)
+    _, err = rendered(failed("", "Boom", ""), 1)
     assert err[1]["traceback"] == ["Boom"]
 
 
@@ -260,7 +262,7 @@ def test_client_traceback_equal_to_stderr_still_splits_off_earlier_stderr():
     stderr = "warned\n" + IPYTHON_TRACEBACK
     execution = Execution(id="e", status=ExecutionStatus.FAILED, stderr=stderr,
                           error=ExecutionError("ZeroDivisionError", "division by zero", traceback=stderr))
-    messages, err = outputs.messages_for(execution, 1)
+    messages, err = rendered(execution, 1)
     assert messages[0] == ("stream", {"name": "stderr", "text": "warned\n"}) and messages[1] == err
 
 

@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
 import subprocess
 import sys
-import threading
 import uuid
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from kernel_support import (API, errors_of, kernel, pool_delete_session, pool_env, pool_get, result_of, run, text_of,
-                            wait_for)
+from kernel_support import (API, ContractProxy, errors_of, kernel, pool_delete_session, pool_env, pool_get, result_of,
+                            run, text_of, wait_for)
 from remote_kernel.kernel import rich
-from remote_kernel.kernel.outputs import messages_for as plain_messages_for
+from remote_kernel.kernel.render import rendered
 from remote_kernel.sessions.models import Execution, ExecutionError, ExecutionStatus
 
 TWO_FIGURES = """\
@@ -33,12 +30,14 @@ plt.figure(); plt.plot([2, 1, 3]); plt.show()
 
 
 def shapes(outputs: list[dict]) -> list[str]:
-    """Each output as a word: its stream name, or its message type with the richest MIME type."""
-    found = []
+    """Each output as a word: its stream name, or its message type with the richest MIME type (stream
+    messages in a row of one stream are one word, as front ends show them: live output comes in pieces)."""
+    found: list[str] = []
     for m in outputs:
         content = m["content"]
         if m["msg_type"] == "stream":
-            found.append(content["name"])
+            if not found or found[-1] != content["name"]:
+                found.append(content["name"])
         elif "data" in content:
             mimes = [k for k in content["data"] if k != "text/plain"] or ["text/plain"]
             found.append(f"{m['msg_type']}:{mimes[0]}")
@@ -225,7 +224,7 @@ def test_files_magic_does_not_show_the_hidden_folder_and_fetched_bundles_are_del
     identifier = str(uuid.uuid4())
     with kernel(pool_env(pool, identifier)) as (km, kc):
         run(kc, "open('/mnt/data/mine.txt', 'w').write('x')\nfrom IPython.display import Markdown\n"
-                "display(Markdown('m'))")
+                "display(Markdown('m' * 300_000))")  # over the inline limit: it goes through the cell's file
         wait_for(lambda: hidden_files(pool, identifier) == [], timeout=30, what="the fetched bundles to be deleted")
         listing = pool_get(pool, "files", identifier).json()["value"]
         assert rich.FOLDER in {entry["name"] for entry in listing}  # the folder is there, but hidden
@@ -273,74 +272,40 @@ def test_session_that_cannot_load_the_shim_keeps_the_plain_mapping(pool):
 
 # --- what a cell costs ------------------------------------------------------------------------
 
-class CountingProxy:
-    """A loopback HTTP proxy in front of the pool that records each request's method and path."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.requests: list[tuple[str, str]] = []
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                proxy.requests.append((self.command, urlsplit(self.path).path))
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                answer = httpx.request(self.command, proxy.target + self.path, headers=headers, content=body,
-                                       timeout=300)
-                self.send_response(answer.status_code)
-                for name, value in answer.headers.items():
-                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-            do_GET = do_POST = do_DELETE = forward
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def since(self, start: int) -> list[tuple[str, str]]:
-        return self.requests[start:]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def proxy(pool):
-    p = CountingProxy(pool.endpoint)
+    p = ContractProxy(pool.endpoint)
     yield p
     p.close()
 
 
-def test_a_cell_that_displays_nothing_costs_one_request(pool, proxy):
+def test_each_kind_of_cell_costs_one_request_and_only_large_outputs_a_download(pool, proxy):
+    """Issue 17: plain cells, prints, errors, tables, figures, displays and updates all travel in the
+    execution's own answer (bundles up to rich_shim.INLINE_LIMIT inline); only a larger one costs
+    a download (and a delete, in the background)."""
     env = {**pool_env(pool, str(uuid.uuid4())), "POOL_MANAGEMENT_ENDPOINT": proxy.endpoint}
     execute = ("POST", "/executions")
+    proxy.ignore = ".live/content"  # a cell slowed past cell.POLL_AFTER by a loaded machine reads its live log
     with kernel(env) as (km, kc):
         run(kc, "x = 1")
         assert proxy.since(0) == [execute, execute]  # the shim, once, then the cell
-        plain_cells = ["x + 1", "print('hello')", "import pandas as pd\ns = pd.Series([1, 2]).sum()\ns",
-                       "1 / 0", "import sys; print('e', file=sys.stderr)",
-                       "from IPython.display import clear_output\nfor i in range(3):\n    clear_output(wait=True)\n"
-                       "    print(i)"]
-        for code in plain_cells:
+        cells = ["x + 1", "print('hello')", "import pandas as pd\ns = pd.Series([1, 2]).sum()\ns",
+                 "1 / 0", "import sys; print('e', file=sys.stderr)",
+                 "from IPython.display import clear_output\nfor i in range(3):\n    clear_output(wait=True)\n"
+                 "    print(i)",
+                 "from IPython.display import display, Markdown\ndisplay(Markdown('*m*'))",
+                 "import pandas as pd\npd.DataFrame({'x': range(50)})",
+                 "import matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()",
+                 "h = display(Markdown('a'), display_id=True); h.update(Markdown('b'))"]
+        for code in cells:
             start = len(proxy.requests)
-            run(kc, code)
+            reply, outputs = run(kc, code)
             assert proxy.since(start) == [execute], code
+            assert no_markers(outputs)
         start = len(proxy.requests)
-        run(kc, "from IPython.display import display, Markdown\ndisplay(Markdown('*m*'))")
-        wait_for(lambda: len(proxy.since(start)) >= 3, timeout=30, what="the bundles to be fetched and deleted")
+        _, outputs = run(kc, "display(Markdown('y' * 400_000))")
+        assert len(datas(outputs, "text/markdown")[0]) == 400_000
+        wait_for(lambda: len(proxy.since(start)) >= 3, timeout=30, what="the large bundle to be fetched and deleted")
         fetched = proxy.since(start)
         assert fetched[0] == execute and fetched[1][0] == "GET" and fetched[1][1].endswith("/content")
         assert fetched[2][0] == "DELETE" and len(fetched) == 3
@@ -355,45 +320,93 @@ def marker(nonce: str, cell: int, token: str) -> str:
     return f"\x1erk{nonce}:{cell}:{token}\x1e"
 
 
-def test_split_stdout_strips_every_marker_and_keeps_this_shims_places():
-    stdout = f"a\n{marker('00000001', 4, '0')}b\n{marker('0000000f', 9, '3')}c\n{marker('00000001', 4, 'r')}"
-    pieces, cell = rich.split_stdout(stdout, "00000001")
-    assert cell == 4
-    assert pieces == ["a\n", rich.Mark("0"), "b\nc\n", rich.Mark("r")]
-    assert rich.split_stdout("plain\n", "00000001") == (["plain\n"], None)
+def bundle(data: dict, late: bool = False, kind: str = "display") -> str:
+    import json
+
+    return "j" + json.dumps({"type": kind, "data": data, "late": late})
 
 
-def test_stderr_goes_after_the_cells_own_output_and_before_what_it_left_at_the_end():
-    execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout="", stderr="warned\n",
-                          result="5", has_result=True)
-    cell = rich.RichCell(["out\n", rich.Mark("0"), rich.Mark("r"), rich.Mark("1")], {
-        0: rich.Output("display", {"text/markdown": "m", "text/plain": "m"}),
-        1: rich.Output("display", {"image/png": "iVBORw==", "text/plain": "<Figure>"}, late=True),
-    })
-    messages, err = rich.messages_for(execution, 3, cell, jupyter_repr=True)
+def test_only_this_shims_markers_are_cut_out_and_other_text_is_shown_as_written():
+    stdout = (f"a\n{marker('00000001', 4, bundle({'text/plain': 'm'}))}b\n{marker('0000000f', 9, '3')}c\n"
+              f"{marker('00000001', 4, 'r')}")
+    execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout=stdout, result="5", has_result=True)
+    messages, err = rendered(execution, 2, nonce="00000001", jupyter_repr=True)
     assert err is None
+    assert messages == [("stream", {"name": "stdout", "text": "a\n"}),
+                        ("display_data", {"data": {"text/plain": "m"}, "metadata": {}, "transient": {}}),
+                        ("stream", {"name": "stdout", "text": f"b\n{marker('0000000f', 9, '3')}c\n"}),
+                        ("execute_result", {"execution_count": 2, "data": {"text/plain": "5"}, "metadata": {}})]
+
+
+def test_stderr_and_the_error_go_after_the_cells_own_output_and_before_what_it_left_at_the_end():
+    stdout = ("out\n" + marker("00000001", 1, bundle({"text/markdown": "m", "text/plain": "m"}))
+              + marker("00000001", 1, bundle({"image/png": "iVBORw==", "text/plain": "<Figure>"}, late=True)))
+    execution = Execution(id="e", status=ExecutionStatus.FAILED, stdout=stdout,
+                          stderr="warned\nTraceback (most recent call last):\nValueError: bad\n",
+                          error=ExecutionError("ValueError", "bad"))
+    messages, err = rendered(execution, 3, nonce="00000001")
     assert [(t, c.get("name")) for t, c in messages] == [("stream", "stdout"), ("display_data", None),
-                                                         ("stream", "stderr"), ("execute_result", None),
-                                                         ("display_data", None)]
-    assert messages[2][1] == {"name": "stderr", "text": "warned\n"}
-    assert messages[3][1]["data"] == {"text/plain": "5"} and messages[3][1]["execution_count"] == 3
+                                                         ("stream", "stderr"), ("error", None), ("display_data", None)]
+    assert err is not None and err[1]["ename"] == "ValueError" and messages[2][1]["text"] == "warned\n"
 
 
-def test_outputs_that_could_not_be_fetched_leave_the_text_and_a_note():
-    execution = Execution(id="e", status=ExecutionStatus.FAILED, stdout="", stderr="Traceback (most recent call "
-                          "last):\nValueError: bad\n", error=ExecutionError("ValueError", "bad"))
-    cell = rich.RichCell(["before\n", rich.Mark("0"), "after\n"], problem="[could not fetch]\n")
-    messages, err = rich.messages_for(execution, 1, cell)
-    assert [m[0] for m in messages] == ["stream", "stream", "stream", "error"]
-    assert [m[1].get("text") for m in messages[:3]] == ["before\n", "after\n", "[could not fetch]\n"]
-    assert err is not None and err[1]["ename"] == "ValueError"
+def test_text_fed_live_is_not_shown_again_at_the_end():
+    execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout="one\ntwo\n", stderr="e\n")
+    messages, _ = rendered(execution, 1, fed=(("stdout", "one\n"), ("stderr", "e\n")))
+    assert messages == [("stream", {"name": "stdout", "text": "one\n"}), ("stream", {"name": "stderr", "text": "e\n"}),
+                        ("stream", {"name": "stdout", "text": "two\n"})]
 
 
-def test_without_markers_the_plain_mapping_is_used_unchanged():
+def test_a_marker_cut_between_two_live_events_is_still_one_output():
+    whole = marker("00000001", 1, bundle({"text/plain": "m"}))
+    execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout="x" + whole + "y")
+    messages, _ = rendered(execution, 1, nonce="00000001", fed=(("stdout", "x" + whole[:9]), ("stdout", whole[9:])))
+    assert [m[0] for m in messages] == ["stream", "display_data", "stream"]
+
+
+def test_a_malformed_marker_or_bundle_loses_that_output_with_a_note_and_keeps_the_rest():
+    bad = [marker("00000001", 1, "9" * 5000), marker("00000001", 1, 'j{"data": 5}'),
+           marker("00000001", 1, "j" + "[" * 100_000), marker("00000001", 1, "jnot json")]
+    stdout = "before\n" + "".join(bad) + marker("00000001", 1, bundle({"text/plain": "kept"})) + "after\n"
+    messages, err = rendered(Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout=stdout), 1, nonce="00000001")
+    assert err is None
+    notes = [m[1]["text"] for m in messages if m[0] == "stream" and m[1]["name"] == "stderr"]
+    assert len(notes) == 4 and all(n.startswith("[remote_kernel: one output could not be shown") for n in notes)
+    assert [m[1]["text"] for m in messages if m[0] == "stream" and m[1]["name"] == "stdout"] == ["before\n", "after\n"]
+    assert [m[1]["data"] for m in messages if m[0] == "display_data"] == [{"text/plain": "kept"}]
+
+
+def test_an_output_of_the_cells_file_is_shown_once_however_often_its_marker_is_printed():
+    import asyncio  # noqa: F401  (rendered runs its own loop)
+
+    line = b'{"type": "display", "data": {"text/plain": "big"}}\n'
+    fetched = []
+
+    async def fetch(cell: int) -> bytes:
+        fetched.append(cell)
+        return line
+
+    stdout = marker("00000001", 7, "0") * 3000
+    messages, _ = rendered(Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout=stdout), 1,
+                           nonce="00000001", fetch=fetch)
+    assert [m[0] for m in messages] == ["display_data"] and fetched == [7]
+
+
+def test_a_cells_messages_stay_within_the_output_budget(monkeypatch):
+    from remote_kernel.kernel import render
+
+    monkeypatch.setattr(render, "CELL_BUDGET", 10_000)
+    stdout = "".join(marker("00000001", 1, bundle({"text/plain": f"{i}" + "x" * 1000})) for i in range(100))
+    messages, _ = rendered(Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout=stdout), 1, nonce="00000001")
+    assert len([m for m in messages if m[0] == "display_data"]) < 10
+    assert "output passed" in messages[-1][1]["text"]
+
+
+def test_without_markers_stdout_and_the_result_are_shown_as_they_are():
     execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout="hi\n", result=2, has_result=True)
-    assert plain_messages_for(execution, 1)[0] == [("stream", {"name": "stdout", "text": "hi\n"}),
-                                                  ("execute_result", {"execution_count": 1,
-                                                                      "data": {"text/plain": "2"}, "metadata": {}})]
+    assert rendered(execution, 1)[0] == [("stream", {"name": "stdout", "text": "hi\n"}),
+                                         ("execute_result", {"execution_count": 1,
+                                                             "data": {"text/plain": "2"}, "metadata": {}})]
 
 
 def test_shim_install_reports_an_error_where_there_is_no_ipython():
@@ -454,13 +467,16 @@ def test_shim_works_in_an_ipykernel_session_as_a_hosted_pool_runs_it(tmp_path):
         stdout, outputs = execute(TWO_FIGURES + "from IPython.display import display, Markdown\n"
                                   "display(Markdown('*m*'))\nimport pandas as pd\npd.DataFrame({'x': [1]})")
         assert not [m for m in outputs if m["msg_type"] == "display_data"]  # the shim has them
-        pieces, cell = rich.split_stdout(stdout, state.nonce)
         root = Path("/mnt/data") if Path("/mnt/data").is_dir() else tmp_path
-        found = rich.parse_outputs((root / rich.FOLDER / f"{state.nonce}-{cell}.jsonl").read_bytes())
-        words = [p if isinstance(p, str) else next(k for k in found[p.line].data if k != "text/plain")
-                 for p in pieces]
+
+        async def fetch(cell: int) -> bytes:
+            return (root / rich.FOLDER / f"{state.nonce}-{cell}.jsonl").read_bytes()
+
+        messages, _ = rendered(Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout=stdout), 1,
+                               nonce=state.nonce, fetch=fetch)
+        words = [c["text"] if t == "stream" else next(k for k in c["data"] if k != "text/plain") for t, c in messages]
         assert words == ["first\n", "image/png", "second\n", "image/png", "text/markdown", "text/html"]
-        assert found[3].type == "result" and "<table" in found[3].data["text/html"]
+        assert messages[-1][0] == "execute_result" and "<table" in messages[-1][1]["data"]["text/html"]
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
@@ -476,9 +492,20 @@ def test_remote_kernel_rich_is_read_once_from_the_environment():
 
 
 @pytest.mark.parametrize("name", ["remote-python", "python3"])
+def test_an_object_that_displays_itself_is_shown_once_without_a_repr(name):
+    """Issue 14 item 3, compared with ipykernel."""
+    from kernel_support import embedded_env
+
+    with kernel(embedded_env(), name=name) as (km, kc):
+        reply, outputs = run(kc, "class D:\n    def _ipython_display_(self):\n        print('shown once')\nD()")
+        assert reply["status"] == "ok" and text_of(outputs, "stdout") == "shown once\n"
+        assert [m["msg_type"] for m in outputs if m["msg_type"] != "stream"] == []
+
+
+@pytest.mark.parametrize("name", ["remote-python", "python3"])
 def test_helper_executions_take_no_execution_count_and_stay_out_of_the_history(name):
     """Issue 14 item 2, compared with ipykernel: after a completion (a helper execution in the
-    session) and the shim's install, `Out`, `In`, `_iN` and the traceback's `Cell In[N]` follow the prompts."""
+    session) and the shim's install, `Out`, `In`, `_iN` and the traceback's `In[N]` follow the prompts."""
     from kernel_support import embedded_env
 
     with kernel(embedded_env(), name=name) as (km, kc):
@@ -486,8 +513,20 @@ def test_helper_executions_take_no_execution_count_and_stay_out_of_the_history(n
         kc.complete("import o", 8)
         kc.get_shell_msg(timeout=60)
         run(kc, "a = 5")
-        reply, outputs = run(kc, "print(list(Out), len(In), sorted(k for k in dir() if k[:2] == '_i' and k[2:].isdigit()))"
-                                 "\n1/0")
+        reply, outputs = run(kc, "print(list(Out), len(In), "
+                                 "sorted(k for k in dir() if k[:2] == '_i' and k[2:].isdigit()))\n1/0")
         assert text_of(outputs, "stdout") == "[1] 4 ['_i1', '_i2', '_i3']\n"
         assert reply["execution_count"] == 3
         assert any("In[3]" in line for line in errors_of(outputs)[0]["traceback"])
+
+
+@pytest.mark.parametrize("name", ["remote-python", "python3"])
+def test_a_cell_that_plots_then_fails_shows_the_error_then_the_figure(name):
+    """Issue 14 item 7, compared with ipykernel: the figure left open comes after the error."""
+    from kernel_support import embedded_env
+
+    env = {k: v for k, v in embedded_env().items() if k != "MPLBACKEND"}
+    with kernel(env, name=name) as (km, kc):
+        reply, outputs = run(kc, "import matplotlib.pyplot as plt\nplt.plot([1, 2])\n1 / 0")
+        assert reply["status"] == "error"
+        assert shapes(outputs) == ["error", "display_data:image/png"]

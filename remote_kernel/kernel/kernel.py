@@ -22,12 +22,14 @@ from ipykernel.kernelbase import Kernel
 
 from remote_kernel import __version__
 from remote_kernel.kernel import outputs, rich, trust, vscode, widgets
+from remote_kernel.kernel.cell import CellRun, long_body
 from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel.continuity import SessionContinuity
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
 from remote_kernel.kernel.languages import HELPER_MARK, PYTHON, Language
 from remote_kernel.kernel.magics import (MAGICS, MagicError, MagicRunner, missing_file_hint, split_cell,
                                          stdin_needed)
+from remote_kernel.kernel.render import CellRender
 from remote_kernel.sessions.models import ConfigurationError, ServiceUnavailable, SessionNotFound, SessionsError
 
 HELPER_DEADLINE = 1.0  # seconds for inspection; past it the answer is empty
@@ -84,6 +86,7 @@ class RemoteKernel(Kernel):
         self.rich = rich.RichOutput(self.settings.rich and self.language_spec.key == "python")
         self.guard = trust.OutputGuard(self.settings.active_content)
         self._cell: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
+        self._run: CellRun | None = None  # how the running cell is executed (it knows how to interrupt it)
         self._cleaned_up = False
         self._control_idle = threading.Event()
         self._control_idle.set()
@@ -187,8 +190,10 @@ class RemoteKernel(Kernel):
         return outputs.error_reply(message, self._count - 1)
 
     async def _run_cell(self, code: str, number: int, user_expressions: dict) -> dict[str, Any]:
-        calls, remote_code = split_cell(code)
+        long = long_body(code) if self.language_spec.key == "python" else None
+        calls, remote_code = ([], long) if long is not None else split_cell(code)
         payload: list = []
+        render: CellRender | None = None
         try:
             for call in calls:
                 payload += await self.magics.run(call)
@@ -209,8 +214,16 @@ class RemoteKernel(Kernel):
             if self.rich.needs_install:
                 await self._install_rich(client)
             await self._send_deferred(client)
-            execution = await client.execute(remote_code, timeout=self.settings.timeout,
-                                             jupyter_repr=self._jupyter_repr)
+            render = self._render(client, number)
+            self._run = run = CellRun(self, client, render, remote_code)
+            if long is not None:
+                if not self.rich.installed:
+                    raise MagicError("%%long needs the rich-output shim in the session "
+                                     f"({self.rich.refused or 'REMOTE_KERNEL_RICH=0'}); without it, split the work "
+                                     "into cells shorter than the pool's execution limit.", "LongCellError")
+                execution = await run.run_long(long)
+            else:
+                execution = await run.run()
             notice = await self.continuity.after_execution(client, execution.session_guid)
         except MagicError as exc:
             return self._fail(outputs.error(exc.ename, exc.message, exc.message.splitlines()))
@@ -221,21 +234,16 @@ class RemoteKernel(Kernel):
             # a connection the embedded pool refused may mean that it just died
             grace = 1.0 if isinstance(exc, ServiceUnavailable) else 0
             return self._fail(outputs.transport_error(await self._embedded_pool_stopped(grace) or exc))
+        finally:
+            self._run = None
         if notice:
             self.rich.forget()  # the cell ran in a new session, without the shim
             self.publish(*outputs.stream("stderr", notice))
-        cell = await self.rich.collect(client, execution)
-        if cell is None:
-            messages, err = outputs.messages_for(execution, number, jupyter_repr=self._jupyter_repr,
-                                                 format_value=self.language_spec.format_value)
-        else:
-            messages, err = rich.messages_for(execution, number, cell, jupyter_repr=self._jupyter_repr,
-                                              format_value=self.language_spec.format_value)
+        err = await render.finish(execution)
+        self.rich.after_cell(client)
         if err is not None and err[1]["ename"] == "SessionLost":
             self._session_lost()
             self._advise_memory(err[1])
-        for message in messages:
-            self.publish(*message)
         if err is not None:
             hint = missing_file_hint(err[1]["ename"], err[1]["evalue"])
             if hint:
@@ -254,9 +262,9 @@ class RemoteKernel(Kernel):
         """A session of the embedded pool lost to its memory limit: name the setting that raises it."""
         if self.embedded is not None and "out of memory" in error.get("evalue", ""):
             current = self.settings.pool_settings.get("REMOTE_KERNEL_MEMORY", "1G")
-            error["traceback"].append(f"The embedded pool gives each session {current} of memory: set "
-                                      "REMOTE_KERNEL_MEMORY (for example 4G) in the kernel's environment and "
-                                      "restart the kernel to raise it.")
+            self.publish(*outputs.stream("stderr", f"The embedded pool gives each session {current} of memory: set "
+                                         "REMOTE_KERNEL_MEMORY (for example 4G) in the kernel's environment and "
+                                         "restart the kernel to raise it.\n"))
 
     async def _help_cell(self, code: str) -> list[dict[str, Any]] | None:
         """A help-only cell (`obj?`, `%magic`): its pages as the reply's payload, as ipykernel sends them,
@@ -278,6 +286,16 @@ class RemoteKernel(Kernel):
         answer = await self._helper(self.language_spec.lsmagic_code, deadline=10.0)
         return str(answer["text"]) if answer and "text" in answer else None
 
+    def _render(self, client: Any, number: int) -> CellRender:
+        """The renderer of one cell: the shim's markers when the shim is in this session."""
+        nonce = self.rich.active_nonce
+
+        async def fetch(cell: int) -> bytes:
+            return await self.rich.fetch(client, cell)
+
+        return CellRender(self.publish, number, nonce=nonce, fetch=fetch if nonce else None,
+                          jupyter_repr=self._jupyter_repr, format_value=self.language_spec.format_value)
+
     def _session_lost(self) -> None:
         self.continuity.lost()
         self.rich.forget()
@@ -287,7 +305,8 @@ class RemoteKernel(Kernel):
 
     async def _install_rich(self, client: Any) -> None:
         """Send the rich-output shim to the session, silently (once per session)."""
-        execution = await client.execute(self.rich.install_code(), timeout=self.settings.timeout, jupyter_repr=False)
+        execution = await client.execute(self.rich.install_code(live_log=not client.live),
+                                         timeout=self.settings.timeout, jupyter_repr=False)
         self.rich.record_install(execution)
 
     async def _send_deferred(self, client: Any) -> None:
@@ -407,9 +426,25 @@ class RemoteKernel(Kernel):
             loop, task = cell
             loop.call_soon_threadsafe(task.cancel)
 
+    def _interrupt_cell(self) -> None:
+        """Interrupt the running cell the way its path can (on the cell's loop): see `cell.CellRun.interrupt`."""
+        cell = self._cell
+        if cell is None:
+            return
+        loop, task = cell
+
+        def interrupt() -> None:
+            run = self._run
+            if run is not None and run.task is task:
+                run.interrupt()
+            else:
+                task.cancel()
+
+        loop.call_soon_threadsafe(interrupt)
+
     async def interrupt_request(self, stream: Any, ident: Any, parent: Any) -> None:
-        """Cancel the running cell's request; closing it makes the pool interrupt the code."""
-        self._cancel_cell()
+        """Interrupt the running cell: what it printed stays, and it ends with where it stopped."""
+        self._interrupt_cell()
         if self.session:
             self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
 
@@ -422,7 +457,7 @@ class RemoteKernel(Kernel):
 
     def pre_handler_hook(self) -> None:
         # a SIGINT (a terminal's Ctrl-C) cancels the cell instead of raising in the event loop
-        self.saved_sigint_handler = signal.signal(signal.SIGINT, lambda signum, frame: self._cancel_cell())
+        self.saved_sigint_handler = signal.signal(signal.SIGINT, lambda signum, frame: self._interrupt_cell())
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self._cancel_cell()
@@ -489,6 +524,8 @@ class RemoteKernel(Kernel):
             if self.embedded is not None:
                 self._endpoint = await self.embedded.wait_ready()
             self._client = self._new_client()
+            if self.embedded is not None:
+                self._client.extensions.add("live-execute")  # the kernel started this pool: it has the extension
         return self._client
 
     async def _embedded_pool_stopped(self, grace: float = 0) -> EmbeddedPoolError | None:

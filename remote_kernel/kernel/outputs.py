@@ -1,20 +1,16 @@
-"""An `Execution` (or a failure to get one) → the Jupyter messages that show it.
+"""The pieces of Jupyter messages: streams, errors, replies, image bundles (`render.py` orders them).
 
-Pure functions: they return `(msg_type, content)` pairs and reply contents; the kernel sends
-them. The rules:
+Pure functions: they return `(msg_type, content)` pairs and reply contents. The rules:
 
-- stdout and stderr → `stream`;
-- the trailing value → one `execute_result` with `text/plain`;
-- an image → `display_data` with `image/png` (or its format) and a `text/plain` stand-in;
 - a failure → exactly one `error` (its traceback is not repeated as stderr) and an error reply;
-- a transport problem → one `error` whose ename is the class from the sessions error tree.
+- a transport problem → one `error` whose ename is the class from the sessions error tree;
+- an image → `image/png` (or its format) with a `text/plain` stand-in.
 """
 from __future__ import annotations
 
 import base64
-import json
 import re
-from typing import Any, Callable
+from typing import Any
 
 from remote_kernel.sessions.models import Execution, ExecutionError, SessionsError
 
@@ -32,8 +28,9 @@ _LAST_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
 _ADVICE: dict[str, str] = {
     "SessionNotFound": "The session is gone; the next cell starts a new one.",
     "SessionLost": "The remote state was lost; the next cell starts a new session.",
-    "ExecutionTimeout": "The cell ran past its time limit (REMOTE_KERNEL_TIMEOUT, at most 220 s); "
-                        "split the work into shorter cells.",
+    "ExecutionTimeout": "The cell ran past its time limit (REMOTE_KERNEL_TIMEOUT; a hosted pool caps one "
+                        "execution at 220 s). Start the cell with %%long to run it in the session's background "
+                        "past that cap, or split the work into shorter cells.",
 }
 
 
@@ -101,49 +98,11 @@ def failure(execution: Execution) -> tuple[str, Message]:
     return own_stderr, error(ename, evalue, lines)
 
 
-def _text_plain(value: Any, jupyter_repr: bool, format_value: Callable[[Any], str]) -> str | None:
-    """The `text/plain` of a result; None when there is nothing to show (like IPython's None)."""
-    if jupyter_repr and isinstance(value, str):
-        return value or None  # already the interpreter's display repr
-    if value is None:
-        return None
-    return format_value(value)
-
-
 def image_bundle(fmt: str, data: bytes) -> dict[str, Any]:
     mime = f"image/{'jpeg' if fmt.lower() in ('jpg', 'jpeg') else fmt.lower()}"
     if mime == "image/svg":
         return {"image/svg+xml": data.decode("utf-8", "replace"), "text/plain": "<Figure>"}
     return {mime: base64.b64encode(data).decode("ascii"), "text/plain": "<Figure>"}
-
-
-def messages_for(execution: Execution, execution_count: int, *, jupyter_repr: bool = False,
-                 format_value: Callable[[Any], str] = repr) -> tuple[list[Message], Message | None]:
-    """The IOPub messages that show `execution`, and its `error` message when it failed (also in the list)."""
-    messages: list[Message] = []
-    if execution.stdout:
-        messages.append(stream("stdout", execution.stdout))
-    if execution.failed or execution.error is not None:
-        own_stderr, err = failure(execution)
-        if own_stderr:
-            messages.append(stream("stderr", own_stderr))
-        messages.append(err)
-        return messages, err
-    if execution.stderr:
-        messages.append(stream("stderr", execution.stderr))
-    if execution.image is not None:
-        messages.append(("display_data", {"data": image_bundle(execution.image.format, execution.image.data),
-                                          "metadata": {}, "transient": {}}))
-    if execution.has_result:
-        text = _text_plain(execution.result, jupyter_repr, format_value)
-        if text is not None:
-            messages.append(("execute_result", {"execution_count": execution_count,
-                                                "data": {"text/plain": text}, "metadata": {}}))
-    if execution.status.value == "Canceled":
-        err = error("KeyboardInterrupt", "the execution was canceled")
-        messages.append(err)
-        return messages, err
-    return messages, None
 
 
 def transport_error(exc: BaseException) -> Message:

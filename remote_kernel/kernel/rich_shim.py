@@ -13,17 +13,43 @@ file `.remote_kernel/<nonce>-<cell>.jsonl` under /mnt/data (or the working folde
 no /mnt/data), or, for what needs no file: `r` (the result, when it is plain text: it travels in
 the contract's result slot), `c` or `w` (`clear_output()`, `clear_output(wait=True)`). A cell
 with markers of the second kind only costs no download. The kernel picks the nonce.
+
+Small outputs travel inline, in the marker itself: the token `j<bundle JSON>` (JSON never holds
+a raw \\x1e), when the bundle's JSON is at most INLINE_LIMIT characters and the cell's stdout
+stays under INLINE_STDOUT; larger ones go to the cell's file (one download at the end).
+
+Live log (for pools without the live-output extension): what the cell writes to sys.stdout and
+sys.stderr is also appended, in order, to `.remote_kernel/<nonce>.live` (a header line
+`{"cell", "code"}`: the cell's number and a hash of its source; then `["o"|"e", text]` lines),
+but only once the cell has run LIVE_AFTER seconds (short cells never touch the disk), flushed
+every LIVE_FLUSH seconds, at most LIVE_LIMIT bytes. The kernel reads it through the file API.
+
+Long cells (`%%long`): `start_long(code)` runs a cell in a thread of the session; what that
+thread writes goes to an in-memory log that short executions read with `poll_long(offset)`.
 """
 from __future__ import annotations
 
+import ast
 import base64
+import hashlib
+import io
 import json
 import os
 import sys
+import threading
+import time
+import traceback
 
 FOLDER = ".remote_kernel"
 MODULE = "_remote_kernel_rich"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+INLINE_LIMIT = 256 << 10  # characters of a bundle's JSON that travel inline in stdout
+INLINE_STDOUT = 768 << 10  # ... while the cell's stdout stays under this (the pool keeps 1 MiB)
+LIVE_AFTER = 0.5  # seconds a cell runs before its live log is written
+LIVE_FLUSH = 0.1  # seconds between writes of the live log
+LIVE_LIMIT = 1 << 20  # bytes of a cell's live log (the answer still carries everything)
+LONG_LIMIT = 8 << 20  # characters of a long cell's output kept in memory until polled
+HELPER_MARK = "@@remote_kernel_answer@@"  # in the source of the kernel's own executions (languages.HELPER_MARK)
 #: text-like MIME types whose bytes are decoded rather than base64-encoded
 _TEXT_TYPES = ("image/svg+xml", "application/javascript")
 
@@ -57,6 +83,104 @@ def _plain(value: object) -> dict:
         return {}
 
 
+class Tee(io.TextIOBase):
+    """sys.stdout / sys.stderr while the shim is installed: passes every write on, and also tells
+    the shim (live log, long cells, the cell's stdout size). Writes of a long cell's thread go to
+    its log only."""
+
+    def __init__(self, shim: "RichShim", name: str, inner: object) -> None:
+        self.shim = shim
+        self.name = name
+        self.inner = inner
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        long = self.shim.long
+        if long is not None and threading.get_ident() == long.thread_ident:
+            long.write(self.name, text)
+            return len(text)
+        self.shim.wrote(self.name, text)
+        return self.inner.write(text)
+
+    def flush(self) -> None:
+        try:
+            self.inner.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.inner, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self.inner, "errors", None)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)  # encoding, errors, buffer, ... as the stream has them
+
+
+class LongCell:
+    """A cell running in a thread of the session (`%%long`), and what it has written so far."""
+
+    def __init__(self, shell: object, code: str) -> None:
+        self.shell = shell
+        self.code = code
+        self.lock = threading.Lock()
+        self.log: list[list[str]] = []  # [name, text], neighbours of one stream merged
+        self.logged = 0  # characters ever logged (the offset polls count in)
+        self.dropped = 0
+        self.done = False
+        self.error: dict | None = None
+        self.result: str | None = None
+        self.thread_ident: int | None = None
+        self.thread = threading.Thread(target=self._run, name="remote-kernel-long", daemon=True)
+
+    def write(self, name: str, text: str) -> None:
+        with self.lock:
+            if sum(len(t) for _, t in self.log) > LONG_LIMIT:
+                self.dropped += len(text)
+                return
+            if self.log and self.log[-1][0] == name:
+                self.log[-1][1] += text
+            else:
+                self.log.append([name, text])
+            self.logged += len(text)
+
+    def _run(self) -> None:
+        self.thread_ident = threading.get_ident()
+        shell = self.shell
+        try:
+            source = shell.transform_cell(self.code)
+            tree = ast.parse(source, "<long cell>")
+            last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+            exec(compile(tree, "<long cell>", "exec"), shell.user_ns)
+            if last is not None:
+                value = eval(compile(ast.Expression(last.value), "<long cell>", "eval"), shell.user_ns)
+                if value is not None:
+                    self.result = repr(value)
+        except BaseException as exc:  # KeyboardInterrupt from poll_long's interrupt too
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.error = {"name": type(exc).__name__, "message": str(exc), "traceback": text}
+        finally:
+            self.done = True
+
+    def take(self) -> list[list[str]]:
+        with self.lock:
+            log, self.log = self.log, []
+            return log
+
+
 class RichShim:
     """The hooks in one IPython shell; `install` puts them in, `uninstall` takes them out."""
 
@@ -69,6 +193,16 @@ class RichShim:
         self.late = False  # the cell's own code has ended: what follows is end-of-cell output
         self.depth = 1  # cells running (a cell may run another); the install itself runs as a cell
         self.saved: list[tuple[object, str, object]] = []
+        self.stdout_size = 0  # characters the running cell wrote to stdout
+        self.live_log = True  # keep a live log (False where the pool streams output itself)
+        self.live_lock = threading.Lock()
+        self.live_pending: list[list[str]] = []
+        self.live_header: str | None = None
+        self.live_size = 0
+        self.cell_started = 0.0
+        self.cell_running = False
+        self.long: LongCell | None = None
+        self.tees: list[Tee] = []
 
     # --- hooks in and out -------------------------------------------------------------------
 
@@ -84,7 +218,19 @@ class RichShim:
         else:
             shell.events.register("post_execute", self.code_ended)
         shell.events.register("post_execute", self.open_figures)
+        shell.events.register("pre_run_cell", self.pre_run_cell)
+        shell.events.register("post_run_cell", self.post_run_cell)
+        self.helper_state: tuple | None = None
         self._use_inline_figures()
+        for name in ("stdout", "stderr"):
+            current = getattr(sys, name)
+            if isinstance(current, Tee):
+                current = current.inner  # an earlier install's tee
+            tee = Tee(self, name, current)
+            self.tees.append(tee)
+            setattr(sys, name, tee)
+        if self.live_log:
+            threading.Thread(target=self._flush_live, name="remote-kernel-live-log", daemon=True).start()
 
     def uninstall(self) -> None:
         for target, name, before in reversed(self.saved):
@@ -93,8 +239,14 @@ class RichShim:
             else:
                 setattr(target, name, before)
         self.saved = []
+        for tee in self.tees:
+            if getattr(sys, tee.name) is tee:
+                setattr(sys, tee.name, tee.inner)
+        self.tees = []
+        self.live_log = False
         for event, callback in (("pre_execute", self.pre_execute), ("post_execute", self.code_ended),
-                                ("post_execute", self.open_figures)):
+                                ("post_execute", self.open_figures), ("pre_run_cell", self.pre_run_cell),
+                                ("post_run_cell", self.post_run_cell)):
             try:
                 self.shell.events.unregister(event, callback)
             except ValueError:
@@ -127,15 +279,146 @@ class RichShim:
         self.cell += 1
         self.count = 0
         self.late = False
+        self.stdout_size = 0
+        with self.live_lock:
+            self.live_pending, self.live_size, self.live_header = [], 0, None
+            self.cell_started, self.cell_running = time.monotonic(), True
         try:  # the kernel fetched and deleted the last file; leftovers of failed fetches go now
             for name in os.listdir(self.folder):
-                if name.endswith(".jsonl"):
+                if name.endswith(".jsonl") or name.endswith(".live"):
                     os.unlink(os.path.join(self.folder, name))
         except OSError:
             pass
 
+    def pre_run_cell(self, info: object = None) -> None:
+        """The cell's source is known here: the live log's header names it (by hash); a helper
+        execution of the kernel (completion, inspection, the shim itself) is kept out of the
+        execution count and the history, so that `In`, `Out`, `_N` and tracebacks match the prompts."""
+        if self.depth > 1:
+            return
+        raw = getattr(info, "raw_cell", None) or ""
+        self.helper_state = None
+        if HELPER_MARK in raw and getattr(info, "store_history", False):
+            self.helper_state = self._history_state()
+        digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        with self.live_lock:
+            self.live_header = json.dumps({"cell": self.cell, "code": digest})
+
+    def _history_state(self) -> tuple:
+        manager = getattr(self.shell, "history_manager", None)
+        ns = self.shell.user_ns
+        names = ("_i", "_ii", "_iii", "_i00")
+        return (self.shell.execution_count, manager, [len(getattr(manager, n, [])) for n in
+                                                      ("input_hist_parsed", "input_hist_raw")],
+                {n: getattr(manager, n, None) for n in names}, {n: ns.get(n) for n in ("_i", "_ii", "_iii")})
+
+    def post_run_cell(self, result: object = None) -> None:
+        state, self.helper_state = self.helper_state, None
+        if state is None or self.depth > 0:
+            return
+        count, manager, lengths, saved, names = state
+        try:
+            if getattr(manager, "enabled", False) and getattr(manager, "db", None) is not None:
+                # a history database (ipykernel): the helper's row goes too, or the next cell's number clashes
+                manager.writeout_cache()
+                with manager.db:
+                    for table in ("history", "output_history"):
+                        manager.db.execute(f"DELETE FROM {table} WHERE session = ? AND line = ?",
+                                           (manager.session_number, count))
+            self.shell.execution_count = count
+            for name, length in zip(("input_hist_parsed", "input_hist_raw"), lengths):
+                items = getattr(manager, name, None)
+                if isinstance(items, list):
+                    del items[length:]
+            for name, value in saved.items():
+                if value is not None:
+                    setattr(manager, name, value)
+            self.shell.user_ns.pop(f"_i{count}", None)
+            self.shell.user_ns.update({k: v for k, v in names.items() if v is not None})
+            output = getattr(manager, "output_hist", None)
+            if isinstance(output, dict):
+                output.pop(count, None)
+        except Exception:  # the history is a convenience: never fail a cell over it
+            pass
+
+    # --- live log ---------------------------------------------------------------------------------
+
+    def wrote(self, name: str, text: str) -> None:
+        """A write of the running cell (Tee): counted, and queued for the live log."""
+        if name == "stdout":
+            self.stdout_size += len(text)
+        if not self.live_log or not self.cell_running:
+            return
+        with self.live_lock:
+            if self.live_size + len(text) > LIVE_LIMIT:
+                return
+            self.live_size += len(text)
+            tag = "o" if name == "stdout" else "e"
+            if self.live_pending and self.live_pending[-1][0] == tag:
+                self.live_pending[-1][1] += text
+            else:
+                self.live_pending.append([tag, text])
+
+    def _flush_live(self) -> None:
+        """Every LIVE_FLUSH s: append what the running cell wrote to its live log, once it has run
+        LIVE_AFTER s (a short cell never writes one)."""
+        path = os.path.join(self.folder, f"{self.nonce}.live")
+        while self.live_log:
+            time.sleep(LIVE_FLUSH)
+            with self.live_lock:
+                if not self.cell_running or self.live_header is None or \
+                        time.monotonic() - self.cell_started < LIVE_AFTER:
+                    continue
+                pending, self.live_pending = self.live_pending, []
+                header, self.live_header = self.live_header, ""
+                try:
+                    os.makedirs(self.folder, exist_ok=True)
+                    with open(path, "w" if header else "a", encoding="utf-8") as out:
+                        if header:
+                            out.write(header + "\n")
+                        for item in pending:
+                            out.write(json.dumps(item, ensure_ascii=False) + "\n")
+                except OSError:
+                    self.live_header = header or ""  # no room: the answer still carries the output
+
+    # --- long cells -------------------------------------------------------------------------------
+
+    def start_long(self, code: str) -> dict:
+        if self.long is not None and not self.long.done:
+            return {"error": "a long cell is still running in this session; interrupt it or wait for it"}
+        self.long = LongCell(self.shell, code)
+        self.long.thread.start()
+        return {"ok": True}
+
+    def poll_long(self, interrupt: bool = False) -> dict:
+        long = self.long
+        if long is None:
+            return {"error": "no long cell runs in this session (the session may have been replaced)"}
+        if interrupt and not long.done and long.thread_ident is not None:
+            import ctypes
+
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(long.thread_ident),
+                                                       ctypes.py_object(KeyboardInterrupt))
+        done = long.done
+        answer = {"log": long.take(), "done": done}
+        if done:
+            answer.update(error=long.error, result=long.result, dropped=long.dropped)
+            self.long = None
+        return answer
+
     def code_ended(self) -> None:
         self.late = self.late or self.depth <= 1
+        if self.depth <= 1:
+            with self.live_lock:
+                pending = self.live_pending
+                self.cell_running = False
+            if pending and self.live_header == "":  # the log was started: end it whole
+                try:
+                    with open(os.path.join(self.folder, f"{self.nonce}.live"), "a", encoding="utf-8") as out:
+                        for item in pending:
+                            out.write(json.dumps(item, ensure_ascii=False) + "\n")
+                except OSError:
+                    pass
 
     def open_figures(self) -> None:
         """Every matplotlib figure still open when the cell ends is shown, then closed."""
@@ -179,10 +462,18 @@ class RichShim:
         self.mark("w" if wait else "c")
 
     def emit(self, item: dict) -> None:
-        """Append one output to the cell's file and mark its place in stdout."""
-        index = self.count
+        """Show one output: inline in its marker when small, else appended to the cell's file."""
         item["late"] = self.late
         line = json.dumps(item, ensure_ascii=False)
+        in_long = self.long is not None and threading.get_ident() == self.long.thread_ident
+        if len(line) <= INLINE_LIMIT and (in_long or self.stdout_size + len(line) <= INLINE_STDOUT):
+            self.mark("j" + line)
+            return
+        if in_long:  # a long cell's cell file would be gone before a poll reads it: its text stands in
+            sys.stdout.write(f"{item.get('data', {}).get('text/plain', '')}\n[output too large for a long cell: "
+                             f"{len(line)} bytes]\n")
+            return
+        index = self.count
         try:
             os.makedirs(self.folder, exist_ok=True)
             with open(os.path.join(self.folder, f"{self.nonce}-{self.cell}.jsonl"), "a", encoding="utf-8") as out:
@@ -197,7 +488,7 @@ class RichShim:
         sys.stdout.write(f"\x1erk{self.nonce}:{self.cell}:{token}\x1e")
 
 
-def install(shell: object, nonce: str) -> dict:
+def install(shell: object, nonce: str, live_log: bool = True) -> dict:
     """Hook `shell` (replacing an earlier install); the kernel reads the answer."""
     if shell is None:
         raise RuntimeError("no IPython shell in this session")
@@ -206,7 +497,10 @@ def install(shell: object, nonce: str) -> dict:
         previous.active.uninstall()
     root = "/mnt/data" if os.path.isdir("/mnt/data") else os.getcwd()
     shim = RichShim(shell, nonce, root)
+    shim.live_log = live_log
     shim.install()
+    count, manager, lengths, _, _ = shim._history_state()  # this install is a helper too: out of the history
+    shim.helper_state = (count, manager, [max(0, n - 1) for n in lengths], {}, {})
     holder = type(sys)(MODULE)  # what a later install finds, to take these hooks out first
     holder.active = shim
     sys.modules[MODULE] = holder

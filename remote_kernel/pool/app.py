@@ -29,7 +29,7 @@ from remote_kernel.pool import files
 from remote_kernel.pool.downloads import FileDownload
 from remote_kernel.pool.openapi import openapi_document
 from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
-from remote_kernel.pool.session import (MAX_OPERATION_ID, DuplicateExecution, Outcome, QueueFull, Session,
+from remote_kernel.pool.session import (GRACE, MAX_OPERATION_ID, DuplicateExecution, Outcome, QueueFull, Session,
                                         WorkerDied)
 from remote_kernel.pool.uploads import MultipartError, receive_upload
 from remote_kernel.pool.values import hosted_value
@@ -253,27 +253,28 @@ async def run_execution(request: Request) -> tuple[Session, Outcome, ExecutionRe
     """Check the request, then run it in its session (a malformed request never starts a session)."""
     runtime = runtime_of(request)
     asked = execution_request(await json_body(request), runtime, request.app.state.max_execution_time)
-    operation_id = request.headers.get("operation-id")
-    if operation_id is not None and not 0 < len(operation_id) <= MAX_OPERATION_ID:
-        raise ApiError(400, "InvalidOperationId", f"operation-id must be 1 to {MAX_OPERATION_ID} characters.")
     session = await session_of(request)
-    try:
-        outcome = submit(session, asked.code, asked.timeout, asked.jupyter, operation_id)
-    except QueueFull as full:
-        raise ApiError(429, "TooManyExecutions", str(full), {"Retry-After": "1"}) from None
-    except DuplicateExecution as duplicate:
-        raise ApiError(409, "DuplicateOperationId", str(duplicate)) from None
+    outcome = submit(session, asked, request.headers.get("operation-id"))
     if not asked.asynchronous:
         await until_done_or_disconnected(request, session, outcome)
     return session, outcome, asked
 
 
-def submit(session: Session, code: str, timeout: float, jupyter: bool, execution_id: str | None = None) -> Outcome:
-    """Queue an execution. A Python worker is always asked for the display text of the value, which
-    the answer turns into the hosted default rendering unless the request asked for that text."""
-    display_text = jupyter or session.sandbox.runtime.name == "python"
-    outcome = session.submit(code, timeout, display_text, execution_id)
-    outcome.jupyter = jupyter
+def submit(session: Session, asked: ExecutionRequest, operation_id: str | None, *, live: bool = False) -> Outcome:
+    """Queue an execution (400 for a bad operation-id, 409 for a reused one, 429 past the session's queue).
+
+    A Python worker is always asked for the display text of the value, which the answer turns into
+    the hosted default rendering unless the request asked for that text."""
+    if operation_id is not None and not 0 < len(operation_id) <= MAX_OPERATION_ID:
+        raise ApiError(400, "InvalidOperationId", f"operation-id must be 1 to {MAX_OPERATION_ID} characters.")
+    display_text = asked.jupyter or session.sandbox.runtime.name == "python"
+    try:
+        outcome = session.submit(asked.code, asked.timeout, display_text, operation_id, live=live)
+    except QueueFull as full:
+        raise ApiError(429, "TooManyExecutions", str(full), {"Retry-After": "1"}) from None
+    except DuplicateExecution as duplicate:
+        raise ApiError(409, "DuplicateOperationId", str(duplicate)) from None
+    outcome.jupyter = asked.jupyter
     return outcome
 
 
@@ -416,6 +417,66 @@ async def get_execution(request: Request) -> Response:
     cap = SHELL_STREAM_LIMIT if runtime_of(request) == "shell" else None
     return JSONResponse(v2_execution(session, outcome, cap, "Asynchronous", runtime_of(request)),
                         headers=execution_headers(request, session, outcome, name))
+
+
+# the live-output extension (this pool's own; PROTOCOL.md) ----------------------------------------
+
+EXTENSIONS_HEADER = (b"x-remote-kernel-extensions", b"live-execute")  # on every answer: how clients detect it
+LIVE_EXECUTE = "/.remote-kernel/live-execute"
+LIVE_INTERRUPT = "/.remote-kernel/live-interrupt"
+
+
+def ndjson(item: dict[str, Any]) -> bytes:
+    return json.dumps(item, ensure_ascii=False).encode("utf-8", "replace") + b"\n"
+
+
+async def live_execute(request: Request) -> Response:
+    """An execution whose output events stream as NDJSON while it runs, ending with its v2 answer.
+
+    Lines: `{"event": "started", "id", "grace"}`, then `{"event": "stream", "name", "text"}` as the
+    worker sends them, then `{"event": "done", "execution": <the v2 execution body>}`. The time limit
+    is the request's `timeoutInSeconds`, not capped by --max-execution-time (which caps the contract's
+    routes, as the hosted service's 220 s does). Closing the stream interrupts the code.
+    """
+    name, _ = version_of(request)
+    identifier_of(request)
+    # the kernel's own route: its client's time limit holds (a kernel that starts its pool sets it there)
+    asked = execution_request(await json_body(request), runtime_of(request), float("inf"))
+    session = await session_of(request)
+    outcome = submit(session, asked, request.headers.get("operation-id"), live=True)
+
+    async def events() -> Any:
+        try:
+            yield ndjson({"event": "started", "id": outcome.id, "grace": GRACE})
+            while True:
+                await outcome.arrived.wait()
+                outcome.arrived.clear()
+                while outcome.events:
+                    stream_name, text = outcome.events.popleft()
+                    yield ndjson({"event": "stream", "name": stream_name, "text": text})
+                if outcome.done.is_set() and not outcome.events:
+                    break
+            answer = v2_execution(session, outcome, None, "Synchronous", runtime_of(request))
+            yield ndjson({"event": "done", "execution": answer})
+        finally:
+            if not outcome.done.is_set():
+                session.cancel(outcome)  # the client went away: interrupt, as a synchronous execute does
+
+    headers = execution_headers(request, session, outcome, name)
+    return StreamingResponse(events(), media_type="application/x-ndjson",
+                             headers={k: v for k, v in headers.items() if not k.startswith("x-ms-execution")
+                                      and not k.startswith("x-ms-container")})
+
+
+async def live_interrupt(request: Request) -> Response:
+    """Interrupt a running execution of the session; past the grace its session is killed."""
+    version_of(request)
+    session = existing_session(request)
+    outcome = session.executions.get(request.query_params.get("execution", ""))
+    if outcome is None:
+        raise ApiError(404, "ExecutionNotFound", "No such execution in this session.")
+    grace = session.interrupt_execution(outcome)
+    return JSONResponse({"status": outcome.status, "grace": grace})
 
 
 # files --------------------------------------------------------------------------------------------
@@ -639,6 +700,9 @@ ROUTES = [
     Route("/.management/getSession", management_get_session, methods=["POST"]),
     Route("/.management/listSessions", management_list_sessions, methods=["POST"]),
     Route("/.management/stopSession", management_stop_session, methods=["POST"]),
+    # this pool's live-output extension (advertised by EXTENSIONS_HEADER)
+    Route(LIVE_EXECUTE, live_execute, methods=["POST"]),
+    Route(LIVE_INTERRUPT, live_interrupt, methods=["POST"]),
     # the pool itself (no token needed)
     Route("/health", health, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
@@ -683,7 +747,13 @@ class Gate:
                                           "with the token the pool printed (REMOTE_KERNEL_TOKEN).",
                                           {"WWW-Authenticate": "Bearer"})
                 return await response(scope, receive, send)
-        await self.app(scope, receive, send)
+
+        async def advertised(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), EXTENSIONS_HEADER]}
+            await send(message)
+
+        await self.app(scope, receive, advertised)
 
 
 async def on_api_error(request: Request, error: Exception) -> Response:

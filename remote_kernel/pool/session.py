@@ -6,6 +6,7 @@ import collections
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import time
@@ -21,7 +22,8 @@ log = logging.getLogger("remote_kernel.pool")
 
 GRACE = 3.0  # seconds an interrupted execution gets before its session is killed
 START_TIMEOUT = 60.0
-REPLY_LIMIT = 256 << 20  # largest reply line accepted from a worker
+LINE_LIMIT = 24 << 20  # longest line accepted from a worker (a reply: 2 × 1 MiB streams, an 8 MiB result, escaped)
+READ_CHUNK = 1 << 16
 MAX_PENDING = 64  # executions queued or running per session; past it a new one is refused (429)
 KEEP_FINISHED = 100  # finished executions kept per session for polling (unfinished ones are always kept)
 KEEP_BYTES = 16 << 20  # and at most this many bytes of their outputs (the newest one is kept whatever its size)
@@ -34,6 +36,10 @@ class QueueFull(Exception):
 
 class DuplicateExecution(Exception):
     """A client-chosen operation-id that this session already knows."""
+
+
+class Misbehaving(Exception):
+    """The worker wrote something on its reply pipe that the pool did not ask for."""
 
 
 class WorkerDied(Exception):
@@ -56,6 +62,11 @@ class Outcome:
     size: int = 0  # roughly the bytes this answer holds (its streams and result), set when it finishes
     jupyter: bool = False  # what the request asked for: the routes render `result` by it (pool/values.py)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    live: bool = False  # the client reads its output events as they happen (the live route)
+    events: collections.deque = field(default_factory=collections.deque, repr=False)
+    event_bytes: int = 0  # text received as events, counted against the worker's stream caps
+    arrived: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set when events or the end arrive
+    interrupted_at: float | None = None
 
     def finish(self, status: str, **fields: Any) -> "Outcome":
         """Record the answer; the first answer stands (a closed session answers before its task ends)."""
@@ -67,6 +78,7 @@ class Outcome:
         self.size = len(self.stdout) + len(self.stderr) + len(result)
         self.status = status
         self.done.set()
+        self.arrived.set()
         return self
 
 
@@ -90,7 +102,11 @@ class Session:
         self._cgroups: Cgroups | None = None
         self._network: SessionNetwork | None = None
         self._uid: int | None = None  # the host uid the sandbox runs as (a root pool), given back at close
-        self._replies: asyncio.Queue[dict | None] = asyncio.Queue()
+        self._replies: asyncio.Queue[dict | None] = asyncio.Queue()  # the ready line, replies, then None at the end
+        self._worker_id: str | None = None  # the id the running execution has on the pipe (the pool's secret)
+        self._answered = False  # the running execution's reply has arrived
+        self._started = False  # the worker said it is ready
+        self.max_output = sandbox.limits.max_output
         self._commands: asyncio.StreamWriter | None = None
         self._log_tail: collections.deque[bytes] = collections.deque(maxlen=64)
         self._tasks: list[asyncio.Task] = []
@@ -138,7 +154,7 @@ class Session:
         finally:
             for fd in (commands_r, replies_w, output_w, *inherited.values()):
                 os.close(fd)
-        replies = asyncio.StreamReader(limit=REPLY_LIMIT)
+        replies = asyncio.StreamReader(limit=READ_CHUNK * 4)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(replies), os.fdopen(replies_r, "rb", 0))
         output = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(output), os.fdopen(output_r, "rb", 0))
@@ -153,7 +169,8 @@ class Session:
             detail = b"".join(self._log_tail).decode(errors="replace").strip()[-2000:]
             await self.close()
             raise WorkerDied(f"the session's worker did not start: {detail or 'no output'}")
-        self.runtime_version = ready.get("runtime", {}).get("version", "")
+        runtime = ready.get("runtime")
+        self.runtime_version = str(runtime.get("version", ""))[:40] if isinstance(runtime, dict) else ""
 
     async def close(self, reason: str = "the session was deleted") -> None:
         """Kill every process of the session and remove its files; every execution not yet answered
@@ -216,12 +233,15 @@ class Session:
 
     # executions --------------------------------------------------------------------------------
 
-    def submit(self, code: str, timeout: float, jupyter: bool, execution_id: str | None = None) -> Outcome:
+    def submit(self, code: str, timeout: float, jupyter: bool, execution_id: str | None = None, *,
+               live: bool = False) -> Outcome:
         """Queue an execution (they run one at a time, in order) and return its outcome at once.
 
         QueueFull past MAX_PENDING unfinished executions; DuplicateExecution for an operation-id this
         session already has (an execution is never overwritten). Every unfinished execution stays
         pollable; only the oldest finished ones are forgotten, past KEEP_FINISHED or KEEP_BYTES.
+        `live`: the client reads the output events as they happen (the live route). The routes cap
+        `timeout` at the pool's --max-execution-time.
         """
         if execution_id is not None and execution_id in self.executions:
             raise DuplicateExecution(f"This session already has an execution with operation-id {execution_id!r}; "
@@ -230,7 +250,7 @@ class Session:
         if pending >= MAX_PENDING:
             raise QueueFull(f"This session already has {pending} executions queued or running (the limit is "
                             f"{MAX_PENDING}); wait for some to finish, then retry.")
-        outcome = Outcome(id=execution_id or str(uuid.uuid4()))
+        outcome = Outcome(id=execution_id or str(uuid.uuid4()), live=live)
         self.executions[outcome.id] = outcome
         self._forget_old()
         task = asyncio.get_running_loop().create_task(self._run(outcome, code, max(timeout, 1), jupyter))
@@ -242,7 +262,31 @@ class Session:
         """Stop an execution whose client went away: interrupt it if running, skip it if queued."""
         outcome.cancelled = True
         if self._running is outcome:
-            self.interrupt()
+            self.interrupt_execution(outcome)
+
+    def interrupt_execution(self, outcome: Outcome) -> float:
+        """Interrupt the running `outcome`; if it has not ended GRACE seconds later, kill the session.
+
+        Returns the grace in seconds (what a client tells its user). Nothing happens to an
+        execution that is not running.
+        """
+        if self._running is not outcome or outcome.done.is_set():
+            return GRACE
+        self.interrupt()
+        if outcome.interrupted_at is None:
+            outcome.interrupted_at = time.monotonic()
+            task = asyncio.get_running_loop().create_task(self._escalate(outcome))
+            self._tasks.append(task)
+            task.add_done_callback(self._tasks.remove)
+        return GRACE
+
+    async def _escalate(self, outcome: Outcome) -> None:
+        try:
+            await asyncio.wait_for(outcome.done.wait(), GRACE)
+        except asyncio.TimeoutError:
+            log.info("session %s: the code ignored an interrupt for %g s; killing it", self.guid, GRACE)
+            await self.kill(f"the code did not stop within {GRACE:g} s of an interrupt, so the session's "
+                            "processes were killed")
 
     async def _run(self, outcome: Outcome, code: str, timeout: float, jupyter: bool) -> None:
         async with self._lock:
@@ -261,6 +305,7 @@ class Session:
             finally:
                 self._busy = False
                 self._running = None
+                self._worker_id = None
                 self.touch()
                 self._forget_old()
 
@@ -278,7 +323,12 @@ class Session:
     async def _execute(self, outcome: Outcome, code: str, timeout: float, jupyter: bool) -> None:
         if not self.alive:
             raise WorkerDied(self._lost_message())
-        line = json.dumps({"id": outcome.id, "op": "execute", "code": code, "jupyter": jupyter})
+        self._worker_id = secrets.token_hex(12)  # session code cannot know it: a forged reply cannot match
+        self._answered = False
+        command = {"id": self._worker_id, "op": "execute", "code": code, "jupyter": jupyter}
+        if outcome.live:
+            command["live"] = True
+        line = json.dumps(command)
         assert self._commands is not None
         self._commands.write(line.encode("utf-8", "surrogatepass") + b"\n")
         started = time.perf_counter()
@@ -296,21 +346,25 @@ class Session:
                                       "interrupt; the session was killed and its state is lost.\n",
                                ms=(time.perf_counter() - started) * 1000)
                 return
-        stderr = reply.get("stderr", "")
+        stderr = _text(reply.get("stderr"))
         if not self.warned:
             self.warned = True
             stderr = (self.sandbox.warning or "") + stderr
-        error = reply.get("error")
+        error = reply.get("error") if isinstance(reply.get("error"), dict) else None
+        if reply.get("error") and error is None:
+            error = {"name": "Error", "message": str(reply.get("error"))[:1000]}
         if timed_out:
-            outcome.finish("Failed", error_code="ExecutionTimeout", result="", stdout=reply.get("stdout", ""),
+            outcome.finish("Failed", error_code="ExecutionTimeout", result="", stdout=_text(reply.get("stdout")),
                            stderr=stderr + f"ExecutionTimeout: the code ran past {timeout:g} s and was interrupted.\n",
                            error_message=f"Execution timed out after {timeout:g} s; it was interrupted "
                                          "and the session's state is kept.", ms=reply.get("ms"))
         else:
-            outcome.finish("Failed" if error else "Succeeded", stdout=reply.get("stdout", ""), stderr=stderr,
-                           result=reply.get("result", ""), ms=reply.get("ms"),
-                           error_code=(error.get("name") or "Error") if error else None,
-                           error_message=error.get("message", "") if error else None)
+            ms = reply.get("ms")
+            outcome.finish("Failed" if error else "Succeeded", stdout=_text(reply.get("stdout")), stderr=stderr,
+                           result=reply.get("result", ""),
+                           ms=float(ms) if isinstance(ms, (int, float)) and not isinstance(ms, bool) else None,
+                           error_code=str(error.get("name") or "Error")[:200] if error else None,
+                           error_message=str(error.get("message", ""))[:10000] if error else None)
 
     async def _reply_within(self, timeout: float) -> dict | None:
         """The worker's next reply, None when `timeout` passes first; WorkerDied when it dies."""
@@ -376,23 +430,72 @@ class Session:
                 "the next execution with this identifier starts a fresh session.")
 
     async def _read_replies(self, replies: asyncio.StreamReader) -> None:
+        """Read the worker's reply pipe a chunk at a time (never an unbounded line) and check each line.
+
+        A line over LINE_LIMIT, or one the pool did not ask for (see `_accept`), stops the worker:
+        the running execution is then answered as lost, with the reason.
+        """
+        buffer = bytearray()
         try:
             while True:
-                line = await replies.readline()
-                if not line:
+                chunk = await replies.read(READ_CHUNK)
+                if not chunk:
                     break
-                try:
-                    self._replies.put_nowait(json.loads(line))
-                except ValueError:
-                    log.warning("session %s: unreadable reply from its worker", self.guid)
-        except (ValueError, asyncio.LimitOverrunError):
-            log.warning("session %s: a reply over %d bytes; killing it", self.guid, REPLY_LIMIT)
-            await self.kill("the session produced a result too large to return")
+                scan = len(buffer)  # the part before holds no newline
+                buffer += chunk
+                start = 0
+                while (end := buffer.find(b"\n", scan)) >= 0:
+                    self._accept(buffer[start:end])
+                    start = scan = end + 1
+                if start:
+                    del buffer[:start]
+                if len(buffer) > LINE_LIMIT:
+                    raise Misbehaving(f"it wrote a line over {LINE_LIMIT >> 20} MiB on the pool's reply pipe")
+        except Misbehaving as problem:
+            log.warning("session %s: %s; stopping it", self.guid, problem)
+            await self.kill(f"the session misbehaved ({problem}) and was stopped")
         finally:
             self._replies.put_nowait(None)
+
+    def _accept(self, line: bytearray) -> None:
+        """Take one line from the worker: the ready line once, then for the running execution only
+        its events (when it asked for them) and one reply; anything else is Misbehaving."""
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            raise Misbehaving("it wrote a line that is not JSON on the pool's reply pipe") from None
+        if not isinstance(message, dict):
+            raise Misbehaving("it wrote a line that is not a JSON object on the pool's reply pipe")
+        if not self._started:
+            if message.get("ready") is not True:
+                raise Misbehaving("its first line was not the ready line")
+            self._started = True
+            self._replies.put_nowait(message)
+            return
+        outcome = self._running
+        if outcome is None or self._worker_id is None or self._answered:
+            raise Misbehaving("it wrote on the pool's reply pipe while no execution was waiting for it")
+        if message.get("id") != self._worker_id:
+            raise Misbehaving("it wrote a line for an execution that is not running (a forged reply)")
+        if "event" in message:
+            if not outcome.live or message.get("event") != "stream" or message.get("name") not in ("stdout", "stderr") \
+                    or not isinstance(message.get("text"), str):
+                raise Misbehaving("it sent an output event that was not asked for or is malformed")
+            outcome.event_bytes += len(message["text"])
+            if outcome.event_bytes > 2 * self.max_output + READ_CHUNK:
+                raise Misbehaving(f"it sent more live output than its {self.max_output} bytes per stream")
+            outcome.events.append((message["name"], message["text"]))
+            outcome.arrived.set()
+            return
+        self._answered = True
+        self._replies.put_nowait(message)
 
     async def _drain(self, output: asyncio.StreamReader) -> None:
         """Keep the tail of the worker's fd-level output, for diagnostics."""
         while chunk := await output.read(65536):
             self._log_tail.append(chunk[-4096:])
             log.debug("session %s: %r", self.guid, chunk[:500])
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""

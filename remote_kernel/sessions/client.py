@@ -7,9 +7,12 @@ error of the tree in `models.py`. What goes on the wire is `wire.py`'s business.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
+import inspect
 import json
 import logging
+import math
 import os
 import random
 import secrets
@@ -17,7 +20,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, AsyncIterator, BinaryIO, Callable
+from typing import IO, Any, AsyncIterator, Awaitable, BinaryIO, Callable
 from urllib.parse import unquote, urlsplit
 
 from remote_kernel.sessions.transport import httpx
@@ -51,6 +54,8 @@ from remote_kernel.sessions.wire import (
     wire_for,
 )
 
+LIVE_WIRE_VERSION = "2025-10-02-preview"  # the shape the live-output extension speaks
+
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, "int | None"], None]
@@ -62,6 +67,11 @@ ERROR_BODY_LIMIT = 64 << 10  # bytes of an error answer worth reading
 ANSWER_LIMIT = 64 << 20  # bytes of a JSON answer, after decompression (see SessionsClient.answer_limit)
 MAX_LISTED_FILES = 100_000  # entries of one file listing, over all its pages
 MAX_LISTED_PAGES = 1_000
+#: the local pool's live-output extension (remote_kernel/pool/workers/PROTOCOL.md), when a pool advertises it
+EXTENSIONS_HEADER = "x-remote-kernel-extensions"
+LIVE_EXECUTE = "live-execute"
+LIVE_LINE_LIMIT = 32 << 20  # longest NDJSON line read from the live route (its last line holds the whole answer)
+LiveEvent = Callable[[dict[str, Any]], "Awaitable[None] | None"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,9 @@ class SessionsClient:
         #: whether any request reached the pool (an answer came, or a connection opened): until then
         #: no session can exist for this client's identifier
         self.reached_pool = False
+        #: what the pool advertised beyond the contract (EXTENSIONS_HEADER of any answer); a kernel that
+        #: started the pool itself may set it at once
+        self.extensions: set[str] = set()
         self._base = (UNIX_BASE if socket_path is not None else self.endpoint.rstrip("/")) + "/"
         loopback = socket_path is not None or _is_loopback(self.endpoint)
         self._loopback = loopback
@@ -202,6 +215,63 @@ class SessionsClient:
             execution = await self._follow(execution, response.headers.get("operation-location"),
                                            deadline, too_late, limit)
         return execution
+
+    @property
+    def live(self) -> bool:
+        """Whether the pool offers the live-output extension (`execute_live`)."""
+        return LIVE_EXECUTE in self.extensions
+
+    async def execute_live(self, code: str, on_event: LiveEvent, *, timeout: float | None = None,
+                           jupyter_repr: bool = False) -> Execution:
+        """Like `execute`, on a pool that advertises the live-output extension: `on_event` gets each
+        event while the code runs (`{"event": "started", "id", "grace"}`, then `{"event": "stream",
+        "name", "text"}` in the order the code wrote). `timeout` is not capped at 220 s (the local
+        pool's own limit is the client's). One HTTP request; cancelling closes it, which interrupts
+        the code; `interrupt_live` interrupts it and keeps the answer coming.
+        """
+        seconds = max(1, math.ceil(self.timeout if timeout is None else timeout))
+        wire = wire_for(LIVE_WIRE_VERSION)
+        call = dataclasses.replace(wire.execute(code, seconds, jupyter_repr), path=".remote-kernel/live-execute",
+                                   api_version=LIVE_WIRE_VERSION)
+        doing = "executing the cell"
+        wait = seconds + self.execution_margin
+        too_late = ExecutionTimeout(f"Executing the cell failed: the pool sent nothing for {wait:.0f} s (the code "
+                                    f"may run {seconds} s). Interrupt it or start a new session.")
+        response = await self._send(call, doing, resendable=False, read_timeout_error=too_late,
+                                    timeout=httpx.Timeout(self.request_timeout, connect=15.0, read=wait))
+        guid = response.headers.get("x-ms-session-guid")
+        try:
+            async for line in _lines(response, LIVE_LINE_LIMIT):
+                try:
+                    event = json.loads(line)
+                except (ValueError, RecursionError):
+                    raise unparseable(doing, response.status_code, line, "a live line is not JSON") from None
+                if not isinstance(event, dict):
+                    continue
+                if event.get("event") == "done":
+                    return self._wire_parse(wire.parse_execution, doing, response, event.get("execution"), guid)
+                handled = on_event(event)
+                if inspect.isawaitable(handled):
+                    await handled
+        except httpx.ReadTimeout:
+            raise too_late from None
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"Executing the cell failed: the connection to the pool broke while the "
+                                     f"cell ran ({_describe(exc)}). The code may or may not have finished.") from exc
+        finally:
+            await response.aclose()
+        raise ServiceUnavailable("Executing the cell failed: the pool's live answer ended before the execution "
+                                 "did. The code may or may not have finished.")
+
+    async def interrupt_live(self, execution_id: str) -> float:
+        """Interrupt an execution started by `execute_live`; returns the seconds the pool waits for it to
+        stop before it kills the session's processes."""
+        call = Call("POST", ".remote-kernel/live-interrupt", params={"execution": execution_id},
+                    api_version=LIVE_WIRE_VERSION)
+        response = await self._send(call, "interrupting the cell", missing="session")
+        body = await self._read_json(response, "interrupting the cell")
+        grace = body.get("grace") if isinstance(body, dict) else None
+        return float(grace) if isinstance(grace, (int, float)) and not isinstance(grace, bool) else 3.0
 
     async def _follow(self, execution: Execution, location: str | None, deadline: float,
                       too_late: ExecutionTimeout, limit: int) -> Execution:
@@ -448,6 +518,9 @@ class SessionsClient:
 
             self.reached_pool = True
             status = response.status_code
+            advertised = response.headers.get(EXTENSIONS_HEADER)
+            if advertised:
+                self.extensions = {name.strip() for name in advertised.split(",")}
             if response.is_success:
                 return response
             if status == 401 and self.auth.refreshable and not refreshed and (body is None or body.rewind()):
@@ -622,6 +695,24 @@ class _UploadBody:
         if remaining:  # the file shrank while it was read: the Content-Length would be a lie
             raise OSError(f"the file being uploaded shrank by {remaining} bytes while it was read")
         yield self.multipart.tail
+
+
+async def _lines(response: httpx.Response, limit: int) -> AsyncIterator[bytes]:
+    """The body's lines (without the newline), none longer than `limit` (else UnexpectedResponse)."""
+    buffer = bytearray()
+    async for chunk in response.aiter_bytes():
+        scan = len(buffer)
+        buffer += chunk
+        start = 0
+        while (end := buffer.find(b"\n", scan)) >= 0:
+            yield bytes(buffer[start:end])
+            start = scan = end + 1
+        if start:
+            del buffer[:start]
+        if len(buffer) > limit:
+            raise UnexpectedResponse(f"The pool's live answer has a line over {limit >> 20} MiB.")
+    if buffer.strip():
+        yield bytes(buffer)
 
 
 def _write_all(stream: IO[bytes], chunks: list[bytes]) -> None:

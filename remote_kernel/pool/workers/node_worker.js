@@ -37,6 +37,8 @@ const { performance } = require('node:perf_hooks');
 const COMMANDS_FD = 3;
 const REPLIES_FD = 4;
 const MAX_OUTPUT = parseLimit(process.env.REMOTE_KERNEL_MAX_OUTPUT, 1048576);
+const COALESCE_MS = 10; // live output waits at most this long for more before it is sent ...
+const COALESCE_BYTES = 64 * 1024; // ... unless this much is waiting
 const WORKER_FILE = __filename;
 
 // The worker's own references, taken before session code can replace them.
@@ -55,19 +57,23 @@ function parseLimit(text, fallback) {
 
 /** One stream of one execution: keeps the first `limit` UTF-8 bytes, counts the rest. */
 class StreamCapture {
-  constructor(limit) {
+  /** `onKept(text)`, when given, also receives what is kept (live output). */
+  constructor(limit, onKept = null) {
     this.limit = limit;
     this.parts = [];
     this.kept = 0;
     this.dropped = 0;
+    this.onKept = onKept;
   }
 
-  write(text) {
+  /** `live` false: text that ends the execution (an error's stack), kept for the reply only. */
+  write(text, live = true) {
     if (!text) return;
     const size = Buffer.byteLength(text);
     if (this.dropped === 0 && this.kept + size <= this.limit) {
       this.parts.push(text);
       this.kept += size;
+      if (live && this.onKept) this.onKept(text);
       return;
     }
     if (this.dropped === 0) {
@@ -76,6 +82,7 @@ class StreamCapture {
       const headSize = Buffer.byteLength(head);
       this.kept += headSize;
       this.dropped += size - headSize;
+      if (live && this.onKept && head) this.onKept(head);
     } else {
       this.dropped += size;
     }
@@ -804,8 +811,13 @@ class Execution {
   constructor(command) {
     this.id = command.id;
     this.jupyter = command.jupyter === true;
-    this.stdout = new StreamCapture(MAX_OUTPUT);
-    this.stderr = new StreamCapture(MAX_OUTPUT);
+    const live = command.live === true;
+    this.stdout = new StreamCapture(MAX_OUTPUT, live ? (text) => this.queueLive('stdout', text) : null);
+    this.stderr = new StreamCapture(MAX_OUTPUT, live ? (text) => this.queueLive('stderr', text) : null);
+    this.pending = []; // live output not sent yet: [name, text], neighbours of one stream merged
+    this.pendingSize = 0;
+    this.lastSent = 0;
+    this.timer = null;
     this.started = performance.now();
     this.topLevelDone = false;
     this.topLevelValue = undefined;
@@ -832,6 +844,28 @@ class Execution {
     };
   }
 
+  /** Live output (PROTOCOL.md): sent at most COALESCE_MS after it was written, or at 64 KiB. */
+  queueLive(name, text) {
+    if (this.finished) return;
+    const last = this.pending[this.pending.length - 1];
+    if (last && last[0] === name) last[1] += text;
+    else this.pending.push([name, text]);
+    this.pendingSize += text.length;
+    // a synchronous loop never lets a timer run: send from here when the last send is old enough
+    if (this.pendingSize >= COALESCE_BYTES || performance.now() - this.lastSent >= COALESCE_MS) this.sendLive();
+    else if (!this.timer) this.timer = setTimeout(() => this.sendLive(), COALESCE_MS);
+  }
+
+  sendLive() {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const pending = this.pending;
+    this.pending = [];
+    this.pendingSize = 0;
+    this.lastSent = performance.now();
+    for (const [name, text] of pending) send({ id: this.id, event: 'stream', name, text });
+  }
+
   topLevelCompleted(value) {
     this.topLevelDone = true;
     this.topLevelValue = value;
@@ -851,17 +885,18 @@ class Execution {
       return;
     }
     const { name, message, text } = describeThrown(thrown);
-    this.stderr.write(`${text}\n`);
+    this.stderr.write(`${text}\n`, false);
     this.finish(false, '', { name, message });
   }
 
   interrupt() {
     if (this.finished) return;
-    this.stderr.write('Interrupted: the execution was interrupted\n');
+    this.stderr.write('Interrupted: the execution was interrupted\n', false);
     this.finish(false, '', { name: 'Interrupted', message: 'the execution was interrupted' });
   }
 
   finish(ok, result, error) {
+    this.sendLive();
     this.finished = true;
     if (current === this) current = null;
     send({

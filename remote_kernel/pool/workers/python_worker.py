@@ -15,10 +15,111 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 
 MAX_OUTPUT = int(os.environ.get("REMOTE_KERNEL_MAX_OUTPUT", str(1 << 20)))
+MAX_RESULT = 8 << 20  # bytes of a result's JSON; a larger value is replaced by a note (the pool caps lines)
+COALESCE = 0.01  # seconds live output waits for more before it is sent
+COALESCE_BYTES = 64 << 10  # ... unless this much is waiting
+REPLIES_FD = 4
+
+
+class Live:
+    """The running execution's output events, sent on fd 4 as they happen (PROTOCOL.md: live output).
+
+    Writes only queue text (so a KeyboardInterrupt never tears a line); one thread sends what
+    is queued, coalesced for at most COALESCE seconds or COALESCE_BYTES, in the order written.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
+        self.pending: list[list[str]] = []  # [name, text] in order; neighbours of one stream merged
+        self.size = 0
+        self.id: str | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self, execution_id: str) -> None:
+        with self.lock:
+            self.id, self.pending, self.size = execution_id, [], 0
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="remote-kernel-live", daemon=True)
+            self.thread.start()
+
+    def add(self, name: str, text: str) -> None:
+        if self.id is None or not text:
+            return
+        with self.lock:
+            if self.pending and self.pending[-1][0] == name:
+                self.pending[-1][1] += text
+            else:
+                self.pending.append([name, text])
+            self.size += len(text)
+            self.wake.notify()
+
+    def stop(self) -> None:
+        """Send what is queued, then send no more: the reply follows."""
+        with self.lock:
+            self._send_locked()
+            self.id = None
+
+    def _run(self) -> None:
+        with self.lock:
+            while True:
+                self.wake.wait_for(lambda: bool(self.pending))
+                if self.size < COALESCE_BYTES:
+                    self.wake.wait_for(lambda: self.size >= COALESCE_BYTES, COALESCE)
+                self._send_locked()
+
+    def _send_locked(self) -> None:
+        pending, self.pending, self.size = self.pending, [], 0
+        for name, text in pending:
+            if self.id is not None:
+                send(REPLIES_FD, {"id": self.id, "event": "stream", "name": name, "text": text})
+
+
+LIVE = Live()
+
+
+class Router(io.TextIOBase):
+    """The worker's sys.stdout / sys.stderr for its whole life: writes go to the running
+    execution's stream (from any thread), to the original stream while idle. It stays in place
+    across executions, so that a wrapper put around it (the rich shim's tee) stays too."""
+
+    def __init__(self, name: str, idle: object) -> None:
+        self.name = name
+        self.idle = idle
+        self.target: CappedStream | None = None
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    @property
+    def errors(self) -> str:  # type: ignore[override]
+        return "replace"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        target = self.target
+        if target is not None:
+            return target.write(text)
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        try:
+            return self.idle.write(text)  # type: ignore[attr-defined]
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
 
 
 class CappedStream(io.TextIOBase):
@@ -26,11 +127,12 @@ class CappedStream(io.TextIOBase):
 
     encoding = "UTF-8"  # what ipykernel's streams say (code reads it: `%timeit` prints µs only then)
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, live: bool = False) -> None:
         self.name = name
         self.parts: list[str] = []
         self.size = 0
         self.dropped = 0
+        self.live = live  # also send what is kept as live events
 
     def writable(self) -> bool:
         return True
@@ -43,14 +145,21 @@ class CappedStream(io.TextIOBase):
             self.dropped += len(text.encode("utf-8", "replace"))
             return len(text)
         data = text.encode("utf-8", "replace")
+        kept = text
         if len(data) > room:
-            self.parts.append(data[:room].decode("utf-8", "ignore"))
+            kept = data[:room].decode("utf-8", "ignore")
             self.dropped += len(data) - room
             self.size = MAX_OUTPUT
         else:
-            self.parts.append(text)
             self.size += len(data)
+        self.parts.append(kept)
+        if self.live:
+            LIVE.add(self.name, kept)
         return len(text)
+
+    def write_final(self, text: str) -> None:
+        """Text that ends the execution (a traceback): kept for the reply, never sent live."""
+        self.parts.append(text)
 
     def flush(self) -> None:
         pass
@@ -80,6 +189,12 @@ def json_value(value: object) -> object:
             return repr(value)
         return json.loads(text)
     return repr(value)
+
+
+def displays_itself(value: object) -> bool:
+    """Whether IPython shows `value` by calling its `_ipython_display_` (then it has no Out[])."""
+    method = getattr(type(value), "_ipython_display_", None)
+    return callable(method) and not isinstance(value, type)
 
 
 def stdin_unavailable(*args: object, **kwargs: object) -> str:
@@ -168,7 +283,11 @@ class Worker:
                 pass
 
             def compute_format_data(self, result):
-                return {}, {}  # nobody reads every MIME type of every value: `_format` asks for what it needs
+                # nobody reads every MIME type of every value: `_format` asks for what it needs; an object
+                # that displays itself (`_ipython_display_`) does so here, once, and has no result
+                if displays_itself(result):
+                    self.shell.display_formatter.format(result)
+                return {}, {}
 
             def write_format_data(self, format_dict, md_dict=None) -> None:
                 pass
@@ -209,16 +328,20 @@ class Worker:
         self.shell.register_magic_function(lambda line="": None, "line", "matplotlib")
         # with the Agg backend, plt.show() keeps the figure open: it comes back as the image result
         warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
-        signal.signal(signal.SIGINT, self._on_sigint)
-
-    def _on_sigint(self, signum, frame) -> None:
-        if self.running:
-            raise KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # while idle; Python's own handler while a cell runs
+        self.stdout = Router("stdout", sys.stdout)
+        self.stderr = Router("stderr", sys.stderr)
+        sys.stdout, sys.stderr = self.stdout, self.stderr
+        self.captured: CappedStream | None = None  # the running execution's stderr
 
     def _showtraceback(self, etype, evalue, stb) -> None:
         self.error = (getattr(etype, "__name__", str(etype)), str(evalue))
         own = f"{os.path.abspath(__file__)}:"  # frames of this worker (input()'s) are not the user's code
-        sys.stderr.write(self.shell.InteractiveTB.stb2text([entry for entry in stb if own not in entry]) + "\n")
+        text = self.shell.InteractiveTB.stb2text([entry for entry in stb if own not in entry]) + "\n"
+        if self.captured is not None:
+            self.captured.write_final(text)  # the error message carries it: not also live stderr
+        else:
+            sys.stderr.write(text)
 
     def _colour_tracebacks(self, jupyter: bool) -> None:
         """Tracebacks in a local kernel's colours for a Jupyter kernel (it renders ANSI), plain otherwise."""
@@ -229,21 +352,28 @@ class Worker:
             else:
                 tb.set_colors(scheme)
 
-    def execute(self, code: str, jupyter: bool) -> dict:
+    def execute(self, code: str, jupyter: bool, execution_id: str | None = None, live: bool = False) -> dict:
         if jupyter != self._coloured:
             self._colour_tracebacks(jupyter)
             self._coloured = jupyter
-        stdout, stderr = CappedStream("stdout"), CappedStream("stderr")
+        stdout, stderr = CappedStream("stdout", live), CappedStream("stderr", live)
         self.error = None
-        saved = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = stdout, stderr
+        # sys.stdout stays what the session made it (the rich shim wraps the Router), as in ipykernel
+        self.stdout.target, self.stderr.target = stdout, stderr
+        self.captured = stderr
+        if live and execution_id is not None:
+            LIVE.start(execution_id)
         started = time.perf_counter()
         value: object = ""
         try:
             self.running = True
+            # Python's own handler (in C): the KeyboardInterrupt traceback shows where the cell's
+            # code was and no frame of this worker, as in ipykernel
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
                 outcome = self.shell.run_cell(code, store_history=True)
             finally:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
                 self.running = False
             if outcome.error_before_exec is None and outcome.error_in_exec is None:
                 if outcome.result is not None:
@@ -256,15 +386,21 @@ class Worker:
         except KeyboardInterrupt:
             # SIGINT landed outside the cell's own code (between statements of the shell)
             self.error = ("KeyboardInterrupt", "")
-            stderr.write("KeyboardInterrupt\n")
+            stderr.write_final("KeyboardInterrupt\n")
         finally:
-            sys.stdout, sys.stderr = saved
+            self.stdout.target = self.stderr.target = self.captured = None
+            if live:
+                LIVE.stop()
         ms = (time.perf_counter() - started) * 1000
         error = {"name": self.error[0], "message": self.error[1]} if self.error else None
+        if not error and value != "" and len(json.dumps(value, ensure_ascii=False)) > MAX_RESULT:
+            value = f"[result not returned: its JSON is over {MAX_RESULT >> 20} MiB; write it to a file instead]"
         return {"ok": error is None, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(),
                 "result": "" if error else value, "error": error, "ms": round(ms, 3)}
 
     def _format(self, value: object, jupyter: bool) -> object:
+        if displays_itself(value):
+            return ""  # it showed itself when the displayhook saw it (IPython shows no Out[] for it)
         if not jupyter:
             return json_value(value)
         if value is None:
@@ -325,9 +461,10 @@ def main() -> None:
     commands = os.fdopen(3, "rb")
     for line in commands:
         command = json.loads(line)
-        reply = worker.execute(command["code"], bool(command.get("jupyter")))
+        reply = worker.execute(command["code"], bool(command.get("jupyter")), command.get("id"),
+                               bool(command.get("live")))
         reply["id"] = command.get("id")
-        send(4, reply)
+        send(REPLIES_FD, reply)
 
 
 if __name__ == "__main__":

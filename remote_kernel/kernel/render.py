@@ -1,0 +1,325 @@
+"""One ordered stream of what a cell produced → Jupyter messages: the only place that builds them.
+
+A cell's output arrives as stream text (stdout, stderr) in the order the session wrote it,
+either live (the local pool's live events, or the hosted path's live log) or all at once in
+the execution's answer, and then the execution's end (result, error, image). `CellRender`
+takes both: `feed` for text as it comes, `finish` for the answer; what was fed live is not
+shown again (the answer's streams are read from where the live text ended).
+
+Stdout carries the rich shim's markers (`rich_shim.py`): `\\x1erk<nonce>:<cell>:<token>\\x1e`,
+where the token is `j<bundle JSON>` (an output travelling inline), a line number of the
+cell's file (an output too large to travel inline), `r` (the plain result in the contract's
+result slot), `c`/`w` (clear_output). Only this kernel's nonce counts: anything else that looks
+like a marker is shown as written. A malformed marker, line or bundle loses that one output
+with a short note. Every output is shown at most once, and a cell's messages stay within
+CELL_BUDGET bytes (then one note says the rest is not shown).
+
+Order: outputs produced after the cell's code ended ("late": figures left open, the rich
+result) and the result are held until the end, after the cell's stderr and its error, as
+ipykernel shows them.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from remote_kernel.kernel import outputs
+from remote_kernel.kernel.outputs import Message
+from remote_kernel.sessions.models import Execution, ExecutionError
+
+Publish = Callable[[str, dict[str, Any]], None]
+Fetch = Callable[[int], Awaitable[bytes]]  # the cell's file of large outputs, by cell number
+
+#: bytes of messages one cell may publish (streams and bundles); past it one note, then nothing
+CELL_BUDGET = 64 << 20
+MAX_MARK = 512 << 10  # longest marker kept waiting for its end (an inline bundle is at most 256 KiB)
+NOTE = "[remote_kernel: {}]\n"
+
+_MARK = re.compile(r"\x1erk([0-9a-f]{8}):([^\x1e:]{0,24}):([^\x1e]*)\x1e", re.DOTALL)
+_PREFIX = re.compile(r"\x1e(?:r(?:k(?:[0-9a-f]{0,8}(?::[^\x1e]*)?)?)?)?\Z", re.DOTALL)
+_MIME = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[\w.+-]{1,127}")
+_KINDS = {"display": "display_data", "update": "update_display_data", "result": "execute_result"}
+
+
+class Malformed(ValueError):
+    """One output that cannot be shown; the reason goes into a short note."""
+
+
+@dataclass
+class Output:
+    """One output the session produced: a display, an update of one, or a rich result."""
+
+    type: str  # "display", "update", "result"
+    data: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    transient: dict[str, Any] = field(default_factory=dict)
+    late: bool = False  # produced after the cell's code ended (a figure left open, the result)
+    size: int = 0
+
+    @classmethod
+    def from_json(cls, item: Any, size: int) -> Output:
+        """A checked output; Malformed when the bundle is not one."""
+        if not isinstance(item, dict):
+            raise Malformed("an output that is not a JSON object")
+        kind = item.get("type", "display")
+        data = item.get("data")
+        if kind not in _KINDS or not isinstance(data, dict) or not data:
+            raise Malformed("an output without a known type or a MIME bundle")
+        for mime, value in data.items():
+            if not _MIME.fullmatch(mime) or not (isinstance(value, (str, dict, list))):
+                raise Malformed(f"an output with an unusable MIME entry {mime[:40]!r}")
+        parts = [item.get(name) or {} for name in ("metadata", "transient")]
+        if not all(isinstance(part, dict) for part in parts):
+            raise Malformed("an output whose metadata is not an object")
+        transient = parts[1]
+        if "display_id" in transient and not isinstance(transient["display_id"], str):
+            raise Malformed("an output with a display_id that is not a string")
+        if kind == "update" and not transient.get("display_id"):
+            raise Malformed("an update without a display_id")
+        return cls(kind, data, parts[0], transient, bool(item.get("late")), size)
+
+    def message(self, execution_count: int) -> Message:
+        if self.type == "result":
+            return "execute_result", {"execution_count": execution_count, "data": self.data, "metadata": self.metadata}
+        return _KINDS[self.type], {"data": self.data, "metadata": self.metadata, "transient": self.transient}
+
+
+def parse_json(text: str | bytes) -> Any:
+    """JSON, or Malformed (a number too long, nesting too deep, not JSON at all)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise Malformed(f"unreadable output data ({type(exc).__name__})") from None
+
+
+class CellRender:
+    """Turns one cell's ordered output into messages, published as they come through `publish`."""
+
+    def __init__(self, publish: Publish, execution_count: int, *, nonce: str | None = None,
+                 fetch: Fetch | None = None, jupyter_repr: bool = False,
+                 format_value: Callable[[Any], str] = repr) -> None:
+        self._publish = publish
+        self.count = execution_count
+        self.nonce = nonce
+        self.fetch = fetch
+        self.jupyter_repr = jupyter_repr
+        self.format_value = format_value
+        self.consumed = {"stdout": 0, "stderr": 0}  # characters of each stream fed so far
+        self.cell: int | None = None  # the shim's number of this cell (from its first marker)
+        self._pending = ""  # stdout from a marker's start that may continue in the next text
+        self._held: list[Output | Message | str] = []  # what comes after a late output ("r": the result's place)
+        self._holding = False
+        self._shown: set[int] = set()  # lines of the cell's file already shown
+        self._file: dict[int, Output | str] = {}  # the cell's file, parsed (a str: why a line is unusable)
+        self._spent = 0
+        self._over = False
+        self.result_shown = False
+
+    # --- text as it comes -----------------------------------------------------------------
+
+    async def feed(self, name: str, text: str) -> None:
+        """Text the session wrote to `name`, in order (stdout markers are cut out and shown)."""
+        if not text:
+            return
+        self.consumed[name] = self.consumed.get(name, 0) + len(text)
+        if name != "stdout":
+            self._stream(name, text)
+            return
+        text, self._pending = self._pending + text, ""
+        at = shown = 0  # text[shown:at] is plain text not yet shown
+        while (start := text.find("\x1e", at)) >= 0:
+            match = _MARK.match(text, start)
+            if match is None:
+                rest = text[start:]
+                if len(rest) <= MAX_MARK and _PREFIX.match(rest):
+                    self._stdout(text[shown:start])
+                    self._pending = rest  # may be a marker cut by the end of this text
+                    return
+                at = start + 1  # not a marker: shown as written
+                continue
+            if match.group(1) != self.nonce:
+                at = match.end()  # another nonce's marker is text, as written
+                continue
+            self._stdout(text[shown:start])
+            at = shown = match.end()
+            await self._mark(match.group(2), match.group(3))
+        self._stdout(text[shown:])
+
+    async def _mark(self, cell: str, token: str) -> None:
+        try:
+            if not (cell.isascii() and cell.isdigit() and len(cell) <= 9):
+                raise Malformed("a marker with an unreadable cell number")
+            self.cell = self.cell if self.cell is not None else int(cell)
+            if token in ("c", "w"):
+                self._show_or_hold(("clear_output", {"wait": token == "w"}))
+            elif token == "r":
+                self._holding = True  # the result's place: it comes with the answer
+                self._held.append("r")
+            elif token.startswith("j"):
+                self._output(Output.from_json(parse_json(token[1:]), len(token)))
+            elif token.isascii() and token.isdigit() and len(token) <= 9:
+                await self._from_file(int(token))
+            else:
+                raise Malformed("a marker of an unknown kind")
+        except Malformed as bad:
+            self._stream("stderr", NOTE.format(f"one output could not be shown: {bad}"))
+
+    async def _from_file(self, line: int) -> None:
+        if line in self._shown:
+            return  # an output is shown at most once, however often its marker is printed
+        if line not in self._file and self.fetch is not None and self.cell is not None:
+            try:
+                self._file = parse_file(await self.fetch(self.cell))
+            except Malformed:
+                raise
+            except Exception as exc:  # the outputs are lost, the cell's text is not
+                self.fetch = None
+                raise Malformed(f"the cell's large outputs could not be fetched ({exc})") from None
+        found = self._file.get(line)
+        if found is None:
+            raise Malformed("a marker naming an output that was never written")
+        if isinstance(found, str):
+            raise Malformed(found)
+        self._shown.add(line)
+        self._output(found)
+
+    def _output(self, output: Output) -> None:
+        if output.late or output.type == "result":
+            self._holding = True
+        if self._holding:
+            self._held.append(output)
+        else:
+            self._show(output.message(self.count), output.size)
+
+    def _show_or_hold(self, message: Message) -> None:
+        if self._holding:
+            self._held.append(message)
+        else:
+            self._show(message, len(message[1].get("text", "")) + 16)
+
+    # --- the end ------------------------------------------------------------------------------
+
+    async def finish(self, execution: Execution) -> Message | None:
+        """Show the rest of the answer; returns the cell's `error` message (also published), if any.
+
+        The answer's streams are shown from where the fed text ended. Then, in ipykernel's order:
+        the code's stderr, the error, the outputs held for the end, the result.
+        """
+        stdout = execution.stdout[self.consumed["stdout"]:] if len(execution.stdout) >= self.consumed["stdout"] else ""
+        stderr = execution.stderr[self.consumed["stderr"]:] if len(execution.stderr) >= self.consumed["stderr"] else ""
+        err: Message | None = None
+        if execution.failed or execution.error is not None:
+            stderr, err = outputs.failure(_with_stderr(execution, stderr, self.consumed["stderr"]))
+        await self.feed("stdout", stdout)
+        if self._pending:
+            self._stdout(self._pending)  # an unfinished marker at the very end is text
+            self._pending = ""
+        self._stream("stderr", stderr)  # the code's stderr comes before what the cell left at its end
+        if err is not None:
+            self._show(err, 0)
+        for item in self._held:
+            if item == "r":
+                if err is None:
+                    self._result(execution)
+            elif isinstance(item, Output):
+                self.result_shown = self.result_shown or item.type == "result"
+                self._show(item.message(self.count), item.size)
+            else:
+                self._show(item, len(item[1].get("text", "")) + 16)
+        self._held = []
+        if err is not None:
+            return err
+        if execution.image is not None:
+            self._show(("display_data", {"data": outputs.image_bundle(execution.image.format, execution.image.data),
+                                         "metadata": {}, "transient": {}}), len(execution.image.data))
+        if not self.result_shown:
+            self._result(execution)
+        if execution.status.value == "Canceled":
+            err = outputs.error("KeyboardInterrupt", "the execution was canceled")
+            self._show(err, 0)
+        return err
+
+    def _result(self, execution: Execution) -> None:
+        if self.result_shown or not execution.has_result:
+            return
+        self.result_shown = True
+        value = execution.result
+        if self.jupyter_repr and isinstance(value, str):
+            text = value or None  # already the interpreter's display repr
+        else:
+            text = None if value is None else self.format_value(value)
+        if text is not None:
+            self._show(("execute_result", {"execution_count": self.count, "data": {"text/plain": text},
+                                           "metadata": {}}), len(text))
+
+    # --- publishing within the budget ------------------------------------------------------------
+
+    def _stdout(self, text: str) -> None:
+        self._stream("stdout", text)
+
+    def _stream(self, name: str, text: str) -> None:
+        if text:
+            self._show_or_hold(outputs.stream(name, text)) if name == "stdout" else \
+                self._show(outputs.stream(name, text), len(text))
+
+    def _show(self, message: Message, size: int) -> None:
+        if message[0] == "error":
+            self._publish(*message)  # the cell's verdict is always shown
+            return
+        if self._over:
+            return
+        self._spent += size
+        if self._spent > CELL_BUDGET:
+            self._over = True
+            self._publish(*outputs.stream("stderr", NOTE.format(
+                f"this cell's output passed {CELL_BUDGET >> 20} MiB; the rest is not shown (write large "
+                "output to a file and %download it)")))
+            return
+        self._publish(*message)
+
+
+def parse_file(content: bytes) -> dict[int, Output | str]:
+    """The outputs of a cell's file of large outputs: JSON lines, numbered from 0 (a line that is
+    not an output maps to why; a torn last line is left out)."""
+    found: dict[int, Output | str] = {}
+    lines = content.split(b"\n")
+    for index, line in enumerate(lines[:-1] if not content.endswith(b"\n") else lines):
+        if not line.strip():
+            continue
+        try:
+            found[index] = Output.from_json(parse_json(line), len(line))
+        except Malformed as bad:
+            found[index] = str(bad)
+    return found
+
+
+def _with_stderr(execution: Execution, stderr: str, shown: int) -> Execution:
+    """The execution as `outputs.failure` reads it: only the stderr not yet shown, and a traceback
+    without the `shown` characters of stderr that were shown live."""
+    error = execution.error
+    if error is not None and error.traceback and shown:
+        before = execution.stderr[:shown]
+        if error.traceback.startswith(before):
+            error = ExecutionError(error.name, error.message, error.traceback[len(before):])
+        elif stderr:
+            error = ExecutionError(error.name, error.message, "")
+    return Execution(id=execution.id, status=execution.status, stdout="", stderr=stderr, error=error)
+
+
+def rendered(execution: Execution, execution_count: int, *, fed: tuple[tuple[str, str], ...] = (),
+             **options: Any) -> tuple[list[Message], Message | None]:
+    """What `CellRender` publishes for `execution` after the live text `fed`, and its error: for
+    tools and tests that have no event loop running."""
+    import asyncio
+
+    messages: list[Message] = []
+    render = CellRender(lambda kind, content: messages.append((kind, content)), execution_count, **options)
+
+    async def run() -> Message | None:
+        for name, text in fed:
+            await render.feed(name, text)
+        return await render.finish(execution)
+
+    return messages, asyncio.run(run())

@@ -1,0 +1,80 @@
+"""The worker's reply pipe is untrusted input (issue 15 findings 1 and 2, issue 13 deliverable 7).
+
+Session code can write to the worker's fd 4 itself. The pool reads it a chunk at a time, accepts
+a line only for the execution that is running (by an id session code never sees), and stops a
+session that writes anything it was not asked for, or too much; its memory stays bounded.
+"""
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from conftest import start_pool
+from kernel_support import API
+
+FORGE_PYTHON = ("import os, json\nos.write(4, (json.dumps({'id': 'x', 'ok': True, 'stdout': 'FORGED\\n', "
+                "'stderr': '', 'result': '', 'error': None, 'ms': 1}) + '\\n').encode())\nprint('real')")
+FORGE_NODE = ("require('fs').writeSync(4, JSON.stringify({id: 'x', ok: true, stdout: 'FORGED\\n', stderr: '', "
+              "result: '', error: null, ms: 1}) + '\\n'); console.log('real');")
+
+
+def execute(pool, identifier: str, code: str, timeout: float = 60) -> dict:
+    response = httpx.post(f"{pool.endpoint}/executions", params={"api-version": API, "identifier": identifier},
+                          headers=pool.headers, json={"code": code, "timeoutInSeconds": 60}, timeout=timeout + 30)
+    response.raise_for_status()
+    return response.json()
+
+
+def rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def node_pool():
+    p = start_pool("--container-type", "NodeLTS", "--max-sessions", "10")
+    yield p
+    p.stop()
+
+
+@pytest.mark.parametrize("language", ["python", "node"])
+def test_a_forged_reply_stops_the_session_and_never_answers_another_execution(language, pool, node_pool):
+    target, code = (pool, FORGE_PYTHON) if language == "python" else (node_pool, FORGE_NODE)
+    identifier = str(uuid.uuid4())
+    execute(target, identifier, "1" if language == "python" else "1")
+    forged = execute(target, identifier, code)
+    assert forged["status"] == "Failed" and forged["error"]["code"] == "SessionLost"
+    assert "forged" in forged["error"]["message"] and "FORGED" not in str(forged["result"])
+    after = execute(target, identifier, "print('next')" if language == "python" else "console.log('next')")
+    assert after["status"] == "Succeeded" and after["result"]["stdout"] == "next\n"  # a fresh session, its own answer
+
+
+def test_output_written_to_the_pipe_while_idle_stops_the_session(pool):
+    identifier = str(uuid.uuid4())
+    execute(pool, identifier, "import os, threading, time\n"
+                              "threading.Thread(target=lambda: (time.sleep(0.5), os.write(4, b'{\"id\": 1}\\n')),"
+                              " daemon=True).start()")
+    answer = execute(pool, identifier, "import time\ntime.sleep(3)")  # running or not: never its answer
+    later = execute(pool, identifier, "print('fresh')")
+    assert "misbehaved" in str(answer) + str(later)
+    assert later["status"] == "Succeeded" or later["error"]["code"] == "SessionLost"
+
+
+def test_endless_lines_on_the_pipe_leave_the_pools_memory_bounded():
+    """A thread writing 10 MiB pieces of one endless line: the pool stops the session at its line limit
+    (24 MiB); the pool's RSS grows by less than the stated bound per session (see PROTOCOL.md)."""
+    pool = start_pool("--max-sessions", "4")
+    try:
+        identifier = str(uuid.uuid4())
+        execute(pool, identifier, "1")
+        before = rss_kib(pool.process.pid)
+        answer = execute(pool, identifier, "import os\nchunk = b'x' * (10 << 20)\nwhile True:\n    os.write(4, chunk)")
+        assert answer["error"]["code"] == "SessionLost" and "line over" in answer["error"]["message"]
+        grown = rss_kib(pool.process.pid) - before
+        assert grown < 100 << 10, f"the pool grew by {grown} KiB"
+    finally:
+        pool.stop()
