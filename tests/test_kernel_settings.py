@@ -58,7 +58,7 @@ def test_the_kernels_limits_reach_its_embedded_pool():
         error = errors_of(outputs)[0]
         assert error["ename"] in ("MemoryError", "SessionLost"), error
         if error["ename"] == "SessionLost":  # killed by the memory cgroup: the setting that raises it is named
-            assert "REMOTE_KERNEL_MEMORY" in "\n".join(error["traceback"])
+            assert "REMOTE_KERNEL_MEMORY" in text_of(outputs, "stderr")
     with kernel(embedded_env()) as (km, kc):
         reply, outputs = run(kc, "x = bytearray(700 << 20)\nlen(x)")
         assert reply["status"] == "ok", outputs
