@@ -9,13 +9,11 @@ JupyterLab is missing; `scripts/test` installs them.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator

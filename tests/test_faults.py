@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import psutil
-import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request

@@ -8,7 +8,6 @@ descriptors or files beyond its baseline, and its memory near its baseline.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import time
 from pathlib import Path

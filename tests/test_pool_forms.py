@@ -7,7 +7,6 @@ libraries). Rendering of values is compared with a local ipykernel running the s
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 
 import httpx

@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from jupyter_client.manager import start_new_kernel
 from conftest import start_pool
 from fake_pool import GUID, HostilePool, endless_body, execution
 from fault_server import Exchange, FaultServer, Received, json_answer
-from kernel_support import embedded_env, errors_of, kernel, pool_env, run, text_of, wait_for
+from kernel_support import embedded_env, kernel, pool_env, run, text_of, wait_for
 from remote_kernel.kernel.languages import HELPER_MARK
 from remote_kernel.sessions import AnswerTooLarge, SessionsClient, StaticToken
 
