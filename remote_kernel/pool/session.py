@@ -57,6 +57,7 @@ class Outcome:
     event_bytes: int = 0  # text received as events, counted against the worker's stream caps
     arrived: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set when events or the end arrive
     interrupted_at: float | None = None
+    counted: int = 0  # the output size the session counts against KEPT_BYTES while it keeps this
 
     def finish(self, status: str, **fields: Any) -> "Outcome":
         for key, value in fields.items():
@@ -94,6 +95,7 @@ class Session:
         self._answered = False  # the running execution's reply has arrived
         self._started = False  # the worker said it is ready
         self.max_output = sandbox.limits.max_output
+        self._kept_bytes = 0
         self._commands: asyncio.StreamWriter | None = None
         self._log_tail: collections.deque[bytes] = collections.deque(maxlen=64)
         self._tasks: list[asyncio.Task] = []
@@ -201,6 +203,9 @@ class Session:
         `capped`: the contract's MAX_TIMEOUT applies (the live route passes False: its client's limit holds).
         """
         outcome = Outcome(id=execution_id or str(uuid.uuid4()), live=live)
+        replaced = self.executions.pop(outcome.id, None)
+        if replaced is not None:
+            self._kept_bytes -= replaced.counted
         self.executions[outcome.id] = outcome
         self._forget_old()
         limit = min(max(timeout, 1), MAX_TIMEOUT) if capped else max(timeout, 1)
@@ -210,14 +215,15 @@ class Session:
         return outcome
 
     def _forget_old(self) -> None:
-        """Keep at most KEPT_OUTCOMES executions, and drop old finished ones past KEPT_BYTES of output."""
-        while len(self.executions) > KEPT_OUTCOMES:
-            self.executions.popitem(last=False)
-        total = 0
-        for key, outcome in reversed(list(self.executions.items())):
-            total += outcome.size
-            if total > KEPT_BYTES and outcome.done.is_set():
-                del self.executions[key]
+        """Keep at most KEPT_OUTCOMES executions, and drop the oldest finished ones past KEPT_BYTES of output
+        (`_kept_bytes` counts the output of those that finished and are still kept)."""
+        while len(self.executions) > KEPT_OUTCOMES or self._kept_bytes > KEPT_BYTES:
+            oldest = next((key for key, o in self.executions.items() if o.done.is_set()), None)
+            if oldest is None:
+                if len(self.executions) <= KEPT_OUTCOMES:
+                    return
+                oldest = next(iter(self.executions))
+            self._kept_bytes -= self.executions.pop(oldest).counted
 
     def cancel(self, outcome: Outcome) -> None:
         """Stop an execution whose client went away: interrupt it if running, skip it if queued."""
@@ -265,6 +271,9 @@ class Session:
                 self._running = None
                 self._worker_id = None
                 self.touch()
+                if self.executions.get(outcome.id) is outcome:
+                    outcome.counted = outcome.size
+                    self._kept_bytes += outcome.counted
                 self._forget_old()
 
     async def _execute(self, outcome: Outcome, code: str, timeout: float, jupyter: bool) -> None:
