@@ -245,7 +245,8 @@ def test_the_live_route_is_not_capped_where_the_contract_is(capped_pool):
     capped, live, events, advertised = asyncio.run(both())
     assert advertised and capped.error is not None and capped.error.name == "ExecutionTimeout"
     assert live.succeeded and live.stdout == "done\n" and events[0]["event"] == "started"
-    assert [e["text"] for e in events if e["event"] == "stream"] == ["done\n"]
+    streamed = "".join(e["text"] for e in events if e["event"] == "stream")
+    assert live.stdout.startswith(streamed)  # what was still queued at the end is in the answer only
 
 
 def test_the_extension_routes_need_the_token_and_are_advertised_on_every_answer(pool):

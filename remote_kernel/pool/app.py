@@ -422,6 +422,7 @@ async def get_execution(request: Request) -> Response:
 EXTENSIONS_HEADER = (b"x-remote-kernel-extensions", b"live-execute")  # on every answer: how clients detect it
 LIVE_EXECUTE = "/.remote-kernel/live-execute"
 LIVE_INTERRUPT = "/.remote-kernel/live-interrupt"
+LIVE_FIRST = 0.05  # seconds the `started` line waits to share its write with the first event or the end
 
 
 def ndjson(item: dict[str, Any]) -> bytes:
@@ -444,18 +445,28 @@ async def live_execute(request: Request) -> Response:
     outcome = submit(session, asked, request.headers.get("operation-id"), live=True)
 
     async def events() -> Any:
+        # what is ready goes in one write: a short cell's whole answer is one chunk (`started` waits up to
+        # LIVE_FIRST for the first event or the end, so that it need not travel alone)
+        pending = [ndjson({"event": "started", "id": outcome.id, "grace": GRACE})]
         try:
-            yield ndjson({"event": "started", "id": outcome.id, "grace": GRACE})
+            try:
+                await asyncio.wait_for(outcome.arrived.wait(), LIVE_FIRST)
+            except asyncio.TimeoutError:
+                pass
             while True:
-                await outcome.arrived.wait()
                 outcome.arrived.clear()
                 while outcome.events:
                     stream_name, text = outcome.events.popleft()
-                    yield ndjson({"event": "stream", "name": stream_name, "text": text})
-                if outcome.done.is_set() and not outcome.events:
-                    break
-            answer = v2_execution(session, outcome, None, "Synchronous", runtime_of(request))
-            yield ndjson({"event": "done", "execution": answer})
+                    pending.append(ndjson({"event": "stream", "name": stream_name, "text": text}))
+                if outcome.done.is_set():
+                    answer = v2_execution(session, outcome, None, "Synchronous", runtime_of(request))
+                    pending.append(ndjson({"event": "done", "execution": answer}))
+                    yield b"".join(pending)
+                    return
+                if pending:
+                    yield b"".join(pending)
+                    pending = []
+                await outcome.arrived.wait()
         finally:
             if not outcome.done.is_set():
                 session.cancel(outcome)  # the client went away: interrupt, as a synchronous execute does

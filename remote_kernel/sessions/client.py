@@ -240,19 +240,23 @@ class SessionsClient:
         response = await self._send(call, doing, resendable=False, read_timeout_error=too_late,
                                     timeout=httpx.Timeout(self.request_timeout, connect=15.0, read=wait))
         guid = response.headers.get("x-ms-session-guid")
+        done: Any = None
         try:
-            async for line in _lines(response, LIVE_LINE_LIMIT):
+            async for line in _lines(response, LIVE_LINE_LIMIT):  # to the body's end: the connection is kept
                 try:
                     event = json.loads(line)
                 except (ValueError, RecursionError):
                     raise unparseable(doing, response.status_code, line, "a live line is not JSON") from None
-                if not isinstance(event, dict):
+                if not isinstance(event, dict) or done is not None:
                     continue
                 if event.get("event") == "done":
-                    return self._wire_parse(wire.parse_execution, doing, response, event.get("execution"), guid)
+                    done = event
+                    continue
                 handled = on_event(event)
                 if inspect.isawaitable(handled):
                     await handled
+            if done is not None:
+                return self._wire_parse(wire.parse_execution, doing, response, done.get("execution"), guid)
         except httpx.ReadTimeout:
             raise too_late from None
         except httpx.TransportError as exc:

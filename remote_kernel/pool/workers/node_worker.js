@@ -896,7 +896,9 @@ class Execution {
   }
 
   finish(ok, result, error) {
-    this.sendLive();
+    if (this.timer) clearTimeout(this.timer); // what is still queued travels in the reply
+    this.timer = null;
+    this.pending = [];
     this.finished = true;
     if (current === this) current = null;
     send({

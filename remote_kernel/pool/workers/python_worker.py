@@ -52,18 +52,20 @@ class Live:
         if self.id is None or not text:
             return
         with self.lock:
+            first = not self.pending
             if self.pending and self.pending[-1][0] == name:
                 self.pending[-1][1] += text
             else:
                 self.pending.append([name, text])
             self.size += len(text)
-            self.wake.notify()
+            if first or self.size >= COALESCE_BYTES:
+                self.wake.notify()
 
     def stop(self) -> None:
-        """Send what is queued, then send no more: the reply follows."""
+        """Send no more: what is still queued travels in the reply, which follows (a short cell sends no
+        event at all)."""
         with self.lock:
-            self._send_locked()
-            self.id = None
+            self.pending, self.size, self.id = [], 0, None
 
     def _run(self) -> None:
         with self.lock:
