@@ -53,7 +53,8 @@ async def one_session(pool, number: int, wrong: list[str], durations: list[float
             durations.append(time.monotonic() - started)
             expected_stdout = f"{identifier} {i} {token}\n"
             if (not execution.succeeded or execution.stdout != expected_stdout
-                    or execution.result != [identifier, i] or execution.session_guid != guid):
+                    or execution.result != repr([identifier, i])  # a list comes back as its IPython text
+                    or execution.session_guid != guid):
                 wrong.append(f"{identifier} #{i}: {execution.status.value} stdout={execution.stdout!r} "
                              f"result={execution.result!r} guid={execution.session_guid} (not {guid}) "
                              f"stderr={execution.stderr[-300:]!r}")

@@ -4,6 +4,8 @@ host by a veth pair — but never the host's loopback, the host's own addresses,
 or another session."""
 from __future__ import annotations
 
+import ast
+
 import json
 import os
 import shutil
@@ -159,7 +161,9 @@ def value(client: httpx.Client, identifier: str, code: str):
                            json={"code": code, "timeoutInSeconds": 60})
     body = response.json()
     assert body["status"] == "Succeeded", body
-    return body["result"]["executionResult"]
+    result = body["result"]["executionResult"]
+    # a list, tuple or dict comes back as its IPython display text (docs/clients.md): read it back
+    return ast.literal_eval(result) if isinstance(result, str) and result[:1] in ("[", "(", "{") else result
 
 
 def test_egress_reaches_outside_hosts_but_not_the_host_or_other_sessions(egress_pool, host_services):

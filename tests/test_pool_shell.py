@@ -98,7 +98,7 @@ def test_asynchronous_commands_are_polled(http):
     started = execute(http, identifier, shellCommand="sleep 1; echo late", executionType="Asynchronous")
     location = started.headers["Operation-Location"]
     polled = started.json()
-    while polled["status"] == "Running":
+    while polled["status"] in ("NotStarted", "Running"):  # queued, then running
         polled = http.get(location).json()
     assert polled["status"] == "0" and polled["result"]["stdout"] == "late\n"
 

@@ -97,7 +97,7 @@ class Router(io.TextIOBase):
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
+        return "UTF-8"  # what ipykernel's streams say (code reads it: `%timeit` prints µs only then)
 
     @property
     def errors(self) -> str:  # type: ignore[override]
