@@ -1,6 +1,8 @@
 """Shared fixtures: a real local session pool on a free loopback port."""
 from __future__ import annotations
 
+import ast
+
 import os
 import secrets
 import shutil
@@ -11,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -117,3 +120,21 @@ def identifier() -> str:
     import uuid
 
     return str(uuid.uuid4())
+
+
+def execute_code(http: httpx.Client, identifier: str, code: str, timeout: int = 60) -> dict:
+    """A synchronous v2 execution through `http` (a client of a test pool); its answer."""
+    response = http.post("/executions", params={"api-version": "2025-10-02-preview", "identifier": identifier},
+                         json={"code": code, "timeoutInSeconds": timeout})
+    response.raise_for_status()
+    return response.json()
+
+
+def code_value(http: httpx.Client, identifier: str, code: str, timeout: int = 60) -> Any:
+    """The value of a successful execution; a list, tuple or dict comes back as its IPython display
+    text (the hosted rendering, docs/clients.md) and is read back here."""
+    body = execute_code(http, identifier, code, timeout)
+    assert body["status"] == "Succeeded", body
+    result = body["result"]["executionResult"]
+    return ast.literal_eval(result) if isinstance(result, str) and result[:1] in ("[", "(", "{") else result
+

@@ -2,7 +2,6 @@
 within the disk limit, a seccomp filter, a CPU quota, no host paths in its mount table."""
 from __future__ import annotations
 
-import ast
 
 import os
 import uuid
@@ -11,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, bubblewrap_usable, start_pool
+from conftest import ROOT, bubblewrap_usable, code_value, execute_code, start_pool
 
 usable, why = bubblewrap_usable()
 pytestmark = pytest.mark.skipif(not usable, reason=why)
@@ -34,18 +33,11 @@ def http(confined):
 
 
 def run(http, identifier: str, code: str) -> dict:
-    response = http.post("/executions", params={"api-version": "2025-10-02-preview", "identifier": identifier},
-                         json={"code": code, "timeoutInSeconds": 120})
-    response.raise_for_status()
-    return response.json()
+    return execute_code(http, identifier, code, 120)
 
 
 def value(http, identifier: str, code: str):
-    body = run(http, identifier, code)
-    assert body["status"] == "Succeeded", body
-    result = body["result"]["executionResult"]
-    # a list, tuple or dict comes back as its IPython display text (docs/clients.md): read it back
-    return ast.literal_eval(result) if isinstance(result, str) and result[:1] in ("[", "(", "{") else result
+    return code_value(http, identifier, code, 120)
 
 
 def test_every_writable_place_is_within_the_disk_limit_or_not_writable(http):

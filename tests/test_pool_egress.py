@@ -4,7 +4,6 @@ host by a veth pair — but never the host's loopback, the host's own addresses,
 or another session."""
 from __future__ import annotations
 
-import ast
 
 import json
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import bubblewrap_usable, start_pool
+from conftest import bubblewrap_usable, code_value, start_pool
 
 usable, why = bubblewrap_usable()
 missing = [tool for tool in ("ip", "pasta", "nsenter") if shutil.which(tool) is None]
@@ -157,13 +156,7 @@ def egress_pool(request, outside):
 
 
 def value(client: httpx.Client, identifier: str, code: str):
-    response = client.post("/executions", params={"api-version": "2025-10-02-preview", "identifier": identifier},
-                           json={"code": code, "timeoutInSeconds": 60})
-    body = response.json()
-    assert body["status"] == "Succeeded", body
-    result = body["result"]["executionResult"]
-    # a list, tuple or dict comes back as its IPython display text (docs/clients.md): read it back
-    return ast.literal_eval(result) if isinstance(result, str) and result[:1] in ("[", "(", "{") else result
+    return code_value(client, identifier, code)
 
 
 def test_egress_reaches_outside_hosts_but_not_the_host_or_other_sessions(egress_pool, host_services):

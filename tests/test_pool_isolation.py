@@ -1,7 +1,6 @@
 """The isolation matrix: hostile code in a session cannot reach the host, the network or other sessions."""
 from __future__ import annotations
 
-import ast
 
 import time
 import uuid
@@ -10,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, bubblewrap_usable, start_pool
+from conftest import ROOT, bubblewrap_usable, code_value, execute_code, start_pool
 
 usable, why = bubblewrap_usable()
 pytestmark = pytest.mark.skipif(not usable, reason=why)
@@ -36,18 +35,11 @@ def http(limited):
 
 
 def run(http, identifier: str, code: str, timeout: int = 60) -> dict:
-    response = http.post("/executions", params={"api-version": "2025-10-02-preview", "identifier": identifier},
-                         json={"code": code, "timeoutInSeconds": timeout})
-    response.raise_for_status()
-    return response.json()
+    return execute_code(http, identifier, code, timeout)
 
 
 def value(http, identifier: str, code: str):
-    body = run(http, identifier, code)
-    assert body["status"] == "Succeeded", body
-    result = body["result"]["executionResult"]
-    # a list, tuple or dict comes back as its IPython display text (docs/clients.md): read it back
-    return ast.literal_eval(result) if isinstance(result, str) and result[:1] in ("[", "(", "{") else result
+    return code_value(http, identifier, code)
 
 
 def cgroup_dirs(guid: str) -> list[Path]:
