@@ -177,6 +177,9 @@ def test_a_folder_goes_up_and_comes_back_with_one_progress_display(kernels, tmp_
     assert reply["ename"] == "RemoteFileNotFound" and "no remote file matches" in errors_of(outputs)[0]["evalue"]
 
 
+@pytest.mark.xfail(int(IPython.__version__.split(".")[0]) >= 9, strict=True,
+                   reason="issue 14, open: under IPython 9 the session's traceback drops blank context lines "
+                          "that ipykernel keeps")
 def test_tracebacks_are_coloured_as_ipykernels_without_frames_of_the_worker(kernels):
     cell = "import sys\nprint('before', file=sys.stderr)\ndef f():\n    x = 1\n\n    return 1 / 0\n\nf()"
     shown = {}
