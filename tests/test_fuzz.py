@@ -11,7 +11,6 @@ import asyncio
 import collections
 import hashlib
 import json
-import re
 
 import httpx
 import pytest
@@ -29,6 +28,7 @@ from schemathesis.checks import (
 )
 
 from conftest import start_pool
+from remote_kernel.contract import IDENTIFIER
 from remote_kernel.sessions import SessionsClient, SessionsError, UnexpectedResponse
 from remote_kernel.sessions.auth import StaticToken
 from remote_kernel.sessions.client import RetryPolicy
@@ -42,7 +42,6 @@ from remote_kernel.sessions.wire import (
     wire_for,
 )
 
-IDENTIFIER = re.compile(r"[A-Za-z0-9\-_|&^%$#(){}\[\];<>]{4,128}")
 # Valid identifiers are folded onto a few, so that thousands of cases start a handful of sessions
 # (each start costs a sandboxed interpreter); invalid ones go through as generated.
 SESSIONS = [f"fuzz-session-{n}" for n in range(3)]

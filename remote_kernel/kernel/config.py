@@ -13,16 +13,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from remote_kernel.contract import (API_VERSIONS, AUTH_MODES, DEFAULT_API_VERSION, EXECUTION_LIMIT, IDENTIFIER,
+                                     JUPYTER_REPR_VERSIONS)
 from remote_kernel.sizes import format_size, parse_size
 
-DEFAULT_API_VERSION = "2025-10-02-preview"
-API_VERSIONS = ("2024-02-02-preview", "2024-08-02-preview", "2024-10-02-preview", "2025-02-02-preview",
-                "2025-10-02-preview")
-#: versions whose execute request can ask for the interpreter's display repr of the result
-JUPYTER_REPR_VERSIONS = ("2025-10-02-preview",)
-AUTH_MODES = ("azure", "token", "none")
-MAX_TIMEOUT = 220.0  # a hosted pool's cap on one execution; local pools take what the kernel asks
-DEFAULT_TIMEOUT = 220.0
+#: a hosted pool's cap on one execution; local pools take what the kernel asks
+MAX_TIMEOUT = DEFAULT_TIMEOUT = EXECUTION_LIMIT
 #: The embedded pool's settings: variable → (pool option, its default as `%session` shows it)
 EMBEDDED_SETTINGS = {
     "REMOTE_KERNEL_MEMORY": ("--memory", "1G"),
@@ -33,7 +29,6 @@ EMBEDDED_SETTINGS = {
 }
 EGRESS_MODES = ("enabled", "disabled")
 SANDBOX_MODES = ("auto", "bubblewrap", "none")
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9\-_|&^%$#(){}\[\];<>]{4,128}$")
 
 
 @dataclass(frozen=True)
@@ -130,7 +125,7 @@ class KernelConfig:
 
         identifier = env.get("REMOTE_KERNEL_IDENTIFIER", "").strip()
         from_env = bool(identifier)
-        if from_env and not _IDENTIFIER.match(identifier):
+        if from_env and not IDENTIFIER.fullmatch(identifier):
             problems.append(f"REMOTE_KERNEL_IDENTIFIER={identifier!r} is not a valid identifier: use 4–128 letters, "
                             "digits or -_|&^%$#(){}[];<> (a uuid4 is best).")
         identifier = identifier or str(uuid.uuid4())

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from remote_kernel.sessions.models import Execution, ExecutionError, SessionsError
+from remote_kernel.sessions.wire import EXCEPTION_LINE
 
 Message = tuple[str, dict[str, Any]]
 
@@ -22,7 +23,6 @@ _TRACEBACK_START = re.compile(  # (the header may be coloured: ANSI codes around
     r"|Traceback \(most recent call last\):)",
     re.MULTILINE,
 )
-_LAST_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
 
 #: What the kernel does about a failure, added to the client's message (which says what to fix).
 _ADVICE: dict[str, str] = {
@@ -76,7 +76,7 @@ def parse_exception_line(traceback: str) -> tuple[str, str] | None:
         line = line.strip()
         if not line:
             continue
-        match = _LAST_LINE.match(line)
+        match = EXCEPTION_LINE.match(line)
         if match and (match.group(2) is not None or match.group(1)[:1].isupper()):
             return match.group(1).rsplit(".", 1)[-1], match.group(2) or ""
         return None

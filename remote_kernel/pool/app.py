@@ -23,6 +23,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from remote_kernel.contract import (API_VERSIONS, EXECUTION_LIMIT, IDENTIFIER, IDENTIFIER_RULE, LEGACY_API_VERSION,
+                                     SESSION_API_VERSIONS, V1_API_VERSIONS)
 from remote_kernel.pool import files
 from remote_kernel.pool.downloads import FileDownload
 from remote_kernel.pool.openapi import openapi_document
@@ -40,21 +42,14 @@ class Version:
     session_routes: bool  # GET/DELETE session, listSessions, metadata
 
 
-VERSIONS = {
-    "2024-02-02-preview": Version("v1", 202, False),
-    "2024-08-02-preview": Version("v1", 202, False),
-    "2024-10-02-preview": Version("v2", 202, False),
-    "2025-02-02-preview": Version("v2", 202, True),
-    "2025-10-02-preview": Version("v2", 200, True),
-}
-#: what a request without api-version means: the 2024 preview's clients sent none (seed 002's samples)
-LEGACY_VERSION = "2024-02-02-preview"
-IDENTIFIER = re.compile(r"[A-Za-z0-9\-_|&^%$#(){}\[\];<>]{4,128}")
+#: the HTTP status of an execute answer, where it is not 202 (2025-10-02-preview answers 200)
+EXECUTE_STATUS = {"2025-10-02-preview": 200}
+VERSIONS = {name: Version("v1" if name in V1_API_VERSIONS else "v2", EXECUTE_STATUS.get(name, 202),
+                          name in SESSION_API_VERSIONS) for name in API_VERSIONS}
 AZURE_PREFIX = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/sessionPools/[^/]+(?=/|$)", re.IGNORECASE)
 MAX_JSON_BODY = 16 << 20
 SHELL_STREAM_LIMIT = 4096  # bytes per stream a Shell answer keeps unless the request names another cap
 LIST_PAGE = 300
-HOSTED_EXECUTION_LIMIT = 220.0  # the hosted service's cap on one execution; `--max-execution-time` may raise it
 
 
 class ApiError(Exception):
@@ -76,7 +71,7 @@ def version_of(request: Request, legacy: bool = False) -> tuple[str, Version]:
     """The request's api-version; on a route the 2024 preview had (`legacy`), none means that preview."""
     name = request.query_params.get("api-version")
     if name is None and legacy:
-        name = LEGACY_VERSION
+        name = LEGACY_API_VERSION
     if name is None:
         raise ApiError(400, "MissingApiVersionParameter",
                        f"The api-version query parameter is required; use one of {', '.join(VERSIONS)}.")
@@ -93,7 +88,7 @@ def identifier_of(request: Request) -> str:
         raise ApiError(400, "MissingIdentifier", "The identifier query parameter is required (a uuid4 is best).")
     if not IDENTIFIER.fullmatch(identifier):
         raise ApiError(400, "InvalidIdentifier",
-                       "The identifier must be 4 to 128 letters, digits or -_|&^%$#(){}[];<> characters.")
+                       f"The identifier must be {IDENTIFIER_RULE}.")
     return identifier
 
 
@@ -230,7 +225,7 @@ def execution_request(body: dict[str, Any], runtime: str, max_timeout: float) ->
     mode = choice(body, "executionType", ("synchronous", "asynchronous"), "InvalidExecutionType")
     timeout = body.get("timeoutInSeconds")
     if timeout is None:
-        timeout = min(HOSTED_EXECUTION_LIMIT, max_timeout)
+        timeout = min(EXECUTION_LIMIT, max_timeout)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:  # NaN too
         raise ApiError(400, "InvalidTimeout", f"timeoutInSeconds must be a positive number (at most {max_timeout:g}).")
     cap = body.get("outputStreamsMaxLength")
@@ -786,7 +781,7 @@ async def on_unexpected(request: Request, error: Exception) -> Response:
 def build_app(pool: Pool, *, token: str | None, max_upload: int,
               describe: Callable[[], Awaitable[dict[str, Any]]], log: Any,
               mcp: ASGIApp | None = None, mcp_key: str | None = None,
-              max_execution_time: float = HOSTED_EXECUTION_LIMIT) -> ASGIApp:
+              max_execution_time: float = EXECUTION_LIMIT) -> ASGIApp:
     """The pool's ASGI application, with the token gate in front (and the MCP server at /mcp, if given)."""
     routes = ROUTES + ([Route(MCP_PATH, mcp)] if mcp is not None else [])
     app = Starlette(routes=routes, exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,

@@ -29,6 +29,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.types import Receive, Scope, Send
 
+from remote_kernel.contract import EXECUTION_LIMIT
 from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
 from remote_kernel.pool.values import hosted_value
 
@@ -87,7 +88,7 @@ class Environments:
                               "environmentId it returned.")
         runtime = self.pool.sandbox.runtime
         limit = self.limit
-        seconds = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else min(220.0, limit)
+        seconds = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else min(EXECUTION_LIMIT, limit)
         try:
             session = await self.pool.get(environment)
         except (PoolFull, SessionStartFailed) as problem:

@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from remote_kernel.contract import EXECUTION_LIMIT, SHELL_EXECUTION_LIMIT
 from remote_kernel.pool import seccomp_filter
 from remote_kernel.pool.egress import EgressPolicy, EgressUnavailable
 
@@ -60,7 +61,7 @@ class Runtime:
     binds: tuple[str, ...]  # host folders to mount read-only at the same path
     worker_file: Path  # mounted read-only at /opt/remote_kernel/<name>
     address_space: bool  # whether an address-space rlimit is safe (not for V8)
-    max_timeout: float = 220.0  # longest execution allowed (hosted: 220 s; Shell pools 600 s)
+    max_timeout: float = EXECUTION_LIMIT  # longest execution allowed (the hosted cap of the container type)
 
     @staticmethod
     def python(interpreter: str | None) -> "Runtime":
@@ -103,7 +104,7 @@ class Runtime:
         exe = os.path.abspath(sys.executable)
         prefixes, _ = python_layout(exe)
         return Runtime("shell", (exe, "-I"), tuple(sorted(prefixes)), WORKERS / "shell_worker.py",
-                       address_space=True, max_timeout=600.0)
+                       address_space=True, max_timeout=SHELL_EXECUTION_LIMIT)
 
 
 #: run by another interpreter: its install prefixes, and where its IPython package is (null: nowhere)

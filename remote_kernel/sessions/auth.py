@@ -12,10 +12,10 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from remote_kernel.contract import AUTH_MODES
 from remote_kernel.sessions.models import ConfigurationError, RemoteAuthenticationError
 
 DYNAMIC_SESSIONS_SCOPE = "https://dynamicsessions.io/.default"
-AUTH_MODES = ("azure", "token", "none")
 
 
 class TokenProvider(ABC):

@@ -50,6 +50,7 @@ from remote_kernel.sessions.wire import (
     error_from_response,
     multipart_for,
     relative_name,
+    sentence,
     unparseable,
     wire_for,
 )
@@ -118,7 +119,7 @@ class SessionsClient:
     loopback_refused_budget: float = 0.5
 
     def __init__(self, endpoint: str, identifier: str, *, api_version: str = DEFAULT_API_VERSION,
-                 auth: TokenProvider | None = None, timeout: float = 220.0,
+                 auth: TokenProvider | None = None, timeout: float = MAX_TIMEOUT_SECONDS,
                  transport: httpx.AsyncBaseTransport | None = None, retry: RetryPolicy | None = None,
                  max_timeout: float = MAX_TIMEOUT_SECONDS) -> None:
         self.endpoint = _checked_endpoint(endpoint)
@@ -382,7 +383,7 @@ class SessionsClient:
 
         def too_large(size: str) -> AnswerTooLarge:
             left = "nothing was saved" if partial else "the stream holds a partial copy"
-            return AnswerTooLarge(f"{_cap(doing)} stopped: the file is {size}, over the limit of {limit} bytes; "
+            return AnswerTooLarge(f"{sentence(doing)} stopped: the file is {size}, over the limit of {limit} bytes; "
                                   f"{left}.", status_code=response.status_code)
 
         if limit is not None and total is not None and total > limit:
@@ -414,11 +415,11 @@ class SessionsClient:
             got = written + pending_size
             left = "nothing was saved" if partial else "the stream holds a partial copy"
             raise ServiceUnavailable(
-                f"{_cap(doing)} failed: the connection broke after {got} of "
+                f"{sentence(doing)} failed: the connection broke after {got} of "
                 f"{total if total is not None else 'an unknown number of'} bytes "
                 f"({_describe(exc)}); {left}. Try again.") from exc
         except httpx.DecodingError as exc:
-            raise UnexpectedResponse(f"{_cap(doing)} failed: the pool's answer cannot be decoded "
+            raise UnexpectedResponse(f"{sentence(doing)} failed: the pool's answer cannot be decoded "
                                      f"({_describe(exc)}).", status_code=response.status_code) from exc
         finally:
             await response.aclose()
@@ -437,17 +438,17 @@ class SessionsClient:
                                                await self._read_json(response, doing))
             files.extend(page)
             if len(files) > MAX_LISTED_FILES:
-                raise AnswerTooLarge(f"{_cap(doing)} stopped: the pool listed more than {MAX_LISTED_FILES} "
+                raise AnswerTooLarge(f"{sentence(doing)} stopped: the pool listed more than {MAX_LISTED_FILES} "
                                      "entries; list a folder of it instead.", status_code=response.status_code)
             url = self._operation_url(next_link)
             if url is None:
                 return files
             if str(url) in seen:
-                raise UnexpectedResponse(f"{_cap(doing)} failed: the pool's nextLink leads back to a page "
+                raise UnexpectedResponse(f"{sentence(doing)} failed: the pool's nextLink leads back to a page "
                                          f"already read ({len(files)} entries so far); the pool is misbehaving.",
                                          status_code=response.status_code)
             seen.add(str(url))
-        raise AnswerTooLarge(f"{_cap(doing)} stopped: the pool's listing went on for more than "
+        raise AnswerTooLarge(f"{sentence(doing)} stopped: the pool's listing went on for more than "
                              f"{MAX_LISTED_PAGES} pages.")
 
     async def file_info(self, name: str) -> RemoteFile:
@@ -566,7 +567,7 @@ class SessionsClient:
             raise
         except Exception as exc:
             raise RemoteAuthenticationError(
-                f"{_cap(doing)} failed: no token could be obtained ({self.auth.describe()}: "
+                f"{sentence(doing)} failed: no token could be obtained ({self.auth.describe()}: "
                 f"{type(exc).__name__}: {exc}). {self.auth.hint}") from exc
 
     def _next_delay(self, retries: int, started: float, retry_after: float | None) -> float | None:
@@ -583,18 +584,18 @@ class SessionsClient:
         origin = _origin(self.endpoint)
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
             return ServiceUnavailable(
-                f"{_cap(doing)} failed: cannot connect to the pool at {origin} ({_describe(exc)}). Check "
+                f"{sentence(doing)} failed: cannot connect to the pool at {origin} ({_describe(exc)}). Check "
                 "POOL_MANAGEMENT_ENDPOINT and that the pool is running.")
         if isinstance(exc, httpx.PoolTimeout):
             return ServiceUnavailable(
-                f"{_cap(doing)} failed: every connection to {origin} stayed busy; too many requests at once.")
+                f"{sentence(doing)} failed: every connection to {origin} stayed busy; too many requests at once.")
         if isinstance(exc, httpx.TimeoutException):
-            return ServiceUnavailable(f"{_cap(doing)} failed: the pool at {origin} stopped answering "
+            return ServiceUnavailable(f"{sentence(doing)} failed: the pool at {origin} stopped answering "
                                       f"({_describe(exc)}). Try again; check the pool's health.")
         sent = f" after {body.sent} of {body.size} bytes" if body is not None and body.size is not None else ""
         consequence = "" if resendable else " The code may or may not have run."
         return ServiceUnavailable(
-            f"{_cap(doing)} failed: the connection to the pool at {origin} broke{sent} "
+            f"{sentence(doing)} failed: the connection to the pool at {origin} broke{sent} "
             f"({_describe(exc)}).{consequence} Try again; check the pool's health.")
 
     async def _read_json(self, response: httpx.Response, doing: str, *, limit: int | None = None,
@@ -609,16 +610,16 @@ class SessionsClient:
                     content += chunk
                     if len(content) > limit:
                         raise AnswerTooLarge(
-                            f"{_cap(doing)} failed: the pool's answer is larger than {_mib(limit)} once decoded "
+                            f"{sentence(doing)} failed: the pool's answer is larger than {_mib(limit)} once decoded "
                             "(the kernel stops reading there to protect its memory). If the code printed that "
                             "much, print less or write it to a file and %download it.",
                             status_code=response.status_code)
         except TimeoutError:
-            raise AnswerTooLarge(f"{_cap(doing)} failed: the pool's answer did not arrive whole in time (its bytes "
+            raise AnswerTooLarge(f"{sentence(doing)} failed: the pool's answer did not arrive whole in time (its bytes "
                                  f"came too slowly; {len(content)} bytes so far). Try again; check the pool's "
                                  "health.", status_code=response.status_code) from None
         except httpx.TransportError as exc:
-            raise ServiceUnavailable(f"{_cap(doing)} failed: the connection broke while the answer was "
+            raise ServiceUnavailable(f"{sentence(doing)} failed: the connection broke while the answer was "
                                      f"being read ({_describe(exc)}). Try again.") from exc
         except httpx.DecodingError as exc:  # e.g. Content-Encoding: gzip on a body that is not
             raise unparseable(doing, response.status_code, b"", f"its body cannot be decoded ({exc})") from None
@@ -636,7 +637,7 @@ class SessionsClient:
         try:
             return parse(body, *args)
         except UnexpectedResponse as exc:
-            raise UnexpectedResponse(f"{_cap(doing)} failed: {exc.message}",
+            raise UnexpectedResponse(f"{sentence(doing)} failed: {exc.message}",
                                      status_code=response.status_code) from None
 
 
@@ -830,6 +831,3 @@ def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
-
-def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]

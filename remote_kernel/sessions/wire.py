@@ -23,6 +23,9 @@ from datetime import datetime
 from typing import Any, Mapping
 from urllib.parse import quote
 
+# the contract's facts, re-exported under the names the client and its tests use
+from remote_kernel.contract import (API_VERSIONS, DEFAULT_API_VERSION, EXECUTION_LIMIT,  # noqa: F401
+                                     SESSION_API_VERSIONS, V1_API_VERSIONS, V2_API_VERSIONS)
 from remote_kernel.sessions.models import (
     BadRequest,
     ConfigurationError,
@@ -43,16 +46,12 @@ from remote_kernel.sessions.models import (
     UnexpectedResponse,
 )
 
-V1_API_VERSIONS = ("2024-02-02-preview", "2024-08-02-preview")
-V2_API_VERSIONS = ("2024-10-02-preview", "2025-02-02-preview", "2025-10-02-preview")
-SUPPORTED_API_VERSIONS = V1_API_VERSIONS + V2_API_VERSIONS
-DEFAULT_API_VERSION = "2025-10-02-preview"
-# Versions that have `GET session`, `GET listSessions` and `GET metadata`.
-SESSION_INFO_API_VERSIONS = ("2025-02-02-preview", "2025-10-02-preview")
+SUPPORTED_API_VERSIONS = API_VERSIONS
+SESSION_INFO_API_VERSIONS = SESSION_API_VERSIONS
 # Versions without session routes delete a session through this one, like langchain does.
 SESSION_DELETE_API_VERSION = "2025-10-02-preview"
 
-MAX_TIMEOUT_SECONDS = 220  # the hosted service's cap on one execution
+MAX_TIMEOUT_SECONDS = int(EXECUTION_LIMIT)  # the hosted service's cap on one execution
 DATA_ROOT = "/mnt/data"
 
 
@@ -399,28 +398,28 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, do
     if status in (401, 403):
         why = "refused the credentials (401)" if status == 401 else "denied access (403)"
         return RemoteAuthenticationError(
-            f"{_cap(doing)} failed: the pool {why}{said}. {auth_hint} {AUTH_CHECKLIST}".replace("  ", " "),
+            f"{sentence(doing)} failed: the pool {why}{said}. {auth_hint} {AUTH_CHECKLIST}".replace("  ", " "),
             **kwargs)
     if status == 429 or code == "SessionsCountExceedsLimit":
         return PoolFull(
-            f"{_cap(doing)} failed: the pool has no room for another session ({status}{said}). Wait for idle "
+            f"{sentence(doing)} failed: the pool has no room for another session ({status}{said}). Wait for idle "
             "sessions to cool down, delete sessions you no longer need, or raise the pool's maximum "
             "number of sessions (--max-sessions for the local pool).", **kwargs)
     if code == "SessionWithIdentifierNotFound" or (status == 404 and missing == "session" and code is None):
         return SessionNotFound(
-            f"{_cap(doing)} failed: the pool has no session with this identifier{said}. It expired after "
+            f"{sentence(doing)} failed: the pool has no session with this identifier{said}. It expired after "
             "its cooldown or was deleted; the next execution starts a fresh one.", **kwargs)
     if code == "ExecutionNotFound":
         return SessionLost(
-            f"{_cap(doing)} failed: the pool no longer knows this execution{said}. The session was "
+            f"{sentence(doing)} failed: the pool no longer knows this execution{said}. The session was "
             "probably lost (deleted or recreated); its state is gone.", **kwargs)
     if code == "FileNotFound" or (status == 404 and missing == "file" and code is None):
         return RemoteFileNotFound(
-            f"{_cap(doing)} failed: no such file in /mnt/data{said}. List the session's files to see "
+            f"{sentence(doing)} failed: no such file in /mnt/data{said}. List the session's files to see "
             "their names.", **kwargs)
     if status == 413:
         return PayloadTooLarge(
-            f"{_cap(doing)} failed: the file is larger than the pool accepts{said}. Hosted pools take "
+            f"{sentence(doing)} failed: the file is larger than the pool accepts{said}. Hosted pools take "
             "up to 128 MB per upload; the local pool's limit is its --max-upload.", **kwargs)
     if status == 400 or code in ("UnsupportedApiVersion", "InvalidIdentifier"):
         hint = ""
@@ -429,18 +428,18 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, do
         elif code == "InvalidIdentifier":
             hint = " Use 4-128 letters, digits or -_|&^%$#(){}[];<> (a uuid4 always works)."
         return BadRequest(
-            f"{_cap(doing)} failed: the pool rejected the request ({status}{said}).{hint}", **kwargs)
+            f"{sentence(doing)} failed: the pool rejected the request ({status}{said}).{hint}", **kwargs)
     if status in (502, 503, 504):
         return ServiceUnavailable(
-            f"{_cap(doing)} failed: the pool is unavailable ({status}{said}) and stayed so through every "
+            f"{sentence(doing)} failed: the pool is unavailable ({status}{said}) and stayed so through every "
             "retry. Try again later; check the pool's health.", **kwargs)
     if status == 404:
         return UnexpectedResponse(
-            f"{_cap(doing)} failed: the pool answered 404{said} ({snippet(body)}). Check "
+            f"{sentence(doing)} failed: the pool answered 404{said} ({snippet(body)}). Check "
             "POOL_MANAGEMENT_ENDPOINT; hosted pools may also answer 404 when they reach their maximum "
             "number of sessions.", **kwargs)
     return UnexpectedResponse(
-        f"{_cap(doing)} failed: the pool answered {status}, which this client does not expect "
+        f"{sentence(doing)} failed: the pool answered {status}, which this client does not expect "
         f"({snippet(body)}).", **kwargs)
 
 
@@ -462,7 +461,7 @@ def snippet(body: bytes | str | Any, limit: int = 200) -> str:
 def unparseable(doing: str, status: int, body: bytes, why: str) -> UnexpectedResponse:
     """The error for a 2xx answer whose body this client cannot read."""
     return UnexpectedResponse(
-        f"{_cap(doing)} failed: the pool answered {status} but {why} ({snippet(body)}). Check that "
+        f"{sentence(doing)} failed: the pool answered {status} but {why} ({snippet(body)}). Check that "
         "POOL_MANAGEMENT_ENDPOINT is a session pool's management endpoint.", status_code=status)
 
 
@@ -473,7 +472,8 @@ _V1_STATUS = {"success": ExecutionStatus.SUCCEEDED, "succeeded": ExecutionStatus
 _V2_STATUS = {s.value.lower(): s for s in ExecutionStatus} | {"success": ExecutionStatus.SUCCEEDED,
                                                                "failure": ExecutionStatus.FAILED}
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
+#: a traceback's last line: the exception's (dotted) class name, then `: message` if it has one
+EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
 
 
 def _status(value: Any, body: Any) -> ExecutionStatus:
@@ -547,7 +547,7 @@ def traceback_exception(text: str) -> tuple[str | None, str]:
     if not lines:
         return None, ""
     last = lines[-1].strip()
-    match = _EXCEPTION_LINE.match(last)
+    match = EXCEPTION_LINE.match(last)
     if match and (":" in last or match.group(1)[:1].isupper()):
         return match.group(1), (match.group(2) or "").strip()
     return None, last
@@ -587,7 +587,8 @@ def _v1_path(name: str) -> str:
     return quote(relative_name(name), safe="/")
 
 
-def _cap(text: str) -> str:
+def sentence(text: str) -> str:
+    """`text` with its first letter capitalised, to start a sentence."""
     return text[:1].upper() + text[1:]
 
 
