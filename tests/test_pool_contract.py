@@ -339,7 +339,60 @@ def test_unknown_routes_answer_the_envelope(http):
     assert response.status_code == 404 and response.json()["error"]["code"] == "NotFound"
 
 
-def test_openapi_document_lists_the_routes(http):
-    document = http.get("/openapi.json").json()
+def served_routes(app) -> set[tuple[str, str]]:
+    """(method, path) of every route the Starlette router behind the pool's gate dispatches."""
+    return {(method, route.path_format) for route in app.routes for method in route.methods - {"HEAD"}}
+
+
+def documented_routes(document) -> set[tuple[str, str]]:
+    return {(method.upper(), path) for path, operations in document["paths"].items() for method in operations}
+
+
+@pytest.mark.parametrize("runtime", ["python", "node", "shell"])
+@pytest.mark.parametrize("with_mcp", [True, False])
+def test_the_openapi_document_has_exactly_the_routes_served(runtime, with_mcp):
+    from types import SimpleNamespace
+
+    from remote_kernel.pool.app import build_app
+
+    async def mcp(scope, receive, send) -> None:  # stands in for the MCP server: only its route matters here
+        raise AssertionError("not called")
+
+    pool = SimpleNamespace(sandbox=SimpleNamespace(runtime=SimpleNamespace(name=runtime)))
+    gate = build_app(pool, token="t", max_upload=1, describe=None, log=None, mcp=mcp if with_mcp else None)
+    document = gate.app.state.openapi
     assert document["openapi"].startswith("3.")
-    assert {"/executions", "/code/execute", "/files", "/session"} <= document["paths"].keys()
+    assert documented_routes(document) == served_routes(gate.app)
+    assert {("POST", "/execute"), ("POST", "/uploadFile"), ("GET", "/downloadFile"), ("POST", "/python/execute"),
+            ("POST", "/.remote-kernel/live-execute"), ("POST", "/.remote-kernel/live-interrupt")} \
+        <= documented_routes(document)
+    assert (("POST", "/mcp") in documented_routes(document)) is with_mcp
+    body = document["paths"]["/executions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert ("shellCommand" in str(body)) is (runtime == "shell")
+
+
+def test_a_route_without_an_operation_stops_the_document():
+    from starlette.routing import Route
+
+    from remote_kernel.pool.openapi import UndocumentedRoute, openapi_document
+
+    async def endpoint(request) -> None:
+        raise AssertionError("not called")
+
+    with pytest.raises(UndocumentedRoute, match="PUT /nowhere"):
+        openapi_document([Route("/nowhere", endpoint, methods=["PUT"])])
+
+
+def test_every_documented_route_is_routed_by_the_live_pool(http):
+    """The served document, sent back to the pool: no documented (method, path) meets the router's 404 or 405."""
+    document = http.get("/openapi.json").json()
+    assert documented_routes(document) >= {("POST", "/executions"), ("POST", "/code/execute"), ("GET", "/files"),
+                                           ("GET", "/session"), ("POST", "/execute"), ("POST", "/uploadFile"),
+                                           ("GET", "/downloadFile")}
+    for method, path in documented_routes(document) - {("GET", "/mcp")}:  # GET /mcp would hold an event stream
+        response = http.request(method, path.replace("{name}", "a.txt").replace("{execution_id}", "e1"),
+                                params={"api-version": "2025-10-02-preview", "identifier": "no-such-session"},
+                                headers={"x-ms-apikey": "wrong"})
+        routing_error = response.status_code in (404, 405) and response.json()["error"]["code"] in (
+            "NotFound", "MethodNotAllowed")
+        assert not routing_error, (method, path, response.text)

@@ -27,7 +27,8 @@ from remote_kernel.contract import (API_VERSIONS, EXECUTION_LIMIT, IDENTIFIER, I
                                      SESSION_API_VERSIONS, V1_API_VERSIONS)
 from remote_kernel.pool import files
 from remote_kernel.pool.downloads import FileDownload
-from remote_kernel.pool.openapi import openapi_document
+from remote_kernel.pool import openapi as oa
+from remote_kernel.pool.openapi import Operation, openapi_document
 from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
 from remote_kernel.pool.session import (GRACE, MAX_OPERATION_ID, DuplicateExecution, Outcome, QueueFull, Session,
                                         WorkerDied)
@@ -502,11 +503,37 @@ def v2_entry(entry: files.Entry) -> dict[str, Any]:
             "lastModifiedAt": entry.modified_iso, "contentType": entry.content_type}
 
 
-def shape(request: Request, fixed: str | None = None) -> str:
-    """The wire shape to answer in: the route's own, else the api-version's (checked either way).
-    Every file route existed in the 2024 preview, so a request without api-version means that one."""
+def v1_listing(entries: list[files.Entry]) -> dict[str, Any]:
+    return {"$id": "1", "value": [v1_entry(e, 2 + 2 * i) for i, e in enumerate(entries)]}
+
+
+@dataclass(frozen=True)
+class FileAnswers:
+    """How one wire shape answers the file routes."""
+
+    uploaded: Callable[[list[files.Entry]], Response]
+    listing: Callable[[list[files.Entry]], Response]
+    metadata: Callable[[files.Entry], Response]
+    deleted: Callable[[], Response]
+
+
+FILE_ANSWERS = {
+    "v1": FileAnswers(uploaded=lambda entries: JSONResponse(v1_listing(entries)),
+                      listing=lambda entries: JSONResponse(v1_listing(entries)),
+                      metadata=lambda entry: JSONResponse({"value": [v1_entry(entry)]}),
+                      deleted=lambda: JSONResponse({"message": "file deleted successfully"})),
+    "v2": FileAnswers(uploaded=lambda entries: JSONResponse(v2_entry(entries[0])),
+                      listing=lambda entries: JSONResponse({"value": [v2_entry(e) for e in entries]}),
+                      metadata=lambda entry: JSONResponse(v2_entry(entry)),
+                      deleted=lambda: Response(status_code=204)),
+}
+
+
+def file_answers(request: Request, fixed: str | None = None) -> FileAnswers:
+    """The answers of the wire shape to answer in: the route's own, else the api-version's (checked
+    either way). Every file route existed in the 2024 preview, so no api-version means that one."""
     version = version_of(request, legacy=True)[1]
-    return fixed or version.shape
+    return FILE_ANSWERS[fixed or version.shape]
 
 
 async def on_files(session: Session, operation: Callable[[], Any]) -> Any:
@@ -525,7 +552,7 @@ async def on_files(session: Session, operation: Callable[[], Any]) -> Any:
 
 def upload_route(fixed: str | None) -> Callable[[Request], Awaitable[Response]]:
     async def upload(request: Request) -> Response:
-        wire = shape(request, fixed)
+        answers = file_answers(request, fixed)
         session = await session_of(request)
         try:
             folder = files.parts_of(request.query_params.get("path"))
@@ -542,33 +569,27 @@ def upload_route(fixed: str | None) -> Callable[[Request], Awaitable[Response]]:
             raise ApiError(404, "SessionWithIdentifierNotFound", f"The session is gone: {died}") from None
         finally:
             session.touch()
-        if wire == "v1":
-            return JSONResponse({"$id": "1", "value": [v1_entry(e, 2 + 2 * i) for i, e in enumerate(entries)]})
-        return JSONResponse(v2_entry(entries[0]))
+        return answers.uploaded(entries)
     return upload
 
 
 async def list_files(request: Request) -> Response:
-    wire = shape(request)
+    answers = file_answers(request)
     session = await session_of(request)
     try:
         folder = files.parts_of(request.query_params.get("path"))
     except files.BadPath as bad:
         raise ApiError(400, "InvalidFileName", str(bad)) from None
     entries = await on_files(session, lambda: files.listing(session.data_dir, folder))
-    if wire == "v1":
-        return JSONResponse({"$id": "1", "value": [v1_entry(e, 2 + 2 * i) for i, e in enumerate(entries)]})
-    return JSONResponse({"value": [v2_entry(e) for e in entries]})
+    return answers.listing(entries)
 
 
 async def file_metadata(request: Request) -> Response:
-    wire = shape(request)
+    answers = file_answers(request)
     session = await session_of(request)
     parts = name_parts(request, request.path_params["name"])
     entry = await on_files(session, lambda: files.info(session.data_dir, parts))
-    if wire == "v1":
-        return JSONResponse({"value": [v1_entry(entry)]})
-    return JSONResponse(v2_entry(entry))
+    return answers.metadata(entry)
 
 
 def download_route(param: str = "name") -> Callable[[Request], Awaitable[Response]]:
@@ -585,13 +606,11 @@ def download_route(param: str = "name") -> Callable[[Request], Awaitable[Respons
 
 
 async def delete_file(request: Request) -> Response:
-    wire = shape(request)
+    answers = file_answers(request)
     session = await session_of(request)
     parts = name_parts(request, request.path_params["name"])
     await on_files(session, lambda: files.delete(session.data_dir, parts))
-    if wire == "v1":
-        return JSONResponse({"message": "file deleted successfully"})
-    return Response(status_code=204)
+    return answers.deleted()
 
 
 # sessions and the pool ----------------------------------------------------------------------------
@@ -675,46 +694,111 @@ async def health(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_document(runtime_of(request)))
+    return JSONResponse(request.app.state.openapi)
 
 
+class ApiRoute(Route):
+    """A route with its OpenAPI operation per method beside it (`openapi.py` makes the document from them)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], operations: dict[str, Operation]) -> None:
+        super().__init__(path, endpoint, methods=list(operations))
+        self.operations = operations
+
+
+def op(summary: str, params: tuple[dict, ...], answers: dict[str, dict], **more: Any) -> dict[str, Operation]:
+    """The route's one method: POST if it takes a body, else GET (DELETE routes say so with `method`)."""
+    method = more.pop("method", "POST" if more.get("body") or more.get("executes") else "GET")
+    return {method: Operation(summary, params, answers, **more)}
+
+
+EXECUTES = {"executes": True}
 ROUTES = [
     # v1 shape
-    Route("/code/execute", execute_v1, methods=["POST"]),
-    Route("/execute", execute_v1, methods=["POST"]),  # the first preview's name
-    Route("/python/execute", execute_legacy, methods=["POST"]),  # the 2024 preview's route (LlamaIndex TS)
-    Route("/files/upload", upload_route("v1"), methods=["POST"]),
-    Route("/uploadFile", upload_route("v1"), methods=["POST"]),
-    Route("/files/content/{name:anypath}", download_route(), methods=["GET"]),
-    Route("/downloadFile", download_route("file"), methods=["GET"]),
+    ApiRoute("/code/execute", execute_v1, op("Execute code (v1 shape)", oa.LEGACY_EXECUTE_PARAMS,
+                                             {"202": oa.EXECUTION, **oa.DUPLICATE}, **EXECUTES)),
+    ApiRoute("/execute", execute_v1, op("Execute code (v1 shape; the first preview's name for /code/execute)",
+                                        oa.LEGACY_EXECUTE_PARAMS, {"202": oa.EXECUTION, **oa.DUPLICATE}, **EXECUTES)),
+    # the 2024 preview's route (LlamaIndex TS)
+    ApiRoute("/python/execute", execute_legacy, op("Execute code (the 2024 preview's route: pythonCode, flat answer)",
+                                                   oa.LEGACY_EXECUTE_PARAMS, {"200": oa.EXECUTION, **oa.DUPLICATE},
+                                                   **EXECUTES)),
+    ApiRoute("/files/upload", upload_route("v1"), op("Upload files (v1 shape)", oa.FILE_PARAMS,
+                                                     {"200": oa.answer("The files", oa.OBJECT)}, body=oa.UPLOAD)),
+    ApiRoute("/uploadFile", upload_route("v1"), op("Upload files (v1 shape; the first preview's name)",
+                                                   oa.FILE_PARAMS, {"200": oa.answer("The files", oa.OBJECT)},
+                                                   body=oa.UPLOAD)),
+    ApiRoute("/files/content/{name:anypath}", download_route(), op("Download a file (v1)", (*oa.FILE_PARAMS, oa.NAME),
+                                                                   oa.FILE_BYTES)),
+    ApiRoute("/downloadFile", download_route("file"), op("Download a file (v1; the first preview's route)",
+                                                         (*oa.FILE_PARAMS, oa.FILE), oa.FILE_BYTES)),
     # v2 shape
-    Route("/executions", execute_v2, methods=["POST"]),
-    Route("/executions/{execution_id}", get_execution, methods=["GET"]),
-    Route("/files/{name:anypath}/content", download_route(), methods=["GET"]),
+    ApiRoute("/executions", execute_v2, op("Execute code (v2 shape)", oa.EXECUTE_PARAMS,
+                                           {"200": oa.answer("The execution (2025-10-02-preview)", oa.OBJECT),
+                                            "202": oa.EXECUTION, **oa.DUPLICATE}, **EXECUTES)),
+    ApiRoute("/executions/{execution_id}", get_execution, op("An execution's state (v2)",
+                                                             (*oa.SESSION_PARAMS, oa.EXECUTION_ID),
+                                                             {"200": oa.EXECUTION})),
+    ApiRoute("/files/{name:anypath}/content", download_route(), op("Download a file (v2)", (*oa.FILE_PARAMS, oa.NAME),
+                                                                   oa.FILE_BYTES)),
     # both shapes: the api-version decides
-    Route("/files", upload_route(None), methods=["POST"]),
-    Route("/files", list_files, methods=["GET"]),
-    Route("/files/{name:anypath}", file_metadata, methods=["GET"]),
-    Route("/files/{name:anypath}", delete_file, methods=["DELETE"]),
+    ApiRoute("/files", upload_route(None), op("Upload a file (v2 shape)", oa.FILE_PARAMS,
+                                              {"200": oa.answer("The file", oa.OBJECT)}, body=oa.UPLOAD)),
+    ApiRoute("/files", list_files, op("List files", oa.FILE_PARAMS, {"200": oa.answer("The files", oa.OBJECT)})),
+    ApiRoute("/files/{name:anypath}", file_metadata, op("A file's metadata", (*oa.FILE_PARAMS, oa.NAME),
+                                                        {"200": oa.answer("The file", oa.OBJECT)})),
+    ApiRoute("/files/{name:anypath}", delete_file, op("Delete a file", (*oa.FILE_PARAMS, oa.NAME),
+                                                      {"200": oa.answer("Deleted (v1)", oa.OBJECT),
+                                                       "204": oa.answer("Deleted (v2)")}, method="DELETE")),
     # sessions (2025-02-02-preview and later) and the .management dialect
-    Route("/session", get_session, methods=["GET"]),
-    Route("/session", delete_session, methods=["DELETE"]),
-    Route("/listSessions", list_sessions, methods=["GET"]),
-    Route("/metadata", metadata, methods=["GET"]),
-    Route("/.management/getSession", management_get_session, methods=["POST"]),
-    Route("/.management/listSessions", management_list_sessions, methods=["POST"]),
-    Route("/.management/stopSession", management_stop_session, methods=["POST"]),
-    # this pool's live-output extension (advertised by EXTENSIONS_HEADER)
-    Route(LIVE_EXECUTE, live_execute, methods=["POST"]),
-    Route(LIVE_INTERRUPT, live_interrupt, methods=["POST"]),
+    ApiRoute("/session", get_session, op("A session's details", (oa.SESSION_API_VERSION, oa.IDENTIFIER),
+                                         {"200": oa.answer("The session", oa.OBJECT)})),
+    ApiRoute("/session", delete_session, op("Delete a session with its processes and files", oa.SESSION_PARAMS,
+                                            {"204": oa.answer("Deleted")}, method="DELETE")),
+    ApiRoute("/listSessions", list_sessions, op("List sessions", (oa.SESSION_API_VERSION, oa.SKIP),
+                                                {"200": oa.answer("A page of sessions", oa.OBJECT)})),
+    ApiRoute("/metadata", metadata, op("Runtimes and pre-installed packages", (oa.SESSION_API_VERSION,),
+                                       {"200": oa.answer("The pool's metadata", oa.OBJECT)})),
+    ApiRoute("/.management/getSession", management_get_session,
+             op("A session's details (management dialect)", oa.SESSION_PARAMS,
+                {"200": oa.answer("The session", oa.OBJECT)}, method="POST")),
+    ApiRoute("/.management/listSessions", management_list_sessions,
+             op("List sessions (management dialect)", (oa.API_VERSION, oa.SKIP),
+                {"200": oa.answer("A page of sessions", oa.OBJECT)}, method="POST")),
+    ApiRoute("/.management/stopSession", management_stop_session,
+             op("Stop a session (management dialect)", oa.SESSION_PARAMS,
+                {"200": oa.answer("Stopped", {"type": "string"}, "text/plain")}, method="POST")),
+    # this pool's live-output extension (advertised by EXTENSIONS_HEADER; PROTOCOL.md)
+    ApiRoute(LIVE_EXECUTE, live_execute, op(
+        "Execute code, its output streamed as it is written (this pool's extension)", oa.EXECUTE_PARAMS,
+        {"200": oa.answer("NDJSON lines: started, stream…, done with the v2 execution",
+                          {"type": "string"}, "application/x-ndjson"), **oa.DUPLICATE}, **EXECUTES)),
+    ApiRoute(LIVE_INTERRUPT, live_interrupt, op(
+        "Interrupt a running execution; past the grace its session is killed (this pool's extension)",
+        (*oa.SESSION_PARAMS, oa.LIVE_EXECUTION), {"200": oa.answer("What was done", oa.OBJECT)}, method="POST")),
     # the pool itself (no token needed)
-    Route("/health", health, methods=["GET"]),
-    Route("/openapi.json", openapi, methods=["GET"]),
+    ApiRoute("/health", health, op("Whether the pool is up", (), {"200": oa.answer("Up", oa.OBJECT)},
+                                   security=oa.PUBLIC)),
+    ApiRoute("/openapi.json", openapi, op("This document", (), {"200": oa.answer("The OpenAPI document", oa.OBJECT)},
+                                          security=oa.PUBLIC)),
 ]
-PUBLIC = {"/health", "/openapi.json"}
+PUBLIC = {route.path for route in ROUTES if all(o.security == oa.PUBLIC for o in route.operations.values())}
 
 
 MCP_PATH = "/mcp"
+#: the hosted pools' MCP server (Streamable HTTP): its answers are JSON-RPC, its key the header x-ms-apikey
+MCP_OPERATIONS = {
+    "POST": Operation("MCP messages (JSON-RPC; the hosted pools' MCP server)", (),
+                      {"200": oa.answer("A JSON-RPC answer, or an event stream of them", oa.OBJECT),
+                       "202": oa.answer("Accepted (a notification)"),
+                       "401": oa.answer("Missing or wrong x-ms-apikey", oa.ERROR)},
+                      body={"application/json": {"schema": oa.OBJECT}}, security=oa.MCP_KEY),
+    "GET": Operation("The MCP server's event stream for an initialized MCP session", (),
+                     {"200": oa.answer("Server-sent events", {"type": "string"}, "text/event-stream"),
+                      "401": oa.answer("Missing or wrong x-ms-apikey", oa.ERROR)}, security=oa.MCP_KEY),
+    "DELETE": Operation("End an MCP session", (), {"200": oa.answer("Ended"),
+                                                   "401": oa.answer("Missing or wrong x-ms-apikey", oa.ERROR)},
+                        security=oa.MCP_KEY),
+}
 
 
 class Gate:
@@ -783,7 +867,7 @@ def build_app(pool: Pool, *, token: str | None, max_upload: int,
               mcp: ASGIApp | None = None, mcp_key: str | None = None,
               max_execution_time: float = EXECUTION_LIMIT) -> ASGIApp:
     """The pool's ASGI application, with the token gate in front (and the MCP server at /mcp, if given)."""
-    routes = ROUTES + ([Route(MCP_PATH, mcp)] if mcp is not None else [])
+    routes = ROUTES + ([ApiRoute(MCP_PATH, mcp, MCP_OPERATIONS)] if mcp is not None else [])
     app = Starlette(routes=routes, exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
                                                        Exception: on_unexpected})
     app.state.pool = pool
@@ -791,4 +875,5 @@ def build_app(pool: Pool, *, token: str | None, max_upload: int,
     app.state.max_execution_time = max_execution_time
     app.state.describe = describe
     app.state.log = log
+    app.state.openapi = openapi_document(app.routes, pool.sandbox.runtime.name)
     return Gate(app, token, mcp_key)
