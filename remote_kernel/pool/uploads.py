@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 from urllib.parse import unquote
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -66,6 +67,75 @@ MAX_FILES = 100  # files in one upload request
 SLACK = 1 << 20  # bytes of multipart framing allowed beyond the limit on the files' contents
 
 
+@dataclass
+class PartWriter:
+    """The multipart parser's callbacks: each `file` part written under root/folder as it arrives."""
+
+    root: Path
+    folder: list[str]
+    limit: int  # bytes of file contents in all
+    written: list[files.IncomingFile] = field(default_factory=list)  # whole files, waiting for the body's end
+    incoming: files.IncomingFile | None = None  # the file being written
+    header: bytes = b""  # the name of the header being read
+    headers: dict[bytes, bytes] = field(default_factory=dict)  # the current part's headers, lowercase names
+    skip: bool = False  # the current part is not a file: ignored, as the hosted service does
+    total: int = 0
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        return {"on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
+                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
+                "on_headers_finished": self.on_headers_finished, "on_part_data": self.on_part_data,
+                "on_part_end": self.on_part_end}
+
+    def on_part_begin(self) -> None:
+        self.headers, self.incoming, self.skip = {}, None, False
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        key = self.header.lower()
+        self.headers[key] = self.headers.get(key, b"") + data[start:end]
+
+    def on_header_end(self) -> None:
+        self.header = b""
+
+    def on_headers_finished(self) -> None:
+        field_name, name = filename_of(self.headers.get(b"content-disposition", b""))
+        if field_name != "file" or name is None:
+            self.skip = True
+            return
+        try:
+            parts = self.folder + files.parts_of(name, allow_root=False)
+        except files.BadPath as bad:
+            raise MultipartError(400, "InvalidFileName", str(bad)) from None
+        self.incoming = files.IncomingFile(self.root, parts)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.skip or self.incoming is None:
+            return
+        self.total += end - start
+        if self.total > self.limit:
+            raise MultipartError(413, "PayloadTooLarge",
+                                 f"The upload is over this pool's limit of {self.limit} bytes "
+                                 "(start it with a larger --max-upload).")
+        try:
+            self.incoming.write(data[start:end])
+        except OSError as error:
+            raise MultipartError(507, "InsufficientStorage",
+                                 f"The session's /mnt/data has no room for this file ({error.strerror}); "
+                                 "delete files there or upload less.") from None
+
+    def on_part_end(self) -> None:
+        incoming = self.incoming
+        if incoming is not None:
+            self.incoming = None
+            incoming.finish()
+            self.written.append(incoming)
+            if len(self.written) > MAX_FILES:
+                raise MultipartError(400, "TooManyFiles", f"An upload may carry at most {MAX_FILES} files.")
+
+
 async def receive_upload(request: Request, root: Path, folder: list[str], limit: int) -> list[files.Entry]:
     """Write every `file` part under root/folder, at most `limit` bytes in all.
 
@@ -92,65 +162,10 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
                              f"The upload is {int(declared)} bytes; this pool accepts at most {limit} bytes "
                              "(start it with a larger --max-upload).")
 
-    written: list[files.IncomingFile] = []  # whole files, waiting for the end of the body
-    state: dict = {"header": b"", "headers": {}, "incoming": None, "skip": False, "total": 0, "error": None}
-
-    def on_part_begin() -> None:
-        state.update(headers={}, incoming=None, skip=False)
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["header"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        key = state["header"].lower()
-        state["headers"][key] = state["headers"].get(key, b"") + data[start:end]
-
-    def on_header_end() -> None:
-        state["header"] = b""
-
-    def on_headers_finished() -> None:
-        field, name = filename_of(state["headers"].get(b"content-disposition", b""))
-        if field != "file" or name is None:
-            state["skip"] = True  # other form fields are ignored, as the hosted service does
-            return
-        try:
-            parts = folder + files.parts_of(name, allow_root=False)
-        except files.BadPath as bad:
-            raise MultipartError(400, "InvalidFileName", str(bad)) from None
-        state["incoming"] = files.IncomingFile(root, parts)
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if state["skip"]:
-            return
-        state["total"] += end - start
-        if state["total"] > limit:
-            raise MultipartError(413, "PayloadTooLarge",
-                                 f"The upload is over this pool's limit of {limit} bytes "
-                                 "(start it with a larger --max-upload).")
-        try:
-            state["incoming"].write(data[start:end])
-        except OSError as error:
-            raise MultipartError(507, "InsufficientStorage",
-                                 f"The session's /mnt/data has no room for this file ({error.strerror}); "
-                                 "delete files there or upload less.") from None
-
-    def on_part_end() -> None:
-        incoming = state["incoming"]
-        if incoming is not None:
-            state["incoming"] = None
-            incoming.finish()
-            written.append(incoming)
-            if len(written) > MAX_FILES:
-                raise MultipartError(400, "TooManyFiles", f"An upload may carry at most {MAX_FILES} files.")
-
-    callbacks = {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-        "on_part_data": on_part_data, "on_part_end": on_part_end,
-    }
+    parts = PartWriter(root, folder, limit)
     received = 0
     try:
-        parser = MultipartParser(boundary, callbacks=callbacks)  # refuses a boundary over 256 bytes
+        parser = MultipartParser(boundary, callbacks=parts.callbacks())  # refuses a boundary over 256 bytes
         if head:
             received += len(head)
             parser.write(head)
@@ -162,11 +177,11 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
                                      "(start it with a larger --max-upload).")
             parser.write(chunk)
         parser.finalize()
-        if state["incoming"] is not None:
+        if parts.incoming is not None:
             raise MultipartError(400, "UploadIncomplete", "The multipart body ended before the file did.")
-        if not written:
+        if not parts.written:
             raise MultipartError(400, "MissingFile", "The upload has no part named 'file' with a filename.")
-        return [incoming.commit() for incoming in list(written)]
+        return [incoming.commit() for incoming in list(parts.written)]
     except ClientDisconnect:
         raise MultipartError(400, "UploadIncomplete", "The client closed the connection before the upload ended.")
     except MultipartError:
@@ -176,6 +191,6 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
     except Exception as error:  # the parser's own complaints about a malformed body
         raise MultipartError(400, "InvalidMultipartBody", f"The multipart body is malformed: {error}") from None
     finally:
-        for incoming in [state["incoming"], *written]:
+        for incoming in [parts.incoming, *parts.written]:
             if incoming is not None:
                 incoming.abort()  # nothing for a committed file; the temporary of any other
