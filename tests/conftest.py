@@ -5,7 +5,6 @@ import ast
 
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,17 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def bubblewrap_usable() -> tuple[bool, str]:
-    """Whether bubblewrap can build a sandbox here, and why not when it cannot."""
-    bwrap = shutil.which("bwrap")
-    if not bwrap:
-        return False, "bubblewrap is not installed (apt-get install bubblewrap)"
-    probe = subprocess.run(
-        [bwrap, "--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"],
-        capture_output=True, text=True,
-    )
-    if probe.returncode != 0:
-        return False, f"bubblewrap cannot create namespaces here: {probe.stderr.strip()}"
-    return True, ""
+    """Whether bubblewrap can build a sandbox here, and why not when it cannot (the pool's own probe)."""
+    from remote_kernel.pool.sandbox import bubblewrap_problem
+
+    problem = bubblewrap_problem()
+    return problem is None, problem or ""
 
 
 @dataclass
