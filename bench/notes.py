@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.common import LOCAL_KERNEL, REMOTE_KERNEL
-from bench.report import dig, fmt
+from bench.figures import dig, fmt
 
 
 def details(r: dict[str, Any]) -> str:

@@ -5,22 +5,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.common import LOCAL_KERNEL, REMOTE_KERNEL, ROOT
+from bench.figures import dig, fmt
+from bench.notes import details, notes
 
 DOCS = ROOT / "docs"
-
-
-def dig(results: dict[str, Any], *path: str) -> Any:
-    value: Any = results
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
-
-
-def fmt(value: Any, pattern: str) -> str:
-    return "—" if value is None else pattern.format(value)
-
 
 Row = tuple[str, str, str, "bool | None"]
 
@@ -160,8 +148,6 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
 def write(results: dict[str, Any]) -> list[Path]:
     """docs/benchmarks.md and docs/benchmarks.png from a run's results."""
-    from bench.notes import details, notes
-
     DOCS.mkdir(exist_ok=True)
     png = DOCS / "benchmarks.png"
     chart(results, png)
