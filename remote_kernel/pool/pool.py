@@ -6,8 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from remote_kernel.pool import egress
-from remote_kernel.pool.sandbox import Cgroups, Sandbox
+from remote_kernel.pool.sandbox import Sandbox
 from remote_kernel.pool.session import Session, WorkerDied
 
 log = logging.getLogger("remote_kernel.pool")
@@ -47,15 +46,7 @@ class Pool:
         self._stopping = False
 
     async def start(self) -> None:
-        if self.sandbox.mode == "bubblewrap":
-            await asyncio.to_thread(Cgroups.sweep)  # what pools that were killed left behind
-            if self.sandbox.egress is not None:
-                await asyncio.to_thread(egress.sweep)
-            probe = Cgroups.create("probe", self.sandbox.limits)
-            if probe is None:
-                log.warning("cgroups are not writable here: memory and process limits fall back to rlimits")
-            else:
-                probe.remove()
+        await asyncio.to_thread(self.sandbox.confinement.pool_starting, self.sandbox)
         self._spawn(self._reap_forever())
         self._refill()
 
@@ -70,8 +61,7 @@ class Pool:
         self.sessions.clear()
         self._ready.clear()
         await asyncio.gather(*(s.close("the pool is stopping") for s in sessions), return_exceptions=True)
-        if self.sandbox.mode == "bubblewrap":
-            await asyncio.to_thread(Cgroups.sweep, False)
+        await asyncio.to_thread(self.sandbox.confinement.pool_stopped)
 
     def find(self, identifier: str) -> Session | None:
         """The live session of an identifier, or None (never creates one)."""

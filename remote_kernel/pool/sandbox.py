@@ -19,10 +19,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from remote_kernel.contract import EXECUTION_LIMIT, SHELL_EXECUTION_LIMIT
 from remote_kernel.pool import seccomp_filter
 from remote_kernel.pool.egress import EgressPolicy, EgressUnavailable
+from remote_kernel.pool.egress import sweep as sweep_networks
 
 log = logging.getLogger("remote_kernel.pool")
 
@@ -61,7 +63,11 @@ class Runtime:
     binds: tuple[str, ...]  # host folders to mount read-only at the same path
     worker_file: Path  # mounted read-only at /opt/remote_kernel/<name>
     address_space: bool  # whether an address-space rlimit is safe (not for V8)
+    #: what the `metadata` route says about it (runtimes, pre-installed packages), read by running it
+    describe: Callable[["Runtime"], dict[str, Any]]
     max_timeout: float = EXECUTION_LIMIT  # longest execution allowed (the hosted cap of the container type)
+    #: the environment it needs beyond the sandbox's own, given the session's limits
+    own_environment: Callable[[Limits], dict[str, str]] = lambda limits: {}
 
     @staticmethod
     def python(interpreter: str | None) -> "Runtime":
@@ -78,7 +84,7 @@ class Runtime:
                 + "; install ipython (and numpy, pandas, matplotlib) into that interpreter")
         worker = WORKERS / "python_worker.py"
         return Runtime("python", (exe, "-I", "-X", "frozen_modules=on"),
-                       tuple(sorted(prefixes)), worker, address_space=True)
+                       tuple(sorted(prefixes)), worker, address_space=True, describe=python_metadata)
 
     @staticmethod
     def node(node: str | None) -> "Runtime":
@@ -93,7 +99,8 @@ class Runtime:
         exe = os.path.realpath(exe)
         worker = WORKERS / "node_worker.js"
         binds = tuple(sorted({str(Path(exe).parent.parent)} - {"/usr", "/"}))
-        return Runtime("node", (exe,), binds, worker, address_space=False)
+        return Runtime("node", (exe,), binds, worker, address_space=False, describe=node_metadata,
+                       own_environment=node_heap)
 
     @staticmethod
     def shell() -> "Runtime":
@@ -104,7 +111,36 @@ class Runtime:
         exe = os.path.abspath(sys.executable)
         prefixes, _ = python_layout(exe)
         return Runtime("shell", (exe, "-I"), tuple(sorted(prefixes)), WORKERS / "shell_worker.py",
-                       address_space=True, max_timeout=SHELL_EXECUTION_LIMIT)
+                       address_space=True, describe=shell_metadata, max_timeout=SHELL_EXECUTION_LIMIT)
+
+
+def node_heap(limits: Limits) -> dict[str, str]:
+    """V8 sizes its heap by itself, past the memory limit: three quarters of the limit keeps it inside."""
+    return {"NODE_OPTIONS": f"--max-old-space-size={max(64, limits.memory * 3 // 4 >> 20)}"}
+
+
+def python_metadata(runtime: Runtime) -> dict[str, Any]:
+    script = ("import json, sys, importlib.metadata as m; print(json.dumps({'v': sys.version.split()[0], "
+              "'p': sorted({(d.metadata['Name'], d.version) for d in m.distributions() if d.metadata['Name']})}))")
+    out = subprocess.run([runtime.argv[0], "-c", script], capture_output=True, text=True)
+    data = json.loads(out.stdout) if out.returncode == 0 else {"v": "", "p": []}
+    ipython = next((v for n, v in data["p"] if n.lower() == "ipython"), "")
+    return {"runtimes": [{"name": "python", "version": data["v"]}],
+            "preInstalledPackages": [{"name": n, "version": v} for n, v in data["p"]],
+            "jupyterKernel": {"name": "IPython", "version": ipython, "projectUrl": "https://ipython.org",
+                              "description": "One IPython shell per session, in its own sandbox"}}
+
+
+def node_metadata(runtime: Runtime) -> dict[str, Any]:
+    version = subprocess.run([runtime.argv[0], "--version"], capture_output=True, text=True).stdout.strip()
+    return {"runtimes": [{"name": "node", "version": version.lstrip("v")}], "preInstalledPackages": [],
+            "jupyterKernel": {"name": "remote_kernel node worker", "version": version.lstrip("v")}}
+
+
+def shell_metadata(runtime: Runtime) -> dict[str, Any]:
+    version = subprocess.run(["bash", "-c", "echo $BASH_VERSION"], capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin"}).stdout.strip()
+    return {"runtimes": [{"name": "bash", "version": version}], "preInstalledPackages": []}
 
 
 #: run by another interpreter: its install prefixes, and where its IPython package is (null: nowhere)
@@ -283,11 +319,152 @@ class SessionUids:
             self.in_use[uid] = count
 
 
+class Confinement:
+    """How sessions are kept apart, the sandbox's strategy: what differs between bubblewrap and none.
+
+    It owns the session's data folder (where /mnt/data is on the host), the worker's environment,
+    the process an interrupt goes to, the cgroups and the session's own network."""
+
+    name: str
+    #: what each session's first execution tells its user, when sessions are not isolated
+    warning: str | None = None
+
+    def prepare(self, sandbox: "Sandbox") -> None:
+        """Set up what every session of `sandbox` shares (once, when the pool's sandbox is made)."""
+
+    def pool_starting(self, sandbox: "Sandbox") -> None:
+        """Clean up after pools that were killed, and check the machine (blocking; run in a thread)."""
+
+    def pool_stopped(self) -> None:
+        """Clean up what the pool's sessions left behind (blocking; run in a thread)."""
+
+    def cgroups(self, guid: str, limits: Limits) -> "Cgroups | None":
+        return None
+
+    def own_network(self, egress: EgressPolicy | None) -> bool:
+        """Whether each session gets its own network namespace (egress.py)."""
+        return False
+
+    def host_data_folder(self, data_root: Path) -> Path | None:
+        """The host folder to create as the session's /mnt/data before it starts (None: the sandbox has its own)."""
+        return None
+
+    def data_folder(self, worker_pid: int | None, data_root: Path) -> Path | None:
+        """The host path of a running session's /mnt/data (None: the session's processes are gone)."""
+        raise NotImplementedError
+
+    def environment(self, sandbox: "Sandbox", data_root: Path) -> dict[str, str]:
+        """The environment the session's first process is started with."""
+        raise NotImplementedError
+
+    def interrupt_target(self, worker_pid: int) -> int | None:
+        """The process that gets SIGINT to interrupt the running execution (None: none is running)."""
+        return worker_pid
+
+    def session_fds(self, sandbox: "Sandbox", hosts_file: bytes | None) -> dict[str, int]:
+        return {}
+
+    def command(self, sandbox: "Sandbox", prefix: list[str], fds: dict[str, int], netns: str | None,
+                uid: int | None) -> list[str]:
+        """argv that starts the worker after `prefix` (which joins the cgroups and sets the rlimits)."""
+        raise NotImplementedError
+
+
+class Unsandboxed(Confinement):
+    """Sessions run as the pool's user, in a folder of their own: no isolation (a loud fallback)."""
+
+    name = "none"
+    warning = ("WARNING: this local pool runs sessions without a sandbox (bubblewrap is not available): "
+               "code can read your files and use your network. Install bubblewrap to isolate sessions.\n")
+
+    def host_data_folder(self, data_root: Path) -> Path | None:
+        return data_root / "data"
+
+    def data_folder(self, worker_pid: int | None, data_root: Path) -> Path | None:
+        return data_root / "data"
+
+    def environment(self, sandbox: "Sandbox", data_root: Path) -> dict[str, str]:
+        return sandbox.environment(str(data_root))
+
+    def command(self, sandbox: "Sandbox", prefix: list[str], fds: dict[str, int], netns: str | None,
+                uid: int | None) -> list[str]:
+        return prefix + [*sandbox.runtime.argv, str(sandbox.runtime.worker_file)]
+
+
+class Bubblewrap(Confinement):
+    """Each session in its own bubblewrap sandbox (namespaces, seccomp, cgroups; the module's docstring)."""
+
+    name = "bubblewrap"
+
+    def prepare(self, sandbox: "Sandbox") -> None:
+        try:
+            sandbox.seccomp = seccomp_filter.build()
+        except seccomp_filter.SeccompUnavailable as problem:
+            log.warning("SESSIONS RUN WITHOUT A SECCOMP FILTER: %s", problem)
+        if os.geteuid() == 0:
+            problem = unprivileged_problem(sandbox.bwrap)
+            if problem is None:
+                sandbox.uids = SessionUids()
+            else:
+                log.warning("sessions run as the host's root (in their own user namespace) and only cgroups "
+                            "bound their processes: %s", problem)
+
+    def pool_starting(self, sandbox: "Sandbox") -> None:
+        Cgroups.sweep()  # what pools that were killed left behind
+        if sandbox.egress is not None:
+            sweep_networks()
+        probe = Cgroups.create("probe", sandbox.limits)
+        if probe is None:
+            log.warning("cgroups are not writable here: memory and process limits fall back to rlimits")
+        else:
+            probe.remove()
+
+    def pool_stopped(self) -> None:
+        Cgroups.sweep(False)
+
+    def cgroups(self, guid: str, limits: Limits) -> "Cgroups | None":
+        return Cgroups.create(guid, limits)
+
+    def own_network(self, egress: EgressPolicy | None) -> bool:
+        return egress is not None and not egress.shared
+
+    def data_folder(self, worker_pid: int | None, data_root: Path) -> Path | None:
+        sandbox_init = children(worker_pid)[0] if worker_pid is not None else None
+        return None if sandbox_init is None else Path(f"/proc/{sandbox_init}/root/mnt/data")
+
+    def environment(self, sandbox: "Sandbox", data_root: Path) -> dict[str, str]:
+        return {"PATH": "/usr/bin:/bin"}  # bwrap's own; it gives the worker the sandbox's (--clearenv, --setenv)
+
+    def interrupt_target(self, worker_pid: int) -> int | None:
+        init = children(worker_pid)  # bwrap → the sandbox's init → the worker
+        workers = children(init[0]) if init else []
+        return workers[0] if workers else None
+
+    def session_fds(self, sandbox: "Sandbox", hosts_file: bytes | None) -> dict[str, int]:
+        fds = {"worker": sandbox._memfd("remote-kernel-worker", sandbox.worker_source)}
+        if sandbox.seccomp is not None:
+            fds["seccomp"] = sandbox._memfd("remote-kernel-seccomp", sandbox.seccomp)
+        if hosts_file is not None:
+            fds["hosts"] = sandbox._memfd("remote-kernel-hosts", hosts_file)
+        return fds
+
+    def command(self, sandbox: "Sandbox", prefix: list[str], fds: dict[str, int], netns: str | None,
+                uid: int | None) -> list[str]:
+        enter = ["nsenter", f"--net={netns}", "--"] if netns else []
+        if uid is not None:
+            enter += [*sandbox._staged_binds(), "prlimit", f"--nproc={sandbox.limits.processes}:"
+                      f"{sandbox.limits.processes}", "--", *drop_to(uid)]
+        return prefix + enter + sandbox._bwrap_argv(fds, staged=uid is not None)
+
+
+CONFINEMENTS: dict[str, type[Confinement]] = {"bubblewrap": Bubblewrap, "none": Unsandboxed}
+
+
 class Sandbox:
     """Builds the command that starts a worker, sandboxed or not."""
 
     def __init__(self, mode: str, runtime: Runtime, limits: Limits, egress: EgressPolicy | None) -> None:
-        self.mode = mode  # "bubblewrap" or "none"
+        self.confinement = CONFINEMENTS[mode]()
         self.runtime = runtime
         self.limits = limits
         self.egress = egress
@@ -295,18 +472,12 @@ class Sandbox:
         self.seccomp: bytes | None = None  # the BPF program each bubblewrap session runs under
         self.worker_source = runtime.worker_file.read_bytes()
         self.uids: SessionUids | None = None  # a root pool runs each session under its own uid
-        if mode == "bubblewrap":
-            try:
-                self.seccomp = seccomp_filter.build()
-            except seccomp_filter.SeccompUnavailable as problem:
-                log.warning("SESSIONS RUN WITHOUT A SECCOMP FILTER: %s", problem)
-            if os.geteuid() == 0:
-                problem = unprivileged_problem(self.bwrap)
-                if problem is None:
-                    self.uids = SessionUids()
-                else:
-                    log.warning("sessions run as the host's root (in their own user namespace) and only cgroups "
-                                "bound their processes: %s", problem)
+        self.confinement.prepare(self)
+
+    @property
+    def mode(self) -> str:
+        """"bubblewrap" or "none", as --sandbox names it."""
+        return self.confinement.name
 
     @classmethod
     def choose(cls, requested: str, runtime: Runtime, limits: Limits, egress: EgressPolicy | None) -> "Sandbox":
@@ -334,19 +505,14 @@ class Sandbox:
     @property
     def warning(self) -> str | None:
         """What each session's first execution tells its user when there is no sandbox."""
-        if self.mode == "bubblewrap":
-            return None
-        return ("WARNING: this local pool runs sessions without a sandbox (bubblewrap is not available): "
-                "code can read your files and use your network. Install bubblewrap to isolate sessions.\n")
+        return self.confinement.warning
 
     def environment(self, home: str) -> dict[str, str]:
         """The whole environment a worker sees: nothing of the pool's own."""
         env = {"PATH": PATH, "HOME": home, "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg",
                "MPLCONFIGDIR": "/tmp/matplotlib", "REMOTE_KERNEL_MAX_OUTPUT": str(self.limits.max_output),
                "NODE_PATH": "/mnt/data/node_modules"}
-        if self.runtime.name == "node":
-            env["NODE_OPTIONS"] = f"--max-old-space-size={max(64, self.limits.memory * 3 // 4 >> 20)}"
-        return env
+        return {**env, **self.runtime.own_environment(self.limits)}
 
     def command(self, cgroups: Cgroups | None, fds: dict[str, int] | None = None, netns: str | None = None,
                 uid: int | None = None) -> list[str]:
@@ -362,13 +528,7 @@ class Sandbox:
         shift = f"shift {len(cgroups.procs_files)}; " if cgroups else ""
         script = f"{join} {rlimits}{shift}exec \"$@\" 3<&0 4>&1 0</dev/null 1>&2"
         prefix = ["/bin/sh", "-c", script, "sh", *(cgroups.procs_files if cgroups else [])]
-        if self.mode == "none":
-            return prefix + [*self.runtime.argv, str(self.runtime.worker_file)]
-        enter = ["nsenter", f"--net={netns}", "--"] if netns else []
-        if uid is not None:
-            enter += [*self._staged_binds(), "prlimit", f"--nproc={self.limits.processes}:{self.limits.processes}",
-                      "--", *drop_to(uid)]
-        return prefix + enter + self._bwrap_argv(fds or {}, staged=uid is not None)
+        return self.confinement.command(self, prefix, fds or {}, netns, uid)
 
     def _staged_binds(self) -> list[str]:
         """argv prefix that shows each runtime folder at STAGE/<n> in a private mount namespace: bwrap,
@@ -385,14 +545,7 @@ class Sandbox:
         """New fds for one bubblewrap session (each read to its end by bwrap, so never shared):
         `seccomp`, the filter's BPF program; `worker`, the worker's source, copied into the sandbox
         (a bind mount of the file would show the checkout's host path in /proc/self/mountinfo)."""
-        if self.mode != "bubblewrap":
-            return {}
-        fds = {"worker": self._memfd("remote-kernel-worker", self.worker_source)}
-        if self.seccomp is not None:
-            fds["seccomp"] = self._memfd("remote-kernel-seccomp", self.seccomp)
-        if hosts_file is not None:
-            fds["hosts"] = self._memfd("remote-kernel-hosts", hosts_file)
-        return fds
+        return self.confinement.session_fds(self, hosts_file)
 
     def _runtime_binds(self) -> list[str]:
         return [p for p in self.runtime.binds if p != "/usr" and not p.startswith("/usr/")]  # /usr is mounted already

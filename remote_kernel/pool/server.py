@@ -4,14 +4,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -249,28 +247,8 @@ def describer(sandbox: Sandbox, args: argparse.Namespace):
 
     async def describe() -> dict[str, Any]:
         if not cache:
-            cache.update(await asyncio.to_thread(read_runtime, sandbox.runtime))
+            cache.update(await asyncio.to_thread(sandbox.runtime.describe, sandbox.runtime))
             cache.update(createdAt=iso(started), lastUpdatedAt=iso(started))
         return cache
 
     return describe
-
-
-def read_runtime(runtime: Runtime) -> dict[str, Any]:
-    if runtime.name == "shell":
-        version = subprocess.run(["bash", "-c", "echo $BASH_VERSION"], capture_output=True, text=True,
-                                 env={"PATH": "/usr/bin:/bin"}).stdout.strip()
-        return {"runtimes": [{"name": "bash", "version": version}], "preInstalledPackages": []}
-    if runtime.name == "node":
-        version = subprocess.run([runtime.argv[0], "--version"], capture_output=True, text=True).stdout.strip()
-        return {"runtimes": [{"name": "node", "version": version.lstrip("v")}], "preInstalledPackages": [],
-                "jupyterKernel": {"name": "remote_kernel node worker", "version": version.lstrip("v")}}
-    script = ("import json, sys, importlib.metadata as m; print(json.dumps({'v': sys.version.split()[0], "
-              "'p': sorted({(d.metadata['Name'], d.version) for d in m.distributions() if d.metadata['Name']})}))")
-    out = subprocess.run([runtime.argv[0], "-c", script], capture_output=True, text=True)
-    data = json.loads(out.stdout) if out.returncode == 0 else {"v": "", "p": []}
-    ipython = next((v for n, v in data["p"] if n.lower() == "ipython"), "")
-    return {"runtimes": [{"name": "python", "version": data["v"]}],
-            "preInstalledPackages": [{"name": n, "version": v} for n, v in data["p"]],
-            "jupyterKernel": {"name": "IPython", "version": ipython, "projectUrl": "https://ipython.org",
-                              "description": "One IPython shell per session, in its own sandbox"}}

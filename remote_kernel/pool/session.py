@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_kernel.pool.egress import EgressUnavailable, SessionNetwork
-from remote_kernel.pool.sandbox import Cgroups, Sandbox, children
+from remote_kernel.pool.sandbox import Cgroups, Sandbox
 
 log = logging.getLogger("remote_kernel.pool")
 
@@ -126,15 +126,15 @@ class Session:
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._cgroups = Cgroups.create(self.guid, self.sandbox.limits) if self.sandbox.mode == "bubblewrap" else None
-        data_dir = None
-        if self.sandbox.mode == "none":
-            data_dir = self._data_root / "data"
+        confinement = self.sandbox.confinement
+        self._cgroups = confinement.cgroups(self.guid, self.sandbox.limits)
+        data_dir = confinement.host_data_folder(self._data_root)
+        if data_dir is not None:
             data_dir.mkdir(parents=True)
         commands_r, commands_w = os.pipe()
         replies_r, replies_w = os.pipe()
         output_r, output_w = os.pipe()
-        if self.sandbox.mode == "bubblewrap" and self.sandbox.egress is not None and not self.sandbox.egress.shared:
+        if confinement.own_network(self.sandbox.egress):
             try:
                 self._network = await SessionNetwork.create(self.sandbox.egress, self.guid)
             except EgressUnavailable as problem:
@@ -145,7 +145,7 @@ class Session:
             self._uid = self.sandbox.uids.take()
         argv = self.sandbox.command(self._cgroups, inherited, self._network.path if self._network else None,
                                     self._uid)
-        env = self.sandbox.environment(str(self._data_root)) if self.sandbox.mode == "none" else {"PATH": "/usr/bin:/bin"}
+        env = confinement.environment(self.sandbox, self._data_root)
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *argv, stdin=commands_r, stdout=replies_w, stderr=output_w, env=env, cwd=str(data_dir or "/"), start_new_session=True,
@@ -224,12 +224,10 @@ class Session:
     @property
     def data_dir(self) -> Path:
         """The host path of this session's /mnt/data."""
-        if self.sandbox.mode == "none":
-            return self._data_root / "data"
-        sandbox_init = children(self._process.pid)[0] if self._process else None
-        if sandbox_init is None:
+        folder = self.sandbox.confinement.data_folder(self._process.pid if self._process else None, self._data_root)
+        if folder is None:
             raise WorkerDied(self.lost or "the session's sandbox is gone")
-        return Path(f"/proc/{sandbox_init}/root/mnt/data")
+        return folder
 
     # executions --------------------------------------------------------------------------------
 
@@ -381,13 +379,9 @@ class Session:
         """Send SIGINT to the worker: the running execution ends with KeyboardInterrupt."""
         if not self._process or self._process.returncode is not None:
             return
-        pid = self._process.pid
-        if self.sandbox.mode == "bubblewrap":
-            init = children(pid)
-            workers = children(init[0]) if init else []
-            if not workers:
-                return
-            pid = workers[0]
+        pid = self.sandbox.confinement.interrupt_target(self._process.pid)
+        if pid is None:
+            return
         try:
             os.kill(pid, signal.SIGINT)
         except ProcessLookupError:
