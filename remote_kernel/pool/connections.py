@@ -49,7 +49,8 @@ class ClientDeadlines:
     """A mixin for uvicorn's HTTP protocol classes; see the module's docstring.
 
     It reads only what both of uvicorn's protocols have: `cycle` (the request being served, with
-    `more_body` and `response_complete`), `flow.read_paused`, `connections` and `transport`.
+    `more_body` and `response_complete`), `flow.read_paused`, `connections` and `transport`. These
+    are private, so pyproject.toml pins uvicorn to the minor versions the slow-client tests passed on.
     """
 
     _sweeping: bool
