@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from remote_kernel.contract import EXECUTION_LIMIT, SHELL_EXECUTION_LIMIT
 from remote_kernel.sizes import parse_size
 
 
@@ -93,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="bytes a session may write to /mnt/data or /tmp, e.g. 1G (default: 1G)")
     pool.add_argument("--max-execution-time", type=float, default=None,
                       help="seconds one execution may run; a larger timeoutInSeconds is clamped to it "
-                           "(default: the hosted service's cap, 220; 600 for Shell pools)")
+                           f"(default: the hosted service's cap, {EXECUTION_LIMIT:g}; {SHELL_EXECUTION_LIMIT:g} for "
+                           "Shell pools)")
     pool.add_argument("--parent-pid", type=int, default=None,
                       help="stop when this process is gone (used by the kernel's embedded pool)")
     pool.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])

@@ -12,6 +12,7 @@ import base64
 import re
 from typing import Any
 
+from remote_kernel.contract import EXECUTION_LIMIT
 from remote_kernel.sessions.models import Execution, ExecutionError, SessionsError
 from remote_kernel.sessions.wire import EXCEPTION_LINE
 
@@ -29,7 +30,7 @@ _ADVICE: dict[str, str] = {
     "SessionNotFound": "The session is gone; the next cell starts a new one.",
     "SessionLost": "The remote state was lost; the next cell starts a new session.",
     "ExecutionTimeout": "The cell ran past its time limit (REMOTE_KERNEL_TIMEOUT; a hosted pool caps one "
-                        "execution at 220 s). Start the cell with %%long to run it in the session's background "
+                        f"execution at {EXECUTION_LIMIT:g} s). Start the cell with %%long to run it in the session's background "
                         "past that cap, or split the work into shorter cells.",
 }
 
