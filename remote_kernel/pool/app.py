@@ -2,7 +2,8 @@
 
 Shapes: a route that exists in one wire shape only answers in that shape (`code/execute` is v1,
 `executions` is v2); a route both shapes share (`files`, `files/{name}`) answers in the shape of
-the request's api-version. Version differences are data (VERSIONS), not branches in handlers.
+the request's api-version. Version differences are data (VERSIONS, FILE_ANSWERS), not branches in
+handlers. Each route carries its OpenAPI operation, from which openapi.py makes /openapi.json.
 """
 from __future__ import annotations
 

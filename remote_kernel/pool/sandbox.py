@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -319,7 +320,7 @@ class SessionUids:
             self.in_use[uid] = count
 
 
-class Confinement:
+class Confinement(ABC):
     """How sessions are kept apart, the sandbox's strategy: what differs between bubblewrap and none.
 
     It owns the session's data folder (where /mnt/data is on the host), the worker's environment,
@@ -349,13 +350,13 @@ class Confinement:
         """The host folder to create as the session's /mnt/data before it starts (None: the sandbox has its own)."""
         return None
 
+    @abstractmethod
     def data_folder(self, worker_pid: int | None, data_root: Path) -> Path | None:
         """The host path of a running session's /mnt/data (None: the session's processes are gone)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def environment(self, sandbox: "Sandbox", data_root: Path) -> dict[str, str]:
         """The environment the session's first process is started with."""
-        raise NotImplementedError
 
     def interrupt_target(self, worker_pid: int) -> int | None:
         """The process that gets SIGINT to interrupt the running execution (None: none is running)."""
@@ -364,10 +365,10 @@ class Confinement:
     def session_fds(self, sandbox: "Sandbox", hosts_file: bytes | None) -> dict[str, int]:
         return {}
 
+    @abstractmethod
     def command(self, sandbox: "Sandbox", prefix: list[str], fds: dict[str, int], netns: str | None,
                 uid: int | None) -> list[str]:
         """argv that starts the worker after `prefix` (which joins the cgroups and sets the rlimits)."""
-        raise NotImplementedError
 
 
 class Unsandboxed(Confinement):
