@@ -118,7 +118,8 @@ def test_the_pool_answers_generated_requests_without_5xx_and_with_the_envelope(m
     operations = [op for op in (result.ok() for result in pool_schema.get_all_operations()) if op.path != "/mcp"]
     assert {"POST /execute", "POST /uploadFile", "GET /downloadFile"} <= {op.label for op in operations}
     for operation in operations:
-        @settings(max_examples=EXAMPLES // len(operations), deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=EXAMPLES // len(operations), deadline=None, suppress_health_check=list(HealthCheck),
+                  database=None)
         @given(case=operation.as_strategy(generation_mode=mode))
         def fuzz(case) -> None:
             check_answer(case, fuzz_pool)
@@ -134,7 +135,9 @@ def test_the_fuzzing_reached_every_operation_thousands_of_times_in_all():
     if not STATUSES:
         pytest.skip("the schemathesis test did not run (deselected)")
     assert sum(map(len, STATUSES.values())) >= 1200, {k: len(v) for k, v in STATUSES.items()}
-    assert all(len(v) >= 30 for k, v in STATUSES.items() if "health" not in k), {k: len(v) for k, v in STATUSES.items()}
+    inputless = {"GET /health", "GET /openapi.json"}  # nothing to generate: one request each
+    counts = {k: len(v) for k, v in STATUSES.items()}
+    assert all(n >= 30 for k, n in counts.items() if k not in inputless), counts
     assert not [s for v in STATUSES.values() for s in v if s >= 500]
 
 
