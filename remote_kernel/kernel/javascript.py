@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 
+from remote_kernel.kernel.helper import HELPER_MARK
+
 _PUNCTUATORS = sorted("""
 >>>= ... === !== **= <<= >>= >>> &&= ||= ??= => == != <= >= && || ?? ?. ++ -- += -= *= /= %= &= |= ^=
 ** << >> { } ( ) [ ] ; , < > + - * / % & | ^ ! ~ ? : = . @
@@ -82,12 +84,13 @@ def is_complete(code: str) -> dict:
                 i = end
                 last, last_kind = "/re/", "value"
         elif c.isdigit() or (c == "." and code[i + 1:i + 2].isdigit()):
-            i = _NUMBER.match(code, i).end()
+            number = _NUMBER.match(code, i)
+            i = number.end() if number else i + 1
             last, last_kind = "0", "value"
         elif c.isalpha() or c in "_$\\#" or ord(c) > 127:
-            match = _WORD.match(code, i)
-            i = match.end() if match.end() > i else i + 1
-            last, last_kind = match.group(), "word"
+            word = _WORD.match(code, i)
+            end = word.end() if word else i
+            i, last, last_kind = max(end, i + 1), code[i:end], "word"
         else:
             token = next((p for p in _PUNCTUATORS if code.startswith(p, i)), c)
             i += len(token)
@@ -224,8 +227,6 @@ _EXPRESSIONS_BODY = """
 
 
 def _helper(body: str, args: object) -> str:
-    from remote_kernel.kernel.languages import HELPER_MARK
-
     return _HELPER % {"args": json.dumps(json.dumps(args)), "body": body, "mark": json.dumps(HELPER_MARK)}
 
 
