@@ -119,7 +119,7 @@ def python_layout(exe: str) -> tuple[set[str], str | None]:
     """
     if exe == os.path.abspath(sys.executable):
         spec = importlib.util.find_spec("IPython")
-        prefixes, origin = [sys.prefix, sys.base_prefix, sys.exec_prefix], spec and spec.origin
+        prefixes, origin = [sys.prefix, sys.base_prefix, sys.exec_prefix], spec.origin if spec else None
     else:
         probe = subprocess.run([exe, "-I", "-c", LAYOUT_PROBE], capture_output=True, text=True, env={"PATH": PATH})
         if probe.returncode != 0:
@@ -297,8 +297,8 @@ class Sandbox:
         if mode == "bubblewrap":
             try:
                 self.seccomp = seccomp_filter.build()
-            except seccomp_filter.SeccompUnavailable as problem:
-                log.warning("SESSIONS RUN WITHOUT A SECCOMP FILTER: %s", problem)
+            except seccomp_filter.SeccompUnavailable as unavailable:
+                log.warning("SESSIONS RUN WITHOUT A SECCOMP FILTER: %s", unavailable)
             if os.geteuid() == 0:
                 problem = unprivileged_problem(self.bwrap)
                 if problem is None:

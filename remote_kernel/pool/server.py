@@ -121,8 +121,8 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
                     mcp=mcp, mcp_key=mcp_key, max_execution_time=args.max_execution_time)
     listener = listen_unix(args.socket) if args.socket else listen(args.host, args.port)
     endpoint = endpoint_of(listener, tls is not None)
-    config = uvicorn.Config(app, log_level="warning", ssl_certfile=tls and str(tls.cert),
-                            ssl_keyfile=tls and str(tls.key), access_log=False, lifespan="off", timeout_keep_alive=30,
+    config = uvicorn.Config(app, log_level="warning", ssl_certfile=str(tls.cert) if tls else None,
+                            ssl_keyfile=str(tls.key) if tls else None, access_log=False, lifespan="off", timeout_keep_alive=30,
                             limit_concurrency=1024, server_header=False, date_header=True,
                             http=guarded_protocol())  # deadlines for slow clients (slow-loris)
     server = PoolServer(config)
@@ -268,7 +268,7 @@ def read_runtime(runtime: Runtime) -> dict[str, Any]:
     script = ("import json, sys, importlib.metadata as m; print(json.dumps({'v': sys.version.split()[0], "
               "'p': sorted({(d.metadata['Name'], d.version) for d in m.distributions() if d.metadata['Name']})}))")
     out = subprocess.run([runtime.argv[0], "-c", script], capture_output=True, text=True)
-    data = json.loads(out.stdout) if out.returncode == 0 else {"v": "", "p": []}
+    data: dict[str, Any] = json.loads(out.stdout) if out.returncode == 0 else {"v": "", "p": []}
     ipython = next((v for n, v in data["p"] if n.lower() == "ipython"), "")
     return {"runtimes": [{"name": "python", "version": data["v"]}],
             "preInstalledPackages": [{"name": n, "version": v} for n, v in data["p"]],

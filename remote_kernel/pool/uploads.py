@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 from urllib.parse import unquote
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -143,7 +143,7 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
             if len(written) > MAX_FILES:
                 raise MultipartError(400, "TooManyFiles", f"An upload may carry at most {MAX_FILES} files.")
 
-    callbacks = {
+    callbacks: Any = {  # python-multipart's MultipartCallbacks (a TypedDict of its own)
         "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
         "on_part_data": on_part_data, "on_part_end": on_part_end,
