@@ -440,7 +440,8 @@ class RemoteKernel(Kernel):
         self._cancel_cell()
         if not self._cleaned_up:
             await self.remote.delete(SHUTDOWN_DEADLINE)
-        await asyncio.to_thread(self.remote.stop_pool, 1.0)
+        if self.remote.embedded is not None:
+            await asyncio.to_thread(self.remote.stop_pool, 1.0)
         self._cleaned_up = True
         return {"status": "ok", "restart": restart}
 

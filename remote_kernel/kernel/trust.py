@@ -173,7 +173,7 @@ def screen_bundle(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             svg = clean_svg(value)
             if svg is not None:
                 kept[mime] = svg
-            if cleaned != value:
+            if svg != value:
                 lost.append(mime)
         elif kind in IMAGE_TYPES and isinstance(value, str) or _VSCODE_BACKGROUND.match(kind):
             kept[mime] = value
