@@ -87,3 +87,19 @@ def test_the_kernel_package_has_no_import_cycle():
     graph = {name: deps for name, deps in import_graph().items() if name.startswith("remote_kernel.kernel")}
     assert "remote_kernel.kernel.languages" not in graph["remote_kernel.kernel.javascript"]
     assert cycles(graph) == []
+
+
+#: the layers (docs/architecture.md): each package, and the packages it must never import
+FORBIDDEN = {
+    "remote_kernel.sessions": ("remote_kernel.kernel", "remote_kernel.pool", "remote_kernel.cli"),  # no Jupyter
+    "remote_kernel.pool": ("remote_kernel.kernel", "remote_kernel.sessions", "remote_kernel.cli"),  # serves the contract
+    "remote_kernel.kernel": ("remote_kernel.pool", "remote_kernel.cli"),  # an embedded pool is a child process
+}
+
+
+def test_the_layers_import_only_what_they_may():
+    crossings = [f"{module} imports {imported}"
+                 for module, imports in sorted(import_graph().items())
+                 for package, forbidden in FORBIDDEN.items() if module.startswith(package + ".")
+                 for imported in sorted(imports) if imported.startswith(forbidden)]
+    assert not crossings, "\n".join(crossings)
