@@ -103,3 +103,14 @@ def test_the_layers_import_only_what_they_may():
                  for package, forbidden in FORBIDDEN.items() if module.startswith(package + ".")
                  for imported in sorted(imports) if imported.startswith(forbidden)]
     assert not crossings, "\n".join(crossings)
+
+
+def test_the_language_table_and_kernelspecs_import_only_the_standard_library():
+    """The wheel's build hook imports them (through kernelspec.py) before the dependencies are installed."""
+    code = ("import sys\nbefore = set(sys.modules)  # what the interpreter's site brought\n"
+            "import remote_kernel.kernelspec, remote_kernel.kernel.languages\n"
+            "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}\n"
+            "             - set(sys.stdlib_module_names) - {'remote_kernel'}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"imported beyond the standard library: {done.stdout}"

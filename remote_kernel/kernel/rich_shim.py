@@ -50,7 +50,7 @@ LIVE_AFTER = 0.5  # seconds a cell runs before its live log is written
 LIVE_FLUSH = 0.1  # seconds between writes of the live log
 LIVE_LIMIT = 1 << 20  # bytes of a cell's live log (the answer still carries everything)
 LONG_LIMIT = 8 << 20  # characters of a long cell's output kept in memory until polled
-HELPER_MARK = "@@remote_kernel_answer@@"  # in the source of the kernel's own executions (languages.HELPER_MARK)
+HELPER_MARK = "@@remote_kernel_answer@@"  # in the source of the kernel's own executions (helper.HELPER_MARK)
 #: text-like MIME types whose bytes are decoded rather than base64-encoded
 _TEXT_TYPES = ("image/svg+xml", "application/javascript")
 
