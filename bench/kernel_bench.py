@@ -86,7 +86,7 @@ def round_trip(runs: int, samples: int, warmup: int = 20) -> dict[str, Any]:
                 order = KERNELS if i % 2 == 0 else KERNELS[::-1]
                 for name in order:
                     times[name].append(execute(kernels[name][1])[0])
-            run = {name: {"p50_ms": ms(p50(t)), "p95_ms": ms(p95(t))} for name, t in times.items()}
+            run: dict[str, Any] = {name: {"p50_ms": ms(p50(t)), "p95_ms": ms(p95(t))} for name, t in times.items()}
             run["ratio_p50"] = run[REMOTE_KERNEL]["p50_ms"] / run[LOCAL_KERNEL]["p50_ms"]
             run["ratio_p95"] = run[REMOTE_KERNEL]["p95_ms"] / run[LOCAL_KERNEL]["p95_ms"]
             per_run.append(run)
@@ -136,7 +136,7 @@ def live_latency(runs: int, lines: int) -> dict[str, Any]:
         for i in range(runs):
             order = KERNELS if i % 2 == 0 else KERNELS[::-1]
             times = {name: live_lines(kernels[name][1], lines) for name in order}
-            run = {name: {"p50_ms": ms(p50(t)), "p95_ms": ms(p95(t))} for name, t in times.items()}
+            run: dict[str, Any] = {name: {"p50_ms": ms(p50(t)), "p95_ms": ms(p95(t))} for name, t in times.items()}
             per_run.append(run)
     finally:
         for km, kc in kernels.values():
@@ -194,7 +194,7 @@ def start_to_first_result(runs: int, warmup: bool = True) -> dict[str, Any]:
     per_run = []
     for i in range(runs):
         order = KERNELS if i % 2 == 0 else KERNELS[::-1]
-        run = {name: {"s": first_result(name)} for name in order}
+        run: dict[str, Any] = {name: {"s": first_result(name)} for name in order}
         run["ratio"] = run[REMOTE_KERNEL]["s"] / run[LOCAL_KERNEL]["s"]
         per_run.append(run)
     return summarise(per_run, runs=runs)
@@ -271,7 +271,7 @@ def quickstart(runs: int, warmup: bool = True) -> dict[str, Any]:
         per_run = []
         for i in range(runs):
             order = KERNELS if i % 2 == 0 else KERNELS[::-1]
-            run = {name: {"s": once(name)} for name in order}
+            run: dict[str, Any] = {name: {"s": once(name)} for name in order}
             run["ratio"] = run[REMOTE_KERNEL]["s"] / run[LOCAL_KERNEL]["s"]
             per_run.append(run)
     finally:

@@ -122,7 +122,8 @@ def measure(rtt: float, samples: int) -> dict[str, Any]:
                 for kind, code in CELLS.items():
                     code = code.replace("{small}", str(small))
                     execute(kc, code)  # warm-up: imports, the first figure
-                    counts, trips = [], []
+                    counts: list[float] = []
+                    trips: list[float] = []
                     for _ in range(samples):
                         before = len(proxy.requests)
                         elapsed, _ = execute(kc, code)

@@ -142,7 +142,9 @@ class LeanClient:
         assert self.reader is not None
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
-        length = int(re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head).group(1))
+        declared = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        assert declared is not None, f"the pool answered without a Content-Length: {head!r}"
+        length = int(declared.group(1))
         answer = json.loads(await self.reader.readexactly(length))
         if status != 200 or answer.get("status") != "Succeeded":
             raise RuntimeError(f"execution failed: {status} {answer}")

@@ -24,20 +24,22 @@ def rows(r: dict[str, Any]) -> list[Row]:
     nb = dig(r, "kernel", "quickstart", "ratio")
     ready = dig(r, "pool", "new_identifier_ready", "first_p50_ms")
     warm = dig(r, "pool", "warm_round_trip", "sync_p50_ms")
-    t20 = dig(r, "pool", "throughput", "20") or {}
-    rate, lat = t20.get("executions_per_s"), t20.get("p95_ms")
+    t20: dict[str, Any] = dig(r, "pool", "throughput", "20") or {}
+    rate: Any = t20.get("executions_per_s")  # None where not measured: `row` then skips the check
+    lat: Any = t20.get("p95_ms")
     session = dig(r, "pool", "memory", "session") or {}
     live = dig(r, "kernel", "live_latency") or {}
     live95 = dig(live, REMOTE_KERNEL, "p95_ms")
     up, down = dig(r, "files", "upload_MBps"), dig(r, "files", "download_MBps")
     peaks = [dig(r, "files", k) for k in ("client_peak_MB", "pool_peak_MB", "worker_peak_MB")]
-    peak = max(peaks) if all(p is not None for p in peaks) else None
+    peak: Any = max(peaks) if all(p is not None for p in peaks) else None
     net = dig(r, "network", "cells") or {}
     rtt = dig(r, "network", "rtt_ms")
 
     def network_row(kind: str, target_requests: float, target_trips: float | None = None) -> Row:
-        cell = net.get(kind) or {}
-        requests, trips = cell.get("requests"), cell.get("round_trips")
+        cell: dict[str, Any] = net.get(kind) or {}
+        requests: Any = cell.get("requests")  # None where not measured: `row` then skips the check
+        trips: Any = cell.get("round_trips")
         target = f"{target_requests:g} request" + (f", ≤ {target_trips:g} RTT" if target_trips else "")
         return row(f"{kind} over a {fmt(rtt, '{:.0f}')} ms network", target,
                    f"{fmt(requests, '{:g}')} request(s), {fmt(trips, '{:.1f}')} RTT",

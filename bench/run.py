@@ -94,7 +94,7 @@ def run_kernel(mode: str) -> dict[str, Any]:
 def machine() -> dict[str, Any]:
     import importlib.metadata as m
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("ipykernel", "jupyter_client", "ipython", "httpx", "httpcore", "uvicorn", "starlette", "uvloop",
                  "httptools"):
         try:

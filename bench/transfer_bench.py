@@ -128,7 +128,7 @@ async def transfer(endpoint: str, token: str, api_version: str, source: Path, ta
                               auth=StaticToken(token)) as client:
         await client.execute("1")  # the session exists before the clock starts
         pool_pids = [pool_pid, *descendants(pool_pid)] if pool_pid else []
-        for pid in ["self", *pool_pids]:
+        for pid in ["self", *map(str, pool_pids)]:
             reset_peak(pid)
 
         def cpu() -> tuple[float, float]:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # each test starts client libraries in processes of their own (5–30 s each)
-
 from conftest import LocalPool, bubblewrap_usable, start_pool
+
+pytestmark = pytest.mark.slow  # each test starts client libraries in processes of their own (5–30 s each)
 
 PEERS = Path(__file__).resolve().parent / "peers"
 VENV_PYTHON = PEERS / ".venv" / "bin" / "python"

@@ -29,7 +29,7 @@ from conftest import start_pool
 from fake_pool import GUID, HostilePool, endless_body, execution
 from fault_server import Exchange, FaultServer, Received, json_answer
 from kernel_support import embedded_env, kernel, pool_env, run, text_of, wait_for
-from remote_kernel.kernel.languages import HELPER_MARK
+from remote_kernel.kernel.helper import HELPER_MARK
 from remote_kernel.sessions import AnswerTooLarge, SessionsClient, StaticToken
 
 ACTIVE = """\

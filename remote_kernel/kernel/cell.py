@@ -21,12 +21,15 @@ import hashlib
 import io
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from remote_kernel.kernel import outputs
-from remote_kernel.kernel.languages import _python_helper
+from remote_kernel.kernel.python import helper_code
 from remote_kernel.kernel.render import CellRender
 from remote_kernel.sessions.models import Execution, ExecutionError, ExecutionStatus, RemoteFileNotFound
+
+if TYPE_CHECKING:
+    from remote_kernel.sessions.client import SessionsClient
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ def long_body(code: str) -> str | None:
 class CellRun:
     """One cell's execution; `interrupt` (on the kernel's loop) stops it the best way its path has."""
 
-    def __init__(self, kernel: Any, client: Any, render: CellRender, code: str) -> None:
+    def __init__(self, kernel: Any, client: SessionsClient, render: CellRender, code: str) -> None:
         self.kernel = kernel
         self.client = client
         self.render = render
@@ -233,7 +236,7 @@ class CellRun:
                          has_result=isinstance(result, str))
 
     async def _shim_call(self, line: str) -> dict[str, Any] | None:
-        code = _python_helper("import sys\n_rk = sys.modules['_remote_kernel_rich'].active\n" + line)
+        code = helper_code("import sys\n_rk = sys.modules['_remote_kernel_rich'].active\n" + line)
         return await self.kernel._helper(code, deadline=30.0)
 
 

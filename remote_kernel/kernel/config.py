@@ -64,7 +64,7 @@ class KernelConfig:
     @property
     def hosted(self) -> bool:
         """True for an Azure Container Apps pool, whose cap on one execution is 220 s."""
-        return bool(self.endpoint) and is_hosted(self.endpoint)
+        return self.endpoint is not None and is_hosted(self.endpoint)
 
     @property
     def pool_type(self) -> str:
@@ -175,7 +175,8 @@ class KernelConfig:
         """The settings as (name, value) rows for `%session`; never the token."""
         from remote_kernel.sessions.auth import redacted_url  # not at start-up: it imports httpx
 
-        shown = redacted_url(endpoint or self.endpoint) if (endpoint or self.endpoint) else "(starting)"
+        where = endpoint or self.endpoint
+        shown = redacted_url(where) if where else "(starting)"
         return [
             ("endpoint", shown),
             ("api-version", self.api_version),

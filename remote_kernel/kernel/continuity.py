@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from remote_kernel.sessions.models import SessionNotFound, SessionsError
+
+if TYPE_CHECKING:
+    from remote_kernel.sessions.client import SessionsClient
 
 SESSION_LOST = ("The remote session was lost (it expired after being idle, was deleted, or its worker stopped): "
                 "variables, imports and files from earlier cells are gone. This cell runs in a new session.\n")
@@ -39,14 +42,14 @@ class SessionContinuity:
 
     def reset(self) -> None:
         """A new session on purpose (`%session new`): nothing to report."""
-        self.__init__()
+        self.__init__()  # type: ignore[misc]  # every field back to a fresh session's
 
     def lost(self) -> None:
         """An error already told the user that the session is gone."""
         self.reported = True
         self.guid = self.created_at = None
 
-    async def before_cell(self, client: Any) -> str | None:
+    async def before_cell(self, client: SessionsClient) -> str | None:
         """For a pool without guids, after an idle spell: the lost-state notice, if the session changed."""
         if (self.pool_sends_guid or not self.can_probe or not self.executed
                 or time.monotonic() - self.last_contact < IDLE_BEFORE_CHECK):
@@ -56,14 +59,14 @@ class SessionContinuity:
             self.can_probe = False
             return None
         previous = self.created_at
-        self.created_at = None if state is GONE else state
+        self.created_at = state if isinstance(state, datetime) else None
         if state is GONE or (previous is not None and state != previous):
             notice = None if self.reported else SESSION_LOST
             self.reported = True
             return notice
         return None
 
-    async def after_execution(self, client: Any, guid: str | None) -> str | None:
+    async def after_execution(self, client: SessionsClient, guid: str | None) -> str | None:
         """Record who answered; the lost-state notice when it is another session than before."""
         self.last_contact = time.monotonic()
         self.executed = True
@@ -84,7 +87,7 @@ class SessionContinuity:
         self.last_contact = time.monotonic()
 
     @staticmethod
-    async def _probe(client: Any) -> datetime | object | None:
+    async def _probe(client: SessionsClient) -> datetime | object | None:
         """The session's creation time, GONE when it does not exist, None when the pool cannot say."""
         try:
             info = await asyncio.wait_for(client.session_info(), INFO_DEADLINE)

@@ -1,16 +1,27 @@
-"""JavaScript-aware `is_complete` for the remote-javascript kernel (standard library only).
+"""The JavaScript entry of the language table: `is_complete`, and the helpers that answer from the session.
 
-A console asks whether a cell is complete before it sends it. Node.js has no such API, so this
-is a small scanner: it skips strings, template literals (with nested `${…}`), regular
-expressions and comments, and balances brackets. Open brackets, an unterminated template or
-comment, or a trailing operator mean "incomplete"; a bracket that closes nothing, or a quote
-string cut by a line end, is "invalid". Everything else is "complete" (Node.js reports real
-syntax errors when the cell runs).
+A console asks whether a cell is complete before it sends it, and the answer must come from the
+kernel (standard library only, no Node.js at hand: the session may be remote). So this is a small
+scanner: it skips strings, template literals (with nested `${…}`), regular expressions and
+comments, and balances brackets. Open brackets, an unterminated template or comment, or a
+trailing operator mean "incomplete"; a bracket that closes nothing, or a quote string cut by a
+line end, is "invalid". Everything else is "complete" (Node.js reports real syntax errors when
+the cell runs). Its cases: tests/test_javascript_is_complete.py, checked against `node --check`.
+
+It is a third scanner beside the Node worker's tokenizer (pool/workers/node_worker.js), on
+purpose: that one runs inside the session, in JavaScript, to rewrite cells; this one runs in the
+kernel to answer a console, and needs brackets and strings only. Why neither is a maintained
+parser: the comment above "Source rewriting" in node_worker.js.
+
+The helpers (completion, inspection, user_expressions) are JavaScript run as silent executions;
+each prints its answer after `helper.HELPER_MARK`.
 """
 from __future__ import annotations
 
 import json
 import re
+
+from remote_kernel.kernel.helper import HELPER_MARK
 
 _PUNCTUATORS = sorted("""
 >>>= ... === !== **= <<= >>= >>> &&= ||= ??= => == != <= >= && || ?? ?. ++ -- += -= *= /= %= &= |= ^=
@@ -82,12 +93,13 @@ def is_complete(code: str) -> dict:
                 i = end
                 last, last_kind = "/re/", "value"
         elif c.isdigit() or (c == "." and code[i + 1:i + 2].isdigit()):
-            i = _NUMBER.match(code, i).end()
+            number = _NUMBER.match(code, i)
+            i = number.end() if number else i + 1
             last, last_kind = "0", "value"
         elif c.isalpha() or c in "_$\\#" or ord(c) > 127:
-            match = _WORD.match(code, i)
-            i = match.end() if match.end() > i else i + 1
-            last, last_kind = match.group(), "word"
+            word = _WORD.match(code, i)
+            end = word.end() if word else i
+            i, last, last_kind = max(end, i + 1), code[i:end], "word"
         else:
             token = next((p for p in _PUNCTUATORS if code.startswith(p, i)), c)
             i += len(token)
@@ -224,8 +236,6 @@ _EXPRESSIONS_BODY = """
 
 
 def _helper(body: str, args: object) -> str:
-    from remote_kernel.kernel.languages import HELPER_MARK
-
     return _HELPER % {"args": json.dumps(json.dumps(args)), "body": body, "mark": json.dumps(HELPER_MARK)}
 
 

@@ -1,36 +1,40 @@
 """`RemoteKernel`: Jupyter messages in, executions in a remote session out.
 
-The protocol plumbing is ipykernel's. This class decides where a request goes: a kernel magic
-runs here (`magics.py`), code goes to the session through `remote_kernel.sessions`, and what
-comes back becomes messages (`outputs.py`). One session identifier per kernel; the session is
-created lazily by the first cell, so start-up never blocks on the network or fails.
+The protocol plumbing is ipykernel's. This class answers the protocol's requests and delegates:
+a kernel magic runs here (`magics.py`), code goes to the session this kernel talks to
+(`remote.RemoteSession`, which owns the client, the identifier, the embedded pool and the state
+tied to one session), a cell's execution is `cell.CellRun`, what comes back becomes messages
+(`render.py`, `outputs.py`), and what differs per language is the table of `languages.py`. The
+session is created lazily by the first cell, so start-up never blocks on the network or fails.
 """
 from __future__ import annotations
 
 import asyncio
 import atexit
-import json
 import logging
 import os
 import re
 import signal
 import threading
-import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipykernel.kernelbase import Kernel
 
 from remote_kernel import __version__
-from remote_kernel.kernel import outputs, rich, trust, vscode, widgets
+from remote_kernel.kernel import outputs, rich, trust, vscode
 from remote_kernel.kernel.cell import CellRun, long_body
 from remote_kernel.kernel.config import KernelConfig
-from remote_kernel.kernel.continuity import SessionContinuity
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
-from remote_kernel.kernel.languages import HELPER_MARK, PYTHON, Language
+from remote_kernel.kernel.helper import HELPER_MARK, read_answer
+from remote_kernel.kernel.languages import PYTHON, Language
 from remote_kernel.kernel.magics import (MAGICS, MagicError, MagicRunner, missing_file_hint, split_cell,
                                          stdin_needed)
+from remote_kernel.kernel.remote import RemoteSession
 from remote_kernel.kernel.render import CellRender
-from remote_kernel.sessions.models import ConfigurationError, ServiceUnavailable, SessionNotFound, SessionsError
+from remote_kernel.sessions.models import ServiceUnavailable, SessionNotFound, SessionsError
+
+if TYPE_CHECKING:
+    from remote_kernel.sessions.client import SessionsClient
 
 HELPER_DEADLINE = 1.0  # seconds for inspection; past it the answer is empty
 COMPLETE_DEADLINE = 10.0  # seconds for a completion
@@ -76,15 +80,8 @@ class RemoteKernel(Kernel):
         self._quiet_library_logs()
         settings, embedded = self.startup or (KernelConfig.from_env(), None)
         self.settings = settings
-        self.identifier = self.settings.identifier
+        self.remote = RemoteSession(settings, self.language_spec, embedded)
         self._count = 1  # the number the next stored cell gets, as IPython counts
-        self._client: Any = None
-        self._endpoint: str | None = self.settings.endpoint
-        self._token: str | None = self.settings.token
-        self._auth_mode = self.settings.auth_mode
-        self.continuity = SessionContinuity()
-        self.rich = rich.RichOutput(self.settings.rich and self.language_spec.key == "python")
-        self.guard = trust.OutputGuard(self.settings.active_content)
         self._cell: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
         self._run: CellRun | None = None  # how the running cell is executed (it knows how to interrupt it)
         self._cleaned_up = False
@@ -94,14 +91,6 @@ class RemoteKernel(Kernel):
         self._notices_shown = False
         self.magics = MagicRunner(self)
         self.vscode = vscode.VSCodeRequests()
-        self.widgets = widgets.WidgetFallback()
-        self._completer_warm = False  # whether the session answered a completion (jedi is loaded there)
-        self.embedded: EmbeddedPool | None = embedded
-        if self.embedded is None and self.settings.embedded and not self.settings.problems:
-            self.embedded = EmbeddedPool(self.language_spec.container_type, options=self.settings.pool_args())
-            self.embedded.start()
-        if self.embedded is not None:
-            self._token, self._auth_mode = self.embedded.token, "token"
         atexit.register(self._cleanup_sync)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -114,6 +103,16 @@ class RemoteKernel(Kernel):
             logger.propagate = False
         if self.log.getEffectiveLevel() > logging.DEBUG:  # httpx logs every request at INFO: unread records
             logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    @property
+    def rich(self) -> rich.RichOutput:
+        """The rich-output shim's state in the current session."""
+        return self.remote.rich
+
+    @property
+    def guard(self) -> trust.OutputGuard:
+        """What the session's outputs may carry to the front end."""
+        return self.remote.guard
 
     # --- protocol ------------------------------------------------------------------------
 
@@ -135,7 +134,7 @@ class RemoteKernel(Kernel):
         """Send one IOPub message for the current cell (nothing for a silent one), screened by `trust`."""
         if self._publish_silently:
             return
-        for kind, body in self.widgets.degrade(msg_type, content):  # no comm channel to a session
+        for kind, body in self.remote.widgets.degrade(msg_type, content):  # no comm channel to a session
             screened, notice = self.guard.screen(kind, body)
             if notice:
                 self.send_response(self.iopub_socket, "stream", {"name": "stderr", "text": notice})
@@ -143,13 +142,15 @@ class RemoteKernel(Kernel):
                 self.send_response(self.iopub_socket, kind, screened)
 
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
-                         user_expressions: dict | None = None, allow_stdin: bool = False) -> dict[str, Any]:
+                         user_expressions: dict | None = None, allow_stdin: bool = False, *,
+                         cell_meta: dict[str, Any] | None = None, cell_id: str | None = None) -> dict[str, Any]:
+        # cell_meta and cell_id (what front ends send with a cell) are not needed: the session has no cells
         self._allow_stdin = allow_stdin
         self._publish_silently = silent
         number = self._count
         if store_history and not silent:
             self._count += 1
-        hidden = vscode.classify(code, store_history, self.continuity.executed)
+        hidden = vscode.classify(code, store_history, self.remote.continuity.executed)
         if hidden is not None and hidden.route != "session":
             return await self._answer_hidden(hidden, code)
         loop = asyncio.get_running_loop()
@@ -181,7 +182,7 @@ class RemoteKernel(Kernel):
         return outputs.ok_reply(self._count - 1)
 
     async def _run_background(self, background: vscode.Background) -> dict[str, Any] | None:
-        if not self.continuity.executed:  # no cell has run: no variables, and no session to create for this
+        if not self.remote.continuity.executed:  # no cell has run: no variables, and no session to create for this
             return vscode.fresh_background_answer(background)
         return await self._helper(vscode.session_code(background, HELPER_MARK), deadline=30.0)
 
@@ -190,7 +191,7 @@ class RemoteKernel(Kernel):
         return outputs.error_reply(message, self._count - 1)
 
     async def _run_cell(self, code: str, number: int, user_expressions: dict) -> dict[str, Any]:
-        long = long_body(code) if self.language_spec.key == "python" else None
+        long = long_body(code) if self.language_spec.rich_output else None
         calls, remote_code = ([], long) if long is not None else split_cell(code)
         payload: list = []
         render: CellRender | None = None
@@ -207,12 +208,10 @@ class RemoteKernel(Kernel):
                 raise MagicError(needs_stdin, "StdinNotImplementedError")
             client = await self.session_client()
             self._show_notices()
-            notice = await self.continuity.before_cell(client)
+            notice = await self.remote.before_cell(client)
             if notice:
-                self.rich.forget()
                 self.publish(*outputs.stream("stderr", notice))
-            if self.rich.needs_install:
-                await self._install_rich(client)
+            await self.remote.install_rich(client)
             await self._send_deferred(client)
             render = self._render(client, number)
             self._run = run = CellRun(self, client, render, remote_code)
@@ -224,25 +223,24 @@ class RemoteKernel(Kernel):
                 execution = await run.run_long(long)
             else:
                 execution = await run.run()
-            notice = await self.continuity.after_execution(client, execution.session_guid)
+            notice = await self.remote.after_execution(client, execution.session_guid)
         except MagicError as exc:
             return self._fail(outputs.error(exc.ename, exc.message, exc.message.splitlines()))
         except SessionNotFound as exc:
-            self._session_lost()
+            self.remote.changed("lost")
             return self._fail(outputs.transport_error(exc))
         except (SessionsError, EmbeddedPoolError) as exc:
             # a connection the embedded pool refused may mean that it just died
             grace = 1.0 if isinstance(exc, ServiceUnavailable) else 0
-            return self._fail(outputs.transport_error(await self._embedded_pool_stopped(grace) or exc))
+            return self._fail(outputs.transport_error(await self.remote.pool_stopped(grace) or exc))
         finally:
             self._run = None
         if notice:
-            self.rich.forget()  # the cell ran in a new session, without the shim
             self.publish(*outputs.stream("stderr", notice))
         err = await render.finish(execution)
         self.rich.after_cell(client)
         if err is not None and err[1]["ename"] == "SessionLost":
-            self._session_lost()
+            self.remote.changed("lost")
             self._advise_memory(err[1])
         if err is not None:
             hint = missing_file_hint(err[1]["ename"], err[1]["evalue"])
@@ -260,7 +258,7 @@ class RemoteKernel(Kernel):
 
     def _advise_memory(self, error: dict[str, Any]) -> None:
         """A session of the embedded pool lost to its memory limit: name the setting that raises it."""
-        if self.embedded is not None and "out of memory" in error.get("evalue", ""):
+        if self.remote.embedded is not None and "out of memory" in error.get("evalue", ""):
             current = self.settings.pool_settings.get("REMOTE_KERNEL_MEMORY", "1G")
             self.publish(*outputs.stream("stderr", f"The embedded pool gives each session {current} of memory: set "
                                          "REMOTE_KERNEL_MEMORY (for example 4G) in the kernel's environment and "
@@ -286,7 +284,7 @@ class RemoteKernel(Kernel):
         answer = await self._helper(self.language_spec.lsmagic_code, deadline=10.0)
         return str(answer["text"]) if answer and "text" in answer else None
 
-    def _render(self, client: Any, number: int) -> CellRender:
+    def _render(self, client: SessionsClient, number: int) -> CellRender:
         """The renderer of one cell: the shim's markers when the shim is in this session."""
         nonce = self.rich.active_nonce
 
@@ -296,20 +294,7 @@ class RemoteKernel(Kernel):
         return CellRender(self.publish, number, nonce=nonce, fetch=fetch if nonce else None,
                           jupyter_repr=self._jupyter_repr, format_value=self.language_spec.format_value)
 
-    def _session_lost(self) -> None:
-        self.continuity.lost()
-        self.rich.forget()
-        self.widgets.forget()
-        self._completer_warm = False
-        self.guard.new_session()
-
-    async def _install_rich(self, client: Any) -> None:
-        """Send the rich-output shim to the session, silently (once per session)."""
-        execution = await client.execute(self.rich.install_code(live_log=not client.live),
-                                         timeout=self.settings.timeout, jupyter_repr=False)
-        self.rich.record_install(execution)
-
-    async def _send_deferred(self, client: Any) -> None:
+    async def _send_deferred(self, client: SessionsClient) -> None:
         """Run what VS Code's start-up set for the session (`__vsc_ipynb_file__`), silently, before a cell."""
         code = self.vscode.take_deferred()
         if code:
@@ -346,12 +331,12 @@ class RemoteKernel(Kernel):
                 return {**reply, "matches": found, "cursor_start": cursor_pos - len(word)}
         if self.language_spec.complete_code is None:
             return reply
-        deadline = COMPLETE_DEADLINE if self._completer_warm else FIRST_COMPLETE_DEADLINE
+        deadline = COMPLETE_DEADLINE if self.remote.completer_warm else FIRST_COMPLETE_DEADLINE
         answer = await self._helper(self.language_spec.complete_code(code, cursor_pos), deadline=deadline)
         checked = trust.completion(answer, code, cursor_pos)
         if checked is None:
             return reply
-        self._completer_warm = True
+        self.remote.completer_warm = True
         return {**reply, **checked}
 
     async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
@@ -364,7 +349,7 @@ class RemoteKernel(Kernel):
             return reply
 
     async def _inspect(self, code: str, cursor_pos: int, detail_level: int, reply: dict[str, Any]) -> dict[str, Any]:
-        magic = re.search(r"%(\w+)$", code[:cursor_pos] + re.match(r"\w*", code[cursor_pos:]).group())
+        magic = re.search(r"%(\w+)$", code[:cursor_pos] + re.sub(r"\W.*", "", code[cursor_pos:], flags=re.DOTALL))
         if magic and magic.group(1) in MAGICS:
             return {**reply, "found": True, "data": {"text/plain": MAGICS[magic.group(1)].help}}
         if self.language_spec.inspect_code is None:
@@ -379,8 +364,8 @@ class RemoteKernel(Kernel):
         answer = await self._helper(self.language_spec.expressions_code(expressions), deadline=10.0)
         results = trust.expressions(answer, list(expressions), self.guard.allow_active)
         if results is None:
-            reason = answer.get("error") if isinstance(answer, dict) and isinstance(answer.get("error"), str) else \
-                "the session gave no usable answer"
+            error = answer.get("error") if answer is not None else None
+            reason = error if isinstance(error, str) else "the session gave no usable answer"
             return {name: {"status": "error", "ename": "UserExpressionError", "evalue": reason[:1000], "traceback": []}
                     for name in expressions}
         return results
@@ -401,16 +386,8 @@ class RemoteKernel(Kernel):
             except BaseException:
                 self.vscode.put_back(deferred)
                 raise
-            self.continuity.touched()
-            for line in reversed((execution.stdout or "").splitlines()):
-                if line.startswith(HELPER_MARK):
-                    try:
-                        answer = json.loads(line[len(HELPER_MARK):])
-                    except (ValueError, RecursionError):
-                        continue
-                    if isinstance(answer, dict):
-                        return answer
-            return None
+            self.remote.continuity.touched()
+            return read_answer(execution.stdout)
 
         try:
             return await asyncio.wait_for(run(), deadline)
@@ -461,28 +438,12 @@ class RemoteKernel(Kernel):
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self._cancel_cell()
-        await self._delete_session(SHUTDOWN_DEADLINE)
-        if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop, 1.0)
+        if not self._cleaned_up:
+            await self.remote.delete(SHUTDOWN_DEADLINE)
+        if self.remote.embedded is not None:
+            await asyncio.to_thread(self.remote.stop_pool, 1.0)
         self._cleaned_up = True
         return {"status": "ok", "restart": restart}
-
-    async def _delete_session(self, deadline: float) -> None:
-        """Delete the session from whatever loop this runs on (a client of its own), within `deadline`."""
-        if self._client is None or not self._client.reached_pool or self.settings.keep_session or self._cleaned_up:
-            return  # no request ever reached the pool: there is no session to delete
-        client = self._new_client()
-        try:
-            await asyncio.wait_for(client.delete_session(), deadline)
-        except SessionNotFound:
-            pass
-        except Exception as exc:
-            self.log.warning("could not delete session %s: %r", self.identifier, exc)
-        finally:
-            try:
-                await asyncio.wait_for(client.aclose(), 0.3)
-            except Exception:
-                pass
 
     def _cleanup_sync(self) -> None:
         """The fallback at exit: delete the session and stop the embedded pool, bounded."""
@@ -491,11 +452,10 @@ class RemoteKernel(Kernel):
         self._control_idle.wait(1.0)
         if self._cleaned_up:
             return
-        worker = threading.Thread(target=lambda: asyncio.run(self._delete_session(SHUTDOWN_DEADLINE)), daemon=True)
+        worker = threading.Thread(target=lambda: asyncio.run(self.remote.delete(SHUTDOWN_DEADLINE)), daemon=True)
         worker.start()
         worker.join(SHUTDOWN_DEADLINE + 0.5)
-        if self.embedded is not None:
-            self.embedded.stop(1.0)
+        self.remote.stop_pool(1.0)
         self._cleaned_up = True
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
@@ -503,62 +463,14 @@ class RemoteKernel(Kernel):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    # --- the session -------------------------------------------------------------------------
+    # --- the session (what magics and cell runs ask of the kernel) ------------------------------------
 
-    def _new_client(self) -> Any:
-        from remote_kernel.sessions import SessionsClient, auth_from_settings
-
-        return SessionsClient(self._endpoint, self.identifier, api_version=self.settings.api_version,
-                              auth=auth_from_settings(self._auth_mode, self._token, self._endpoint),
-                              timeout=self.settings.timeout, max_timeout=self.settings.execution_limit)
-
-    async def session_client(self) -> Any:
+    async def session_client(self) -> SessionsClient:
         """The client of this kernel's session, made on first use (after the embedded pool is up)."""
-        if self.settings.problems:
-            raise ConfigurationError("The kernel's configuration cannot work:\n- " + "\n- ".join(
-                self.settings.problems) + "\nFix the environment of the kernel (or its kernelspec) and restart it.")
-        stopped = await self._embedded_pool_stopped()
-        if stopped is not None:
-            raise stopped
-        if self._client is None:
-            if self.embedded is not None:
-                self._endpoint = await self.embedded.wait_ready()
-            self._client = self._new_client()
-            if self.embedded is not None:
-                self._client.extensions.add("live-execute")  # the kernel started this pool: it has the extension
-        return self._client
-
-    async def _embedded_pool_stopped(self, grace: float = 0) -> EmbeddedPoolError | None:
-        """When the embedded pool died under us: start a new one, and say that the state is gone."""
-        pool = self.embedded
-        if pool is None:
-            return None
-        code = await asyncio.to_thread(pool.exit_code, grace) if grace else pool.exit_code()
-        if code is None:
-            return None
-        pool.stop()
-        self.embedded = EmbeddedPool(self.language_spec.container_type, options=self.settings.pool_args())
-        self.embedded.start()
-        self._token, self._client, self._endpoint = self.embedded.token, None, None
-        self.continuity.reset()
-        self.rich.forget()
-        self._completer_warm = False
-        return EmbeddedPoolError(f"The embedded local session pool stopped unexpectedly (exit code {code}); a new one "
-                                 "is starting. The remote state is lost: run the cells you need again.")
+        return await self.remote.client()
 
     def session_rows(self) -> list[tuple[str, str]]:
-        rows = dict(self.settings.describe(endpoint=self._endpoint))
-        rows["identifier"] = self.identifier + ("  (REMOTE_KERNEL_IDENTIFIER)" if self.settings.identifier_from_env
-                                                and self.identifier == self.settings.identifier else "")
-        rows["rich output"] = ("off  (REMOTE_KERNEL_RICH=0)" if not self.settings.rich else
-                               "off (Python sessions only)" if not self.rich.enabled else
-                               f"off: the session could not load it ({self.rich.refused})" if self.rich.refused else "on")
-        rows["active content"] = ("allowed: scripts in outputs reach the front end  (%session active off)"
-                                  if self.guard.allow_active else
-                                  "removed: scripts and event handlers are dropped  (%session active on)")
-        rows["session"] = ("not created yet (the first cell creates it)" if not self.continuity.executed
-                           else f"active{f' ({self.continuity.guid})' if self.continuity.guid else ''}")
-        return list(rows.items())
+        return self.remote.rows()
 
     @property
     def download_limit(self) -> int:
@@ -571,17 +483,4 @@ class RemoteKernel(Kernel):
 
     async def new_session(self) -> tuple[str, str]:
         """Delete the session and move to a fresh one (a new identifier, unless it was configured)."""
-        client = await self.session_client()
-        old = self.identifier
-        try:
-            await client.delete_session()
-        except SessionNotFound:
-            pass
-        self.identifier = old if self.settings.identifier_from_env else str(uuid.uuid4())
-        client.identifier = self.identifier
-        self.continuity.reset()
-        self.rich.forget()
-        self.widgets.forget()
-        self._completer_warm = False
-        self.guard.new_session()
-        return old, self.identifier
+        return await self.remote.new_session()

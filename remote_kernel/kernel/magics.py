@@ -22,9 +22,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from remote_kernel.sessions.models import AnswerTooLarge, ConfigurationError, RemoteFile, RemoteFileNotFound
+
+if TYPE_CHECKING:
+    from remote_kernel.sessions.client import SessionsClient
 
 HIDDEN_FOLDER = ".remote_kernel"  # where the session's rich output waits to be fetched (rich.py)
 MAX_FILES = 10_000  # files one %download of a folder or pattern fetches at most
@@ -44,11 +47,12 @@ class MagicError(Exception):
 class MagicHost(Protocol):
     """What a magic needs from the kernel."""
 
-    download_limit: int  # bytes: REMOTE_KERNEL_DOWNLOAD_LIMIT
+    @property
+    def download_limit(self) -> int: ...  # bytes: REMOTE_KERNEL_DOWNLOAD_LIMIT
 
     def publish(self, msg_type: str, content: dict[str, Any]) -> None: ...
 
-    async def session_client(self) -> Any: ...
+    async def session_client(self) -> SessionsClient: ...
 
     def session_rows(self) -> list[tuple[str, str]]: ...
 
@@ -239,6 +243,13 @@ def printable(name: str, limit: int = 200) -> str:
     return shown if len(shown) <= limit else shown[:limit - 1] + "…"
 
 
+def _moved(report: Callable[[int], None], start: int) -> Callable[[int, int | None], None]:
+    """A transfer's progress callback that reports `start` plus the bytes this transfer moved."""
+    def moved(count: int, total: int | None = None) -> None:
+        report(start + count)
+    return moved
+
+
 def checked_size(size: Any) -> int | None:
     """A file size the table can show: a whole number of bytes from 0 to 1 PiB, else None ("?")."""
     return size if isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= SIZE_MAX else None
@@ -371,7 +382,7 @@ class MagicRunner:
         progress(0, total)
         for (local, remote), size in zip(pairs, sizes):
             await client.upload(local, remote_name=remote,
-                                progress=lambda sent, _total=None, _done=done: progress(_done + sent, total))
+                                progress=_moved(lambda sent: progress(sent, total), done))
             done += size
         progress.finish()
         where = {_remote_path(remote).rsplit("/", 1)[0] for _, remote in pairs}
@@ -421,14 +432,14 @@ class MagicRunner:
         self._print(_summary("Downloaded", _remote_path(remote), str(local), size, time.monotonic() - started))
 
     @staticmethod
-    async def _remote_folder(client: Any, folder: str) -> list[RemoteFile] | None:
+    async def _remote_folder(client: SessionsClient, folder: str) -> list[RemoteFile] | None:
         """The listing of a remote folder, or None when there is no such folder."""
         try:
             return await client.list_files(folder.strip("/") or None)
         except (RemoteFileNotFound, ConfigurationError):
             return None
 
-    async def _remote_tree(self, client: Any, folder: str) -> list[tuple[str, RemoteFile]]:
+    async def _remote_tree(self, client: SessionsClient, folder: str) -> list[tuple[str, RemoteFile]]:
         """(path under `folder`, file) for every file in a remote folder, its subfolders included."""
         found: list[tuple[str, RemoteFile]] = []
         pending = [""]
@@ -478,7 +489,7 @@ class MagicRunner:
             await asyncio.to_thread(destination.parent.mkdir, parents=True, exist_ok=True)
             try:
                 done += await client.download(_join(folder, name), destination, limit=max(0, limit - done),
-                                              progress=lambda got, _total=None, _done=done: progress(_done + got))
+                                              progress=_moved(progress, done))
             except AnswerTooLarge as exc:
                 raise _too_large(f"{remote} ({name} and the files before it)", limit, exc) from None
         progress.done = done

@@ -220,7 +220,7 @@ class CellRender:
         if err is not None:
             self._show(err, 0)
         for item in self._held:
-            if item == "r":
+            if isinstance(item, str):  # "r": the result's place
                 if err is None:
                     self._result(execution)
             elif isinstance(item, Output):

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import logging
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from remote_kernel.kernel.languages import HELPER_MARK
+from remote_kernel.kernel.helper import HELPER_MARK, read_answer
 from remote_kernel.kernel.magics import HIDDEN_FOLDER as FOLDER  # under /mnt/data; the shim's FOLDER
 from remote_kernel.sessions.models import Execution
+
+if TYPE_CHECKING:
+    from remote_kernel.sessions.client import SessionsClient
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +92,11 @@ class RichOutput:
 
     def record_install(self, execution: Execution) -> None:
         """Read the install's answer; a session that could not load the shim keeps the plain mapping."""
-        answer: dict[str, Any] = {}
-        for line in (execution.stdout or "").splitlines():
-            if line.startswith(HELPER_MARK):
-                try:
-                    answer = json.loads(line[len(HELPER_MARK):])
-                except ValueError:
-                    pass
-        if isinstance(answer, dict) and answer.get("ok"):
+        answer = read_answer(execution.stdout) or {}
+        if answer.get("ok"):
             self.installed, self.refused = True, None
         else:
             self.installed = False
-            answer = answer if isinstance(answer, dict) else {}
             self.refused = str(answer.get("error") or (execution.error.message if execution.error else "")
                                or "no answer")[:500]
             log.info("rich output is off for this session: %s", self.refused)
@@ -109,7 +104,7 @@ class RichOutput:
     def file_name(self, cell: int) -> str:
         return f"{FOLDER}/{self.nonce}-{cell}.jsonl"
 
-    async def fetch(self, client: Any, cell: int) -> bytes:
+    async def fetch(self, client: SessionsClient, cell: int) -> bytes:
         """The cell's file of large outputs (one download; `after_cell` deletes it)."""
         name = self.file_name(cell)
         buffer = _Capped()
@@ -117,7 +112,7 @@ class RichOutput:
         await client.download(name, buffer, limit=FILE_LIMIT)
         return buffer.getvalue()
 
-    def after_cell(self, client: Any) -> None:
+    def after_cell(self, client: SessionsClient) -> None:
         """Delete the files fetched for the cell that ended, in the background (the user never waits)."""
         for name in self._fetched:
             task = asyncio.ensure_future(self._clean(client, name))
@@ -126,7 +121,7 @@ class RichOutput:
         self._fetched = set()
 
     @staticmethod
-    async def _clean(client: Any, name: str) -> None:
+    async def _clean(client: SessionsClient, name: str) -> None:
         try:
             await asyncio.wait_for(client.delete_file(name), CLEAN_DEADLINE)
         except Exception as exc:  # the shim removes leftovers at the next cell anyway

@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 import traceback
+from typing import Any
 
 FOLDER = ".remote_kernel"
 MODULE = "_remote_kernel_rich"
@@ -49,12 +50,12 @@ LIVE_AFTER = 0.5  # seconds a cell runs before its live log is written
 LIVE_FLUSH = 0.1  # seconds between writes of the live log
 LIVE_LIMIT = 1 << 20  # bytes of a cell's live log (the answer still carries everything)
 LONG_LIMIT = 8 << 20  # characters of a long cell's output kept in memory until polled
-HELPER_MARK = "@@remote_kernel_answer@@"  # in the source of the kernel's own executions (languages.HELPER_MARK)
+HELPER_MARK = "@@remote_kernel_answer@@"  # in the source of the kernel's own executions (helper.HELPER_MARK)
 #: text-like MIME types whose bytes are decoded rather than base64-encoded
 _TEXT_TYPES = ("image/svg+xml", "application/javascript")
 
 
-def _jsonable(data: object) -> dict:
+def _jsonable(data: Any) -> dict:
     """A MIME bundle as JSON can carry it: binary data as base64 text, other values that JSON cannot
     hold left out (text/plain always stays)."""
     bundle = {}
@@ -75,7 +76,7 @@ def _jsonable(data: object) -> dict:
     return bundle
 
 
-def _plain(value: object) -> dict:
+def _plain(value: Any) -> dict:
     try:
         json.dumps(value)
         return dict(value or {})
@@ -88,7 +89,7 @@ class Tee(io.TextIOBase):
     the shim (live log, long cells, the cell's stdout size). Writes of a long cell's thread go to
     its log only."""
 
-    def __init__(self, shim: "RichShim", name: str, inner: object) -> None:
+    def __init__(self, shim: "RichShim", name: str, inner: Any) -> None:
         self.shim = shim
         self.name = name
         self.inner = inner
@@ -133,7 +134,7 @@ class Tee(io.TextIOBase):
 class LongCell:
     """A cell running in a thread of the session (`%%long`), and what it has written so far."""
 
-    def __init__(self, shell: object, code: str) -> None:
+    def __init__(self, shell: Any, code: str) -> None:
         self.shell = shell
         self.code = code
         self.lock = threading.Lock()
@@ -184,7 +185,7 @@ class LongCell:
 class RichShim:
     """The hooks in one IPython shell; `install` puts them in, `uninstall` takes them out."""
 
-    def __init__(self, shell: object, nonce: str, root: str) -> None:
+    def __init__(self, shell: Any, nonce: str, root: str) -> None:
         self.shell = shell
         self.nonce = nonce
         self.folder = os.path.join(root, FOLDER)
@@ -433,7 +434,7 @@ class RichShim:
             if pyplot.get_fignums():
                 pyplot.close("all")
 
-    def figure(self, fig: object) -> None:
+    def figure(self, fig: Any) -> None:
         data, metadata = self.shell.display_formatter.format(fig)
         if "image/png" not in data:
             import io
@@ -488,7 +489,7 @@ class RichShim:
         sys.stdout.write(f"\x1erk{self.nonce}:{self.cell}:{token}\x1e")
 
 
-def install(shell: object, nonce: str, live_log: bool = True) -> dict:
+def install(shell: Any, nonce: str, live_log: bool = True) -> dict:
     """Hook `shell` (replacing an earlier install); the kernel reads the answer."""
     if shell is None:
         raise RuntimeError("no IPython shell in this session")
@@ -502,6 +503,6 @@ def install(shell: object, nonce: str, live_log: bool = True) -> dict:
     count, manager, lengths, _, _ = shim._history_state()  # this install is a helper too: out of the history
     shim.helper_state = (count, manager, [max(0, n - 1) for n in lengths], {}, {})
     holder = type(sys)(MODULE)  # what a later install finds, to take these hooks out first
-    holder.active = shim
+    setattr(holder, "active", shim)
     sys.modules[MODULE] = holder
     return {"ok": True, "folder": FOLDER}

@@ -170,10 +170,10 @@ def screen_bundle(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             else:
                 kept[mime] = cleaned
         elif kind == "image/svg+xml" and isinstance(value, str):
-            cleaned = clean_svg(value)
-            if cleaned is not None:
-                kept[mime] = cleaned
-            if cleaned != value:
+            svg = clean_svg(value)
+            if svg is not None:
+                kept[mime] = svg
+            if svg != value:
                 lost.append(mime)
         elif kind in IMAGE_TYPES and isinstance(value, str) or _VSCODE_BACKGROUND.match(kind):
             kept[mime] = value

@@ -177,6 +177,7 @@ class VSCodeRequests:
         display_id = f"vscode-bg-{background.mime.rsplit('.', 1)[-1]}-{id(background):x}"
         transient = {"display_id": display_id}
         host.publish("display_data", {"data": {background.mime: ""}, "metadata": {}, "transient": transient})
+        value: Any
         if background.complete is not None:
             key, value = ".result", await host.do_complete(*background.complete)
         elif background.inspect is not None:

@@ -32,7 +32,7 @@ class WidgetFallback:
         if msg_type not in _DISPLAYS or not isinstance(data, dict) or WIDGET_VIEW not in data:
             return [(msg_type, content)]
         text = {mime: value for mime, value in data.items() if mime != WIDGET_VIEW}
-        messages = []
+        messages: list[tuple[str, dict[str, Any]]] = []
         if not self.noted:
             self.noted = True
             messages.append(("stream", {"name": "stderr", "text": NOTE}))

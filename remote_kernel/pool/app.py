@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, MutableMapping
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -837,7 +837,7 @@ class Gate:
                                           {"WWW-Authenticate": "Bearer"})
                 return await response(scope, receive, send)
 
-        async def advertised(message: dict[str, Any]) -> None:
+        async def advertised(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), EXTENSIONS_HEADER]}
             await send(message)

@@ -41,7 +41,9 @@ REQUEST_TIMEOUT = closing_answer("408 Request Timeout", "RequestTimeout",
 def guarded_protocol(base: type[asyncio.Protocol] | None = None) -> type[asyncio.Protocol]:
     """`base` (default: uvicorn's choice, httptools when installed, else h11) with the deadlines above."""
     if base is None:
-        from uvicorn.protocols.http.auto import AutoHTTPProtocol as base
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+        base = AutoHTTPProtocol
     return type("Guarded" + base.__name__, (ClientDeadlines, base), {"_sweeping": False})
 
 

@@ -98,7 +98,7 @@ class EgressPolicy:
                 continue
             for address in sorted({a[4][0] for a in answers}):
                 networks.append(ipaddress.ip_network(address))
-                hosts.append((address, entry))
+                hosts.append((str(address), entry))
         return networks, hosts
 
 

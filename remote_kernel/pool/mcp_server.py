@@ -27,7 +27,7 @@ from typing import Any, AsyncIterator
 from mcp import types
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from remote_kernel.contract import EXECUTION_LIMIT
 from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
@@ -223,11 +223,11 @@ async def tolerant_request(scope: Scope, receive: Receive) -> tuple[Scope, Recei
         [{"type": "http.request", "body": bytes(body), "more_body": False}], receive)
 
 
-def _replay(messages: list[dict], then: Receive) -> Receive:
+def _replay(messages: list[Message], then: Receive) -> Receive:
     """`receive` that first gives back what was already read, then waits on the connection again."""
     pending = list(messages)
 
-    async def receive() -> dict:
+    async def receive() -> Message:
         if pending:
             return pending.pop(0)
         return await then()

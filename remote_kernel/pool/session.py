@@ -332,7 +332,7 @@ class Session:
         started = time.perf_counter()
         reply = await self._reply_within(timeout)
         timed_out = reply is None
-        if timed_out:
+        if reply is None:
             self.interrupt()
             reply = await self._reply_within(GRACE)
             if reply is None:

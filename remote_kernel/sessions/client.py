@@ -17,6 +17,7 @@ import os
 import random
 import secrets
 import ssl
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -604,17 +605,24 @@ class SessionsClient:
         limit = self.answer_limit if limit is None else limit
         until = time.monotonic() + self.request_timeout if until is None else until
         content = bytearray()
+
+        async def read() -> None:
+            async for chunk in response.aiter_bytes():
+                content.extend(chunk)
+                if len(content) > limit:
+                    raise AnswerTooLarge(
+                        f"{sentence(doing)} failed: the pool's answer is larger than {_mib(limit)} once decoded "
+                        "(the kernel stops reading there to protect its memory). If the code printed that "
+                        "much, print less or write it to a file and %download it.",
+                        status_code=response.status_code)
+
         try:
-            async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, until - time.monotonic())):
-                async for chunk in response.aiter_bytes():
-                    content += chunk
-                    if len(content) > limit:
-                        raise AnswerTooLarge(
-                            f"{sentence(doing)} failed: the pool's answer is larger than {_mib(limit)} once decoded "
-                            "(the kernel stops reading there to protect its memory). If the code printed that "
-                            "much, print less or write it to a file and %download it.",
-                            status_code=response.status_code)
-        except TimeoutError:
+            if sys.version_info >= (3, 11):
+                async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, until - time.monotonic())):
+                    await read()
+            else:  # Python 3.10 (supported) has no asyncio.timeout_at
+                await asyncio.wait_for(read(), max(0.0, until - time.monotonic()))
+        except asyncio.TimeoutError:  # TimeoutError itself from 3.11 on; a class of its own in 3.10
             raise AnswerTooLarge(f"{sentence(doing)} failed: the pool's answer did not arrive whole in time (its bytes "
                                  f"came too slowly; {len(content)} bytes so far). Try again; check the pool's "
                                  "health.", status_code=response.status_code) from None

@@ -394,7 +394,7 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, do
     """
     code, message = parse_error(body, headers)
     said = f": {message}" if message else ""
-    kwargs = {"status_code": status, "code": code}
+    kwargs: dict[str, Any] = {"status_code": status, "code": code}
     if status in (401, 403):
         why = "refused the credentials (401)" if status == 401 else "denied access (403)"
         return RemoteAuthenticationError(

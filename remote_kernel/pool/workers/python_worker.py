@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import warnings
+from typing import Any
 
 MAX_OUTPUT = int(os.environ.get("REMOTE_KERNEL_MAX_OUTPUT", str(1 << 20)))
 MAX_RESULT = 8 << 20  # bytes of a result's JSON; a larger value is replaced by a note (the pool caps lines)
@@ -183,7 +184,7 @@ def json_value(value: object) -> object:
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)  # nan → "nan", inf → "inf"
     if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
-        return json_value(value.item())  # numpy scalars: np.int64(2) → 2
+        return json_value(value.item())  # type: ignore[attr-defined]  # numpy scalars: np.int64(2) → 2
     if isinstance(value, (list, tuple, dict)):
         try:
             text = json.dumps(value, allow_nan=False)
@@ -216,13 +217,14 @@ def lean_shell_imports() -> None:
     if spec is None or spec.loader is None or "IPython" in sys.modules:
         return
     package = importlib.util.module_from_spec(spec)
+    loader = spec.loader
 
     def complete(name: str) -> object:
         del package.__getattr__
-        spec.loader.exec_module(package)
+        loader.exec_module(package)
         return getattr(package, name)
 
-    package.__getattr__ = complete  # type: ignore[attr-defined]
+    package.__getattr__ = complete  # type: ignore[attr-defined,method-assign]
     sys.modules["IPython"] = package
     from IPython.core.getipython import get_ipython
 
@@ -272,6 +274,8 @@ NO_NETWORK = ("%pip: this session has no network access (its pool runs sessions 
 class Worker:
     """Runs cells in one persistent IPython shell."""
 
+    shell: Any  # IPython's InteractiveShell, used through attributes its annotations leave optional
+
     def __init__(self) -> None:
         lean_shell_imports()
         from IPython.core.displayhook import DisplayHook
@@ -294,12 +298,12 @@ class Worker:
             def write_format_data(self, format_dict, md_dict=None) -> None:
                 pass
 
-        InteractiveShell.displayhook_class = QuietDisplayHook
+        InteractiveShell.displayhook_class = QuietDisplayHook  # type: ignore[assignment]  # a traitlets Type
         config = Config()
         # no SQLite history: a session's history dies with it, and its writer thread (one write per
         # cell, under a lock the next cell waits for) cost more than the cell itself
         config.HistoryManager.enabled = False
-        jedi = sys.modules.get("jedi", False)
+        jedi: Any = sys.modules.get("jedi", False)
         sys.modules["jedi"] = None  # type: ignore[assignment]
         try:
             self.shell = InteractiveShell.instance(colors="NoColor", config=config)

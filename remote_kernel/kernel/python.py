@@ -1,0 +1,170 @@
+"""The Python entry of the language table: the helpers that answer from the session's IPython shell.
+
+Each helper is Python run as a silent execution (`helper.py`): completion and inspection as
+ipykernel answers them, help-only cells (`obj?`) with IPython's pager captured, `%lsmagic`,
+user_expressions, and how a JSON result value is shown. `is_complete` is IPython's own, run here.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from remote_kernel.kernel.helper import HELPER_MARK
+
+
+def is_complete(code: str) -> dict:
+    """IPython's own answer (it knows magics, `!` lines and line continuations)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    status, indent = TransformerManager().check_complete(code)
+    reply: dict = {"status": status}
+    if status == "incomplete":
+        reply["indent"] = " " * (indent or 0)
+    return reply
+
+
+_PY_HELPER = '''
+def _remote_kernel_helper():
+    import json as _json
+    answer = {}
+    try:
+%(body)s
+    except BaseException as _exc:  # the helper must never fail the way user code does
+        answer = {"error": type(_exc).__name__ + ": " + str(_exc)}
+    print(%(mark)r + _json.dumps(answer, default=repr))
+try:
+    _remote_kernel_helper()
+finally:
+    del _remote_kernel_helper
+'''
+
+
+def helper_code(body: str) -> str:
+    body = "\n".join("        " + line for line in body.strip("\n").splitlines())
+    return _PY_HELPER % {"body": body, "mark": HELPER_MARK}
+
+
+def complete_code(code: str, cursor_pos: int) -> str:
+    """ipykernel's `do_complete` (its `_experimental_do_complete`), run on the session's shell.
+
+    Jedi is used when the shell's `Completer.use_jedi` says so, as in a local kernel (`%config
+    Completer.use_jedi = False` turns it off, as VS Code does at start). A shell built without jedi
+    loaded (the local pool's worker keeps it out at start; IPython before 9.17 imports it with the
+    completer module) gets it wired in on first use.
+    """
+    return helper_code(f'''
+code, cursor = _json.loads({json.dumps(json.dumps([code, cursor_pos]))})
+from IPython.core import completer as _completer
+from IPython.core.completer import provisionalcompleter, rectify_completions
+shell = get_ipython()
+if shell.Completer.use_jedi and not hasattr(_completer, "_get_jedi") and getattr(_completer, "jedi", None) is None:
+    try:
+        import jedi, jedi.api.classes, jedi.api.helpers
+        jedi.settings.case_insensitive_completion = False
+        _completer.jedi, _completer.JEDI_INSTALLED = jedi, True
+    except ImportError:
+        shell.Completer.use_jedi = False
+with provisionalcompleter():
+    found = list(rectify_completions(code, shell.Completer.completions(code, cursor)))
+start = found[0].start if found else cursor
+end = found[0].end if found else cursor
+answer = {{"matches": [c.text for c in found], "cursor_start": start, "cursor_end": end,
+          "types": [{{"start": c.start, "end": c.end, "text": c.text, "type": c.type,
+                      "signature": c.signature}} for c in found]}}
+''')
+
+
+def inspect_code(code: str, cursor_pos: int, detail_level: int, omit_sections: list | None = None) -> str:
+    """ipykernel's `do_inspect` on the session's shell: text/plain only (no HTML pager, as its default),
+    coloured as a local kernel's shell colours it whatever the session's own colour setting."""
+    return helper_code(f'''
+code, cursor, level, omit = _json.loads({json.dumps(json.dumps([code, cursor_pos, detail_level, list(omit_sections or [])]))})
+from IPython.utils.tokenutil import token_at_cursor
+shell = get_ipython()
+name = token_at_cursor(code, cursor)
+%(colours)s
+try:
+    bundle = shell.object_inspect_mime(name, detail_level=level, omit_sections=omit)
+    if not shell.enable_html_pager:
+        bundle.pop("text/html", None)
+    answer = {{"found": True, "data": bundle if isinstance(bundle, dict) else {{}}}}
+except KeyError:
+    answer = {{"found": False, "data": {{}}}}
+finally:
+    set_colours(shell.colors)
+'''.replace("%(colours)s", _COLOURS))
+
+
+_COLOURS = '''inspector = shell.inspector
+
+
+def set_colours(scheme):
+    if hasattr(inspector, "set_theme_name"):  # IPython 9
+        inspector.set_theme_name(scheme.lower())
+    else:  # IPython 8: the signature's colours follow the parser's own style
+        inspector.set_active_scheme(scheme)
+        inspector.parser.style = scheme
+
+
+set_colours(type(shell).colors.default_value)'''
+
+#: a cell that only asks for help: `obj?`, `obj??`, `?obj`, `%magic?`, `%magic`, `%quickref`, `%pdoc obj`…
+_HELP_CELL = re.compile(r"^\s*(?:\?{0,2}%{0,2}[A-Za-z_][\w.]*\?{1,2}|\?{1,2}%{0,2}[A-Za-z_][\w.]*"
+                        r"|%(?:magic|quickref)(?:\s+-?\w+)?|%(?:pinfo2?|pdoc|pdef|psource|pfile)\s+[\w.]+)\s*$")
+
+
+def page_code(code: str) -> str | None:
+    """For a cell that only asks for help, a helper that runs it with IPython's pager captured: the pages
+    come back as ipykernel sends them (a `page` payload of the reply), anything printed as stdout."""
+    if not _HELP_CELL.match(code):
+        return None
+    return helper_code(f'''
+import contextlib, io
+from IPython.core import page as _page
+shell = get_ipython()
+code = _json.loads({json.dumps(json.dumps(code))})
+pages = []
+
+
+def capture(strng, start=0, screen_lines=0, pager_cmd=None):
+    pages.append({{"source": "page", "data": strng if isinstance(strng, dict) else {{"text/plain": strng}},
+                  "start": max(0, start)}})
+
+
+%(colours)s
+saved, _page.page = _page.page, capture
+out = io.StringIO()
+try:
+    with contextlib.redirect_stdout(out):
+        exec(compile(shell.transform_cell(code), "<help>", "exec"), shell.user_ns)
+finally:
+    _page.page = saved
+    set_colours(shell.colors)
+answer = {{"payload": pages, "stdout": out.getvalue()}}
+'''.replace("%(colours)s", _COLOURS))
+
+
+LSMAGIC_CODE = helper_code('''
+answer = {"text": str(get_ipython().run_line_magic("lsmagic", ""))}
+''')
+
+
+def expressions_code(expressions: dict[str, str]) -> str:
+    return helper_code(f'''
+expressions = _json.loads({json.dumps(json.dumps(expressions))})
+shell = get_ipython()
+answer = shell.user_expressions(expressions)
+''')
+
+
+_LOOKS_LIKE_A_REPR = re.compile(r"^(<.*>|[A-Za-z_][\w.]*\(.*\)|\[.*\]|\(.*\)|\{.*\}|b'.*'|b\".*\")$", re.DOTALL)
+
+
+def value_text(value: object) -> str:
+    """How IPython would show a JSON result. Without the display repr (older api-versions) a value
+    that is not a primitive (a list, tuple, dict, set, bytes, an object) arrives as its display text,
+    as the hosted service sends it (docs/clients.md): show such strings as they are, not quoted. A
+    string that merely looks like one (`'[x]'`) is shown unquoted too: the answer cannot tell them apart."""
+    if isinstance(value, str) and ("\n" in value or _LOOKS_LIKE_A_REPR.match(value)):
+        return value
+    return repr(value)

@@ -1,0 +1,199 @@
+"""`RemoteSession`: the session a kernel talks to, and everything that depends on which one it is.
+
+One object owns the sessions client, the session identifier, the embedded pool (when the kernel
+started one), and the state that belongs to one session: whether the rich-output shim is in it
+(`rich.py`), which session answered last (`continuity.py`), whether its completer is warm, the
+widget note and the active-content notice (said once per session). When the session changes —
+lost, noticed to be new, replaced on purpose, its embedded pool restarted — `changed()` resets
+all of it in one place.
+
+The sessions client (httpx) is imported on first use, so that a kernel starts without it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import TYPE_CHECKING, Literal
+
+from remote_kernel.kernel import rich, trust, widgets
+from remote_kernel.kernel.config import KernelConfig
+from remote_kernel.kernel.continuity import SessionContinuity
+from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
+from remote_kernel.kernel.languages import Language
+from remote_kernel.sessions.models import ConfigurationError, SessionNotFound
+
+if TYPE_CHECKING:
+    from remote_kernel.sessions.client import SessionsClient
+
+log = logging.getLogger(__name__)
+
+#: how the session changed: "new" on purpose (`%session new`, a restarted embedded pool: nothing to
+#: report), "lost" (an error already told the user), "noticed" (continuity saw another session answer
+#: and returned its notice)
+Change = Literal["new", "lost", "noticed"]
+
+
+class RemoteSession:
+    """The session this kernel talks to (one identifier per kernel) and the state tied to it."""
+
+    def __init__(self, settings: KernelConfig, language: Language, embedded: EmbeddedPool | None = None) -> None:
+        self.settings = settings
+        self.language = language
+        self.identifier = settings.identifier
+        self.endpoint: str | None = settings.endpoint
+        self._token: str | None = settings.token
+        self._auth_mode = settings.auth_mode
+        self._client: SessionsClient | None = None
+        self.continuity = SessionContinuity()
+        self.rich = rich.RichOutput(settings.rich and language.rich_output)
+        self.guard = trust.OutputGuard(settings.active_content)
+        self.widgets = widgets.WidgetFallback()
+        self.completer_warm = False  # whether the session answered a completion (jedi is loaded there)
+        self.embedded = embedded
+        if self.embedded is None and settings.embedded and not settings.problems:
+            self.embedded = self._start_pool()
+        if self.embedded is not None:
+            self._token, self._auth_mode = self.embedded.token, "token"
+
+    def changed(self, how: Change) -> None:
+        """The session is another one than before: forget everything that belonged to the old one."""
+        if how == "new":
+            self.continuity.reset()
+        elif how == "lost":
+            self.continuity.lost()
+        self.rich.forget()  # the next cell installs the shim again
+        self.widgets.forget()
+        self.guard.new_session()
+        self.completer_warm = False
+
+    # --- the client ------------------------------------------------------------------------------
+
+    def new_client(self) -> SessionsClient:
+        """A client of this session (the kernel's own, or a short-lived one for another event loop)."""
+        from remote_kernel.sessions import SessionsClient, auth_from_settings
+
+        if self.endpoint is None:
+            raise ConfigurationError("No pool endpoint: set POOL_MANAGEMENT_ENDPOINT, or leave it unset for an "
+                                     "embedded local pool, and restart the kernel.")
+        return SessionsClient(self.endpoint, self.identifier, api_version=self.settings.api_version,
+                              auth=auth_from_settings(self._auth_mode, self._token, self.endpoint),
+                              timeout=self.settings.timeout, max_timeout=self.settings.execution_limit)
+
+    async def client(self) -> SessionsClient:
+        """The client of this kernel's session, made on first use (after the embedded pool is up)."""
+        if self.settings.problems:
+            raise ConfigurationError("The kernel's configuration cannot work:\n- " + "\n- ".join(
+                self.settings.problems) + "\nFix the environment of the kernel (or its kernelspec) and restart it.")
+        stopped = await self.pool_stopped()
+        if stopped is not None:
+            raise stopped
+        if self._client is None:
+            if self.embedded is not None:
+                self.endpoint = await self.embedded.wait_ready()
+            self._client = self.new_client()
+            if self.embedded is not None:
+                self._client.extensions.add("live-execute")  # the kernel started this pool: it has the extension
+        return self._client
+
+    @property
+    def reached_pool(self) -> bool:
+        """Whether any request of this kernel reached the pool (else there is no session to delete)."""
+        return self._client is not None and self._client.reached_pool
+
+    # --- what a cell goes through ----------------------------------------------------------------
+
+    async def before_cell(self, client: SessionsClient) -> str | None:
+        """The lost-state notice when a guid-less pool's session changed during an idle spell."""
+        notice = await self.continuity.before_cell(client)
+        if notice:
+            self.changed("noticed")
+        return notice
+
+    async def after_execution(self, client: SessionsClient, guid: str | None) -> str | None:
+        """Record which session answered; the lost-state notice when the cell ran in a new one."""
+        notice = await self.continuity.after_execution(client, guid)
+        if notice:
+            self.changed("noticed")  # the cell ran in a new session, without the shim
+        return notice
+
+    async def install_rich(self, client: SessionsClient) -> None:
+        """Send the rich-output shim to the session, silently, when it is not there yet (once per session)."""
+        if self.rich.needs_install:
+            execution = await client.execute(self.rich.install_code(live_log=not client.live),
+                                              timeout=self.settings.timeout, jupyter_repr=False)
+            self.rich.record_install(execution)
+
+    # --- the embedded pool and the session's end -----------------------------------------------------
+
+    def _start_pool(self) -> EmbeddedPool:
+        pool = EmbeddedPool(self.language.container_type, options=self.settings.pool_args())
+        pool.start()
+        return pool
+
+    async def pool_stopped(self, grace: float = 0) -> EmbeddedPoolError | None:
+        """When the embedded pool died under us: start a new one, and say that the state is gone."""
+        pool = self.embedded
+        if pool is None:
+            return None
+        code = await asyncio.to_thread(pool.exit_code, grace) if grace else pool.exit_code()
+        if code is None:
+            return None
+        pool.stop()
+        self.embedded = self._start_pool()
+        self._token, self._client, self.endpoint = self.embedded.token, None, None
+        self.changed("new")
+        return EmbeddedPoolError(f"The embedded local session pool stopped unexpectedly (exit code {code}); a new one "
+                                 "is starting. The remote state is lost: run the cells you need again.")
+
+    async def new_session(self) -> tuple[str, str]:
+        """Delete the session and move to a fresh one (a new identifier, unless it was configured)."""
+        client = await self.client()
+        old = self.identifier
+        try:
+            await client.delete_session()
+        except SessionNotFound:
+            pass
+        self.identifier = old if self.settings.identifier_from_env else str(uuid.uuid4())
+        client.identifier = self.identifier
+        self.changed("new")
+        return old, self.identifier
+
+    async def delete(self, deadline: float) -> None:
+        """Delete the session from whatever loop this runs on (a client of its own), within `deadline`."""
+        if not self.reached_pool or self.settings.keep_session:
+            return  # no request ever reached the pool: there is no session to delete
+        client = self.new_client()
+        try:
+            await asyncio.wait_for(client.delete_session(), deadline)
+        except SessionNotFound:
+            pass
+        except Exception as exc:
+            log.warning("could not delete session %s: %r", self.identifier, exc)
+        finally:
+            try:
+                await asyncio.wait_for(client.aclose(), 0.3)
+            except Exception:
+                pass
+
+    def stop_pool(self, timeout: float = 1.0) -> None:
+        """Stop the embedded pool, if the kernel started one."""
+        if self.embedded is not None:
+            self.embedded.stop(timeout)
+
+    # --- `%session` ----------------------------------------------------------------------------------
+
+    def rows(self) -> list[tuple[str, str]]:
+        """What `%session` shows: the connection (never the token), rich output, active content, the session."""
+        rows = dict(self.settings.describe(endpoint=self.endpoint))
+        rows["identifier"] = self.identifier + ("  (REMOTE_KERNEL_IDENTIFIER)" if self.settings.identifier_from_env
+                                                and self.identifier == self.settings.identifier else "")
+        rows["rich output"] = ("off  (REMOTE_KERNEL_RICH=0)" if not self.settings.rich else
+                               "off (Python sessions only)" if not self.rich.enabled else
+                               f"off: the session could not load it ({self.rich.refused})" if self.rich.refused else "on")
+        rows["active content"] = ("allowed: scripts in outputs reach the front end  (%session active off)"
+                                  if self.guard.allow_active else
+                                  "removed: scripts and event handlers are dropped  (%session active on)")
+        rows["session"] = ("not created yet (the first cell creates it)" if not self.continuity.executed
+                           else f"active{f' ({self.continuity.guid})' if self.continuity.guid else ''}")
+        return list(rows.items())
