@@ -94,7 +94,7 @@ FILE_BYTES = {"200": answer("The file's bytes", {"type": "string", "format": "bi
 EXECUTION = answer("The execution", OBJECT)
 #: the security of the routes anyone may call, and of the MCP server's own key
 PUBLIC: list[dict] = []
-MCP_KEY = [{"mcpKey": []}]
+MCP_KEY: list[dict] = [{"mcpKey": []}]
 
 
 @dataclass(frozen=True)

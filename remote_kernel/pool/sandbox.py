@@ -124,7 +124,7 @@ def python_metadata(runtime: Runtime) -> dict[str, Any]:
     script = ("import json, sys, importlib.metadata as m; print(json.dumps({'v': sys.version.split()[0], "
               "'p': sorted({(d.metadata['Name'], d.version) for d in m.distributions() if d.metadata['Name']})}))")
     out = subprocess.run([runtime.argv[0], "-c", script], capture_output=True, text=True)
-    data = json.loads(out.stdout) if out.returncode == 0 else {"v": "", "p": []}
+    data: dict[str, Any] = json.loads(out.stdout) if out.returncode == 0 else {"v": "", "p": []}
     ipython = next((v for n, v in data["p"] if n.lower() == "ipython"), "")
     return {"runtimes": [{"name": "python", "version": data["v"]}],
             "preInstalledPackages": [{"name": n, "version": v} for n, v in data["p"]],
@@ -157,7 +157,8 @@ def python_layout(exe: str) -> tuple[set[str], str | None]:
     """
     if exe == os.path.abspath(sys.executable):
         spec = importlib.util.find_spec("IPython")
-        prefixes, origin = [sys.prefix, sys.base_prefix, sys.exec_prefix], spec and spec.origin
+        prefixes: list[str] = [sys.prefix, sys.base_prefix, sys.exec_prefix]
+        origin: str | None = spec.origin if spec else None
     else:
         probe = subprocess.run([exe, "-I", "-c", LAYOUT_PROBE], capture_output=True, text=True, env={"PATH": PATH})
         if probe.returncode != 0:
@@ -400,8 +401,8 @@ class Bubblewrap(Confinement):
     def prepare(self, sandbox: "Sandbox") -> None:
         try:
             sandbox.seccomp = seccomp_filter.build()
-        except seccomp_filter.SeccompUnavailable as problem:
-            log.warning("SESSIONS RUN WITHOUT A SECCOMP FILTER: %s", problem)
+        except seccomp_filter.SeccompUnavailable as unavailable:
+            log.warning("SESSIONS RUN WITHOUT A SECCOMP FILTER: %s", unavailable)
         if os.geteuid() == 0:
             problem = unprivileged_problem(sandbox.bwrap)
             if problem is None:

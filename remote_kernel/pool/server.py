@@ -119,8 +119,8 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
                     mcp=mcp, mcp_key=mcp_key, max_execution_time=args.max_execution_time)
     listener = listen_unix(args.socket) if args.socket else listen(args.host, args.port)
     endpoint = endpoint_of(listener, tls is not None)
-    config = uvicorn.Config(app, log_level="warning", ssl_certfile=tls and str(tls.cert),
-                            ssl_keyfile=tls and str(tls.key), access_log=False, lifespan="off", timeout_keep_alive=30,
+    config = uvicorn.Config(app, log_level="warning", ssl_certfile=str(tls.cert) if tls else None,
+                            ssl_keyfile=str(tls.key) if tls else None, access_log=False, lifespan="off", timeout_keep_alive=30,
                             limit_concurrency=1024, server_header=False, date_header=True,
                             http=guarded_protocol())  # deadlines for slow clients (slow-loris)
     server = PoolServer(config)

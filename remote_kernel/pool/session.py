@@ -134,9 +134,10 @@ class Session:
         commands_r, commands_w = os.pipe()
         replies_r, replies_w = os.pipe()
         output_r, output_w = os.pipe()
-        if confinement.own_network(self.sandbox.egress):
+        egress = self.sandbox.egress
+        if egress is not None and confinement.own_network(egress):
             try:
-                self._network = await SessionNetwork.create(self.sandbox.egress, self.guid)
+                self._network = await SessionNetwork.create(egress, self.guid)
             except EgressUnavailable as problem:
                 await self.close()
                 raise WorkerDied(f"the session's network could not be set up: {problem}") from None

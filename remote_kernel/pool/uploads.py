@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator
 from urllib.parse import unquote
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -81,7 +81,7 @@ class PartWriter:
     skip: bool = False  # the current part is not a file: ignored, as the hosted service does
     total: int = 0
 
-    def callbacks(self) -> dict[str, Callable[..., None]]:
+    def callbacks(self) -> Any:  # python-multipart's MultipartCallbacks (a TypedDict of its own)
         return {"on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
                 "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
                 "on_headers_finished": self.on_headers_finished, "on_part_data": self.on_part_data,
