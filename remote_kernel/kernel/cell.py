@@ -47,11 +47,12 @@ def long_body(code: str) -> str | None:
 class CellRun:
     """One cell's execution; `interrupt` (on the kernel's loop) stops it the best way its path has."""
 
-    def __init__(self, kernel: Any, client: Any, render: CellRender, code: str) -> None:
+    def __init__(self, kernel: Any, client: Any, render: CellRender, code: str, prefix: str = "") -> None:
         self.kernel = kernel
         self.client = client
         self.render = render
         self.code = code
+        self.prefix = prefix  # the shim's install, sent before the code in the same execution (rich.py)
         self.task: asyncio.Task | None = None  # the task running `run`
         self.execution_id: str | None = None
         self.grace = 3.0
@@ -111,7 +112,7 @@ class CellRun:
             elif kind == "stream" and event.get("name") in ("stdout", "stderr") and isinstance(event.get("text"), str):
                 await self.render.feed(event["name"], event["text"])
 
-        return await self.client.execute_live(self.code, on_event, timeout=self.kernel.settings.timeout,
+        return await self.client.execute_live(self.prefix + self.code, on_event, timeout=self.kernel.settings.timeout,
                                               jupyter_repr=self.kernel._jupyter_repr)
 
     async def _interrupt_live(self) -> None:
@@ -133,11 +134,12 @@ class CellRun:
     # --- the contract only: the live log ---------------------------------------------------------------
 
     async def _run_contract(self) -> Execution:
-        execute = asyncio.ensure_future(self.client.execute(self.code, timeout=self.kernel.settings.timeout,
+        execute = asyncio.ensure_future(self.client.execute(self.prefix + self.code,
+                                                            timeout=self.kernel.settings.timeout,
                                                             jupyter_repr=self.kernel._jupyter_repr))
         try:
             rich = self.kernel.rich
-            if rich.installed and rich.nonce:
+            if (rich.installed or self.prefix) and rich.nonce:
                 done, _ = await asyncio.wait({execute}, timeout=POLL_AFTER)
                 if not done:
                     await self._follow_log(execute, f"{rich.folder}/{rich.nonce}.live")

@@ -1,7 +1,8 @@
 """The session side of rich output: runs inside a remote session, never in the kernel.
 
-The kernel sends this file's text once per session as a silent execution (and again after the
-session was found lost); it needs only the standard library and IPython. It hooks IPython's
+The kernel sends this file's text once per session, with the session's first cell (a line put
+before the cell's code, `rich.riding_code`) or as a silent execution of its own, and again after
+the session was found lost; it needs only the standard library and IPython. It hooks IPython's
 display machinery so that each `display()`, each `clear_output()`, each matplotlib figure
 shown or left open at the end of a cell, and the cell's result become MIME bundles. Each is
 appended as one JSON line to a file of the cell in a hidden folder of the session's files, and
@@ -276,6 +277,9 @@ class RichShim:
         self.depth += 1
         if self.depth > 1:
             return  # a cell run by a cell (get_ipython().run_cell): its outputs are the outer cell's
+        self._begin_cell()
+
+    def _begin_cell(self) -> None:
         self.cell += 1
         self.count = 0
         self.late = False
@@ -488,8 +492,10 @@ class RichShim:
         sys.stdout.write(f"\x1erk{self.nonce}:{self.cell}:{token}\x1e")
 
 
-def install(shell: object, nonce: str, live_log: bool = True) -> dict:
-    """Hook `shell` (replacing an earlier install); the kernel reads the answer."""
+def install(shell: object, nonce: str, live_log: bool = True, cell: str | None = None) -> dict:
+    """Hook `shell` (replacing an earlier install); the kernel reads the answer. `cell`: the source of
+    the user's cell this install travels with (its first line installs the shim; the rest is the
+    cell, which then counts as the shim's first cell); None: the install is a helper execution."""
     if shell is None:
         raise RuntimeError("no IPython shell in this session")
     previous = sys.modules.get(MODULE)
@@ -499,8 +505,15 @@ def install(shell: object, nonce: str, live_log: bool = True) -> dict:
     shim = RichShim(shell, nonce, root)
     shim.live_log = live_log
     shim.install()
-    count, manager, lengths, _, _ = shim._history_state()  # this install is a helper too: out of the history
-    shim.helper_state = (count, manager, [max(0, n - 1) for n in lengths], {}, {})
+    if cell is not None:  # the cell goes on running: it is the shim's first cell
+        shim.depth = 1
+        shim._begin_cell()
+        digest = hashlib.sha256(cell.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        with shim.live_lock:
+            shim.live_header = json.dumps({"cell": shim.cell, "code": digest})
+    else:
+        count, manager, lengths, _, _ = shim._history_state()  # this install is a helper too: out of the history
+        shim.helper_state = (count, manager, [max(0, n - 1) for n in lengths], {}, {})
     holder = type(sys)(MODULE)  # what a later install finds, to take these hooks out first
     holder.active = shim
     sys.modules[MODULE] = holder
