@@ -1,7 +1,7 @@
 """Rich output through the contract: the session shim, the markers, the fetched bundles, the messages.
 
-Kernels run through jupyter_client against the real local pool; a counting proxy between kernel
-and pool shows what each cell costs in requests.
+Kernels run through jupyter_client against the real local pool (what each cell costs in requests:
+test_request_counts.py).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from kernel_support import (API, ContractProxy, errors_of, kernel, pool_delete_session, pool_env, pool_get, result_of,
+from kernel_support import (API, errors_of, kernel, pool_delete_session, pool_env, pool_get, result_of,
                             run, text_of, wait_for)
 from remote_kernel.kernel import rich
 from remote_kernel.kernel.render import rendered
@@ -268,50 +268,6 @@ def test_session_that_cannot_load_the_shim_keeps_the_plain_mapping(pool):
         assert shapes(outputs) == ["execute_result:text/plain"]
         _, outputs = run(kc, "%session")
         assert "could not load it" in text_of(outputs)
-
-
-# --- what a cell costs ------------------------------------------------------------------------
-
-@pytest.fixture
-def proxy(pool):
-    p = ContractProxy(pool.endpoint)
-    yield p
-    p.close()
-
-
-def test_each_kind_of_cell_costs_one_request_and_only_large_outputs_a_download(pool, proxy):
-    """Issue 17: plain cells, prints, errors, tables, figures, displays and updates all travel in the
-    execution's own answer (bundles up to rich_shim.INLINE_LIMIT inline); only a larger one costs
-    a download (and a delete, in the background)."""
-    env = {**pool_env(pool, str(uuid.uuid4())), "POOL_MANAGEMENT_ENDPOINT": proxy.endpoint}
-    execute = ("POST", "/executions")
-    proxy.ignore = ".live/content"  # a cell slowed past cell.POLL_AFTER by a loaded machine reads its live log
-    with kernel(env) as (km, kc):
-        run(kc, "x = 1")
-        assert proxy.since(0) == [execute, execute]  # the shim, once, then the cell
-        cells = ["x + 1", "print('hello')", "import pandas as pd\ns = pd.Series([1, 2]).sum()\ns",
-                 "1 / 0", "import sys; print('e', file=sys.stderr)",
-                 "from IPython.display import clear_output\nfor i in range(3):\n    clear_output(wait=True)\n"
-                 "    print(i)",
-                 "from IPython.display import display, Markdown\ndisplay(Markdown('*m*'))",
-                 "import pandas as pd\npd.DataFrame({'x': range(50)})",
-                 "import matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()",
-                 "h = display(Markdown('a'), display_id=True); h.update(Markdown('b'))"]
-        for code in cells:
-            start = len(proxy.requests)
-            reply, outputs = run(kc, code)
-            assert proxy.since(start) == [execute], code
-            assert no_markers(outputs)
-        start = len(proxy.requests)
-        _, outputs = run(kc, "display(Markdown('y' * 400_000))")
-        assert len(datas(outputs, "text/markdown")[0]) == 400_000
-        wait_for(lambda: len(proxy.since(start)) >= 3, timeout=30, what="the large bundle to be fetched and deleted")
-        fetched = proxy.since(start)
-        assert fetched[0] == execute and fetched[1][0] == "GET" and fetched[1][1].endswith("/content")
-        assert fetched[2][0] == "DELETE" and len(fetched) == 3
-        start = len(proxy.requests)
-        run(kc, "x")
-        assert proxy.since(start) == [execute]
 
 
 # --- the pieces, without a session --------------------------------------------------------------
