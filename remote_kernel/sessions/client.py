@@ -140,6 +140,7 @@ class SessionsClient:
         #: what the pool advertised beyond the contract (EXTENSIONS_HEADER of any answer); a kernel that
         #: started the pool itself may set it at once
         self.extensions: set[str] = set()
+        self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
         self._base = (UNIX_BASE if socket_path is not None else self.endpoint.rstrip("/")) + "/"
         loopback = socket_path is not None or _is_loopback(self.endpoint)
         self._loopback = loopback
@@ -552,7 +553,15 @@ class SessionsClient:
         if call.with_identifier:
             params["identifier"] = self.identifier
         params.update(call.params)
-        target = (url or httpx.URL(self._base + call.path)).copy_merge_params(params)
+        if url is None:  # the same few URLs over and over: parsed once (httpx's URL parsing is costly)
+            key = (call.path, tuple((k, str(v)) for k, v in params.items()))
+            target = self._urls.get(key)
+            if target is None:
+                if len(self._urls) >= 64:
+                    self._urls.clear()
+                target = self._urls[key] = httpx.URL(self._base + call.path).copy_merge_params(params)
+        else:
+            target = url.copy_merge_params(params)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         content = None
         if body is not None:
