@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import importlib
 import json
 import logging
 import os
@@ -527,8 +528,9 @@ class RemoteKernel(Kernel):
         if stopped is not None:
             raise stopped
         if self._client is None:
-            if self.embedded is not None:
-                self._endpoint = await self.embedded.wait_ready()
+            if self.embedded is not None:  # the client's modules (httpx) load while the pool finishes starting
+                self._endpoint, _ = await asyncio.gather(self.embedded.wait_ready(), asyncio.to_thread(
+                    importlib.import_module, "remote_kernel.sessions.client"))
             self._client = self._new_client()
             if self.embedded is not None:
                 self._client.extensions.add("live-execute")  # the kernel started this pool: it has the extension
