@@ -438,6 +438,39 @@ def test_shim_works_in_an_ipykernel_session_as_a_hosted_pool_runs_it(tmp_path):
         km.shutdown_kernel(now=True)
 
 
+def test_the_shim_riding_with_a_first_cell_in_an_ipykernel_session_keeps_the_cells_numbers(tmp_path):
+    """A hosted session runs the first cell with the shim's line before it: the line installs the shim,
+    and the cell's traceback, `In` and `_i1` are those of the cell as the user wrote it."""
+    import os
+    import re
+
+    from jupyter_client.manager import start_new_kernel
+
+    from kernel_support import collect
+
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=env, startup_timeout=60)
+    try:
+        state = rich.RichOutput(enabled=True)
+        cell = "from IPython.display import display, Markdown\ndisplay(Markdown('*m*'))\n1 / 0"
+        assert rich.can_ride(cell)
+        outputs = collect(kc, kc.execute(state.riding_code(cell) + cell), timeout=60)
+        stdout = text_of(outputs, "stdout")
+        messages, _ = rendered(Execution(id="e", status=ExecutionStatus.FAILED, stdout=stdout,
+                                         error=ExecutionError("ZeroDivisionError", "division by zero", "")), 1,
+                               nonce=state.nonce, answer=state.record_answer)
+        assert state.installed, state.refused
+        assert [t for t, _ in messages] == ["display_data", "error"] and "text/markdown" in messages[0][1]["data"]
+        error = errors_of(outputs)[0]
+        traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))
+        assert "In[1], line 3" in traceback and "----> 3 1 / 0" in traceback, traceback
+        echo = collect(kc, kc.execute("print(In[1] == _i1 == %r, len(In))" % cell), timeout=60)
+        assert text_of(echo, "stdout") == "True 3\n"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 def test_remote_kernel_rich_is_read_once_from_the_environment():
     from remote_kernel.kernel.config import KernelConfig
 

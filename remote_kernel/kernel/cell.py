@@ -17,7 +17,6 @@ Three ways, chosen per cell:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import logging
@@ -26,6 +25,7 @@ from typing import Any
 from remote_kernel.kernel import outputs
 from remote_kernel.kernel.languages import _python_helper
 from remote_kernel.kernel.render import CellRender
+from remote_kernel.kernel.rich import cell_digest
 from remote_kernel.sessions.models import Execution, ExecutionError, ExecutionStatus, RemoteFileNotFound
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class CellRun:
 
     async def _follow_log(self, execute: asyncio.Future, name: str) -> None:
         """Show the live log's new lines until the execution ends; stop quietly on any trouble."""
-        digest = hashlib.sha256(self.code.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        digest = cell_digest(self.code)
         seen = 0  # complete lines of the log already shown (the header is line 0)
         while not execute.done():
             read = asyncio.ensure_future(self._read(name))

@@ -215,7 +215,7 @@ class RemoteKernel(Kernel):
             riding = ""  # the shim's install, travelling with this cell (rich.py)
             if self.rich.needs_install:
                 if long is None and rich.can_ride(remote_code):
-                    riding = self.rich.riding_code(live_log=not client.live)
+                    riding = self.rich.riding_code(remote_code, live_log=not client.live)
                 else:
                     await self._install_rich(client)
             await self._send_deferred(client)

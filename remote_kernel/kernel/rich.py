@@ -15,6 +15,7 @@ session that cannot load it) stdout is shown as it is.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import logging
@@ -95,11 +96,16 @@ except BaseException as exc:
 try:
     module = types.ModuleType("_remote_kernel_rich_shim")
     exec(compile(%(source)r, "<remote_kernel rich output>", "exec"), module.__dict__)
-    answer.update(module.install(shell, %(nonce)r, live_log=%(live_log)r, cell=cell if cell is not None else ""))
+    answer.update(module.install(shell, %(nonce)r, live_log=%(live_log)r, cell_digest=%(digest)r))
 except BaseException as exc:
     answer["error"] = type(exc).__name__ + ": " + str(exc)
 print(%(mark)r + json.dumps(answer))
 '''
+
+
+def cell_digest(code: str) -> str:
+    """The hash of a cell's source that its live log's header carries (rich_shim.py)."""
+    return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def can_ride(code: str) -> bool:
@@ -160,12 +166,12 @@ class RichOutput:
         return _INSTALL % {"source": SHIM_FILE.read_text(encoding="utf-8"), "nonce": self.nonce,
                            "mark": HELPER_MARK, "live_log": live_log}
 
-    def riding_code(self, live_log: bool = True) -> str:
-        """The line to put before the session's first cell (`can_ride`): it installs the shim, with a
+    def riding_code(self, cell: str, live_log: bool = True) -> str:
+        """The line to put before `cell`, the session's first (`can_ride`): it installs the shim, with a
         fresh nonce, and prints its answer as the cell's first line of stdout (`record_answer`)."""
         self.nonce = secrets.token_hex(4)
         code = _RIDE_INSTALL % {"source": SHIM_FILE.read_text(encoding="utf-8"), "nonce": self.nonce,
-                                "mark": HELPER_MARK, "live_log": live_log}
+                                "mark": HELPER_MARK, "live_log": live_log, "digest": cell_digest(cell)}
         return _RIDE % {"code": code}
 
     def record_install(self, execution: Execution) -> None:

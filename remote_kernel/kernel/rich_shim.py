@@ -492,10 +492,10 @@ class RichShim:
         sys.stdout.write(f"\x1erk{self.nonce}:{self.cell}:{token}\x1e")
 
 
-def install(shell: object, nonce: str, live_log: bool = True, cell: str | None = None) -> dict:
-    """Hook `shell` (replacing an earlier install); the kernel reads the answer. `cell`: the source of
-    the user's cell this install travels with (its first line installs the shim; the rest is the
-    cell, which then counts as the shim's first cell); None: the install is a helper execution."""
+def install(shell: object, nonce: str, live_log: bool = True, cell_digest: str | None = None) -> dict:
+    """Hook `shell` (replacing an earlier install); the kernel reads the answer. `cell_digest`: the
+    hash of the user's cell this install travels with (the line before it installs the shim; the
+    cell then counts as the shim's first cell); None: the install is a helper execution."""
     if shell is None:
         raise RuntimeError("no IPython shell in this session")
     previous = sys.modules.get(MODULE)
@@ -505,12 +505,11 @@ def install(shell: object, nonce: str, live_log: bool = True, cell: str | None =
     shim = RichShim(shell, nonce, root)
     shim.live_log = live_log
     shim.install()
-    if cell is not None:  # the cell goes on running: it is the shim's first cell
+    if cell_digest is not None:  # the cell goes on running: it is the shim's first cell
         shim.depth = 1
         shim._begin_cell()
-        digest = hashlib.sha256(cell.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         with shim.live_lock:
-            shim.live_header = json.dumps({"cell": shim.cell, "code": digest})
+            shim.live_header = json.dumps({"cell": shim.cell, "code": cell_digest})
     else:
         count, manager, lengths, _, _ = shim._history_state()  # this install is a helper too: out of the history
         shim.helper_state = (count, manager, [max(0, n - 1) for n in lengths], {}, {})
