@@ -313,6 +313,25 @@ def test_text_fed_live_is_not_shown_again_at_the_end():
                         ("stream", {"name": "stdout", "text": "two\n"})]
 
 
+def test_the_riding_installs_answer_line_is_taken_out_of_stdout_even_when_cut_between_live_events():
+    from remote_kernel.kernel.languages import HELPER_MARK
+
+    line = HELPER_MARK + '{"ok": true}\n'
+    stdout = line + f"hi\n{marker('00000001', 1, bundle({'text/plain': 'm'}))}"
+    answers: list[str] = []
+    execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout=stdout)
+    messages, _ = rendered(execution, 1, fed=(("stdout", line[:5]), ("stdout", line[5:] + "h")), nonce="00000001",
+                           answer=answers.append)
+    assert answers == [line.rstrip("\n")]
+    assert messages == [("stream", {"name": "stdout", "text": "h"}), ("stream", {"name": "stdout", "text": "i\n"}),
+                        ("display_data", {"data": {"text/plain": "m"}, "metadata": {}, "transient": {}})]
+    # no answer (the line never ran: the session could not parse the cell): stdout is the cell's own
+    answers.clear()
+    messages, _ = rendered(Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout="@@rem"), 1,
+                           nonce="00000001", answer=answers.append)
+    assert answers == [] and messages == [("stream", {"name": "stdout", "text": "@@rem"})]
+
+
 def test_a_marker_cut_between_two_live_events_is_still_one_output():
     whole = marker("00000001", 1, bundle({"text/plain": "m"}))
     execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout="x" + whole + "y")
