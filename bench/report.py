@@ -186,8 +186,8 @@ def write(results: dict[str, Any]) -> list[Path]:
     text = "\n".join([
         "# Benchmarks",
         "",
-        "Written by `python -m bench` (full run) from `bench/results/latest.json`. `python -m bench --quick` prints "
-        "the same figures with fewer samples in under two minutes. Each figure is the median of repeated runs "
+        f"Written by `python -m bench` ({results.get('mode', 'full')} run) from `bench/results/latest.json`. "
+        "`python -m bench --quick` prints the same figures with fewer samples. Each figure is the median of repeated runs "
         "after a warm-up; each ratio is computed run by run against a baseline measured in the same run (a plain "
         "`ipykernel` driven the same way through jupyter_client, a bare interpreter, a sync HTTP client, …).",
         "",
