@@ -4,8 +4,8 @@ The shim travels with the first cell of a session, as one line put before the ce
 `riding_code`): the same request installs it and runs the cell, and that line takes itself out
 of the cell (line numbers, history, source lines) before the cell's own code runs. A cell that
 cannot carry it (a cell magic, `from __future__`, leading blank lines or indentation, code this
-kernel cannot parse) gets it as a silent execution of its own first. The shim turns each display, figure,
-`clear_output` and rich result of a cell into a marker in stdout (small bundles travel inside
+kernel cannot parse) gets it as a silent execution of its own first. The shim turns each
+display, figure, `clear_output` and rich result of a cell into a marker in stdout (small bundles travel inside
 the marker; large ones go to a file of the cell in a hidden folder, named by a line number). The
 markers are read by `render.py`, which fetches the cell's file only when a marker names it.
 Here: the shim's state for one kernel (installed in this session or not, its nonce), its
@@ -86,12 +86,10 @@ def take_out_this_line():
     if raw is not None:
         manager._i00 = raw
         shell.user_ns["_i%%d" %% shell.execution_count] = raw
-    return raw
+    return True
 try:
-    cell = take_out_this_line()
-    answer["renumbered"] = cell is not None
-except BaseException as exc:
-    cell = None
+    answer["renumbered"] = bool(take_out_this_line())
+except BaseException:
     answer["renumbered"] = False
 try:
     module = types.ModuleType("_remote_kernel_rich_shim")

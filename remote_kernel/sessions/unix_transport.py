@@ -15,13 +15,14 @@ import asyncio
 import select
 import socket
 import time
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import h11
 
 from remote_kernel.sessions.transport import httpx
 
 READ_SIZE = 1 << 20  # bytes asked of the socket at a time
+SMALL_WRITE = 64 << 10  # bytes of a request's pieces joined into one write
 KEEPALIVE_EXPIRY = 4.0  # seconds an idle connection is kept (uvicorn drops them after 5 s)
 MAX_IDLE = 10  # idle connections kept
 MAX_EVENT = 1 << 20  # bytes of a response head h11 accepts
@@ -116,25 +117,27 @@ class UnixSocketTransport(httpx.AsyncBaseTransport):
 
     async def _send(self, connection: _Connection, request: httpx.Request) -> None:
         state = connection.h11
-        head = state.send(h11.Request(method=request.method, target=request.url.raw_path,
-                                      headers=request.headers.raw))
-        pending = [head]
-        size = len(head)
+        pending: list[Any] = [state.send(h11.Request(method=request.method, target=request.url.raw_path,
+                                                     headers=request.headers.raw))]
         async for chunk in request.stream:  # type: ignore[union-attr]
-            if chunk:
-                data = state.send(h11.Data(data=chunk))
-                pending.append(data)
-                size += len(data)
-                if size >= READ_SIZE:
-                    await self._write(connection, request, b"".join(pending))
-                    pending, size = [], 0
-        pending.append(state.send(h11.EndOfMessage()))
-        await self._write(connection, request, b"".join(pending))
+            if chunk:  # the body's bytes are passed through, not copied into h11's framing
+                pending += state.send_with_data_passthrough(h11.Data(data=chunk))
+                if sum(len(piece) for piece in pending) >= SMALL_WRITE:
+                    await self._write(connection, request, pending)
+                    pending = []
+        pending += state.send_with_data_passthrough(h11.EndOfMessage())
+        await self._write(connection, request, pending)
 
-    async def _write(self, connection: _Connection, request: httpx.Request, data: bytes) -> None:
+    async def _write(self, connection: _Connection, request: httpx.Request, pieces: list[Any]) -> None:
+        """Small pieces go in one write (a request is one packet); large ones each as they are (no copy)."""
+        if sum(len(piece) for piece in pieces) <= SMALL_WRITE:
+            pieces = [b"".join(pieces)]
         try:
             async with asyncio.timeout(_timeouts(request).get("write")):
-                await asyncio.get_running_loop().sock_sendall(connection.sock, data)
+                loop = asyncio.get_running_loop()
+                for piece in pieces:
+                    if piece:
+                        await loop.sock_sendall(connection.sock, piece)
         except TimeoutError:
             raise httpx.WriteTimeout("the request could not be sent in time", request=request) from None
         except OSError as exc:
