@@ -74,6 +74,7 @@ def take_out_this_line():
         linecache.cache[name] = (entry[0], entry[1], entry[2][1:], entry[3])
     manager = shell.history_manager
     raw = None
+    sent = manager.input_hist_raw[-1] if getattr(manager, "input_hist_raw", None) else None
     for attr in ("input_hist_parsed", "input_hist_raw"):
         items = getattr(manager, attr, None)
         if isinstance(items, list) and items:
@@ -83,9 +84,12 @@ def take_out_this_line():
     if isinstance(cache, list) and cache and len(cache[-1]) == 3:
         number, parsed, source = cache[-1]
         cache[-1] = (number, parsed.partition("\\n")[2], source.partition("\\n")[2])
-    if raw is not None:
-        manager._i00 = raw
-        shell.user_ns["_i%%d" %% shell.execution_count] = raw
+    if raw is not None and sent is not None:
+        if getattr(manager, "_i00", None) == sent:
+            manager._i00 = raw
+        for key, value in list(shell.user_ns.items()):  # _iN (IPython's N: its count may have moved on)
+            if key.startswith("_i") and key[2:].isdigit() and value == sent:
+                shell.user_ns[key] = raw
     return True
 try:
     answer["renumbered"] = bool(take_out_this_line())
