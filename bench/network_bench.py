@@ -41,6 +41,8 @@ CELLS = {
     "value": "x",
     "table": "import pandas as pd\npd.DataFrame({'a': range(5), 'b': list('abcde')})",
     "figure": "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()",
+    "display update": "from IPython.display import display, Markdown\n"
+                      "h = display(Markdown('a'), display_id=True)\nh.update(Markdown('b'))",
     "%files": "%files",
     "%upload (1 KB)": "%upload {small} small.txt",
 }

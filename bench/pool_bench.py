@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -197,15 +199,20 @@ def throughput(levels: tuple[int, ...], executions: int, runs: int, lean: bool =
     for n in levels:
         per_run = []
         for _ in range(runs):
-            with start_pool("--ready-sessions", "1", "--max-sessions", str(n + 5), "--cooldown", "3600") as pool:
-                per_run.append(asyncio.run(load(pool, n, executions, lean)))
+            with tempfile.TemporaryDirectory(prefix="rk-bench-uds-") as folder:
+                # SessionsClient against a pool on a Unix socket, as the kernel's embedded pool runs (its lean
+                # transport); the lean HTTP/1.1 load generator over TCP
+                where = () if lean else ("--socket", os.path.join(folder, "pool.sock"))
+                with start_pool("--ready-sessions", "1", "--max-sessions", str(n + 5), "--cooldown", "3600",
+                                *where) as pool:
+                    per_run.append(asyncio.run(load(pool, n, executions, lean)))
         out[str(n)] = {"executions_per_s": median([r["executions_per_s"] for r in per_run]),
                        "p50_ms": median([r["p50_ms"] for r in per_run]),
                        "p95_ms": median([r["p95_ms"] for r in per_run]),
                        "cpu_ms_per_execution": {k: median([r["cpu_ms_per_execution"][k] for r in per_run])
                                                 for k in per_run[0]["cpu_ms_per_execution"]},
                        "executions_each": executions, "runs": runs,
-                       "client": "lean HTTP/1.1" if lean else "SessionsClient (httpx)"}
+                       "client": "lean HTTP/1.1" if lean else "SessionsClient (Unix socket)"}
     base = out[str(levels[0])]["executions_per_s"]
     for n in levels:
         out[str(n)]["vs_one_session"] = out[str(n)]["executions_per_s"] / base

@@ -150,10 +150,13 @@ class ContractProxy:
     """A loopback HTTP proxy in front of a pool that records each request's method and path, and
     passes only the contract: the pool's extension header is dropped, so that a kernel behind it
     works as with a hosted pool. `stall_files`: a file request made while an execution is in flight
-    waits until no execution is (a hosted pool that does not answer file requests meanwhile)."""
+    waits until no execution is (a hosted pool that does not answer file requests meanwhile).
+    `contract_only=False` keeps the extension header (the kernel then uses the pool's live route)."""
 
-    def __init__(self, target: str, stall_files: bool = False) -> None:
+    def __init__(self, target: str, stall_files: bool = False, contract_only: bool = True) -> None:
         self.target = target
+        dropped = ("content-length", "transfer-encoding", "connection", "content-encoding") + \
+            (("x-remote-kernel-extensions",) if contract_only else ())
         self.requests: list[tuple[str, str]] = []
         self.stall_files = stall_files
         self.executing = 0
@@ -191,8 +194,7 @@ class ContractProxy:
                         proxy.idle.notify_all()
                 self.send_response(answer.status_code)
                 for name, value in answer.headers.items():
-                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding",
-                                            "x-remote-kernel-extensions"):
+                    if name.lower() not in dropped:
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(answer.content)))
                 self.end_headers()

@@ -31,6 +31,7 @@ def test_tiny_bench_run_produces_every_figure_and_ratio(tmp_path):
         "round trip ratio": kernel["round_trip"]["ratio_p50"],
         "round trip p95 ratio": kernel["round_trip"]["ratio_p95"],
         "start ratio": kernel["first_result"]["ratio"],
+        "start to idle ratio": kernel["first_result"]["ratio_ready"],
         "quickstart ratio": kernel["quickstart"]["ratio"],
         "live output p95": kernel["live_latency"]["remote-python"]["p95_ms"],
         "ipykernel live output p95": kernel["live_latency"]["python3"]["p95_ms"],
@@ -46,6 +47,7 @@ def test_tiny_bench_run_produces_every_figure_and_ratio(tmp_path):
         "download": files["download_MBps"],
         "client peak": files["client_peak_MB"],
         "plain cell requests over a slow network": network["cells"]["plain"]["requests"],
+        "display update requests over a slow network": network["cells"]["display update"]["requests"],
         "figure cell round trips over a slow network": network["cells"]["figure"]["round_trips"],
         "quickstart over a slow network": network["quickstart_s"],
     }

@@ -1,7 +1,7 @@
 """Rich output through the contract: the session shim, the markers, the fetched bundles, the messages.
 
-Kernels run through jupyter_client against the real local pool; a counting proxy between kernel
-and pool shows what each cell costs in requests.
+Kernels run through jupyter_client against the real local pool (what each cell costs in requests:
+test_request_counts.py).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from kernel_support import (API, ContractProxy, errors_of, kernel, pool_delete_session, pool_env, pool_get, result_of,
+from kernel_support import (API, errors_of, kernel, pool_delete_session, pool_env, pool_get, result_of,
                             run, text_of, wait_for)
 from remote_kernel.kernel import rich
 from remote_kernel.kernel.render import rendered
@@ -270,50 +270,6 @@ def test_session_that_cannot_load_the_shim_keeps_the_plain_mapping(pool):
         assert "could not load it" in text_of(outputs)
 
 
-# --- what a cell costs ------------------------------------------------------------------------
-
-@pytest.fixture
-def proxy(pool):
-    p = ContractProxy(pool.endpoint)
-    yield p
-    p.close()
-
-
-def test_each_kind_of_cell_costs_one_request_and_only_large_outputs_a_download(pool, proxy):
-    """Issue 17: plain cells, prints, errors, tables, figures, displays and updates all travel in the
-    execution's own answer (bundles up to rich_shim.INLINE_LIMIT inline); only a larger one costs
-    a download (and a delete, in the background)."""
-    env = {**pool_env(pool, str(uuid.uuid4())), "POOL_MANAGEMENT_ENDPOINT": proxy.endpoint}
-    execute = ("POST", "/executions")
-    proxy.ignore = ".live/content"  # a cell slowed past cell.POLL_AFTER by a loaded machine reads its live log
-    with kernel(env) as (km, kc):
-        run(kc, "x = 1")
-        assert proxy.since(0) == [execute, execute]  # the shim, once, then the cell
-        cells = ["x + 1", "print('hello')", "import pandas as pd\ns = pd.Series([1, 2]).sum()\ns",
-                 "1 / 0", "import sys; print('e', file=sys.stderr)",
-                 "from IPython.display import clear_output\nfor i in range(3):\n    clear_output(wait=True)\n"
-                 "    print(i)",
-                 "from IPython.display import display, Markdown\ndisplay(Markdown('*m*'))",
-                 "import pandas as pd\npd.DataFrame({'x': range(50)})",
-                 "import matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()",
-                 "h = display(Markdown('a'), display_id=True); h.update(Markdown('b'))"]
-        for code in cells:
-            start = len(proxy.requests)
-            reply, outputs = run(kc, code)
-            assert proxy.since(start) == [execute], code
-            assert no_markers(outputs)
-        start = len(proxy.requests)
-        _, outputs = run(kc, "display(Markdown('y' * 400_000))")
-        assert len(datas(outputs, "text/markdown")[0]) == 400_000
-        wait_for(lambda: len(proxy.since(start)) >= 3, timeout=30, what="the large bundle to be fetched and deleted")
-        fetched = proxy.since(start)
-        assert fetched[0] == execute and fetched[1][0] == "GET" and fetched[1][1].endswith("/content")
-        assert fetched[2][0] == "DELETE" and len(fetched) == 3
-        start = len(proxy.requests)
-        run(kc, "x")
-        assert proxy.since(start) == [execute]
-
-
 # --- the pieces, without a session --------------------------------------------------------------
 
 def marker(nonce: str, cell: int, token: str) -> str:
@@ -355,6 +311,25 @@ def test_text_fed_live_is_not_shown_again_at_the_end():
     messages, _ = rendered(execution, 1, fed=(("stdout", "one\n"), ("stderr", "e\n")))
     assert messages == [("stream", {"name": "stdout", "text": "one\n"}), ("stream", {"name": "stderr", "text": "e\n"}),
                         ("stream", {"name": "stdout", "text": "two\n"})]
+
+
+def test_the_riding_installs_answer_line_is_taken_out_of_stdout_even_when_cut_between_live_events():
+    from remote_kernel.kernel.languages import HELPER_MARK
+
+    line = HELPER_MARK + '{"ok": true}\n'
+    stdout = line + f"hi\n{marker('00000001', 1, bundle({'text/plain': 'm'}))}"
+    answers: list[str] = []
+    execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout=stdout)
+    messages, _ = rendered(execution, 1, fed=(("stdout", line[:5]), ("stdout", line[5:] + "h")), nonce="00000001",
+                           answer=answers.append)
+    assert answers == [line.rstrip("\n")]
+    assert messages == [("stream", {"name": "stdout", "text": "h"}), ("stream", {"name": "stdout", "text": "i\n"}),
+                        ("display_data", {"data": {"text/plain": "m"}, "metadata": {}, "transient": {}})]
+    # no answer (the line never ran: the session could not parse the cell): stdout is the cell's own
+    answers.clear()
+    messages, _ = rendered(Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout="@@rem"), 1,
+                           nonce="00000001", answer=answers.append)
+    assert answers == [] and messages == [("stream", {"name": "stdout", "text": "@@rem"})]
 
 
 def test_a_marker_cut_between_two_live_events_is_still_one_output():
@@ -477,6 +452,39 @@ def test_shim_works_in_an_ipykernel_session_as_a_hosted_pool_runs_it(tmp_path):
         words = [c["text"] if t == "stream" else next(k for k in c["data"] if k != "text/plain") for t, c in messages]
         assert words == ["first\n", "image/png", "second\n", "image/png", "text/markdown", "text/html"]
         assert messages[-1][0] == "execute_result" and "<table" in messages[-1][1]["data"]["text/html"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_the_shim_riding_with_a_first_cell_in_an_ipykernel_session_keeps_the_cells_numbers(tmp_path):
+    """A hosted session runs the first cell with the shim's line before it: the line installs the shim,
+    and the cell's traceback, `In` and `_i1` are those of the cell as the user wrote it."""
+    import os
+    import re
+
+    from jupyter_client.manager import start_new_kernel
+
+    from kernel_support import collect
+
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=env, startup_timeout=60)
+    try:
+        state = rich.RichOutput(enabled=True)
+        cell = "from IPython.display import display, Markdown\ndisplay(Markdown('*m*'))\n1 / 0"
+        assert rich.can_ride(cell)
+        outputs = collect(kc, kc.execute(state.riding_code(cell) + cell), timeout=60)
+        stdout = text_of(outputs, "stdout")
+        messages, _ = rendered(Execution(id="e", status=ExecutionStatus.FAILED, stdout=stdout,
+                                         error=ExecutionError("ZeroDivisionError", "division by zero", "")), 1,
+                               nonce=state.nonce, answer=state.record_answer)
+        assert state.installed, state.refused
+        assert [t for t, _ in messages] == ["display_data", "error"] and "text/markdown" in messages[0][1]["data"]
+        error = errors_of(outputs)[0]
+        traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))
+        assert "In[1], line 3" in traceback and "----> 3 1 / 0" in traceback, traceback
+        echo = collect(kc, kc.execute("print(In[1] == _i1 == %r, len(In))" % cell), timeout=60)
+        assert text_of(echo, "stdout") == "True 3\n"
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

@@ -17,7 +17,6 @@ Three ways, chosen per cell:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import logging
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from remote_kernel.kernel import outputs
 from remote_kernel.kernel.python import helper_code
 from remote_kernel.kernel.render import CellRender
+from remote_kernel.kernel.rich import cell_digest
 from remote_kernel.sessions.models import Execution, ExecutionError, ExecutionStatus, RemoteFileNotFound
 
 if TYPE_CHECKING:
@@ -50,11 +50,12 @@ def long_body(code: str) -> str | None:
 class CellRun:
     """One cell's execution; `interrupt` (on the kernel's loop) stops it the best way its path has."""
 
-    def __init__(self, kernel: Any, client: SessionsClient, render: CellRender, code: str) -> None:
+    def __init__(self, kernel: Any, client: SessionsClient, render: CellRender, code: str, prefix: str = "") -> None:
         self.kernel = kernel
         self.client = client
         self.render = render
         self.code = code
+        self.prefix = prefix  # the shim's install, sent before the code in the same execution (rich.py)
         self.task: asyncio.Task | None = None  # the task running `run`
         self.execution_id: str | None = None
         self.grace = 3.0
@@ -114,7 +115,7 @@ class CellRun:
             elif kind == "stream" and event.get("name") in ("stdout", "stderr") and isinstance(event.get("text"), str):
                 await self.render.feed(event["name"], event["text"])
 
-        return await self.client.execute_live(self.code, on_event, timeout=self.kernel.settings.timeout,
+        return await self.client.execute_live(self.prefix + self.code, on_event, timeout=self.kernel.settings.timeout,
                                               jupyter_repr=self.kernel._jupyter_repr)
 
     async def _interrupt_live(self) -> None:
@@ -136,11 +137,12 @@ class CellRun:
     # --- the contract only: the live log ---------------------------------------------------------------
 
     async def _run_contract(self) -> Execution:
-        execute = asyncio.ensure_future(self.client.execute(self.code, timeout=self.kernel.settings.timeout,
+        execute = asyncio.ensure_future(self.client.execute(self.prefix + self.code,
+                                                            timeout=self.kernel.settings.timeout,
                                                             jupyter_repr=self.kernel._jupyter_repr))
         try:
             rich = self.kernel.rich
-            if rich.installed and rich.nonce:
+            if (rich.installed or self.prefix) and rich.nonce:
                 done, _ = await asyncio.wait({execute}, timeout=POLL_AFTER)
                 if not done:
                     await self._follow_log(execute, f"{rich.folder}/{rich.nonce}.live")
@@ -151,7 +153,7 @@ class CellRun:
 
     async def _follow_log(self, execute: asyncio.Future, name: str) -> None:
         """Show the live log's new lines until the execution ends; stop quietly on any trouble."""
-        digest = hashlib.sha256(self.code.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        digest = cell_digest(self.code)
         seen = 0  # complete lines of the log already shown (the header is line 0)
         while not execute.done():
             read = asyncio.ensure_future(self._read(name))

@@ -211,10 +211,10 @@ class RemoteKernel(Kernel):
             notice = await self.remote.before_cell(client)
             if notice:
                 self.publish(*outputs.stream("stderr", notice))
-            await self.remote.install_rich(client)
+            riding = await self.remote.install_rich(client, remote_code if long is None else None)
             await self._send_deferred(client)
-            render = self._render(client, number)
-            self._run = run = CellRun(self, client, render, remote_code)
+            render = self._render(client, number, riding=bool(riding))
+            self._run = run = CellRun(self, client, render, remote_code, prefix=riding)
             if long is not None:
                 if not self.rich.installed:
                     raise MagicError("%%long needs the rich-output shim in the session "
@@ -284,15 +284,17 @@ class RemoteKernel(Kernel):
         answer = await self._helper(self.language_spec.lsmagic_code, deadline=10.0)
         return str(answer["text"]) if answer and "text" in answer else None
 
-    def _render(self, client: SessionsClient, number: int) -> CellRender:
-        """The renderer of one cell: the shim's markers when the shim is in this session."""
-        nonce = self.rich.active_nonce
+    def _render(self, client: SessionsClient, number: int, riding: bool = False) -> CellRender:
+        """The renderer of one cell: the shim's markers when the shim is in this session (or `riding`
+        with this cell, whose first line of stdout is then the install's answer)."""
+        nonce = self.rich.nonce if riding else self.rich.active_nonce
 
         async def fetch(cell: int) -> bytes:
             return await self.rich.fetch(client, cell)
 
         return CellRender(self.publish, number, nonce=nonce, fetch=fetch if nonce else None,
-                          jupyter_repr=self._jupyter_repr, format_value=self.language_spec.format_value)
+                          jupyter_repr=self._jupyter_repr, format_value=self.language_spec.format_value,
+                          answer=self.rich.record_answer if riding else None)
 
     async def _send_deferred(self, client: SessionsClient) -> None:
         """Run what VS Code's start-up set for the session (`__vsc_ipynb_file__`), silently, before a cell."""

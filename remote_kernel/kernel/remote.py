@@ -12,6 +12,7 @@ The sessions client (httpx) is imported on first use, so that a kernel starts wi
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import uuid
 from typing import TYPE_CHECKING, Literal
@@ -89,8 +90,9 @@ class RemoteSession:
         if stopped is not None:
             raise stopped
         if self._client is None:
-            if self.embedded is not None:
-                self.endpoint = await self.embedded.wait_ready()
+            if self.embedded is not None:  # the client's modules (httpx) load while the pool finishes starting
+                self.endpoint, _ = await asyncio.gather(self.embedded.wait_ready(), asyncio.to_thread(
+                    importlib.import_module, "remote_kernel.sessions.client"))
             self._client = self.new_client()
             if self.embedded is not None:
                 self._client.extensions.add("live-execute")  # the kernel started this pool: it has the extension
@@ -117,12 +119,21 @@ class RemoteSession:
             self.changed("noticed")  # the cell ran in a new session, without the shim
         return notice
 
-    async def install_rich(self, client: SessionsClient) -> None:
-        """Send the rich-output shim to the session, silently, when it is not there yet (once per session)."""
-        if self.rich.needs_install:
-            execution = await client.execute(self.rich.install_code(live_log=not client.live),
-                                              timeout=self.settings.timeout, jupyter_repr=False)
-            self.rich.record_install(execution)
+    async def install_rich(self, client: SessionsClient, cell: str | None = None) -> str:
+        """Put the rich-output shim in the session when it is not there yet (once per session).
+
+        It rides with `cell` when it can (`rich.can_ride`): the line to put before the cell's code is
+        returned, and the cell's answer says whether it loaded. Otherwise it is sent first, silently,
+        as an execution of its own, and "" is returned.
+        """
+        if not self.rich.needs_install:
+            return ""
+        if cell is not None and rich.can_ride(cell):
+            return self.rich.riding_code(cell, live_log=not client.live)
+        execution = await client.execute(self.rich.install_code(live_log=not client.live),
+                                          timeout=self.settings.timeout, jupyter_repr=False)
+        self.rich.record_install(execution)
+        return ""
 
     # --- the embedded pool and the session's end -----------------------------------------------------
 

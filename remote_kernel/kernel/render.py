@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from remote_kernel.kernel import outputs
+from remote_kernel.kernel.helper import HELPER_MARK
 from remote_kernel.kernel.outputs import Message
 from remote_kernel.sessions.models import Execution, ExecutionError
 
@@ -99,8 +100,12 @@ class CellRender:
 
     def __init__(self, publish: Publish, execution_count: int, *, nonce: str | None = None,
                  fetch: Fetch | None = None, jupyter_repr: bool = False,
-                 format_value: Callable[[Any], str] = repr) -> None:
+                 format_value: Callable[[Any], str] = repr, answer: Callable[[str], None] | None = None) -> None:
         self._publish = publish
+        #: the shim's install travels with this cell: its answer is the first line of stdout, taken
+        #: out and given to `answer` (stdout that does not start with it is the cell's own)
+        self._answer = answer
+        self._answer_text = ""
         self.count = execution_count
         self.nonce = nonce
         self.fetch = fetch
@@ -127,6 +132,8 @@ class CellRender:
         if name != "stdout":
             self._stream(name, text)
             return
+        if self._answer is not None:
+            text = self._take_answer(text)
         text, self._pending = self._pending + text, ""
         at = shown = 0  # text[shown:at] is plain text not yet shown
         while (start := text.find("\x1e", at)) >= 0:
@@ -146,6 +153,19 @@ class CellRender:
             at = shown = match.end()
             await self._mark(match.group(2), match.group(3))
         self._stdout(text[shown:])
+
+    def _take_answer(self, text: str) -> str:
+        """Stdout without the install's answer line at its start (held while it may still be one)."""
+        text, self._answer_text = self._answer_text + text, ""
+        line, newline, rest = text.partition("\n")
+        if not newline and (line.startswith(HELPER_MARK) or HELPER_MARK.startswith(line)):
+            self._answer_text = text  # the line goes on in the next text
+            return ""
+        answer, self._answer = self._answer, None
+        if newline and line.startswith(HELPER_MARK) and answer is not None:
+            answer(line)
+            return rest
+        return text
 
     async def _mark(self, cell: str, token: str) -> None:
         try:
@@ -213,6 +233,10 @@ class CellRender:
         if execution.failed or execution.error is not None:
             stderr, err = outputs.failure(_with_stderr(execution, stderr, self.consumed["stderr"]))
         await self.feed("stdout", stdout)
+        if self._answer_text:  # a line that never ended is the cell's own text
+            self._answer, text, self._answer_text = None, self._answer_text, ""
+            await self.feed("stdout", text)
+            self.consumed["stdout"] -= len(text)
         if self._pending:
             self._stdout(self._pending)  # an unfinished marker at the very end is text
             self._pending = ""

@@ -1,7 +1,11 @@
 """Rich output over a contract that returns one value: the kernel's side of `rich_shim.py`.
 
-The shim, installed in the session by a silent execution, turns each display, figure,
-`clear_output` and rich result of a cell into a marker in stdout (small bundles travel inside
+The shim travels with the first cell of a session, as one line put before the cell's code (see
+`riding_code`): the same request installs it and runs the cell, and that line takes itself out
+of the cell (line numbers, history, source lines) before the cell's own code runs. A cell that
+cannot carry it (a cell magic, `from __future__`, leading blank lines or indentation, code this
+kernel cannot parse) gets it as a silent execution of its own first. The shim turns each
+display, figure, `clear_output` and rich result of a cell into a marker in stdout (small bundles travel inside
 the marker; large ones go to a file of the cell in a hidden folder, named by a line number). The
 markers are read by `render.py`, which fetches the cell's file only when a marker names it.
 Here: the shim's state for one kernel (installed in this session or not, its nonce), its
@@ -11,13 +15,15 @@ session that cannot load it) stdout is shown as it is.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
+import json
 import logging
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from remote_kernel.kernel.helper import HELPER_MARK, read_answer
+from remote_kernel.kernel.helper import HELPER_MARK
 from remote_kernel.kernel.magics import HIDDEN_FOLDER as FOLDER  # under /mnt/data; the shim's FOLDER
 from remote_kernel.sessions.models import Execution
 
@@ -45,6 +51,81 @@ try:
 finally:
     del _remote_kernel_rich_install
 '''
+
+
+#: the line put before a session's first cell: it installs the shim, then the cell runs as sent
+_RIDE = 'exec(compile(%(code)r, "<remote_kernel rich output>", "exec"), {"get_ipython": get_ipython})\n'
+
+_RIDE_INSTALL = '''
+import ast, json, linecache, sys, types
+shell = get_ipython()
+answer = {}
+def take_out_this_line():
+    """IPython compiles and runs a cell one statement at a time: the statements after this line
+    move one line up, and the cell's source lines and history lose this line, so that tracebacks
+    (`Cell In[N], line L`), `In`, `_i` and `%%history` show the cell as the user wrote it."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_name != "run_ast_nodes":
+        frame = frame.f_back
+    if frame is None or not isinstance(frame.f_locals.get("nodelist"), list):
+        return None
+    nodes, name = frame.f_locals["nodelist"], frame.f_locals.get("cell_name")
+    for node in nodes[1:]:
+        ast.increment_lineno(node, -1)
+    entry = linecache.cache.get(name)
+    if entry is not None and entry[2]:
+        linecache.cache[name] = (entry[0], entry[1], entry[2][1:], entry[3])
+    manager = shell.history_manager
+    raw = None
+    sent = manager.input_hist_raw[-1] if getattr(manager, "input_hist_raw", None) else None
+    for attr in ("input_hist_parsed", "input_hist_raw"):
+        items = getattr(manager, attr, None)
+        if isinstance(items, list) and items:
+            items[-1] = items[-1].partition("\\n")[2]
+            raw = items[-1]
+    cache = getattr(manager, "db_input_cache", None)
+    if isinstance(cache, list) and cache and len(cache[-1]) == 3:
+        number, parsed, source = cache[-1]
+        cache[-1] = (number, parsed.partition("\\n")[2], source.partition("\\n")[2])
+    if raw is not None and sent is not None:
+        if getattr(manager, "_i00", None) == sent:
+            manager._i00 = raw
+        for key, value in list(shell.user_ns.items()):  # _iN (IPython's N: its count may have moved on)
+            if key.startswith("_i") and key[2:].isdigit() and value == sent:
+                shell.user_ns[key] = raw
+    return True
+try:
+    answer["renumbered"] = bool(take_out_this_line())
+except BaseException:
+    answer["renumbered"] = False
+try:
+    module = types.ModuleType("_remote_kernel_rich_shim")
+    exec(compile(%(source)r, "<remote_kernel rich output>", "exec"), module.__dict__)
+    answer.update(module.install(shell, %(nonce)r, live_log=%(live_log)r, cell_digest=%(digest)r))
+except BaseException as exc:
+    answer["error"] = type(exc).__name__ + ": " + str(exc)
+print(%(mark)r + json.dumps(answer))
+'''
+
+
+def cell_digest(code: str) -> str:
+    """The hash of a cell's source that its live log's header carries (rich_shim.py)."""
+    return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def can_ride(code: str) -> bool:
+    """Whether the shim's line can go before this cell (see the module's docstring)."""
+    if not code or code[0].isspace() or code.startswith("%%") or "__future__" in code:
+        return False
+    try:
+        import ast
+
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        ast.parse(TransformerManager().transform_cell(code))
+    except Exception:  # a SyntaxError stays the cell's own, with its own line numbers
+        return False
+    return True
 
 
 class _Capped(io.BytesIO):
@@ -90,15 +171,34 @@ class RichOutput:
         return _INSTALL % {"source": SHIM_FILE.read_text(encoding="utf-8"), "nonce": self.nonce,
                            "mark": HELPER_MARK, "live_log": live_log}
 
+    def riding_code(self, cell: str, live_log: bool = True) -> str:
+        """The line to put before `cell`, the session's first (`can_ride`): it installs the shim, with a
+        fresh nonce, and prints its answer as the cell's first line of stdout (`record_answer`)."""
+        self.nonce = secrets.token_hex(4)
+        code = _RIDE_INSTALL % {"source": SHIM_FILE.read_text(encoding="utf-8"), "nonce": self.nonce,
+                                "mark": HELPER_MARK, "live_log": live_log, "digest": cell_digest(cell)}
+        return _RIDE % {"code": code}
+
     def record_install(self, execution: Execution) -> None:
         """Read the install's answer; a session that could not load the shim keeps the plain mapping."""
-        answer = read_answer(execution.stdout) or {}
-        if answer.get("ok"):
+        self.record_answer(execution.stdout or "", execution.error.message if execution.error else "")
+
+    def record_answer(self, text: str, failure: str = "") -> None:
+        """Read the install's answer line(s) in `text`; a session that could not load the shim keeps the
+        plain mapping."""
+        answer: dict[str, Any] = {}
+        for line in text.splitlines():
+            if line.startswith(HELPER_MARK):
+                try:
+                    answer = json.loads(line[len(HELPER_MARK):])
+                except ValueError:
+                    pass
+        if isinstance(answer, dict) and answer.get("ok"):
             self.installed, self.refused = True, None
         else:
             self.installed = False
-            self.refused = str(answer.get("error") or (execution.error.message if execution.error else "")
-                               or "no answer")[:500]
+            answer = answer if isinstance(answer, dict) else {}
+            self.refused = str(answer.get("error") or failure or "no answer")[:500]
             log.info("rich output is off for this session: %s", self.refused)
 
     def file_name(self, cell: int) -> str:

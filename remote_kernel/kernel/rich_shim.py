@@ -1,7 +1,8 @@
 """The session side of rich output: runs inside a remote session, never in the kernel.
 
-The kernel sends this file's text once per session as a silent execution (and again after the
-session was found lost); it needs only the standard library and IPython. It hooks IPython's
+The kernel sends this file's text once per session, with the session's first cell (a line put
+before the cell's code, `rich.riding_code`) or as a silent execution of its own, and again after
+the session was found lost; it needs only the standard library and IPython. It hooks IPython's
 display machinery so that each `display()`, each `clear_output()`, each matplotlib figure
 shown or left open at the end of a cell, and the cell's result become MIME bundles. Each is
 appended as one JSON line to a file of the cell in a hidden folder of the session's files, and
@@ -277,6 +278,9 @@ class RichShim:
         self.depth += 1
         if self.depth > 1:
             return  # a cell run by a cell (get_ipython().run_cell): its outputs are the outer cell's
+        self._begin_cell()
+
+    def _begin_cell(self) -> None:
         self.cell += 1
         self.count = 0
         self.late = False
@@ -489,8 +493,10 @@ class RichShim:
         sys.stdout.write(f"\x1erk{self.nonce}:{self.cell}:{token}\x1e")
 
 
-def install(shell: Any, nonce: str, live_log: bool = True) -> dict:
-    """Hook `shell` (replacing an earlier install); the kernel reads the answer."""
+def install(shell: Any, nonce: str, live_log: bool = True, cell_digest: str | None = None) -> dict:
+    """Hook `shell` (replacing an earlier install); the kernel reads the answer. `cell_digest`: the
+    hash of the user's cell this install travels with (the line before it installs the shim; the
+    cell then counts as the shim's first cell); None: the install is a helper execution."""
     if shell is None:
         raise RuntimeError("no IPython shell in this session")
     previous = sys.modules.get(MODULE)
@@ -500,8 +506,14 @@ def install(shell: Any, nonce: str, live_log: bool = True) -> dict:
     shim = RichShim(shell, nonce, root)
     shim.live_log = live_log
     shim.install()
-    count, manager, lengths, _, _ = shim._history_state()  # this install is a helper too: out of the history
-    shim.helper_state = (count, manager, [max(0, n - 1) for n in lengths], {}, {})
+    if cell_digest is not None:  # the cell goes on running: it is the shim's first cell
+        shim.depth = 1
+        shim._begin_cell()
+        with shim.live_lock:
+            shim.live_header = json.dumps({"cell": shim.cell, "code": cell_digest})
+    else:
+        count, manager, lengths, _, _ = shim._history_state()  # this install is a helper too: out of the history
+        shim.helper_state = (count, manager, [max(0, n - 1) for n in lengths], {}, {})
     holder = type(sys)(MODULE)  # what a later install finds, to take these hooks out first
     setattr(holder, "active", shim)
     sys.modules[MODULE] = holder
