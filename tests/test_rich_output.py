@@ -314,7 +314,7 @@ def test_text_fed_live_is_not_shown_again_at_the_end():
 
 
 def test_the_riding_installs_answer_line_is_taken_out_of_stdout_even_when_cut_between_live_events():
-    from remote_kernel.kernel.languages import HELPER_MARK
+    from remote_kernel.kernel.helper import HELPER_MARK
 
     line = HELPER_MARK + '{"ok": true}\n'
     stdout = line + f"hi\n{marker('00000001', 1, bundle({'text/plain': 'm'}))}"
