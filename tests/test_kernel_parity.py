@@ -230,3 +230,20 @@ def test_tqdm_auto_falls_back_to_its_text_bar(kernels):
              for name, outputs in (("remote", remote), ("python3", local))}
     assert final["remote"] == final["python3"] == "100%|██████████| 3/3"
     assert not [m for m in remote if m["msg_type"] in ("display_data", "comm_open")]
+
+
+def test_past_the_output_cap_the_head_and_the_last_line_are_kept(kernels):
+    code = ("for i in range(25000):\n"
+            "    print(f'line {i:05d} ' + 'x' * 50)\n"  # 61 bytes a line: 1.5 MB in all
+            "print('the answer is 42')")
+    found = {name: text_of(outputs, "stdout") for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["python3"].endswith("line 24999 " + "x" * 50 + "\nthe answer is 42\n")
+    remote = found["remote"]
+    assert remote.splitlines()[-1] == found["python3"].splitlines()[-1] == "the answer is 42"
+    assert remote.startswith(found["python3"][:4096])
+    assert len(remote.encode()) <= (1 << 20) + 400
+    head, marker, tail = re.fullmatch(r"(.*?\n)(\[output truncated: [^\n]*\]\n)(.*)", remote, re.S).groups()
+    left_out = int(re.match(r"\[output truncated: (\d+) bytes left out", marker)[1])
+    assert len(head.encode()) + left_out + len(tail.encode()) == len(found["python3"].encode())
+    assert found["python3"].startswith(head) and found["python3"].endswith(tail)  # whole lines, none changed
+    assert "%download" in marker

@@ -40,6 +40,9 @@ NOTE = "[remote_kernel: {}]\n"
 _MARK = re.compile(r"\x1erk([0-9a-f]{8}):([^\x1e:]{0,24}):([^\x1e]*)\x1e", re.DOTALL)
 _PREFIX = re.compile(r"\x1e(?:r(?:k(?:[0-9a-f]{0,8}(?::[^\x1e]*)?)?)?)?\Z", re.DOTALL)
 _MIME = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[\w.+-]{1,127}")
+# the middle line of a stream the pool's worker cut (its head and tail kept)
+_TRUNCATED = re.compile(r"^\[output truncated: \d+ bytes left out here \(the first \d+ and the last \d+ are shown\)",
+                        re.MULTILINE)
 _KINDS = {"display": "display_data", "update": "update_display_data", "result": "execute_result"}
 
 
@@ -207,8 +210,7 @@ class CellRender:
         The answer's streams are shown from where the fed text ended. Then, in ipykernel's order:
         the code's stderr, the error, the outputs held for the end, the result.
         """
-        stdout = execution.stdout[self.consumed["stdout"]:] if len(execution.stdout) >= self.consumed["stdout"] else ""
-        stderr = execution.stderr[self.consumed["stderr"]:] if len(execution.stderr) >= self.consumed["stderr"] else ""
+        stdout, stderr = _unshown(execution.stdout, self.consumed["stdout"]), _unshown(execution.stderr, self.consumed["stderr"])
         err: Message | None = None
         if execution.failed or execution.error is not None:
             stderr, err = outputs.failure(_with_stderr(execution, stderr, self.consumed["stderr"]))
@@ -293,6 +295,16 @@ def parse_file(content: bytes) -> dict[int, Output | str]:
         except Malformed as bad:
             found[index] = str(bad)
     return found
+
+
+def _unshown(text: str, shown: int) -> str:
+    """What of an answer's stream follows the `shown` characters fed live. A stream the pool cut keeps
+    its head and tail: when more than its head was shown (a live log is capped on its own), the rest
+    is the truncation line and the tail."""
+    cut = _TRUNCATED.search(text)
+    if cut is not None and shown > cut.start():
+        return text[cut.start():]
+    return text[shown:] if len(text) >= shown else ""
 
 
 def _with_stderr(execution: Execution, stderr: str, shown: int) -> Execution:
