@@ -160,7 +160,7 @@ class RemoteKernel(Kernel):
         finally:
             self._cell = None
         if task.cancelled():
-            return self._fail(outputs.interrupted())
+            return self._fail(outputs.interrupted(*self.language_spec.interrupted))
         if task.exception() is not None:
             exc = task.exception()
             self.log.error("internal error running a cell", exc_info=exc)
@@ -294,7 +294,8 @@ class RemoteKernel(Kernel):
             return await self.rich.fetch(client, cell)
 
         return CellRender(self.publish, number, nonce=nonce, fetch=fetch if nonce else None,
-                          jupyter_repr=self._jupyter_repr, format_value=self.language_spec.format_value)
+                          jupyter_repr=self._jupyter_repr, format_value=self.language_spec.format_value,
+                          interrupted_name=self.language_spec.interrupted[0])
 
     def _session_lost(self) -> None:
         self.continuity.lost()

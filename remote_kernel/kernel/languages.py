@@ -37,6 +37,7 @@ class Language:
     lsmagic_code: str | None = None  # helper listing the session's own magics
     jupyter_repr: bool = True  # ask the pool for the interpreter's display repr where the version can
     format_value: Callable[[object], str] = repr  # text/plain of a JSON result value, in the language's notation
+    interrupted: tuple[str, str] = ("KeyboardInterrupt", "the cell was interrupted; the session and its state are kept")
     help_links: list = field(default_factory=list)
 
 
@@ -273,6 +274,7 @@ JAVASCRIPT = Language(
     expressions_code=javascript.expressions_code,
     jupyter_repr=True,  # the Node worker answers with util.inspect text, as Node's REPL shows values
     format_value=lambda value: json.dumps(value, ensure_ascii=False),
+    interrupted=javascript.INTERRUPTED,  # Node's wording, not Python's
 )
 
 LANGUAGES: dict[str, Language] = {language.key: language for language in (PYTHON, JAVASCRIPT)}

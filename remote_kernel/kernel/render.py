@@ -102,13 +102,14 @@ class CellRender:
 
     def __init__(self, publish: Publish, execution_count: int, *, nonce: str | None = None,
                  fetch: Fetch | None = None, jupyter_repr: bool = False,
-                 format_value: Callable[[Any], str] = repr) -> None:
+                 format_value: Callable[[Any], str] = repr, interrupted_name: str = "KeyboardInterrupt") -> None:
         self._publish = publish
         self.count = execution_count
         self.nonce = nonce
         self.fetch = fetch
         self.jupyter_repr = jupyter_repr
         self.format_value = format_value
+        self.interrupted_name = interrupted_name  # the error a canceled execution ends with, in its language's words
         self.consumed = {"stdout": 0, "stderr": 0}  # characters of each stream fed so far
         self.cell: int | None = None  # the shim's number of this cell (from its first marker)
         self._pending = ""  # stdout from a marker's start that may continue in the next text
@@ -239,7 +240,7 @@ class CellRender:
         if not self.result_shown:
             self._result(execution)
         if execution.status.value == "Canceled":
-            err = outputs.error("KeyboardInterrupt", "the execution was canceled")
+            err = outputs.error(self.interrupted_name, "the execution was canceled")
             self._show(err, 0)
         return err
 

@@ -40,6 +40,7 @@ const MAX_OUTPUT = parseLimit(process.env.REMOTE_KERNEL_MAX_OUTPUT, 1048576);
 const COALESCE_MS = 10; // live output waits at most this long for more before it is sent ...
 const COALESCE_BYTES = 64 * 1024; // ... unless this much is waiting
 const WORKER_FILE = __filename;
+const INTERRUPTED = 'Script execution was interrupted by `SIGINT`'; // Node's REPL's words (see interrupt())
 
 // The worker's own references, taken before session code can replace them.
 const realExit = process.exit.bind(process);
@@ -944,10 +945,15 @@ class Execution {
     this.finish(false, '', { name, message });
   }
 
+  /**
+   * SIGINT: Node's REPL says "Uncaught Error: Script execution was interrupted by `SIGINT`" (code
+   * ERR_SCRIPT_EXECUTION_INTERRUPTED), for a busy loop and an awaited promise alike; the same message,
+   * named `Interrupted` (PROTOCOL.md), never Python's KeyboardInterrupt.
+   */
   interrupt() {
     if (this.finished) return;
-    this.stderr.write('Interrupted: the execution was interrupted\n', false);
-    this.finish(false, '', { name: 'Interrupted', message: 'the execution was interrupted' });
+    this.stderr.write(`Interrupted: ${INTERRUPTED}\n`, false);
+    this.finish(false, '', { name: 'Interrupted', message: INTERRUPTED });
   }
 
   finish(ok, result, error) {
