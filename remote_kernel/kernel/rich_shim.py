@@ -485,7 +485,12 @@ class RichShim:
         self.mark(str(index))
 
     def mark(self, token: str) -> None:
-        sys.stdout.write(f"\x1erk{self.nonce}:{self.cell}:{token}\x1e")
+        out = sys.stdout
+        if not isinstance(out, Tee) and self.tees:
+            # code redirected sys.stdout (`%%capture --no-display`, contextlib.redirect_stdout): an output
+            # is still shown, as ipykernel's display messages are, never written into the redirection
+            out = self.tees[0]
+        out.write(f"\x1erk{self.nonce}:{self.cell}:{token}\x1e")
 
 
 def install(shell: object, nonce: str, live_log: bool = True) -> dict:
