@@ -247,3 +247,36 @@ def test_past_the_output_cap_the_head_and_the_last_line_are_kept(kernels):
     assert len(head.encode()) + left_out + len(tail.encode()) == len(found["python3"].encode())
     assert found["python3"].startswith(head) and found["python3"].endswith(tail)  # whole lines, none changed
     assert "%download" in marker
+
+
+@pytest.mark.parametrize("code", ["input('name? ')", "import getpass; getpass.getpass()"])
+def test_input_without_stdin_raises_what_ipykernel_raises(kernels, code):
+    found = {name: (reply["status"], reply.get("ename"), [e["ename"] for e in errors_of(outputs)],
+                    reply.get("evalue", "").split(" (")[0].rstrip("."))
+             for name, (reply, outputs) in both(kernels, code, allow_stdin=False).items()}
+    assert found["remote"] == found["python3"]
+    assert found["python3"][:3] == ("error", "StdinNotImplementedError", ["StdinNotImplementedError"])
+    assert found["python3"][3].endswith("was called, but this frontend does not support input requests")
+
+
+@pytest.mark.parametrize("code", ["%no_such_magic", "%timeit -x 1", "%%no_such_cell_magic\nx", "%reset -x"])
+def test_a_magics_usage_error_fails_the_cell_as_on_ipykernel(kernels, code):
+    found = {name: (reply["status"], reply.get("ename"), reply.get("evalue"),
+                    [(m["msg_type"], m["content"].get("name"), m["content"].get("text")) for m in outputs])
+             for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["remote"] == found["python3"]
+    assert found["python3"][:2] == ("error", "UsageError")
+
+
+def test_a_plotly_figure_shows_once_as_on_ipykernel(kernels):
+    pytest.importorskip("plotly")
+    code = "import plotly.graph_objects as go\ngo.Figure(go.Bar(y=[1, 2]))"
+    found = {name: [(m["msg_type"], sorted(m["content"].get("data", {}))) for m in outputs
+                    if m["msg_type"] != "stream" or m["content"]["name"] != "stderr"]
+             for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["remote"] == found["python3"]
+    assert [kind for kind, _ in found["python3"]] == ["display_data"]
+    # the same bundle for the figure itself
+    data = {name: [m["content"]["data"] for m in outputs if m["msg_type"] == "display_data"][0]
+            for name, (reply, outputs) in both(kernels, "go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))").items()}
+    assert data["remote"] == data["python3"]

@@ -342,7 +342,7 @@ class RemoteKernel(Kernel):
         magic = re.search(r"(?:^|\n)\s*(%\w*)$", code[:cursor_pos])
         if magic:
             word = magic.group(1)
-            found = [f"%{name}" for name in MAGICS if f"%{name}".startswith(word)]
+            found = [("%%" if magic.cell else "%") + name for name, magic in MAGICS.items() if f"%{name}".startswith(word)]
             if found:
                 return {**reply, "matches": found, "cursor_start": cursor_pos - len(word)}
         if self.language_spec.complete_code is None:

@@ -221,7 +221,10 @@ class CellRender:
             self._pending = ""
         self._stream("stderr", stderr)  # the code's stderr comes before what the cell left at its end
         if err is not None:
-            self._show(err, 0)
+            if err[1]["ename"] == "UsageError":  # a magic's usage: IPython prints it to stderr, ipykernel sends no error
+                self._stream("stderr", "".join(line + "\n" for line in err[1]["traceback"]))
+            else:
+                self._show(err, 0)
         for item in self._held:
             if item == "r":
                 if err is None:

@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 import traceback
+from typing import Callable
 
 FOLDER = ".remote_kernel"
 MODULE = "_remote_kernel_rich"
@@ -81,6 +82,21 @@ def _plain(value: object) -> dict:
         return dict(value or {})
     except (TypeError, ValueError):
         return {}
+
+
+NO_STDIN = "a remote session has no stdin: pass values in code, or in a file you %upload"
+
+
+def no_stdin(call: str) -> Callable[..., str]:
+    """input() (`call` "raw_input") or getpass() of a session: raises what ipykernel raises when the front
+    end sends no input."""
+    def refuse(*args: object, **kwargs: object) -> str:
+        from IPython.core.error import StdinNotImplementedError
+
+        raise StdinNotImplementedError(f"{call} was called, but this frontend does not support input requests "
+                                       f"({NO_STDIN})")
+
+    return refuse
 
 
 class Tee(io.TextIOBase):
@@ -222,6 +238,12 @@ class RichShim:
         shell.events.register("post_run_cell", self.post_run_cell)
         self.helper_state: tuple | None = None
         self._use_inline_figures()
+        import builtins
+        import getpass
+
+        self._replace(builtins, "input", no_stdin("raw_input"))
+        self._replace(getpass, "getpass", no_stdin("getpass"))
+        self._plotly_as_in_jupyter()
         for name in ("stdout", "stderr"):
             current = getattr(sys, name)
             if isinstance(current, Tee):
@@ -251,6 +273,16 @@ class RichShim:
                 self.shell.events.unregister(event, callback)
             except ValueError:
                 pass
+
+    @staticmethod
+    def _plotly_as_in_jupyter() -> None:
+        """Plotly figures as ipykernel shows them: plotly picks "plotly_mimetype" only in ipykernel's
+        shell; in any other shell (a session's) "plotly_mimetype+notebook", which adds a notebook
+        setup output and an HTML copy of every figure."""
+        os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype")
+        renderers = getattr(sys.modules.get("plotly.io"), "renderers", None)
+        if renderers is not None and renderers.default == "plotly_mimetype+notebook":
+            renderers.default = "plotly_mimetype"
 
     def _replace(self, target: object, name: str, value: object) -> None:
         self.saved.append((target, name, target.__dict__.get(name)))

@@ -368,6 +368,15 @@ class Worker:
             else:
                 sys.modules["jedi"] = jedi
         self.shell._showtraceback = self._showtraceback  # type: ignore[method-assign]
+        shown_usage_error = self.shell.show_usage_error
+
+        def show_usage_error(exc: BaseException) -> None:
+            """A magic's UsageError fails the execution (ipykernel answers it with status "error"); IPython
+            prints it as one line of stderr, without a traceback."""
+            self.error = ("UsageError", str(exc))
+            shown_usage_error(exc)
+
+        self.shell.show_usage_error = show_usage_error  # type: ignore[method-assign]
         self.error: tuple[str, str] | None = None
         self.running = False
         self._coloured = False
