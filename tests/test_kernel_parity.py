@@ -11,7 +11,6 @@ import sys
 import time
 import uuid
 
-import IPython
 import pytest
 from jupyter_client.manager import start_new_kernel
 
@@ -181,9 +180,6 @@ def test_a_folder_goes_up_and_comes_back_with_one_progress_display(kernels, tmp_
     assert reply["ename"] == "RemoteFileNotFound" and "no remote file matches" in errors_of(outputs)[0]["evalue"]
 
 
-@pytest.mark.xfail(int(IPython.__version__.split(".")[0]) >= 9, strict=True,
-                   reason="issue 14, open: under IPython 9 the session's traceback drops blank context lines "
-                          "that ipykernel keeps")
 def test_tracebacks_are_coloured_as_ipykernels_without_frames_of_the_worker(kernels):
     cell = "import sys\nprint('before', file=sys.stderr)\ndef f():\n    x = 1\n\n    return 1 / 0\n\nf()"
     shown = {}
@@ -192,12 +188,10 @@ def test_tracebacks_are_coloured_as_ipykernels_without_frames_of_the_worker(kern
         # the same text as JupyterLab joins it, but for the prompt number (issue 14 item 2 is elsewhere)
         shown[name] = (reply["ename"], text_of(outputs, "stderr"),
                        re.sub(r"In\[\d+\]", "In[N]", "\n".join(error["traceback"]).rstrip("\n")))
-    # the same text and colours as ipykernel under IPython 8; under IPython 9 ipykernel leaves the failing
-    # expression unhighlighted while a plain IPython shell highlights it, so there only the text must match
+    # the same text and colours as ipykernel (under IPython 9 too, now that the cell's frames are formatted alike)
     assert shown["remote"][:2] == shown["python3"][:2]
     assert ANSI.sub("", shown["remote"][2]) == ANSI.sub("", shown["python3"][2])
-    if IPython.version_info[0] < 9:
-        assert shown["remote"][2] == shown["python3"][2]
+    assert shown["remote"][2] == shown["python3"][2]
     assert ANSI.search(shown["remote"][2]) and "ZeroDivisionError" in shown["remote"][2]
     clients, _ = kernels
     reply, outputs = run(clients["remote"], "input('name? ')", allow_stdin=False)

@@ -25,9 +25,9 @@ from kernel_support import embedded_env, install_kernelspec, pool_env
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ADDRESS = re.compile(r"0x[0-9a-f]{6,16}")
-# a cell's file name: ipykernel's compiler writes /tmp/ipykernel_<pid>/<hash>.py, IPython's own names
-# <ipython-input-N-hash> (seen in a warning's location and a SyntaxError's message; tracebacks say "Cell In[N]")
-CELL_FILE = re.compile(r"/tmp/ipykernel_\d+/\d+\.py|<ipython-input-\d+-[0-9a-f]+>|\b\d{6,}\.py\b")
+# a cell's file name, /tmp/ipykernel_<pid>/<hash>.py in both (seen in a warning's location and a SyntaxError's
+# message; tracebacks say "Cell In[N]"): the process and the hash differ
+CELL_FILE = re.compile(r"/tmp/ipykernel_\d+/\d+\.py|\b\d{6,}\.py\b")
 IMAGES = ("image/png", "image/jpeg", "image/svg+xml")
 
 

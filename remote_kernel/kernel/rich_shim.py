@@ -349,6 +349,9 @@ class RichShim:
         if state is None or self.depth > 0:
             return
         count, manager, lengths, saved, names = state
+        number = getattr(result, "execution_count", None)
+        if isinstance(number, int) and not isinstance(number, bool):
+            count = number  # the helper's own number: IPython 9 has counted it before pre_run_cell, IPython 8 after
         try:
             if getattr(manager, "enabled", False) and getattr(manager, "db", None) is not None:
                 # a history database (ipykernel): the helper's row goes too, or the next cell's number clashes

@@ -16,9 +16,11 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 import warnings
+import zlib
 
 MAX_OUTPUT = int(os.environ.get("REMOTE_KERNEL_MAX_OUTPUT", str(1 << 20)))
 MAX_RESULT = 8 << 20  # bytes of a result's JSON; a larger value is replaced by a note (the pool caps lines)
@@ -312,6 +314,21 @@ def lazy_jedi(shell: object) -> None:
     shell.Completer.use_jedi = True  # type: ignore[attr-defined]
 
 
+def cell_file_compiler() -> type:
+    """IPython's compiler, naming each cell's code as ipykernel's does: /tmp/ipykernel_<pid>/<hash>.py, a
+    file that is never written. A warning's location and a SyntaxError's message then read as in a local
+    kernel, and IPython 9 formats the cell's frames as it does there (blank context lines kept)."""
+    from IPython.core.compilerop import CachingCompiler
+
+    folder = os.path.join(tempfile.gettempdir(), f"ipykernel_{os.getpid()}")
+
+    class CellFiles(CachingCompiler):
+        def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
+            return os.path.join(folder, f"{zlib.crc32(raw_code.encode('utf-8', 'surrogatepass'))}.py")
+
+    return CellFiles
+
+
 def has_network() -> bool:
     """Whether the session has a network interface other than loopback (a sandbox without egress has none)."""
     try:
@@ -361,7 +378,7 @@ class Worker:
         jedi = sys.modules.get("jedi", False)
         sys.modules["jedi"] = None  # type: ignore[assignment]
         try:
-            self.shell = InteractiveShell.instance(colors="NoColor", config=config)
+            self.shell = InteractiveShell.instance(colors="NoColor", config=config, compiler_class=cell_file_compiler())
         finally:
             if jedi is False:
                 del sys.modules["jedi"]
