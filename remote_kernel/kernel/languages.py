@@ -216,7 +216,7 @@ PYTHON = Language(
         "version": "3",
     },
     banner="Python in a remote session (Azure Container Apps dynamic sessions or a local session pool).\n"
-           "Kernel magics: %upload %download %files %rm %session %lsmagic",
+           "Kernel magics: %upload %download %files %rm %session %lsmagic %%long",
     is_complete=_python_is_complete,
     complete_code=_python_complete_code,
     inspect_code=_python_inspect_code,
