@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import secrets
+import re
 import socket
 import string
 import subprocess
@@ -242,9 +243,17 @@ def test_a_gigabyte_of_stdout_is_capped_and_the_pool_stays_responsive(http, host
     if "fd" in flood:  # below Python's sys.stdout: drained by the pool, never returned
         assert stdout == ""
     else:
-        assert len(stdout.encode()) <= (1 << 20) + 100
-        dropped = (1 << 30) - (1 << 20)  # every flood writes 1 GiB; the first 1 MiB is kept
-        assert stdout.endswith(f"\n[output truncated: {dropped} more bytes]\n")
+        assert len(stdout.encode()) <= (1 << 20) + 400
+        # every flood writes 1 GiB: its head and its tail are kept, with how much was left out between
+        found = re.fullmatch(r"(.*)\[output truncated: (\d+) bytes left out here \(the first (\d+) and the last (\d+) "
+                             r"are shown\)\. [^\n]*%download[^\n]*\]\n(.*)", stdout, re.S)
+        assert found, stdout[:200]
+        head, left_out, first, last, tail = found.groups()
+        assert int(left_out) + int(first) + int(last) == 1 << 30
+        assert min(int(first), int(last)) >= (1 << 19) - 1024  # halves, cut at line ends
+        line = FLOODS[flood].split("'")[1][0]  # the character the flood repeats
+        assert set(head) <= {line, "\n"} and set(tail) <= {line, "\n"} and line in head and line in tail
+        assert len(tail.encode()) == int(last)
     assert took < 60, f"the flood took {took:.1f} s"
     assert latencies, "no request of the other client ran during the flood"
     assert max(latencies) < 5, f"the pool answered others in up to {max(latencies):.2f} s"

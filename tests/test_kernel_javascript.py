@@ -1,12 +1,16 @@
 """The remote-javascript kernel on its embedded NodeLTS pool: jupyter_kernel_test and the notebook."""
 from __future__ import annotations
 
+import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
+import uuid
 from pathlib import Path
 
 import jupyter_kernel_test
@@ -14,7 +18,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from kernel_support import ROOT, embedded_env
+from conftest import start_pool
+from kernel_support import ROOT, ContractProxy, collect, embedded_env, kernel, pool_env, run, wait_for
+from remote_kernel.kernel.javascript import INTERRUPTED
 
 KERNEL_NAME = "remote-javascript"
 NO_NODE = "Node.js is not installed (install nodejs, version 18 or later)"
@@ -128,6 +134,72 @@ class RemoteJavaScriptKernelTests(jupyter_kernel_test.KernelTests):
         reply, output_msgs = self.execute_helper("%rm numbers.json\nfs.existsSync('/mnt/data/numbers.json')")
         results = [m["content"]["data"]["text/plain"] for m in output_msgs if m["msg_type"] == "execute_result"]
         assert results == ["false"]
+
+    def test_console_error_is_a_stderr_stream_apart_from_the_error(self):
+        self.flush_channels()
+        for code in ("console.error('careful'); throw new Error('boom')",
+                     "console.error('careful'); JSON.parse('{')",
+                     "console.error('careful'); await null; throw 5"):
+            reply, output_msgs = self.execute_helper(code)
+            assert reply["content"]["status"] == "error"
+            shown = [(m["msg_type"], m["content"].get("name")) for m in output_msgs]
+            assert shown == [("stream", "stderr"), ("error", None)], (code, shown)
+            assert output_msgs[0]["content"]["text"] == "careful\n"
+            assert "careful" not in "\n".join(output_msgs[1]["content"]["traceback"]), code
+
+    def test_an_interrupted_cell_says_so_in_nodes_words(self):
+        self.flush_channels()
+        for code in ("console.log('started'); while (true) {}",
+                     "console.log('started'); await new Promise(() => {})"):
+            msg_id = self.kc.execute(code)
+            outputs = until_text(self.kc, msg_id, "started")
+            self.km.interrupt_kernel()
+            reply = self.kc.get_shell_msg(timeout=60)
+            outputs += collect(self.kc, msg_id)
+            assert reply["content"]["status"] == "error"
+            assert (reply["content"]["ename"], reply["content"]["evalue"]) == INTERRUPTED
+            assert "KeyboardInterrupt" not in json.dumps([m["content"] for m in outputs])
+        reply, output_msgs = self.execute_helper("'still here'")
+        assert [m["content"]["data"]["text/plain"] for m in output_msgs if m["msg_type"] == "execute_result"] == [
+            "'still here'"]
+
+
+def until_text(kc, msg_id: str, text: str, timeout: float = 60) -> list[dict]:
+    """The request's IOPub outputs, read until a stream shows `text`."""
+    deadline = time.monotonic() + timeout
+    found: list[dict] = []
+    while not any(text in m["content"].get("text", "") for m in found if m["msg_type"] == "stream"):
+        assert time.monotonic() < deadline, f"{text!r} was not shown within {timeout} s"
+        try:
+            message = kc.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] not in ("status", "execute_input"):
+            found.append(message)
+    return found
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason=NO_NODE)
+def test_an_interrupted_cell_on_a_hosted_style_pool_says_so_in_nodes_words():
+    node_pool = start_pool("--container-type", "NodeLTS", "--max-sessions", "4", "--ready-sessions", "1")
+    proxy = ContractProxy(node_pool.endpoint)  # the contract only: an interrupt closes the request
+    install_javascript_kernelspec()
+    try:
+        with kernel(pool_env(node_pool, str(uuid.uuid4()), POOL_MANAGEMENT_ENDPOINT=proxy.endpoint),
+                    name=KERNEL_NAME) as (km, kc):
+            assert run(kc, "1")[0]["status"] == "ok"
+            msg_id = kc.execute("fs.writeFileSync('started', '1'); while (true) {}")
+            wait_for(lambda: any(path.endswith("/executions") for _, path in proxy.requests[-1:]), what="the execution")
+            time.sleep(1)  # the loop runs
+            km.interrupt_kernel()
+            reply = kc.get_shell_msg(timeout=60)
+            outputs = collect(kc, msg_id)
+            assert reply["content"]["status"] == "error"
+            assert reply["content"]["ename"] == INTERRUPTED[0]
+            assert "KeyboardInterrupt" not in json.dumps([m["content"] for m in outputs])
+    finally:
+        proxy.close()
+        node_pool.stop()
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason=NO_NODE)

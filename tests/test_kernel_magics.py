@@ -145,7 +145,13 @@ def test_help_and_lsmagic(session):
     kc, _ = session
     reply, outputs = run(kc, "%lsmagic")
     text = text_of(outputs, "stdout")
-    assert all(name in text for name in ("%upload", "%download", "%files", "%rm", "%session"))
+    assert all(name in text for name in ("%upload", "%download", "%files", "%rm", "%session", "%%long"))
+    kc.complete("%lo", 3)  # the kernel's cell magic completes with both signs
+    assert "%%long" in kc.get_shell_msg(timeout=30)["content"]["matches"]
+    kc.inspect("%%long", 6)
+    assert "%%long" in kc.get_shell_msg(timeout=30)["content"]["data"]["text/plain"]
+    reply, outputs = run(kc, "%long")  # only the cell magic is the kernel's: IPython answers a line magic
+    assert reply["status"] == "error" and reply["ename"] == "UsageError"
     reply, _ = run(kc, "%download?")
     assert reply["payload"][0]["source"] == "page"
     assert "%download REMOTE [LOCAL]" in reply["payload"][0]["data"]["text/plain"]

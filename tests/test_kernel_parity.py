@@ -11,7 +11,6 @@ import sys
 import time
 import uuid
 
-import IPython
 import pytest
 from jupyter_client.manager import start_new_kernel
 
@@ -181,9 +180,6 @@ def test_a_folder_goes_up_and_comes_back_with_one_progress_display(kernels, tmp_
     assert reply["ename"] == "RemoteFileNotFound" and "no remote file matches" in errors_of(outputs)[0]["evalue"]
 
 
-@pytest.mark.xfail(int(IPython.__version__.split(".")[0]) >= 9, strict=True,
-                   reason="issue 14, open: under IPython 9 the session's traceback drops blank context lines "
-                          "that ipykernel keeps")
 def test_tracebacks_are_coloured_as_ipykernels_without_frames_of_the_worker(kernels):
     cell = "import sys\nprint('before', file=sys.stderr)\ndef f():\n    x = 1\n\n    return 1 / 0\n\nf()"
     shown = {}
@@ -192,12 +188,10 @@ def test_tracebacks_are_coloured_as_ipykernels_without_frames_of_the_worker(kern
         # the same text as JupyterLab joins it, but for the prompt number (issue 14 item 2 is elsewhere)
         shown[name] = (reply["ename"], text_of(outputs, "stderr"),
                        re.sub(r"In\[\d+\]", "In[N]", "\n".join(error["traceback"]).rstrip("\n")))
-    # the same text and colours as ipykernel under IPython 8; under IPython 9 ipykernel leaves the failing
-    # expression unhighlighted while a plain IPython shell highlights it, so there only the text must match
+    # the same text and colours as ipykernel (under IPython 9 too, now that the cell's frames are formatted alike)
     assert shown["remote"][:2] == shown["python3"][:2]
     assert ANSI.sub("", shown["remote"][2]) == ANSI.sub("", shown["python3"][2])
-    if IPython.version_info[0] < 9:
-        assert shown["remote"][2] == shown["python3"][2]
+    assert shown["remote"][2] == shown["python3"][2]
     assert ANSI.search(shown["remote"][2]) and "ZeroDivisionError" in shown["remote"][2]
     clients, _ = kernels
     reply, outputs = run(clients["remote"], "input('name? ')", allow_stdin=False)
@@ -230,3 +224,53 @@ def test_tqdm_auto_falls_back_to_its_text_bar(kernels):
              for name, outputs in (("remote", remote), ("python3", local))}
     assert final["remote"] == final["python3"] == "100%|██████████| 3/3"
     assert not [m for m in remote if m["msg_type"] in ("display_data", "comm_open")]
+
+
+def test_past_the_output_cap_the_head_and_the_last_line_are_kept(kernels):
+    code = ("for i in range(25000):\n"
+            "    print(f'line {i:05d} ' + 'x' * 50)\n"  # 61 bytes a line: 1.5 MB in all
+            "print('the answer is 42')")
+    found = {name: text_of(outputs, "stdout") for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["python3"].endswith("line 24999 " + "x" * 50 + "\nthe answer is 42\n")
+    remote = found["remote"]
+    assert remote.splitlines()[-1] == found["python3"].splitlines()[-1] == "the answer is 42"
+    assert remote.startswith(found["python3"][:4096])
+    assert len(remote.encode()) <= (1 << 20) + 400
+    head, marker, tail = re.fullmatch(r"(.*?\n)(\[output truncated: [^\n]*\]\n)(.*)", remote, re.S).groups()
+    left_out = int(re.match(r"\[output truncated: (\d+) bytes left out", marker)[1])
+    assert len(head.encode()) + left_out + len(tail.encode()) == len(found["python3"].encode())
+    assert found["python3"].startswith(head) and found["python3"].endswith(tail)  # whole lines, none changed
+    assert "%download" in marker
+
+
+@pytest.mark.parametrize("code", ["input('name? ')", "import getpass; getpass.getpass()"])
+def test_input_without_stdin_raises_what_ipykernel_raises(kernels, code):
+    found = {name: (reply["status"], reply.get("ename"), [e["ename"] for e in errors_of(outputs)],
+                    reply.get("evalue", "").split(" (")[0].rstrip("."))
+             for name, (reply, outputs) in both(kernels, code, allow_stdin=False).items()}
+    assert found["remote"] == found["python3"]
+    assert found["python3"][:3] == ("error", "StdinNotImplementedError", ["StdinNotImplementedError"])
+    assert found["python3"][3].endswith("was called, but this frontend does not support input requests")
+
+
+@pytest.mark.parametrize("code", ["%no_such_magic", "%timeit -x 1", "%%no_such_cell_magic\nx", "%reset -x"])
+def test_a_magics_usage_error_fails_the_cell_as_on_ipykernel(kernels, code):
+    found = {name: (reply["status"], reply.get("ename"), reply.get("evalue"),
+                    [(m["msg_type"], m["content"].get("name"), m["content"].get("text")) for m in outputs])
+             for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["remote"] == found["python3"]
+    assert found["python3"][:2] == ("error", "UsageError")
+
+
+def test_a_plotly_figure_shows_once_as_on_ipykernel(kernels):
+    pytest.importorskip("plotly")
+    code = "import plotly.graph_objects as go\ngo.Figure(go.Bar(y=[1, 2]))"
+    found = {name: [(m["msg_type"], sorted(m["content"].get("data", {}))) for m in outputs
+                    if m["msg_type"] != "stream" or m["content"]["name"] != "stderr"]
+             for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["remote"] == found["python3"]
+    assert [kind for kind, _ in found["python3"]] == ["display_data"]
+    # the same bundle for the figure itself
+    data = {name: [m["content"]["data"] for m in outputs if m["msg_type"] == "display_data"][0]
+            for name, (reply, outputs) in both(kernels, "go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))").items()}
+    assert data["remote"] == data["python3"]

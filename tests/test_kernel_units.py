@@ -89,6 +89,21 @@ def test_values_show_like_python_and_none_shows_nothing():
     assert rendered(js, 1, format_value=JAVASCRIPT.format_value)[0][0][1]["data"]["text/plain"] == '{"a": true}'
 
 
+def test_a_truncated_stream_shows_its_tail_after_the_live_text_whatever_was_shown_live():
+    head, tail = "".join(f"line {i}\n" for i in range(10)), "line 98\nline 99\n"
+    marker = "[output truncated: 500 bytes left out here (the first 70 and the last 16 are shown). Get all of it.]\n"
+    execution = Execution(id="e", status=ExecutionStatus.SUCCEEDED, stdout=head + marker + tail)
+
+    def shown(fed: str) -> str:
+        messages, _ = rendered(execution, 1, fed=(("stdout", fed),))
+        return "".join(m[1]["text"] for m in messages if m[0] == "stream")
+
+    assert shown(head[:20]) == head + marker + tail  # the live route: what was fed is the head's start
+    # a live log capped on its own showed more than the head: the rest is the marker and the tail
+    assert shown(head + "".join(f"line {i}\n" for i in range(10, 40))) == head + "".join(
+        f"line {i}\n" for i in range(10, 40)) + marker + tail
+
+
 def test_no_trailing_expression_gives_no_execute_result():
     messages, _ = rendered(Execution(id="e", status=ExecutionStatus.SUCCEEDED, result=None), 1)
     assert messages == []

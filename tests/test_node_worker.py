@@ -322,15 +322,22 @@ def test_require_finds_packages_in_the_working_folder(worker):
     assert reply["ok"] is False and reply["error"]["message"].startswith("Cannot find module 'no-such-package'")
 
 
-def test_output_is_capped_per_stream(start_worker):
+def test_output_is_capped_per_stream_keeping_its_head_and_tail(start_worker):
     worker = start_worker({"REMOTE_KERNEL_MAX_OUTPUT": "100"})
-    reply = worker.ok("for (let i = 0; i < 50; i++) console.log('0123456789'); console.error('short')")
-    kept = "0123456789\n" * 9 + "0"
-    assert reply["stdout"] == f"{kept}\n[output truncated: {50 * 11 - 100} more bytes]\n"
+    reply = worker.ok("for (let i = 0; i < 50; i++) console.log(`line ${String(i).padStart(5, '0')}`); console.error('short')")
+    lines = [f"line {i:05d}\n" for i in range(50)]  # 11 bytes each
+    head, tail = "".join(lines[:4]), "".join(lines[-5:])  # whole lines only, within 50 and 56 bytes
+    marker = (f"[output truncated: {50 * 11 - 44 - 55} bytes left out here (the first 44 and the last 55 are "
+              "shown). To get all of it, write it to a file in /mnt/data (`fs.writeFileSync('out.txt', text)`) "
+              "and `%download out.txt`]\n")
+    assert reply["stdout"] == head + marker + tail
     assert reply["stderr"] == "short\n"
-    # multi-byte characters are never split
+    # one long line: cut by bytes, never inside a multi-byte character
     reply = worker.ok("console.log('é'.repeat(80))")
-    assert reply["stdout"] == "é" * 50 + "\n[output truncated: 61 more bytes]\n"
+    assert reply["stdout"].startswith("é" * 25 + "\n[output truncated: 62 bytes left out here (the first 50 and the last 49")
+    assert reply["stdout"].endswith("]\n" + "é" * 24 + "\n")
+    # at most the limit: all of it
+    assert worker.ok("console.log('x'.repeat(99))")["stdout"] == "x" * 99 + "\n"
 
 
 def test_sigint_stops_a_busy_loop_and_keeps_state(worker):

@@ -1,6 +1,7 @@
 """`remote-kernel pool --container-type Shell`: the hosted Shell pools' executions, sandboxed like the others."""
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 
@@ -60,6 +61,16 @@ def test_streams_are_cut_at_4096_bytes_silently_unless_the_request_names_a_cap(h
     whole = execute(http, identifier, shellCommand="head -c 10000 /dev/zero | tr '\\0' x",
                     outputStreamsMaxLength=20000).json()
     assert whole["result"]["stdout"] == "x" * 10000
+
+
+def test_past_the_workers_1_mib_the_head_and_the_last_lines_are_kept(http):
+    command = "seq 1 300000; echo the answer is 42"  # 1.9 MB
+    local = subprocess.run(["bash", "-c", command], capture_output=True, text=True).stdout
+    stdout = execute(http, new_id(), shellCommand=command, outputStreamsMaxLength=4 << 20).json()["result"]["stdout"]
+    head, marker, tail = re.fullmatch(r"(.*?\n)(\[output truncated: [^\n]*\]\n)(.*)", stdout, re.S).groups()
+    assert local.startswith(head) and local.endswith(tail) and tail.endswith("300000\nthe answer is 42\n")
+    left_out = int(re.match(r"\[output truncated: (\d+) bytes left out", marker)[1])
+    assert len(head) + left_out + len(tail) == len(local) and len(head) + len(tail) <= 1 << 20
 
 
 def test_files_persist_between_commands_and_through_the_file_api(http):

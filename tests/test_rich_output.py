@@ -510,14 +510,7 @@ def test_an_object_that_displays_itself_is_shown_once_without_a_repr(name):
         assert [m["msg_type"] for m in outputs if m["msg_type"] != "stream"] == []
 
 
-IPYTHON_9 = int(__import__("IPython").__version__.split(".")[0]) >= 9
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param("remote-python", marks=pytest.mark.xfail(
-        IPYTHON_9, strict=True, reason="issue 14, open: under IPython 9 the shim does not yet take helper "
-                                       "executions out of the count and the history")),
-    "python3"])
+@pytest.mark.parametrize("name", ["remote-python", "python3"])
 def test_helper_executions_take_no_execution_count_and_stay_out_of_the_history(name):
     """Issue 14 item 2, compared with ipykernel: after a completion (a helper execution in the
     session) and the shim's install, `Out`, `In`, `_iN` and the traceback's `In[N]` follow the prompts."""

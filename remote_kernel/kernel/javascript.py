@@ -23,6 +23,12 @@ import re
 
 from remote_kernel.kernel.helper import HELPER_MARK
 
+# How an interrupted cell ends. Node's REPL, on Ctrl+C during `while (true) {}` (Node 20), prints
+#   Uncaught Error: Script execution was interrupted by `SIGINT`   (code ERR_SCRIPT_EXECUTION_INTERRUPTED)
+# and the same message for an awaited promise. The kernel uses that message (never Python's
+# "KeyboardInterrupt"), under the name the Node worker gives it (PROTOCOL.md: `Interrupted`).
+INTERRUPTED = ("Interrupted", "Script execution was interrupted by `SIGINT`")
+
 _PUNCTUATORS = sorted("""
 >>>= ... === !== **= <<= >>= >>> &&= ||= ??= => == != <= >= && || ?? ?. ++ -- += -= *= /= %= &= |= ^=
 ** << >> { } ( ) [ ] ; , < > + - * / % & | ^ ! ~ ? : = . @

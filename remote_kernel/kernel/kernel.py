@@ -161,7 +161,7 @@ class RemoteKernel(Kernel):
         finally:
             self._cell = None
         if task.cancelled():
-            return self._fail(outputs.interrupted())
+            return self._fail(outputs.interrupted(*self.language_spec.interrupted))
         if task.exception() is not None:
             exc = task.exception()
             self.log.error("internal error running a cell", exc_info=exc)
@@ -294,7 +294,8 @@ class RemoteKernel(Kernel):
 
         return CellRender(self.publish, number, nonce=nonce, fetch=fetch if nonce else None,
                           jupyter_repr=self._jupyter_repr, format_value=self.language_spec.format_value,
-                          answer=self.rich.record_answer if riding else None)
+                          answer=self.rich.record_answer if riding else None,
+                          interrupted_name=self.language_spec.interrupted[0])
 
     async def _send_deferred(self, client: SessionsClient) -> None:
         """Run what VS Code's start-up set for the session (`__vsc_ipynb_file__`), silently, before a cell."""
@@ -328,7 +329,7 @@ class RemoteKernel(Kernel):
         magic = re.search(r"(?:^|\n)\s*(%\w*)$", code[:cursor_pos])
         if magic:
             word = magic.group(1)
-            found = [f"%{name}" for name in MAGICS if f"%{name}".startswith(word)]
+            found = [("%%" if spec.cell else "%") + name for name, spec in MAGICS.items() if f"%{name}".startswith(word)]
             if found:
                 return {**reply, "matches": found, "cursor_start": cursor_pos - len(word)}
         if self.language_spec.complete_code is None:

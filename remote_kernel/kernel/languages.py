@@ -37,6 +37,7 @@ class Language:
     lsmagic_code: str | None = None  # helper listing the session's own magics
     jupyter_repr: bool = True  # ask the pool for the interpreter's display repr where the version can
     format_value: Callable[[object], str] = repr  # text/plain of a JSON result value, in the language's notation
+    interrupted: tuple[str, str] = ("KeyboardInterrupt", "the cell was interrupted; the session and its state are kept")
 
 
 PYTHON = Language(
@@ -54,7 +55,7 @@ PYTHON = Language(
         "version": "3",
     },
     banner="Python in a remote session (Azure Container Apps dynamic sessions or a local session pool).\n"
-           "Kernel magics: %upload %download %files %rm %session %lsmagic",
+           "Kernel magics: %upload %download %files %rm %session %lsmagic %%long",
     is_complete=python.is_complete,
     rich_output=True,
     complete_code=python.complete_code,
@@ -86,6 +87,7 @@ JAVASCRIPT = Language(
     expressions_code=javascript.expressions_code,
     jupyter_repr=True,  # the Node worker answers with util.inspect text, as Node's REPL shows values
     format_value=lambda value: json.dumps(value, ensure_ascii=False),
+    interrupted=javascript.INTERRUPTED,  # Node's wording, not Python's
 )
 
 LANGUAGES: dict[str, Language] = {language.key: language for language in (PYTHON, JAVASCRIPT)}

@@ -1,7 +1,8 @@
 """The kernel's own magics: file transfers and the session, handled before anything is sent.
 
 `%upload LOCAL [REMOTE]`, `%download REMOTE [LOCAL]`, `%files [PATH]`, `%rm REMOTE`, `%session`,
-`%session new` and `%lsmagic`; `%name?` (or `%name -h`) shows a magic's help. Every other
+`%session new` and `%lsmagic`; `%name?` (or `%name -h`) shows a magic's help. One cell magic,
+`%%long` (Python sessions), runs the cell in a thread of the session (cell.py). Every other
 `%`, `%%` or `!` line belongs to the remote session and is sent through untouched.
 
 A cell may start with several kernel magics and go on with code: the magics run first, in
@@ -71,6 +72,7 @@ class Magic:
     usage: str
     summary: str
     details: str = ""
+    cell: bool = False  # a cell magic (`%%name` on a cell's first line), run by the kernel's cell path
 
     @property
     def help(self) -> str:
@@ -99,6 +101,11 @@ MAGICS: dict[str, Magic] = {m.name: m for m in (
           "reach the notebook (they are removed by default: the front end would run them on your machine's "
           "Jupyter server); `%session active off` removes them again."),
     Magic("lsmagic", "%lsmagic", "List the kernel's magics."),
+    Magic("long", "%%long", "Run the rest of the cell in a thread of the session (Python sessions), past the pool's "
+          "execution time limit, its output shown as it comes.",
+          "The cell keeps running in the session while short executions read its output; an interrupt stops it "
+          "at its next Python line (interrupt again to stop following it). Use it for cells that run longer "
+          "than the pool allows one execution (220 s on hosted pools).", cell=True),
 )}
 
 _LINE = re.compile(r"^%(?P<name>[A-Za-z_]\w*)(?P<help>\?{1,2})?(?:\s+(?P<rest>.*?))?\s*$")
@@ -122,7 +129,7 @@ class MagicLine:
 def parse_line(line: str) -> MagicLine | None:
     """The kernel magic called on `line`, or None when the line is not one (remote magics included)."""
     match = _LINE.match(line.strip())
-    if not match or match.group("name") not in MAGICS:
+    if not match or match.group("name") not in MAGICS or MAGICS[match.group("name")].cell:
         return None
     rest = match.group("rest") or ""
     wants_help = bool(match.group("help")) or rest in ("-h", "--help", "?")

@@ -68,7 +68,36 @@ def split_traceback(stderr: str, err: ExecutionError) -> tuple[str, str]:
     if tail and tail != stderr.strip() and tail in stderr:
         at = stderr.rfind(tail)
         return stderr[:at], stderr[at:]
+    line = _error_line(stderr, err)
+    if line:
+        return stderr[:line], stderr[line:]
     return "", stderr  # no recognisable header: keep it all in the one error
+
+
+_CARET_LINE = re.compile(r"(?:^|\n)[ \t]*\^+[ \t]*\n\Z")
+_V8_SOURCE = re.compile(r"(?:^|\n)([^\n]+:\d+\n[^\n]*\n[ \t]*\^+[ \t]*\n\n)\Z")  # "file:line / source / ^^^"
+
+
+def _error_line(stderr: str, err: ExecutionError) -> int | None:
+    """Where an error without Python's traceback header starts in stderr (Node.js: its `Name: message`
+    line and stack, or V8's source header before a SyntaxError), so that the code's own stderr
+    before it is a stream of its own; None when it cannot be told (IPython's syntax errors, whose
+    source lines come before the name, stay whole)."""
+    if not err.name or not stderr:
+        return None
+    first = err.message.split("\n", 1)[0]
+    line = re.compile(rf"^{re.escape(err.name)}(?::? {re.escape(first)}[ \t]*|:.*)?$" if first else
+                      rf"^{re.escape(err.name)}(?::.*)?$", re.MULTILINE)
+    found = None
+    for found in line.finditer(stderr):
+        pass
+    if found is None:
+        return None
+    before = stderr[:found.start()]
+    source = _V8_SOURCE.search(before)
+    if source is not None:
+        return source.start(1)
+    return None if _CARET_LINE.search(before) else found.start()
 
 
 def parse_exception_line(traceback: str) -> tuple[str, str] | None:
@@ -117,6 +146,7 @@ def transport_error(exc: BaseException) -> Message:
     return error(ename, evalue, lines)
 
 
-def interrupted() -> Message:
-    return error("KeyboardInterrupt", "the cell was interrupted; the session and its state are kept",
-                 ["KeyboardInterrupt: the cell was interrupted; the session and its state are kept"])
+def interrupted(name: str = "KeyboardInterrupt",
+                message: str = "the cell was interrupted; the session and its state are kept") -> Message:
+    """The error of a cell the user interrupted, in the words of its language (Languages.interrupted)."""
+    return error(name, message, [f"{name}: {message}"])

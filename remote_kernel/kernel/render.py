@@ -41,6 +41,9 @@ NOTE = "[remote_kernel: {}]\n"
 _MARK = re.compile(r"\x1erk([0-9a-f]{8}):([^\x1e:]{0,24}):([^\x1e]*)\x1e", re.DOTALL)
 _PREFIX = re.compile(r"\x1e(?:r(?:k(?:[0-9a-f]{0,8}(?::[^\x1e]*)?)?)?)?\Z", re.DOTALL)
 _MIME = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[\w.+-]{1,127}")
+# the middle line of a stream the pool's worker cut (its head and tail kept)
+_TRUNCATED = re.compile(r"^\[output truncated: \d+ bytes left out here \(the first \d+ and the last \d+ are shown\)",
+                        re.MULTILINE)
 _KINDS = {"display": "display_data", "update": "update_display_data", "result": "execute_result"}
 
 
@@ -100,7 +103,8 @@ class CellRender:
 
     def __init__(self, publish: Publish, execution_count: int, *, nonce: str | None = None,
                  fetch: Fetch | None = None, jupyter_repr: bool = False,
-                 format_value: Callable[[Any], str] = repr, answer: Callable[[str], None] | None = None) -> None:
+                 format_value: Callable[[Any], str] = repr, answer: Callable[[str], None] | None = None,
+                 interrupted_name: str = "KeyboardInterrupt") -> None:
         self._publish = publish
         #: the shim's install travels with this cell: its answer is the first line of stdout, taken
         #: out and given to `answer` (stdout that does not start with it is the cell's own)
@@ -111,6 +115,7 @@ class CellRender:
         self.fetch = fetch
         self.jupyter_repr = jupyter_repr
         self.format_value = format_value
+        self.interrupted_name = interrupted_name  # the error a canceled execution ends with, in its language's words
         self.consumed = {"stdout": 0, "stderr": 0}  # characters of each stream fed so far
         self.cell: int | None = None  # the shim's number of this cell (from its first marker)
         self._pending = ""  # stdout from a marker's start that may continue in the next text
@@ -227,8 +232,7 @@ class CellRender:
         The answer's streams are shown from where the fed text ended. Then, in ipykernel's order:
         the code's stderr, the error, the outputs held for the end, the result.
         """
-        stdout = execution.stdout[self.consumed["stdout"]:] if len(execution.stdout) >= self.consumed["stdout"] else ""
-        stderr = execution.stderr[self.consumed["stderr"]:] if len(execution.stderr) >= self.consumed["stderr"] else ""
+        stdout, stderr = _unshown(execution.stdout, self.consumed["stdout"]), _unshown(execution.stderr, self.consumed["stderr"])
         err: Message | None = None
         if execution.failed or execution.error is not None:
             stderr, err = outputs.failure(_with_stderr(execution, stderr, self.consumed["stderr"]))
@@ -242,7 +246,10 @@ class CellRender:
             self._pending = ""
         self._stream("stderr", stderr)  # the code's stderr comes before what the cell left at its end
         if err is not None:
-            self._show(err, 0)
+            if err[1]["ename"] == "UsageError":  # a magic's usage: IPython prints it to stderr, ipykernel sends no error
+                self._stream("stderr", "".join(line + "\n" for line in err[1]["traceback"]))
+            else:
+                self._show(err, 0)
         for item in self._held:
             if isinstance(item, str):  # "r": the result's place
                 if err is None:
@@ -261,7 +268,7 @@ class CellRender:
         if not self.result_shown:
             self._result(execution)
         if execution.status.value == "Canceled":
-            err = outputs.error("KeyboardInterrupt", "the execution was canceled")
+            err = outputs.error(self.interrupted_name, "the execution was canceled")
             self._show(err, 0)
         return err
 
@@ -317,6 +324,16 @@ def parse_file(content: bytes) -> dict[int, Output | str]:
         except Malformed as bad:
             found[index] = str(bad)
     return found
+
+
+def _unshown(text: str, shown: int) -> str:
+    """What of an answer's stream follows the `shown` characters fed live. A stream the pool cut keeps
+    its head and tail: when more than its head was shown (a live log is capped on its own), the rest
+    is the truncation line and the tail."""
+    cut = _TRUNCATED.search(text)
+    if cut is not None and shown > cut.start():
+        return text[cut.start():]
+    return text[shown:] if len(text) >= shown else ""
 
 
 def _with_stderr(execution: Execution, stderr: str, shown: int) -> Execution:

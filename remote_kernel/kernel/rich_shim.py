@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 FOLDER = ".remote_kernel"
 MODULE = "_remote_kernel_rich"
@@ -83,6 +83,21 @@ def _plain(value: Any) -> dict:
         return dict(value or {})
     except (TypeError, ValueError):
         return {}
+
+
+NO_STDIN = "a remote session has no stdin: pass values in code, or in a file you %upload"
+
+
+def no_stdin(call: str) -> Callable[..., str]:
+    """input() (`call` "raw_input") or getpass() of a session: raises what ipykernel raises when the front
+    end sends no input."""
+    def refuse(*args: object, **kwargs: object) -> str:
+        from IPython.core.error import StdinNotImplementedError
+
+        raise StdinNotImplementedError(f"{call} was called, but this frontend does not support input requests "
+                                       f"({NO_STDIN})")
+
+    return refuse
 
 
 class Tee(io.TextIOBase):
@@ -224,6 +239,12 @@ class RichShim:
         shell.events.register("post_run_cell", self.post_run_cell)
         self.helper_state: tuple | None = None
         self._use_inline_figures()
+        import builtins
+        import getpass
+
+        self._replace(builtins, "input", no_stdin("raw_input"))
+        self._replace(getpass, "getpass", no_stdin("getpass"))
+        self._plotly_as_in_jupyter()
         for name in ("stdout", "stderr"):
             current = getattr(sys, name)
             if isinstance(current, Tee):
@@ -253,6 +274,16 @@ class RichShim:
                 self.shell.events.unregister(event, callback)
             except ValueError:
                 pass
+
+    @staticmethod
+    def _plotly_as_in_jupyter() -> None:
+        """Plotly figures as ipykernel shows them: plotly picks "plotly_mimetype" only in ipykernel's
+        shell; in any other shell (a session's) "plotly_mimetype+notebook", which adds a notebook
+        setup output and an HTML copy of every figure."""
+        os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype")
+        renderers = getattr(sys.modules.get("plotly.io"), "renderers", None)
+        if renderers is not None and renderers.default == "plotly_mimetype+notebook":
+            renderers.default = "plotly_mimetype"
 
     def _replace(self, target: object, name: str, value: object) -> None:
         self.saved.append((target, name, target.__dict__.get(name)))
@@ -322,6 +353,9 @@ class RichShim:
         if state is None or self.depth > 0:
             return
         count, manager, lengths, saved, names = state
+        number = getattr(result, "execution_count", None)
+        if isinstance(number, int) and not isinstance(number, bool):
+            count = number  # the helper's own number: IPython 9 has counted it before pre_run_cell, IPython 8 after
         try:
             if getattr(manager, "enabled", False) and getattr(manager, "db", None) is not None:
                 # a history database (ipykernel): the helper's row goes too, or the next cell's number clashes
@@ -490,7 +524,12 @@ class RichShim:
         self.mark(str(index))
 
     def mark(self, token: str) -> None:
-        sys.stdout.write(f"\x1erk{self.nonce}:{self.cell}:{token}\x1e")
+        out = sys.stdout
+        if not isinstance(out, Tee) and self.tees:
+            # code redirected sys.stdout (`%%capture --no-display`, contextlib.redirect_stdout): an output
+            # is still shown, as ipykernel's display messages are, never written into the redirection
+            out = self.tees[0]
+        out.write(f"\x1erk{self.nonce}:{self.cell}:{token}\x1e")
 
 
 def install(shell: Any, nonce: str, live_log: bool = True, cell_digest: str | None = None) -> dict:

@@ -40,6 +40,7 @@ const MAX_OUTPUT = parseLimit(process.env.REMOTE_KERNEL_MAX_OUTPUT, 1048576);
 const COALESCE_MS = 10; // live output waits at most this long for more before it is sent ...
 const COALESCE_BYTES = 64 * 1024; // ... unless this much is waiting
 const WORKER_FILE = __filename;
+const INTERRUPTED = 'Script execution was interrupted by `SIGINT`'; // Node's REPL's words (see interrupt())
 
 // The worker's own references, taken before session code can replace them.
 const realExit = process.exit.bind(process);
@@ -55,47 +56,102 @@ function parseLimit(text, fallback) {
 // ---------------------------------------------------------------------------------------------
 // Output capture
 
-/** One stream of one execution: keeps the first `limit` UTF-8 bytes, counts the rest. */
+// Where the middle marker of a truncated stream says all of the output can be had.
+const WHOLE_OUTPUT = "To get all of it, write it to a file in /mnt/data (`fs.writeFileSync('out.txt', text)`) "
+  + 'and `%download out.txt`';
+
+/**
+ * One stream of one execution, in bounded memory: past `limit` UTF-8 bytes it keeps a head (about
+ * half the limit, ending at a line end where the write that filled it has one) and a tail (the rest
+ * of the limit: a ring of the last writes), and `text()` puts a line between them saying how much
+ * was left out and how to get all of it. Text that ends the execution (an error's stack) follows.
+ */
 class StreamCapture {
-  /** `onKept(text)`, when given, also receives what is kept (live output). */
+  /** `onKept(text)`, when given, also receives what goes to the head (live output). */
   constructor(limit, onKept = null) {
     this.limit = limit;
-    this.parts = [];
-    this.kept = 0;
-    this.dropped = 0;
+    this.head = [];
+    this.headSize = 0;
+    this.full = false; // the head is complete: later text goes to the tail
+    this.headEndsLine = false;
+    this.tail = []; // Buffers, oldest first
+    this.tailSize = 0;
+    this.total = 0;
+    this.final = [];
     this.onKept = onKept;
   }
 
   /** `live` false: text that ends the execution (an error's stack), kept for the reply only. */
   write(text, live = true) {
     if (!text) return;
-    const size = Buffer.byteLength(text);
-    if (this.dropped === 0 && this.kept + size <= this.limit) {
-      this.parts.push(text);
-      this.kept += size;
-      if (live && this.onKept) this.onKept(text);
+    if (!live) {
+      this.final.push(utf8Prefix(text, this.limit));
       return;
     }
-    if (this.dropped === 0) {
-      const head = utf8Prefix(text, this.limit - this.kept);
-      this.parts.push(head);
-      const headSize = Buffer.byteLength(head);
-      this.kept += headSize;
-      this.dropped += size - headSize;
-      if (live && this.onKept && head) this.onKept(head);
-    } else {
-      this.dropped += size;
+    let data = Buffer.from(text);
+    this.total += data.length;
+    if (!this.full) {
+      const room = Math.floor(this.limit / 2) - this.headSize;
+      if (data.length <= room) {
+        this.keepHead(data);
+        if (this.onKept) this.onKept(text);
+        return;
+      }
+      const kept = data.subarray(0, headCut(data, room, this.headEndsLine));
+      this.keepHead(kept);
+      this.full = true;
+      if (this.onKept && kept.length) this.onKept(kept.toString());
+      data = data.subarray(kept.length);
     }
+    const room = this.limit - this.headSize; // the tail's share: all the limit leaves over
+    if (data.length >= room) {
+      this.tail = [];
+      this.tailSize = 0;
+      data = data.subarray(data.length - room);
+    }
+    this.tail.push(Buffer.from(data)); // a copy: a slice would keep the whole write alive
+    this.tailSize += data.length;
+    while (this.tail.length && this.tailSize - this.tail[0].length >= room) this.tailSize -= this.tail.shift().length;
+  }
+
+  keepHead(data) {
+    if (!data.length) return;
+    this.head.push(Buffer.from(data));
+    this.headSize += data.length;
+    this.headEndsLine = data[data.length - 1] === 0x0a;
   }
 
   text() {
-    let text = this.parts.join('');
-    if (this.dropped > 0) {
+    const head = Buffer.concat(this.head);
+    let tail = Buffer.concat(this.tail);
+    tail = tail.subarray(Math.max(tail.length - (this.limit - head.length), 0));
+    let text;
+    if (head.length + tail.length === this.total) {
+      text = Buffer.concat([head, tail]).toString();
+    } else {
+      let start = tail.subarray(0, Math.floor(tail.length / 4)).indexOf(0x0a) + 1; // from a line's start where one is near ...
+      while (start < tail.length && (tail[start] & 0xc0) === 0x80) start += 1; // ... never inside a character
+      tail = tail.subarray(start);
+      const leftOut = this.total - head.length - tail.length;
+      text = head.toString();
       if (text && !text.endsWith('\n')) text += '\n';
-      text += `[output truncated: ${this.dropped} more bytes]\n`;
+      text += `[output truncated: ${leftOut} bytes left out here (the first ${head.length} and the last ${tail.length} `
+        + `are shown). ${WHOLE_OUTPUT}]\n${tail.toString()}`;
     }
-    return text;
+    return text + this.final.join('');
   }
+}
+
+/**
+ * How many bytes of `data` (longer than `room`) end the head: through its last line end that fits;
+ * none when it has none and the head already ends a line; else as many as fit without splitting a character.
+ */
+function headCut(data, room, headEndsLine) {
+  const end = room > 0 ? data.subarray(0, room).lastIndexOf(0x0a) + 1 : 0;
+  if (end || headEndsLine) return end;
+  let cut = Math.max(room, 0);
+  while (cut > 0 && (data[cut] & 0xc0) === 0x80) cut -= 1; // back off continuation bytes
+  return cut;
 }
 
 /** The longest prefix of `text` that fits in `bytes` UTF-8 bytes without splitting a character. */
@@ -906,10 +962,15 @@ class Execution {
     this.finish(false, '', { name, message });
   }
 
+  /**
+   * SIGINT: Node's REPL says "Uncaught Error: Script execution was interrupted by `SIGINT`" (code
+   * ERR_SCRIPT_EXECUTION_INTERRUPTED), for a busy loop and an awaited promise alike; the same message,
+   * named `Interrupted` (PROTOCOL.md), never Python's KeyboardInterrupt.
+   */
   interrupt() {
     if (this.finished) return;
-    this.stderr.write('Interrupted: the execution was interrupted\n', false);
-    this.finish(false, '', { name: 'Interrupted', message: 'the execution was interrupted' });
+    this.stderr.write(`Interrupted: ${INTERRUPTED}\n`, false);
+    this.finish(false, '', { name: 'Interrupted', message: INTERRUPTED });
   }
 
   finish(ok, result, error) {

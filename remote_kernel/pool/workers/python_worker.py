@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import base64
 import builtins
+import collections
 import importlib.util
 import io
 import json
@@ -15,9 +16,11 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 import warnings
+import zlib
 from typing import Any
 
 MAX_OUTPUT = int(os.environ.get("REMOTE_KERNEL_MAX_OUTPUT", str(1 << 20)))
@@ -25,6 +28,8 @@ MAX_RESULT = 8 << 20  # bytes of a result's JSON; a larger value is replaced by 
 COALESCE = 0.01  # seconds live output waits for more before it is sent
 COALESCE_BYTES = 64 << 10  # ... unless this much is waiting
 REPLIES_FD = 4
+WHOLE_OUTPUT = ("To get all of it, write it to a file in /mnt/data (`with open('out.txt', 'w') as f, "
+                "contextlib.redirect_stdout(f): ...`) and `%download out.txt`")
 
 
 class Live:
@@ -126,16 +131,15 @@ class Router(io.TextIOBase):
 
 
 class CappedStream(io.TextIOBase):
-    """A text stream that keeps at most MAX_OUTPUT bytes and counts the rest."""
+    """A text stream that keeps the head and the tail of what is written (MAX_OUTPUT bytes in all)."""
 
     encoding = "UTF-8"  # what ipykernel's streams say (code reads it: `%timeit` prints µs only then)
 
     def __init__(self, name: str, live: bool = False) -> None:
         self.name = name
-        self.parts: list[str] = []
-        self.size = 0
-        self.dropped = 0
-        self.live = live  # also send what is kept as live events
+        self.kept = HeadTail(MAX_OUTPUT, WHOLE_OUTPUT)
+        self.final: list[str] = []
+        self.live = live  # also send the head as live events (the reply's text starts with exactly them)
 
     def writable(self) -> bool:
         return True
@@ -143,26 +147,15 @@ class CappedStream(io.TextIOBase):
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        room = MAX_OUTPUT - self.size
-        if room <= 0:
-            self.dropped += len(text.encode("utf-8", "replace"))
-            return len(text)
         data = text.encode("utf-8", "replace")
-        kept = text
-        if len(data) > room:
-            kept = data[:room].decode("utf-8", "ignore")
-            self.dropped += len(data) - room
-            self.size = MAX_OUTPUT
-        else:
-            self.size += len(data)
-        self.parts.append(kept)
-        if self.live:
-            LIVE.add(self.name, kept)
+        head = self.kept.add(data)
+        if self.live and head:
+            LIVE.add(self.name, text if len(head) == len(data) else head.decode("utf-8", "replace"))
         return len(text)
 
     def write_final(self, text: str) -> None:
         """Text that ends the execution (a traceback): kept for the reply, never sent live."""
-        self.parts.append(text)
+        self.final.append(text)
 
     def flush(self) -> None:
         pass
@@ -171,10 +164,78 @@ class CappedStream(io.TextIOBase):
         return False
 
     def getvalue(self) -> str:
-        text = "".join(self.parts)
-        if self.dropped:
-            text += f"\n[output truncated: {self.dropped} more bytes]\n"
-        return text
+        return self.kept.text() + "".join(self.final)
+
+
+class HeadTail:
+    """One stream's output kept in bounded memory: its first and last bytes, what falls between counted.
+
+    Past `limit` bytes the stream keeps a head (about half the limit, ending at a line end where the
+    write that filled it has one) and a tail (the rest of the limit: a ring of the last writes), and
+    `text()` puts a line between them saying how much was left out and how to get all of it.
+    """
+
+    def __init__(self, limit: int, hint: str) -> None:
+        self.limit = limit
+        self.hint = hint
+        self.head = bytearray()
+        self.full = False  # the head is complete: later bytes go to the tail
+        self.tail: collections.deque[bytes] = collections.deque()
+        self.tail_size = 0
+        self.total = 0
+
+    def add(self, data: bytes) -> bytes:
+        """Take `data`; returns the part of it that went to the head (what may be shown as it comes)."""
+        self.total += len(data)
+        if not self.full:
+            room = self.limit // 2 - len(self.head)
+            if len(data) <= room:
+                self.head += data
+                return data
+            kept = data[:head_cut(data, room, self.head.endswith(b"\n"))]
+            self.head += kept
+            self.full = True
+            data = data[len(kept):]
+        else:
+            kept = b""
+        room = self.limit - len(self.head)  # the tail's share: all the limit leaves over
+        if len(data) >= room:
+            self.tail.clear()
+            data, self.tail_size = data[len(data) - room:], 0
+        self.tail.append(data)
+        self.tail_size += len(data)
+        while self.tail and self.tail_size - len(self.tail[0]) >= room:
+            self.tail_size -= len(self.tail.popleft())
+        return kept
+
+    def text(self) -> str:
+        head = bytes(self.head)
+        tail = b"".join(self.tail)
+        tail = tail[max(len(tail) - (self.limit - len(head)), 0):]
+        if len(head) + len(tail) == self.total:
+            return (head + tail).decode("utf-8", "replace")
+        start = tail.find(b"\n", 0, len(tail) // 4) + 1  # from a line's start where one is near ...
+        while start < len(tail) and tail[start] & 0xC0 == 0x80:
+            start += 1  # ... never inside a character
+        tail = tail[start:]
+        left_out = self.total - len(head) - len(tail)
+        text = head.decode("utf-8", "replace")
+        if text and not text.endswith("\n"):
+            text += "\n"
+        return (f"{text}[output truncated: {left_out} bytes left out here (the first {len(head)} and the last "
+                f"{len(tail)} are shown). {self.hint}]\n{tail.decode('utf-8', 'replace')}")
+
+
+def head_cut(data: bytes, room: int, at_line_start: bool) -> int:
+    """How many bytes of `data` (longer than `room`) end the head: through its last line end that fits,
+    none when it has none and the head already ends a line, else as many as fit without splitting a character."""
+    end = data.rfind(b"\n", 0, room) + 1
+    if end or at_line_start:
+        return end
+    end = max(room, 0)
+    while end > 0 and data[end] & 0xC0 == 0x80:
+        end -= 1
+    return end
 
 
 def json_value(value: object) -> object:
@@ -255,6 +316,21 @@ def lazy_jedi(shell: object) -> None:
     shell.Completer.use_jedi = True  # type: ignore[attr-defined]
 
 
+def cell_file_compiler() -> type:
+    """IPython's compiler, naming each cell's code as ipykernel's does: /tmp/ipykernel_<pid>/<hash>.py, a
+    file that is never written. A warning's location and a SyntaxError's message then read as in a local
+    kernel, and IPython 9 formats the cell's frames as it does there (blank context lines kept)."""
+    from IPython.core.compilerop import CachingCompiler
+
+    folder = os.path.join(tempfile.gettempdir(), f"ipykernel_{os.getpid()}")
+
+    class CellFiles(CachingCompiler):
+        def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
+            return os.path.join(folder, f"{zlib.crc32(raw_code.encode('utf-8', 'surrogatepass'))}.py")
+
+    return CellFiles
+
+
 def has_network() -> bool:
     """Whether the session has a network interface other than loopback (a sandbox without egress has none)."""
     try:
@@ -306,14 +382,24 @@ class Worker:
         jedi: Any = sys.modules.get("jedi", False)
         sys.modules["jedi"] = None  # type: ignore[assignment]
         try:
-            self.shell = InteractiveShell.instance(colors="NoColor", config=config)
+            self.shell = InteractiveShell.instance(colors="NoColor", config=config, compiler_class=cell_file_compiler())
         finally:
             if jedi is False:
                 del sys.modules["jedi"]
             else:
                 sys.modules["jedi"] = jedi
         self.shell._showtraceback = self._showtraceback  # type: ignore[method-assign]
-        self.error: tuple[str, str] | None = None
+        shown_usage_error = self.shell.show_usage_error
+
+        self.error: tuple[str, str] | None = None  # the execution's error that printed no traceback
+        def show_usage_error(exc: BaseException) -> None:
+            """A magic's UsageError fails the execution (ipykernel answers it with status "error"); IPython
+            prints it as one line of stderr, without a traceback."""
+            self.error = ("UsageError", str(exc))
+            shown_usage_error(exc)
+
+        self.shell.show_usage_error = show_usage_error  # type: ignore[method-assign]
+        self.error = None
         self.running = False
         self._coloured = False
         builtins.input = stdin_unavailable

@@ -9,6 +9,7 @@ whose commands are independent executions). Imports nothing from remote_kernel.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -18,34 +19,100 @@ import time
 
 MAX_OUTPUT = int(os.environ.get("REMOTE_KERNEL_MAX_OUTPUT", str(1 << 20)))
 BASH = "/bin/bash"
+WHOLE_OUTPUT = "To get all of it, redirect it to a file in /mnt/data (`command > out.txt 2>&1`) and download that file"
 LINGER = 1.0  # seconds to wait for output still held open by a command's background processes
 
 
 class Capture:
-    """Reads one pipe to its end in a thread, keeping at most MAX_OUTPUT bytes and counting the rest."""
+    """Reads one pipe to its end in a thread, keeping its head and tail (MAX_OUTPUT bytes in all)."""
 
     def __init__(self, pipe) -> None:
         self.pipe = pipe
-        self.data = bytearray()
-        self.dropped = 0
+        self.kept = HeadTail(MAX_OUTPUT, WHOLE_OUTPUT)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
     def _read(self) -> None:
         try:
             while chunk := os.read(self.pipe.fileno(), 65536):
-                room = MAX_OUTPUT - len(self.data)
-                self.data += chunk[:max(room, 0)]
-                self.dropped += max(len(chunk) - max(room, 0), 0)
+                self.kept.add(chunk)
         except OSError:
             pass
 
     def text(self) -> str:
         self.thread.join(LINGER)
-        text = bytes(self.data).decode("utf-8", "replace")
-        if self.dropped:
-            text += f"\n[output truncated: {self.dropped} more bytes]\n"
-        return text
+        return self.kept.text()
+
+
+class HeadTail:
+    """One stream's output kept in bounded memory: its first and last bytes, what falls between counted.
+
+    Past `limit` bytes the stream keeps a head (about half the limit, ending at a line end where the
+    write that filled it has one) and a tail (the rest of the limit: a ring of the last writes), and
+    `text()` puts a line between them saying how much was left out and how to get all of it.
+    """
+
+    def __init__(self, limit: int, hint: str) -> None:
+        self.limit = limit
+        self.hint = hint
+        self.head = bytearray()
+        self.full = False  # the head is complete: later bytes go to the tail
+        self.tail: collections.deque[bytes] = collections.deque()
+        self.tail_size = 0
+        self.total = 0
+
+    def add(self, data: bytes) -> bytes:
+        """Take `data`; returns the part of it that went to the head (what may be shown as it comes)."""
+        self.total += len(data)
+        if not self.full:
+            room = self.limit // 2 - len(self.head)
+            if len(data) <= room:
+                self.head += data
+                return data
+            kept = data[:head_cut(data, room, self.head.endswith(b"\n"))]
+            self.head += kept
+            self.full = True
+            data = data[len(kept):]
+        else:
+            kept = b""
+        room = self.limit - len(self.head)  # the tail's share: all the limit leaves over
+        if len(data) >= room:
+            self.tail.clear()
+            data, self.tail_size = data[len(data) - room:], 0
+        self.tail.append(data)
+        self.tail_size += len(data)
+        while self.tail and self.tail_size - len(self.tail[0]) >= room:
+            self.tail_size -= len(self.tail.popleft())
+        return kept
+
+    def text(self) -> str:
+        head = bytes(self.head)
+        tail = b"".join(self.tail)
+        tail = tail[max(len(tail) - (self.limit - len(head)), 0):]
+        if len(head) + len(tail) == self.total:
+            return (head + tail).decode("utf-8", "replace")
+        start = tail.find(b"\n", 0, len(tail) // 4) + 1  # from a line's start where one is near ...
+        while start < len(tail) and tail[start] & 0xC0 == 0x80:
+            start += 1  # ... never inside a character
+        tail = tail[start:]
+        left_out = self.total - len(head) - len(tail)
+        text = head.decode("utf-8", "replace")
+        if text and not text.endswith("\n"):
+            text += "\n"
+        return (f"{text}[output truncated: {left_out} bytes left out here (the first {len(head)} and the last "
+                f"{len(tail)} are shown). {self.hint}]\n{tail.decode('utf-8', 'replace')}")
+
+
+def head_cut(data: bytes, room: int, at_line_start: bool) -> int:
+    """How many bytes of `data` (longer than `room`) end the head: through its last line end that fits,
+    none when it has none and the head already ends a line, else as many as fit without splitting a character."""
+    end = data.rfind(b"\n", 0, room) + 1
+    if end or at_line_start:
+        return end
+    end = max(room, 0)
+    while end > 0 and data[end] & 0xC0 == 0x80:
+        end -= 1
+    return end
 
 
 class Worker:
