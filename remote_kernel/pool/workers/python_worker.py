@@ -392,6 +392,7 @@ class Worker:
         shown_usage_error = self.shell.show_usage_error
 
         self.error: tuple[str, str] | None = None  # the execution's error that printed no traceback
+
         def show_usage_error(exc: BaseException) -> None:
             """A magic's UsageError fails the execution (ipykernel answers it with status "error"); IPython
             prints it as one line of stderr, without a traceback."""
