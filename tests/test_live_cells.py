@@ -85,8 +85,9 @@ def test_python_lines_arrive_while_the_cell_runs_in_order_and_an_interrupt_keeps
     order, and an interrupt that keeps them and shows where the code was."""
     km, kc = either
     run(kc, "import sys, time\nx = 41")
-    msg_id = kc.execute("print('a', flush=True); print('b', file=sys.stderr, flush=True); print('c', flush=True)\n"
-                        "x += 1\ntime.sleep(600)")
+    msg_id = kc.execute("print('a', flush=True); print('b', file=sys.stderr, flush=True)\n"
+                        "x += 1  # before 'c': an interrupt sent once 'c' is seen cannot come before it\n"
+                        "print('c', flush=True)\ntime.sleep(600)")
     live = until(kc, msg_id, has_text("c"), "the first lines of a cell that sleeps 600 s")
     assert [(m["content"]["name"], m["content"]["text"]) for m in live] == [
         ("stdout", "a\n"), ("stderr", "b\n"), ("stdout", "c\n")]
