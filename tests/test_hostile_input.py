@@ -9,13 +9,9 @@ import base64
 import hmac
 import importlib.util
 import json
-import os
-import secrets
 import socket
 import string
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -25,7 +21,7 @@ import httpx
 import psutil
 import pytest
 
-from conftest import ROOT, LocalPool, start_pool
+from conftest import LocalPool, start_pool
 
 V2 = "2025-10-02-preview"
 V1 = "2024-08-02-preview"
@@ -357,34 +353,9 @@ def test_a_client_that_closes_mid_json_body_starts_nothing_and_logs_no_traceback
 
 def start_pool_with(constants: dict[str, float], *extra: str) -> LocalPool:
     """A pool whose slow-client deadlines are `constants` (module globals of pool/connections.py)."""
-    token = secrets.token_urlsafe(24)
-    data_root = Path(tempfile.mkdtemp(prefix="rk-pool-"))
-    log_path = Path(tempfile.mkstemp(prefix="rk-pool-", suffix=".log")[1])
     setup = "; ".join(f"c.{name} = {value!r}" for name, value in constants.items())
     code = f"import sys, remote_kernel.pool.connections as c; {setup}; from remote_kernel.cli import main; sys.exit(main())"
-    args = [sys.executable, "-c", code, "pool", "--port", "0", f"--token={token}", "--data-root", str(data_root), *extra]
-    env = {k: v for k, v in os.environ.items() if k != "REMOTE_KERNEL_TOKEN"}
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(log_path, "wb"), env=env, cwd=ROOT)
-    assert process.stdout is not None
-    endpoint = None
-    for line in process.stdout:
-        if line.startswith(b"export POOL_MANAGEMENT_ENDPOINT="):
-            endpoint = line.decode().split("=", 1)[1].strip()
-            break
-    if endpoint is None:
-        process.kill()
-        raise RuntimeError(f"the pool did not start: {log_path.read_text()}")
-    threading.Thread(target=process.stdout.read, daemon=True).start()
-    pool = LocalPool(endpoint, token, data_root, process, log_path, args)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{endpoint}/health", timeout=2)
-            return pool
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    pool.stop()
-    raise RuntimeError(f"the pool did not answer: {pool.log()}")
+    return start_pool(*extra, command=[sys.executable, "-c", code])
 
 
 HEADER_TIMEOUT = 2.0
@@ -527,7 +498,7 @@ def test_the_deadlines_hold_on_either_http_implementation(implementation, monkey
                                            log_level="warning", timeout_keep_alive=30))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
-    pool = LocalPool(f"http://127.0.0.1:{port}", "", Path("."), None, Path("."))  # type: ignore[arg-type]
+    pool = LocalPool(f"http://127.0.0.1:{port}", "", None, Path("."), Path("."))  # type: ignore[arg-type]
     try:
         deadline = time.monotonic() + 10
         while not server.started:
