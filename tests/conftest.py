@@ -29,6 +29,13 @@ def bubblewrap_usable() -> tuple[bool, str]:
 LocalPool = PoolProcess  # the name the tests knew it by
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with slow tests first: on several workers (xdist, a file each) the long ones start at
+    once rather than last, when the other workers have nothing left to do beside them."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's own order is kept
+
+
 @pytest.fixture(scope="session")
 def pool():
     """One PythonLTS pool for the whole test run (sandboxed when bubblewrap can run)."""
