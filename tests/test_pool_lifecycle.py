@@ -74,7 +74,7 @@ def test_max_sessions_answers_429_with_retry_after():
 
 
 def test_idle_sessions_expire_after_the_cooldown_and_calls_reset_it():
-    pool = start_pool("--cooldown", "2", "--ready-sessions", "0")
+    pool = start_pool("--cooldown", "5", "--ready-sessions", "0")
     try:
         idle, busy = str(uuid.uuid4()), str(uuid.uuid4())
         execute(pool, idle, "x = 1")
@@ -83,8 +83,8 @@ def test_idle_sessions_expire_after_the_cooldown_and_calls_reset_it():
                                                              headers=pool.headers).json()["sessions"]}
         started = time.monotonic()
         # keep `busy` alive with file calls only, for longer than the cooldown and until `idle` is gone
-        while time.monotonic() - started < 3 or idle in listed():
-            assert time.monotonic() - started < 60, "the idle session outlived its 2 s cooldown by a minute"
+        while time.monotonic() - started < 6 or idle in listed():
+            assert time.monotonic() - started < 60, "the idle session outlived its 5 s cooldown by a minute"
             httpx.get(f"{pool.endpoint}/files", params={**API, "identifier": busy}, headers=pool.headers)
             time.sleep(0.5)
         assert busy in listed()
@@ -127,8 +127,8 @@ def test_pool_stops_when_its_parent_is_gone():
         children = session_processes(pool)
         parent.kill()
         parent.wait()
-        assert pool.process.wait(5) == 0
-        assert wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children), 5)
+        assert pool.process.wait(60) == 0  # a deadline against a hang only, as below
+        assert wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children), 30)
     finally:
         pool.stop()
 
