@@ -15,8 +15,11 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -115,12 +118,15 @@ def cpu_seconds(pid: int | str = "self") -> float:
 
 @dataclass
 class PoolProcess:
-    """A `remote-kernel pool` child and how to reach it."""
+    """A `remote-kernel pool` child and how to reach it (the tests' and the benchmarks' one pool starter)."""
 
     endpoint: str
     token: str
     process: subprocess.Popen
     data_root: Path
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+    owns_data_root: bool = False  # made by start_pool: removed when the pool stops
 
     @property
     def headers(self) -> dict[str, str]:
@@ -130,7 +136,16 @@ class PoolProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rsplit(":", 1)[1])
+
+    def log(self) -> str:
+        """What the pool wrote to stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s; the data root goes too when start_pool made it."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -138,7 +153,8 @@ class PoolProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        shutil.rmtree(self.data_root, ignore_errors=True)
+        if self.owns_data_root:
+            shutil.rmtree(self.data_root, ignore_errors=True)
 
     def __enter__(self) -> "PoolProcess":
         return self
@@ -147,27 +163,56 @@ class PoolProcess:
         self.stop()
 
 
-def start_pool(*extra: str, timeout: float = 60) -> PoolProcess:
-    """Start `remote-kernel pool` on a free loopback port with `extra` options; wait for its endpoint."""
-    token = secrets.token_urlsafe(24)
-    data_root = Path(tempfile.mkdtemp(prefix="rk-bench-pool-"))
-    env = {k: v for k, v in os.environ.items() if k not in ("REMOTE_KERNEL_TOKEN", "POOL_MANAGEMENT_ENDPOINT")}
-    env["REMOTE_KERNEL_TOKEN"] = token  # in the environment, never on argv
-    process = subprocess.Popen(
-        [sys.executable, "-m", "remote_kernel", "pool", "--port", "0", "--data-root", str(data_root), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=ROOT, env=env)
+POOL_COMMAND = (sys.executable, "-m", "remote_kernel")
+
+
+def start_pool(*extra: str, token: str | None = None, port: int = 0, data_root: Path | None = None,
+               env: dict[str, str] | None = None, command: Sequence[str] = POOL_COMMAND,
+               timeout: float = 60, socket: Path | None = None) -> PoolProcess:
+    """Start `remote-kernel pool` on loopback `port` (0: a free one), or on the Unix `socket` as the
+    kernel's embedded pool listens, with `extra` options, and wait until it answers /health. `command`
+    runs the CLI (another one may patch a module first); `env` is added to this process's environment;
+    the token goes in the environment, never on argv (where `ps` shows it)."""
+    token = token or secrets.token_urlsafe(24)
+    owns_data_root = data_root is None
+    data_root = data_root or Path(tempfile.mkdtemp(prefix="rk-pool-"))
+    log_path = Path(tempfile.mkstemp(prefix="rk-pool-", suffix=".log")[1])
+    listen = ["--socket", str(socket)] if socket is not None else ["--port", str(port)]
+    args = [*command, "pool", *listen, "--data-root", str(data_root), *extra]
+    child_env = {k: v for k, v in os.environ.items() if k not in ("REMOTE_KERNEL_TOKEN", "POOL_MANAGEMENT_ENDPOINT")}
+    child_env.update(env or {})
+    child_env["REMOTE_KERNEL_TOKEN"] = token
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT,
+                                   env=child_env)
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
+    endpoint = None
     while time.monotonic() < deadline:
         line = process.stdout.readline().decode()
         if not line:
             break
         if line.startswith("export POOL_MANAGEMENT_ENDPOINT="):
-            threading.Thread(target=process.stdout.read, daemon=True).start()
-            return PoolProcess(line.split("=", 1)[1].strip(), token, process, data_root)
-    process.kill()
-    shutil.rmtree(data_root, ignore_errors=True)
-    raise RuntimeError("the pool did not start")
+            endpoint = line.split("=", 1)[1].strip()
+            break
+    pool = PoolProcess(endpoint or "", token, process, data_root, log_path, args, owns_data_root)
+    if endpoint is None:
+        process.kill()
+        pool.stop()
+        raise RuntimeError(f"the pool did not start ({' '.join(args)}): {pool.log()}")
+    threading.Thread(target=process.stdout.read, daemon=True).start()  # never let it block on a full pipe
+    while time.monotonic() < deadline:
+        try:
+            if socket is not None:
+                with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket))) as health:
+                    health.get("http://pool/health", timeout=2)
+            else:
+                httpx.get(f"{endpoint}/health", timeout=2, verify=False)  # a --tls pool: its CA is not trusted here
+            return pool
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    pool.stop()
+    raise RuntimeError(f"the pool did not answer /health within {timeout} s: {pool.log()}")
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.02) -> bool:

@@ -18,12 +18,9 @@ import asyncio
 import hashlib
 import json
 import os
-import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -31,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import start_pool  # noqa: E402
 from remote_kernel.sessions import DEFAULT_API_VERSION, SessionsClient, StaticToken  # noqa: E402
 
 BLOCK = 4 << 20
@@ -79,27 +77,6 @@ def descendants(pid: int) -> list[int]:
     except OSError:
         pass
     return found
-
-
-def start_pool(size: int, data_root: Path) -> tuple[subprocess.Popen, str, str]:
-    token = secrets.token_urlsafe(24)
-    limit = str(size + (64 << 20))
-    process = subprocess.Popen(
-        # on a Unix socket, as the kernel's embedded pool listens (the client's lean transport)
-        [sys.executable, "-m", "remote_kernel", "pool", "--socket", str(data_root.parent / "pool.sock"),
-         f"--token={token}", "--data-root", str(data_root), "--max-upload", limit, "--disk", str(2 * size + (256 << 20)), "--ready-sessions", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env={**os.environ, "REMOTE_KERNEL_TOKEN": ""})
-    assert process.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline().decode()
-        if not line:
-            break
-        if line.startswith("export POOL_MANAGEMENT_ENDPOINT="):
-            threading.Thread(target=process.stdout.read, daemon=True).start()
-            return process, line.split("=", 1)[1].strip(), token
-    process.kill()
-    raise SystemExit("the pool did not start")
 
 
 def make_file(path: Path, size: int) -> str:
@@ -167,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="rk-bench-"))
-    process = None
+    pool = None
     try:
         source, copy, target = work / "source.bin", work / "copy.bin", work / "downloaded.bin"
         print(f"writing a {args.size / 1e6:.0f} MB test file ...", flush=True)
@@ -181,17 +158,15 @@ def main() -> None:
         if args.endpoint:
             endpoint, token, pool_pid = args.endpoint, args.token, None
         else:
-            process, endpoint, token = start_pool(args.size, work / "pool")
-            pool_pid = process.pid
+            pool = start_pool("--max-upload", str(args.size + (64 << 20)), "--disk", str(2 * args.size + (256 << 20)),
+                              "--ready-sessions", "1", data_root=work / "pool",
+                              socket=work / "pool.sock")  # as the kernel's embedded pool listens (the lean transport)
+            endpoint, token, pool_pid = pool.endpoint, pool.token, pool.pid
         figures = asyncio.run(transfer(endpoint, token, args.api_version, source, target, pool_pid))
         intact = figures["downloaded"] == args.size and sha256(target) == expected
     finally:
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        if pool is not None:
+            pool.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     mb = args.size / 1e6

@@ -2,22 +2,12 @@
 from __future__ import annotations
 
 import ast
-
-import os
-import secrets
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import ROOT, PoolProcess, start_pool  # noqa: F401 (the tests import ROOT from here)
 
 
 def bubblewrap_usable() -> tuple[bool, str]:
@@ -28,76 +18,14 @@ def bubblewrap_usable() -> tuple[bool, str]:
     return problem is None, problem or ""
 
 
-@dataclass
-class LocalPool:
-    """A `remote-kernel pool` child process and how to reach it."""
-
-    endpoint: str
-    token: str
-    data_root: Path
-    process: subprocess.Popen
-    log_path: Path
-    args: list[str] = field(default_factory=list)
-
-    @property
-    def port(self) -> int:
-        return int(self.endpoint.rsplit(":", 1)[1])
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+LocalPool = PoolProcess  # the name the tests knew it by
 
 
-def start_pool(*extra: str, token: str | None = None, port: int = 0, data_root: Path | None = None,
-               env: dict[str, str] | None = None, timeout: float = 30) -> LocalPool:
-    """Start a pool with `extra` CLI options and wait until it answers."""
-    token = token or secrets.token_urlsafe(24)
-    data_root = data_root or Path(tempfile.mkdtemp(prefix="rk-pool-"))
-    log_path = Path(tempfile.mkstemp(prefix="rk-pool-", suffix=".log")[1])
-    args = [sys.executable, "-m", "remote_kernel", "pool", "--port", str(port),
-            "--data-root", str(data_root), *extra]
-    # the token goes in the environment, never on argv (where `ps` shows it to every user)
-    child_env = {**os.environ, **(env or {}), "REMOTE_KERNEL_TOKEN": token}
-    log = open(log_path, "wb")
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, env=child_env, cwd=ROOT)
-    deadline = time.monotonic() + timeout
-    endpoint = None
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline().decode()
-        if not line:
-            break
-        if line.startswith("export POOL_MANAGEMENT_ENDPOINT="):
-            endpoint = line.split("=", 1)[1].strip()
-            break
-    if endpoint is None:
-        process.kill()
-        raise RuntimeError(f"the pool did not start: {log_path.read_text()}")
-    # keep draining stdout so the pool never blocks on a full pipe
-    import threading
-
-    threading.Thread(target=lambda: process.stdout.read(), daemon=True).start()
-    pool = LocalPool(endpoint, token, data_root, process, log_path, args)
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{endpoint}/health", timeout=2, verify=False)  # a --tls pool: its CA is not trusted here
-            return pool
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    pool.stop()
-    raise RuntimeError(f"the pool did not answer: {pool.log()}")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with slow tests first: on several workers (xdist, a file each) the long ones start at
+    once rather than last, when the other workers have nothing left to do beside them."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's own order is kept
 
 
 @pytest.fixture(scope="session")

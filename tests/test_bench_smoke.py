@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -18,6 +20,8 @@ def numbers(value) -> list[float]:
     return [float(value)] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
 
 
+@pytest.mark.slow  # the whole benchmark suite, tiny: a minute or more
+@pytest.mark.timeout(600)  # beyond its own 400 s, on a machine busy with the other workers
 def test_tiny_bench_run_produces_every_figure_and_ratio(tmp_path):
     output = tmp_path / "tiny.json"
     run = subprocess.run([sys.executable, "-m", "bench", "--tiny", "--output", str(output)], cwd=ROOT,

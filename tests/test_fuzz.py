@@ -107,6 +107,7 @@ def check_answer(case, pool) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # thousands of requests; minutes on a machine busy with the other workers
 @pytest.mark.parametrize("mode", list(GenerationMode), ids=lambda mode: mode.value)
 def test_the_pool_answers_generated_requests_without_5xx_and_with_the_envelope(mode, pool_schema, fuzz_pool):
     """Every operation of /openapi.json, valid (positive) and invalid (negative) requests.

@@ -98,12 +98,11 @@ def test_the_pools_execution_limit_binds():
     """`--max-execution-time` caps what a request asks for (220 by default, as the hosted service)."""
     pool = start_pool("--max-execution-time", "2", "--ready-sessions", "0")
     try:
-        started = time.monotonic()
         answer = httpx.post(f"{pool.endpoint}/executions", headers=pool.headers, timeout=60,
                             params={"api-version": "2025-10-02-preview", "identifier": str(uuid.uuid4())},
                             json={"code": "import time\ntime.sleep(30)", "timeoutInSeconds": 100}).json()
+        # stopped at the pool's limit: at the request's 100 s the 30 s cell would have succeeded
         assert answer["status"] == "Failed" and answer["error"]["code"] == "ExecutionTimeout", answer
-        assert time.monotonic() - started < 25  # stopped at the pool's limit, not the request's 100 s
     finally:
         pool.stop()
 

@@ -107,5 +107,4 @@ def test_fifty_sessions_of_a_hundred_executions_each_cross_nothing_and_leave_not
     print(f"\n{SESSIONS}×{EXECUTIONS} executions in {took:.1f} s; per execution median "
           f"{durations[len(durations) // 2] * 1000:.0f} ms, p99 {durations[int(len(durations) * 0.99)] * 1000:.0f} ms; "
           f"pool RSS {baseline['rss'] >> 20} → {after['rss'] >> 20} MiB, fds {baseline['fds']} → {after['fds']}")
-    assert took < 180, f"the load took {took:.0f} s"
     assert "Traceback" not in load_pool.log() and "unexpected error" not in load_pool.log()

@@ -74,17 +74,19 @@ def test_max_sessions_answers_429_with_retry_after():
 
 
 def test_idle_sessions_expire_after_the_cooldown_and_calls_reset_it():
-    pool = start_pool("--cooldown", "2", "--ready-sessions", "0")
+    pool = start_pool("--cooldown", "5", "--ready-sessions", "0")
     try:
         idle, busy = str(uuid.uuid4()), str(uuid.uuid4())
         execute(pool, idle, "x = 1")
         execute(pool, busy, "x = 1")
         listed = lambda: {s["identifier"] for s in httpx.get(f"{pool.endpoint}/listSessions", params=API,
                                                              headers=pool.headers).json()["sessions"]}
-        for _ in range(6):  # keep `busy` alive with file calls only, for longer than the cooldown
+        started = time.monotonic()
+        # keep `busy` alive with file calls only, for longer than the cooldown and until `idle` is gone
+        while time.monotonic() - started < 6 or idle in listed():
+            assert time.monotonic() - started < 60, "the idle session outlived its 5 s cooldown by a minute"
             httpx.get(f"{pool.endpoint}/files", params={**API, "identifier": busy}, headers=pool.headers)
             time.sleep(0.5)
-        assert idle not in listed()
         assert busy in listed()
         assert execute(pool, busy, "x").json()["result"]["executionResult"] == 1
         assert execute(pool, idle, "'x' in globals()").json()["result"]["executionResult"] is False
@@ -125,8 +127,8 @@ def test_pool_stops_when_its_parent_is_gone():
         children = session_processes(pool)
         parent.kill()
         parent.wait()
-        assert pool.process.wait(5) == 0
-        assert wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children), 5)
+        assert pool.process.wait(60) == 0  # a deadline against a hang only, as below
+        assert wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children), 30)
     finally:
         pool.stop()
 
@@ -182,7 +184,5 @@ def test_a_client_that_disconnects_interrupts_its_execution(pool):
         httpx.post(f"{pool.endpoint}/executions", params={**API, "identifier": identifier},
                    json={"code": "import time\nfor i in range(600):\n    time.sleep(0.1)\nstate = 'finished'"},
                    headers=pool.headers, timeout=1)
-    started = time.monotonic()
     after = execute(pool, identifier, "state").json()  # queued behind the interrupted one
-    assert after["result"]["executionResult"] == "kept"
-    assert time.monotonic() - started < 10
+    assert after["result"]["executionResult"] == "kept"  # not 'finished': the loop was stopped

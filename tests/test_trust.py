@@ -369,7 +369,7 @@ def test_embedded_pool_gets_no_cloud_secret_and_a_killed_kernel_leaves_no_log(tm
         assert b"s3cret-value" not in environ and b"k3y" not in environ and b"REMOTE_KERNEL_TOKEN=" in environ
         os.kill(kernel_pid, signal.SIGKILL)  # no clean-up runs
         wait_for(lambda: not Path(f"/proc/{pools[0]}").exists(), 30, what="the orphaned pool to stop")
-    wait_for(lambda: not list(temp.iterdir()), 10, what=f"an empty temp folder (left: {list(temp.iterdir())})")
+    wait_for(lambda: not list(temp.iterdir()), 60, what=f"an empty temp folder (left: {list(temp.iterdir())})")
 
 
 def test_session_and_errors_show_the_endpoint_without_credentials(pool):

@@ -201,12 +201,13 @@ def test_interrupt_and_restart_as_vscode_sends_them(pool):
         errors = {}
         for name, kc in kernels.items():
             run(kc, "kept = 'still here'", **vr.CELL)
-            msg_id = kc.execute("import time\nfor _ in range(600): time.sleep(0.1)", **vr.CELL)
-            while True:  # the kernel took the request
+            msg_id = kc.execute("import time\nprint('looping', flush=True)\nfor _ in range(600): time.sleep(0.1)",
+                                **vr.CELL)
+            while True:  # the cell is in its loop (the remote one: in the session)
                 msg = kc.get_iopub_msg(timeout=60)
-                if msg["msg_type"] == "execute_input" and msg["parent_header"].get("msg_id") == msg_id:
+                if (msg["msg_type"] == "stream" and msg["parent_header"].get("msg_id") == msg_id
+                        and "looping" in msg["content"]["text"]):
                     break
-            time.sleep(1.0)  # let the cell reach its loop (the remote one: in the session)
             _interrupt(kc)
             reply = kc.get_shell_msg(timeout=60)
             assert reply["parent_header"]["msg_id"] == msg_id
