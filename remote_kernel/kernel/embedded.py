@@ -60,9 +60,11 @@ class EmbeddedPool:
         self._ready = threading.Event()
         self._failure: str | None = None
         self._log_fd: int | None = None  # the pool's stderr: a file already unlinked, so no kill leaves it behind
-        self._folder = Path(tempfile.mkdtemp(prefix="remote-kernel-"))  # mode 0700: this user only
-        socket_path = self._folder / "pool.sock"
-        self.socket: Path | None = socket_path if len(os.fsencode(socket_path)) <= MAX_SOCKET_PATH else None
+        self._folder: Path | None = Path(tempfile.mkdtemp(prefix="remote-kernel-"))  # mode 0700: this user only
+        self.socket: Path | None = self._folder / "pool.sock"
+        if len(os.fsencode(self.socket)) > MAX_SOCKET_PATH:  # a long TMPDIR: loopback TCP, and no folder to leave
+            self._folder.rmdir()
+            self._folder = self.socket = None
 
     @property
     def argv(self) -> list[str]:
@@ -161,4 +163,5 @@ class EmbeddedPool:
         if self._log_fd is not None:
             os.close(self._log_fd)
             self._log_fd = None
-        shutil.rmtree(self._folder, ignore_errors=True)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
