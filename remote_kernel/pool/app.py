@@ -157,14 +157,13 @@ def choice(body: dict[str, Any], name: str, allowed: tuple[str, ...], code: str)
 
 
 def flag(body: dict[str, Any], *names: str) -> bool:
-    """A boolean field (the first of `names` present); absent or null is False."""
-    for name in names:
-        value = body.get(name)
-        if value is not None:
-            if not isinstance(value, bool):
-                raise ApiError(400, "InvalidRequestBody", f"{name} must be true or false.")
-            return value
-    return False
+    """A boolean field (the first of `names` present; each one given must be a boolean); absent or null
+    is False."""
+    given = [(name, body[name]) for name in names if body.get(name) is not None]
+    for name, value in given:
+        if not isinstance(value, bool):
+            raise ApiError(400, "InvalidRequestBody", f"{name} must be true or false.")
+    return given[0][1] if given else False
 
 
 @dataclass(frozen=True)
