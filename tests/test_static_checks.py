@@ -105,10 +105,12 @@ def test_the_layers_import_only_what_they_may():
     assert not crossings, "\n".join(crossings)
 
 
-def test_the_language_table_and_kernelspecs_import_only_the_standard_library():
-    """The wheel's build hook imports them (through kernelspec.py) before the dependencies are installed."""
+def test_the_language_table_kernelspecs_settings_and_contract_import_only_the_standard_library():
+    """The wheel's build hook imports the first two (through kernelspec.py) before the dependencies are
+    installed; the kernel reads its settings and the contract's facts before anything heavy loads."""
     code = ("import sys\nbefore = set(sys.modules)  # what the interpreter's site brought\n"
-            "import remote_kernel.kernelspec, remote_kernel.kernel.languages\n"
+            "import remote_kernel.kernelspec, remote_kernel.kernel.languages, remote_kernel.kernel.config, "
+            "remote_kernel.contract\n"
             "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}\n"
             "             - set(sys.stdlib_module_names) - {'remote_kernel'}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
