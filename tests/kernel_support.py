@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
+from jupyter_client.manager import KernelManager
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_NAME = "remote-python"
@@ -49,6 +49,24 @@ def pool_env(pool: Any, identifier: str, **extra: str) -> dict[str, str]:
     """The environment of a kernel that uses the test's pool with a known identifier."""
     return {**embedded_env(), "POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "REMOTE_KERNEL_TOKEN": pool.token,
             "REMOTE_KERNEL_IDENTIFIER": identifier, **extra}
+
+
+def start_new_kernel(kernel_name: str = KERNEL_NAME, startup_timeout: float = 60,
+                     **kwargs: Any) -> tuple[KernelManager, BlockingKernelClient]:
+    """jupyter_client's `start_new_kernel`, over IPC in a folder of its own: TCP ports are picked free
+    and bound later by the kernel, a race that several test workers starting kernels at once lose."""
+    folder = tempfile.mkdtemp(prefix="rk-ipc-")  # short: a Unix socket path has ~107 bytes
+    km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(folder, "k"))
+    km.start_kernel(**kwargs)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=startup_timeout)
+    except RuntimeError:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        raise
+    return km, kc
 
 
 @contextmanager

@@ -22,9 +22,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from conftest import start_pool
-from jupyter_client.manager import start_new_kernel
 
-from kernel_support import (KERNEL_NAME, ROOT, collect, embedded_env, errors_of, install_kernelspec, kernel, pool_env,
+from kernel_support import (start_new_kernel, KERNEL_NAME, ROOT, collect, embedded_env, errors_of, install_kernelspec, kernel, pool_env,
                             pool_get, result_of, run, text_of, wait_for)
 
 LOST = "remote session was lost"

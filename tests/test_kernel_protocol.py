@@ -7,9 +7,8 @@ import time
 import unittest
 
 import jupyter_kernel_test
-from jupyter_client.manager import start_new_kernel
 
-from kernel_support import embedded_env, install_kernelspec
+from kernel_support import start_new_kernel, embedded_env, install_kernelspec
 
 
 class RemotePythonKernelTests(jupyter_kernel_test.KernelTests):

@@ -5,11 +5,10 @@ import socket
 import uuid
 
 import pytest
-from jupyter_client.manager import start_new_kernel
 
 from remote_kernel.sessions import RetryPolicy
 
-from kernel_support import (KERNEL_NAME, ROOT, collect, errors_of, install_kernelspec, kernel, listed_sessions,
+from kernel_support import (start_new_kernel, KERNEL_NAME, ROOT, collect, errors_of, install_kernelspec, kernel, listed_sessions,
                             pool_delete_session, pool_env, pool_get, result_of, run, text_of, wait_for)
 
 LOST = "remote session was lost"
