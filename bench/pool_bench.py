@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import subprocess
 import sys
@@ -202,9 +201,9 @@ def throughput(levels: tuple[int, ...], executions: int, runs: int, lean: bool =
             with tempfile.TemporaryDirectory(prefix="rk-bench-uds-") as folder:
                 # SessionsClient against a pool on a Unix socket, as the kernel's embedded pool runs (its lean
                 # transport); the lean HTTP/1.1 load generator over TCP
-                where = () if lean else ("--socket", os.path.join(folder, "pool.sock"))
+                socket = None if lean else Path(folder) / "pool.sock"
                 with start_pool("--ready-sessions", "1", "--max-sessions", str(n + 5), "--cooldown", "3600",
-                                *where) as pool:
+                                socket=socket) as pool:
                     per_run.append(asyncio.run(load(pool, n, executions, lean)))
         out[str(n)] = {"executions_per_s": median([r["executions_per_s"] for r in per_run]),
                        "p50_ms": median([r["p50_ms"] for r in per_run]),
@@ -259,9 +258,9 @@ def run(quick: bool = False, tiny: bool = False) -> dict[str, Any]:
     each, runs = (10, 1) if tiny else (200, 1) if quick else (200, 3)
     results["throughput"] = r = throughput(levels, each, runs)
     shown = [(n, r[str(n)]) for n in levels]
-    if not tiny:  # the same load through the kernel's own client, for comparison
-        results["throughput_sessions_client"] = r2 = throughput(levels[-1:], each, runs, lean=False)
-        shown.append((levels[-1], r2[str(levels[-1])]))
+    # the same load through the kernel's own client on a Unix socket, for comparison
+    results["throughput_sessions_client"] = r2 = throughput(levels[-1:], each, runs, lean=False)
+    shown.append((levels[-1], r2[str(levels[-1])]))
     for n, t in shown:
         print(f"{n:>2} concurrent sessions, {t['client']}: {t['executions_per_s']:.0f} executions/s "
               f"({t['vs_one_session']:.2f} x one session), p50 {t['p50_ms']:.1f} ms, p95 {t['p95_ms']:.1f} ms; CPU "

@@ -45,6 +45,7 @@ def test_tiny_bench_run_produces_every_figure_and_ratio(tmp_path):
         "warm HTTP": pool["warm_round_trip"]["sync_p50_ms"],
         "throughput": pool["throughput"]["2"]["executions_per_s"],
         "throughput p95": pool["throughput"]["2"]["p95_ms"],
+        "throughput through SessionsClient on a Unix socket": pool["throughput_sessions_client"]["2"]["executions_per_s"],
         "session memory": pool["memory"]["session"]["rss"],
         "pool memory": pool["memory"]["pool"]["rss"],
         "upload": files["upload_MBps"],
