@@ -18,7 +18,6 @@ def bubblewrap_usable() -> tuple[bool, str]:
     return problem is None, problem or ""
 
 
-LocalPool = PoolProcess  # the name the tests knew it by
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,9 +1,11 @@
 """Helpers for the kernel's end-to-end tests: the kernelspec, real kernels through jupyter_client."""
 from __future__ import annotations
 
+import atexit
 import http.server
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,6 +58,7 @@ def start_new_kernel(kernel_name: str = KERNEL_NAME, startup_timeout: float = 60
     """jupyter_client's `start_new_kernel`, over IPC in a folder of its own: TCP ports are picked free
     and bound later by the kernel, a race that several test workers starting kernels at once lose."""
     folder = tempfile.mkdtemp(prefix="rk-ipc-")  # short: a Unix socket path has ~107 bytes
+    atexit.register(shutil.rmtree, folder, True)  # the sockets go at shutdown; the folder with the test process
     km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(folder, "k"))
     km.start_kernel(**kwargs)
     kc = km.client()

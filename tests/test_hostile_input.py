@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from conftest import LocalPool, start_pool
+from conftest import PoolProcess, start_pool
 
 V2 = "2025-10-02-preview"
 V1 = "2024-08-02-preview"
@@ -283,7 +283,7 @@ def assert_raw_envelope(answer: bytes, status: int, code: str) -> None:
     assert error["code"] == code and error["message"]
 
 
-def upload_request(pool: LocalPool, identifier: str, body: bytes, content_type: str, length: str,
+def upload_request(pool: PoolProcess, identifier: str, body: bytes, content_type: str, length: str,
                    extra: bytes = b"") -> bytes:
     head = (f"POST /files?api-version={V2}&identifier={identifier} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Authorization: Bearer {pool.token}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n")
@@ -352,7 +352,7 @@ def test_a_client_that_closes_mid_json_body_starts_nothing_and_logs_no_traceback
 
 # slow clients ------------------------------------------------------------------------------------
 
-def start_pool_with(constants: dict[str, float], *extra: str) -> LocalPool:
+def start_pool_with(constants: dict[str, float], *extra: str) -> PoolProcess:
     """A pool whose slow-client deadlines are `constants` (module globals of pool/connections.py)."""
     setup = "; ".join(f"c.{name} = {value!r}" for name, value in constants.items())
     code = f"import sys, remote_kernel.pool.connections as c; {setup}; from remote_kernel.cli import main; sys.exit(main())"
@@ -375,7 +375,7 @@ def paced_pool():
 class SlowClient:
     """A raw connection that records what the pool sent before closing it."""
 
-    def __init__(self, pool: LocalPool) -> None:
+    def __init__(self, pool: PoolProcess) -> None:
         host, port = pool.endpoint.rsplit("//", 1)[1].rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=10)
         self.sock.setblocking(False)
@@ -497,7 +497,7 @@ def test_the_deadlines_hold_on_either_http_implementation(implementation, monkey
                                            log_level="warning", timeout_keep_alive=30))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
-    pool = LocalPool(f"http://127.0.0.1:{port}", "", None, Path("."), Path("."))  # type: ignore[arg-type]
+    pool = PoolProcess(f"http://127.0.0.1:{port}", "", None, Path("."), Path("."))  # type: ignore[arg-type]
     try:
         deadline = time.monotonic() + 10
         while not server.started:

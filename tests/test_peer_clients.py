@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LocalPool, bubblewrap_usable, start_pool
+from conftest import PoolProcess, bubblewrap_usable, start_pool
 
 pytestmark = pytest.mark.slow  # each test starts client libraries in processes of their own (5–30 s each)
 
@@ -39,7 +39,7 @@ def shell_pool():
     pool.stop()
 
 
-def trust_env(pool: LocalPool) -> dict[str, str]:
+def trust_env(pool: PoolProcess) -> dict[str, str]:
     """The three lines `remote-kernel pool --tls` prints, for a pool started with --data-root."""
     tls = pool.data_root / "tls"
     return {"SSL_CERT_FILE": str(tls / "ca-bundle.pem"), "REQUESTS_CA_BUNDLE": str(tls / "ca-bundle.pem"),
@@ -55,7 +55,7 @@ def python_client(module: str) -> None:
         pytest.skip(f"{module} is not installed in tests/peers/.venv ({probe.stderr.strip()[-200:]}): {INSTALL_HINT}")
 
 
-def drive(argv: list[str], pool: LocalPool, tmp_path: Path, extra_env: dict[str, str] | None = None) -> dict:
+def drive(argv: list[str], pool: PoolProcess, tmp_path: Path, extra_env: dict[str, str] | None = None) -> dict:
     """Run one client script; return the JSON it printed after `PEER-RESULT`."""
     env = {**os.environ, "POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "REMOTE_KERNEL_TOKEN": pool.token,
            "WORK_DIR": str(tmp_path), **(extra_env or {})}

@@ -11,7 +11,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from conftest import LocalPool, bubblewrap_usable, start_pool
+from conftest import PoolProcess, bubblewrap_usable, start_pool
 
 TOOLS = {"launchShell", "runShellCommandInRemoteEnvironment", "runPythonCodeInRemoteEnvironment"}
 
@@ -23,7 +23,7 @@ def shell_pool():
     pool.stop()
 
 
-def with_client(pool: LocalPool, scenario: Callable[[ClientSession], Awaitable[Any]], key: str | None = None) -> Any:
+def with_client(pool: PoolProcess, scenario: Callable[[ClientSession], Awaitable[Any]], key: str | None = None) -> Any:
     """Run `scenario` with an initialized SDK client session on the pool's MCP endpoint."""
     async def main() -> Any:
         headers = {"x-ms-apikey": pool.token if key is None else key}
