@@ -62,7 +62,7 @@ const WHOLE_OUTPUT = "To get all of it, write it to a file in /mnt/data (`fs.wri
 
 /**
  * One stream of one execution, in bounded memory: past `limit` UTF-8 bytes it keeps a head (about
- * half the limit, ending at a line end where the write that filled it has one) and a tail (the rest
+ * half the limit, ending at a line end unless its last line is longer than a quarter of it) and a tail (the rest
  * of the limit: a ring of the last writes), and `text()` puts a line between them saying how much
  * was left out and how to get all of it. Text that ends the execution (an error's stack) follows.
  */
@@ -97,10 +97,12 @@ class StreamCapture {
         if (this.onKept) this.onKept(text);
         return;
       }
-      const kept = data.subarray(0, headCut(data, room, this.headEndsLine));
+      const [cut, full] = headCut(data, room, room + Math.floor(this.limit / 4), this.headEndsLine);
+      const kept = data.subarray(0, cut);
       this.keepHead(kept);
-      this.full = true;
+      this.full = full;
       if (this.onKept && kept.length) this.onKept(kept.toString());
+      if (!full) return;
       data = data.subarray(kept.length);
     }
     const room = this.limit - this.headSize; // the tail's share: all the limit leaves over
@@ -143,15 +145,21 @@ class StreamCapture {
 }
 
 /**
- * How many bytes of `data` (longer than `room`) end the head: through its last line end that fits;
- * none when it has none and the head already ends a line; else as many as fit without splitting a character.
+ * How many bytes of `data` (longer than `room`) go to the head, and whether that completes it. The
+ * head ends at a line end where it can: through the last one that fits; with none of `data` when
+ * there is none and the head already ends a line; else through the end of the line the head is in,
+ * up to `stretch` bytes (a later write may end that line). Only a line longer than that is cut, at
+ * the room, never inside a character.
  */
-function headCut(data, room, headEndsLine) {
-  const end = room > 0 ? data.subarray(0, room).lastIndexOf(0x0a) + 1 : 0;
-  if (end || headEndsLine) return end;
-  let cut = Math.max(room, 0);
-  while (cut > 0 && (data[cut] & 0xc0) === 0x80) cut -= 1; // back off continuation bytes
-  return cut;
+function headCut(data, room, stretch, headEndsLine) {
+  let fits = Math.max(room, 0);
+  let end = fits > 0 ? data.subarray(0, fits).lastIndexOf(0x0a) + 1 : 0;
+  if (end || headEndsLine) return [end, true];
+  end = data.subarray(0, Math.max(stretch, 0)).indexOf(0x0a, fits) + 1;
+  if (end) return [end, true];
+  if (data.length <= stretch) return [data.length, false];
+  while (fits > 0 && (data[fits] & 0xc0) === 0x80) fits -= 1; // back off continuation bytes
+  return [fits, true];
 }
 
 /** The longest prefix of `text` that fits in `bytes` UTF-8 bytes without splitting a character. */

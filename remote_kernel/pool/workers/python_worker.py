@@ -170,9 +170,9 @@ class CappedStream(io.TextIOBase):
 class HeadTail:
     """One stream's output kept in bounded memory: its first and last bytes, what falls between counted.
 
-    Past `limit` bytes the stream keeps a head (about half the limit, ending at a line end where the
-    write that filled it has one) and a tail (the rest of the limit: a ring of the last writes), and
-    `text()` puts a line between them saying how much was left out and how to get all of it.
+    Past `limit` bytes the stream keeps a head (about half the limit, ending at a line end unless its
+    last line is longer than a quarter of the limit) and a tail (the rest of the limit: a ring of the
+    last writes), and `text()` puts a line between them saying how much was left out and how to get all of it.
     """
 
     def __init__(self, limit: int, hint: str) -> None:
@@ -192,10 +192,12 @@ class HeadTail:
             if len(data) <= room:
                 self.head += data
                 return data
-            kept = data[:head_cut(data, room, self.head.endswith(b"\n"))]
+            cut, self.full = head_cut(data, room, room + self.limit // 4, self.head.endswith(b"\n"))
+            kept = data[:cut]
             self.head += kept
-            self.full = True
-            data = data[len(kept):]
+            if not self.full:
+                return kept
+            data = data[cut:]
         else:
             kept = b""
         room = self.limit - len(self.head)  # the tail's share: all the limit leaves over
@@ -226,16 +228,26 @@ class HeadTail:
                 f"{len(tail)} are shown). {self.hint}]\n{tail.decode('utf-8', 'replace')}")
 
 
-def head_cut(data: bytes, room: int, at_line_start: bool) -> int:
-    """How many bytes of `data` (longer than `room`) end the head: through its last line end that fits,
-    none when it has none and the head already ends a line, else as many as fit without splitting a character."""
-    end = data.rfind(b"\n", 0, room) + 1
+def head_cut(data: bytes, room: int, stretch: int, at_line_start: bool) -> tuple[int, bool]:
+    """How many bytes of `data` (longer than `room`) go to the head, and whether that completes it.
+
+    The head ends at a line end where it can: through the last one that fits; with none of `data`
+    when there is none and the head already ends a line; else through the end of the line the head
+    is in, up to `stretch` bytes (a write may end that line: print() writes the text, then "\n").
+    Only a line longer than that is cut, at the room, never inside a character.
+    """
+    fits = max(room, 0)
+    end = data.rfind(b"\n", 0, fits) + 1
     if end or at_line_start:
-        return end
-    end = max(room, 0)
-    while end > 0 and data[end] & 0xC0 == 0x80:
-        end -= 1
-    return end
+        return end, True
+    end = data.find(b"\n", fits, max(stretch, 0)) + 1
+    if end:
+        return end, True
+    if len(data) <= stretch:
+        return len(data), False
+    while fits > 0 and data[fits] & 0xC0 == 0x80:
+        fits -= 1
+    return fits, True
 
 
 def json_value(value: object) -> object:
