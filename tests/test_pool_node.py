@@ -345,3 +345,31 @@ def test_pool_refuses_to_start_without_node(tmp_path):
     with pytest.raises(RuntimeError) as failure:
         start_pool("--container-type", "NodeLTS", "--node", str(tmp_path / "no-such-node"), timeout=30)
     assert "Node.js" in str(failure.value) and "install" in str(failure.value)
+
+
+@pytest.mark.parametrize("code", ["console.log('started'); await new Promise(() => {})",
+                                  "console.log('started'); $$.async()",
+                                  "console.log('started'); while (true) {}"])
+def test_an_interrupt_sent_as_the_first_line_arrives_always_ends_the_cell_and_keeps_the_session(node_pool, code):
+    """Each interrupt lands while the cell's synchronous part may still be ending, the moment a SIGINT
+    alone can be lost or end the worker (Node's vm breakOnSigint): each must end its cell, state kept."""
+    identifier = new_identifier()
+    value_v1(node_pool, identifier, "var kept = 'yes'")
+    params = {"api-version": V2, "identifier": identifier}
+    with httpx.Client(base_url=node_pool.endpoint, headers=node_pool.headers, timeout=60) as client:
+        for attempt in range(15):
+            with client.stream("POST", "/.remote-kernel/live-execute", params=params,
+                               json={"code": code, "timeoutInSeconds": 60}) as stream:
+                lines = stream.iter_lines()
+                started = json.loads(next(lines))
+                assert started["event"] == "started"
+                first = json.loads(next(lines))
+                assert first == {"event": "stream", "name": "stdout", "text": "started\n"}
+                answer = client.post("/.remote-kernel/live-interrupt",
+                                     params={**params, "execution": started["id"]}).json()
+                assert answer["status"] == "Running"
+                done = json.loads(next(lines))
+            assert done["event"] == "done", done
+            error = done["execution"]["error"]
+            assert (error["code"], attempt) == ("Interrupted", attempt), error
+    assert value_v1(node_pool, identifier, "kept") == "yes"

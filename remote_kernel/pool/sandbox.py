@@ -69,6 +69,8 @@ class Runtime:
     max_timeout: float = EXECUTION_LIMIT  # longest execution allowed (the hosted cap of the container type)
     #: the environment it needs beyond the sandbox's own, given the session's limits
     own_environment: Callable[[Limits], dict[str, str]] = lambda limits: {}
+    #: whether its worker takes an interrupt command on its command pipe before SIGINT (PROTOCOL.md)
+    interrupt_command: bool = False
 
     @staticmethod
     def python(interpreter: str | None) -> "Runtime":
@@ -101,7 +103,7 @@ class Runtime:
         worker = WORKERS / "node_worker.js"
         binds = tuple(sorted({str(Path(exe).parent.parent)} - {"/usr", "/"}))
         return Runtime("node", (exe,), binds, worker, address_space=False, describe=node_metadata,
-                       own_environment=node_heap)
+                       own_environment=node_heap, interrupt_command=True)
 
     @staticmethod
     def shell() -> "Runtime":

@@ -21,6 +21,7 @@ from remote_kernel.pool.sandbox import Cgroups, Sandbox
 log = logging.getLogger("remote_kernel.pool")
 
 GRACE = 3.0  # seconds an interrupted execution gets before its session is killed
+SIGNAL_AFTER = 0.1  # seconds a Node worker gets to take an interrupt command before it gets SIGINT
 START_TIMEOUT = 60.0
 LINE_LIMIT = 24 << 20  # longest line accepted from a worker (a reply: 2 × 1 MiB streams, an 8 MiB result, escaped)
 READ_CHUNK = 1 << 16
@@ -377,7 +378,27 @@ class Session:
         return reply
 
     def interrupt(self) -> None:
-        """Send SIGINT to the worker: the running execution ends with KeyboardInterrupt."""
+        """Interrupt the running execution (it ends with KeyboardInterrupt, or Node's `Interrupted`).
+
+        Python and Shell workers get SIGINT. A Node worker first gets an interrupt command, which it
+        reads as soon as its event loop is free (a cell that awaits), then, SIGNAL_AFTER seconds
+        later if the execution still runs (synchronous code), SIGINT: a SIGINT that lands as a
+        cell's synchronous part ends is lost, or kills the worker (Node's vm `breakOnSigint`).
+        """
+        if not self._process or self._process.returncode is not None:
+            return
+        worker_id = self._worker_id
+        if self.sandbox.runtime.interrupt_command and worker_id and self._commands is not None:
+            line = json.dumps({"op": "interrupt", "id": worker_id}, separators=(",", ":"))
+            self._commands.write(line.encode() + b"\n")
+            asyncio.get_running_loop().call_later(SIGNAL_AFTER, self._signal_interrupt, worker_id)
+        else:
+            self._signal_interrupt(None)
+
+    def _signal_interrupt(self, worker_id: str | None) -> None:
+        """SIGINT to the worker; with `worker_id`, only while that execution is still running."""
+        if worker_id is not None and (self._worker_id != worker_id or self._answered):
+            return
         if not self._process or self._process.returncode is not None:
             return
         pid = self.sandbox.confinement.interrupt_target(self._process.pid)

@@ -14,12 +14,11 @@
  *   every line where it was, so line numbers in stack traces match the cell.
  * - `$$.async()` makes the execution wait for `$$.done(value)`; `value` becomes the result.
  *
- * Interrupts (SIGINT from the pool) stop synchronous cell code (vm `breakOnSigint`) and end a
- * pending `$$.async()` or top-level `await`. A busy loop that runs later, in a callback or after
- * an `await`, cannot be interrupted: the pool's grace period ends it by killing the session.
- * Two narrow races are Node's own (vm `breakOnSigint`): a SIGINT that lands within microseconds of
- * the start or end of a cell's synchronous part can be lost, or kill the worker (the pool then
- * reports the session lost).
+ * Interrupts: an interrupt command on the command pipe ends a pending `$$.async()` or top-level
+ * `await`; the SIGINT the pool sends a moment later stops synchronous cell code (vm
+ * `breakOnSigint`). A busy loop that runs later, in a callback or after an `await`, cannot be
+ * interrupted: the pool's grace period ends it by killing the session. (SIGINT alone is not
+ * enough: one that lands as a cell's synchronous part ends is lost, or kills the worker.)
  * `process.exit(code)` ends the execution (code 0: success) instead of the worker.
  * Output written while no execution runs (late callbacks) goes to fd 1/2, the pool's debug log.
  */
@@ -1112,6 +1111,25 @@ function openCommands() {
   }
 }
 
+/**
+ * `{"op": "interrupt", "id"}`: interrupt that execution if it is still the one running, at once
+ * (not queued behind it). Read whenever the event loop is free, it ends a cell that awaits; a
+ * synchronous part still running gets the pool's SIGINT (vm `breakOnSigint`). A SIGINT alone is
+ * not enough: one that lands as a cell's synchronous part ends is lost, or, in the moment vm
+ * restores the SIGINT listeners, ends the worker. Returns false for a line that is not one.
+ */
+function interruptCommand(line) {
+  let command;
+  try {
+    command = jsonParse(line);
+  } catch {
+    return false;
+  }
+  if (!command || command.op !== 'interrupt') return false;
+  if (current && current.id === command.id) current.interrupt();
+  return true;
+}
+
 function main() {
   installGlobals();
   installProcessHandlers();
@@ -1144,6 +1162,7 @@ function main() {
   };
   const lines = readline.createInterface({ input: openCommands(), crlfDelay: Infinity });
   lines.on('line', (line) => {
+    if (line.startsWith('{"op":"interrupt"') && interruptCommand(line)) return;
     if (line.trim()) queue.push(line);
     pump();
   });
