@@ -61,7 +61,7 @@ const WHOLE_OUTPUT = "To get all of it, write it to a file in /mnt/data (`fs.wri
 
 /**
  * One stream of one execution, in bounded memory: past `limit` UTF-8 bytes it keeps a head (about
- * half the limit, ending at a line end unless its last line is longer than a quarter of it) and a tail (the rest
+ * half the limit, ending at a line end unless its last line is longer than a sixteenth of it) and a tail (the rest
  * of the limit: a ring of the last writes), and `text()` puts a line between them saying how much
  * was left out and how to get all of it. Text that ends the execution (an error's stack) follows.
  */
@@ -96,7 +96,7 @@ class StreamCapture {
         if (this.onKept) this.onKept(text);
         return;
       }
-      const [cut, full] = headCut(data, room, room + Math.floor(this.limit / 4), this.headEndsLine);
+      const [cut, full] = headCut(data, room, room + Math.floor(this.limit / 16), this.headEndsLine);
       const kept = data.subarray(0, cut);
       this.keepHead(kept);
       this.full = full;

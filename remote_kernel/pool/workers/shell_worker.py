@@ -48,7 +48,7 @@ class HeadTail:
     """One stream's output kept in bounded memory: its first and last bytes, what falls between counted.
 
     Past `limit` bytes the stream keeps a head (about half the limit, ending at a line end unless its
-    last line is longer than a quarter of the limit) and a tail (the rest of the limit: a ring of the
+    last line is longer than a sixteenth of the limit) and a tail (the rest of the limit: a ring of the
     last writes), and `text()` puts a line between them saying how much was left out and how to get all of it.
     """
 
@@ -69,7 +69,7 @@ class HeadTail:
             if len(data) <= room:
                 self.head += data
                 return data
-            cut, self.full = head_cut(data, room, room + self.limit // 4, self.head.endswith(b"\n"))
+            cut, self.full = head_cut(data, room, room + self.limit // 16, self.head.endswith(b"\n"))
             kept = data[:cut]
             self.head += kept
             if not self.full:
