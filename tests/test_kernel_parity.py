@@ -198,6 +198,17 @@ def test_tracebacks_are_coloured_as_ipykernels_without_frames_of_the_worker(kern
     assert "input(" in ANSI.sub("", frames) and "python_worker" not in frames
 
 
+@pytest.mark.parametrize("code", ["1/0", "%time 1/0", "raise SystemExit(3)", "%config NoSuchThing.x = 1\n1/0"])
+def test_a_failed_cell_answers_with_ipykernels_reply_keys_and_outputs(kernels, code):
+    found = {}
+    for name, (reply, outputs) in both(kernels, code).items():
+        error = errors_of(outputs)[0]
+        found[name] = (sorted(set(reply) - {"engine_info", "execution_count"}), reply["user_expressions"],
+                       reply["payload"], sorted((m["msg_type"], m["content"].get("name")) for m in outputs),
+                       error["ename"], ANSI.sub("", "\n".join(error["traceback"])).rstrip("\n").split("\n")[-1])
+    assert found["remote"] == found["python3"]
+
+
 def test_widgets_degrade_to_their_text_form_with_one_note(kernels):
     pytest.importorskip("ipywidgets")
     cell = "import ipywidgets\nipywidgets.IntSlider(value=3)"

@@ -186,9 +186,9 @@ class RemoteKernel(Kernel):
             return vscode.fresh_background_answer(background)
         return await self._helper(vscode.session_code(background, HELPER_MARK), deadline=30.0)
 
-    def _fail(self, message: outputs.Message) -> dict[str, Any]:
+    def _fail(self, message: outputs.Message, payload: list | None = None) -> dict[str, Any]:
         self.publish(*message)
-        return outputs.error_reply(message, self._count - 1)
+        return outputs.error_reply(message, self._count - 1, payload=payload)
 
     async def _run_cell(self, code: str, number: int, user_expressions: dict) -> dict[str, Any]:
         long = long_body(code) if self.language_spec.rich_output else None
@@ -225,14 +225,14 @@ class RemoteKernel(Kernel):
                 execution = await run.run()
             notice = await self.remote.after_execution(client, execution.session_guid)
         except MagicError as exc:
-            return self._fail(outputs.error(exc.ename, exc.message, exc.message.splitlines()))
+            return self._fail(outputs.error(exc.ename, exc.message, exc.message.splitlines()), payload)
         except SessionNotFound as exc:
             self.remote.changed("lost")
-            return self._fail(outputs.transport_error(exc))
+            return self._fail(outputs.transport_error(exc), payload)
         except (SessionsError, EmbeddedPoolError) as exc:
             # a connection the embedded pool refused may mean that it just died
             grace = 1.0 if isinstance(exc, ServiceUnavailable) else 0
-            return self._fail(outputs.transport_error(await self.remote.pool_stopped(grace) or exc))
+            return self._fail(outputs.transport_error(await self.remote.pool_stopped(grace) or exc), payload)
         finally:
             self._run = None
         if notice:
@@ -246,7 +246,7 @@ class RemoteKernel(Kernel):
             hint = missing_file_hint(err[1]["ename"], err[1]["evalue"])
             if hint:
                 self.publish(*outputs.stream("stderr", hint))
-            return outputs.error_reply(err, self._count - 1)
+            return outputs.error_reply(err, self._count - 1, payload=payload)
         expressions = await self._user_expressions(user_expressions) if user_expressions else {}
         return outputs.ok_reply(self._count - 1, payload=payload, user_expressions=expressions)
 

@@ -18,10 +18,12 @@ from remote_kernel.sessions.wire import EXCEPTION_LINE
 
 Message = tuple[str, dict[str, Any]]
 
-# The first line of a remote traceback: IPython's verbose header or the plain interpreter's.
+# The first line of a remote traceback: IPython's verbose header, the plain interpreter's, or IPython's
+# line for SystemExit (after which IPython warns "To exit: use 'exit'…" on stderr: not the traceback).
 _TRACEBACK_START = re.compile(  # (the header may be coloured: ANSI codes around the dashes)
     r"^(?:(?:\x1b\[[0-9;]*m)?-{20,}(?:\x1b\[[0-9;]*m)?\n(?=\S+ +Traceback \(most recent call last\))"
-    r"|Traceback \(most recent call last\):)",
+    r"|Traceback \(most recent call last\):"
+    r"|An exception has occurred, use %tb to see the full traceback\.$)",
     re.MULTILINE,
 )
 
@@ -45,11 +47,13 @@ def error(ename: str, evalue: str, traceback: list[str] | None = None) -> Messag
     return "error", {"ename": ename, "evalue": evalue, "traceback": lines}
 
 
-def error_reply(message: Message, execution_count: int) -> dict[str, Any]:
-    """The execute reply that goes with an `error` message (nbclient reads the reply, papermill the output)."""
+def error_reply(message: Message, execution_count: int, *, payload: list | None = None) -> dict[str, Any]:
+    """The execute reply that goes with an `error` message (nbclient reads the reply, papermill the output),
+    with ipykernel's keys: no user expressions after an error, the payloads of what ran before it."""
     content = message[1]
     return {"status": "error", "execution_count": execution_count, "ename": content["ename"],
-            "evalue": content["evalue"], "traceback": content["traceback"]}
+            "evalue": content["evalue"], "traceback": content["traceback"], "user_expressions": {},
+            "payload": payload or []}
 
 
 def ok_reply(execution_count: int, *, payload: list | None = None,
