@@ -100,10 +100,16 @@ def command_line(pid: int) -> list[str]:
 
 
 def session_workers(pool_pid: int) -> list[int]:
-    """The pids of a pool's session workers (the interpreters, not their bwrap or sh parents)."""
-    return [p for p in descendants(pool_pid) if any(part.endswith(("python_worker.py", "node_worker.js"))
-                                                    for part in command_line(p)[1:])
-            and "bwrap" not in os.path.basename(command_line(p)[0])]
+    """The pids of a pool's session workers (the interpreters, not their bwrap or sh parents).
+
+    Each command line is read once: a process that ends meanwhile has none (and is not a worker)."""
+    found = []
+    for pid in descendants(pool_pid):
+        argv = command_line(pid)
+        if argv and "bwrap" not in os.path.basename(argv[0]) \
+                and any(part.endswith(("python_worker.py", "node_worker.js")) for part in argv[1:]):
+            found.append(pid)
+    return found
 
 
 def cpu_seconds(pid: int | str = "self") -> float:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,9 +57,10 @@ def section(name: str, results: dict[str, Any], work: Callable[[], Any]) -> None
     print(f"\n== {name}", flush=True)
     try:
         results[name] = work()
-    except Exception as error:  # a broken benchmark is reported, and the others still run
-        results[name] = {"error": f"{type(error).__name__}: {error}"}
-        print(f"   FAILED: {type(error).__name__}: {error}", flush=True)
+    except Exception as error:  # a broken benchmark is reported (with where it broke), and the others still run
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        results[name] = {"error": f"{type(error).__name__}: {error} (at {where.filename}:{where.lineno})"}
+        print(f"   FAILED: {results[name]['error']}", flush=True)
     results.setdefault("seconds", {})[name] = time.perf_counter() - started
 
 
