@@ -101,6 +101,20 @@ def test_help_comes_as_a_pager_payload(kernels, code):
         assert "\x1b[" in texts["remote"][0] or code == "%quickref"  # coloured, as ipykernel's
 
 
+@pytest.mark.parametrize("code", ["import math\nmath.sqrt?", "def g(x):\n    'doc'\n    return x\ng?\nprint('after')",
+                                  "print('before')\n%magic", "x = [1]\nx??\nx"])
+def test_help_inside_a_cell_of_code_is_a_pager_payload_too(kernels, code):
+    answers = both(kernels, code)
+    found = {}
+    for name, (reply, outputs) in answers.items():
+        pages = [(p["source"], sorted(p["data"]), p.get("start"), ANSI.sub("", p["data"]["text/plain"]).split("\n")[0])
+                 for p in reply["payload"]]
+        found[name] = (reply["status"], pages, [(m["msg_type"], m["content"].get("name"), m["content"].get("text"))
+                                               for m in outputs if m["msg_type"] == "stream"])
+    assert found["remote"] == found["python3"]
+    assert found["remote"][1], "no page"
+
+
 def test_magic_pages_and_lsmagic_shows_the_session_magics(kernels):
     answers = both(kernels, "%magic")
     pages = {name: reply["payload"] for name, (reply, _) in answers.items()}

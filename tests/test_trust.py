@@ -116,6 +116,18 @@ def test_scripts_handlers_and_javascript_do_not_reach_the_front_end_by_default(r
         run(remote, "%session active off")
 
 
+def test_a_page_from_the_session_is_screened_as_a_display_is(remote):
+    code = ("from IPython.core import page\n"
+            "page.page({'text/plain': 'plain page', 'text/html': '<b>kept</b><script>alert(8)</script>'\n"
+            "           '<img src=x onerror=alert(9)>'})")
+    reply, outputs = run(remote, code)
+    assert reply["status"] == "ok", outputs
+    [page] = reply["payload"]
+    assert page["source"] == "page" and page["data"]["text/plain"] == "plain page"
+    html = page["data"]["text/html"]
+    assert "<b>kept</b>" in html and "alert" not in html and "onerror" not in html
+
+
 def test_safe_outputs_arrive_as_a_local_ipykernel_shows_them(remote):
     with local_kernel() as (_, local):
         run(local, "%matplotlib inline")

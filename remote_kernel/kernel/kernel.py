@@ -202,7 +202,7 @@ class RemoteKernel(Kernel):
                 return outputs.ok_reply(self._count - 1, payload=payload)
             helped = await self._help_cell(remote_code)
             if helped is not None:
-                return outputs.ok_reply(self._count - 1, payload=payload + helped)
+                return outputs.ok_reply(self._count - 1, payload=payload + self._screened_pages(helped))
             needs_stdin = stdin_needed(remote_code)
             if needs_stdin:
                 raise MagicError(needs_stdin, "StdinNotImplementedError")
@@ -238,6 +238,7 @@ class RemoteKernel(Kernel):
         if notice:
             self.publish(*outputs.stream("stderr", notice))
         err = await render.finish(execution)
+        payload += self._screened_pages(render.pages)
         self.rich.after_cell(client)
         if err is not None and err[1]["ename"] == "SessionLost":
             self.remote.changed("lost")
@@ -276,6 +277,18 @@ class RemoteKernel(Kernel):
         if answer.get("stdout"):
             self.publish(*outputs.stream("stdout", str(answer["stdout"])))
         return answer["payload"]
+
+    def _screened_pages(self, pages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Pages for the reply's payload, screened as displays are (`trust`): front ends show them as output."""
+        kept = []
+        for page in pages:
+            screened, notice = self.guard.screen("display_data", {"data": page.get("data"), "metadata": {},
+                                                                  "transient": {}})
+            if notice:
+                self.publish(*outputs.stream("stderr", notice))
+            if screened is not None:
+                kept.append({**page, "data": screened["data"]})
+        return kept
 
     async def session_magics(self) -> str | None:
         """The session's own `%lsmagic` listing (None when the language has none or there is no answer)."""

@@ -44,7 +44,8 @@ _MIME = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[\w.+-]{1,127}")
 # the middle line of a stream the pool's worker cut (its head and tail kept)
 _TRUNCATED = re.compile(r"^\[output truncated: \d+ bytes left out here \(the first \d+ and the last \d+ are shown\)",
                         re.MULTILINE)
-_KINDS = {"display": "display_data", "update": "update_display_data", "result": "execute_result"}
+_KINDS = {"display": "display_data", "update": "update_display_data", "result": "execute_result",
+          "page": "page"}
 
 
 class Malformed(ValueError):
@@ -55,12 +56,13 @@ class Malformed(ValueError):
 class Output:
     """One output the session produced: a display, an update of one, or a rich result."""
 
-    type: str  # "display", "update", "result"
+    type: str  # "display", "update", "result", "page" (IPython's pager: a payload of the reply)
     data: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     transient: dict[str, Any] = field(default_factory=dict)
     late: bool = False  # produced after the cell's code ended (a figure left open, the result)
     size: int = 0
+    start: int = 0  # a page's first line to show
 
     @classmethod
     def from_json(cls, item: Any, size: int) -> Output:
@@ -82,7 +84,10 @@ class Output:
             raise Malformed("an output with a display_id that is not a string")
         if kind == "update" and not transient.get("display_id"):
             raise Malformed("an update without a display_id")
-        return cls(kind, data, parts[0], transient, bool(item.get("late")), size)
+        start = item.get("start", 0)
+        if kind == "page" and not (isinstance(start, int) and not isinstance(start, bool) and start >= 0):
+            raise Malformed("a page whose start is not a line number")
+        return cls(kind, data, parts[0], transient, bool(item.get("late")), size, start if kind == "page" else 0)
 
     def message(self, execution_count: int) -> Message:
         if self.type == "result":
@@ -126,6 +131,7 @@ class CellRender:
         self._spent = 0
         self._over = False
         self.result_shown = False
+        self.pages: list[dict[str, Any]] = []  # what IPython's pager showed: the reply's payload
 
     # --- text as it comes -----------------------------------------------------------------
 
@@ -211,6 +217,9 @@ class CellRender:
         self._output(found)
 
     def _output(self, output: Output) -> None:
+        if output.type == "page":  # as ipykernel's payload pager: the last page of the cell is the reply's
+            self.pages = [{"source": "page", "data": output.data, "start": output.start}]
+            return
         if output.late or output.type == "result":
             self._holding = True
         if self._holding:

@@ -242,6 +242,9 @@ class RichShim:
         import builtins
         import getpass
 
+        from IPython.core import page as pager
+
+        self._replace(pager, "page", self.page)
         self._replace(builtins, "input", no_stdin("raw_input"))
         self._replace(getpass, "getpass", no_stdin("getpass"))
         self._plotly_as_in_jupyter()
@@ -496,6 +499,12 @@ class RichShim:
         elif data:
             self.mark("r")  # plain text travels in the contract's result slot: no file needed
         return data, metadata
+
+    def page(self, strng: Any, start: int = 0, screen_lines: int = 0, pager_cmd: Any = None) -> None:
+        """IPython's pager (`obj?` anywhere in a cell, `%magic`, `%quickref`): a page for the reply's
+        payload, as ipykernel's payload pager makes it."""
+        data = strng if isinstance(strng, dict) else {"text/plain": str(strng)}
+        self.emit({"type": "page", "data": _jsonable(data), "start": max(0, int(start or 0))})
 
     def clear_output(self, wait: bool = False) -> None:
         self.mark("w" if wait else "c")
