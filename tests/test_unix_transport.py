@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from remote_kernel.pool.server import KEEP_ALIVE
 from remote_kernel.sessions import SessionsClient, StaticToken
 from remote_kernel.sessions import unix_transport
 from remote_kernel.sessions.models import ServiceUnavailable
@@ -90,8 +91,8 @@ def test_an_idle_connection_the_server_closed_is_not_reused(socket_pool, monkeyp
             transport = transport_of(client)
             await client.execute("1")
             kept = transport._idle[0]
-            deadline = time.monotonic() + 30
-            while kept.reusable():  # uvicorn closes idle connections after 5 s
+            deadline = time.monotonic() + KEEP_ALIVE + 30
+            while kept.reusable():  # the pool closes idle connections after KEEP_ALIVE seconds
                 assert time.monotonic() < deadline, "the server never closed the idle connection"
                 await asyncio.sleep(0.2)
             assert (await client.execute("2")).result == 2

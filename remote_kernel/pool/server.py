@@ -28,6 +28,7 @@ from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavaila
 from remote_kernel.pool.tls import TlsFiles, TlsProblem, default_folder, given, make_own
 
 log = logging.getLogger("remote_kernel.pool")
+KEEP_ALIVE = 30  # seconds an idle client connection stays open
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,7 +121,7 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
     listener = listen_unix(args.socket) if args.socket else listen(args.host, args.port)
     endpoint = endpoint_of(listener, tls is not None)
     config = uvicorn.Config(app, log_level="warning", ssl_certfile=str(tls.cert) if tls else None,
-                            ssl_keyfile=str(tls.key) if tls else None, access_log=False, lifespan="off", timeout_keep_alive=30,
+                            ssl_keyfile=str(tls.key) if tls else None, access_log=False, lifespan="off", timeout_keep_alive=KEEP_ALIVE,
                             limit_concurrency=1024, server_header=False, date_header=True,
                             http=guarded_protocol())  # deadlines for slow clients (slow-loris)
     server = PoolServer(config)
