@@ -470,8 +470,9 @@ def test_the_deadlines_hold_on_either_http_implementation(implementation, monkey
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
     else:
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
-    monkeypatch.setattr(connections, "HEADER_TIMEOUT", 1.0)
-    monkeypatch.setattr(connections, "BODY_TIMEOUT", 1.0)
+    deadline_s = 2.0  # both deadlines: 8 × the steady client's 0.25 s pauses, so that a loaded machine keeps it steady
+    monkeypatch.setattr(connections, "HEADER_TIMEOUT", deadline_s)
+    monkeypatch.setattr(connections, "BODY_TIMEOUT", deadline_s)
     monkeypatch.setattr(connections, "MAX_WAITING", 8)
     bodies: list[int | None] = []
 
@@ -509,7 +510,7 @@ def test_the_deadlines_hold_on_either_http_implementation(implementation, monkey
         steady.send(head)
         started = time.monotonic()
         sent = 0
-        while time.monotonic() - started < 3.2:  # past both deadlines; the steady body never idles for 1 s
+        while time.monotonic() - started < 2.5 * deadline_s:  # well past both deadlines; the steady body never idles long
             trickling.send(head[sent:sent + 1])
             if sent < 12:
                 steady.send(b"x")
