@@ -18,8 +18,6 @@ def bubblewrap_usable() -> tuple[bool, str]:
     return problem is None, problem or ""
 
 
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The files with slow tests first: on several workers (xdist, a file each) the long ones start at
     once rather than last, when the other workers have nothing left to do beside them."""

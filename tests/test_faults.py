@@ -23,8 +23,8 @@ from starlette.routing import Route
 
 from conftest import start_pool
 
-from kernel_support import (start_new_kernel, KERNEL_NAME, ROOT, collect, embedded_env, errors_of, install_kernelspec, kernel, pool_env,
-                            pool_get, result_of, run, text_of, wait_for)
+from kernel_support import (KERNEL_NAME, ROOT, collect, embedded_env, errors_of, install_kernelspec, kernel, pool_env,
+                            pool_get, result_of, run, start_new_kernel, text_of, wait_for)
 
 LOST = "remote session was lost"
 

@@ -13,7 +13,8 @@ import uuid
 
 import pytest
 
-from kernel_support import (start_new_kernel, embedded_env, errors_of, install_kernelspec, pool_env, result_of, run, text_of)
+from kernel_support import (embedded_env, errors_of, install_kernelspec, pool_env, result_of, run, start_new_kernel,
+                            text_of)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -44,8 +44,8 @@ _MIME = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[\w.+-]{1,127}")
 # the middle line of a stream the pool's worker cut (its head and tail kept)
 _TRUNCATED = re.compile(r"^\[output truncated: \d+ bytes left out here \(the first \d+ and the last \d+ are shown\)",
                         re.MULTILINE)
-_KINDS = {"display": "display_data", "update": "update_display_data", "result": "execute_result",
-          "page": "page"}
+_KINDS = {"display": "display_data", "update": "update_display_data", "result": "execute_result"}
+PAGE = "page"  # IPython's pager: not a message, a page of the reply's payload
 
 
 class Malformed(ValueError):
@@ -71,7 +71,7 @@ class Output:
             raise Malformed("an output that is not a JSON object")
         kind = item.get("type", "display")
         data = item.get("data")
-        if kind not in _KINDS or not isinstance(data, dict) or not data:
+        if (kind not in _KINDS and kind != PAGE) or not isinstance(data, dict) or not data:
             raise Malformed("an output without a known type or a MIME bundle")
         for mime, value in data.items():
             if not _MIME.fullmatch(mime) or not (isinstance(value, (str, dict, list))):
@@ -85,9 +85,9 @@ class Output:
         if kind == "update" and not transient.get("display_id"):
             raise Malformed("an update without a display_id")
         start = item.get("start", 0)
-        if kind == "page" and not (isinstance(start, int) and not isinstance(start, bool) and start >= 0):
+        if kind == PAGE and not (isinstance(start, int) and not isinstance(start, bool) and start >= 0):
             raise Malformed("a page whose start is not a line number")
-        return cls(kind, data, parts[0], transient, bool(item.get("late")), size, start if kind == "page" else 0)
+        return cls(kind, data, parts[0], transient, bool(item.get("late")), size, start if kind == PAGE else 0)
 
     def message(self, execution_count: int) -> Message:
         if self.type == "result":
@@ -217,7 +217,7 @@ class CellRender:
         self._output(found)
 
     def _output(self, output: Output) -> None:
-        if output.type == "page":  # as ipykernel's payload pager: the last page of the cell is the reply's
+        if output.type == PAGE:  # as ipykernel's payload pager: the last page of the cell is the reply's
             self.pages = [{"source": "page", "data": output.data, "start": output.start}]
             return
         if output.late or output.type == "result":

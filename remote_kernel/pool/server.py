@@ -121,8 +121,8 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
     listener = listen_unix(args.socket) if args.socket else listen(args.host, args.port)
     endpoint = endpoint_of(listener, tls is not None)
     config = uvicorn.Config(app, log_level="warning", ssl_certfile=str(tls.cert) if tls else None,
-                            ssl_keyfile=str(tls.key) if tls else None, access_log=False, lifespan="off", timeout_keep_alive=KEEP_ALIVE,
-                            limit_concurrency=1024, server_header=False, date_header=True,
+                            ssl_keyfile=str(tls.key) if tls else None, access_log=False, lifespan="off",
+                            timeout_keep_alive=KEEP_ALIVE, limit_concurrency=1024, server_header=False, date_header=True,
                             http=guarded_protocol())  # deadlines for slow clients (slow-loris)
     server = PoolServer(config)
     server.pool = pool
