@@ -19,10 +19,13 @@ JUPYTER_REPR_VERSIONS = ("2025-10-02-preview",)
 #: what a request without api-version means: the 2024 preview's clients sent none (seed 002's samples)
 LEGACY_API_VERSION = "2024-02-02-preview"
 
-#: a session identifier: 4 to 128 of these characters (a uuid4 is best)
-IDENTIFIER_PATTERN = r"[A-Za-z0-9\-_|&^%$#(){}\[\];<>]{4,128}"
+#: a session identifier: 4 to 128 of these characters (a uuid4 is best). The official documents'
+#: pattern (all three api-versions), the same set of characters written once; identifiers are query
+#: parameters and keys of the pool's table, never a file name
+IDENTIFIER_PATTERN = r"""[a-zA-Z0-9_|}{\[\]:"';<>?/.,@#$%^&*()\-+=!~`]{4,128}"""
 IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
-IDENTIFIER_RULE = "4 to 128 letters, digits or -_|&^%$#(){}[];<> characters"
+IDENTIFIER_RULE = ("4 to 128 characters: letters, digits, or any of _|}{[]:\"';<>?/.,@#$%^&*()-+=!~` "
+                   "(no spaces; a uuid4 is best)")
 
 #: the hosted service's cap on one execution, in seconds (code-interpreter pools)
 EXECUTION_LIMIT = 220.0

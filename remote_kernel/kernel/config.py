@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from remote_kernel.contract import (API_VERSIONS, AUTH_MODES, DEFAULT_API_VERSION, EXECUTION_LIMIT, IDENTIFIER,
-                                     JUPYTER_REPR_VERSIONS)
+                                     IDENTIFIER_RULE, JUPYTER_REPR_VERSIONS)
 from remote_kernel.sizes import format_size, parse_size
 
 #: a hosted pool's cap on one execution; local pools take what the kernel asks
@@ -126,8 +126,8 @@ class KernelConfig:
         identifier = env.get("REMOTE_KERNEL_IDENTIFIER", "").strip()
         from_env = bool(identifier)
         if from_env and not IDENTIFIER.fullmatch(identifier):
-            problems.append(f"REMOTE_KERNEL_IDENTIFIER={identifier!r} is not a valid identifier: use 4–128 letters, "
-                            "digits or -_|&^%$#(){}[];<> (a uuid4 is best).")
+            problems.append(f"REMOTE_KERNEL_IDENTIFIER={identifier!r} is not a valid identifier: use "
+                            f"{IDENTIFIER_RULE}.")
         identifier = identifier or str(uuid.uuid4())
 
         notices: list[str] = []
