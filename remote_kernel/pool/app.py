@@ -44,10 +44,14 @@ class Version:
     session_routes: bool  # GET/DELETE session, listSessions, metadata
 
 
-#: the HTTP status of an execute answer, where it is not 202 (2025-10-02-preview answers 200)
-EXECUTE_STATUS = {"2025-10-02-preview": 200}
-VERSIONS = {name: Version("v1" if name in V1_API_VERSIONS else "v2", EXECUTE_STATUS.get(name, 202),
-                          name in SESSION_API_VERSIONS) for name in API_VERSIONS}
+#: the HTTP status of an execute answer: 202 in the v1 shape (seed 004's samples), 200 in the v2 shape, as all
+#: three official documents say (seed 004 and an older revision of the spec show 202 for 2024-10-02-preview;
+#: every client found accepts any 2xx; docs/clients.md, "The official documents")
+EXECUTE_STATUS = {"v1": 202, "v2": 200}
+VERSIONS = {name: Version(shape, EXECUTE_STATUS[shape], name in SESSION_API_VERSIONS)
+            for name in API_VERSIONS for shape in ["v1" if name in V1_API_VERSIONS else "v2"]}
+#: where the Gate keeps the Azure-style prefix it took off the path (answers that name a URL put it back)
+PREFIX_KEY = "remote_kernel.azure_prefix"
 AZURE_PREFIX = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/sessionPools/[^/]+(?=/|$)", re.IGNORECASE)
 MAX_JSON_BODY = 16 << 20
 SHELL_STREAM_LIMIT = 4096  # bytes per stream a Shell answer keeps unless the request names another cap
@@ -206,6 +210,8 @@ def shell_command(body: dict[str, Any]) -> str:
                        "(a list of strings).")
     if command is not None and not isinstance(command, str):
         raise ApiError(400, "InvalidShellCommand", "shellCommand must be a string.")
+    if command is not None and body.get("shellCommand") is not None:
+        command = source_code({**body, "code": command, "pythonCode": None})  # codeInputType InlineBase64 applies
     if argv is not None and (not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv)):
         raise ApiError(400, "InvalidShellCommand", "execCommandAndArgs must be a non-empty list of strings.")
     if stdin is not None and not isinstance(stdin, str):
@@ -225,10 +231,11 @@ def execution_request(body: dict[str, Any], runtime: str, max_timeout: float) ->
         raise ApiError(400, "InvalidCode", "The code is not valid Unicode (it has a lone surrogate).") from None
     mode = choice(body, "executionType", ("synchronous", "asynchronous"), "InvalidExecutionType")
     timeout = body.get("timeoutInSeconds")
-    if timeout is None:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float, type(None))) or timeout != timeout:  # NaN
+        raise ApiError(400, "InvalidTimeout", f"timeoutInSeconds must be a number (at most {max_timeout:g}; "
+                                              "0 or less means the default).")
+    if timeout is None or timeout <= 0:  # an int32 without a minimum in the official documents: 0 and -1 are valid
         timeout = min(EXECUTION_LIMIT, max_timeout)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:  # NaN too
-        raise ApiError(400, "InvalidTimeout", f"timeoutInSeconds must be a positive number (at most {max_timeout:g}).")
     cap = body.get("outputStreamsMaxLength")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
         raise ApiError(400, "InvalidOutputStreamsMaxLength", "outputStreamsMaxLength must be a whole number ≥ 0.")
@@ -308,11 +315,16 @@ def trimmed_bytes(text: str, cap: int | None) -> str:
     return text if len(data) <= cap else data[:cap].decode("utf-8", "ignore")
 
 
+def absolute_url(request: Request, path: str) -> str:
+    """`path` (with its query) as an absolute URL of this pool, under the Azure-style prefix the request had."""
+    return f"{request.url.scheme}://{request.url.netloc}{request.scope.get(PREFIX_KEY, '')}{path}"
+
+
 def execution_headers(request: Request, session: Session, outcome: Outcome, version_name: str) -> dict[str, str]:
     identifier = quote(session.identifier or "", safe="")
+    location = f"/executions/{quote(outcome.id, safe='')}?api-version={version_name}&identifier={identifier}"
     return {"operation-id": outcome.id,
-            "Operation-Location": f"/executions/{quote(outcome.id, safe='')}?api-version={version_name}"
-                                  f"&identifier={identifier}",
+            "Operation-Location": absolute_url(request, location),  # a uri in the official documents
             "x-ms-session-guid": session.guid,
             "x-ms-execution-request-time": f"{outcome.ms or 0:.3f}",
             "x-ms-container-execution-duration": str(int(outcome.ms or 0))}
@@ -354,8 +366,8 @@ def raw_result(session: Session, outcome: Outcome) -> dict[str, Any]:
 def v2_execution(session: Session, outcome: Outcome, cap: int | None, mode: str, runtime: str) -> dict[str, Any]:
     shell = runtime == "shell"
     body: dict[str, Any] = {"id": outcome.id, "identifier": session.identifier, "sessionId": session.identifier,
-                            "executionType": mode, "status": outcome.status, "result": None}
-    if outcome.done.is_set():
+                            "executionType": mode, "status": outcome.status}
+    if outcome.done.is_set():  # a running execution has no result (seed 004's asynchronous answer)
         trim = trimmed_bytes if shell else trimmed
         body["result"] = {"stdout": trim(outcome.stdout, cap), "stderr": trim(outcome.stderr, cap),
                           "executionResult": result_value(outcome, runtime),
@@ -364,8 +376,8 @@ def v2_execution(session: Session, outcome: Outcome, cap: int | None, mode: str,
             del body["result"]["executionResult"]
             if outcome.error_code is None and isinstance(outcome.result, int):
                 body["status"] = str(outcome.result)
-    if outcome.error_code:
-        body["error"] = {"code": outcome.error_code, "message": outcome.error_message or ""}
+    if outcome.error_code:  # an ErrorResponse, as the official documents give it
+        body["error"] = {"error": {"code": outcome.error_code, "message": outcome.error_message or ""}}
     body["rawResult"] = raw_result(session, outcome)
     return body
 
@@ -404,9 +416,9 @@ async def execute_v2(request: Request) -> Response:
 async def get_execution(request: Request) -> Response:
     name, _ = version_of(request)
     session = existing_session(request)
-    outcome = session.executions.get(request.path_params["execution_id"])
+    outcome = session.executions.get(request.path_params["executionId"])
     if outcome is None:
-        raise ApiError(404, "ExecutionNotFound", f"No execution {request.path_params['execution_id']!r} "
+        raise ApiError(404, "ExecutionNotFound", f"No execution {request.path_params['executionId']!r} "
                                                  "in this session.")
     cap = SHELL_STREAM_LIMIT if runtime_of(request) == "shell" else None
     return JSONResponse(v2_execution(session, outcome, cap, "Asynchronous", runtime_of(request)),
@@ -573,6 +585,33 @@ def upload_route(fixed: str | None) -> Callable[[Request], Awaitable[Response]]:
     return upload
 
 
+#: the most entries a recursive listing gives (a session's /mnt/data is the user's own; this bounds one answer)
+MAX_RECURSIVE_ENTRIES = 10_000
+
+
+def recursive_listing(root: Any, folder: list[str]) -> list[tuple[str, files.Entry]]:
+    """Every entry under `folder`, breadth first, each with its folder relative to `folder` ("" at the top)."""
+    found: list[tuple[str, files.Entry]] = []
+    pending = [(folder, "")]
+    while pending and len(found) < MAX_RECURSIVE_ENTRIES:
+        parts, relative = pending.pop(0)
+        for entry in files.listing(root, parts):
+            found.append((relative, entry))
+            if entry.is_dir:
+                pending.append(([*parts, entry.name], f"{relative}/{entry.name}".lstrip("/")))
+    return found[:MAX_RECURSIVE_ENTRIES]
+
+
+def recursive(request: Request, version_name: str) -> bool:
+    """Whether a listing asks for the whole tree (`recursive`, 2025-10-02-preview on)."""
+    text = request.query_params.get("recursive")
+    if text is None or version_name < "2025-10-02-preview":
+        return False
+    if text.lower() not in ("true", "false"):
+        raise ApiError(400, "InvalidRecursive", "recursive must be true or false.")
+    return text.lower() == "true"
+
+
 async def list_files(request: Request) -> Response:
     answers = file_answers(request)
     session = await session_of(request)
@@ -580,6 +619,9 @@ async def list_files(request: Request) -> Response:
         folder = files.parts_of(request.query_params.get("path"))
     except files.BadPath as bad:
         raise ApiError(400, "InvalidFileName", str(bad)) from None
+    if recursive(request, version_of(request, legacy=True)[0]):
+        tree = await on_files(session, lambda: recursive_listing(session.data_dir, folder))
+        return JSONResponse({"value": [{**v2_entry(entry), "directory": where} for where, entry in tree]})
     entries = await on_files(session, lambda: files.listing(session.data_dir, folder))
     return answers.listing(entries)
 
@@ -592,7 +634,8 @@ async def file_metadata(request: Request) -> Response:
     return answers.metadata(entry)
 
 
-def download_route(param: str = "name") -> Callable[[Request], Awaitable[Response]]:
+def download_route(param: str = "name", media: str | None = None) -> Callable[[Request], Awaitable[Response]]:
+    """A download route; its bytes are sent as `media`, or as the file's own type when None (the v1 routes)."""
     async def download(request: Request) -> Response:
         version_of(request, legacy=True)
         session = await session_of(request)
@@ -601,7 +644,8 @@ def download_route(param: str = "name") -> Callable[[Request], Awaitable[Respons
         fd, entry = await on_files(session, lambda: files.open_for_reading(session.data_dir, parts))
         headers = {"Content-Length": str(entry.size), "Last-Modified": entry.modified_iso,
                    "Content-Disposition": f"attachment; filename*=UTF-8''{quote(entry.name, safe='')}"}
-        return FileDownload(files.read_chunks(fd, entry.size), media_type=entry.content_type, headers=headers)
+        return FileDownload(files.read_chunks(fd, entry.size), media_type=media or entry.content_type,
+                            headers=headers)
     return download
 
 
@@ -653,14 +697,20 @@ def page(request: Request) -> tuple[list[Session], int, str | None]:
     sessions = sorted(pool_of(request).listed(), key=lambda s: s.created_at)
     chunk = sessions[skip:skip + LIST_PAGE]
     more = skip + LIST_PAGE < len(sessions)
-    next_link = f"{request.url.path}?api-version={request.query_params['api-version']}&skip={skip + LIST_PAGE}"
+    version = quote(request.query_params["api-version"], safe="")
+    next_link = absolute_url(request, f"{request.url.path}?api-version={version}&skip={skip + LIST_PAGE}")
     return chunk, len(sessions), next_link if more else None
+
+
+def with_next_link(body: dict[str, Any], next_link: str | None) -> dict[str, Any]:
+    """The page, with `nextLink` only when there is a next page (a string in the official documents, never null)."""
+    return {**body, "nextLink": next_link} if next_link else body
 
 
 async def list_sessions(request: Request) -> Response:
     with_session_routes(request)
     chunk, _, next_link = page(request)
-    return JSONResponse({"sessions": [session_view(s) for s in chunk], "nextLink": next_link})
+    return JSONResponse(with_next_link({"sessions": [session_view(s) for s in chunk]}, next_link))
 
 
 async def metadata(request: Request) -> Response:
@@ -676,8 +726,8 @@ async def management_get_session(request: Request) -> Response:
 async def management_list_sessions(request: Request) -> Response:
     version_of(request)
     chunk, count, next_link = page(request)
-    return JSONResponse({"value": [session_view(s, "expiresAt") for s in chunk], "count": count,
-                         "nextLink": next_link})
+    return JSONResponse(with_next_link({"value": [session_view(s, "expiresAt") for s in chunk], "count": count},
+                                       next_link))
 
 
 async def management_stop_session(request: Request) -> Response:
@@ -735,11 +785,11 @@ ROUTES = [
     ApiRoute("/executions", execute_v2, op("Execute code (v2 shape)", oa.EXECUTE_PARAMS,
                                            {"200": oa.answer("The execution (2025-10-02-preview)", oa.OBJECT),
                                             "202": oa.EXECUTION, **oa.DUPLICATE}, **EXECUTES)),
-    ApiRoute("/executions/{execution_id}", get_execution, op("An execution's state (v2)",
+    ApiRoute("/executions/{executionId}", get_execution, op("An execution's state (v2)",
                                                              (*oa.SESSION_PARAMS, oa.EXECUTION_ID),
                                                              {"200": oa.EXECUTION})),
-    ApiRoute("/files/{name:anypath}/content", download_route(), op("Download a file (v2)", (*oa.FILE_PARAMS, oa.NAME),
-                                                                   oa.FILE_BYTES)),
+    ApiRoute("/files/{name:anypath}/content", download_route(media="application/octet-stream"),
+             op("Download a file (v2)", (*oa.FILE_PARAMS, oa.NAME), oa.FILE_BYTES)),
     # both shapes: the api-version decides
     ApiRoute("/files", upload_route(None), op("Upload a file (v2 shape)", oa.FILE_PARAMS,
                                               {"200": oa.answer("The file", oa.OBJECT)}, body=oa.UPLOAD)),
@@ -814,10 +864,12 @@ class Gate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = re.sub(r"/{2,}", "/", scope["path"])
+        prefix = AZURE_PREFIX.match(path)
         path = AZURE_PREFIX.sub("", path) or "/"
         if len(path) > 1:
             path = path.rstrip("/")
-        scope = {**scope, "path": path, "raw_path": path.encode("utf-8", "surrogateescape")}
+        scope = {**scope, "path": path, "raw_path": path.encode("utf-8", "surrogateescape"),
+                 PREFIX_KEY: prefix.group(0) if prefix else ""}
         if path == MCP_PATH:
             given = dict(scope["headers"]).get(b"x-ms-apikey", b"")
             if self.mcp_key is not None and not hmac.compare_digest(given.strip(), self.mcp_key):
@@ -849,12 +901,22 @@ async def on_api_error(request: Request, error: Exception) -> Response:
     return error_response(error.status, error.code, error.message, error.headers)
 
 
+def allowed_methods(request: Request) -> str:
+    """The methods of every route whose path matches the request's (routes may share a path: GET and POST files)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.path_regex.match(request.url.path):
+            methods |= set(route.methods or ())
+    return ", ".join(sorted(methods))
+
+
 async def on_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     code = {404: "NotFound", 405: "MethodNotAllowed"}.get(error.status_code, "BadRequest")
     message = {404: f"No route {request.method} {request.url.path}; see /openapi.json for the routes.",
                405: f"{request.method} is not allowed on {request.url.path}; see /openapi.json."}
-    return error_response(error.status_code, code, message.get(error.status_code, str(error.detail)))
+    headers = {"Allow": allowed_methods(request)} if error.status_code == 405 else None
+    return error_response(error.status_code, code, message.get(error.status_code, str(error.detail)), headers)
 
 
 async def on_unexpected(request: Request, error: Exception) -> Response:

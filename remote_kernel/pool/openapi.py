@@ -30,7 +30,7 @@ PATH = param("path", {"type": "string"}, required=False)
 NAME = param("name", {"type": "string", "minLength": 1}, where="path")
 FILE = param("file", {"type": "string", "minLength": 1})  # /downloadFile's name of the file
 SKIP = param("skip", {"type": "integer", "minimum": 0}, required=False)
-EXECUTION_ID = param("execution_id", {"type": "string"}, "path")
+EXECUTION_ID = param("executionId", {"type": "string"}, "path")
 LIVE_EXECUTION = param("execution", {"type": "string"}, required=False)
 #: a client-chosen execution id; one the session already has is 409 (429 past 64 unfinished executions)
 OPERATION_ID = param("operation-id", {"type": "string", "minLength": 1, "maxLength": 128}, "header", required=False)

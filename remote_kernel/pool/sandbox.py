@@ -137,13 +137,19 @@ def python_metadata(runtime: Runtime) -> dict[str, Any]:
 def node_metadata(runtime: Runtime) -> dict[str, Any]:
     version = subprocess.run([runtime.argv[0], "--version"], capture_output=True, text=True).stdout.strip()
     return {"runtimes": [{"name": "node", "version": version.lstrip("v")}], "preInstalledPackages": [],
-            "jupyterKernel": {"name": "remote_kernel node worker", "version": version.lstrip("v")}}
+            "jupyterKernel": {"name": "remote_kernel node worker", "version": version.lstrip("v"),
+                              "projectUrl": "https://nodejs.org",
+                              "description": "One Node.js process per session (a REPL-like worker), in its own sandbox"}}
 
 
 def shell_metadata(runtime: Runtime) -> dict[str, Any]:
     version = subprocess.run(["bash", "-c", "echo $BASH_VERSION"], capture_output=True, text=True,
                              env={"PATH": "/usr/bin:/bin"}).stdout.strip()
-    return {"runtimes": [{"name": "bash", "version": version}], "preInstalledPackages": []}
+    # the 2025-10-02-preview document requires jupyterKernel; a Shell session has none, so it names what runs
+    return {"runtimes": [{"name": "bash", "version": version}], "preInstalledPackages": [],
+            "jupyterKernel": {"name": "bash", "version": version, "projectUrl": "https://www.gnu.org/software/bash/",
+                              "description": "No Jupyter kernel: each command is a new bash process in the "
+                                             "session's sandbox"}}
 
 
 #: run by another interpreter: its install prefixes, and where its IPython package is (null: nowhere)

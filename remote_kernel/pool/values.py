@@ -27,9 +27,14 @@ PRIMITIVE_START = frozenset("0123456789-+.'\"TF(n")
 def hosted_value(text: Any) -> Any:
     """The default-mode result for a worker's display text: a JSON scalar for a primitive, else the text.
 
-    `None` (a bare `None` or a name bound to it) and image dicts pass through unchanged; a float that
-    is not finite stays text ("nan", "inf"), as the spec's examples show.
+    `None` (a bare `None` or a name bound to it) is `""`, as a cell without a value is: the spec's example
+    `CodeExecution_Execute_Result_None` (2025-10-02-preview, `a = None;a`) answers `""` and only its
+    `…_JupyterFormat` twin `null`, and seed 004 answers `""` for a cell ending in `print(…)`; a client that
+    reads the value as a string (LlamaIndex TS) fails on null. Image dicts pass through unchanged; a float
+    that is not finite stays text ("nan", "inf"), as the spec's examples show.
     """
+    if text is None:
+        return ""
     if not isinstance(text, str) or not text or text[0] not in PRIMITIVE_START:
         return text
     if text in NUMPY_BOOL:

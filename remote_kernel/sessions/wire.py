@@ -531,6 +531,8 @@ def _image(value: Any) -> ImageResult | None:
 
 def _error(error: Any, stderr: str, status: ExecutionStatus) -> ExecutionError:
     """The structured error (v2), else the exception named by the traceback's last line (v1)."""
+    if isinstance(error, dict) and isinstance(error.get("error"), dict):
+        error = error["error"]  # an ErrorResponse, as the official documents give it (older pools: one level)
     if isinstance(error, dict) and (error.get("code") or error.get("message")):
         return ExecutionError(name=str(error.get("code") or "Error"), message=str(error.get("message") or ""),
                               traceback=stderr)
