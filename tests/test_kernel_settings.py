@@ -102,7 +102,7 @@ def test_the_pools_execution_limit_binds():
                             params={"api-version": "2025-10-02-preview", "identifier": str(uuid.uuid4())},
                             json={"code": "import time\ntime.sleep(30)", "timeoutInSeconds": 100}).json()
         # stopped at the pool's limit: at the request's 100 s the 30 s cell would have succeeded
-        assert answer["status"] == "Failed" and answer["error"]["code"] == "ExecutionTimeout", answer
+        assert answer["status"] == "Failed" and answer["error"]["error"]["code"] == "ExecutionTimeout", answer
     finally:
         pool.stop()
 

@@ -11,7 +11,6 @@ import pytest
 V1 = ["2024-02-02-preview", "2024-08-02-preview"]
 V2 = ["2024-10-02-preview", "2025-02-02-preview", "2025-10-02-preview"]
 SESSION_ROUTES = ["2025-02-02-preview", "2025-10-02-preview"]
-EXECUTE_STATUS = {"2024-10-02-preview": 202, "2025-02-02-preview": 202, "2025-10-02-preview": 200}
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +53,15 @@ def test_v1_execute_answers_the_seed_shape_and_keeps_state(http, version):
 def test_v2_execute_answers_the_seed_shape(http, version):
     identifier = new_id()
     response = v2_execute(http, identifier, 'print("inline-synchronous")\n1+1', version)
-    assert response.status_code == EXECUTE_STATUS[version]
+    assert response.status_code == 200  # all three official documents (docs/clients.md)
     body = response.json()
     assert body["status"] == "Succeeded"
     assert body["identifier"] == identifier
     assert body["result"]["stdout"] == "inline-synchronous\n"
     assert body["result"]["executionResult"] == 2
     assert response.headers["operation-id"] == body["id"]
-    assert response.headers["Operation-Location"].startswith(f"/executions/{body['id']}?api-version={version}")
+    assert response.headers["Operation-Location"].startswith(
+        f"{http.base_url}executions/{body['id']}?api-version={version}")  # a uri in the official documents
 
 
 def test_v1_path_with_a_v2_version_answers_in_the_v1_shape(http):
@@ -78,7 +78,7 @@ def test_base64_code_is_decoded(http, kind):
 
 
 @pytest.mark.parametrize("code, expected", [
-    ("1+1", 2), ("'a'", "a"), ("None", None), ("float('nan')", "nan"), ("[1, 'b', {'c': 2.5}]", "[1, 'b', {'c': 2.5}]"),
+    ("1+1", 2), ("'a'", "a"), ("None", ""), ("float('nan')", "nan"), ("[1, 'b', {'c': 2.5}]", "[1, 'b', {'c': 2.5}]"),
     ("x = 1", ""), ("object", "object"), ("True", True),
 ])
 def test_trailing_expression_comes_back_as_a_json_value(http, code, expected):
@@ -95,8 +95,8 @@ def test_an_exception_is_a_failed_execution_with_the_traceback(http):
     identifier = new_id()
     body = v2_execute(http, identifier, "x = 5\n1/0").json()
     assert body["status"] == "Failed"
-    assert body["error"]["code"] == "ZeroDivisionError"
-    assert body["error"]["message"] == "division by zero"
+    assert body["error"]["error"]["code"] == "ZeroDivisionError"  # an ErrorResponse (the official documents)
+    assert body["error"]["error"]["message"] == "division by zero"
     assert "ZeroDivisionError" in body["result"]["stderr"]
     assert v2_execute(http, identifier, "x").json()["result"]["executionResult"] == 5  # state kept
     v1 = v1_execute(http, identifier, "undefined_name").json()["properties"]
@@ -185,7 +185,7 @@ def test_v2_file_routes_with_spaces_and_unicode(http, version):
     assert [e["name"] for e in http.get("/files", params=params).json()["value"]] == [name]
     quoted = httpx.URL("/files/").join(name.replace(" ", "%20")).path
     content = http.get(f"{quoted}/content", params=params)
-    assert content.content == "héllo".encode() and content.headers["content-type"].startswith("text/plain")
+    assert content.content == "héllo".encode() and content.headers["content-type"] == "application/octet-stream"
     assert http.get(quoted, params=params).json()["sizeInBytes"] == 6
     assert http.delete(quoted, params=params).status_code == 204
     missing = http.get(f"{quoted}/content", params=params)
@@ -255,7 +255,7 @@ def test_session_get_list_delete(http, version):
     info = http.get("/session", params=params).json()
     assert info["identifier"] == identifier and {"createdAt", "lastAccessedAt", "expireAt", "etag"} <= info.keys()
     listed = http.get("/listSessions", params={"api-version": version}).json()
-    assert identifier in [s["identifier"] for s in listed["sessions"]] and "nextLink" in listed
+    assert identifier in [s["identifier"] for s in listed["sessions"]] and "nextLink" not in listed  # one page
     assert http.delete("/session", params=params).status_code == 204
     gone = http.get("/session", params=params)
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "SessionWithIdentifierNotFound"
@@ -275,7 +275,7 @@ def test_management_routes(http):
     view = http.post("/.management/getSession", params=params).json()
     assert view["identifier"] == identifier and "expiresAt" in view
     page = http.post("/.management/listSessions", params={"api-version": "2025-02-02-preview", "skip": 0}).json()
-    assert {"value", "count", "nextLink"} <= page.keys() and page["count"] >= 1
+    assert {"value", "count"} <= page.keys() and "nextLink" not in page and page["count"] >= 1
     stopped = http.post("/.management/stopSession", params=params)
     assert stopped.status_code == 200 and identifier in stopped.text
     assert http.post("/.management/getSession", params=params).status_code == 404
@@ -303,7 +303,7 @@ def test_unsupported_versions_are_400_with_the_envelope(http, version):
     assert response.headers["x-ms-error-code"] == "UnsupportedApiVersion"
 
 
-@pytest.mark.parametrize("identifier", ["abc", "x" * 129, "has space", "slash/es", "quote'd", "dot.ted", "ünï"])
+@pytest.mark.parametrize("identifier", ["abc", "x" * 129, "has space", "tab\tbed", "back\\slash", "ünï"])
 def test_bad_identifiers_are_400(http, identifier):
     response = v2_execute(http, identifier, "1")
     assert response.status_code == 400 and response.json()["error"]["code"] == "InvalidIdentifier"
@@ -390,7 +390,7 @@ def test_every_documented_route_is_routed_by_the_live_pool(http):
                                            ("GET", "/session"), ("POST", "/execute"), ("POST", "/uploadFile"),
                                            ("GET", "/downloadFile")}
     for method, path in documented_routes(document) - {("GET", "/mcp")}:  # GET /mcp would hold an event stream
-        response = http.request(method, path.replace("{name}", "a.txt").replace("{execution_id}", "e1"),
+        response = http.request(method, path.replace("{name}", "a.txt").replace("{executionId}", "e1"),
                                 params={"api-version": "2025-10-02-preview", "identifier": "no-such-session"},
                                 headers={"x-ms-apikey": "wrong"})
         routing_error = response.status_code in (404, 405) and response.json()["error"]["code"] in (

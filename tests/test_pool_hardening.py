@@ -63,8 +63,8 @@ def test_deleting_a_session_answers_its_running_synchronous_execution(pool, http
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["status"] == "Failed"
-    assert body["error"]["code"] == "SessionLost"
-    assert "deleted" in body["error"]["message"]
+    assert body["error"]["error"]["code"] == "SessionLost"
+    assert "deleted" in body["error"]["error"]["message"]
 
 
 def test_deleting_a_session_answers_its_queued_executions(pool, http):
@@ -83,7 +83,7 @@ def test_deleting_a_session_answers_its_queued_executions(pool, http):
             time.sleep(0.05)
         assert http.delete("/session", params={"api-version": V2, "identifier": identifier}).status_code == 204
         body = waiting.result(timeout=60).json()
-    assert body["status"] == "Failed" and body["error"]["code"] == "SessionLost", body
+    assert body["status"] == "Failed" and body["error"]["error"]["code"] == "SessionLost", body
 
 
 def test_a_pool_that_stops_answers_the_execution_it_was_running():
@@ -98,8 +98,8 @@ def test_a_pool_that_stops_answers_the_execution_it_was_running():
                 own.process.send_signal(signal.SIGTERM)
                 answer = running.result(timeout=60)
         body = answer.json()
-        assert body["status"] == "Failed" and body["error"]["code"] == "SessionLost", body
-        assert "stopping" in body["error"]["message"]
+        assert body["status"] == "Failed" and body["error"]["error"]["code"] == "SessionLost", body
+        assert "stopping" in body["error"]["error"]["message"]
         assert own.process.wait(30) == 0
     finally:
         own.stop()

@@ -145,12 +145,12 @@ results
 def test_a_memory_bomb_is_bounded_and_reported(http):
     identifier = str(uuid.uuid4())
     big = run(http, identifier, "x = bytearray(8 << 30)")
-    assert big["status"] == "Failed" and big["error"]["code"] == "MemoryError"
+    assert big["status"] == "Failed" and big["error"]["error"]["code"] == "MemoryError"
     creeping = run(http, identifier, "chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))")
     assert creeping["status"] == "Failed"
-    assert creeping["error"]["code"] in ("MemoryError", "SessionLost"), creeping["error"]
-    if creeping["error"]["code"] == "SessionLost":
-        assert "memory" in creeping["error"]["message"]
+    assert creeping["error"]["error"]["code"] in ("MemoryError", "SessionLost"), creeping["error"]
+    if creeping["error"]["error"]["code"] == "SessionLost":
+        assert "memory" in creeping["error"]["error"]["message"]
     assert value(http, str(uuid.uuid4()), "21 * 2") == 42  # the pool and other sessions keep working
 
 
@@ -224,7 +224,7 @@ def test_a_busy_loop_past_the_timeout_is_interrupted_and_state_kept(http):
     identifier = str(uuid.uuid4())
     value(http, identifier, "kept = 'yes'")
     body = run(http, identifier, "while True:\n    pass", timeout=2)  # it never ends: any answer stopped it
-    assert body["status"] == "Failed" and body["error"]["code"] == "ExecutionTimeout"
+    assert body["status"] == "Failed" and body["error"]["error"]["code"] == "ExecutionTimeout"
     assert value(http, identifier, "kept") == "yes"
 
 
@@ -233,8 +233,8 @@ def test_code_that_swallows_the_interrupt_is_killed_at_the_timeout(http):
     value(http, identifier, "kept = 'yes'")
     body = run(http, identifier, "while True:\n    try:\n        while True:\n            pass\n"
                                  "    except KeyboardInterrupt:\n        pass", timeout=2)
-    assert body["status"] == "Failed" and body["error"]["code"] == "ExecutionTimeout"
-    assert "killed" in body["error"]["message"]
+    assert body["status"] == "Failed" and body["error"]["error"]["code"] == "ExecutionTimeout"
+    assert "killed" in body["error"]["error"]["message"]
     assert value(http, identifier, "'kept' in globals()") is False  # a fresh session now serves it
 
 

@@ -140,7 +140,7 @@ def test_state_persists_and_v2_reports_values_and_errors(node_pool):
     assert done["status"] == "Succeeded"
     assert done["result"]["stdout"] == "seen\n" and done["result"]["executionResult"] == 42
     failed = execute_v2(node_pool, identifier, "null.property")
-    assert failed["status"] == "Failed" and failed["error"]["code"] == "TypeError"
+    assert failed["status"] == "Failed" and failed["error"]["error"]["code"] == "TypeError"
     assert failed["result"]["stderr"].startswith("TypeError: Cannot read properties of null")
     assert value_v1(node_pool, identifier, "x") == 2
 
@@ -190,9 +190,9 @@ def test_busy_loop_past_its_timeout_is_interrupted_and_state_kept(node_pool):
     properties = execute_v1(node_pool, identifier, "while (true) {}", timeout=2)
     assert properties["status"] == "Failure" and "ExecutionTimeout" in json.dumps(properties)
     failed = execute_v2(node_pool, identifier, "for (;;) {}", timeout=2)
-    assert failed["status"] == "Failed" and failed["error"]["code"] == "ExecutionTimeout"
+    assert failed["status"] == "Failed" and failed["error"]["error"]["code"] == "ExecutionTimeout"
     pending = execute_v2(node_pool, identifier, "$$.async()", timeout=2)
-    assert pending["status"] == "Failed" and pending["error"]["code"] == "ExecutionTimeout"
+    assert pending["status"] == "Failed" and pending["error"]["error"]["code"] == "ExecutionTimeout"
     assert value_v1(node_pool, identifier, "before") == "kept"
 
 
@@ -370,6 +370,6 @@ def test_an_interrupt_sent_as_the_first_line_arrives_always_ends_the_cell_and_ke
                 assert answer["status"] == "Running"
                 done = json.loads(next(lines))
             assert done["event"] == "done", done
-            error = done["execution"]["error"]
+            error = done["execution"]["error"]["error"]  # an ErrorResponse
             assert (error["code"], attempt) == ("Interrupted", attempt), error
     assert value_v1(node_pool, identifier, "kept") == "yes"

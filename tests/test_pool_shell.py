@@ -51,7 +51,7 @@ def test_exec_command_and_args_and_stdin(http):
     read = execute(http, identifier, shellCommand='read LINE; echo "first_input:$LINE"', stdin="testinput\n").json()
     assert read["result"]["stdout"] == "first_input:testinput\n"  # the spec's CodeExecution_Execute_ShellCommand
     missing = execute(http, identifier, execCommandAndArgs=["no-such-program-here"]).json()
-    assert missing["status"] == "Failed" and missing["error"]["code"] == "CommandStartError"
+    assert missing["status"] == "Failed" and missing["error"]["error"]["code"] == "CommandStartError"
 
 
 def test_streams_are_cut_at_4096_bytes_silently_unless_the_request_names_a_cap(http):
@@ -97,7 +97,7 @@ def test_commands_run_in_the_sandbox(http, shell_pool):
 def test_a_command_past_its_timeout_is_stopped_and_the_session_answers_again(http):
     identifier = new_id()
     late = execute(http, identifier, shellCommand="echo started; sleep 60", timeoutInSeconds=1).json()
-    assert late["status"] == "Failed" and late["error"]["code"] == "ExecutionTimeout"
+    assert late["status"] == "Failed" and late["error"]["error"]["code"] == "ExecutionTimeout"
     assert late["result"]["stdout"] == "started\n"
     assert execute(http, identifier, shellCommand="echo again").json()["result"]["stdout"] == "again\n"
     background = execute(http, identifier, shellCommand="sleep 30 & echo detached").json()

@@ -47,8 +47,8 @@ def test_a_forged_reply_stops_the_session_and_never_answers_another_execution(la
     identifier = str(uuid.uuid4())
     execute(target, identifier, "1" if language == "python" else "1")
     forged = execute(target, identifier, code)
-    assert forged["status"] == "Failed" and forged["error"]["code"] == "SessionLost"
-    assert "forged" in forged["error"]["message"] and "FORGED" not in str(forged["result"])
+    assert forged["status"] == "Failed" and forged["error"]["error"]["code"] == "SessionLost"
+    assert "forged" in forged["error"]["error"]["message"] and "FORGED" not in str(forged["result"])
     after = execute(target, identifier, "print('next')" if language == "python" else "console.log('next')")
     assert after["status"] == "Succeeded" and after["result"]["stdout"] == "next\n"  # a fresh session, its own answer
 
@@ -61,7 +61,7 @@ def test_output_written_to_the_pipe_while_idle_stops_the_session(pool):
     answer = execute(pool, identifier, "import time\ntime.sleep(3)")  # running or not: never its answer
     later = execute(pool, identifier, "print('fresh')")
     assert "misbehaved" in str(answer) + str(later)
-    assert later["status"] == "Succeeded" or later["error"]["code"] == "SessionLost"
+    assert later["status"] == "Succeeded" or later["error"]["error"]["code"] == "SessionLost"
 
 
 def test_endless_lines_on_the_pipe_leave_the_pools_memory_bounded():
@@ -73,7 +73,7 @@ def test_endless_lines_on_the_pipe_leave_the_pools_memory_bounded():
         execute(pool, identifier, "1")
         before = rss_kib(pool.process.pid)
         answer = execute(pool, identifier, "import os\nchunk = b'x' * (10 << 20)\nwhile True:\n    os.write(4, chunk)")
-        assert answer["error"]["code"] == "SessionLost" and "line over" in answer["error"]["message"]
+        assert answer["error"]["error"]["code"] == "SessionLost" and "line over" in answer["error"]["error"]["message"]
         grown = rss_kib(pool.process.pid) - before
         assert grown < 100 << 10, f"the pool grew by {grown} KiB"
     finally:

@@ -12,7 +12,7 @@ so they are sandboxed, limited and expired like any other.
 On a PythonLTS pool a shell command runs through the session's interpreter (subprocess, same
 sandbox and /mnt/data); on a Shell pool Python code runs as `python3 -c` (a fresh process each
 time: no state kept between snippets); a NodeLTS pool runs shell commands through Node.js's
-child_process and refuses Python.
+child_process and neither lists nor runs the Python tool.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.types import Message, Receive, Scope, Send
 
-from remote_kernel.contract import EXECUTION_LIMIT
+from remote_kernel.contract import EXECUTION_LIMIT, IDENTIFIER
 from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
 from remote_kernel.pool.values import hosted_value
 
@@ -63,6 +63,12 @@ TOOLS = [
 ]
 
 
+def tools_for(runtime: str) -> list[types.Tool]:
+    """The tools a pool of `runtime` sessions lists: a NodeLTS session has no Python, so its pool does not
+    offer runPythonCodeInRemoteEnvironment (a call still answers why, as an error result)."""
+    return [tool for tool in TOOLS if not (runtime == "node" and tool.name == "runPythonCodeInRemoteEnvironment")]
+
+
 class ToolFailure(Exception):
     """A tool call that cannot run; its message goes back to the agent as an error result."""
 
@@ -82,10 +88,16 @@ class Environments:
             self.launched.popitem(last=False)
         return {"environmentId": environment}
 
+    def known(self, environment: Any) -> bool:
+        """Whether `environment` names an environment: one launchShell returned, or a session of the pool
+        that a REST client opened with that identifier (any identifier the official pattern allows)."""
+        return isinstance(environment, str) and (environment in self.launched or (
+            IDENTIFIER.fullmatch(environment) is not None and self.pool.find(environment) is not None))
+
     async def _run(self, environment: Any, code: str, timeout: Any) -> Any:
-        if not isinstance(environment, str) or environment not in self.launched:
+        if not self.known(environment):
             raise ToolFailure(f"Unknown environmentId {environment!r}: call launchShell first and pass the "
-                              "environmentId it returned.")
+                              "environmentId it returned (or the identifier of a session the pool has).")
         runtime = self.pool.sandbox.runtime
         limit = self.limit
         seconds = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else min(EXECUTION_LIMIT, limit)
@@ -152,7 +164,7 @@ def build_server(environments: Environments) -> Server:
 
     @server.list_tools()
     async def list_tools() -> list[types.Tool]:
-        return TOOLS
+        return tools_for(environments.pool.sandbox.runtime.name)
 
     @server.call_tool()
     async def call_tool(name: str, arguments: dict[str, Any]) -> Any:
@@ -186,18 +198,58 @@ class McpEndpoint:
             yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope, receive = await tolerant_request(scope, receive)
-        await self.manager.handle_request(scope, receive, send)
+        scope, receive, request_id = await tolerant_request(scope, receive)
+        await self.manager.handle_request(scope, receive, send if request_id is None else answering(send, request_id))
 
 
-async def tolerant_request(scope: Scope, receive: Receive) -> tuple[Scope, Receive]:
+#: the id the SDK gives a JSON-RPC error it cannot tie to a request (an unknown method such as server/discover)
+SDK_UNTIED_ID = "server-error"
+
+
+def answering(send: Send, request_id: Any) -> Send:
+    """`send` that gives the request's id to a JSON error answer the SDK sent with its placeholder id.
+
+    JSON-RPC 2.0 says an error answer carries the request's id when it could be read; clients (the MCP
+    SDK's first `server/discover`) match answers by id. Event streams pass through untouched."""
+    start: Message | None = None
+    body = bytearray()
+
+    async def send_answer(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+            if not content_type.startswith(b"application/json"):
+                return await send(message)
+            start = message
+            return None
+        if start is None or message["type"] != "http.response.body":
+            return await send(message)
+        body.extend(message.get("body", b""))
+        if message.get("more_body", False):
+            return None
+        content = bytes(body)
+        try:
+            answer = json.loads(content)
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict) and answer.get("id") == SDK_UNTIED_ID and "error" in answer:
+            content = json.dumps({**answer, "id": request_id}).encode()
+        headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+        await send({**start, "headers": headers + [(b"content-length", str(len(content)).encode())]})
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+
+    return send_answer
+
+
+async def tolerant_request(scope: Scope, receive: Receive) -> tuple[Scope, Receive, Any]:
     """Accept the requests the hosted tutorials send: no Accept header, and `initialize` without params.
 
     The SDK insists on `Accept: application/json` and on initialize's params, which the hosted
-    server does not; the request is completed here, nothing else about it changes.
+    server does not; the request is completed here, nothing else about it changes. Also returns the
+    JSON-RPC id of a single request (None otherwise), for `answering`.
     """
     if scope.get("method") != "POST":
-        return scope, receive
+        return scope, receive, None
     headers = [(k, v) for k, v in scope["headers"] if k != b"accept"]
     accept = b", ".join(v for k, v in scope["headers"] if k == b"accept")
     if b"application/json" not in accept:
@@ -206,12 +258,12 @@ async def tolerant_request(scope: Scope, receive: Receive) -> tuple[Scope, Recei
     while more:
         message = await receive()
         if message["type"] != "http.request":
-            return scope, _replay([message], receive)
+            return scope, _replay([message], receive), None
         body += message.get("body", b"")
         more = message.get("more_body", False)
         if len(body) > MAX_BODY:
             return {**scope, "headers": headers + [(b"accept", accept)]}, _replay(
-                [{"type": "http.request", "body": bytes(body), "more_body": more}], receive)
+                [{"type": "http.request", "body": bytes(body), "more_body": more}], receive), None
     try:
         request = json.loads(body)
     except ValueError:
@@ -219,8 +271,9 @@ async def tolerant_request(scope: Scope, receive: Receive) -> tuple[Scope, Recei
     if isinstance(request, dict) and request.get("method") == "initialize" and request.get("params") is None:
         body = bytearray(json.dumps({**request, "params": DEFAULT_INITIALIZE}).encode())
         headers = [(k, v) for k, v in headers if k != b"content-length"] + [(b"content-length", str(len(body)).encode())]
+    request_id = request.get("id") if isinstance(request, dict) else None
     return {**scope, "headers": headers + [(b"accept", accept)]}, _replay(
-        [{"type": "http.request", "body": bytes(body), "more_body": False}], receive)
+        [{"type": "http.request", "body": bytes(body), "more_body": False}], receive), request_id
 
 
 def _replay(messages: list[Message], then: Receive) -> Receive:

@@ -2,7 +2,9 @@
 
 Each route in `app.py` carries its `Operation` (summary, parameters, answers, body) beside it; this
 module holds the shared pieces and turns the route table into the document, so a route cannot be
-served without being described.
+served without being described. The answers of the official operations are described with the
+official documents' own schemas (`pool/official`, put in `components.schemas` under their names);
+where a route also answers in the v1 shape, that form is described beside the official one (anyOf).
 """
 from __future__ import annotations
 
@@ -11,8 +13,19 @@ from typing import Any, Iterable, Mapping
 
 from remote_kernel.contract import (API_VERSIONS, EXECUTION_LIMIT, IDENTIFIER_PATTERN, LEGACY_API_VERSION,
                                     SESSION_API_VERSIONS, SHELL_EXECUTION_LIMIT)
+from remote_kernel.pool.official import component_schemas
 
-ERROR = {"$ref": "#/components/schemas/Error"}
+#: the official schemas (the newest document's: it has every field of the older ones)
+OFFICIAL_SCHEMAS = component_schemas()
+
+
+def official(name: str) -> dict:
+    """A reference to an official schema (KeyError if the documents have no such schema)."""
+    OFFICIAL_SCHEMAS[name]
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+ERROR = official("Azure.Core.Foundations.ErrorResponse")
 OBJECT = {"type": "object"}
 
 
@@ -30,6 +43,8 @@ PATH = param("path", {"type": "string"}, required=False)
 NAME = param("name", {"type": "string", "minLength": 1}, where="path")
 FILE = param("file", {"type": "string", "minLength": 1})  # /downloadFile's name of the file
 SKIP = param("skip", {"type": "integer", "minimum": 0}, required=False)
+RECURSIVE = {**param("recursive", {"type": "boolean"}, required=False),
+             "description": "2025-10-02-preview on: every entry under the folder, each with its `directory`"}
 EXECUTION_ID = param("executionId", {"type": "string"}, "path")
 LIVE_EXECUTION = param("execution", {"type": "string"}, required=False)
 #: a client-chosen execution id; one the session already has is 409 (429 past 64 unfinished executions)
@@ -91,7 +106,22 @@ ERRORS = {"400": answer("Bad request", ERROR), "401": answer("Missing or wrong t
           "429": answer("The pool is full, or the session has 64 executions waiting", ERROR)}
 DUPLICATE = {"409": answer("The session already has an execution with this operation-id", ERROR)}
 FILE_BYTES = {"200": answer("The file's bytes", {"type": "string", "format": "binary"}, "application/octet-stream")}
-EXECUTION = answer("The execution", OBJECT)
+#: the v1 shape's answers (api-version 2024-08-02-preview and older; no official document describes them)
+V1_EXECUTION = {"type": "object", "required": ["properties"], "description": "v1: {$id, properties: {status, stdout, "
+                "stderr, result, executionResult, executionTimeInMilliseconds}}"}
+V1_FILES = {"type": "object", "required": ["value"],
+            "description": "v1: {$id, value: [{$id, properties: {$id, filename, size, lastModifiedTime}}]}"}
+V1_DELETED = {"type": "object", "required": ["message"], "description": "v1: {message}"}
+EXECUTION_HEADERS = {"Operation-Location": {"description": "Where to poll the execution",
+                                            "schema": {"type": "string", "format": "uri"}},
+                     "operation-id": {"schema": {"type": "string"}}}
+EXECUTION = {**answer("The execution", official("SessionCodeExecutionResource")), "headers": EXECUTION_HEADERS}
+V1_EXECUTION_ANSWER = {**answer("The execution (v1 shape)", V1_EXECUTION), "headers": EXECUTION_HEADERS}
+
+
+def either(description: str, schema: dict, v1: dict) -> dict:
+    """An answer in the official shape, or in the v1 shape when the request's api-version is a v1 one."""
+    return answer(description, {"anyOf": [schema, v1]})
 #: the security of the routes anyone may call, and of the MCP server's own key
 PUBLIC: list[dict] = []
 MCP_KEY: list[dict] = [{"mcpKey": []}]
@@ -151,8 +181,6 @@ def openapi_document(routes: Iterable[Any], runtime: str = "python") -> dict[str
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
                                 "mcpKey": {"type": "apiKey", "in": "header", "name": "x-ms-apikey"}},
-            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                "type": "object", "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}},
+            "schemas": OFFICIAL_SCHEMAS,
         },
     }

@@ -25,13 +25,22 @@ def document(api_version: str) -> dict[str, Any]:
 
 
 def _openapi3(value: Any) -> Any:
-    """A Swagger 2.0 schema as an OpenAPI 3.0 one: references point into components."""
-    if isinstance(value, dict):
-        return {key: (item.replace("#/definitions/", "#/components/schemas/") if key == "$ref" else _openapi3(item))
-                for key, item in value.items() if not key.startswith("x-ms-")}
+    """A Swagger 2.0 schema as an OpenAPI 3.0 one: references point into components, and an enum Azure's
+    tools read as extensible (`x-ms-enum.modelAsString`) is a string with its known values in
+    `x-extensible-enum` (the spec's own Shell example answers `"status": "0"`)."""
     if isinstance(value, list):
         return [_openapi3(item) for item in value]
-    return value
+    if not isinstance(value, dict):
+        return value
+    converted: dict[str, Any] = {}
+    for key, item in value.items():
+        if key == "$ref":
+            converted[key] = item.replace("#/definitions/", "#/components/schemas/")
+        elif key == "enum" and value.get("x-ms-enum", {}).get("modelAsString"):
+            converted["x-extensible-enum"] = item
+        elif not key.startswith("x-ms-"):
+            converted[key] = _openapi3(item)
+    return converted
 
 
 def component_schemas(api_version: str = OFFICIAL_API_VERSIONS[-1]) -> dict[str, dict[str, Any]]:
