@@ -230,11 +230,16 @@ def request_problems(request: httpx.Request, api_version: str | None = None) -> 
         if media != "multipart/form-data":
             problems.append(f"content type {media!r} where the document has multipart/form-data")
         else:
+            content: bytes | None
             try:
                 content = request.content
             except httpx.RequestNotRead:
-                content = request.read()  # a multipart body built from bytes can be read again
+                try:
+                    content = request.read()  # a multipart body built from bytes can be read again
+                except RuntimeError:
+                    content = None  # a streamed body (the client's uploads): its parts are not checked here
             for parameter in form:
-                if f'name="{parameter["name"]}"'.encode() not in content and parameter.get("required"):
+                if content is not None and f'name="{parameter["name"]}"'.encode() not in content \
+                        and parameter.get("required"):
                     problems.append(f"the multipart body has no part {parameter['name']!r}")
     return problems

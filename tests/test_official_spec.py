@@ -165,3 +165,302 @@ def test_every_answer_to_a_valid_request_conforms_to_the_official_document(pools
     conforming = sum(not problems for _, _, problems in recorder.answers)
     print(f"\n{RUNTIMES[runtime]} {version}: {conforming}/{len(recorder.answers)} answers conform")
     assert not wrong, "\n".join(f"{name} ({label}): {'; '.join(problems)}" for name, label, problems in wrong)
+
+
+# the decisions behind the conforming answers (docs/clients.md, "The official documents") -------------------
+
+V10 = "2025-10-02-preview"
+
+
+def http_of(pool: Any, base: str = "") -> httpx.Client:
+    return httpx.Client(base_url=pool.endpoint + base, headers=pool.headers, timeout=120)
+
+
+def run(http: httpx.Client, identifier: str, version: str = V10, **body: Any) -> httpx.Response:
+    return http.post("executions", params={"api-version": version, "identifier": identifier},
+                     json={"timeoutInSeconds": 60, **body})
+
+
+@pytest.mark.parametrize("identifier", WIDE_IDENTIFIERS)
+def test_identifiers_the_official_pattern_allows_name_one_session_each(pools, identifier):
+    with http_of(pools["python"]) as http:
+        assert run(http, identifier, code="marker = 1").status_code == 200
+        kept = run(http, identifier, code="marker + 1").json()
+        assert kept["identifier"] == identifier and kept["result"]["executionResult"] == 2
+        listed = http.get("/listSessions", params={"api-version": V10}).json()["sessions"]
+        assert identifier in [s["identifier"] for s in listed]
+        info = http.get("/session", params={"api-version": V10, "identifier": identifier}).json()
+        assert info["identifier"] == identifier
+    # each identifier is its own session: a look-alike (what a path or a lossy encoding would fold it onto) is not
+    with http_of(pools["python"]) as http:
+        for other in {identifier.replace("/", "_"), identifier.replace(".", "_"), identifier.upper() + "x"} - {identifier}:
+            if re.fullmatch(identifier_pattern(), other):
+                assert run(http, other, code="'marker' in globals()").json()["result"]["executionResult"] is False
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+def test_a_failed_execution_carries_an_error_response_and_a_running_one_no_result(pools, runtime):
+    with http_of(pools[runtime]) as http:
+        failed = run(http, str(uuid.uuid4()), code=CODE[runtime]["fail"] if runtime != "shell" else "x",
+                     **({"execCommandAndArgs": ["/no/such/program"]} if runtime == "shell" else {})).json()
+        assert failed["status"] == "Failed", failed
+        assert set(failed["error"]) == {"error"} and {"code", "message"} <= set(failed["error"]["error"])
+        ident = str(uuid.uuid4())
+        started = run(http, ident, code=CODE[runtime]["slow"], executionType="Asynchronous").json()
+        assert started["status"] == "Running" and "result" not in started
+        polled = http.get(f"/executions/{started['id']}", params={"api-version": V10, "identifier": ident}).json()
+        assert polled["status"] != "Running" or "result" not in polled
+
+
+def test_operation_location_is_an_absolute_url_under_the_requests_azure_prefix(pools):
+    with http_of(pools["python"], AZURE_PREFIX) as http:
+        ident = "thread:42/prefix"
+        answer = run(http, ident, code="import time\ntime.sleep(1)\n7", executionType="Asynchronous")
+        location = answer.headers["Operation-Location"]
+        assert location.startswith(f"{pools['python'].endpoint}{AZURE_PREFIX}/executions/{answer.json()['id']}?")
+        deadline = time.monotonic() + 60
+        while (polled := http.get(location)).json()["status"] == "Running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert polled.status_code == 200 and polled.json()["result"]["executionResult"] == 7
+
+
+@pytest.mark.parametrize("timeout", [0, -1])
+def test_a_timeout_of_zero_or_less_is_the_default(pools, timeout):
+    with http_of(pools["python"]) as http:
+        answer = run(http, str(uuid.uuid4()), code="import time\ntime.sleep(1.5)\n'done'", timeoutInSeconds=timeout)
+        assert answer.status_code == 200 and answer.json()["result"]["executionResult"] == "done"
+
+
+def test_a_shell_command_given_in_base64_is_decoded(pools):
+    with http_of(pools["shell"]) as http:
+        command = base64.b64encode(b"echo 3; echo $((1 + 1)) >&2").decode()
+        body = run(http, str(uuid.uuid4()), shellCommand=command, codeInputType="InlineBase64").json()
+        assert body["status"] == "0" and body["result"]["stdout"] == "3\n" and body["result"]["stderr"] == "2\n"
+        bad = run(http, str(uuid.uuid4()), shellCommand="not base64!", codeInputType="InlineBase64")
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidCode"
+
+
+def test_a_recursive_listing_names_each_entrys_directory(pools):
+    ident = str(uuid.uuid4())
+    with http_of(pools["python"]) as http:
+        params = {"api-version": V10, "identifier": ident}
+        for folder in ("top", "top/mid/low"):
+            http.post("/files", params={**params, "path": folder}, files={"file": ("f.txt", b"x", "text/plain")})
+        tree = http.get("/files", params={**params, "path": "top", "recursive": "true"}).json()["value"]
+        seen = {(e["directory"], e["name"], e["type"]) for e in tree}
+        assert seen == {("", "f.txt", "File"), ("", "mid", "Directory"), ("mid", "low", "Directory"),
+                        ("mid/low", "f.txt", "File")}
+        flat = http.get("/files", params={**params, "path": "top"}).json()["value"]
+        assert {e["name"] for e in flat} == {"f.txt", "mid"}
+        older = http.get("/files", params={**params, "api-version": "2025-02-02-preview", "recursive": "true"})
+        assert older.json()["value"] == [] or all("directory" not in e for e in older.json()["value"])
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+def test_every_pool_names_a_complete_jupyter_kernel_in_its_metadata(pools, runtime):
+    with http_of(pools[runtime]) as http:
+        kernel = http.get("/metadata", params={"api-version": V10}).json()["jupyterKernel"]
+        assert {"name", "version", "projectUrl", "description"} <= kernel.keys() and kernel["projectUrl"].startswith("https://")
+
+
+def test_a_405_names_the_allowed_methods(pools):
+    with http_of(pools["python"]) as http:
+        answer = http.put("/files", params={"api-version": V10, "identifier": "x" * 8})
+        assert answer.status_code == 405 and set(answer.headers["Allow"].split(", ")) >= {"GET", "POST"}
+        answer = http.patch("/session", params={"api-version": V10, "identifier": "x" * 8})
+        assert answer.status_code == 405 and set(answer.headers["Allow"].split(", ")) >= {"GET", "DELETE"}
+
+
+def test_a_none_value_is_an_empty_string_and_null_only_in_the_jupyter_format(pools):
+    """The spec's CodeExecution_Execute_Result_None (`a = None;a` → "") and its JupyterFormat twin (null)."""
+    with http_of(pools["python"]) as http:
+        ident = str(uuid.uuid4())
+        assert run(http, ident, code="a = None;a").json()["result"]["executionResult"] == ""
+        jupyter = run(http, ident, code="a = None;a", returnJupyterFormatExecutionResult=True).json()
+        assert jupyter["result"]["executionResult"] is None
+        legacy = http.post("/python/execute", params={"identifier": ident},
+                           json={"properties": {"pythonCode": "None"}}).json()  # LlamaIndex TS reads a string
+        assert legacy["result"] == ""
+
+
+def test_the_pools_openapi_document_describes_answers_with_the_official_schemas(pools):
+    import jsonschema
+
+    for runtime, pool in pools.items():
+        document = httpx.get(f"{pool.endpoint}/openapi.json").json()
+        schemas = document["components"]["schemas"]
+        assert set(official(V10)["definitions"]) <= set(schemas)
+        execute = document["paths"]["/executions"]["post"]
+        assert execute["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/SessionCodeExecutionResource"}
+        assert {p["name"] for p in document["paths"]["/executions/{executionId}"]["get"]["parameters"]} >= {
+            "executionId", "identifier", "api-version"}
+        assert "recursive" in {p["name"] for p in document["paths"]["/files"]["get"]["parameters"]}
+        identifier = next(p for p in execute["parameters"] if p["name"] == "identifier")["schema"]["pattern"]
+        assert all(re.fullmatch(identifier, wide) for wide in WIDE_IDENTIFIERS)
+        # the extension and legacy routes are still described, beside the official ones
+        assert {"/.remote-kernel/live-execute", "/code/execute", "/python/execute"} <= set(document["paths"])
+        # an answer of this pool validates against the schema the document gives it
+        with http_of(pool) as http:
+            answer = run(http, str(uuid.uuid4()), code=CODE[runtime]["ok"]).json()
+        jsonschema.validate(answer, {"$ref": "#/components/schemas/SessionCodeExecutionResource",
+                                     "components": {"schemas": schemas}})
+
+
+def mcp_call(pool: Any, method: str, params: dict[str, Any] | None = None, request_id: Any = 1) -> dict[str, Any]:
+    message = {"jsonrpc": "2.0", "id": request_id, "method": method, **({"params": params} if params else {})}
+    return httpx.post(f"{pool.endpoint}/mcp", json=message, headers={"x-ms-apikey": pool.token}, timeout=120).json()
+
+
+@pytest.mark.parametrize("request_id", [7, "discover-1"])
+def test_an_mcp_error_answer_carries_the_requests_id(pools, request_id):
+    answer = mcp_call(pools["python"], "server/discover", request_id=request_id)
+    assert answer["id"] == request_id and "error" in answer
+
+
+def test_a_nodelts_pool_lists_no_python_tool_and_mcp_reaches_a_session_by_its_identifier(pools):
+    listed = {tool["name"] for tool in mcp_call(pools["node"], "tools/list")["result"]["tools"]}
+    assert listed == {"launchShell", "runShellCommandInRemoteEnvironment"}
+    python = {tool["name"] for tool in mcp_call(pools["python"], "tools/list")["result"]["tools"]}
+    assert "runPythonCodeInRemoteEnvironment" in python
+    ident = "agent:user@example.com/7"
+    with http_of(pools["python"]) as http:
+        assert run(http, ident, code="shared = 'from REST'").status_code == 200
+    called = mcp_call(pools["python"], "tools/call", {"name": "runPythonCodeInRemoteEnvironment",
+                                                      "arguments": {"environmentId": ident, "pythonCode": "shared"}})
+    assert called["result"]["structuredContent"]["result"] == "from REST", called
+
+
+# the project's client, against the same documents ------------------------------------------------------------
+
+class CheckedTransport(httpx.AsyncBaseTransport):
+    """Forwards each request of the client, and records what the official document says is wrong with it."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.checked: list[tuple[str, list[str]]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if "/.remote-kernel/" not in request.url.path:  # the pool's own extension: no official operation
+            self.checked.append((f"{request.method} {request.url.path}", request_problems(request)))
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("version", OFFICIAL_API_VERSIONS)
+def test_the_clients_requests_are_valid_for_the_official_documents(pools, version, tmp_path):
+    from remote_kernel.sessions import SessionsClient, StaticToken
+
+    pool = pools["python"]
+    transport = CheckedTransport()
+
+    async def scenario() -> None:
+        async with SessionsClient(pool.endpoint + AZURE_PREFIX, "user@example.com/client?x=1&y#2",
+                                  api_version=version, auth=StaticToken(pool.token), transport=transport) as client:
+            ok = await client.execute("print('hi')\nNone")
+            assert ok.stdout == "hi\n" and ok.value == ""
+            failed = await client.execute("1/0")
+            assert failed.error is not None and failed.error.name == "ZeroDivisionError", failed  # a nested error
+            assert failed.error.message == "division by zero"
+            (tmp_path / "in.txt").write_bytes(b"data")
+            await client.upload(tmp_path / "in.txt", "folder/in.txt")
+            assert "in.txt" in {f.name for f in await client.list_files("folder")}
+            assert (await client.file_info("folder/in.txt")).size == 4
+            await client.download("folder/in.txt", tmp_path / "out.txt")
+            assert (tmp_path / "out.txt").read_bytes() == b"data"
+            await client.delete_file("folder/in.txt")
+            if version != "2024-10-02-preview":
+                assert (await client.session_info()).identifier == client.identifier
+                await client.delete_session()
+
+    asyncio.run(asyncio.wait_for(scenario(), 180))
+    invalid = [(request, problems) for request, problems in transport.checked if problems]
+    assert transport.checked and not invalid, invalid
+
+
+def test_the_kernel_runs_in_a_session_named_by_a_wide_identifier(pools):
+    """REMOTE_KERNEL_IDENTIFIER with the official pattern's punctuation: the kernel accepts it, its cells run in
+    that session (the pool lists it, REST sees the kernel's variables) and MCP reaches the same session."""
+    from kernel_support import kernel, pool_env, run as run_cell, text_of
+
+    pool = pools["python"]
+    ident = "notebook:user@example.com/analysis?v=2&x=[1]"
+    with kernel(pool_env(pool, ident)) as (_, kc):
+        reply, outputs = run_cell(kc, "from_kernel = 41\nprint('ran')")
+        assert reply["content"]["status"] == "ok" and text_of(outputs) == "ran\n", outputs
+        with http_of(pool) as http:
+            seen = run(http, ident, code="from_kernel + 1").json()
+            assert seen["result"]["executionResult"] == 42, seen
+        called = mcp_call(pool, "tools/call", {"name": "runPythonCodeInRemoteEnvironment",
+                                               "arguments": {"environmentId": ident, "pythonCode": "from_kernel * 2"}})
+        assert called["result"]["structuredContent"]["result"] == 82, called
+        reply, outputs = run_cell(kc, "print(from_kernel)")
+        assert text_of(outputs) == "41\n"
+
+
+def test_the_kernels_identifier_check_is_the_official_pattern():
+    from remote_kernel.kernel.config import KernelConfig
+
+    for ident in [*WIDE_IDENTIFIERS, "x" * 128]:
+        config = KernelConfig.from_env({"POOL_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9", "REMOTE_KERNEL_IDENTIFIER": ident})
+        assert config.identifier == ident and not config.problems, config.problems
+    for bad in ["abc", "x" * 129, "has space", "ünï"]:
+        config = KernelConfig.from_env({"POOL_MANAGEMENT_ENDPOINT": "http://127.0.0.1:9", "REMOTE_KERNEL_IDENTIFIER": bad})
+        assert any("REMOTE_KERNEL_IDENTIFIER" in problem for problem in config.problems)
+
+
+# schemathesis, driven by the official documents ---------------------------------------------------------------
+
+SCHEMATHESIS_EXAMPLES = 6  # per operation and api-version: about 180 requests in all, well under a minute
+FOLDED = [f"official-{n}@fuzz" for n in range(3)]
+VICTIMS = ["official-victim-1", "official-victim-2"]
+
+
+def tamed(case: Any, version: str) -> None:
+    """A generated request made cheap and pointed at the document's own api-version: valid identifiers folded
+    onto a few sessions (each new one starts a sandboxed interpreter), and each execution given at most 5 s."""
+    query = case.query if isinstance(case.query, dict) else None
+    if query is not None:
+        query["api-version"] = version
+        identifier = query.get("identifier")
+        if isinstance(identifier, str) and IDENTIFIER.fullmatch(identifier):
+            deleting = case.method.upper() == "DELETE" and case.path == "/session" or "stopSession" in case.path
+            choices = VICTIMS if deleting else FOLDED
+            query["identifier"] = choices[int(hashlib.sha256(identifier.encode()).hexdigest(), 16) % len(choices)]
+    if isinstance(case.body, dict):
+        timeout = case.body.get("timeoutInSeconds")
+        if isinstance(timeout, int) and not 0 < timeout <= 5:
+            case.body["timeoutInSeconds"] = 5
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("version", OFFICIAL_API_VERSIONS)
+def test_schemathesis_with_the_official_document_finds_no_failure(pools, version):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import (content_type_conformance, not_a_server_error, response_headers_conformance,
+                                     response_schema_conformance, status_code_conformance)
+
+    pool = pools["python"]
+    schema = schemathesis.openapi.from_dict(official(version))
+    failures: list[str] = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(max_examples=SCHEMATHESIS_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
+                  database=None, derandomize=True)
+        @given(case=operation.as_strategy())
+        def check(case: Any) -> None:
+            tamed(case, version)
+            response = case.call(base_url=pool.endpoint, headers=pool.headers, timeout=60)
+            try:
+                case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
+                                                         content_type_conformance, response_schema_conformance,
+                                                         response_headers_conformance])
+            except AssertionError as failure:  # schemathesis's FailureGroup is an AssertionError
+                failures.append(f"{operation.label}: {str(failure)[:400]}")
+
+        check()
+    assert not failures, "\n".join(failures)
