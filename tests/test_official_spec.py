@@ -207,7 +207,7 @@ def test_a_failed_execution_carries_an_error_response_and_a_running_one_no_resul
         assert set(failed["error"]) == {"error"} and {"code", "message"} <= set(failed["error"]["error"])
         ident = str(uuid.uuid4())
         started = run(http, ident, code=CODE[runtime]["slow"], executionType="Asynchronous").json()
-        assert started["status"] == "Running" and "result" not in started
+        assert started["status"] in ("NotStarted", "Running") and "result" not in started
         polled = http.get(f"/executions/{started['id']}", params={"api-version": V10, "identifier": ident}).json()
         assert polled["status"] != "Running" or "result" not in polled
 
@@ -341,6 +341,7 @@ class CheckedTransport(httpx.AsyncBaseTransport):
         self.checked: list[tuple[str, list[str]]] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()  # the body, kept for the forwarding (an upload's stream is read once here)
         if "/.remote-kernel/" not in request.url.path:  # the pool's own extension: no official operation
             self.checked.append((f"{request.method} {request.url.path}", request_problems(request)))
         return await self.inner.handle_async_request(request)
@@ -360,10 +361,10 @@ def test_the_clients_requests_are_valid_for_the_official_documents(pools, versio
         async with SessionsClient(pool.endpoint + AZURE_PREFIX, "user@example.com/client?x=1&y#2",
                                   api_version=version, auth=StaticToken(pool.token), transport=transport) as client:
             ok = await client.execute("print('hi')\nNone")
-            assert ok.stdout == "hi\n" and ok.value == ""
+            assert ok.stdout == "hi\n" and ok.result in ("", None) and ok.error is None
             failed = await client.execute("1/0")
             assert failed.error is not None and failed.error.name == "ZeroDivisionError", failed  # a nested error
-            assert failed.error.message == "division by zero"
+            assert "division by zero" in failed.error.message
             (tmp_path / "in.txt").write_bytes(b"data")
             await client.upload(tmp_path / "in.txt", "folder/in.txt")
             assert "in.txt" in {f.name for f in await client.list_files("folder")}
@@ -389,7 +390,7 @@ def test_the_kernel_runs_in_a_session_named_by_a_wide_identifier(pools):
     ident = "notebook:user@example.com/analysis?v=2&x=[1]"
     with kernel(pool_env(pool, ident)) as (_, kc):
         reply, outputs = run_cell(kc, "from_kernel = 41\nprint('ran')")
-        assert reply["content"]["status"] == "ok" and text_of(outputs) == "ran\n", outputs
+        assert reply["status"] == "ok" and text_of(outputs) == "ran\n", outputs
         with http_of(pool) as http:
             seen = run(http, ident, code="from_kernel + 1").json()
             assert seen["result"]["executionResult"] == 42, seen
