@@ -12,11 +12,10 @@ import asyncio
 import base64
 import collections
 import hashlib
-import json
 import re
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
