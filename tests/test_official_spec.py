@@ -464,3 +464,22 @@ def test_schemathesis_with_the_official_document_finds_no_failure(pools, version
 
         check()
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("runtime", ["python", "node"])
+def test_use_empty_kernel_runs_one_execution_in_a_fresh_interpreter(pools, runtime):
+    ident = f"empty-kernel/{runtime}@{uuid.uuid4()}"
+    with http_of(pools[runtime]) as http:
+        run(http, ident, code=CODE[runtime]["set"])
+        empty = run(http, ident, code=CODE[runtime]["probe"], useEmptyKernel=True).json()
+        assert empty["status"] == "Succeeded" and empty["result"]["stdout"] == ("False\n" if runtime == "python"
+                                                                               else "false\n"), empty
+        kept = run(http, ident, code=CODE[runtime]["probe"]).json()  # the session's own kernel is untouched
+        assert kept["result"]["stdout"] == ("True\n" if runtime == "python" else "true\n"), kept
+        started = run(http, ident, code=CODE[runtime]["slow"], useEmptyKernel=True, executionType="Asynchronous")
+        deadline = time.monotonic() + 60
+        params = {"api-version": V10, "identifier": ident}
+        while (polled := http.get(f"/executions/{started.json()['id']}", params=params).json())["status"] in (
+                "NotStarted", "Running") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert polled["status"] == "Succeeded" and polled["result"]["stdout"] == "late\n", polled

@@ -179,6 +179,7 @@ class ExecutionRequest:
     timeout: float
     jupyter: bool  # returnJupyterFormatExecutionResult
     cap: int | None  # outputStreamsMaxLength
+    empty_kernel: bool = False  # useEmptyKernel: run in a fresh interpreter, not the session's
 
 
 def source_code(body: dict[str, Any]) -> str:
@@ -242,8 +243,8 @@ def execution_request(body: dict[str, Any], runtime: str, max_timeout: float) ->
     if cap is None and runtime == "shell":
         cap = SHELL_STREAM_LIMIT
     jupyter = flag(body, "returnJupyterFormatExecutionResult", "returnJupyterFormat")
-    flag(body, "useEmptyKernel")  # accepted, and checked, but every session is already an empty kernel
-    return ExecutionRequest(code, mode == "asynchronous", float(min(timeout, max_timeout)), jupyter, cap)
+    empty = flag(body, "useEmptyKernel") and runtime != "shell"  # a Shell command is a new process anyway
+    return ExecutionRequest(code, mode == "asynchronous", float(min(timeout, max_timeout)), jupyter, cap, empty)
 
 
 def runtime_of(request: Request) -> str:
@@ -255,10 +256,40 @@ async def run_execution(request: Request) -> tuple[Session, Outcome, ExecutionRe
     runtime = runtime_of(request)
     asked = execution_request(await json_body(request), runtime, request.app.state.max_execution_time)
     session = await session_of(request)
-    outcome = submit(session, asked, request.headers.get("operation-id"))
+    operation_id = request.headers.get("operation-id")
+    runner = await empty_kernel(request, session, operation_id) if asked.empty_kernel else session
+    try:
+        outcome = submit(runner, asked, operation_id)
+    except ApiError:
+        if runner is not session:
+            pool_of(request).close_scratch_after(runner, finished())
+        raise
+    if runner is not session:  # closed once its one execution is over; polled through the session it was sent to
+        pool_of(request).close_scratch_after(runner, outcome.done)
+        session.executions[outcome.id] = outcome
     if not asked.asynchronous:
-        await until_done_or_disconnected(request, session, outcome)
+        await until_done_or_disconnected(request, runner, outcome)
     return session, outcome, asked
+
+
+def finished() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
+async def empty_kernel(request: Request, session: Session, operation_id: str | None) -> Session:
+    """`useEmptyKernel`: a fresh session of its own for one execution (no variables, imports or files of the
+    session it was sent to)."""
+    if operation_id is not None and operation_id in session.executions:
+        raise ApiError(409, "DuplicateOperationId", f"This session already has an execution {operation_id!r}.")
+    try:
+        return await pool_of(request).scratch()
+    except PoolFull as full:
+        raise ApiError(429, "SessionsCountExceedsLimit", str(full), {"Retry-After": str(full.retry_after)})
+    except SessionStartFailed as failed:
+        raise ApiError(503, "SessionStartFailed", f"An empty kernel could not be started: {failed}",
+                       {"Retry-After": "5"})
 
 
 def submit(session: Session, asked: ExecutionRequest, operation_id: str | None, *, live: bool = False) -> Outcome:

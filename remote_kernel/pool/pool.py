@@ -43,6 +43,7 @@ class Pool:
         self._ready_changed = asyncio.Condition()
         self._creating: dict[str, asyncio.Future[Session]] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._scratch: set[Session] = set()  # sessions of one execution each (useEmptyKernel), bound to no identifier
         self._stopping = False
 
     async def start(self) -> None:
@@ -57,7 +58,8 @@ class Pool:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # sessions being started clean up after themselves
-        sessions = list(self.sessions.values()) + self._ready
+        sessions = list(self.sessions.values()) + self._ready + list(self._scratch)
+        self._scratch.clear()
         self.sessions.clear()
         self._ready.clear()
         await asyncio.gather(*(s.close("the pool is stopping") for s in sessions), return_exceptions=True)
@@ -102,6 +104,29 @@ class Pool:
         finally:
             del self._creating[identifier]
             self._refill()
+
+    async def scratch(self) -> Session:
+        """A fresh session bound to no identifier, for one execution (`useEmptyKernel`); the caller closes it.
+        It counts against the session limit while it lives (PoolFull past it)."""
+        if self._stopping:
+            raise SessionStartFailed("the pool is stopping")
+        if len(self.sessions) + len(self._creating) + len(self._scratch) >= self.max_sessions:
+            raise PoolFull(self.max_sessions, self._retry_after())
+        try:
+            session = await self._take_ready()
+        finally:
+            self._refill()
+        self._scratch.add(session)
+        session.touch()
+        return session
+
+    def close_scratch_after(self, session: Session, finished: asyncio.Event) -> None:
+        """Close a scratch session once its execution has `finished`."""
+        async def close() -> None:
+            await finished.wait()
+            self._scratch.discard(session)
+            await session.close("its one execution (useEmptyKernel) is over")
+        self._spawn(close())
 
     async def delete(self, identifier: str) -> bool:
         """Delete a session with its processes and files; False when there was none."""
