@@ -273,6 +273,7 @@ async def run_execution(request: Request) -> tuple[Session, Outcome, ExecutionRe
 
 
 def finished() -> asyncio.Event:
+    """An event already set: a scratch session whose execution never started is closed at once."""
     event = asyncio.Event()
     event.set()
     return event
