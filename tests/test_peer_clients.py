@@ -126,6 +126,7 @@ def test_llamaindex_ts_legacy_python_execute_over_https(https_pool, tmp_path):
     answer = drive(["node", str(PEERS / "llamaindex_client.cjs")], https_pool, tmp_path, trust_env(https_pool))
     assert answer["value"]["result"] == 42 and answer["value"]["stdout"] == "hello\n"
     assert answer["value"]["status"] == "Success"
+    assert answer["none"]["status"] == "Success" and answer["none"]["result"] == ""  # None: "" (docs/clients.md)
     # the tool saves the image under tool-output/ and returns a path to it (doubled: a bug of the tool's own)
     saved = list((tmp_path / "tool-output").glob("*.png"))
     assert len(saved) == 1 and saved[0].read_bytes().startswith(b"\x89PNG")

@@ -10,6 +10,7 @@ async function main() {
   });
   const answer = {};
   answer.value = await tool.call({ code: "x = 6\nprint('hello')\nx * 7" });
+  answer.none = await tool.call({ code: "x = None\nx" });  // the tool read `result` of null and failed
   answer.plot = await tool.call({ code: "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()" });
   answer.upload = await tool.uploadFile({ data: new Blob(["hello file"]), remoteFilename: "hello.txt" });
   answer.list = (await tool.listFiles()).map((f) => f.filename).sort();
