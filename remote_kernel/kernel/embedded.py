@@ -71,7 +71,9 @@ class EmbeddedPool:
         where = ["--socket", str(self.socket)] if self.socket else ["--port", "0", "--host", "127.0.0.1"]
         return [self.python, "-m", "remote_kernel", "pool", *where,
                 "--ready-sessions", str(self.ready_sessions), "--cooldown", f"{self.cooldown:g}",
-                "--container-type", self.container_type, "--parent-pid", str(os.getpid()), *self.options]
+                "--container-type", self.container_type, "--parent-pid", str(os.getpid()),
+                # no MCP server: its key would be the token only this kernel knows, so no MCP client could use it
+                "--mcp", "off", *self.options]
 
     def start(self) -> None:
         """Start the child and return at once; a thread reads its endpoint when it is listening."""

@@ -14,18 +14,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import quote
 
 import uvicorn
 
 from remote_kernel.pool.app import build_app, iso
 from remote_kernel.pool.connections import guarded_protocol
+from remote_kernel.pool.mcp_lazy import LazyMcp
 from remote_kernel.pool.egress import EgressPolicy
-from remote_kernel.pool.mcp_server import McpEndpoint
 from remote_kernel.pool.pool import Pool
 from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
-from remote_kernel.pool.tls import TlsFiles, TlsProblem, default_folder, given, make_own
+
+if TYPE_CHECKING:  # TLS (cryptography) and the MCP server (the MCP SDK, jsonschema) load only when asked for:
+    # a pool without them starts in a fraction of the time (tests/test_startup_imports.py keeps it so)
+    from remote_kernel.pool.tls import TlsFiles
 
 log = logging.getLogger("remote_kernel.pool")
 KEEP_ALIVE = 30  # seconds an idle client connection stays open
@@ -51,11 +54,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.max_execution_time >= 1:
         print("remote-kernel pool: --max-execution-time must be at least 1 (seconds)", file=sys.stderr)
         return 2
-    try:
-        tls = tls_files(args)
-    except TlsProblem as problem:
-        print(f"remote-kernel pool: {problem}", file=sys.stderr)
-        return 2
+    tls = None
+    if args.tls or args.tls_cert or args.tls_key:
+        from remote_kernel.pool.tls import TlsProblem
+
+        try:
+            tls = tls_files(args)
+        except TlsProblem as problem:
+            print(f"remote-kernel pool: {problem}", file=sys.stderr)
+            return 2
     try:
         return asyncio.run(serve(args, sandbox, tls))
     except OSError as error:
@@ -90,6 +97,8 @@ def runtime_for(args: argparse.Namespace) -> Runtime:
 
 def tls_files(args: argparse.Namespace) -> TlsFiles | None:
     """The certificate to serve (None: plain HTTP)."""
+    from remote_kernel.pool.tls import TlsProblem, default_folder, given, make_own
+
     if (args.tls or args.tls_cert) and args.socket:
         raise TlsProblem("--tls and --socket do not go together: a Unix socket is already private to its owner")
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -113,7 +122,7 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
 
     pool = Pool(sandbox, sessions_root, max_sessions=args.max_sessions, cooldown=args.cooldown,
                 ready_sessions=args.ready_sessions)
-    mcp = McpEndpoint(pool, args.max_execution_time) if args.mcp == "on" else None
+    mcp = LazyMcp(pool, args.max_execution_time) if args.mcp == "on" else None
     mcp_key = None if args.no_auth and not args.mcp_key else (
         args.mcp_key or os.environ.get("REMOTE_KERNEL_MCP_KEY") or token)
     app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log,
@@ -149,11 +158,12 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
         log.warning("listening on %s: other machines can reach this pool", listener.getsockname()[0])
     watcher = asyncio.create_task(watch_parent(args.parent_pid, server)) if args.parent_pid else None
     try:
-        async with mcp.running() if mcp else contextlib.nullcontext():
-            await server.serve(sockets=[listener])
+        await server.serve(sockets=[listener])
     finally:
         if watcher:
             watcher.cancel()
+        if mcp is not None:
+            await mcp.aclose()
         await pool.stop()
         shutil.rmtree(data_root if own_root else sessions_root, ignore_errors=True)
         if args.socket:
