@@ -5,7 +5,9 @@ ipykernel is imported: the pool's start-up then overlaps the kernel's, instead o
 """
 from __future__ import annotations
 
+import importlib
 import sys
+import threading
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     if settings.embedded and not settings.problems:
         embedded = EmbeddedPool(spec.container_type, options=settings.pool_args())
         embedded.start()
+        # the sessions client (httpx) is what the first cell needs next: it loads while ipykernel starts
+        threading.Thread(target=importlib.import_module, args=("remote_kernel.sessions.client",),
+                         name="import-sessions-client", daemon=True).start()
 
     from ipykernel.kernelapp import IPKernelApp
 

@@ -18,6 +18,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ipykernel._version import kernel_protocol_version
 from ipykernel.kernelbase import Kernel
 
 from remote_kernel import __version__
@@ -126,9 +127,12 @@ class RemoteKernel(Kernel):
 
     @property
     def kernel_info(self) -> dict[str, Any]:
-        info = dict(super().kernel_info)
-        info["supported_features"] = []  # no debugger, no subshells: cells run one at a time, remotely
-        return info
+        # the base class's own would import ipykernel's debugger (debugpy: a tenth of a second of the
+        # first kernel_info_request) only to list it; there is no debugger and no subshell here: cells
+        # run one at a time, remotely
+        return {"protocol_version": kernel_protocol_version, "implementation": self.implementation,
+                "implementation_version": self.implementation_version, "language_info": self.language_info,
+                "banner": self.banner, "help_links": self.help_links, "supported_features": []}
 
     def publish(self, msg_type: str, content: dict[str, Any]) -> None:
         """Send one IOPub message for the current cell (nothing for a silent one), screened by `trust`."""
