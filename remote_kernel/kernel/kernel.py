@@ -460,8 +460,7 @@ class RemoteKernel(Kernel):
         self._cancel_cell()
         if not self._cleaned_up:
             await self.remote.delete(SHUTDOWN_DEADLINE)
-        if self.remote.embedded is not None:
-            await asyncio.to_thread(self.remote.stop_pool, 1.0)
+        self.remote.request_pool_stop()  # it stops while this kernel exits; `_cleanup_sync` waits for it at exit
         self._cleaned_up = True
         return {"status": "ok", "restart": restart}
 
@@ -471,6 +470,7 @@ class RemoteKernel(Kernel):
         # shutdown_request; that flush would then hang until the kernel manager sends SIGTERM
         self._control_idle.wait(1.0)
         if self._cleaned_up:
+            self.remote.stop_pool(1.0)  # asked to stop by do_shutdown: wait for it (kill it past the timeout)
             return
         worker = threading.Thread(target=lambda: asyncio.run(self.remote.delete(SHUTDOWN_DEADLINE)), daemon=True)
         worker.start()

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # TLS (cryptography) and the MCP server (the MCP SDK, jsonsch
 
 log = logging.getLogger("remote_kernel.pool")
 KEEP_ALIVE = 30  # seconds an idle client connection stays open
+STOP_GRACE = 0.5  # seconds a stopping pool lets open connections finish their answers
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,27 +178,61 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
 
 
 class PoolServer(uvicorn.Server):
-    """uvicorn's server, with our own signal handling: a stop must still delete every session."""
+    """uvicorn's server, with our own signal handling (a stop must still delete every session) and a
+    stop that takes as long as its work: uvicorn notices a stop at its next 0.1 s tick, then sleeps
+    0.1 s and polls every 0.1 s for connections to close, which made a kernel's shutdown wait for it."""
+
+    pool: Pool | None = None
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._stop_requested = asyncio.Event()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # uvicorn would re-raise SIGTERM after serving, skipping the pool's clean-up
 
-    pool: Pool | None = None
-
     def stop_soon(self) -> None:
         if self.should_exit:
             self.force_exit = True  # a second Ctrl-C: stop waiting for open connections
         self.should_exit = True
+        self._stop_requested.set()
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop of ticks (the Date header each second), woken at once by `stop_soon`."""
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            try:
+                await asyncio.wait_for(self._stop_requested.wait(), 0.1)
+            except asyncio.TimeoutError:
+                pass
+            should_exit = await self.on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop listening, then stop the pool (every execution still waiting is answered: the pool is
-        stopping), then let uvicorn send those answers and close the connections."""
+        stopping), then let the open connections send those answers (idle ones close at once) for up
+        to STOP_GRACE seconds, and close what is left."""
         for listening in self.servers:
             listening.close()
+        for sock in sockets or []:
+            sock.close()
         if self.pool is not None:
             await self.pool.stop()
-        await super().shutdown(sockets)
+        state = self.server_state
+        for connection in list(state.connections):
+            connection.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_GRACE
+        while (state.connections or state.tasks) and not self.force_exit and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for task in list(state.tasks):
+            task.cancel()
+        for connection in list(state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.close()
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -234,7 +269,7 @@ def endpoint_of(listener: socket.socket, tls: bool = False) -> str:
     return f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-async def watch_parent(pid: int, server: uvicorn.Server) -> None:
+async def watch_parent(pid: int, server: PoolServer) -> None:
     """Stop the pool when the process that started it is gone (even if it was SIGKILLed)."""
     while True:
         try:
@@ -246,7 +281,7 @@ async def watch_parent(pid: int, server: uvicorn.Server) -> None:
             gone = False
         if gone:
             log.info("parent %d is gone: stopping", pid)
-            server.should_exit = True
+            server.stop_soon()
             return
         await asyncio.sleep(0.25)
 
