@@ -21,13 +21,13 @@ import uvicorn
 
 from remote_kernel.pool.app import build_app, iso
 from remote_kernel.pool.connections import guarded_protocol
-from remote_kernel.pool.mcp_lazy import LazyMcp
 from remote_kernel.pool.egress import EgressPolicy
+from remote_kernel.pool.mcp_lazy import LazyMcp
 from remote_kernel.pool.pool import Pool
 from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
 
-if TYPE_CHECKING:  # TLS (cryptography) and the MCP server (the MCP SDK, jsonschema) load only when asked for:
-    # a pool without them starts in a fraction of the time (tests/test_startup_imports.py keeps it so)
+if TYPE_CHECKING:  # TLS (cryptography) loads only with --tls, the MCP SDK at the first /mcp request (mcp_lazy):
+    # a pool starts without them in a fraction of the time (tests/test_startup_imports.py keeps it so)
     from remote_kernel.pool.tls import TlsFiles
 
 log = logging.getLogger("remote_kernel.pool")
