@@ -1,7 +1,8 @@
 """`python -m remote_kernel.kernel [--language python] -f {connection_file}`: what a kernelspec runs.
 
 The configuration is read, and an embedded pool (when there is no endpoint) started, before
-ipykernel is imported: the pool's start-up then overlaps the kernel's, instead of following it.
+ipykernel is imported: the pool's start-up then overlaps the kernel's, instead of following it; the
+sessions client, which the first cell needs next, is imported in a thread meanwhile.
 """
 from __future__ import annotations
 
