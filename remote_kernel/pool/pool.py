@@ -10,6 +10,7 @@ from remote_kernel.pool.sandbox import Sandbox
 from remote_kernel.pool.session import Session, WorkerDied
 
 log = logging.getLogger("remote_kernel.pool")
+REFILL_DELAY = 1.0  # seconds from handing a ready session over to starting its replacement
 
 
 class PoolFull(Exception):
@@ -44,6 +45,7 @@ class Pool:
         self._creating: dict[str, asyncio.Future[Session]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
+        self._refill_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         await asyncio.to_thread(self.sandbox.confinement.pool_starting, self.sandbox)
@@ -53,6 +55,9 @@ class Pool:
     async def stop(self) -> None:
         """Delete every session, ready ones included."""
         self._stopping = True
+        if self._refill_timer is not None:
+            self._refill_timer.cancel()
+            self._refill_timer = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -101,7 +106,7 @@ class Pool:
             raise
         finally:
             del self._creating[identifier]
-            self._refill()
+            self._refill_soon()
 
     async def delete(self, identifier: str) -> bool:
         """Delete a session with its processes and files; False when there was none."""
@@ -137,6 +142,17 @@ class Pool:
         except WorkerDied as error:
             raise SessionStartFailed(str(error)) from None
         return session
+
+    def _refill_soon(self) -> None:
+        """Refill REFILL_DELAY seconds after a session was handed over: it is running its first cell
+        then (a kernel's first cell, which also loads the rich-output shim), and a new worker's start,
+        an interpreter importing IPython, would take the CPU from it."""
+        if self._refill_timer is None and not self._stopping:
+            self._refill_timer = asyncio.get_running_loop().call_later(REFILL_DELAY, self._refill_now)
+
+    def _refill_now(self) -> None:
+        self._refill_timer = None
+        self._refill()
 
     def _refill(self) -> None:
         """Start sessions in the background until the ready target is met."""
