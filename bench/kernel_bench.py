@@ -4,6 +4,9 @@
   sample, p50 and p95 of each run and their ratio;
 - kernel start to the first result of a first cell (a new kernel each time; for remote-python this
   includes starting its embedded pool and the session);
+- kernel restart (after a cell) to the first result, and the shutdown's time (with the embedded pool's
+  kills, if any);
+- the import-time budget: the pool's, the kernel's and the client's imports in a fresh interpreter;
 - an nbclient run of notebooks/quickstart.ipynb on each kernel (wall time).
 
     python bench/kernel_bench.py [--quick]
@@ -16,14 +19,13 @@ import queue
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
-    import sys
-
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (LOCAL_KERNEL, REMOTE_KERNEL, ROOT, command_line, descendants, embedded_env,
@@ -201,6 +203,103 @@ def start_to_first_result(runs: int, warmup: bool = True) -> dict[str, Any]:
         run["ratio_ready"] = run[REMOTE_KERNEL]["ready_s"] / run[LOCAL_KERNEL]["ready_s"]
         per_run.append(run)
     return summarise(per_run, runs=runs)
+
+
+def restart_once(name: str) -> dict[str, Any]:
+    """A kernel that has run a cell is restarted (as a front end's "Restart kernel"): seconds from the
+    request to the restarted kernel's first result; then seconds of its shutdown, and (remote-python)
+    whether its embedded pool had to be killed, read from the kernel's log."""
+    from jupyter_client.manager import KernelManager
+
+    with tempfile.TemporaryFile("w+") as log:
+        km = KernelManager(kernel_name=name)
+        km.start_kernel(env=embedded_env(), cwd=str(ROOT), stderr=log)
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=90)
+            execute(kc, timeout=90)  # a session exists, as after a notebook's cells
+            started = time.perf_counter()
+            km.restart_kernel(now=False)
+            kc.wait_for_ready(timeout=90)
+            _, result = execute(kc, timeout=90)
+            restarted = time.perf_counter() - started
+            if result != "2":
+                raise RuntimeError(f"{name}: the first cell after a restart answered {result!r}")
+            kc.stop_channels()
+            started = time.perf_counter()
+            km.shutdown_kernel(now=False)
+            shutdown = time.perf_counter() - started
+        except BaseException:
+            stop(km, kc)
+            raise
+        log.seek(0)
+        kills = log.read().count("did not stop within")
+    return {"s": restarted, "shutdown_s": shutdown, "pool_kills": kills}
+
+
+def restart_to_first_result(runs: int, warmup: bool = True) -> dict[str, Any]:
+    """`restart_once` for both kernels, alternated; medians, and the pool kills of every shutdown."""
+    install_kernelspecs()
+    for name in KERNELS if warmup else ():
+        restart_once(name)
+    per_run = []
+    for i in range(runs):
+        order = KERNELS if i % 2 == 0 else KERNELS[::-1]
+        run: dict[str, Any] = {name: restart_once(name) for name in order}
+        run["ratio"] = run[REMOTE_KERNEL]["s"] / run[LOCAL_KERNEL]["s"]
+        run["ratio_shutdown"] = run[REMOTE_KERNEL]["shutdown_s"] / run[LOCAL_KERNEL]["shutdown_s"]
+        per_run.append(run)
+    out = summarise(per_run, runs=runs)
+    # two shutdowns of remote-python per run: the restart's and the last one
+    out["pool_kills"] = f"{sum(r[REMOTE_KERNEL]['pool_kills'] for r in per_run):g} of {2 * runs}"
+    return out
+
+
+#: what each process imports before it can answer: the pool's server, the kernel (ipykernel's app and
+#: this kernel's class), the sessions client (the first cell's), and ipykernel's own kernel for comparison
+IMPORTS = {
+    "pool": "import remote_kernel.pool.server",
+    "kernel": "import ipykernel.kernelapp, remote_kernel.kernel.kernel",
+    "sessions client": "import remote_kernel.sessions.client",
+    "ipykernel": "import ipykernel.kernelapp, ipykernel.ipkernel",
+}
+
+
+def import_budget(runs: int) -> dict[str, Any]:
+    """Seconds each import of IMPORTS takes in a fresh interpreter (median of `runs`), and how long an
+    embedded-style pool (Unix socket, no MCP, one ready session) takes from its command to listening."""
+    out: dict[str, Any] = {}
+    for label, statement in IMPORTS.items():
+        code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+        times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                      cwd=ROOT).stdout) for _ in range(runs)]
+        out[label] = {"s": median(times)}
+    out["pool_listening"] = {"s": median([pool_listening() for _ in range(runs)])}
+    return {**out, "runs": runs}
+
+
+def pool_listening() -> float:
+    """Seconds from running the embedded pool's command to its endpoint line (it listens then)."""
+    import os
+    import signal
+
+    folder = tempfile.mkdtemp(prefix="rk-bench-")
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "remote_kernel", "pool", "--socket", f"{folder}/pool.sock",
+                                "--ready-sessions", "1", "--mcp", "off", "--parent-pid", str(os.getpid())],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
+                               env={**embedded_env(), "REMOTE_KERNEL_TOKEN": "bench-import-budget"})
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith(b"export POOL_MANAGEMENT_ENDPOINT="):
+                return time.perf_counter() - started
+        raise RuntimeError("the pool exited before it listened")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # the quickstart notebook -----------------------------------------------------------------------

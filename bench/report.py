@@ -32,6 +32,8 @@ def rows(r: dict[str, Any]) -> list[Row]:
     crate: Any = c20.get("executions_per_s")
     ccpu: Any = dig(c20, "cpu_ms_per_execution", "client")
     ready = dig(r, "kernel", "first_result", "ratio_ready")
+    restart = dig(r, "kernel", "restart", "ratio")
+    kills = dig(r, "kernel", "restart", "pool_kills")
     session = dig(r, "pool", "memory", "session") or {}
     live = dig(r, "kernel", "live_latency") or {}
     live95 = dig(live, REMOTE_KERNEL, "p95_ms")
@@ -64,6 +66,14 @@ def rows(r: dict[str, Any]) -> list[Row]:
             f"{fmt(ready, '{:.2f}')} ({fmt(dig(r, 'kernel', 'first_result', REMOTE_KERNEL, 'ready_s'), '{:.2f}')} vs "
             f"{fmt(dig(r, 'kernel', 'first_result', LOCAL_KERNEL, 'ready_s'), '{:.2f}')} s)", lambda: ready <= 1.2,
             ready),
+        row("kernel restart to first result, remote-python / ipykernel (issue 27)", "≤ 1.2",
+            f"{fmt(restart, '{:.2f}')} ({fmt(dig(r, 'kernel', 'restart', REMOTE_KERNEL, 's'), '{:.2f}')} vs "
+            f"{fmt(dig(r, 'kernel', 'restart', LOCAL_KERNEL, 's'), '{:.2f}')} s)", lambda: restart <= 1.2, restart),
+        row("kernel shutdown: the embedded pool stops by itself (issue 27)", "no kill",
+            f"killed at {fmt(kills, '{}')} shutdowns; shutdown "
+            f"{fmt(dig(r, 'kernel', 'restart', REMOTE_KERNEL, 'shutdown_s'), '{:.2f}')} vs "
+            f"{fmt(dig(r, 'kernel', 'restart', LOCAL_KERNEL, 'shutdown_s'), '{:.2f}')} s",
+            lambda: str(kills).startswith("0 "), kills),
         row("live output: a printed line → its IOPub message (issue 13)", "p95 ≤ 100 ms",
             f"p50 {fmt(dig(live, REMOTE_KERNEL, 'p50_ms'), '{:.1f}')} ms, p95 {fmt(live95, '{:.1f}')} ms "
             f"(ipykernel: p50 {fmt(dig(live, LOCAL_KERNEL, 'p50_ms'), '{:.1f}')}, p95 "
@@ -107,7 +117,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig, axes = plt.subplots(3, 2, figsize=(11, 11))
     rt = dig(results, "kernel", "round_trip") or {}
     ax = axes[0][0]
     kernels = [REMOTE_KERNEL, LOCAL_KERNEL]
@@ -120,11 +130,12 @@ def chart(results: dict[str, Any], path: Path) -> None:
     ax.legend()
 
     ax = axes[0][1]
-    groups = [("start → first result", "first_result"), ("quickstart notebook", "quickstart")]
+    groups = [("start → first result", ("first_result", "s")), ("restart → first result", ("restart", "s")),
+              ("shutdown", ("restart", "shutdown_s")), ("quickstart notebook", ("quickstart", "s"))]
     for i, kernel in enumerate(kernels):
-        values = [dig(results, "kernel", key, kernel, "s") or 0 for _, key in groups]
+        values = [dig(results, "kernel", key, kernel, figure) or 0 for _, (key, figure) in groups]
         ax.bar([x + i * 0.38 for x in range(len(groups))], values, 0.38, label=kernel)
-    ax.set_xticks([x + 0.19 for x in range(len(groups))], [g for g, _ in groups])
+    ax.set_xticks([x + 0.19 for x in range(len(groups))], [g for g, _ in groups], fontsize=8)
     ax.set_ylabel("s")
     ax.set_title("whole-kernel times")
     ax.legend()
@@ -156,6 +167,14 @@ def chart(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("MB")
     ax.set_title("resident memory")
     ax.legend(fontsize=8)
+    ax = axes[2][0]
+    imports = dig(results, "kernel", "imports") or {}
+    labels = [label for label in imports if isinstance(imports[label], dict)]
+    ax.barh(labels, [imports[label]["s"] for label in labels], color="tab:purple")
+    ax.invert_yaxis()
+    ax.set_xlabel("s")
+    ax.set_title("import-time budget (fresh interpreter) and the pool's time to listen", fontsize=10)
+    axes[2][1].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

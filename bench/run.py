@@ -86,6 +86,16 @@ def run_kernel(mode: str) -> dict[str, Any]:
                                                                  warmup=mode != "tiny")
     print(f"kernel start to first result: {REMOTE_KERNEL} {st[REMOTE_KERNEL]['s']:.2f} s, {LOCAL_KERNEL} "
           f"{st[LOCAL_KERNEL]['s']:.2f} s, ratio {st['ratio']:.2f}", flush=True)
+    out["restart"] = rs = kernel_bench.restart_to_first_result({"tiny": 1, "quick": 2, "full": 5}[mode],
+                                                              warmup=mode != "tiny")
+    print(f"kernel restart to first result: {REMOTE_KERNEL} {rs[REMOTE_KERNEL]['s']:.2f} s, {LOCAL_KERNEL} "
+          f"{rs[LOCAL_KERNEL]['s']:.2f} s, ratio {rs['ratio']:.2f}; shutdown {rs[REMOTE_KERNEL]['shutdown_s']:.2f} s "
+          f"vs {rs[LOCAL_KERNEL]['shutdown_s']:.2f} s (embedded pool killed at {rs['pool_kills']} shutdowns)",
+          flush=True)
+    out["imports"] = im = kernel_bench.import_budget({"tiny": 1, "quick": 3, "full": 5}[mode])
+    print("import time in a fresh interpreter: " + ", ".join(f"{label} {im[label]['s']:.2f} s"
+                                                               for label in kernel_bench.IMPORTS)
+          + f"; the embedded pool listens {im['pool_listening']['s']:.2f} s after its command", flush=True)
     out["quickstart"] = nb = kernel_bench.quickstart({"tiny": 1, "quick": 1, "full": 3}[mode],
                                                      warmup=mode == "full")
     print(f"quickstart notebook (nbclient): {REMOTE_KERNEL} {nb[REMOTE_KERNEL]['s']:.2f} s, {LOCAL_KERNEL} "

@@ -97,7 +97,7 @@ def test_a_wrong_or_missing_api_key_is_refused(pool):
 def test_the_tutorials_bare_json_rpc_calls_work(pool):
     """sessions-tutorial-shell-mcp.md: curl with only Content-Type and x-ms-apikey, no MCP session."""
     headers = {"Content-Type": "application/json", "x-ms-apikey": pool.token}
-    initialized = httpx.post(f"{pool.endpoint}/mcp", headers=headers,
+    initialized = httpx.post(f"{pool.endpoint}/mcp", headers=headers, timeout=60,
                              json={"jsonrpc": "2.0", "id": "1", "method": "initialize"}).json()
     assert initialized["result"]["protocolVersion"] == "2025-03-26"
     assert "tools" in initialized["result"]["capabilities"]

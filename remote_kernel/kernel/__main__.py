@@ -1,11 +1,14 @@
 """`python -m remote_kernel.kernel [--language python] -f {connection_file}`: what a kernelspec runs.
 
 The configuration is read, and an embedded pool (when there is no endpoint) started, before
-ipykernel is imported: the pool's start-up then overlaps the kernel's, instead of following it.
+ipykernel is imported: the pool's start-up then overlaps the kernel's, instead of following it; the
+sessions client, which the first cell needs next, is imported in a thread meanwhile.
 """
 from __future__ import annotations
 
+import importlib
 import sys
+import threading
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     if settings.embedded and not settings.problems:
         embedded = EmbeddedPool(spec.container_type, options=settings.pool_args())
         embedded.start()
+        # the sessions client (httpx) is what the first cell needs next: it loads while ipykernel starts
+        threading.Thread(target=importlib.import_module, args=("remote_kernel.sessions.client",),
+                         name="import-sessions-client", daemon=True).start()
 
     from ipykernel.kernelapp import IPKernelApp
 

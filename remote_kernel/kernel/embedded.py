@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class EmbeddedPool:
         self.process: subprocess.Popen | None = None
         self._ready = threading.Event()
         self._failure: str | None = None
+        self._stop_requested: float | None = None  # when SIGTERM was sent (time.monotonic)
         self._log_fd: int | None = None  # the pool's stderr: a file already unlinked, so no kill leaves it behind
         self._folder: Path | None = Path(tempfile.mkdtemp(prefix="remote-kernel-"))  # mode 0700: this user only
         self.socket: Path | None = self._folder / "pool.sock"
@@ -71,7 +73,9 @@ class EmbeddedPool:
         where = ["--socket", str(self.socket)] if self.socket else ["--port", "0", "--host", "127.0.0.1"]
         return [self.python, "-m", "remote_kernel", "pool", *where,
                 "--ready-sessions", str(self.ready_sessions), "--cooldown", f"{self.cooldown:g}",
-                "--container-type", self.container_type, "--parent-pid", str(os.getpid()), *self.options]
+                "--container-type", self.container_type, "--parent-pid", str(os.getpid()),
+                # no MCP server: its key would be the token only this kernel knows, so no MCP client could use it
+                "--mcp", "off", *self.options]
 
     def start(self) -> None:
         """Start the child and return at once; a thread reads its endpoint when it is listening."""
@@ -144,13 +148,26 @@ class EmbeddedPool:
             + (f"\n{tail}" if tail else "")
             + "\nSet POOL_MANAGEMENT_ENDPOINT to use another pool, or run `remote-kernel pool` yourself to see why.")
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop the pool (it deletes every session on SIGTERM); kill it if it does not stop in time."""
+    def request_stop(self) -> None:
+        """Ask the pool to stop (SIGTERM: it deletes every session) without waiting: it stops while the
+        kernel finishes its own shutdown, and `stop` then waits for what is left of its timeout."""
         process = self.process
-        if process is not None and process.poll() is None:
+        if process is not None and process.poll() is None and self._stop_requested is None:
             try:
                 process.send_signal(signal.SIGTERM)
-                process.wait(timeout)
+            except OSError:
+                return
+            self._stop_requested = time.monotonic()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the pool (it deletes every session on SIGTERM); kill it if it has not stopped `timeout`
+        seconds after it was asked to."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            self.request_stop()
+            asked = self._stop_requested if self._stop_requested is not None else time.monotonic()
+            try:
+                process.wait(max(0.0, asked + timeout - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("embedded pool did not stop within %.1f s; killing it", timeout)
                 process.kill()

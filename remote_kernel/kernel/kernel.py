@@ -18,6 +18,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ipykernel._version import kernel_protocol_version
 from ipykernel.kernelbase import Kernel
 
 from remote_kernel import __version__
@@ -126,9 +127,12 @@ class RemoteKernel(Kernel):
 
     @property
     def kernel_info(self) -> dict[str, Any]:
-        info = dict(super().kernel_info)
-        info["supported_features"] = []  # no debugger, no subshells: cells run one at a time, remotely
-        return info
+        # the base class's own would import ipykernel's debugger (debugpy: a tenth of a second of the
+        # first kernel_info_request) only to list it; there is no debugger and no subshell here: cells
+        # run one at a time, remotely
+        return {"protocol_version": kernel_protocol_version, "implementation": self.implementation,
+                "implementation_version": self.implementation_version, "language_info": self.language_info,
+                "banner": self.banner, "help_links": self.help_links, "supported_features": []}
 
     def publish(self, msg_type: str, content: dict[str, Any]) -> None:
         """Send one IOPub message for the current cell (nothing for a silent one), screened by `trust`."""
@@ -456,8 +460,7 @@ class RemoteKernel(Kernel):
         self._cancel_cell()
         if not self._cleaned_up:
             await self.remote.delete(SHUTDOWN_DEADLINE)
-        if self.remote.embedded is not None:
-            await asyncio.to_thread(self.remote.stop_pool, 1.0)
+        self.remote.request_pool_stop()  # it stops while this kernel exits; `_cleanup_sync` waits for it at exit
         self._cleaned_up = True
         return {"status": "ok", "restart": restart}
 
@@ -467,6 +470,7 @@ class RemoteKernel(Kernel):
         # shutdown_request; that flush would then hang until the kernel manager sends SIGTERM
         self._control_idle.wait(1.0)
         if self._cleaned_up:
+            self.remote.stop_pool(1.0)  # asked to stop by do_shutdown: wait for it (kill it past the timeout)
             return
         worker = threading.Thread(target=lambda: asyncio.run(self.remote.delete(SHUTDOWN_DEADLINE)), daemon=True)
         worker.start()

@@ -174,6 +174,8 @@ class RemoteSession:
         """Delete the session from whatever loop this runs on (a client of its own), within `deadline`."""
         if not self.reached_pool or self.settings.keep_session:
             return  # no request ever reached the pool: there is no session to delete
+        if self.embedded is not None:
+            return  # the kernel's own pool: stopping it, next, deletes every session it has
         client = self.new_client()
         try:
             await asyncio.wait_for(client.delete_session(), deadline)
@@ -186,6 +188,11 @@ class RemoteSession:
                 await asyncio.wait_for(client.aclose(), 0.3)
             except Exception:
                 pass
+
+    def request_pool_stop(self) -> None:
+        """Ask the embedded pool, if the kernel started one, to stop, without waiting for it."""
+        if self.embedded is not None:
+            self.embedded.request_stop()
 
     def stop_pool(self, timeout: float = 1.0) -> None:
         """Stop the embedded pool, if the kernel started one."""

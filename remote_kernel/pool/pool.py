@@ -10,6 +10,7 @@ from remote_kernel.pool.sandbox import Sandbox
 from remote_kernel.pool.session import Session, WorkerDied
 
 log = logging.getLogger("remote_kernel.pool")
+REFILL_DELAY = 1.0  # seconds from handing a ready session over to starting its replacement
 
 
 class PoolFull(Exception):
@@ -45,6 +46,7 @@ class Pool:
         self._tasks: set[asyncio.Task] = set()
         self._scratch: set[Session] = set()  # sessions of one execution each (useEmptyKernel), bound to no identifier
         self._stopping = False
+        self._refill_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         await asyncio.to_thread(self.sandbox.confinement.pool_starting, self.sandbox)
@@ -54,6 +56,9 @@ class Pool:
     async def stop(self) -> None:
         """Delete every session, ready ones included."""
         self._stopping = True
+        if self._refill_timer is not None:
+            self._refill_timer.cancel()
+            self._refill_timer = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -103,7 +108,7 @@ class Pool:
             raise
         finally:
             del self._creating[identifier]
-            self._refill()
+            self._refill_soon()
 
     async def scratch(self) -> Session:
         """A fresh session bound to no identifier, for one execution (`useEmptyKernel`); the caller closes it.
@@ -162,6 +167,17 @@ class Pool:
         except WorkerDied as error:
             raise SessionStartFailed(str(error)) from None
         return session
+
+    def _refill_soon(self) -> None:
+        """Refill REFILL_DELAY seconds after a session was handed over: it is running its first cell
+        then (a kernel's first cell, which also loads the rich-output shim), and a new worker's start,
+        an interpreter importing IPython, would take the CPU from it."""
+        if self._refill_timer is None and not self._stopping:
+            self._refill_timer = asyncio.get_running_loop().call_later(REFILL_DELAY, self._refill_now)
+
+    def _refill_now(self) -> None:
+        self._refill_timer = None
+        self._refill()
 
     def _refill(self) -> None:
         """Start sessions in the background until the ready target is met."""

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, NoReturn
 from urllib.parse import quote
 
 import uvicorn
@@ -22,13 +22,17 @@ import uvicorn
 from remote_kernel.pool.app import build_app, iso
 from remote_kernel.pool.connections import guarded_protocol
 from remote_kernel.pool.egress import EgressPolicy
-from remote_kernel.pool.mcp_server import McpEndpoint
+from remote_kernel.pool.mcp_lazy import LazyMcp
 from remote_kernel.pool.pool import Pool
 from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
-from remote_kernel.pool.tls import TlsFiles, TlsProblem, default_folder, given, make_own
+
+if TYPE_CHECKING:  # TLS (cryptography) loads only with --tls, the MCP SDK at the first /mcp request (mcp_lazy):
+    # a pool starts without them in a fraction of the time (tests/test_startup_imports.py keeps it so)
+    from remote_kernel.pool.tls import TlsFiles
 
 log = logging.getLogger("remote_kernel.pool")
 KEEP_ALIVE = 30  # seconds an idle client connection stays open
+STOP_GRACE = 0.5  # seconds a stopping pool lets open connections finish their answers
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,13 +55,17 @@ def run(args: argparse.Namespace) -> int:
     if not args.max_execution_time >= 1:
         print("remote-kernel pool: --max-execution-time must be at least 1 (seconds)", file=sys.stderr)
         return 2
+    tls = None
+    if args.tls or args.tls_cert or args.tls_key:
+        from remote_kernel.pool.tls import TlsProblem
+
+        try:
+            tls = tls_files(args)
+        except TlsProblem as problem:
+            print(f"remote-kernel pool: {problem}", file=sys.stderr)
+            return 2
     try:
-        tls = tls_files(args)
-    except TlsProblem as problem:
-        print(f"remote-kernel pool: {problem}", file=sys.stderr)
-        return 2
-    try:
-        return asyncio.run(serve(args, sandbox, tls))
+        code = asyncio.run(serve(args, sandbox, tls))
     except OSError as error:
         where = args.socket or f"{args.host}:{args.port}"
         print(f"remote-kernel pool: cannot listen on {where}: {error.strerror}; "
@@ -66,6 +74,20 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
+    exit_now(code)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Leave without the interpreter's finalization. The pool's own clean-up is done by now (every
+    session deleted, its files removed); tearing down the modules took another 0.1-0.3 s, which the
+    kernel of an embedded pool waited for at every shutdown and restart."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def read_token_file(path: str) -> str:
@@ -90,6 +112,8 @@ def runtime_for(args: argparse.Namespace) -> Runtime:
 
 def tls_files(args: argparse.Namespace) -> TlsFiles | None:
     """The certificate to serve (None: plain HTTP)."""
+    from remote_kernel.pool.tls import TlsProblem, default_folder, given, make_own
+
     if (args.tls or args.tls_cert) and args.socket:
         raise TlsProblem("--tls and --socket do not go together: a Unix socket is already private to its owner")
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -113,7 +137,7 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
 
     pool = Pool(sandbox, sessions_root, max_sessions=args.max_sessions, cooldown=args.cooldown,
                 ready_sessions=args.ready_sessions)
-    mcp = McpEndpoint(pool, args.max_execution_time) if args.mcp == "on" else None
+    mcp = LazyMcp(pool, args.max_execution_time) if args.mcp == "on" else None
     mcp_key = None if args.no_auth and not args.mcp_key else (
         args.mcp_key or os.environ.get("REMOTE_KERNEL_MCP_KEY") or token)
     app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log,
@@ -149,11 +173,12 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
         log.warning("listening on %s: other machines can reach this pool", listener.getsockname()[0])
     watcher = asyncio.create_task(watch_parent(args.parent_pid, server)) if args.parent_pid else None
     try:
-        async with mcp.running() if mcp else contextlib.nullcontext():
-            await server.serve(sockets=[listener])
+        await server.serve(sockets=[listener])
     finally:
         if watcher:
             watcher.cancel()
+        if mcp is not None:
+            await mcp.aclose()
         await pool.stop()
         shutil.rmtree(data_root if own_root else sessions_root, ignore_errors=True)
         if args.socket:
@@ -167,27 +192,61 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
 
 
 class PoolServer(uvicorn.Server):
-    """uvicorn's server, with our own signal handling: a stop must still delete every session."""
+    """uvicorn's server, with our own signal handling (a stop must still delete every session) and a
+    stop that takes as long as its work: uvicorn notices a stop at its next 0.1 s tick, then sleeps
+    0.1 s and polls every 0.1 s for connections to close, which made a kernel's shutdown wait for it."""
+
+    pool: Pool | None = None
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._stop_requested = asyncio.Event()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # uvicorn would re-raise SIGTERM after serving, skipping the pool's clean-up
 
-    pool: Pool | None = None
-
     def stop_soon(self) -> None:
         if self.should_exit:
             self.force_exit = True  # a second Ctrl-C: stop waiting for open connections
         self.should_exit = True
+        self._stop_requested.set()
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop of ticks (the Date header each second), woken at once by `stop_soon`."""
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            try:
+                await asyncio.wait_for(self._stop_requested.wait(), 0.1)
+            except asyncio.TimeoutError:
+                pass
+            should_exit = await self.on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop listening, then stop the pool (every execution still waiting is answered: the pool is
-        stopping), then let uvicorn send those answers and close the connections."""
+        stopping), then let the open connections send those answers (idle ones close at once) for up
+        to STOP_GRACE seconds, and close what is left."""
         for listening in self.servers:
             listening.close()
+        for sock in sockets or []:
+            sock.close()
         if self.pool is not None:
             await self.pool.stop()
-        await super().shutdown(sockets)
+        state = self.server_state
+        for connection in list(state.connections):
+            connection.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_GRACE
+        while (state.connections or state.tasks) and not self.force_exit and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for task in list(state.tasks):
+            task.cancel()
+        for connection in list(state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.close()
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -224,7 +283,7 @@ def endpoint_of(listener: socket.socket, tls: bool = False) -> str:
     return f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-async def watch_parent(pid: int, server: uvicorn.Server) -> None:
+async def watch_parent(pid: int, server: PoolServer) -> None:
     """Stop the pool when the process that started it is gone (even if it was SIGKILLed)."""
     while True:
         try:
@@ -236,7 +295,7 @@ async def watch_parent(pid: int, server: uvicorn.Server) -> None:
             gone = False
         if gone:
             log.info("parent %d is gone: stopping", pid)
-            server.should_exit = True
+            server.stop_soon()
             return
         await asyncio.sleep(0.25)
 

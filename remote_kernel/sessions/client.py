@@ -825,12 +825,12 @@ def _is_loopback(endpoint: str) -> bool:
 def _verification(loopback: bool, scheme: str) -> ssl.SSLContext | bool:
     """How the client checks the server's certificate.
 
-    Plain HTTP on loopback (a local pool) needs no CA bundle, whose loading costs ~0.1 s of a kernel's
-    first cell. HTTPS on loopback is a `remote-kernel pool --tls`: its CA is trusted through
+    Plain HTTP on loopback or a Unix socket (a local pool) needs no CA bundle, whose loading costs
+    ~0.05 s of a kernel's first cell. HTTPS on loopback is a `remote-kernel pool --tls`: its CA is trusted through
     SSL_CERT_FILE/SSL_CERT_DIR, read here because the client ignores the environment for loopback
     (proxies). Anything else: httpx's default, which reads them itself.
     """
-    if loopback and scheme == "http":
+    if loopback and scheme in ("http", "http+unix"):  # a Unix socket has no TLS either
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # cannot verify: would refuse any TLS peer
     if loopback:
         return httpx.create_ssl_context(trust_env=True)
