@@ -304,3 +304,21 @@ def test_io_uring_and_other_ways_around_the_filter_are_refused_in_every_mode(mod
     with start_pool_in(mode, "--ready-sessions", "0") as pool, \
             httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=120) as client:
         assert value(client, str(uuid.uuid4()), AROUND_THE_FILTER) == REFUSED
+
+
+def test_sessions_never_weigh_more_than_a_host_task_for_the_cpu(confined, http):
+    identifier = str(uuid.uuid4())
+    nice = value(http, identifier, "import os; os.nice(0)")
+    guid = http.get("/session", params={"api-version": "2025-10-02-preview", "identifier": identifier}).json()["etag"]
+    weights = {}
+    for root, name, default in ((Path("/sys/fs/cgroup/cpu"), "cpu.shares", 1024),
+                                (Path("/sys/fs/cgroup"), "cpu.weight", 100)):
+        for session in root.glob(f"remote_kernel/pool-{confined.pid}/{guid}"):
+            for level in (session, session.parent, session.parent.parent):  # the session, its pool, all pools
+                if (level / name).exists():
+                    weights[str(level.relative_to(root))] = (int((level / name).read_text()), default)
+    if not weights:
+        pytest.skip("no cpu cgroup controller on this machine")
+    assert len(weights) == 3, weights
+    assert all(weight <= default for weight, default in weights.values()), weights
+    assert nice >= 0

@@ -180,6 +180,7 @@ class Cgroups:
     V1 = (BASE / "memory", BASE / "pids")
     V1_CPU = BASE / "cpu"
     PERIOD = 100_000  # µs of the CPU quota's period
+    V1_WEIGHT, V2_WEIGHT = 1024, 100  # the kernel's default cpu.shares and cpu.weight: a host task's
 
     @staticmethod
     def parents() -> list[Path]:
@@ -221,11 +222,12 @@ class Cgroups:
                 except OSError:
                     pass  # no swap accounting: fine, the machine may have no swap
                 (pids / "pids.max").write_text(str(limits.processes))
+                if cpu:
+                    # the pool's sessions together weigh as one of the host's tasks (the default weight):
+                    # untrusted code is never favoured over the user's own processes
+                    for level in (cpu[0].parent.parent, cpu[0].parent, cpu[0]):
+                        (level / "cpu.shares").write_text(str(Cgroups.V1_WEIGHT))
                 if cpu and limits.cpus > 0:
-                    # the groups above the sessions' compete with the host's other tasks as one task each
-                    # (cpu.shares 1024): at the maximum, the pool's sessions together are not starved
-                    for level in (cpu[0].parent.parent, cpu[0].parent):
-                        (level / "cpu.shares").write_text("262144")
                     (cpu[0] / "cpu.cfs_period_us").write_text(str(Cgroups.PERIOD))
                     (cpu[0] / "cpu.cfs_quota_us").write_text(str(int(limits.cpus * Cgroups.PERIOD)))
                 return Cgroups([memory, pids, *cpu])
@@ -236,15 +238,15 @@ class Cgroups:
                 (group / "memory.max").write_text(str(limits.memory))
                 (group / "memory.swap.max").write_text("0")
                 (group / "pids.max").write_text(str(limits.processes))
-                if limits.cpus > 0:
-                    try:
-                        for level in (parent.parent, parent):  # the cpu controller, delegated down to us
-                            (level / "cgroup.subtree_control").write_text("+cpu")
-                        for level in (parent.parent, parent):  # not starved as one task among the host's
-                            (level / "cpu.weight").write_text("10000")
+                try:
+                    for level in (parent.parent, parent):  # the cpu controller, delegated down to us
+                        (level / "cgroup.subtree_control").write_text("+cpu")
+                    for level in (parent.parent, parent, group):  # never above a host task's weight
+                        (level / "cpu.weight").write_text(str(Cgroups.V2_WEIGHT))
+                    if limits.cpus > 0:
                         (group / "cpu.max").write_text(f"{int(limits.cpus * Cgroups.PERIOD)} {Cgroups.PERIOD}")
-                    except OSError as error:
-                        log.debug("no CPU limit for %s: %s", name, error)
+                except OSError as error:
+                    log.debug("no CPU limit for %s: %s", name, error)
                 return Cgroups([group])
         except OSError as error:
             log.debug("no cgroup for %s: %s", name, error)
