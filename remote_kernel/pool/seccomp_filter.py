@@ -26,6 +26,9 @@ What it blocks is flatpak's list after CVE-2021-41133, plus a few that a session
   (the kernel reads it as an int, so a command with high bits set must not slip through);
 - sockets of families other than AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK: EAFNOSUPPORT (socketpair:
   AF_UNIX only).
+Where no memory cgroup counts a session's memory (`uncounted_memory=False`), memfd_create,
+memfd_secret and shmget are refused too (ENOSYS; callers fall back to files in /dev/shm, which the
+tmpfs's size bounds): their pages are in no file system and count against no rlimit.
 System calls of another ABI (32-bit x86 on x86_64, x32) kill the process (libseccomp's default for a
 foreign architecture), so the rules cannot be bypassed through `int 0x80`.
 """
@@ -53,6 +56,7 @@ EPERM_CALLS = (
     "move_pages", "migrate_pages", "mbind", "set_mempolicy", "get_mempolicy", "modify_ldt", "lookup_dcookie",
     "vhangup", "nfsservctl", "open_by_handle_at", "name_to_handle_at", "fanotify_init",
 )
+UNCOUNTED_MEMORY_CALLS = ("memfd_create", "memfd_secret", "shmget")
 #: calls newer than some libseccomp releases know, by number (the same on every architecture but alpha)
 NUMBERS = {"open_tree_attr": 467}
 ALLOWED_FAMILIES = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK)
@@ -74,8 +78,9 @@ def bindings() -> ModuleType:
                              "); install pyseccomp (pip) and libseccomp2 (apt-get install libseccomp2)")
 
 
-def build() -> bytes:
-    """The filter as a BPF program for this machine (what `bwrap --seccomp FD` reads)."""
+def build(uncounted_memory: bool = True) -> bytes:
+    """The filter as a BPF program for this machine (what `bwrap --seccomp FD` reads); with
+    `uncounted_memory` False, it also refuses the calls that make memory nothing else bounds."""
     sc = bindings()
     rules = sc.SyscallFilter(sc.ALLOW)
     eperm, enosys = sc.ERRNO(errno.EPERM), sc.ERRNO(errno.ENOSYS)
@@ -91,6 +96,8 @@ def build() -> bytes:
                 log.debug("seccomp: %s not filtered: %s", name, error)
 
     for call in ENOSYS_CALLS:
+        add(enosys, call)
+    for call in () if uncounted_memory else UNCOUNTED_MEMORY_CALLS:
         add(enosys, call)
     for call in EPERM_CALLS:
         add(eperm, call)
