@@ -532,6 +532,8 @@ class Sandbox:
             if egress is not None:
                 try:
                     egress.check()
+                    if egress.allow is not None:
+                        egress.note_host_addresses()
                 except EgressUnavailable as unavailable:
                     if egress.allow is not None:
                         raise SandboxUnavailable(str(unavailable)) from None
