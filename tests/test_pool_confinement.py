@@ -284,6 +284,11 @@ out = {
     'io_uring_register': call(427, -1, 0, 0, 0), 'pidfd_getfd': call(438, pidfd, 0, 0),
     'process_madvise': call(440, pidfd, 0, 0, 0, 0),
 }
+# the family with bit 32 set: the kernel reads it as an int, so a filter must compare the low 32 bits
+SOCKET, SOCKETPAIR = {'x86_64': (41, 53), 'aarch64': (198, 199)}[platform.machine()]
+pair = (ctypes.c_int * 2)()
+out['socket_vsock_high_bits'] = call(SOCKET, (1 << 32) | 40, socket.SOCK_STREAM, 0)
+out['socketpair_vsock_high_bits'] = call(SOCKETPAIR, (1 << 32) | 40, socket.SOCK_STREAM, 0, pair)
 for name, family in (('vsock', 40), ('packet', socket.AF_PACKET), ('bluetooth', 31), ('alg', 38)):
     for kind, make in (('socket', socket.socket), ('socketpair', socket.socketpair)):
         try:
@@ -294,7 +299,8 @@ for name, family in (('vsock', 40), ('packet', socket.AF_PACKET), ('bluetooth', 
 out
 """
 REFUSED = {"io_uring_setup": "ENOSYS", "io_uring_enter": "ENOSYS", "io_uring_register": "ENOSYS",
-           "pidfd_getfd": "EPERM", "process_madvise": "EPERM",
+           "pidfd_getfd": "EPERM", "process_madvise": "EPERM", "socket_vsock_high_bits": "EAFNOSUPPORT",
+           "socketpair_vsock_high_bits": "EAFNOSUPPORT",
            **{f"{kind}_{name}": "EAFNOSUPPORT" for kind in ("socket", "socketpair")
               for name in ("vsock", "packet", "bluetooth", "alg")}}
 

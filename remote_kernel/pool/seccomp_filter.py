@@ -25,7 +25,8 @@ What it blocks is flatpak's list after CVE-2021-41133, plus a few that a session
 - ioctl TIOCSTI (typing into the terminal) and TIOCLINUX, compared on the low 32 bits of the command
   (the kernel reads it as an int, so a command with high bits set must not slip through);
 - sockets of families other than AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK: EAFNOSUPPORT (socketpair:
-  AF_UNIX only).
+  AF_UNIX only), compared on the low 32 bits too (the kernel reads the family as an int: AF_VSOCK with
+  bit 32 set passed a comparison of the whole register).
 Where no memory cgroup counts a session's memory (`uncounted_memory=False`), memfd_create,
 memfd_secret and shmget are refused too (ENOSYS; callers fall back to files in /dev/shm, which the
 tmpfs's size bounds): their pages are in no file system and count against no rlimit.
@@ -107,9 +108,9 @@ def build(uncounted_memory: bool = True) -> bytes:
         add(eperm, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, command))
     for family in range(0, 64):
         if family not in ALLOWED_FAMILIES:
-            add(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, family))
+            add(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, family))
         if family != socket.AF_UNIX:
-            add(sc.ERRNO(errno.EAFNOSUPPORT), "socketpair", sc.Arg(0, sc.EQ, family))
+            add(sc.ERRNO(errno.EAFNOSUPPORT), "socketpair", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, family))
     add(sc.ERRNO(errno.EINVAL), "personality", sc.Arg(0, sc.NE, 0))  # PER_LINUX only, as flatpak
     with tempfile.TemporaryFile() as sink:
         rules.export_bpf(sink)
