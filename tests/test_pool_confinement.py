@@ -328,3 +328,16 @@ def test_sessions_never_weigh_more_than_a_host_task_for_the_cpu(confined, http):
     assert len(weights) == 3, weights
     assert all(weight <= default for weight, default in weights.values()), weights
     assert nice >= 0
+
+
+@pytest.mark.parametrize("mode", ["no-cgroups", "non-root"])
+def test_without_a_cpu_cgroup_sessions_run_below_the_hosts_tasks(mode):
+    with start_pool_in(mode, "--ready-sessions", "0") as pool, \
+            httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=120) as client:
+        seen = value(client, str(uuid.uuid4()), """
+import os, subprocess
+{'worker': os.nice(0), 'child': int(subprocess.run(['sh', '-c', 'nice'], capture_output=True, text=True).stdout)}
+""")
+        unenforced = client.get("/health").json()["unenforcedLimits"]
+    assert seen == {"worker": 10, "child": 10}, seen
+    assert "cpus" in unenforced and "nice 10" in unenforced["cpus"], unenforced

@@ -33,6 +33,7 @@ WORKERS = Path(__file__).resolve().parent / "workers"
 SANDBOX_USER = 65534
 STAGE = "/run"  # where a session started under its own uid sees the runtime's folders (a private mount)
 PATH = "/usr/local/bin:/usr/bin:/bin"
+NICE = 10  # sessions' nice value where no cpu cgroup holds them (weight 110 against a host task's 1024)
 #: the command-line option of each limit a pool may be unable to hold (Sandbox.unenforced)
 OPTION_OF_LIMIT = {"memory": "--memory", "processes": "--max-processes", "cpus": "--cpus", "disk": "--disk"}
 
@@ -457,7 +458,8 @@ class Bubblewrap(Confinement):
                                                            if os.geteuid() == 0 else
                                                            "this kernel counts them with all of the pool user's)"))
         if "cpus" not in holds and limits.cpus > 0:
-            missing["cpus"] = "not enforced (no cpu cgroup here): a session can use every core"
+            missing["cpus"] = (f"not enforced (no cpu cgroup here): a session can use every core, at nice {NICE} "
+                               "(each of its processes weighs a tenth of a host task)")
         return missing
 
     def pool_stopped(self) -> None:
@@ -571,13 +573,15 @@ class Sandbox:
         stdout, it moves them to fds 3 and 4 and leaves stdin empty and stdout on the log pipe.
         `fds` are the inherited fds of `session_fds()`; `netns`, the session's own network namespace
         (egress), which bubblewrap is started in; `uid`, the host uid it runs as (a root pool), with
-        RLIMIT_NPROC at the session's process limit."""
+        RLIMIT_NPROC at the session's process limit. Without a cpu cgroup to weigh the session as one
+        host task, it runs at nice NICE: each of its processes then weighs a tenth of a host task's."""
         rlimits = f"ulimit -c 0; ulimit -n 1024; ulimit -f {self.limits.disk // 512}; "
         if self.runtime.address_space:
             rlimits += f"ulimit -v {(self.limits.memory * 2 + (512 << 20)) // 1024}; "
         join = " ".join(f'echo $$ > "${i + 1}" || exit 97;' for i in range(len(cgroups.procs_files if cgroups else [])))
         shift = f"shift {len(cgroups.procs_files)}; " if cgroups else ""
-        script = f"{join} {rlimits}{shift}exec \"$@\" 3<&0 4>&1 0</dev/null 1>&2"
+        nice = "" if cgroups is not None and "cpus" in cgroups.holds else f"nice -n {NICE} "
+        script = f"{join} {rlimits}{shift}exec {nice}\"$@\" 3<&0 4>&1 0</dev/null 1>&2"
         prefix = ["/bin/sh", "-c", script, "sh", *(cgroups.procs_files if cgroups else [])]
         return self.confinement.command(self, prefix, fds or {}, netns, uid)
 
