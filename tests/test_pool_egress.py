@@ -133,6 +133,10 @@ def fetch(url):
         return urllib.request.urlopen(url, timeout=5).read().decode()
     except OSError as error:
         return type(error).__name__
+def gateways():  # the gateways of the session's routes: pasta maps none of them to the host
+    import struct
+    rows = [line.split() for line in open('/proc/net/route').readlines()[1:]]
+    return sorted({socket.inet_ntoa(struct.pack('<I', int(row[2], 16))) for row in rows if int(row[2], 16)})
 def abstract(name):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -217,6 +221,7 @@ def test_an_allow_list_never_opens_the_hosts_own_addresses_even_when_it_holds_or
     'allowed': fetch('http://{OUTSIDE_A}:{PORT}/hello.txt'),
     'host_side_of_the_veth': reach('{HOST_SIDE}', {host_services['tcp_port']}),
     'host_addresses': {{a: reach(a, {host_services['tcp_port']}) for a in {host_addresses()!r}}},
+    'gateways': {{g: [reach(g, {host_services['tcp_port']}), reach(g, {pool.port})] for g in gateways()}},
 }}""")
         log = pool.log()
     finally:
@@ -224,4 +229,5 @@ def test_an_allow_list_never_opens_the_hosts_own_addresses_even_when_it_holds_or
     assert seen["allowed"] == "hello from outside", seen
     assert seen["host_side_of_the_veth"] != "connected", seen
     assert all(result != "connected" for result in seen["host_addresses"].values()), seen
+    assert all(result != "connected" for results in seen["gateways"].values() for result in results), seen
     assert "this host's own address" in log and HOST_SIDE in log, log  # said at start
