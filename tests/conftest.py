@@ -56,3 +56,38 @@ def code_value(http: httpx.Client, identifier: str, code: str, timeout: int = 60
     result = body["result"]["executionResult"]
     return ast.literal_eval(result) if isinstance(result, str) and result[:1] in ("[", "(", "{") else result
 
+
+
+#: the ways a pool runs: root (cgroups, a host uid per session), root without cgroups (rlimits only),
+#: and as an unprivileged user (no cgroups, every session under the pool's own uid)
+POOL_MODES = ("root", "no-cgroups", "non-root")
+UNPRIVILEGED_UID = 61_234  # the non-root pool's user: no account of this machine's
+
+
+def start_pool_in(mode: str, *extra: str, **options: Any) -> PoolProcess:
+    """A bubblewrap pool in `mode` (POOL_MODES), or pytest.skip when this machine cannot run that mode."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    if mode != "non-root" and os.geteuid() != 0:
+        pytest.skip(f"a {mode} pool needs the tests to run as root")
+    if mode == "no-cgroups":
+        options["env"] = {**options.get("env", {}), "REMOTE_KERNEL_NO_CGROUPS": "1"}
+    if mode != "non-root" or os.geteuid() != 0:
+        return start_pool("--sandbox", "bubblewrap", *extra, **options)
+    drop = ("setpriv", f"--reuid={UNPRIVILEGED_UID}", f"--regid={UNPRIVILEGED_UID}", "--clear-groups")
+    probe = subprocess.run([*drop, sys.executable, "-c", "import os, sys, IPython; "
+                            "assert os.access(os.path.realpath(sys.executable), os.X_OK)"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("this interpreter (or its IPython) cannot be run by an unprivileged user: "
+                    + probe.stderr.decode(errors="replace")[-200:])
+    data_root = Path(tempfile.mkdtemp(prefix="rk-pool-"))
+    os.chown(data_root, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
+    options["env"] = {**options.get("env", {}), "PYTHONPATH": str(ROOT)}
+    pool = start_pool("--sandbox", "bubblewrap", *extra, data_root=data_root,
+                      command=(*drop, sys.executable, "-m", "remote_kernel"), **options)
+    pool.owns_data_root = True
+    return pool

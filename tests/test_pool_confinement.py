@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, bubblewrap_usable, code_value, execute_code, start_pool
+from conftest import POOL_MODES, ROOT, bubblewrap_usable, code_value, execute_code, start_pool, start_pool_in
 
 usable, why = bubblewrap_usable()
 pytestmark = pytest.mark.skipif(not usable, reason=why)
@@ -263,3 +263,81 @@ stop.set()
     assert seen["nproc"] == [limit, limit]
     assert seen["threads"] < limit and seen["forked"] < limit, seen
     assert uids and 0 not in uids, uids  # every session process runs under an unprivileged host uid
+
+
+# io_uring runs its operations in the kernel, past the filter (IORING_OP_SOCKET made an AF_VSOCK socket);
+# pidfd_getfd takes another process's descriptor without ptrace. Numbers 425-440 are the same on every
+# architecture but alpha; the session checks it runs on one of the two this table knows.
+AROUND_THE_FILTER = """
+import ctypes, errno, os, platform, socket
+assert platform.machine() in ('x86_64', 'aarch64'), platform.machine()
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(number, *args):
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long(number), *[ctypes.c_long(a) if isinstance(a, int) else a for a in args])
+    return errno.errorcode.get(ctypes.get_errno(), 'ok') if result == -1 else 'ok'
+params = ctypes.create_string_buffer(120)  # struct io_uring_params, zeroed
+pidfd = os.pidfd_open(os.getpid())
+out = {
+    'io_uring_setup': call(425, 8, params), 'io_uring_enter': call(426, -1, 1, 0, 0, 0, 0),
+    'io_uring_register': call(427, -1, 0, 0, 0), 'pidfd_getfd': call(438, pidfd, 0, 0),
+    'process_madvise': call(440, pidfd, 0, 0, 0, 0),
+}
+# the family with bit 32 set: the kernel reads it as an int, so a filter must compare the low 32 bits
+SOCKET, SOCKETPAIR = {'x86_64': (41, 53), 'aarch64': (198, 199)}[platform.machine()]
+pair = (ctypes.c_int * 2)()
+out['socket_vsock_high_bits'] = call(SOCKET, (1 << 32) | 40, socket.SOCK_STREAM, 0)
+out['socketpair_vsock_high_bits'] = call(SOCKETPAIR, (1 << 32) | 40, socket.SOCK_STREAM, 0, pair)
+for name, family in (('vsock', 40), ('packet', socket.AF_PACKET), ('bluetooth', 31), ('alg', 38)):
+    for kind, make in (('socket', socket.socket), ('socketpair', socket.socketpair)):
+        try:
+            make(family, socket.SOCK_STREAM).close() if kind == 'socket' else [s.close() for s in make(family)]
+            out[f'{kind}_{name}'] = 'ok'
+        except OSError as error:
+            out[f'{kind}_{name}'] = errno.errorcode[error.errno]
+out
+"""
+REFUSED = {"io_uring_setup": "ENOSYS", "io_uring_enter": "ENOSYS", "io_uring_register": "ENOSYS",
+           "pidfd_getfd": "EPERM", "process_madvise": "EPERM", "socket_vsock_high_bits": "EAFNOSUPPORT",
+           "socketpair_vsock_high_bits": "EAFNOSUPPORT",
+           **{f"{kind}_{name}": "EAFNOSUPPORT" for kind in ("socket", "socketpair")
+              for name in ("vsock", "packet", "bluetooth", "alg")}}
+
+
+@pytest.mark.parametrize("mode", POOL_MODES)
+def test_io_uring_and_other_ways_around_the_filter_are_refused_in_every_mode(mode):
+    with start_pool_in(mode, "--ready-sessions", "0") as pool, \
+            httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=120) as client:
+        assert value(client, str(uuid.uuid4()), AROUND_THE_FILTER) == REFUSED
+
+
+def test_sessions_never_weigh_more_than_a_host_task_for_the_cpu(confined, http):
+    identifier = str(uuid.uuid4())
+    nice = value(http, identifier, "import os; os.nice(0)")
+    guid = http.get("/session", params={"api-version": "2025-10-02-preview", "identifier": identifier}).json()["etag"]
+    weights = {}
+    for root, name, default in ((Path("/sys/fs/cgroup/cpu"), "cpu.shares", 1024),
+                                (Path("/sys/fs/cgroup"), "cpu.weight", 100)):
+        for session in root.glob(f"remote_kernel/pool-{confined.pid}/{guid}"):
+            for level in (session, session.parent, session.parent.parent):  # the session, its pool, all pools
+                if (level / name).exists():
+                    weights[str(level.relative_to(root))] = (int((level / name).read_text()), default)
+    if not weights:
+        pytest.skip("no cpu cgroup controller on this machine")
+    assert len(weights) == 3, weights
+    assert all(weight <= default for weight, default in weights.values()), weights
+    assert nice >= 0
+
+
+@pytest.mark.parametrize("mode", ["no-cgroups", "non-root"])
+def test_without_a_cpu_cgroup_sessions_run_below_the_hosts_tasks(mode):
+    with start_pool_in(mode, "--ready-sessions", "0") as pool, \
+            httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=120) as client:
+        seen = value(client, str(uuid.uuid4()), """
+import os, subprocess
+{'worker': os.nice(0), 'child': int(subprocess.run(['sh', '-c', 'nice'], capture_output=True, text=True).stdout)}
+""")
+        unenforced = client.get("/health").json()["unenforcedLimits"]
+    assert seen == {"worker": 10, "child": 10}, seen
+    assert "cpus" in unenforced and "nice 10" in unenforced["cpus"], unenforced

@@ -133,6 +133,10 @@ def fetch(url):
         return urllib.request.urlopen(url, timeout=5).read().decode()
     except OSError as error:
         return type(error).__name__
+def gateways():  # the gateways of the session's routes: pasta maps none of them to the host
+    import struct
+    rows = [line.split() for line in open('/proc/net/route').readlines()[1:]]
+    return sorted({socket.inet_ntoa(struct.pack('<I', int(row[2], 16))) for row in rows if int(row[2], 16)})
 def abstract(name):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -202,3 +206,28 @@ def test_an_allow_list_gives_its_names_in_the_sessions_hosts_file(outside):
     assert all(line.endswith(" localhost") for line in hosts.splitlines() if line.strip()), hosts
     # no default route: only the allowed addresses are routed
     assert not any(line.split("\t")[1] == "00000000" for line in routes.splitlines()[1:] if line.strip()), routes
+
+
+@pytest.mark.parametrize("allowed", ["{net}.0/24", "{host_side},{outside}", "0.0.0.0/1,128.0.0.0/1"])
+def test_an_allow_list_never_opens_the_hosts_own_addresses_even_when_it_holds_or_names_them(
+        outside, host_services, allowed):
+    allowed = allowed.format(net=NET, host_side=HOST_SIDE, outside=OUTSIDE_A)
+    pool = start_pool("--egress", f"allow={allowed}", "--ready-sessions", "0")
+    try:
+        with httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=120) as client:
+            identifier = str(uuid.uuid4())
+            value(client, identifier, PROBE)
+            seen = value(client, identifier, f"""{{
+    'allowed': fetch('http://{OUTSIDE_A}:{PORT}/hello.txt'),
+    'host_side_of_the_veth': reach('{HOST_SIDE}', {host_services['tcp_port']}),
+    'host_addresses': {{a: reach(a, {host_services['tcp_port']}) for a in {host_addresses()!r}}},
+    'gateways': {{g: [reach(g, {host_services['tcp_port']}), reach(g, {pool.port})] for g in gateways()}},
+}}""")
+        log = pool.log()
+    finally:
+        pool.stop()
+    assert seen["allowed"] == "hello from outside", seen
+    assert seen["host_side_of_the_veth"] != "connected", seen
+    assert all(result != "connected" for result in seen["host_addresses"].values()), seen
+    assert all(result != "connected" for results in seen["gateways"].values() for result in results), seen
+    assert "this host's own address" in log and HOST_SIDE in log, log  # said at start

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 
+import ast
 import time
 import uuid
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, bubblewrap_usable, code_value, execute_code, start_pool
+from conftest import POOL_MODES, ROOT, bubblewrap_usable, code_value, execute_code, start_pool, start_pool_in
 
 usable, why = bubblewrap_usable()
 pytestmark = pytest.mark.skipif(not usable, reason=why)
@@ -274,3 +275,115 @@ def test_deleting_a_session_kills_its_processes_and_removes_its_files(http, limi
     assert not list(limited.data_root.glob(f"*/{guid}"))
     fresh = value(http, identifier, "import os; os.listdir('/mnt/data')")
     assert fresh == []
+
+
+# A child of the session holds memory every way it can at once (memfds, System V shared memory, files in
+# each tmpfs) and tells its parent, after each step, how much it holds; then forks and starts threads.
+HOARD = r"""
+import ctypes, errno, json, os, subprocess, sys
+CHILD = r'''
+import ctypes, json, mmap, os, sys
+held, refused = 0, {}
+def report():
+    print(json.dumps({"held": held, "refused": refused}), flush=True)
+STEP = 16 << 20
+block = b"x" * STEP
+def fill(fd, limit):
+    global held
+    for _ in range(limit // STEP):
+        os.write(fd, block)
+        held += STEP
+        report()
+try:
+    for n in range(8):
+        fill(os.memfd_create(f"hoard-{n}"), 64 << 20)
+except OSError as error:
+    refused["memfd_create"] = error.errno
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+for _ in range(4):
+    segment = libc.shmget(0, ctypes.c_size_t(32 << 20), 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+    if segment == -1:
+        refused["shmget"] = ctypes.get_errno()
+        break
+    address = libc.shmat(segment, None, 0)
+    if address in (None, ctypes.c_void_p(-1).value):
+        refused["shmat"] = ctypes.get_errno()
+        break
+    ctypes.memset(address, 1, 32 << 20)
+    libc.shmdt(ctypes.c_void_p(address))
+    held += 32 << 20
+    report()
+for folder in ("/dev/shm", "/tmp", "/mnt/data"):
+    try:
+        with open(f"{folder}/hoard", "wb", buffering=0) as f:
+            fill(f.fileno(), LIMIT)
+    except OSError as error:
+        refused[folder] = error.errno
+report()
+sys.stdin.read()  # hold it all until the parent has read every line
+'''
+child = subprocess.Popen([sys.executable, "-c", CHILD.replace("LIMIT", str(DISK + (16 << 20)))],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+most, refused = 0, {}
+for line in child.stdout:
+    seen = json.loads(line)
+    most, refused = max(most, seen["held"]), seen["refused"]
+    if "/mnt/data" in refused or seen["held"] >= 1 << 30:
+        break
+child.kill(); child.wait()
+for folder in ("/dev/shm", "/tmp", "/mnt/data"):
+    if os.path.exists(f"{folder}/hoard"):
+        os.remove(f"{folder}/hoard")
+out = {"held": most, "refused": {k: errno.errorcode.get(v, v) for k, v in refused.items()}}
+import threading, time
+stop, threads = threading.Event(), []
+try:
+    for _ in range(300):
+        t = threading.Thread(target=stop.wait)
+        t.start()
+        threads.append(t)
+except RuntimeError:
+    pass
+stop.set(); [t.join() for t in threads]
+children = []
+for _ in range(300):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.kill(pid, 9); os.waitpid(pid, 0)
+out.update(threads=len(threads), children=len(children))
+out
+"""
+
+
+@pytest.mark.parametrize("mode", POOL_MODES)
+def test_memory_and_process_limits_hold_in_every_mode_or_the_pool_says_which_do_not(mode):
+    memory, disk, processes = 192 << 20, 64 << 20, 32
+    with start_pool_in(mode, "--memory", str(memory), "--disk", str(disk), "--max-processes", str(processes),
+                       "--ready-sessions", "0") as pool, \
+            httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=180) as client:
+        unenforced = client.get("/health").json().get("unenforcedLimits", {})
+        answer = execute_code(client, str(uuid.uuid4()), HOARD.replace("DISK", str(disk)), 170)
+        log = pool.log()
+    for name in unenforced:  # said plainly at start, one line each
+        assert f"LIMIT NOT ENFORCED: --{'max-' if name == 'processes' else ''}{name}" in log, (name, log)
+    if answer["status"] == "Failed":  # the memory cgroup stopped the session: it held no more than its limit
+        assert "memory" not in unenforced and answer["error"]["code"] == "SessionLost", answer
+        assert "memory" in answer["error"]["message"], answer
+        return
+    assert answer["status"] == "Succeeded", answer
+    seen = ast.literal_eval(answer["result"]["executionResult"])
+    if "memory" in unenforced:  # no cgroup counts memfds and System V segments: they are refused
+        assert {"memfd_create", "shmget"} <= set(seen["refused"]), seen
+        assert seen["held"] <= 2 * disk + disk // 4 + (48 << 20), seen  # the tmpfs sizes the warning gives
+    else:
+        assert seen["held"] <= memory, seen
+    if "processes" not in unenforced:
+        assert seen["threads"] < processes and seen["children"] < processes, seen

@@ -772,7 +772,8 @@ async def management_stop_session(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     pool = pool_of(request)
-    return JSONResponse({"status": "ok", "sessions": len(pool.sessions), "sandbox": pool.sandbox.mode})
+    return JSONResponse({"status": "ok", "sessions": len(pool.sessions), "sandbox": pool.sandbox.mode,
+                         "unenforcedLimits": pool.sandbox.unenforced})
 
 
 async def openapi(request: Request) -> Response:

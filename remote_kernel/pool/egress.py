@@ -14,7 +14,11 @@ no capability over a namespace the pool owns) cannot change:
 - `--egress allow=HOST,…`: no default route at all; a route only to the addresses the allowed names
   resolve to (resolved by the pool when the session starts) and, for each name, a line in the session's
   own /etc/hosts, so that the names resolve with no DNS server reachable. An entry may be an address
-  or a network (10.0.0.0/8).
+  or a network (203.0.113.0/24);
+- in both modes, a `prohibit` route for each address of the host's own interfaces, more specific than
+  any allowed network: the host is never reachable through its addresses, even one an allowed network
+  holds or the list names (a pool that could reach a host service that way would open it to every
+  session; the pool says at start which allowed entries hold host addresses).
 
 Why pasta: it needs no privileges in the namespace's owner and no firewall (nftables may be absent).
 It needs the pool to run as root to create named namespaces (a pool that is not root, or lacks pasta,
@@ -81,6 +85,23 @@ class EgressPolicy:
             raise EgressUnavailable(f"--egress {self} gives each session its own network namespace, which needs "
                                     "the pool to run as root; run it as root or with --egress disabled")
 
+    def note_host_addresses(self) -> None:
+        """Say at start which allowed entries hold addresses of this host: sessions cannot reach those."""
+        try:
+            links = json.loads(subprocess.run(["ip", "-j", "address", "show"], capture_output=True, text=True,
+                                              env={"PATH": os.defpath + ":/usr/sbin:/sbin"}).stdout or "[]")
+        except (OSError, ValueError):
+            return
+        own = {ipaddress.ip_address(a["local"].split("%")[0]) for link in links
+               for a in link.get("addr_info", []) if "local" in a}
+        networks, _ = self.resolve()
+        for net in networks:
+            held = sorted(str(a) for a in own if a.version == net.version and a in net)
+            if held:
+                log.warning("egress allow-list: %s holds this host's own address%s %s, which sessions cannot reach "
+                            "(a host address is never allowed, even when named)", net, "es" * (len(held) > 1),
+                            ", ".join(held))
+
     def resolve(self) -> tuple[list[ipaddress._BaseNetwork], list[tuple[str, str]]]:
         """The networks the allow-list names now, and (address, name) lines for /etc/hosts."""
         networks: list[ipaddress._BaseNetwork] = []
@@ -129,10 +150,9 @@ class SessionNetwork:
                     network.pasta_pid = int(pid_file.read_text().strip())
                 except (OSError, ValueError):
                     pass
-            if policy.allow is None:
-                await network._prohibit_host_addresses()
-            else:
+            if policy.allow is not None:
                 await network._allow_only(policy)
+            await network._prohibit_host_addresses()  # after the allowed routes: a host address within one too
         except BaseException:
             await network.remove()
             raise
@@ -142,7 +162,7 @@ class SessionNetwork:
         inside = {a["local"] for a in await addresses(self.name)}
         for address in {a["local"] for a in await addresses(None)} - inside:
             family = "-6" if ":" in address else "-4"
-            await run("ip", "-n", self.name, family, "route", "add", "prohibit", address)
+            await run("ip", "-n", self.name, family, "route", "replace", "prohibit", address)  # an allowed one too
 
     async def _allow_only(self, policy: EgressPolicy) -> None:
         networks, hosts = await asyncio.to_thread(policy.resolve)

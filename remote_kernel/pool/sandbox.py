@@ -33,6 +33,9 @@ WORKERS = Path(__file__).resolve().parent / "workers"
 SANDBOX_USER = 65534
 STAGE = "/run"  # where a session started under its own uid sees the runtime's folders (a private mount)
 PATH = "/usr/local/bin:/usr/bin:/bin"
+NICE = 10  # sessions' nice value where no cpu cgroup holds them (weight 110 against a host task's 1024)
+#: the command-line option of each limit a pool may be unable to hold (Sandbox.unenforced)
+OPTION_OF_LIMIT = {"memory": "--memory", "processes": "--max-processes", "cpus": "--cpus", "disk": "--disk"}
 
 
 class SandboxUnavailable(RuntimeError):
@@ -179,13 +182,15 @@ def python_layout(exe: str) -> tuple[set[str], str | None]:
 class Cgroups:
     """A session's cgroup (v1 or v2) for memory and process limits, when the machine allows it."""
 
-    def __init__(self, paths: list[Path]) -> None:
+    def __init__(self, paths: list[Path], holds: frozenset[str] = frozenset()) -> None:
         self.paths = paths
+        self.holds = holds  # the limits it enforces: "memory", "processes", "cpus"
 
     BASE = Path("/sys/fs/cgroup")
     V1 = (BASE / "memory", BASE / "pids")
     V1_CPU = BASE / "cpu"
     PERIOD = 100_000  # µs of the CPU quota's period
+    V1_WEIGHT, V2_WEIGHT = 1024, 100  # the kernel's default cpu.shares and cpu.weight: a host task's
 
     @staticmethod
     def parents() -> list[Path]:
@@ -227,14 +232,15 @@ class Cgroups:
                 except OSError:
                     pass  # no swap accounting: fine, the machine may have no swap
                 (pids / "pids.max").write_text(str(limits.processes))
+                if cpu:
+                    # the pool's sessions together weigh as one of the host's tasks (the default weight):
+                    # untrusted code is never favoured over the user's own processes
+                    for level in (cpu[0].parent.parent, cpu[0].parent, cpu[0]):
+                        (level / "cpu.shares").write_text(str(Cgroups.V1_WEIGHT))
                 if cpu and limits.cpus > 0:
-                    # the groups above the sessions' compete with the host's other tasks as one task each
-                    # (cpu.shares 1024): at the maximum, the pool's sessions together are not starved
-                    for level in (cpu[0].parent.parent, cpu[0].parent):
-                        (level / "cpu.shares").write_text("262144")
                     (cpu[0] / "cpu.cfs_period_us").write_text(str(Cgroups.PERIOD))
                     (cpu[0] / "cpu.cfs_quota_us").write_text(str(int(limits.cpus * Cgroups.PERIOD)))
-                return Cgroups([memory, pids, *cpu])
+                return Cgroups([memory, pids, *cpu], frozenset({"memory", "processes", *(["cpus"] if cpu else [])}))
             if (Cgroups.BASE / "cgroup.controllers").exists():
                 parent = Cgroups.parents()[0]
                 group = parent / name
@@ -242,16 +248,18 @@ class Cgroups:
                 (group / "memory.max").write_text(str(limits.memory))
                 (group / "memory.swap.max").write_text("0")
                 (group / "pids.max").write_text(str(limits.processes))
-                if limits.cpus > 0:
-                    try:
-                        for level in (parent.parent, parent):  # the cpu controller, delegated down to us
-                            (level / "cgroup.subtree_control").write_text("+cpu")
-                        for level in (parent.parent, parent):  # not starved as one task among the host's
-                            (level / "cpu.weight").write_text("10000")
+                holds = {"memory", "processes"}
+                try:
+                    for level in (parent.parent, parent):  # the cpu controller, delegated down to us
+                        (level / "cgroup.subtree_control").write_text("+cpu")
+                    for level in (parent.parent, parent, group):  # never above a host task's weight
+                        (level / "cpu.weight").write_text(str(Cgroups.V2_WEIGHT))
+                    if limits.cpus > 0:
                         (group / "cpu.max").write_text(f"{int(limits.cpus * Cgroups.PERIOD)} {Cgroups.PERIOD}")
-                    except OSError as error:
-                        log.debug("no CPU limit for %s: %s", name, error)
-                return Cgroups([group])
+                    holds.add("cpus")
+                except OSError as error:
+                    log.debug("no CPU limit for %s: %s", name, error)
+                return Cgroups([group], frozenset(holds))
         except OSError as error:
             log.debug("no cgroup for %s: %s", name, error)
         return None
@@ -387,6 +395,12 @@ class Unsandboxed(Confinement):
     warning = ("WARNING: this local pool runs sessions without a sandbox (bubblewrap is not available): "
                "code can read your files and use your network. Install bubblewrap to isolate sessions.\n")
 
+    def pool_starting(self, sandbox: "Sandbox") -> None:
+        reason = "sessions are not sandboxed (no cgroups, and they run as the pool's own user)"
+        sandbox.report_unenforced({"memory": f"not per session: {reason}; each process's address space only",
+                                   "processes": f"not enforced: {reason}", "cpus": f"not enforced: {reason}",
+                                   "disk": f"not enforced: {reason}; each file's size only"})
+
     def host_data_folder(self, data_root: Path) -> Path | None:
         return data_root / "data"
 
@@ -418,16 +432,41 @@ class Bubblewrap(Confinement):
             else:
                 log.warning("sessions run as the host's root (in their own user namespace) and only cgroups "
                             "bound their processes: %s", problem)
+        elif nproc_per_user_namespace() and shutil.which("prlimit", path=PATH):
+            sandbox.inner_nproc = True  # every session has a user namespace, so a count, of its own
 
     def pool_starting(self, sandbox: "Sandbox") -> None:
         Cgroups.sweep()  # what pools that were killed left behind
         if sandbox.egress is not None:
             sweep_networks()
         probe = Cgroups.create("probe", sandbox.limits)
-        if probe is None:
-            log.warning("cgroups are not writable here: memory and process limits fall back to rlimits")
-        else:
+        holds = probe.holds if probe is not None else frozenset()
+        if probe is not None:
             probe.remove()
+        if "memory" not in holds and sandbox.seccomp is not None:
+            sandbox.seccomp = seccomp_filter.build(uncounted_memory=False)  # memfds: no cgroup counts them
+        sandbox.report_unenforced(self.unenforced(sandbox, holds))
+
+    @staticmethod
+    def unenforced(sandbox: "Sandbox", holds: frozenset[str]) -> dict[str, str]:
+        """What each limit that cgroups do not hold here falls back to, for the limits nothing holds."""
+        limits, missing = sandbox.limits, {}
+        if "memory" not in holds:
+            per_process = (f"each of a session's processes is held to {limits.memory * 2 + (512 << 20) >> 20} MiB "
+                           "of address space" if sandbox.runtime.address_space
+                           else "only the runtime's own heap limit holds")
+            missing["memory"] = (f"not per session (no memory cgroup here): {per_process}, a session's files in "
+                                 f"/tmp, /mnt/data and /dev/shm to {(2 * limits.disk + limits.shm) >> 20} MiB more; "
+                                 "memfd_create and System V shared memory are refused")
+        if "processes" not in holds and sandbox.uids is None and not sandbox.inner_nproc:
+            missing["processes"] = ("not enforced (no pids cgroup here, and RLIMIT_NPROC cannot count a session's "
+                                    "processes apart: " + ("they run as the host's root, whom it does not bind)"
+                                                           if os.geteuid() == 0 else
+                                                           "this kernel counts them with all of the pool user's)"))
+        if "cpus" not in holds and limits.cpus > 0:
+            missing["cpus"] = (f"not enforced (no cpu cgroup here): a session can use every core, at nice {NICE} "
+                               "(each of its processes weighs a tenth of a host task)")
+        return missing
 
     def pool_stopped(self) -> None:
         Cgroups.sweep(False)
@@ -482,6 +521,8 @@ class Sandbox:
         self.seccomp: bytes | None = None  # the BPF program each bubblewrap session runs under
         self.worker_source = runtime.worker_file.read_bytes()
         self.uids: SessionUids | None = None  # a root pool runs each session under its own uid
+        self.inner_nproc = False  # RLIMIT_NPROC set inside each session's user namespace (a non-root pool)
+        self.unenforced: dict[str, str] = {}  # the limits this pool cannot hold per session, and why
         self.confinement.prepare(self)
 
     @property
@@ -499,6 +540,8 @@ class Sandbox:
             if egress is not None:
                 try:
                     egress.check()
+                    if egress.allow is not None:
+                        egress.note_host_addresses()
                 except EgressUnavailable as unavailable:
                     if egress.allow is not None:
                         raise SandboxUnavailable(str(unavailable)) from None
@@ -511,6 +554,12 @@ class Sandbox:
         log.warning("SESSIONS ARE NOT SANDBOXED: %s. Session code can read your files and use your network.",
                     problem)
         return cls("none", runtime, limits, egress)
+
+    def report_unenforced(self, unenforced: dict[str, str]) -> None:
+        """Say at start, one line each, which of the limits the pool was given it cannot hold (also on /health)."""
+        self.unenforced = unenforced
+        for name, why in unenforced.items():
+            log.warning("LIMIT NOT ENFORCED: %s: %s", OPTION_OF_LIMIT[name], why)
 
     @property
     def warning(self) -> str | None:
@@ -530,13 +579,15 @@ class Sandbox:
         stdout, it moves them to fds 3 and 4 and leaves stdin empty and stdout on the log pipe.
         `fds` are the inherited fds of `session_fds()`; `netns`, the session's own network namespace
         (egress), which bubblewrap is started in; `uid`, the host uid it runs as (a root pool), with
-        RLIMIT_NPROC at the session's process limit."""
+        RLIMIT_NPROC at the session's process limit. Without a cpu cgroup to weigh the session as one
+        host task, it runs at nice NICE: each of its processes then weighs a tenth of a host task's."""
         rlimits = f"ulimit -c 0; ulimit -n 1024; ulimit -f {self.limits.disk // 512}; "
         if self.runtime.address_space:
             rlimits += f"ulimit -v {(self.limits.memory * 2 + (512 << 20)) // 1024}; "
         join = " ".join(f'echo $$ > "${i + 1}" || exit 97;' for i in range(len(cgroups.procs_files if cgroups else [])))
         shift = f"shift {len(cgroups.procs_files)}; " if cgroups else ""
-        script = f"{join} {rlimits}{shift}exec \"$@\" 3<&0 4>&1 0</dev/null 1>&2"
+        nice = "" if cgroups is not None and "cpus" in cgroups.holds else f"nice -n {NICE} "
+        script = f"{join} {rlimits}{shift}exec {nice}\"$@\" 3<&0 4>&1 0</dev/null 1>&2"
         prefix = ["/bin/sh", "-c", script, "sh", *(cgroups.procs_files if cgroups else [])]
         return self.confinement.command(self, prefix, fds or {}, netns, uid)
 
@@ -592,6 +643,9 @@ class Sandbox:
             argv += ["--seccomp", str(fds["seccomp"])]
         for key, value in self.environment("/tmp").items():
             argv += ["--setenv", key, value]
+        if self.inner_nproc:  # counted in the session's own user namespace (nproc_per_user_namespace)
+            nproc = f"{self.limits.processes}:{self.limits.processes}"
+            argv += ["--", shutil.which("prlimit", path=PATH) or "prlimit", f"--nproc={nproc}"]
         return argv + ["--", *self.runtime.argv, worker]
 
     def _etc_files(self) -> list[str]:
@@ -628,6 +682,16 @@ def bubblewrap_problem() -> str | None:
     if probe.returncode != 0:
         return f"bubblewrap cannot create a sandbox here ({probe.stderr.strip() or probe.returncode})"
     return None
+
+
+def nproc_per_user_namespace() -> bool:
+    """Whether this kernel counts RLIMIT_NPROC per user namespace and uid (Linux 5.14 and later), so that
+    a limit set inside a session's own user namespace counts that session's processes and threads only."""
+    try:
+        major, minor = (int(n) for n in os.uname().release.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 14)
 
 
 def drop_to(uid: int) -> list[str]:

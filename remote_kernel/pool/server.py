@@ -169,6 +169,8 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
         print(f"# MCP server: {endpoint}/mcp ({key_source})", flush=True)
     print(f"# {args.container_type} sessions, sandbox: {sandbox.mode}, egress: {args.egress}, "
           f"max sessions: {args.max_sessions}, cooldown: {args.cooldown:g} s; Ctrl-C stops the pool", flush=True)
+    if sandbox.unenforced:
+        print(f"# limits this pool cannot hold per session: {', '.join(sandbox.unenforced)} (see the log)", flush=True)
     if listener.family != socket.AF_UNIX and listener.getsockname()[0] not in ("127.0.0.1", "::1", "localhost"):
         log.warning("listening on %s: other machines can reach this pool", listener.getsockname()[0])
     watcher = asyncio.create_task(watch_parent(args.parent_pid, server)) if args.parent_pid else None
