@@ -39,12 +39,42 @@ _DATA_IMAGE = re.compile(r"^\s*data:image/(?:png|jpeg|gif|webp|bmp)[;,]", re.I)
 _SCRIPT_TEXT = re.compile(r"javascript:|vbscript:|expression\s*\(", re.I)
 
 
+MAX_DEPTH = 32  # nested blocks and functions in one value, and @media levels: deeper is dropped
+
+
+class TooDeep(Exception):
+    """CSS nested deeper than MAX_DEPTH."""
+
+
+class Allowance:
+    """Characters of CSS one cell may still have parsed (tinycss2 is linear but slow: about 0.4 MB/s)."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def take(self, size: int) -> bool:
+        """Whether `size` more characters may be parsed (and they are counted)."""
+        if size > self.left:
+            self.left = 0
+            return False
+        self.left -= size
+        return True
+
+
 def _walk(tokens: Iterable[Any]) -> Iterable[Any]:
-    for token in tokens:
+    """Every token, blocks' and functions' contents included (iteratively; TooDeep past MAX_DEPTH)."""
+    stack = [iter(tokens)]
+    while stack:
+        token = next(stack[-1], None)
+        if token is None:
+            stack.pop()
+            continue
         yield token
         if isinstance(token, (ast.FunctionBlock, ast.ParenthesesBlock, ast.SquareBracketsBlock,
                               ast.CurlyBracketsBlock)):
-            yield from _walk(token.arguments if isinstance(token, ast.FunctionBlock) else token.content)
+            if len(stack) > MAX_DEPTH:
+                raise TooDeep
+            stack.append(iter(token.arguments if isinstance(token, ast.FunctionBlock) else token.content))
 
 
 def _fetches(token: Any) -> bool:
@@ -60,12 +90,16 @@ def _fetches(token: Any) -> bool:
 def declaration_is_safe(declaration: ast.Declaration) -> bool:
     """Whether one declaration keeps its box in the output and fetches nothing."""
     name = declaration.lower_name
-    if name in _BAD_PROPERTIES or _SCRIPT_TEXT.search(tinycss2.serialize(declaration.value)):
+    if name in _BAD_PROPERTIES:
         return False
     if name == "position":
         words = [t for t in declaration.value if not isinstance(t, (ast.WhitespaceToken, ast.Comment))]
         return len(words) == 1 and isinstance(words[0], ast.IdentToken) and words[0].lower_value in _KEPT_POSITIONS
-    return not any(_fetches(token) for token in _walk(declaration.value))
+    try:
+        return not any(_fetches(token) or (isinstance(token, ast.FunctionBlock) and token.lower_name == "expression")
+                       for token in _walk(declaration.value))
+    except TooDeep:
+        return False
 
 
 def _declarations(content: list[Any]) -> tuple[list[Any], bool]:
@@ -119,16 +153,22 @@ def _scoped(selector: list[Any], names: set[str]) -> bool:
 def _only_own_custom_properties(declarations: list[Any], prelude: list[Any]) -> bool:
     return bool(declarations) and all(d.name.startswith("--") and not FRONT_END_PROPERTY.match(d.name)
                                       for d in declarations) \
-        and not any(isinstance(t, ast.FunctionBlock) for t in _walk(prelude))
+        and not any(isinstance(t, ast.FunctionBlock) for t in prelude)
 
 
-def _rules(rules: list[Any], names: set[str]) -> tuple[list[Any], bool]:
+def _rules(rules: list[Any], names: set[str], depth: int = 0) -> tuple[list[Any], bool]:
     kept: list[Any] = []
     dropped = False
     for rule in rules:
         if isinstance(rule, (ast.WhitespaceToken, ast.Comment)):
             kept.append(rule)
         elif isinstance(rule, ast.QualifiedRule):
+            try:
+                for _ in _walk(rule.prelude):
+                    pass
+            except TooDeep:
+                dropped = True
+                continue
             declarations, lost = _declarations(rule.content)
             if not all(_scoped(s, names) for s in _selectors(rule.prelude)) \
                     and not (not lost and _only_own_custom_properties(declarations, rule.prelude)):
@@ -139,8 +179,9 @@ def _rules(rules: list[Any], names: set[str]) -> tuple[list[Any], bool]:
                 rule.content = tinycss2.parse_component_value_list(" " + _serialize_declarations(declarations) + " ")
             if declarations:
                 kept.append(rule)
-        elif isinstance(rule, ast.AtRule) and rule.lower_at_keyword in ("media", "supports") and rule.content:
-            inner, lost = _rules(tinycss2.parse_rule_list(rule.content), names)
+        elif isinstance(rule, ast.AtRule) and rule.lower_at_keyword in ("media", "supports") and rule.content \
+                and depth < 4:
+            inner, lost = _rules(tinycss2.parse_rule_list(rule.content), names, depth + 1)
             dropped = dropped or lost
             if lost:
                 rule.content = tinycss2.parse_component_value_list(tinycss2.serialize(inner))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import re
+from contextvars import ContextVar
 
 import nh3
 
@@ -55,11 +56,25 @@ def safe_url(tag: str, attribute: str, value: str) -> bool:
         and bool(_DATA_MEDIA.match(url))
 
 
+#: the CSS the current screening may still parse (its cell's allowance)
+_ALLOWANCE: ContextVar[screen_css.Allowance] = ContextVar("css_allowance")
+
+
+def _allowance() -> screen_css.Allowance:
+    return _ALLOWANCE.get(None) or screen_css.Allowance(CSS_LIMIT)
+
+
+#: characters of CSS (style blocks and attributes) parsed for one output when no cell's allowance applies
+CSS_LIMIT = 512 << 10
+
+
 def _filter(tag: str, attribute: str, value: str) -> str | None:
     """nh3's per-attribute check: the same URL rule as `inert`, and styles without escaping CSS."""
     if attribute in _URL_ATTRIBUTES and not safe_url(tag, attribute, html.escape(value)):
         return None
     if attribute == "style":
+        if not _allowance().take(len(value)):
+            return None
         cleaned, _ = screen_css.screen_declarations(value)
         return cleaned or None
     return value
@@ -84,7 +99,7 @@ class NotInert(Exception):
     """The HTML holds something outside the inert subset (the reason is for tests and logs)."""
 
 
-def _check_tag(tag: str, attributes: list[tuple[str, str]], names: set[str]) -> None:
+def _check_tag(tag: str, attributes: list[tuple[str, str]], names: set[str], allowance: screen_css.Allowance) -> None:
     if tag not in TAGS:
         raise NotInert(f"element <{tag}>")
     allowed = ATTRIBUTES.get(tag, set()) | ATTRIBUTES["*"]
@@ -93,8 +108,9 @@ def _check_tag(tag: str, attributes: list[tuple[str, str]], names: set[str]) -> 
             raise NotInert(f"attribute {name} on <{tag}>")
         if name in _URL_ATTRIBUTES and not safe_url(tag, name, value):
             raise NotInert(f"a URL in {name} on <{tag}>")
-        if name == "style" and screen_css.screen_declarations(html.unescape(value))[1]:
-            raise NotInert(f"a style on <{tag}> that leaves the output or fetches")
+        if name == "style" and (not allowance.take(len(value))
+                                or screen_css.screen_declarations(html.unescape(value))[1]):
+            raise NotInert(f"a style on <{tag}> that leaves the output or fetches (or past the CSS allowance)")
         if name in ("class", "id"):
             names.update(html.unescape(value).split())
 
@@ -119,16 +135,28 @@ def _start_tag(text: str, at: int) -> tuple[int, str, list[tuple[str, str]]]:
         position = attribute.end()
 
 
-def inert(text: str) -> bool:
+def inert(text: str, allowance: screen_css.Allowance | None = None) -> bool:
     """Whether the HTML is inert, in the strict subset described above; linear in its length."""
     try:
-        names, styles = _scan(text, strict=True)
+        names, styles = _scan(text, True, allowance or screen_css.Allowance(CSS_LIMIT))
         return not any(screen_css.screen_stylesheet(text[a:b], names)[1] for a, b in styles)
     except NotInert:
         return False
 
 
-def _scan(text: str, strict: bool) -> tuple[set[str], list[tuple[int, int]]]:
+def screen(text: str, allowance: screen_css.Allowance | None = None) -> tuple[str, bool]:
+    """(the HTML, whether something was removed): as written when inert, else cleaned."""
+    allowance = allowance or screen_css.Allowance(CSS_LIMIT)
+    if inert(text, allowance):
+        return text, False
+    token = _ALLOWANCE.set(allowance)
+    try:
+        return clean(text), True
+    finally:
+        _ALLOWANCE.reset(token)
+
+
+def _scan(text: str, strict: bool, allowance: screen_css.Allowance) -> tuple[set[str], list[tuple[int, int]]]:
     """(the classes and ids, the spans of style blocks' text) of HTML in the inert subset, else NotInert.
 
     Not strict: nh3's own output, whose style blocks end at the first `</style>` and may hold `<`.
@@ -142,12 +170,14 @@ def _scan(text: str, strict: bool) -> tuple[set[str], list[tuple[int, int]]]:
         following = text[start + 1:start + 2]
         if following.isascii() and following.isalpha():
             position, tag, attributes = _start_tag(text, start)
-            _check_tag(tag, attributes, names)
+            _check_tag(tag, attributes, names, allowance)
             if tag == "style":  # raw text up to </style: with no `<` in it, every reader ends it in one place
                 close = text.find("<" if strict else "</style>", position)
                 end = _END_TAG.match(text, close) if close >= 0 else None
                 if end is None or end.group(1).lower() != "style":
                     raise NotInert("a style block without its end")
+                if not allowance.take(close - position):
+                    raise NotInert("style blocks past the CSS allowance")
                 styles.append((position, close))
                 position = end.end()
         elif following == "/":
@@ -178,7 +208,7 @@ def _scan(text: str, strict: bool) -> tuple[set[str], list[tuple[int, int]]]:
 
 
 _WITHOUT_STYLE = nh3.Cleaner(
-    tags=TAGS - {"style"}, attributes=ATTRIBUTES, clean_content_tags={
+    tags=TAGS - {"style"}, attributes={k: v for k, v in ATTRIBUTES.items() if k != "style"}, clean_content_tags={
         "script", "noscript", "template", "iframe", "object", "embed", "textarea", "select", "math", "svg", "style"},
     url_schemes={"http", "https", "mailto", "data"}, attribute_filter=_filter,
     strip_comments=True, link_rel="noopener noreferrer")
@@ -190,7 +220,7 @@ def clean(text: str) -> str:
     if "<style" not in cleaned:
         return cleaned
     try:
-        names, styles = _scan(cleaned, strict=False)
+        names, styles = _scan(cleaned, False, _allowance())
     except NotInert:  # not expected of nh3's output: then no style block is kept
         return _WITHOUT_STYLE.clean(text)
     parts, at = [], 0

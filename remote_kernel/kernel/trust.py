@@ -31,7 +31,7 @@ import re
 from typing import Any
 from xml.etree import ElementTree
 
-from remote_kernel.kernel import screen_html, screen_markdown, screen_vega
+from remote_kernel.kernel import screen_css, screen_html, screen_markdown, screen_vega
 
 #: IOPub messages whose `data` is a MIME bundle from the session
 BUNDLE_MESSAGES = ("display_data", "update_display_data", "execute_result")
@@ -48,6 +48,8 @@ _VSCODE_BACKGROUND = re.compile(r"^application/vnd\.vscode\.bg\.execution\.\d+(?
 #: kernel's event loop, so this bounds how long it holds interrupts and kernel_info (about 2 s on
 #: a loaded machine); past it an output keeps only its text/plain
 CELL_SCREEN_BUDGET = 8 << 20
+#: characters of CSS parsed in one cell (at most about 2 s); past it further style blocks and attributes are dropped
+CSS_BUDGET = 512 << 10
 
 
 class OverBudget(Exception):
@@ -56,7 +58,7 @@ class OverBudget(Exception):
 
 def clean_html(text: str) -> str:
     """HTML without anything that can run or leave its output (kept as written when inert)."""
-    return text if screen_html.inert(text) else screen_html.clean(text)
+    return screen_html.screen(text)[0]
 
 
 def clean_markdown(text: str) -> tuple[str, str]:
@@ -123,6 +125,7 @@ class Budget:
         self.left = left
         self.exceeded = False
         self.dropped = 0  # MIME entries dropped for want of budget
+        self.css = screen_css.Allowance(CSS_BUDGET)  # CSS parses slower: a budget of its own
 
     def spend(self, size: int) -> None:
         if size > self.left:
@@ -142,10 +145,8 @@ def screen_bundle(data: dict[str, Any], budget: Budget | None = None) -> tuple[d
             if kind in ("text/html", "text/markdown", "image/svg+xml") and isinstance(value, str):
                 budget.spend(len(value))
             if kind == "text/html" and isinstance(value, str):
-                if screen_html.inert(value):
-                    kept[mime] = value
-                else:
-                    kept[mime] = screen_html.clean(value)
+                kept[mime], changed = screen_html.screen(value, budget.css)
+                if changed:
                     lost.append(mime)
             elif kind == "text/markdown" and isinstance(value, str):
                 kept[mime], changed = screen_markdown.screen(value)
