@@ -81,7 +81,7 @@ def embed_options(options: Any) -> dict[str, Any] | None:
     """The embed options that cannot inject HTML, fetch or reach the page; None when none are left."""
     if not isinstance(options, dict):
         return None
-    kept = {k: v for k, v in options.items() if k in _EMBED_KEYS and isinstance(v, (str, int, float, bool))
+    kept: dict[str, Any] = {k: v for k, v in options.items() if k in _EMBED_KEYS and isinstance(v, (str, int, float, bool))
             and not (isinstance(v, str) and "<" in v)}
     actions = options.get("actions")
     if isinstance(actions, bool) or (isinstance(actions, dict) and all(isinstance(v, bool) for v in actions.values())
