@@ -28,7 +28,7 @@ from jupyter_client.manager import start_new_kernel
 from conftest import start_pool
 from fake_pool import GUID, HostilePool, endless_body, execution
 from fault_server import Exchange, FaultServer, Received, json_answer
-from kernel_support import embedded_env, kernel, pool_env, run, text_of, wait_for
+from kernel_support import collect, embedded_env, errors_of, kernel, pool_env, run, text_of, wait_for
 from remote_kernel.kernel.helper import HELPER_MARK
 from remote_kernel.sessions import AnswerTooLarge, SessionsClient, StaticToken
 
@@ -796,3 +796,84 @@ def test_an_output_the_screen_cannot_read_keeps_its_plain_text():
     screened, notice = OutputGuard().screen("display_data", {"data": {
         "application/vnd.vegalite.v5+json": {"data": {"values": deep}}, "text/plain": "chart"}, "metadata": {}})
     assert screened["data"] == {"text/plain": "chart"} and "could not read" in notice
+
+
+# --- the same, through real kernels -----------------------------------------------------------
+
+PATHOLOGICAL_CELL = """\
+from IPython.display import display, HTML, Markdown
+display(Markdown("[a\\n" * 85000))
+display(HTML("<a" * 100000))
+display(HTML("<![" * 60000))
+display(HTML("<![CDATA[" * 30000 + "<!--" * 60000 + "<?" * 60000))
+display(Markdown("> [a]: <" * 40000 + "[" * 100000))
+print('after')
+"""
+
+
+def test_a_cell_of_pathological_outputs_prints_what_follows_and_kernel_info_answers(remote):
+    msg_id = remote.execute(PATHOLOGICAL_CELL)
+    remote.control_channel.send(remote.session.msg("kernel_info_request"))  # while the cell runs
+    control = remote.control_channel.get_msg(timeout=60)
+    outputs = collect(remote, msg_id, timeout=120)
+    reply = remote.get_shell_msg(timeout=60)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = remote.get_shell_msg(timeout=60)
+    assert control["msg_type"] == "kernel_info_reply" and control["content"]["status"] == "ok"
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert text_of(outputs, "stdout") == "after\n" and not errors_of(outputs)
+    assert len(bundles(outputs)) == 5 and all("text/plain" in b for b in bundles(outputs))
+    remote.kernel_info()
+    assert remote.get_shell_msg(timeout=60)["content"]["status"] == "ok"
+
+
+INERT_CELL = """\
+import numpy as np, pandas as pd
+from IPython.display import display, HTML, Video
+frame = pd.DataFrame(np.arange(8).reshape(2, 4), columns=pd.MultiIndex.from_product([["a", "b"], ["x", "y"]]))
+display(frame)
+display(HTML(frame.to_html()))
+display(frame.style.highlight_max(color="yellow").set_uuid("fixed").set_caption("Styled"))
+display(Video("https://example.org/clip.mp4"))
+display(HTML('<video src="clip.mp4" controls width="320"></video><!-- a note --><p style="color: red">x</p>'))
+frame
+"""
+
+
+def test_inert_html_arrives_byte_for_byte_as_on_ipykernel_without_a_note(remote):
+    with local_kernel() as (_, local):
+        local_reply, local_outputs = run(local, INERT_CELL)
+    reply, outputs = run(remote, INERT_CELL)
+    assert reply["status"] == local_reply["status"] == "ok", outputs
+
+    def html(outs: list[dict]) -> list[tuple[str, str]]:
+        return [(m["msg_type"], m["content"]["data"].get("text/html", "")) for m in outs if "data" in m["content"]]
+
+    assert html(outputs) == html(local_outputs) and len(html(outputs)) == 6
+    assert 'halign="left"' in html(outputs)[0][1] and "<style scoped>" in html(outputs)[0][1]
+    assert not notices(outputs) and text_of(outputs, "stderr") == ""
+
+
+ALTAIR_CELL = f"""\
+from IPython.display import display
+spec = {ALTAIR_SPEC!r}
+display({{"application/vnd.vegalite.v5+json": spec, "text/plain": "alt.Chart(...)"}}, raw=True)
+"""
+
+
+def test_an_altair_chart_arrives_as_on_ipykernel_and_a_hostile_spec_loses_its_sinks(remote):
+    with local_kernel() as (_, local):
+        _, local_outputs = run(local, ALTAIR_CELL)
+    _, outputs = run(remote, ALTAIR_CELL)
+    assert bundles(outputs) == bundles(local_outputs) and not notices(outputs)
+    hostile = ("from IPython.display import display\n"
+               f"for spec in {HOSTILE_VEGA!r}:\n"
+               "    display({'application/vnd.vega.v5+json': spec, 'text/plain': 'chart'}, raw=True,\n"
+               "            metadata={'application/vnd.vega.v5+json': {'embed_options': {\n"
+               "                'sourceFooter': '<script>alert(1)</script>', 'actions': True}}})\n")
+    _, outputs = run(remote, hostile)
+    shown = [m["content"] for m in outputs if "data" in m["content"]]
+    assert len(shown) == len(HOSTILE_VEGA)
+    for content in shown:
+        assert not vega_sinks(content["data"].get("application/vnd.vega.v5+json", {}))
+        assert content["metadata"]["application/vnd.vega.v5+json"] == {"embed_options": {"actions": True}}
