@@ -877,3 +877,31 @@ def test_an_altair_chart_arrives_as_on_ipykernel_and_a_hostile_spec_loses_its_si
     for content in shown:
         assert not vega_sinks(content["data"].get("application/vnd.vega.v5+json", {}))
         assert content["metadata"]["application/vnd.vega.v5+json"] == {"embed_options": {"actions": True}}
+
+
+def test_plotly_figures_lose_only_what_would_be_fetched_from_the_jupyter_origin():
+    import numpy as np
+    import plotly.graph_objects as go
+
+    from remote_kernel.kernel.trust import screen_bundle
+
+    mime = "application/vnd.plotly.v1+json"
+    inline = {"type": "FeatureCollection", "features": []}
+    usual = [go.Figure(go.Bar(y=[1, 3, 2])), go.Figure(go.Sankey(link={"source": [0, 1], "target": [1, 2],
+                                                                         "value": [1, 2]})),
+             go.Figure(go.Image(source="data:image/png;base64,iVBORw0KGgo=")),
+             go.Figure(go.Heatmap(z=np.arange(4).reshape(2, 2))),
+             go.Figure(go.Choroplethmap(geojson="https://example.org/regions.geojson", locations=["a"], z=[1]),
+                       layout={"map": {"style": "open-street-map"}}),
+             go.Figure(go.Choroplethmap(geojson=inline, locations=["a"], z=[1]))]
+    for figure in usual:
+        spec = json.loads(figure.to_json())
+        assert screen_bundle({mime: spec}) == ({mime: spec}, []), spec
+    hostile = go.Figure(go.Choroplethmap(geojson="/api/contents/secret.geojson", locations=["a"], z=[1]),
+                        layout={"map": {"style": "style.json", "layers": [
+                            {"source": "../files/data.geojson"}, {"sourcetype": "raster", "source": ["/tiles/{z}"]}]}})
+    spec = {**json.loads(hostile.to_json()), "config": {"topojsonURL": "/api/contents/"}}
+    spec["layout"]["mapbox"] = {"style": {"version": 8, "sources": {"x": {"url": "/api/x"}}}}  # plotly < 6
+    kept, lost = screen_bundle({mime: spec})
+    text = json.dumps(kept[mime])
+    assert lost == [mime] and not re.search(r"/api/|\.\./|style\.json|/tiles/|topojsonURL", text), text

@@ -15,8 +15,9 @@ content, keeps only what cannot run code, fetch from the Jupyter origin or leave
   (parsed by defusedxml: no entity expansion); an SVG with nothing to remove is kept as sent;
 - images: only PNG, JPEG, GIF, WebP, BMP and sanitized SVG;
 - vega and vega-lite specs lose URLs, links, page bindings, HTML and unsafe embed options
-  (`screen_vega`); other JSON types pass only when their renderer fetches and runs nothing
-  (INERT_JSON_TYPES: JSON, GeoJSON, plotly, data resources, widget views);
+  (`screen_vega`), plotly figures the relative URLs it would fetch (`screen_plotly`); other JSON
+  types pass only when their renderer fetches and runs nothing (INERT_JSON_TYPES: JSON, GeoJSON,
+  data resources, widget views);
 - `text/plain`, `text/latex` and other non-script text types stay; everything else
   (`application/javascript`, `text/javascript`, `application/pdf`, unknown types) is dropped.
 
@@ -31,15 +32,15 @@ import re
 from typing import Any
 from xml.etree import ElementTree
 
-from remote_kernel.kernel import screen_css, screen_html, screen_markdown, screen_vega
+from remote_kernel.kernel import screen_css, screen_html, screen_markdown, screen_plotly, screen_vega
 
 #: IOPub messages whose `data` is a MIME bundle from the session
 BUNDLE_MESSAGES = ("display_data", "update_display_data", "execute_result")
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
 #: words in a MIME type that mean "code to run"
 _SCRIPT_WORDS = re.compile(r"javascript|ecmascript|jscript|vbscript|script|exec|_load|\.load|wasm", re.I)
-#: JSON types whose renderers fetch nothing and run nothing (vega and vega-lite: screened by screen_vega)
-INERT_JSON_TYPES = frozenset({"application/json", "application/geo+json", "application/vnd.plotly.v1+json",
+#: JSON types whose renderers fetch nothing and run nothing (vega, vega-lite, plotly: screened on their own)
+INERT_JSON_TYPES = frozenset({"application/json", "application/geo+json",
                               "application/vnd.dataresource+json", "application/vnd.jupyter.widget-view+json",
                               "application/vnd.jupyter.widget-state+json"})
 #: VS Code's background executions (vscode.py): JSON or text the extension parses, never run
@@ -164,6 +165,13 @@ def screen_bundle(data: dict[str, Any], budget: Budget | None = None) -> tuple[d
                 try:
                     kept[mime], changed = screen_vega.screen_spec(value, budget.left)
                 except screen_vega.TooLarge:
+                    raise OverBudget from None
+                if changed:
+                    lost.append(mime)
+            elif screen_plotly.PLOTLY_TYPE.match(kind):
+                try:
+                    kept[mime], changed = screen_plotly.screen_figure(value, budget.left)
+                except OverflowError:
                     raise OverBudget from None
                 if changed:
                     lost.append(mime)
