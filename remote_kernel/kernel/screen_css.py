@@ -27,9 +27,10 @@ import tinycss2
 from tinycss2 import ast
 
 #: the front ends' own class and id names: a selector starting there reaches beyond the output
-FRONT_END_NAME = re.compile(r"^(?:jp-|lm-|p-|cm-|mjx|mathjax|codemirror|monaco|vscode|widget|ipywidget|output|cell|"
-                            r"notebook|prompt|inner_cell|input|text_cell|code_cell|site|header|ipython|navbar|modal|"
-                            r"menubar|toolbar|kernel|dialog|body|main)", re.I)
+FRONT_END_NAME = re.compile(r"^(?:jp-|lm-|p-|cm-|bp3-|id-|mjx|mathjax|codemirror|monaco|vscode|widget|ipywidget|"
+                            r"jupyter|output|cell|notebook|prompt|inner_cell|input|text_cell|code_cell|site|header|"
+                            r"ipython|navbar|modal|menu|toolbar|kernel|dialog|body|main|filebrowser|running|launcher|"
+                            r"extensionmanager|table-of-contents|debugger|setting|sidebar|panel|tab-key)", re.I)
 FRONT_END_PROPERTY = re.compile(r"^--(?:jp|lm|cm|vscode|widgets|md|mat|theia|colab)-", re.I)
 _KEPT_POSITIONS = {"static", "relative", "sticky", "inherit", "initial", "unset", "revert", "revert-layer"}
 _FETCHING_FUNCTIONS = {"url", "src", "image-set", "-webkit-image-set", "image", "cross-fade", "-webkit-cross-fade",

@@ -49,6 +49,11 @@ def _screen(node: Any, key: str, budget: list[int]) -> tuple[Any, bool]:
     return (result if changed else node), changed
 
 
-def screen_figure(figure: Any, budget: int) -> tuple[Any, bool]:
-    """(the figure without fetches from relative or non-http URLs, whether something was removed)."""
-    return _screen(figure, "", [budget])
+def screen_figure(figure: Any, budget: int) -> tuple[Any, bool, int]:
+    """(the figure without fetches from relative or non-http URLs, whether something was removed, nodes seen).
+
+    OverflowError past `budget` nodes.
+    """
+    left = [budget]
+    cleaned, changed = _screen(figure, "", left)
+    return cleaned, changed, budget - left[0]

@@ -8,8 +8,9 @@ of the page (`bind.element`), and its "View Source" action writes the spec's tex
 - every `url`, `href` and `loader` key is removed from the spec (not from inline data: `values`
   and `datasets` are data, which vega never fetches), and `element` from signal bindings: no
   fetch, no link, no image from a URL, no input outside the chart;
-- every string that could open an HTML tag (`<` before a letter, `/`, `!` or `?`) gets a
-  full-width `＜` instead, in keys and values alike (field names stay consistent);
+- every string that could open an HTML tag (`<` before a letter, `/`, `!` or `?`) gets a space
+  after that `<`, in keys and values alike: `< b` is text to HTML, the same comparison to vega's
+  expressions, and field names stay consistent;
 - embed options (`usermeta.embedOptions` in the spec, `embed_options` in the output's metadata)
   keep only `actions` (booleans), `theme`, `renderer`, `mode`, `scaleFactor`, `width`, `height`,
   `padding`, `logLevel`, `hover`, `downloadFileName`; any other `usermeta` goes.
@@ -47,7 +48,7 @@ class _Walk:
             raise TooLarge
         if "<" in value and _TAG_START.search(value):
             self.changed = True
-            return _TAG_START.sub("\uff1c", value)
+            return _TAG_START.sub("< ", value)
         return value
 
     def node(self, value: Any, data: bool = False, key: str = "") -> Any:
@@ -90,11 +91,14 @@ def embed_options(options: Any) -> dict[str, Any] | None:
     return kept or None
 
 
-def screen_spec(spec: Any, budget: int) -> tuple[Any, bool]:
-    """(the spec made inert, whether something was removed or changed); TooLarge past `budget` nodes."""
+def screen_spec(spec: Any, budget: int) -> tuple[Any, bool, int]:
+    """(the spec made inert, whether something was removed or changed, the budget used: characters and nodes).
+
+    TooLarge past `budget`.
+    """
     walk = _Walk(budget)
     cleaned = walk.node(spec)
-    return (cleaned if walk.changed else spec), walk.changed
+    return (cleaned if walk.changed else spec), walk.changed, budget - walk.budget
 
 
 def screen_metadata(metadata: dict[str, Any]) -> tuple[dict[str, Any], bool]:

@@ -163,14 +163,16 @@ def screen_bundle(data: dict[str, Any], budget: Budget | None = None) -> tuple[d
                 kept[mime] = value
             elif screen_vega.VEGA_TYPE.match(kind):
                 try:
-                    kept[mime], changed = screen_vega.screen_spec(value, budget.left)
+                    kept[mime], changed, used = screen_vega.screen_spec(value, budget.left)
+                    budget.spend(used)
                 except screen_vega.TooLarge:
                     raise OverBudget from None
                 if changed:
                     lost.append(mime)
             elif screen_plotly.PLOTLY_TYPE.match(kind):
                 try:
-                    kept[mime], changed = screen_plotly.screen_figure(value, budget.left)
+                    kept[mime], changed, used = screen_plotly.screen_figure(value, budget.left)
+                    budget.spend(used)
                 except OverflowError:
                     raise OverBudget from None
                 if changed:
