@@ -905,3 +905,17 @@ def test_plotly_figures_lose_only_what_would_be_fetched_from_the_jupyter_origin(
     kept, lost = screen_bundle({mime: spec})
     text = json.dumps(kept[mime])
     assert lost == [mime] and not re.search(r"/api/|\.\./|style\.json|/tiles/|topojsonURL", text), text
+
+
+def test_charts_spend_the_cells_budget_too():
+    from remote_kernel.kernel.trust import Budget, OutputGuard
+
+    guard = OutputGuard()
+    guard.budget = Budget(5000)
+    spec = {"data": {"values": [{"x": i, "label": "point"} for i in range(200)]}, "mark": "point"}
+    shown = [guard.screen("display_data", {"data": {mime: spec, "text/plain": "chart"}, "metadata": {}})
+             for mime in ("application/vnd.vegalite.v5+json", "application/vnd.plotly.v1+json")
+             for _ in range(3)]
+    kept = [sorted(content["data"]) for content, _ in shown]
+    assert kept[0] == ["application/vnd.vegalite.v5+json", "text/plain"] and kept[-1] == ["text/plain"]
+    assert sum(1 for _, notice in shown if notice) == 1
