@@ -241,7 +241,8 @@ class OutputGuard:
 def notice_for(lost: list[str]) -> str:
     kinds = ", ".join(dict.fromkeys(lost))
     return (f"[remote_kernel: active content was removed from an output of the session ({kinds}): scripts, event "
-            "handlers and script links do not reach the notebook by default. To allow them for this kernel run "
+            "handlers, script links, CSS that reaches beyond the output and URLs a chart would fetch do not reach "
+            "the notebook by default. To allow them for this kernel run "
             "`%session active on` (or start the kernel with REMOTE_KERNEL_ACTIVE_CONTENT=1); do so only if you "
             "trust the code the session runs. This note is shown once per session.]\n")
 
