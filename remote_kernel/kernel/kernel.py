@@ -151,6 +151,7 @@ class RemoteKernel(Kernel):
         # cell_meta and cell_id (what front ends send with a cell) are not needed: the session has no cells
         self._allow_stdin = allow_stdin
         self._publish_silently = silent
+        self.guard.new_cell()  # each cell's outputs get the screen's budget afresh
         number = self._count
         if store_history and not silent:
             self._count += 1

@@ -1,102 +1,70 @@
-"""What a session produces, made safe to hand to a front end (issue 20).
+"""What a session produces, made safe to hand to a front end (issues 20, 23 and 25).
 
 JupyterLab and VS Code treat the outputs of a live execution as trusted: a `<script>`, an
 `onerror=` handler or an `application/javascript` bundle would run on the Jupyter server's
 origin, outside the sandbox that holds the session's code. So every IOPub output passes
 `OutputGuard.screen` (the kernel's `publish` calls it) and, unless the user allowed active
-content, keeps only what cannot run code:
+content, keeps only what cannot run code, fetch from the Jupyter origin or leave its output area:
 
-- `text/html` is cleaned by nh3 (the maintained Rust sanitizer `ammonia`): no scripts, no event
-  handlers, no `javascript:` links, no iframes or forms; tables, styles and classes stay, so a
-  DataFrame looks the same;
-- `text/markdown` stays as written unless it carries raw HTML, entities or links other than
-  http(s), mailto, anchors and paths (which the front end would render unsanitized): then it is
-  rendered here (markdown-it) and sent as cleaned `text/html`;
+- `text/html` that is inert passes byte for byte; otherwise nh3 (the Rust sanitizer `ammonia`)
+  removes scripts, handlers, script links, frames and forms, and CSS is kept only inside the
+  output (`screen_html`, `screen_css`);
+- `text/markdown` stays Markdown; raw HTML, entities and links other than http(s), mailto and
+  paths are escaped (`screen_markdown`);
 - `image/svg+xml` loses script elements, `foreignObject`, event handlers and script links
   (parsed by defusedxml: no entity expansion); an SVG with nothing to remove is kept as sent;
 - images: only PNG, JPEG, GIF, WebP, BMP and sanitized SVG;
-- JSON MIME types that front-end extensions render (plotly, vega, vega-lite, GeoJSON, widgets
-  views…) stay, except those that carry code to run (`*exec*`, `*load*`, `*javascript*`);
+- vega and vega-lite specs lose URLs, links, page bindings, HTML and unsafe embed options
+  (`screen_vega`), plotly figures the relative URLs it would fetch (`screen_plotly`); other JSON
+  types pass only when their renderer fetches and runs nothing (INERT_JSON_TYPES: JSON, GeoJSON,
+  data resources, widget views);
 - `text/plain`, `text/latex` and other non-script text types stay; everything else
   (`application/javascript`, `text/javascript`, `application/pdf`, unknown types) is dropped.
 
-The first output of a session that loses something says so once, with how to allow it
-(`%session active on`, or REMOTE_KERNEL_ACTIVE_CONTENT=1).
+Every step is linear in its input, and one cell's outputs are screened up to CELL_SCREEN_BUDGET
+characters (the screen runs on the kernel's event loop); an output the screen cannot read keeps
+only its text/plain. The first output of a session that loses something says so once, with how
+to allow it (`%session active on`, or REMOTE_KERNEL_ACTIVE_CONTENT=1).
 """
 from __future__ import annotations
 
 import re
-from collections import Counter
-from html.parser import HTMLParser
 from typing import Any
 from xml.etree import ElementTree
 
-import nh3
+from remote_kernel.kernel import screen_css, screen_html, screen_markdown, screen_plotly, screen_vega
 
 #: IOPub messages whose `data` is a MIME bundle from the session
 BUNDLE_MESSAGES = ("display_data", "update_display_data", "execute_result")
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
 #: words in a MIME type that mean "code to run"
 _SCRIPT_WORDS = re.compile(r"javascript|ecmascript|jscript|vbscript|script|exec|_load|\.load|wasm", re.I)
-_JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$", re.I)
+#: JSON types whose renderers fetch nothing and run nothing (vega, vega-lite, plotly: screened on their own)
+INERT_JSON_TYPES = frozenset({"application/json", "application/geo+json",
+                              "application/vnd.dataresource+json", "application/vnd.jupyter.widget-view+json",
+                              "application/vnd.jupyter.widget-state+json"})
 #: VS Code's background executions (vscode.py): JSON or text the extension parses, never run
 _VSCODE_BACKGROUND = re.compile(r"^application/vnd\.vscode\.bg\.execution\.\d+(?:\.result|\.error)?$", re.I)
-
-_TAGS = set(nh3.ALLOWED_TAGS) | {"style", "progress", "meter", "font", "section", "main", "label", "tfoot"}
-_ATTRIBUTES: dict[str, set[str]] = {tag: set(names) for tag, names in nh3.ALLOWED_ATTRIBUTES.items()}
-_ATTRIBUTES["*"] = {"class", "id", "style", "title", "lang", "dir", "align", "valign", "width", "height"}
-for _tag, _names in {"table": {"border", "cellpadding", "cellspacing"}, "a": {"target", "name"},
-                     "progress": {"value", "max"}, "meter": {"value", "min", "max", "low", "high", "optimum"},
-                     "style": {"type", "scoped", "media"}, "td": {"nowrap"}, "th": {"nowrap"},
-                     "font": {"color", "size", "face"}, "details": {"open"}}.items():
-    _ATTRIBUTES.setdefault(_tag, set()).update(_names)
-_DATA_IMAGE = re.compile(r"^\s*data:image/(?:png|jpeg|gif|webp|bmp|svg\+xml)[;,]", re.I)
+#: characters of HTML, Markdown, SVG and vega specs screened in one cell: the screen runs on the
+#: kernel's event loop, so this bounds how long it holds interrupts and kernel_info (about 2 s on
+#: a loaded machine); past it an output keeps only its text/plain
+CELL_SCREEN_BUDGET = 8 << 20
+#: characters of CSS parsed in one cell (at most about 2 s); past it further style blocks and attributes are dropped
+CSS_BUDGET = 512 << 10
 
 
-def _keep_data_urls_for_images(tag: str, attribute: str, value: str) -> str | None:
-    """`data:` URLs only as an image's source (a picture in an <img> cannot run code)."""
-    if value.strip().lower().startswith("data:") and not (tag == "img" and attribute == "src"
-                                                           and _DATA_IMAGE.match(value)):
-        return None
-    return value
-
-
-_CLEANER = nh3.Cleaner(
-    tags=_TAGS, attributes=_ATTRIBUTES, clean_content_tags={"script", "noscript", "template", "iframe", "object",
-                                                            "embed", "textarea", "select", "math", "svg"},
-    url_schemes={"http", "https", "mailto", "data"}, attribute_filter=_keep_data_urls_for_images,
-    strip_comments=True, link_rel="noopener noreferrer")
+class OverBudget(Exception):
+    """The cell's screening budget is spent: rich parts of further outputs are dropped."""
 
 
 def clean_html(text: str) -> str:
-    """HTML without anything that can run: scripts, handlers, script links, frames, forms."""
-    return _CLEANER.clean(text)
-
-
-# --- Markdown -----------------------------------------------------------------------------
-
-#: what makes Markdown carry HTML of its own: tags (and autolinks), entities
-_MARKDOWN_HTML = re.compile(r"<[A-Za-z!/?]|&#?\w+;")
-#: link destinations: inline `](dest` and reference definitions `[name]: dest`
-_MARKDOWN_LINK = re.compile(r"\]\s*\(\s*<?([^)\s>]*)|^[ ]{0,3}\[[^\]]+\]:\s*<?(\S*)", re.M)
-_SAFE_DESTINATION = re.compile(r"^(?:https?://|mailto:|#|[^:/?#]*(?:[/?#]|$))", re.I)
-
-
-def _plain_markdown(text: str) -> bool:
-    """Markdown without raw HTML or entities, whose links go only to http(s), mailto, anchors or paths."""
-    if _MARKDOWN_HTML.search(text):
-        return False
-    return all(_SAFE_DESTINATION.match(inline or reference) for inline, reference in _MARKDOWN_LINK.findall(text))
+    """HTML without anything that can run or leave its output (kept as written when inert)."""
+    return screen_html.screen(text)[0]
 
 
 def clean_markdown(text: str) -> tuple[str, str]:
-    """(MIME type, text): Markdown as written when it holds no HTML or links, else cleaned HTML."""
-    if _plain_markdown(text):
-        return "text/markdown", text
-    from markdown_it import MarkdownIt
-
-    rendered = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(text)
-    return "text/html", clean_html(rendered)
+    """(MIME type, text): Markdown as written when inert, else with HTML, entities or links escaped."""
+    return "text/markdown", screen_markdown.screen(text)[0]
 
 
 # --- SVG ----------------------------------------------------------------------------------
@@ -151,66 +119,75 @@ def clean_svg(text: str) -> str | None:
 
 # --- bundles ------------------------------------------------------------------------------
 
-def screen_bundle(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The bundle without active content, and the MIME types that lost something."""
+class Budget:
+    """Characters left to screen in this cell."""
+
+    def __init__(self, left: int = CELL_SCREEN_BUDGET) -> None:
+        self.left = left
+        self.exceeded = False
+        self.dropped = 0  # MIME entries dropped for want of budget
+        self.css = screen_css.Allowance(CSS_BUDGET)  # CSS parses slower: a budget of its own
+
+    def spend(self, size: int) -> None:
+        if size > self.left:
+            self.exceeded = True
+            raise OverBudget
+        self.left -= size
+
+
+def screen_bundle(data: dict[str, Any], budget: Budget | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The bundle without active content, and the MIME types that lost something (or all of it)."""
+    budget = budget or Budget()
     kept: dict[str, Any] = {}
     lost: list[str] = []
     for mime, value in data.items():
         kind = str(mime).lower()
-        if kind == "text/html" and isinstance(value, str):
-            cleaned = clean_html(value)
-            kept[mime] = cleaned
-            if _changed(value, cleaned):
+        try:
+            if kind in ("text/html", "text/markdown", "image/svg+xml") and isinstance(value, str):
+                budget.spend(len(value))
+            if kind == "text/html" and isinstance(value, str):
+                kept[mime], changed = screen_html.screen(value, budget.css)
+                if changed:
+                    lost.append(mime)
+            elif kind == "text/markdown" and isinstance(value, str):
+                kept[mime], changed = screen_markdown.screen(value)
+                if changed:
+                    lost.append(mime)
+            elif kind == "image/svg+xml" and isinstance(value, str):
+                svg = clean_svg(value)
+                if svg is not None:
+                    kept[mime] = svg
+                if svg != value:
+                    lost.append(mime)
+            elif kind in IMAGE_TYPES and isinstance(value, str) or _VSCODE_BACKGROUND.match(kind):
+                kept[mime] = value
+            elif screen_vega.VEGA_TYPE.match(kind):
+                try:
+                    kept[mime], changed, used = screen_vega.screen_spec(value, budget.left)
+                    budget.spend(used)
+                except screen_vega.TooLarge:
+                    raise OverBudget from None
+                if changed:
+                    lost.append(mime)
+            elif screen_plotly.PLOTLY_TYPE.match(kind):
+                try:
+                    kept[mime], changed, used = screen_plotly.screen_figure(value, budget.left)
+                    budget.spend(used)
+                except OverflowError:
+                    raise OverBudget from None
+                if changed:
+                    lost.append(mime)
+            elif _SCRIPT_WORDS.search(kind) or kind.startswith("image/"):
                 lost.append(mime)
-        elif kind == "text/markdown" and isinstance(value, str):
-            new_type, cleaned = clean_markdown(value)
-            if new_type == "text/html":
-                kept.setdefault("text/html", cleaned)
-                lost.append(mime)
+            elif kind in INERT_JSON_TYPES or (kind.startswith("text/") and isinstance(value, str)):
+                kept[mime] = value
             else:
-                kept[mime] = cleaned
-        elif kind == "image/svg+xml" and isinstance(value, str):
-            svg = clean_svg(value)
-            if svg is not None:
-                kept[mime] = svg
-            if svg != value:
                 lost.append(mime)
-        elif kind in IMAGE_TYPES and isinstance(value, str) or _VSCODE_BACKGROUND.match(kind):
-            kept[mime] = value
-        elif _SCRIPT_WORDS.search(kind) or kind.startswith("image/"):
-            lost.append(mime)
-        elif _JSON_TYPE.match(kind) or (kind.startswith("text/") and isinstance(value, str)):
-            kept[mime] = value
-        else:
-            lost.append(mime)
+        except OverBudget:
+            kept.pop(mime, None)
+            budget.exceeded = True
+            budget.dropped += 1
     return kept, lost
-
-
-def _changed(before: str, after: str) -> bool:
-    """Whether cleaning removed an element or an attribute (not merely re-serialised the HTML)."""
-    had, has = _inventory(before), _inventory(after)
-    return any(count > has.get(item, 0) for item, count in had.items())
-
-
-class _Inventory(HTMLParser):
-    """Counts elements and (element, attribute) pairs, with URLs' schemes, in an HTML text."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.found: Counter = Counter()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.found[tag] += 1
-        for name, value in attrs:
-            scheme = re.match(r"\s*([a-z][\w+.-]*):", (value or "").lower()) if name in ("href", "src") else None
-            self.found[(tag, name, scheme.group(1) if scheme else "")] += 1
-
-
-def _inventory(text: str) -> Counter:
-    parser = _Inventory()
-    parser.feed(text)
-    parser.close()
-    return parser.found
 
 
 class OutputGuard:
@@ -219,22 +196,43 @@ class OutputGuard:
     def __init__(self, allow_active: bool = False) -> None:
         self.allow_active = allow_active
         self._told = False
+        self.budget = Budget()
 
     def new_session(self) -> None:
         """The session changed: the next removal is announced again."""
         self._told = False
 
+    def new_cell(self) -> None:
+        """A cell starts: its outputs get a fresh screening budget."""
+        self.budget = Budget()
+
     def screen(self, msg_type: str, content: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         """(content to send or None to send nothing, a notice to show first or None)."""
         if self.allow_active or msg_type not in BUNDLE_MESSAGES or not isinstance(content.get("data"), dict):
             return content, None
-        data, lost = screen_bundle(content["data"])
-        if not lost:
-            return content, None
+        over, dropped = self.budget.exceeded, self.budget.dropped
+        try:
+            data, lost = screen_bundle(content["data"], self.budget)
+            metadata = content.get("metadata")
+            if isinstance(metadata, dict) and metadata:
+                metadata, changed = screen_vega.screen_metadata(metadata)
+                if changed:
+                    lost.append("metadata")
+                    content = {**content, "metadata": metadata}
+        except Exception as exc:  # fail closed: an output the screen cannot read keeps only its plain text
+            plain = content["data"].get("text/plain")
+            data = {"text/plain": plain} if isinstance(plain, str) else {}
+            lost = [f"an output the screen could not read ({type(exc).__name__})"]
         notice = None
-        if not self._told:
+        if self.budget.exceeded and not over:
+            notice = (f"[remote_kernel: this cell's outputs passed the screen's budget of "
+                      f"{CELL_SCREEN_BUDGET >> 20} MiB of HTML, Markdown, SVG and charts; further rich outputs "
+                      "show as plain text]\n")
+        if not lost and self.budget.dropped == dropped:
+            return content, notice
+        if lost and not self._told:
             self._told = True
-            notice = notice_for(lost)
+            notice = (notice or "") + notice_for(lost)
         if not data:
             return None, notice
         return {**content, "data": data}, notice
@@ -243,7 +241,8 @@ class OutputGuard:
 def notice_for(lost: list[str]) -> str:
     kinds = ", ".join(dict.fromkeys(lost))
     return (f"[remote_kernel: active content was removed from an output of the session ({kinds}): scripts, event "
-            "handlers and script links do not reach the notebook by default. To allow them for this kernel run "
+            "handlers, script links, CSS that reaches beyond the output and URLs a chart would fetch do not reach "
+            "the notebook by default. To allow them for this kernel run "
             "`%session active on` (or start the kernel with REMOTE_KERNEL_ACTIVE_CONTENT=1); do so only if you "
             "trust the code the session runs. This note is shown once per session.]\n")
 
