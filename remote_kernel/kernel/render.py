@@ -260,9 +260,8 @@ class CellRender:
             else:
                 self._show(err, 0)
         for item in self._held:
-            if isinstance(item, str):  # "r": the result's place
-                if err is None:
-                    self._result(execution)
+            if isinstance(item, str):  # "r": the result's place (also after an error: a failed rich formatter's
+                self._result(execution)  # traceback and the text/plain that did format, as ipykernel shows both)
             elif isinstance(item, Output):
                 self.result_shown = self.result_shown or item.type == "result"
                 self._show(item.message(self.count), item.size)
