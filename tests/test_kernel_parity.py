@@ -338,3 +338,28 @@ def test_a_value_whose_formatting_fails_shows_the_error_as_on_ipykernel_and_keep
     after = results(both(kernels, "kept + 1"))
     assert found["remote"] == found["python3"], case
     assert after["remote"] == after["python3"] == ("ok", "42")  # the session, and its variables, are kept
+
+
+DISPLAYED = {
+    "repr raises": "class Bad:\n    def __repr__(self):\n        raise RuntimeError('no repr')\n",
+    "only _repr_html_ raises": ("class Bad:\n    def _repr_html_(self):\n        raise ValueError('no html')\n"
+                                "    def __repr__(self):\n        return 'plain text'\n"),
+    "_repr_png_ raises": ("class Bad:\n    def _repr_png_(self):\n        raise OSError('no png')\n"
+                          "    def __repr__(self):\n        return 'plain text'\n"),
+    "_repr_mimebundle_ raises": ("class Bad:\n    def _repr_mimebundle_(self, include=None, exclude=None):\n"
+                                 "        raise LookupError('no bundle')\n    def __repr__(self):\n"
+                                 "        return 'plain text'\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DISPLAYED))
+def test_display_of_a_value_whose_formatting_fails_goes_on_as_on_ipykernel(kernels, case):
+    """ipykernel shows a display's formatter traceback as an error output, and the cell goes on (status ok)."""
+    both(kernels, "kept = 41")
+    code = DISPLAYED[case] + "display(Bad())\nprint('after')"
+    found = {name: (reply["status"], verdict(outputs), text_of(outputs, "stdout")) for name, (reply, outputs)
+             in both(kernels, code).items()}
+    after = results(both(kernels, "kept + 1"))
+    assert found["remote"] == found["python3"], case
+    assert found["python3"][0] == "ok" and found["python3"][2] == "after\n"
+    assert after["remote"] == after["python3"] == ("ok", "42")

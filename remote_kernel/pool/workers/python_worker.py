@@ -377,12 +377,20 @@ class Worker:
         worker = self
         self.jupyter = False  # the running execution's mode: Jupyter's display text, or the contract's JSON value
         self.shown: object = NOTHING  # the running cell's value as its displayhook formatted it
+        self.in_displayhook = False  # the cell's value is being formatted
+        self.formatting = 0  # display formatter calls running (the displayhook's, or display()'s)
 
         class QuietDisplayHook(DisplayHook):
             """Records the trailing value without printing an Out[n] prompt."""
 
             def write_output_prompt(self) -> None:
                 pass
+
+            def start_displayhook(self) -> None:
+                worker.in_displayhook = True
+
+            def finish_displayhook(self) -> None:
+                worker.in_displayhook = False
 
             def compute_format_data(self, result):
                 # the value is formatted here, inside the cell, as IPython's displayhook does: a formatter
@@ -415,6 +423,16 @@ class Worker:
             else:
                 sys.modules["jedi"] = jedi
         self.shell._showtraceback = self._showtraceback  # type: ignore[method-assign]
+        formatter = self.shell.display_formatter
+
+        def counted_format(*args: Any, **kwargs: Any) -> Any:
+            self.formatting += 1
+            try:
+                return type(formatter).format(formatter, *args, **kwargs)
+            finally:
+                self.formatting -= 1
+
+        formatter.format = counted_format
         shown_usage_error = self.shell.show_usage_error
 
         self.error: tuple[str, str] | None = None  # the execution's error that printed no traceback
@@ -454,9 +472,13 @@ class Worker:
         self.captured: CappedStream | None = None  # the running execution's stderr
 
     def _showtraceback(self, etype, evalue, stb) -> None:
-        self.error = (getattr(etype, "__name__", str(etype)), str(evalue))
         own = f"{os.path.abspath(__file__)}:"  # frames of this worker (input()'s) are not the user's code
         text = self.shell.InteractiveTB.stb2text([entry for entry in stb if own not in entry]) + "\n"
+        if self.formatting and not self.in_displayhook:
+            # a formatter failed inside display(): ipykernel shows the traceback and the cell goes on, status ok
+            sys.stderr.write(text)
+            return
+        self.error = (getattr(etype, "__name__", str(etype)), str(evalue))
         if self.captured is not None:
             self.captured.write_final(text)  # the error message carries it: not also live stderr
         else:
@@ -478,6 +500,7 @@ class Worker:
         stdout, stderr = CappedStream("stdout", live), CappedStream("stderr", live)
         self.error = None
         self.jupyter, self.shown = jupyter, NOTHING
+        self.in_displayhook, self.formatting = False, 0
         # sys.stdout stays what the session made it (the rich shim wraps the Router), as in ipykernel
         self.stdout.target, self.stderr.target = stdout, stderr
         self.captured = stderr
@@ -588,7 +611,7 @@ def main() -> None:
         try:
             reply = worker.execute(command["code"], bool(command.get("jupyter")), command.get("id"),
                                    bool(command.get("live")))
-        except BaseException as exc:  # noqa: BLE001  # a fault of this worker must not cost the session its state
+        except BaseException as exc:  # a fault of this worker must not cost the session its state
             reply = failed_execution(exc)
         reply["id"] = command.get("id")
         send(REPLIES_FD, reply)
