@@ -92,7 +92,9 @@ MAGICS: dict[str, Magic] = {m.name: m for m in (
           "Copy /mnt/data/REMOTE from the session to LOCAL (default: the same file name, in the current folder).",
           "REMOTE may be a folder (copied with everything in it) or a pattern such as '*.png'; LOCAL is then "
           "the folder they go to (default: the current folder). LOCAL may be an existing folder. Each file "
-          "appears only once it is complete."),
+          "appears only once it is complete; a folder's files appear only once all of them arrived. Every name "
+          "the session lists must be one plain file name that stays inside LOCAL, and a folder is followed at "
+          "most 32 levels deep and for at most 10000 files; past that, nothing is downloaded."),
     Magic("files", "%files [PATH]",
           "List the files in the session's /mnt/data (or in its folder PATH): name, size, modified."),
     Magic("rm", "%rm REMOTE", "Delete /mnt/data/REMOTE in the session."),
