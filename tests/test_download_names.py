@@ -120,19 +120,23 @@ LIES: dict[str, Listing] = {
 }
 
 
-@pytest.mark.parametrize("kind", ["relative", "absolute"])
+@pytest.mark.parametrize("kind", ["relative", "absolute", "pattern", "flat pattern"])
 @pytest.mark.parametrize("lie", sorted(LIES))
 def test_a_lying_listing_writes_nothing_anywhere(lying, lie, kind):
     fake, kc, home = lying
     (home / "outside").mkdir(exist_ok=True)
     fake.listings = {where: [dict(e, name=e["name"].replace("{outside}", outside_name(home))) for e in entries]
                      for where, entries in LIES[lie].items()}
-    local, target = target_of(home, kind)
+    local, target = target_of(home, "absolute" if kind == "absolute" else "relative")
     before = every_file(home)
-    reply, outputs = run(kc, f"%download dl2/ {local}")
+    remote = {"pattern": "dl2/**/*.txt", "flat pattern": "dl2/*"}.get(kind, "dl2/")
+    reply, outputs = run(kc, f"%download {remote} {local}")
     assert reply["status"] == "error", (lie, reply, text_of(outputs))
     assert "Downloaded" not in text_of(outputs) and "→" not in text_of(outputs)
-    assert reply["ename"] == "UnsafeName" and "nothing was downloaded" in reply["evalue"], reply
+    if kind == "flat pattern" and lie == "a deep .. below":  # 'dl2/*' reads dl2's own listing: no file, no lie
+        assert reply["ename"] == "RemoteFileNotFound", reply
+    else:
+        assert reply["ename"] == "UnsafeName" and "nothing was downloaded" in reply["evalue"], reply
     assert every_file(home) == before, f"{lie}: {every_file(home) - before}"  # not outside, not inside
     assert not target.exists()
     assert not (home / "outside" / "PWNED.txt").exists() and not Path("/tmp/.bashrc").exists()
