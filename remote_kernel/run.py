@@ -3,26 +3,32 @@
 nbclient runs the notebook exactly as JupyterLab's "Run All" or `jupyter execute` would (the kernel
 starts in the notebook's folder, a cell tagged `raises-exception` may fail); this module only adds
 what a person at a terminal wants to see: each code cell with its outputs as text, and the executed
-notebook written to a file it names.
+notebook written to a file it names. What reaches the terminal passes `terminal_text`: session output
+cannot set the clipboard or the window title, move the cursor or erase the screen.
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+from remote_kernel.terminal import terminal_text
+
 SHOWN_LINES = 3  # lines of a cell's source shown before its outputs
 
 
-def describe_output(output: dict[str, Any]) -> str:
-    """One output as terminal text: streams and plain text as they are, an image by its type and size."""
+def describe_output(output: dict[str, Any], colours: bool = False) -> str:
+    """One output as terminal text (control sequences removed; SGR colours kept when `colours`): streams
+    and plain text as they are, an image by its type and size."""
+    return terminal_text(_described(output), colours)
+
+
+def _described(output: dict[str, Any]) -> str:
     kind = output.get("output_type")
     if kind == "stream":
         return str(output.get("text", ""))
     if kind == "error":
-        return ANSI.sub("", "\n".join(output.get("traceback") or [f"{output.get('ename')}: {output.get('evalue')}"])) + "\n"
+        return "\n".join(output.get("traceback") or [f"{output.get('ename')}: {output.get('evalue')}"]) + "\n"
     data = output.get("data") or {}
     images = [mime for mime in data if mime.startswith("image/")]
     if images:
@@ -34,8 +40,8 @@ def describe_output(output: dict[str, Any]) -> str:
     return f"[{', '.join(data) or 'empty output'}]\n"
 
 
-def show_cell(cell: Any, out: TextIO) -> None:
-    source = str(cell.source).strip().splitlines() or [""]
+def show_cell(cell: Any, out: TextIO, colours: bool = False) -> None:
+    source = terminal_text(str(cell.source)).strip().splitlines() or [""]
     count = cell.get("execution_count")
     prompt = f"In [{count if count is not None else ' '}]: "
     out.write(prompt + source[0] + "\n")
@@ -45,7 +51,7 @@ def show_cell(cell: Any, out: TextIO) -> None:
         more = len(source) - SHOWN_LINES
         out.write(" " * len(prompt) + f"… ({more} more line{'s' if more > 1 else ''})\n")
     for output in cell.get("outputs", []):
-        out.write(describe_output(output))
+        out.write(describe_output(output, colours))
     out.write("\n")
 
 
@@ -67,11 +73,13 @@ def run(path: Path, *, output: Path | None, kernel_name: str, timeout: float, ou
         failure = str(error)
     else:
         failure = ""
+    colours = bool(getattr(out, "isatty", lambda: False)())
     for cell in notebook.cells:
         if cell.cell_type == "code" and (cell.get("execution_count") is not None or cell.get("outputs")):
-            show_cell(cell, out)
+            show_cell(cell, out, colours)
     nbformat.write(notebook, output)
     if status:
-        out.write(f"A cell failed (see above): {ANSI.sub('', failure).strip().splitlines()[-1] if failure else ''}\n")
+        last = (terminal_text(failure).strip().splitlines() or [""])[-1]
+        out.write(f"A cell failed (see above): {last}\n")
     out.write(f"The executed notebook, with every output, is in {output}\n")
     return status

@@ -2,7 +2,8 @@
 
 A real pool cannot be made to send a gzip bomb, an endless download or garbage helper answers;
 this one sends what the test scripts. `HostilePool(routes)` serves until closed; `routes` maps
-(method, path) to a handler (see `fault_server`); anything else gets a 404 in the contract's shape.
+(method, path) to a handler (see `fault_server`); anything else goes to `fallback`, else gets a 404
+in the contract's shape.
 """
 from __future__ import annotations
 
@@ -39,15 +40,16 @@ def endless_body(chunk: bytes = b"\0" * (1 << 16)) -> Handler:
 class HostilePool:
     """`with HostilePool({("POST", "/executions"): handler}) as pool:` serves on `pool.url`."""
 
-    def __init__(self, routes: dict[tuple[str, str], Handler]) -> None:
+    def __init__(self, routes: dict[tuple[str, str], Handler], fallback: Handler | None = None) -> None:
         self.routes = routes
+        self.fallback = fallback  # answers what `routes` does not name (default: a 404)
         self.server: FaultServer | None = None
         self.url = ""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     async def _route(self, request: Received, exchange: Exchange) -> None:
-        handler = self.routes.get((request.method, request.path)) or answer(
+        handler = self.routes.get((request.method, request.path)) or self.fallback or answer(
             404, json.dumps({"error": {"code": "NotFound", "message": "not here"}}).encode(),
             {"Content-Type": "application/json"})
         await handler(request, exchange)

@@ -299,3 +299,67 @@ def test_a_plotly_figure_shows_once_as_on_ipykernel(kernels):
     data = {name: [m["content"]["data"] for m in outputs if m["msg_type"] == "display_data"][0]
             for name, (reply, outputs) in both(kernels, "go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))").items()}
     assert data["remote"] == data["python3"]
+
+
+# --- a value whose formatting fails (issue 23, finding 15) ---------------------------------------
+
+FAILING_VALUES = {
+    "repr raises": "class Bad:\n    def __repr__(self):\n        raise RuntimeError('no repr')\nBad()",
+    "int past the digits limit": "10**5000",
+    "int past the limit inside a list": "[1, 10**5000]",
+    "repr raises KeyboardInterrupt": "class Bad:\n    def __repr__(self):\n        raise KeyboardInterrupt\nBad()",
+    "repr raises SystemExit": "class Bad:\n    def __repr__(self):\n        raise SystemExit(3)\nBad()",
+    "only _repr_html_ raises": ("class Bad:\n    def _repr_html_(self):\n        raise ValueError('no html')\n"
+                                "    def __repr__(self):\n        return 'plain text'\nBad()"),
+    "_repr_mimebundle_ raises": ("class Bad:\n    def _repr_mimebundle_(self, include=None, exclude=None):\n"
+                                 "        raise LookupError('no bundle')\n    def __repr__(self):\n"
+                                 "        return 'plain text'\nBad()"),
+    "_ipython_display_ raises": "class Bad:\n    def _ipython_display_(self):\n        raise TypeError('no show')\nBad()",
+    "a formatter of the wrong type": ("class Bad:\n    def _repr_html_(self):\n        return 42\n"
+                                      "    def __repr__(self):\n        return 'plain text'\nBad()"),
+    "a registered text formatter raises": ("class Bad:\n    pass\nget_ipython().display_formatter.formatters"
+                                           "['text/plain'].for_type(Bad, lambda o, p, c: 1 / 0)\nBad()"),
+}
+ADDRESS = re.compile(r" at 0x[0-9a-f]+")
+
+
+def verdict(outputs: list[dict]) -> list[tuple]:
+    """What a cell showed, streams aside: each error's name and each result's text (addresses masked)."""
+    return [(m["msg_type"], m["content"]["ename"]) if m["msg_type"] == "error"
+            else (m["msg_type"], ADDRESS.sub(" at 0x", m["content"]["data"].get("text/plain", "")))
+            for m in outputs if m["msg_type"] != "stream"]
+
+
+@pytest.mark.parametrize("case", sorted(FAILING_VALUES))
+def test_a_value_whose_formatting_fails_shows_the_error_as_on_ipykernel_and_keeps_the_session(kernels, case):
+    both(kernels, "kept = 41")
+    found = {name: (reply["status"], verdict(outputs)) for name, (reply, outputs)
+             in both(kernels, FAILING_VALUES[case]).items()}
+    after = results(both(kernels, "kept + 1"))
+    assert found["remote"] == found["python3"], case
+    assert after["remote"] == after["python3"] == ("ok", "42")  # the session, and its variables, are kept
+
+
+DISPLAYED = {
+    "repr raises": "class Bad:\n    def __repr__(self):\n        raise RuntimeError('no repr')\n",
+    "only _repr_html_ raises": ("class Bad:\n    def _repr_html_(self):\n        raise ValueError('no html')\n"
+                                "    def __repr__(self):\n        return 'plain text'\n"),
+    "_repr_png_ raises": ("class Bad:\n    def _repr_png_(self):\n        raise OSError('no png')\n"
+                          "    def __repr__(self):\n        return 'plain text'\n"),
+    "_repr_mimebundle_ raises": ("class Bad:\n    def _repr_mimebundle_(self, include=None, exclude=None):\n"
+                                 "        raise LookupError('no bundle')\n    def __repr__(self):\n"
+                                 "        return 'plain text'\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DISPLAYED))
+def test_display_of_a_value_whose_formatting_fails_goes_on_as_on_ipykernel(kernels, case):
+    """ipykernel shows a display's formatter traceback as an error output, and the cell goes on (status ok)."""
+    both(kernels, "kept = 41")
+    code = DISPLAYED[case] + "display(Bad())\nprint('after')"
+    found = {name: (reply["status"], verdict(outputs), text_of(outputs, "stdout")) for name, (reply, outputs)
+             in both(kernels, code).items()}
+    after = results(both(kernels, "kept + 1"))
+    assert found["remote"] == found["python3"], case
+    assert found["python3"][0] == "ok" and found["python3"][2] == "after\n"
+    assert after["remote"] == after["python3"] == ("ok", "42")

@@ -103,6 +103,22 @@ def test_an_exception_is_a_failed_execution_with_the_traceback(http):
     assert v1["status"] == "Failure" and "NameError" in v1["stderr"]
 
 
+@pytest.mark.parametrize("jupyter", [False, True])
+@pytest.mark.parametrize("code, error", [
+    ("class Bad:\n    def __repr__(self):\n        raise RuntimeError('no repr')\nBad()", "RuntimeError"),
+    ("10**5000", "ValueError"),  # int → text past sys.get_int_max_str_digits()
+    ("{'a': [10**5000]}", "ValueError"),
+    ("class Bad:\n    def __repr__(self):\n        raise SystemExit(2)\nBad()", "SystemExit"),
+])
+def test_a_value_whose_repr_raises_fails_the_execution_and_keeps_the_session(http, code, error, jupyter):
+    identifier = new_id()
+    v2_execute(http, identifier, "kept = 41")
+    body = v2_execute(http, identifier, code, returnJupyterFormatExecutionResult=jupyter).json()
+    assert body["status"] == "Failed" and body["error"]["code"] == error, body
+    assert error in body["result"]["stderr"]
+    assert v2_execute(http, identifier, "kept + 1").json()["result"]["executionResult"] == 42  # not SessionLost
+
+
 def test_an_open_figure_comes_back_as_a_png_image(http):
     body = v2_execute(http, new_id(), "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()").json()
     image = body["result"]["executionResult"]

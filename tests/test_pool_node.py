@@ -373,3 +373,24 @@ def test_an_interrupt_sent_as_the_first_line_arrives_always_ends_the_cell_and_ke
             error = done["execution"]["error"]["error"]  # an ErrorResponse
             assert (error["code"], attempt) == ("Interrupted", attempt), error
     assert value_v1(node_pool, identifier, "kept") == "yes"
+
+
+@pytest.mark.parametrize("jupyter", [False, True])
+@pytest.mark.parametrize("code", [
+    "({[Symbol.for('nodejs.util.inspect.custom')]() { throw {get message() { throw new Error('x') }} }})",
+    "throw {get message() { throw new Error('m') }}",
+    "throw new Proxy({}, {get() { throw new Error('p') }, getPrototypeOf() { throw new Error('g') }})",
+    "throw new Proxy(new Error('e'), {get() { throw new Error('p') }})",
+    "new Proxy({}, {get() { throw new Error('p') }, ownKeys() { throw new Error('k') }})",
+])
+def test_a_value_or_throw_whose_description_throws_keeps_the_session(node_pool, code, jupyter):
+    """Issue 23, finding 15 for Node: showing a value or a thrown value runs session code (custom inspect,
+    getters, proxy traps); what it throws must fail at most that execution, never stall the worker."""
+    identifier = new_identifier()
+    assert execute_v2(node_pool, identifier, "globalThis.kept = 41")["status"] == "Succeeded"
+    for _ in range(2):  # the second run of the same cell was the one that hung
+        body = execute_v2(node_pool, identifier, code, timeout=20, returnJupyterFormatExecutionResult=jupyter)
+        assert (body.get("error") or {}).get("code") != "ExecutionTimeout", body
+        assert isinstance(body["result"]["executionResult"], str) or body["status"] == "Failed", body
+    after = execute_v2(node_pool, identifier, "kept + 1")
+    assert after["status"] == "Succeeded" and after["result"]["executionResult"] == 42, after

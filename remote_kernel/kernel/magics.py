@@ -18,6 +18,8 @@ import os
 import posixpath
 import re
 import shlex
+import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,14 +27,14 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
+from remote_kernel.kernel.local_names import (
+    NAME_MAX, ListingTooLarge, LocalFolder, UnsafeName, count_limit, depth_limit, entry_name, name_problem, no_case_twins)
 from remote_kernel.sessions.models import AnswerTooLarge, ConfigurationError, RemoteFile, RemoteFileNotFound
 
 if TYPE_CHECKING:
     from remote_kernel.sessions.client import SessionsClient
 
 HIDDEN_FOLDER = ".remote_kernel"  # where the session's rich output waits to be fetched (rich.py)
-MAX_FILES = 10_000  # files one %download of a folder or pattern fetches at most
-NAME_MAX = 255  # bytes of one local file name (Linux, macOS); %download refuses longer ones
 SIZE_MAX = 1 << 50  # the largest file size %files believes (1 PiB); beyond it, or below 0, it shows "?"
 
 
@@ -90,7 +92,9 @@ MAGICS: dict[str, Magic] = {m.name: m for m in (
           "Copy /mnt/data/REMOTE from the session to LOCAL (default: the same file name, in the current folder).",
           "REMOTE may be a folder (copied with everything in it) or a pattern such as '*.png'; LOCAL is then "
           "the folder they go to (default: the current folder). LOCAL may be an existing folder. Each file "
-          "appears only once it is complete."),
+          "appears only once it is complete; a folder's files appear only once all of them arrived. Every name "
+          "the session lists must be one plain file name that stays inside LOCAL, and a folder is followed at "
+          "most 32 levels deep and for at most 10000 files; past that, nothing is downloaded."),
     Magic("files", "%files [PATH]",
           "List the files in the session's /mnt/data (or in its folder PATH): name, size, modified."),
     Magic("rm", "%rm REMOTE", "Delete /mnt/data/REMOTE in the session."),
@@ -224,6 +228,14 @@ def _join(folder: str, name: str) -> str:
 
 def _remote_path(name: str) -> str:
     return name if name.startswith("/") else f"/mnt/data/{name}"
+
+
+def _checked(listing: list[RemoteFile], folder: str) -> list[tuple[str, RemoteFile]]:
+    """(own name, entry) for each entry of a listing of the remote `folder`: UnsafeName for a name that
+    is not one plain path component, or for two that differ only by case."""
+    named = [(entry_name(item.name, folder), item) for item in listing]
+    no_case_twins((name for name, _ in named), folder)
+    return named
 
 
 def _modified(value: datetime | None) -> str:
@@ -447,24 +459,58 @@ class MagicRunner:
             return None
 
     async def _remote_tree(self, client: SessionsClient, folder: str) -> list[tuple[str, RemoteFile]]:
-        """(path under `folder`, file) for every file in a remote folder, its subfolders included."""
+        """(path under `folder`, file) for every file in a remote folder, its subfolders included: every
+        name checked, the walk bounded in depth, files and folders (local_names)."""
         found: list[tuple[str, RemoteFile]] = []
         pending = [""]
-        while pending and len(found) < MAX_FILES:
+        listed = 0
+        while pending:
             below = pending.pop()
+            listed += 1
+            count_limit(len(found), listed, folder)
             listing = await self._remote_folder(client, _join(folder, below))
-            for item in listing or []:
-                name = _join(below, PurePosixPath(item.name).name)
+            for name, item in _checked(listing or [], _join(folder, below)):
+                path = _join(below, name)
                 if item.is_directory:
-                    if name.split("/", 1)[0] != HIDDEN_FOLDER:
-                        pending.append(name)
+                    if path.split("/", 1)[0] != HIDDEN_FOLDER:
+                        depth_limit(path, folder)
+                        pending.append(path)
                 else:
-                    found.append((name, item))
+                    found.append((path, item))
+            count_limit(len(found), listed, folder)
         return found
 
     async def _download_many(self, remote: str, local_arg: str | None) -> None:
-        """Download a remote folder (ending in '/') or the files matching a pattern into a local folder."""
+        """Download a remote folder (ending in '/') or the files matching a pattern into a local folder.
+
+        Nothing is written before every name is checked; the files are fetched into a hidden folder
+        inside the target and moved into place only when all of them arrived, so a failure leaves none.
+        """
         client = await self.host.session_client()
+        try:
+            folder, matched, target = await self._matching(client, remote, local_arg)
+        except (UnsafeName, ListingTooLarge) as exc:
+            raise MagicError(f"%download: {exc}", type(exc).__name__) from None
+        if not matched:
+            raise MagicError(f"%download: no remote file matches {remote} (see %files)", "RemoteFileNotFound")
+        limit = self.host.download_limit  # for the whole transfer
+        declared = sum(checked_size(f.size) or 0 for _, f in matched)
+        if declared > limit:
+            raise MagicError(f"%download: the {len(matched)} files of {remote} are {human_size(declared)} in all, more "
+                             f"than the download limit of {human_size(limit)} ({limit} bytes); nothing was downloaded. "
+                             "Raise REMOTE_KERNEL_DOWNLOAD_LIMIT (e.g. REMOTE_KERNEL_DOWNLOAD_LIMIT=16G) in the "
+                             "kernel's environment and restart it, or download fewer files.", "DownloadTooLarge")
+        progress = Progress(self.host.publish, f"download {len(matched)} files", declared or None)
+        started = time.monotonic()
+        done = await self._fetch_into(client, folder, remote, matched, target, limit, progress)
+        progress.done = done
+        progress.finish()
+        self._print(_summary(f"Downloaded {len(matched)} files:", _remote_path(remote), f"{target}/", done,
+                             time.monotonic() - started))
+
+    async def _matching(self, client: SessionsClient, remote: str,
+                        local_arg: str | None) -> tuple[str, list[tuple[str, RemoteFile]], Path]:
+        """The remote folder, the (checked path under it, file) pairs that `remote` names, and the local folder."""
         if glob.has_magic(remote):
             parts = remote.split("/")
             first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
@@ -475,34 +521,51 @@ class MagicRunner:
                            if fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(name, pattern.replace("**/", ""))]
             else:  # '*.csv': the files of the folder itself
                 listing = await self._remote_folder(client, folder) or []
-                matched = [(PurePosixPath(f.name).name, f) for f in listing
-                           if not f.is_directory and fnmatch.fnmatch(PurePosixPath(f.name).name, pattern)]
-            target = Path(local_arg).expanduser() if local_arg else Path(".")
-        else:
-            folder = remote.rstrip("/")
-            if await self._remote_folder(client, folder) is None:
-                raise MagicError(f"%download: no such remote folder: {remote} (see %files)", "RemoteFileNotFound")
-            matched = await self._remote_tree(client, folder)
-            target = Path(local_arg).expanduser() if local_arg else Path(PurePosixPath(folder).name or "data")
-        if not matched:
-            raise MagicError(f"%download: no remote file matches {remote} (see %files)", "RemoteFileNotFound")
-        total = sum(f.size or 0 for _, f in matched)
-        progress = Progress(self.host.publish, f"download {len(matched)} files", total or None)
-        started, done = time.monotonic(), 0
-        progress(0, total or None)
-        limit = self.host.download_limit  # for the whole transfer
-        for name, _ in matched:
-            destination = target / name
-            await asyncio.to_thread(destination.parent.mkdir, parents=True, exist_ok=True)
-            try:
-                done += await client.download(_join(folder, name), destination, limit=max(0, limit - done),
+                matched = [(name, f) for name, f in _checked(listing, folder)
+                           if not f.is_directory and fnmatch.fnmatch(name, pattern)]
+            return folder, matched, Path(local_arg).expanduser() if local_arg else Path(".")
+        folder = remote.rstrip("/")
+        if await self._remote_folder(client, folder) is None:
+            raise MagicError(f"%download: no such remote folder: {remote} (see %files)", "RemoteFileNotFound")
+        own = PurePosixPath(folder).name
+        default = own if own and name_problem(own) is None else "data"
+        return folder, await self._remote_tree(client, folder), Path(local_arg).expanduser() if local_arg else Path(default)
+
+    async def _fetch_into(self, client: SessionsClient, folder: str, remote: str, matched: list[tuple[str, RemoteFile]],
+                          target: Path, limit: int, progress: Progress) -> int:
+        """Fetch every file into a hidden folder of `target`, then move each to its checked place; the bytes."""
+        made = not target.exists()
+        try:
+            await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
+            local = LocalFolder(target)
+            paths = [local.path_for(name) for name, _ in matched]
+            staging = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=".remote-kernel-download-",
+                                                   dir=local.root))
+        except UnsafeName as exc:
+            raise MagicError(f"%download: {exc}", "UnsafeName") from None
+        except OSError as exc:
+            raise MagicError(f"%download: cannot use the local folder {str(target)[:80]!r}: {exc.strerror or exc}",
+                             type(exc).__name__) from None
+        done = 0
+        progress(0, progress.total)
+        try:
+            for index, (name, _) in enumerate(matched):
+                done += await client.download(_join(folder, name), staging / str(index), limit=max(0, limit - done),
                                               progress=_moved(progress, done))
-            except AnswerTooLarge as exc:
-                raise _too_large(f"{remote} ({name} and the files before it)", limit, exc) from None
-        progress.done = done
-        progress.finish()
-        self._print(_summary(f"Downloaded {len(matched)} files:", _remote_path(remote), f"{target}/", done,
-                             time.monotonic() - started))
+            for index, path in enumerate(paths):
+                await asyncio.to_thread(local.place, staging / str(index), path)
+        except AnswerTooLarge as exc:
+            raise _too_large(f"{remote} ({name} and the files before it)", limit, exc) from None
+        except UnsafeName as exc:
+            raise MagicError(f"%download: {exc}", "UnsafeName") from None
+        except OSError as exc:
+            raise MagicError(f"%download: cannot write into {str(target)[:80]!r}: {exc.strerror or exc}; nothing "
+                             "was downloaded.", type(exc).__name__) from None
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+            if made and not any(target.iterdir()):
+                target.rmdir()  # the folder this download made, left empty by a failure
+        return done
 
     async def files(self, args: list[str]) -> None:
         if len(args) > 1:

@@ -46,6 +46,7 @@ _TRUNCATED = re.compile(r"^\[output truncated: \d+ bytes left out here \(the fir
                         re.MULTILINE)
 _KINDS = {"display": "display_data", "update": "update_display_data", "result": "execute_result"}
 PAGE = "page"  # IPython's pager: not a message, a page of the reply's payload
+ERROR = "error"  # a display's formatter failed: its traceback, an error output (the cell goes on, as on ipykernel)
 
 
 class Malformed(ValueError):
@@ -70,6 +71,8 @@ class Output:
         if not isinstance(item, dict):
             raise Malformed("an output that is not a JSON object")
         kind = item.get("type", "display")
+        if kind == ERROR:
+            return cls._error(item, size)
         data = item.get("data")
         if (kind not in _KINDS and kind != PAGE) or not isinstance(data, dict) or not data:
             raise Malformed("an output without a known type or a MIME bundle")
@@ -89,7 +92,18 @@ class Output:
             raise Malformed("a page whose start is not a line number")
         return cls(kind, data, parts[0], transient, bool(item.get("late")), size, start if kind == PAGE else 0)
 
+    @classmethod
+    def _error(cls, item: dict, size: int) -> Output:
+        ename, evalue, lines = item.get("ename"), item.get("evalue"), item.get("traceback")
+        if not (isinstance(ename, str) and isinstance(evalue, str) and isinstance(lines, list)
+                and all(isinstance(line, str) for line in lines)):
+            raise Malformed("an error output without a name, a value and traceback lines")
+        return cls(ERROR, {"ename": ename[:200], "evalue": evalue, "traceback": lines}, late=bool(item.get("late")),
+                   size=size)
+
     def message(self, execution_count: int) -> Message:
+        if self.type == ERROR:
+            return "error", dict(self.data)
         if self.type == "result":
             return "execute_result", {"execution_count": execution_count, "data": self.data, "metadata": self.metadata}
         return _KINDS[self.type], {"data": self.data, "metadata": self.metadata, "transient": self.transient}
@@ -260,9 +274,8 @@ class CellRender:
             else:
                 self._show(err, 0)
         for item in self._held:
-            if isinstance(item, str):  # "r": the result's place
-                if err is None:
-                    self._result(execution)
+            if isinstance(item, str):  # "r": the result's place (also after an error: a failed rich formatter's
+                self._result(execution)  # traceback and the text/plain that did format, as ipykernel shows both)
             elif isinstance(item, Output):
                 self.result_shown = self.result_shown or item.type == "result"
                 self._show(item.message(self.count), item.size)
@@ -270,6 +283,7 @@ class CellRender:
                 self._show(item, len(item[1].get("text", "")) + 16)
         self._held = []
         if err is not None:
+            self._result(execution)  # text/plain that formatted beside a failed rich formatter, as ipykernel shows it
             return err
         if execution.image is not None:
             self._show(("display_data", {"data": outputs.image_bundle(execution.image.format, execution.image.data),
@@ -305,8 +319,8 @@ class CellRender:
                 self._show(outputs.stream(name, text), len(text))
 
     def _show(self, message: Message, size: int) -> None:
-        if message[0] == "error":
-            self._publish(*message)  # the cell's verdict is always shown
+        if message[0] == "error" and size == 0:
+            self._publish(*message)  # the cell's verdict is always shown (a display's error counts in the budget)
             return
         if self._over:
             return

@@ -220,6 +220,8 @@ class RichShim:
         self.cell_running = False
         self.long: LongCell | None = None
         self.tees: list[Tee] = []
+        self.formatting = 0  # display formatter calls running
+        self.in_result = False  # the cell's value is being formatted (the displayhook)
 
     # --- hooks in and out -------------------------------------------------------------------
 
@@ -228,6 +230,8 @@ class RichShim:
         self._replace(shell.display_pub, "publish", self.publish)
         self._replace(shell.display_pub, "clear_output", self.clear_output)
         self._replace(shell.displayhook, "compute_format_data", self.result)
+        self._replace(shell.display_formatter, "format", self._counted(shell.display_formatter.format))
+        self._replace(shell, "showtraceback", self._traceback(shell.showtraceback))
         shell.events.register("pre_execute", self.pre_execute)
         callbacks = shell.events.callbacks.get("post_execute")
         if isinstance(callbacks, list):
@@ -487,13 +491,44 @@ class RichShim:
 
     # --- IPython's display machinery ----------------------------------------------------------
 
+    def _counted(self, format: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.formatting += 1
+            try:
+                return format(*args, **kwargs)
+            finally:
+                self.formatting -= 1
+
+        return counted
+
+    def _traceback(self, show: Callable[..., Any]) -> Callable[..., Any]:
+        """IPython's showtraceback, except for a formatter that fails inside `display()` (not the cell's
+        value): ipykernel shows that traceback as an error output and the cell goes on, status ok."""
+        def showtraceback(exc_tuple: Any = None, *args: Any, **kwargs: Any) -> Any:
+            if not self.formatting or self.in_result or not isinstance(exc_tuple, tuple) or len(exc_tuple) != 3:
+                return show(exc_tuple, *args, **kwargs)
+            etype, evalue, tb = exc_tuple
+            try:
+                stb = self.shell.InteractiveTB.structured_traceback(etype, evalue, tb)
+            except Exception:  # a traceback that cannot be formatted still shows its error
+                stb = traceback.format_exception(etype, evalue, tb)
+            self.emit({"type": "error", "ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue),
+                       "traceback": [str(line) for line in stb]})
+            return None
+
+        return showtraceback
+
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs) -> None:
         self.emit({"type": "update" if update else "display", "data": _jsonable(data),
                    "metadata": _plain(metadata), "transient": _plain(transient)})
 
     def result(self, value: object) -> tuple[dict, dict]:
         """The displayhook's formatting of the cell's value: every MIME type, which is also the result."""
-        data, metadata = self.shell.display_formatter.format(value)
+        self.in_result = True
+        try:
+            data, metadata = self.shell.display_formatter.format(value)
+        finally:
+            self.in_result = False
         if set(data) - {"text/plain"}:
             self.emit({"type": "result", "data": _jsonable(data), "metadata": _plain(metadata)})
         elif data:

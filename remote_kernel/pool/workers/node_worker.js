@@ -836,7 +836,7 @@ function show(value) {
   try {
     return inspect(value, { colors: false });
   } catch (error) {
-    return `[value that cannot be shown: ${error && error.message}]`;
+    return `[value that cannot be shown: ${readMessage(error)}]`;
   }
 }
 
@@ -861,12 +861,50 @@ class ProcessExit extends Error {
   }
 }
 
-/** {name, message, text} of a thrown value; `text` is the stack without the worker's frames. */
+/** `error.message` as text, whatever was thrown: a getter or a proxy trap that throws gives a note. */
+function readMessage(error) {
+  try {
+    return String(error && error.message);
+  } catch {
+    return '(its message cannot be read)';
+  }
+}
+
+/** Whether vm stopped the script for a SIGINT (false for anything session code threw that cannot be read). */
+function isInterruption(thrown) {
+  try {
+    return util.types.isNativeError(thrown) && thrown.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED';
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `thrown` is a ProcessExit (false for a proxy whose getPrototypeOf trap throws). */
+function isProcessExit(thrown) {
+  try {
+    return thrown instanceof ProcessExit;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * {name, message, text} of a thrown value; `text` is the stack without the worker's frames. It never
+ * throws: a thrown value's getters and proxy traps are session code, and must not stop this worker.
+ */
 function describeThrown(thrown) {
-  if (thrown instanceof ProcessExit) return { name: thrown.name, message: thrown.message, text: `${thrown.name}: ${thrown.message}` };
-  const isErrorLike = thrown !== null && (typeof thrown === 'object' || typeof thrown === 'function')
-    && typeof thrown.message === 'string';
-  if (!isErrorLike) return { name: 'Uncaught', message: show(thrown), text: `Uncaught ${show(thrown)}` };
+  try {
+    return describeThrownValue(thrown);
+  } catch {
+    const message = 'a thrown value that cannot be described (its getters or proxy traps throw)';
+    return { name: 'Error', message, text: `Uncaught ${message}` };
+  }
+}
+
+function describeThrownValue(thrown) {
+  if (isProcessExit(thrown)) return { name: thrown.name, message: thrown.message, text: `${thrown.name}: ${thrown.message}` };
+  const message = thrown !== null && (typeof thrown === 'object' || typeof thrown === 'function') ? thrown.message : undefined;
+  if (typeof message !== 'string') return { name: 'Uncaught', message: show(thrown), text: `Uncaught ${show(thrown)}` };
   let name = 'Error';
   let stack = '';
   try {
@@ -875,9 +913,9 @@ function describeThrown(thrown) {
   } catch {
     // a hostile getter: keep the defaults
   }
-  const lines = (stack || `${name}: ${thrown.message}`).split('\n');
+  const lines = (stack || `${name}: ${message}`).split('\n');
   const cut = lines.findIndex((line) => /^\s+at /.test(line) && (line.includes(WORKER_FILE) || line.includes('(node:vm:')));
-  return { name, message: thrown.message, text: (cut < 0 ? lines : lines.slice(0, cut)).join('\n') };
+  return { name, message, text: (cut < 0 ? lines : lines.slice(0, cut)).join('\n') };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -960,7 +998,7 @@ class Execution {
 
   fail(thrown) {
     if (this.finished) return;
-    if (thrown instanceof ProcessExit && thrown.code === 0) {
+    if (isProcessExit(thrown) && thrown.code === 0) {
       this.finish(true, '', null);
       return;
     }
@@ -1011,7 +1049,7 @@ function execute(command) {
   try {
     value = compiled.script.runInThisContext({ breakOnSigint: true, displayErrors: false });
   } catch (error) {
-    if (error && error.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED') execution.interrupt();
+    if (isInterruption(error)) execution.interrupt();
     else execution.fail(error);
     return execution.replied;
   }
@@ -1149,7 +1187,13 @@ function main() {
         continue;
       }
       if (command && command.op === 'execute') {
-        await execute(command);
+        try {
+          await execute(command);
+        } catch (error) { // a fault of this worker: the execution fails, the session and its state stay
+          if (current && !current.finished) {
+            current.fail(new Error(`the session's worker failed: ${readMessage(error)}`));
+          }
+        }
       } else if (command && command.id !== undefined) {
         send({
           id: command.id, ok: false, stdout: '', stderr: `unknown op: ${command.op}\n`, result: '',

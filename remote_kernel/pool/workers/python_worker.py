@@ -28,6 +28,7 @@ MAX_RESULT = 8 << 20  # bytes of a result's JSON; a larger value is replaced by 
 COALESCE = 0.01  # seconds live output waits for more before it is sent
 COALESCE_BYTES = 64 << 10  # ... unless this much is waiting
 REPLIES_FD = 4
+NOTHING = object()  # no value: the cell had none, it displayed itself, or its formatting failed
 WHOLE_OUTPUT = ("To get all of it, write it to a file in /mnt/data (`with open('out.txt', 'w') as f, "
                 "contextlib.redirect_stdout(f): ...`) and `%download out.txt`")
 
@@ -251,7 +252,10 @@ def head_cut(data: bytes, room: int, stretch: int, at_line_start: bool) -> tuple
 
 
 def json_value(value: object) -> object:
-    """The trailing expression's value as the contract returns it: JSON where it has one."""
+    """The trailing expression's value as the contract returns it: JSON where it has one. Raises what
+    the value's repr raises (`10**5000` past the int digits limit: ValueError)."""
+    if isinstance(value, int):
+        int.__repr__(value)  # JSON writes ints as digits: past sys.get_int_max_str_digits() that raises
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -370,21 +374,39 @@ class Worker:
         from IPython.core.interactiveshell import InteractiveShell
         from traitlets.config import Config
 
+        worker = self
+        self.jupyter = False  # the running execution's mode: Jupyter's display text, or the contract's JSON value
+        self.shown: object = NOTHING  # the running cell's value as its displayhook formatted it
+        self.in_displayhook = False  # the cell's value is being formatted
+        self.formatting = 0  # display formatter calls running (the displayhook's, or display()'s)
+
         class QuietDisplayHook(DisplayHook):
             """Records the trailing value without printing an Out[n] prompt."""
 
             def write_output_prompt(self) -> None:
                 pass
 
+            def start_displayhook(self) -> None:
+                worker.in_displayhook = True
+
+            def finish_displayhook(self) -> None:
+                worker.in_displayhook = False
+
             def compute_format_data(self, result):
-                # nobody reads every MIME type of every value: `_format` asks for what it needs; an object
-                # that displays itself (`_ipython_display_`) does so here, once, and has no result
-                if displays_itself(result):
-                    self.shell.display_formatter.format(result)
-                return {}, {}
+                # the value is formatted here, inside the cell, as IPython's displayhook does: a formatter
+                # that raises is the cell's error (its traceback shown, the session kept), never the
+                # worker's. Only text/plain is asked for (nobody reads every MIME type of every value); an
+                # object that displays itself (`_ipython_display_`) does so here, once, and has no result
+                if not worker.jupyter and not displays_itself(result):
+                    worker.shown = json_value(result)  # a __repr__ that raises raises into the cell
+                    return {}, {}
+                return self.shell.display_formatter.format(result, include={"text/plain"})
 
             def write_format_data(self, format_dict, md_dict=None) -> None:
-                pass
+                # also reached with the rich shim's formatting (it replaces compute_format_data)
+                text = format_dict.get("text/plain")
+                if isinstance(text, str):
+                    worker.shown = text
 
         InteractiveShell.displayhook_class = QuietDisplayHook  # type: ignore[assignment]  # a traitlets Type
         config = Config()
@@ -401,6 +423,16 @@ class Worker:
             else:
                 sys.modules["jedi"] = jedi
         self.shell._showtraceback = self._showtraceback  # type: ignore[method-assign]
+        formatter = self.shell.display_formatter
+
+        def counted_format(*args: Any, **kwargs: Any) -> Any:
+            self.formatting += 1
+            try:
+                return type(formatter).format(formatter, *args, **kwargs)
+            finally:
+                self.formatting -= 1
+
+        formatter.format = counted_format
         shown_usage_error = self.shell.show_usage_error
 
         self.error: tuple[str, str] | None = None  # the execution's error that printed no traceback
@@ -440,9 +472,13 @@ class Worker:
         self.captured: CappedStream | None = None  # the running execution's stderr
 
     def _showtraceback(self, etype, evalue, stb) -> None:
-        self.error = (getattr(etype, "__name__", str(etype)), str(evalue))
         own = f"{os.path.abspath(__file__)}:"  # frames of this worker (input()'s) are not the user's code
         text = self.shell.InteractiveTB.stb2text([entry for entry in stb if own not in entry]) + "\n"
+        if self.formatting and not self.in_displayhook:
+            # a formatter failed inside display(): ipykernel shows the traceback and the cell goes on, status ok
+            sys.stderr.write(text)
+            return
+        self.error = (getattr(etype, "__name__", str(etype)), str(evalue))
         if self.captured is not None:
             self.captured.write_final(text)  # the error message carries it: not also live stderr
         else:
@@ -463,6 +499,8 @@ class Worker:
             self._coloured = jupyter
         stdout, stderr = CappedStream("stdout", live), CappedStream("stderr", live)
         self.error = None
+        self.jupyter, self.shown = jupyter, NOTHING
+        self.in_displayhook, self.formatting = False, 0
         # sys.stdout stays what the session made it (the rich shim wraps the Router), as in ipykernel
         self.stdout.target, self.stderr.target = stdout, stderr
         self.captured = stderr
@@ -482,7 +520,9 @@ class Worker:
                 self.running = False
             if outcome.error_before_exec is None and outcome.error_in_exec is None:
                 if outcome.result is not None:
-                    value = self._format(outcome.result, jupyter)
+                    # what the displayhook made of it; nothing when the value displayed itself, or when
+                    # its formatting failed (that traceback is the cell's error, as in ipykernel)
+                    value = "" if self.shown is NOTHING else self.shown
                 elif self._ends_with_bare_none(code):
                     value = None
             image = self._open_figure()
@@ -498,20 +538,12 @@ class Worker:
                 LIVE.stop()
         ms = (time.perf_counter() - started) * 1000
         error = {"name": self.error[0], "message": self.error[1]} if self.error else None
-        if not error and value != "" and len(json.dumps(value, ensure_ascii=False)) > MAX_RESULT:
+        if value != "" and len(json.dumps(value, ensure_ascii=False)) > MAX_RESULT:
             value = f"[result not returned: its JSON is over {MAX_RESULT >> 20} MiB; write it to a file instead]"
+        # a value next to an error: a rich formatter (`_repr_html_`) failed and text/plain did not; ipykernel
+        # shows both, the traceback and the text
         return {"ok": error is None, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(),
-                "result": "" if error else value, "error": error, "ms": round(ms, 3)}
-
-    def _format(self, value: object, jupyter: bool) -> object:
-        if displays_itself(value):
-            return ""  # it showed itself when the displayhook saw it (IPython shows no Out[] for it)
-        if not jupyter:
-            return json_value(value)
-        if value is None:
-            return None
-        data, _ = self.shell.display_formatter.format(value, include={"text/plain"})
-        return data.get("text/plain", repr(value))
+                "result": value, "error": error, "ms": round(ms, 3)}
 
     def _ends_with_bare_none(self, code: str) -> bool:
         """Whether a None result came from a trailing expression that is not a call: `x` or `None`
@@ -537,6 +569,16 @@ class Worker:
         finally:
             plt.close("all")
         return {"type": "image", "format": "png", "base64_data": base64.b64encode(buffer.getvalue()).decode()}
+
+
+def failed_execution(exc: BaseException) -> dict:
+    """The reply for an execution this worker could not finish (its own fault, not the cell's):
+    the error and its traceback, with the session and its variables kept."""
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"ok": False, "stdout": "", "stderr": text, "result": "", "ms": 0.0,
+            "error": {"name": type(exc).__name__, "message": f"the session's worker failed: {exc}"[:1000]}}
 
 
 def send(fd: int, message: dict) -> None:
@@ -566,8 +608,11 @@ def main() -> None:
     commands = os.fdopen(3, "rb")
     for line in commands:
         command = json.loads(line)
-        reply = worker.execute(command["code"], bool(command.get("jupyter")), command.get("id"),
-                               bool(command.get("live")))
+        try:
+            reply = worker.execute(command["code"], bool(command.get("jupyter")), command.get("id"),
+                                   bool(command.get("live")))
+        except BaseException as exc:  # a fault of this worker must not cost the session its state
+            reply = failed_execution(exc)
         reply["id"] = command.get("id")
         send(REPLIES_FD, reply)
 
