@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_kernel.pool.egress import EgressUnavailable, SessionNetwork
+from remote_kernel.pool.replies import BadLine, Reply, held_bytes, parse_line, reply_of
 from remote_kernel.pool.sandbox import Cgroups, Sandbox
 
 log = logging.getLogger("remote_kernel.pool")
@@ -60,7 +62,7 @@ class Outcome:
     error_message: str | None = None
     ms: float | None = None
     cancelled: bool = False
-    size: int = 0  # roughly the bytes this answer holds (its streams and result), set when it finishes
+    size: int = 0  # the bytes this answer holds in the pool's memory (streams and result), set when it finishes
     jupyter: bool = False  # what the request asked for: the routes render `result` by it (pool/values.py)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     live: bool = False  # the client reads its output events as they happen (the live route)
@@ -75,8 +77,7 @@ class Outcome:
             return self
         for key, value in fields.items():
             setattr(self, key, value)
-        result = self.result if isinstance(self.result, str) else json.dumps(self.result, default=str)
-        self.size = len(self.stdout) + len(self.stderr) + len(result)
+        self.size = sys.getsizeof(self.stdout) + sys.getsizeof(self.stderr) + held_bytes(self.result)
         self.status = status
         self.done.set()
         self.arrived.set()
@@ -103,7 +104,7 @@ class Session:
         self._cgroups: Cgroups | None = None
         self._network: SessionNetwork | None = None
         self._uid: int | None = None  # the host uid the sandbox runs as (a root pool), given back at close
-        self._replies: asyncio.Queue[dict | None] = asyncio.Queue()  # the ready line, replies, then None at the end
+        self._replies: asyncio.Queue[dict | Reply | None] = asyncio.Queue()  # the ready line, replies, then None at the end
         self._worker_id: str | None = None  # the id the running execution has on the pipe (the pool's secret)
         self._answered = False  # the running execution's reply has arrived
         self._started = False  # the worker said it is ready
@@ -167,7 +168,7 @@ class Session:
             ready = await asyncio.wait_for(self._replies.get(), START_TIMEOUT)
         except asyncio.TimeoutError:
             ready = None
-        if not ready or not ready.get("ready"):
+        if not isinstance(ready, dict) or not ready.get("ready"):
             detail = b"".join(self._log_tail).decode(errors="replace").strip()[-2000:]
             await self.close()
             raise WorkerDied(f"the session's worker did not start: {detail or 'no output'}")
@@ -323,7 +324,9 @@ class Session:
     async def _execute(self, outcome: Outcome, code: str, timeout: float, jupyter: bool) -> None:
         if not self.alive:
             raise WorkerDied(self._lost_message())
-        self._worker_id = secrets.token_hex(12)  # session code cannot know it: a forged reply cannot match
+        # a new id per execution: a line written before it exists cannot match it (but code that runs in this
+        # execution can learn it, so its reply is still checked strictly: replies.py)
+        self._worker_id = secrets.token_hex(12)
         self._answered = False
         command = {"id": self._worker_id, "op": "execute", "code": code, "jupyter": jupyter}
         if outcome.live:
@@ -346,33 +349,27 @@ class Session:
                                       "interrupt; the session was killed and its state is lost.\n",
                                ms=(time.perf_counter() - started) * 1000)
                 return
-        stderr = _text(reply.get("stderr"))
+        stderr = reply.stderr
         if not self.warned:
             self.warned = True
             stderr = (self.sandbox.warning or "") + stderr
-        error = reply.get("error") if isinstance(reply.get("error"), dict) else None
-        if reply.get("error") and error is None:
-            error = {"name": "Error", "message": str(reply.get("error"))[:1000]}
         if timed_out:
-            outcome.finish("Failed", error_code="ExecutionTimeout", result="", stdout=_text(reply.get("stdout")),
+            outcome.finish("Failed", error_code="ExecutionTimeout", result="", stdout=reply.stdout,
                            stderr=stderr + f"ExecutionTimeout: the code ran past {timeout:g} s and was interrupted.\n",
                            error_message=f"Execution timed out after {timeout:g} s; it was interrupted "
-                                         "and the session's state is kept.", ms=reply.get("ms"))
+                                         "and the session's state is kept.", ms=reply.ms)
         else:
-            ms = reply.get("ms")
-            outcome.finish("Failed" if error else "Succeeded", stdout=_text(reply.get("stdout")), stderr=stderr,
-                           result=reply.get("result", ""),
-                           ms=float(ms) if isinstance(ms, (int, float)) and not isinstance(ms, bool) else None,
-                           error_code=str(error.get("name") or "Error")[:200] if error else None,
-                           error_message=str(error.get("message", ""))[:10000] if error else None)
+            outcome.finish("Failed" if reply.error_name else "Succeeded", stdout=reply.stdout, stderr=stderr,
+                           result=reply.result, ms=reply.ms, error_code=reply.error_name,
+                           error_message=reply.error_message)
 
-    async def _reply_within(self, timeout: float) -> dict | None:
+    async def _reply_within(self, timeout: float) -> Reply | None:
         """The worker's next reply, None when `timeout` passes first; WorkerDied when it dies."""
         try:
             reply = await asyncio.wait_for(self._replies.get(), timeout)
         except asyncio.TimeoutError:
             return None
-        if reply is None:
+        if not isinstance(reply, Reply):  # None: the pipe closed
             await self._settle()
             raise WorkerDied(self._lost_message())
         return reply
@@ -470,18 +467,21 @@ class Session:
         except Misbehaving as problem:
             log.warning("session %s: %s; stopping it", self.guid, problem)
             await self.kill(f"the session misbehaved ({problem}) and was stopped")
+        except Exception as problem:  # whatever a worker writes, the pool goes on: the session is stopped
+            log.error("session %s: its reply pipe could not be read (%r); stopping it", self.guid, problem)
+            await self.kill(f"the session wrote something on its reply pipe that the pool could not read "
+                            f"({type(problem).__name__}) and was stopped")
         finally:
             self._replies.put_nowait(None)
 
     def _accept(self, line: bytearray) -> None:
         """Take one line from the worker: the ready line once, then for the running execution only
-        its events (when it asked for them) and one reply; anything else is Misbehaving."""
+        its events (when it asked for them) and one reply, each parsed and checked strictly (replies.py:
+        session code can learn the id); anything else is Misbehaving."""
         try:
-            message = json.loads(line)
-        except (ValueError, RecursionError):
-            raise Misbehaving("it wrote a line that is not JSON on the pool's reply pipe") from None
-        if not isinstance(message, dict):
-            raise Misbehaving("it wrote a line that is not a JSON object on the pool's reply pipe")
+            message = parse_line(line)
+        except BadLine as bad:
+            raise Misbehaving(f"{bad} on the pool's reply pipe") from None
         if not self._started:
             if message.get("ready") is not True:
                 raise Misbehaving("its first line was not the ready line")
@@ -503,8 +503,12 @@ class Session:
             outcome.events.append((message["name"], message["text"]))
             outcome.arrived.set()
             return
+        try:
+            reply = reply_of(message, 2 * self.max_output + (1 << 20))
+        except BadLine as bad:
+            raise Misbehaving(f"{bad} (a malformed or forged reply)") from None
         self._answered = True
-        self._replies.put_nowait(message)
+        self._replies.put_nowait(reply)
 
     async def _drain(self, output: asyncio.StreamReader) -> None:
         """Keep the tail of the worker's fd-level output, for diagnostics."""
@@ -512,6 +516,3 @@ class Session:
             self._log_tail.append(chunk[-4096:])
             log.debug("session %s: %r", self.guid, chunk[:500])
 
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
