@@ -28,6 +28,7 @@ from remote_kernel.contract import (API_VERSIONS, EXECUTION_LIMIT, IDENTIFIER, I
                                      SESSION_API_VERSIONS, V1_API_VERSIONS)
 from remote_kernel.pool import files
 from remote_kernel.pool.downloads import FileDownload
+from remote_kernel.pool.hostpaths import scrub
 from remote_kernel.pool import openapi as oa
 from remote_kernel.pool.openapi import Operation, openapi_document
 from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
@@ -63,7 +64,7 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status,
+    return JSONResponse({"error": {"code": code, "message": scrub(message)}}, status,
                         headers={"x-ms-error-code": code, **(headers or {})})
 
 
@@ -539,7 +540,10 @@ def file_answers(request: Request, fixed: str | None = None) -> FileAnswers:
 async def on_files(session: Session, operation: Callable[[], Any]) -> Any:
     """Run a blocking file operation for a session, mapping failures to the contract's answers."""
     try:
-        return await asyncio.to_thread(operation)
+        with session.in_use():  # the session does not expire while the operation runs
+            return await asyncio.to_thread(operation)
+    except files.FilesGone as gone:
+        raise ApiError(404, "SessionWithIdentifierNotFound", str(gone)) from None
     except files.NotFound as missing:
         raise ApiError(404, "FileNotFound", str(missing)) from None
     except files.BadPath as bad:
@@ -560,11 +564,16 @@ def upload_route(fixed: str | None) -> Callable[[Request], Awaitable[Response]]:
             raise ApiError(400, "InvalidFileName", str(bad)) from None
         limit = request.app.state.max_upload
         try:
-            entries = await receive_upload(request, session.data_dir, folder, limit)
+            with session.in_use():  # the session does not expire while the body arrives
+                entries = await receive_upload(request, session.data_dir, folder, limit)
+            if not session.alive:  # deleted or stopped meanwhile: the files went with it
+                raise files.FilesGone()
         except MultipartError as bad:
             raise ApiError(bad.status, bad.code, str(bad)) from None
         except files.BadPath as bad:
             raise ApiError(400, "InvalidFileName", str(bad)) from None
+        except files.FilesGone as gone:
+            raise ApiError(404, "SessionWithIdentifierNotFound", str(gone)) from None
         except WorkerDied as died:
             raise ApiError(404, "SessionWithIdentifierNotFound", f"The session is gone: {died}") from None
         finally:

@@ -33,6 +33,14 @@ class NotFound(FileNotFoundError):
     """No such file in the session."""
 
 
+class FilesGone(OSError):
+    """The session's /mnt/data is no longer there: the session was deleted or stopped during the request."""
+
+    def __init__(self) -> None:
+        super().__init__("The session was deleted or stopped while this request used its files, so its files "
+                         "are gone; send the request again (a new session starts with an empty /mnt/data).")
+
+
 class FileShrank(OSError):
     """A file being downloaded became shorter than it was when the download started."""
 
@@ -85,8 +93,11 @@ def parts_of(path: str | None, *, allow_root: bool = True) -> list[str]:
 
 
 def open_folder(root: Path, parts: list[str], *, create: bool = False) -> int:
-    """An fd of the folder root/parts…, walked without following links."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """An fd of the folder root/parts…, walked without following links (FilesGone if root is gone)."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        raise FilesGone() from None
     try:
         for part in parts:
             try:

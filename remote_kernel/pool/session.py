@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -14,8 +15,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from remote_kernel.pool import hostpaths
 from remote_kernel.pool.egress import EgressUnavailable, SessionNetwork
 from remote_kernel.pool.replies import BadLine, Reply, held_bytes, parse_line, reply_of
 from remote_kernel.pool.sandbox import Cgroups, Sandbox
@@ -100,6 +102,7 @@ class Session:
         self.runtime_version = ""
         self._lock = asyncio.Lock()
         self._data_root = data_root / self.guid
+        hostpaths.register(str(data_root))  # never named in an answer (hostpaths.scrub)
         self._process: asyncio.subprocess.Process | None = None
         self._cgroups: Cgroups | None = None
         self._network: SessionNetwork | None = None
@@ -113,6 +116,7 @@ class Session:
         self._log_tail: collections.deque[bytes] = collections.deque(maxlen=64)
         self._tasks: list[asyncio.Task] = []
         self._busy = False
+        self._users = 0  # requests using the session's files now: it does not expire under them
         self._running: Outcome | None = None
 
     # life cycle ---------------------------------------------------------------------------
@@ -213,7 +217,19 @@ class Session:
 
     @property
     def busy(self) -> bool:
-        return self._busy or self._lock.locked()
+        """Running or queueing an execution, or a request uses its files: the cooldown does not end it."""
+        return self._busy or self._lock.locked() or self._users > 0
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator["Session"]:
+        """Hold the session while a request uses it (an upload, a listing): its cooldown cannot expire
+        meanwhile, and the cooldown starts again when the request ends. A DELETE still closes it."""
+        self._users += 1
+        try:
+            yield self
+        finally:
+            self._users -= 1
+            self.touch()
 
     def touch(self) -> None:
         self.last_accessed_at = time.time()
