@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, MutableMapping
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -508,23 +508,31 @@ def v1_listing(entries: list[files.Entry]) -> dict[str, Any]:
     return {"$id": "1", "value": [v1_entry(e, 2 + 2 * i) for i, e in enumerate(entries)]}
 
 
+def paged(next_link: str | None) -> dict[str, str]:
+    return {"nextLink": next_link} if next_link else {}
+
+
+SKIP_TOKEN = "$skipToken"  # the listing's cursor in a nextLink: the last name of the page before
+
+
 @dataclass(frozen=True)
 class FileAnswers:
     """How one wire shape answers the file routes."""
 
     uploaded: Callable[[list[files.Entry]], Response]
-    listing: Callable[[list[files.Entry]], Response]
+    listing: Callable[[list[files.Entry], str | None], Response]  # the entries, the next page's link
     metadata: Callable[[files.Entry], Response]
     deleted: Callable[[], Response]
 
 
 FILE_ANSWERS = {
     "v1": FileAnswers(uploaded=lambda entries: JSONResponse(v1_listing(entries)),
-                      listing=lambda entries: JSONResponse(v1_listing(entries)),
+                      listing=lambda entries, more: JSONResponse({**v1_listing(entries), **paged(more)}),
                       metadata=lambda entry: JSONResponse({"value": [v1_entry(entry)]}),
                       deleted=lambda: JSONResponse({"message": "file deleted successfully"})),
     "v2": FileAnswers(uploaded=lambda entries: JSONResponse(v2_entry(entries[0])),
-                      listing=lambda entries: JSONResponse({"value": [v2_entry(e) for e in entries]}),
+                      listing=lambda entries, more: JSONResponse({"value": [v2_entry(e) for e in entries],
+                                                                  **paged(more)}),
                       metadata=lambda entry: JSONResponse(v2_entry(entry)),
                       deleted=lambda: Response(status_code=204)),
 }
@@ -589,8 +597,12 @@ async def list_files(request: Request) -> Response:
         folder = files.parts_of(request.query_params.get("path"))
     except files.BadPath as bad:
         raise ApiError(400, "InvalidFileName", str(bad)) from None
-    entries = await on_files(session, lambda: files.listing(session.data_dir, folder))
-    return answers.listing(entries)
+    after = request.query_params.get(SKIP_TOKEN)
+    entries, cursor = await on_files(session, lambda: files.listing(session.data_dir, folder, after))
+    more = None
+    if cursor is not None:  # pages of files.LIST_PAGE entries, as the official spec's PagedSessionResourceFile
+        more = f"{request.url.path}?{urlencode({**request.query_params, SKIP_TOKEN: cursor}, quote_via=quote)}"
+    return answers.listing(entries, more)
 
 
 async def file_metadata(request: Request) -> Response:

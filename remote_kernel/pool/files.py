@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import heapq
 import mimetypes
 import os
 import stat
@@ -157,20 +158,39 @@ def nameable(name: str) -> bool:
     return True
 
 
-def listing(root: Path, folder: list[str]) -> list[Entry]:
-    """Files and folders directly in a folder: links, uploads in progress and names that are not
-    valid UTF-8 (which no request could name) left out; any other name is listed and downloadable."""
+LIST_PAGE = 10_000  # entries of one listing answer; past them the answer has a nextLink
+
+
+def listing(root: Path, folder: list[str], after: str | None = None,
+            limit: int = LIST_PAGE) -> tuple[list[Entry], str | None]:
+    """One page of the files and folders directly in a folder, in name order: those named after `after`
+    (the previous page's cursor), at most `limit`; and the cursor of the next page (None: the last page).
+
+    Links, uploads in progress and names that are not valid UTF-8 (which no request could name) are left
+    out; any other name is listed and downloadable. The folder is read as a stream of names keeping only
+    the `limit` smallest (heapq), so a folder of millions of names costs one pass and memory for one
+    page, and only the page's entries are looked at (stat).
+    """
     fd = open_folder(root, folder)
     try:
+        seen = 0
+
+        def names() -> Iterator[str]:
+            nonlocal seen
+            with os.scandir(fd) as scan:
+                for item in scan:
+                    if (after is None or item.name > after) and nameable(item.name):
+                        seen += 1
+                        yield item.name
+
+        page = heapq.nsmallest(limit, names())
         entries = []
-        for name in sorted(os.listdir(fd)):
-            if not nameable(name):
-                continue
+        for name in page:
             try:
                 entries.append(_entry(fd, name, listing=True))
             except (NotFound, OSError):
                 continue
-        return entries
+        return entries, (page[-1] if seen > len(page) and page else None)
     finally:
         os.close(fd)
 

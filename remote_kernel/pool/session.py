@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from remote_kernel.pool import hostpaths
+from remote_kernel.pool import budget, hostpaths
 from remote_kernel.pool.egress import EgressUnavailable, SessionNetwork
 from remote_kernel.pool.replies import BadLine, Reply, held_bytes, parse_line, reply_of
 from remote_kernel.pool.sandbox import Cgroups, Sandbox
@@ -31,7 +31,8 @@ LINE_LIMIT = 24 << 20  # longest line accepted from a worker (a reply: 2 × 1 Mi
 READ_CHUNK = 1 << 16
 MAX_PENDING = 64  # executions queued or running per session; past it a new one is refused (429)
 KEEP_FINISHED = 100  # finished executions kept per session for polling (unfinished ones are always kept)
-KEEP_BYTES = 16 << 20  # and at most this many bytes of their outputs (the newest one is kept whatever its size)
+KEEP_BYTES = budget.KEPT_PER_SESSION  # and at most this many bytes of them in memory (the newest is kept whatever
+# its size; and the pool's own bound for all sessions: budget.py)
 MAX_OPERATION_ID = 128  # characters in a client-chosen operation-id
 
 
@@ -117,6 +118,9 @@ class Session:
         self._tasks: list[asyncio.Task] = []
         self._busy = False
         self._users = 0  # requests using the session's files now: it does not expire under them
+        self._queued = 0  # bytes of code of the executions queued or running (budget.py)
+        self._kept = 0  # bytes of the finished answers kept for polling (budget.py)
+        self._closed = False
         self._running: Outcome | None = None
 
     # life cycle ---------------------------------------------------------------------------
@@ -184,6 +188,9 @@ class Session:
         (running or queued) is answered now with SessionLost and `reason`."""
         if self.lost is None:
             self.lost = reason
+        self._closed = True
+        budget.POOL.kept -= self._kept  # its answers are no longer the pool's to keep
+        self._kept = 0
         self._answer_pending()
         if self._cgroups:
             self._cgroups.kill()
@@ -267,13 +274,24 @@ class Session:
         if pending >= MAX_PENDING:
             raise QueueFull(f"This session already has {pending} executions queued or running (the limit is "
                             f"{MAX_PENDING}); wait for some to finish, then retry.")
+        size = sys.getsizeof(code)  # its bytes in memory, held until the execution ends
+        try:
+            budget.POOL.queue(self._queued, size)
+        except budget.OverBudget as over:
+            raise QueueFull(str(over)) from None
+        self._queued += size
         outcome = Outcome(id=execution_id or str(uuid.uuid4()), live=live)
         self.executions[outcome.id] = outcome
         self._forget_old()
         task = asyncio.get_running_loop().create_task(self._run(outcome, code, max(timeout, 1), jupyter))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
+        task.add_done_callback(lambda _: self._unqueue(size))  # run, skipped or cancelled: always called
         return outcome
+
+    def _unqueue(self, size: int) -> None:
+        self._queued -= size
+        budget.POOL.unqueue(size)
 
     def cancel(self, outcome: Outcome) -> None:
         """Stop an execution whose client went away: interrupt it if running, skip it if queued."""
@@ -327,15 +345,21 @@ class Session:
                 self._forget_old()
 
     def _forget_old(self) -> None:
-        """Forget the oldest finished executions past KEEP_FINISHED of them or KEEP_BYTES of their outputs:
-        what a session's answers hold in the pool's memory stays bounded however many it runs."""
+        """Forget the oldest finished executions past KEEP_FINISHED of them or the byte bounds of their answers
+        (the session's and the pool's, budget.py): what answers hold in the pool's memory stays bounded
+        however many sessions run however many executions."""
+        if self._closed:
+            return
         finished = [(key, o.size) for key, o in self.executions.items() if o.done.is_set()]
         total = sum(size for _, size in finished)
+        budget.POOL.kept += total - self._kept
+        self._kept = total
         for n, (key, size) in enumerate(finished[:-1]):
-            if len(finished) - n <= KEEP_FINISHED and total <= KEEP_BYTES:
+            if len(finished) - n <= KEEP_FINISHED and not budget.POOL.over_kept(self._kept):
                 break
             del self.executions[key]
-            total -= size
+            self._kept -= size
+            budget.POOL.kept -= size
 
     async def _execute(self, outcome: Outcome, code: str, timeout: float, jupyter: bool) -> None:
         if not self.alive:
