@@ -143,3 +143,16 @@ def test_a_reply_forged_with_the_right_id_gets_a_clean_answer_and_no_traceback()
         pool.stop()
     log = pool.log()
     assert "Traceback" not in log and "unexpected error" not in log, log[-3000:]
+
+
+def test_a_result_whose_values_outweigh_the_pools_bound_is_answered_with_a_note(pool):
+    """A reply of 6 MiB holding two million empty lists weighs ~130 MiB as values in the pool: the answer
+    carries a note instead of keeping them (replies.MAX_RESULT_HELD), and the pool goes on answering."""
+    identifier = str(uuid.uuid4())
+    code = FORGE_WITH_ID.format(marker=uuid.uuid4().hex,
+                                body='"ok": true, "stdout": "", "result": [' + "[]," * 2_000_000 + '[]], "ms": 1')
+    answer = execute(pool, identifier, code + "import time\ntime.sleep(1)\n")
+    assert answer["status"] == "Succeeded", str(answer)[:500]
+    note = answer["result"]["executionResult"]
+    assert isinstance(note, str) and "MiB of the pool's memory" in note and "smaller value" in note
+    assert httpx.get(f"{pool.endpoint}/health", timeout=30).status_code == 200

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_DEPTH = 100  # nesting of a result: deeper ones could not be answered (JSON encoders recurse)
+MAX_RESULT_HELD = 64 << 20  # bytes a result may take in the pool's memory as values; past it, a note instead
 MAX_NAME = 200  # characters of an error's name
 MAX_MESSAGE = 10_000  # characters of an error's message
 
@@ -59,7 +60,10 @@ class Reply:
 
 def held_bytes(value: Any) -> int:
     """The bytes a JSON value holds in memory (str by its real width, containers with their items),
-    walked without recursion; BadLine for a value nested deeper than MAX_DEPTH."""
+    walked without recursion; BadLine for a value nested deeper than MAX_DEPTH. A walk over a result of
+    millions of values takes a second: `reply_of` runs it in a thread when the result is a container."""
+    if not isinstance(value, (list, dict)):
+        return sys.getsizeof(value)
     total = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
@@ -108,6 +112,12 @@ def reply_of(message: dict[str, Any], stream_limit: int) -> Reply:
     if "ok" in message and not isinstance(message["ok"], bool):
         raise BadLine("its reply's ok is not true or false")
     result = message.get("result", "")
-    size = sys.getsizeof(streams["stdout"]) + sys.getsizeof(streams["stderr"]) + held_bytes(result)
+    held = held_bytes(result)
+    if held > MAX_RESULT_HELD:  # a worker keeps its result's JSON under 8 MiB, but its values can weigh more
+        result = (f"[the result takes {held / (1 << 20):.0f} MiB of the pool's memory as values, over its "
+                  f"{MAX_RESULT_HELD >> 20} MiB: return a smaller value, or write it to a file in /mnt/data and "
+                  "download it]")
+        held = sys.getsizeof(result)
+    size = sys.getsizeof(streams["stdout"]) + sys.getsizeof(streams["stderr"]) + held
     return Reply(streams["stdout"], streams["stderr"], result, name, text_message,
                  float(ms) if ms is not None else None, size)

@@ -78,9 +78,11 @@ class Outcome:
         """Record the answer; the first answer stands (a closed session answers before its task ends)."""
         if self.done.is_set():
             return self
+        held = fields.pop("held", None)  # a worker's reply has measured itself (replies.Reply.size)
         for key, value in fields.items():
             setattr(self, key, value)
-        self.size = sys.getsizeof(self.stdout) + sys.getsizeof(self.stderr) + held_bytes(self.result)
+        self.size = held if held is not None else (
+            sys.getsizeof(self.stdout) + sys.getsizeof(self.stderr) + held_bytes(self.result))
         self.status = status
         self.done.set()
         self.arrived.set()
@@ -401,7 +403,7 @@ class Session:
         else:
             outcome.finish("Failed" if reply.error_name else "Succeeded", stdout=reply.stdout, stderr=stderr,
                            result=reply.result, ms=reply.ms, error_code=reply.error_name,
-                           error_message=reply.error_message)
+                           error_message=reply.error_message, held=reply.size)
 
     async def _reply_within(self, timeout: float) -> Reply | None:
         """The worker's next reply, None when `timeout` passes first; WorkerDied when it dies."""
@@ -498,7 +500,7 @@ class Session:
                 buffer += chunk
                 start = 0
                 while (end := buffer.find(b"\n", scan)) >= 0:
-                    self._accept(buffer[start:end])
+                    await self._accept(buffer[start:end])
                     start = scan = end + 1
                 if start:
                     del buffer[:start]
@@ -514,7 +516,7 @@ class Session:
         finally:
             self._replies.put_nowait(None)
 
-    def _accept(self, line: bytearray) -> None:
+    async def _accept(self, line: bytearray) -> None:
         """Take one line from the worker: the ready line once, then for the running execution only
         its events (when it asked for them) and one reply, each parsed and checked strictly (replies.py:
         session code can learn the id); anything else is Misbehaving."""
@@ -543,8 +545,12 @@ class Session:
             outcome.events.append((message["name"], message["text"]))
             outcome.arrived.set()
             return
+        limit = 2 * self.max_output + (1 << 20)
         try:
-            reply = reply_of(message, 2 * self.max_output + (1 << 20))
+            if isinstance(message.get("result"), (list, dict)):  # measured in a thread: the loop goes on
+                reply = await asyncio.to_thread(reply_of, message, limit)
+            else:
+                reply = reply_of(message, limit)
         except BadLine as bad:
             raise Misbehaving(f"{bad} (a malformed or forged reply)") from None
         self._answered = True
