@@ -291,3 +291,91 @@ def test_the_pools_memory_stays_bounded_while_a_session_floods_it_with_answers_a
         own.stop()
     print(f"pool RSS: baseline {baseline / 2**20:.0f} MiB, grown {grown / 2**20:.1f} MiB under the flood")
     assert grown < RSS_BOUND, f"the pool grew by {grown / 2**20:.0f} MiB"
+
+
+# issue 23 #16: a session is not torn down under a request that uses it; no answer names a host path ------
+
+BOUNDARY = "rkboundary"
+
+
+def slow_upload_body(name: str, size: int, pause) -> object:
+    """A multipart body sent in pieces: the first boundary, then `pause()` (which returns once the moment to
+    test has come), then the part's headers and contents."""
+    def body():
+        yield f"--{BOUNDARY}\r\n".encode()
+        pause()
+        yield (f'Content-Disposition: form-data; name="file"; filename="{name}"\r\n'
+               "Content-Type: application/octet-stream\r\n\r\n").encode()
+        yield b"y" * size
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+    return body()
+
+
+def upload_slowly(pool, identifier: str, name: str, size: int, pause) -> httpx.Response:
+    return httpx.post(f"{pool.endpoint}/files", params={"api-version": V2, "identifier": identifier},
+                      headers={**pool.headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+                      content=slow_upload_body(name, size, pause), timeout=120)
+
+
+def no_host_path(pool, text: str) -> None:
+    assert "/proc/" not in text and str(pool.data_root) not in text and "/tmp/" not in text, text
+
+
+def test_an_upload_that_outlasts_the_sessions_cooldown_is_not_cut_by_its_expiry():
+    """The cooldown (1 s here) ends while the upload's body is still arriving: the session is held by the
+    request, so the upload completes into it (before: the session was reaped under it and the answer was
+    400 InvalidMultipartBody naming '/proc/<pid>/root/mnt/data')."""
+    pool = start_pool("--cooldown", "1", "--ready-sessions", "0")
+    try:
+        identifier = str(uuid.uuid4())
+        with httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=60) as client:
+            assert value(client, identifier, "kept = 'state'\n1") == 1
+            answer = upload_slowly(pool, identifier, "late.bin", 1 << 20, lambda: time.sleep(3))
+            no_host_path(pool, answer.text)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["sizeInBytes"] == 1 << 20
+            assert value(client, identifier, "import os\n(kept, os.path.getsize('/mnt/data/late.bin'))") == \
+                f"('state', {1 << 20})"  # the same session, its state and the whole file
+    finally:
+        pool.stop()
+    assert "Traceback" not in pool.log()
+
+
+def test_a_session_deleted_while_an_upload_is_in_flight_gets_a_clear_answer_without_host_paths(pool, http):
+    identifier = str(uuid.uuid4())
+    assert value(http, identifier, "1") == 1
+
+    def delete_once_the_upload_is_being_written() -> None:
+        probe = "import os\n[n for n in os.listdir('/mnt/data') if n.startswith('.rk-upload-')]"
+        deadline = time.monotonic() + 60
+        while value(http, identifier, probe) == "[]" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert http.delete("/session", params={"api-version": V2, "identifier": identifier}).status_code == 204
+
+    def body():
+        yield f"--{BOUNDARY}\r\n".encode()
+        yield ('Content-Disposition: form-data; name="file"; filename="doomed.bin"\r\n'
+               "Content-Type: application/octet-stream\r\n\r\n").encode()
+        yield b"z" * 65536
+        delete_once_the_upload_is_being_written()
+        yield b"z" * 65536
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    answer = httpx.post(f"{pool.endpoint}/files", params={"api-version": V2, "identifier": identifier},
+                        headers={**pool.headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+                        content=body(), timeout=120)
+    no_host_path(pool, answer.text)
+    assert answer.status_code in (404, 503), answer.text  # the pool's side, never the client's 400
+    assert answer.json()["error"]["code"] in ("SessionWithIdentifierNotFound", "UploadFailed")
+    assert "again" in answer.json()["error"]["message"]
+    listed = http.get("/files", params={"api-version": V2, "identifier": identifier}).json()["value"]
+    assert listed == []  # a new session, nothing half-written
+
+
+def test_no_error_answer_names_a_host_path():
+    from remote_kernel.pool import hostpaths
+
+    hostpaths.register("/srv/pools/pool-abc")
+    text = hostpaths.scrub("[Errno 2] No such file or directory: '/proc/3131/root/mnt/data/x' and "
+                           "'/srv/pools/pool-abc/0123456789abcdef0123456789abcdef/data/y', /srv/pools/pool-abc")
+    assert text == ("[Errno 2] No such file or directory: '/mnt/data/x' and '/mnt/data/y', <pool data>")

@@ -78,3 +78,81 @@ def test_endless_lines_on_the_pipe_leave_the_pools_memory_bounded():
         assert grown < 100 << 10, f"the pool grew by {grown} KiB"
     finally:
         pool.stop()
+
+
+#: session code that finds the running execution's reply id in its own process's memory (a Python cell runs in
+#: the worker's process: the command line it came in is there) and writes a reply with it whose body is `{body}`
+#: (JSON text; NaN and Infinity written as Python's json module writes them)
+FORGE_WITH_ID = """# forge-{marker}
+import json, os, re
+found = None
+pattern = re.compile(rb'"id": "([0-9a-f]{{24}})", "op": "execute", "code": "# forge-{marker}')
+for line in open('/proc/self/maps'):
+    fields = line.split()
+    if 'r' not in fields[1]:
+        continue
+    start, end = (int(x, 16) for x in fields[0].split('-'))
+    try:
+        with open('/proc/self/mem', 'rb', 0) as mem:
+            mem.seek(start)
+            match = pattern.search(mem.read(end - start))
+    except (OSError, OverflowError, ValueError):
+        continue
+    if match:
+        found = match.group(1).decode()
+        break
+assert found, 'the id was not found'
+os.write(4, ('{{"id": "' + found + '", ' + {body!r} + '}}\\n').encode())
+"""
+FORGED_BODIES = {
+    "ms Infinity": '"ok": true, "stdout": "", "stderr": "", "result": "", "error": null, "ms": Infinity',
+    "result NaN": '"ok": true, "stdout": "", "stderr": "", "result": NaN, "error": null, "ms": 1',
+    "result -Infinity in a list": '"ok": true, "stdout": "", "result": [1, -Infinity], "ms": 1',
+    "stdout a number": '"ok": true, "stdout": 5, "stderr": "", "result": "", "ms": 1',
+    "error a number": '"ok": false, "stdout": "", "stderr": "", "result": "", "error": 7, "ms": 1',
+    "error name a list": '"ok": false, "error": {"name": ["x"], "message": "m"}, "ms": 1',
+    "ms a string": '"ok": true, "stdout": "", "result": "", "ms": "soon"',
+    "ms 1e308 squared": '"ok": true, "result": "", "ms": 1e999',
+    "a result 500 deep": '"ok": true, "result": ' + "[" * 500 + "]" * 500 + ', "ms": 1',
+    "ok a string": '"ok": "yes", "result": "", "ms": 1',
+    "stdout 4 MiB": None,  # over what a stream may hold (twice the 1 MiB cap and 1 MiB; written below)
+}
+
+
+def test_a_reply_forged_with_the_right_id_gets_a_clean_answer_and_no_traceback():
+    """Session code can learn the reply id (PROTOCOL.md); whatever it then writes, the pool answers that
+    execution with SessionLost ("misbehaved", saying what was wrong), the next one runs in a fresh session,
+    and the pool's log has no traceback (a forged Infinity was an HTTP 500 before)."""
+    pool = start_pool("--max-sessions", "40", "--ready-sessions", "1")
+    try:
+        for name, body in FORGED_BODIES.items():
+            identifier = str(uuid.uuid4())
+            marker = uuid.uuid4().hex
+            if body is None:
+                code = FORGE_WITH_ID.format(marker=marker, body='"ok": true, "stdout": "' + "x" * (4 << 20) + '"')
+            else:
+                code = FORGE_WITH_ID.format(marker=marker, body=body) + "import time\ntime.sleep(1)\n"
+            answer = execute(pool, identifier, code)
+            assert answer["status"] == "Failed", (name, answer)
+            assert answer["error"]["code"] == "SessionLost" and "misbehaved" in answer["error"]["message"], name
+            after = execute(pool, identifier, "print('next')")
+            assert after["status"] == "Succeeded" and after["result"]["stdout"] == "next\n", (name, after)
+        health = httpx.get(f"{pool.endpoint}/health", timeout=30)
+        assert health.status_code == 200
+    finally:
+        pool.stop()
+    log = pool.log()
+    assert "Traceback" not in log and "unexpected error" not in log, log[-3000:]
+
+
+def test_a_result_whose_values_outweigh_the_pools_bound_is_answered_with_a_note(pool):
+    """A reply of 6 MiB holding two million empty lists weighs ~130 MiB as values in the pool: the answer
+    carries a note instead of keeping them (replies.MAX_RESULT_HELD), and the pool goes on answering."""
+    identifier = str(uuid.uuid4())
+    code = FORGE_WITH_ID.format(marker=uuid.uuid4().hex,
+                                body='"ok": true, "stdout": "", "result": [' + "[]," * 2_000_000 + '[]], "ms": 1')
+    answer = execute(pool, identifier, code + "import time\ntime.sleep(1)\n")
+    assert answer["status"] == "Succeeded", str(answer)[:500]
+    note = answer["result"]["executionResult"]
+    assert isinstance(note, str) and "MiB of the pool's memory" in note and "smaller value" in note
+    assert httpx.get(f"{pool.endpoint}/health", timeout=30).status_code == 200

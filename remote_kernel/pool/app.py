@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, MutableMapping
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,6 +28,7 @@ from remote_kernel.contract import (API_VERSIONS, EXECUTION_LIMIT, IDENTIFIER, I
                                      SESSION_API_VERSIONS, V1_API_VERSIONS)
 from remote_kernel.pool import files
 from remote_kernel.pool.downloads import FileDownload
+from remote_kernel.pool.hostpaths import scrub
 from remote_kernel.pool import openapi as oa
 from remote_kernel.pool.openapi import Operation, openapi_document
 from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
@@ -67,7 +68,7 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status,
+    return JSONResponse({"error": {"code": code, "message": scrub(message)}}, status,
                         headers={"x-ms-error-code": code, **(headers or {})})
 
 
@@ -551,23 +552,31 @@ def v1_listing(entries: list[files.Entry]) -> dict[str, Any]:
     return {"$id": "1", "value": [v1_entry(e, 2 + 2 * i) for i, e in enumerate(entries)]}
 
 
+def paged(next_link: str | None) -> dict[str, str]:
+    return {"nextLink": next_link} if next_link else {}
+
+
+SKIP_TOKEN = "$skipToken"  # the listing's cursor in a nextLink: the last name of the page before
+
+
 @dataclass(frozen=True)
 class FileAnswers:
     """How one wire shape answers the file routes."""
 
     uploaded: Callable[[list[files.Entry]], Response]
-    listing: Callable[[list[files.Entry]], Response]
+    listing: Callable[[list[files.Entry], str | None], Response]  # the entries, the next page's link
     metadata: Callable[[files.Entry], Response]
     deleted: Callable[[], Response]
 
 
 FILE_ANSWERS = {
     "v1": FileAnswers(uploaded=lambda entries: JSONResponse(v1_listing(entries)),
-                      listing=lambda entries: JSONResponse(v1_listing(entries)),
+                      listing=lambda entries, more: JSONResponse({**v1_listing(entries), **paged(more)}),
                       metadata=lambda entry: JSONResponse({"value": [v1_entry(entry)]}),
                       deleted=lambda: JSONResponse({"message": "file deleted successfully"})),
     "v2": FileAnswers(uploaded=lambda entries: JSONResponse(v2_entry(entries[0])),
-                      listing=lambda entries: JSONResponse({"value": [v2_entry(e) for e in entries]}),
+                      listing=lambda entries, more: JSONResponse({"value": [v2_entry(e) for e in entries],
+                                                                  **paged(more)}),
                       metadata=lambda entry: JSONResponse(v2_entry(entry)),
                       deleted=lambda: Response(status_code=204)),
 }
@@ -583,7 +592,10 @@ def file_answers(request: Request, fixed: str | None = None) -> FileAnswers:
 async def on_files(session: Session, operation: Callable[[], Any]) -> Any:
     """Run a blocking file operation for a session, mapping failures to the contract's answers."""
     try:
-        return await asyncio.to_thread(operation)
+        with session.in_use():  # the session does not expire while the operation runs
+            return await asyncio.to_thread(operation)
+    except files.FilesGone as gone:
+        raise ApiError(404, "SessionWithIdentifierNotFound", str(gone)) from None
     except files.NotFound as missing:
         raise ApiError(404, "FileNotFound", str(missing)) from None
     except files.BadPath as bad:
@@ -604,11 +616,16 @@ def upload_route(fixed: str | None) -> Callable[[Request], Awaitable[Response]]:
             raise ApiError(400, "InvalidFileName", str(bad)) from None
         limit = request.app.state.max_upload
         try:
-            entries = await receive_upload(request, session.data_dir, folder, limit)
+            with session.in_use():  # the session does not expire while the body arrives
+                entries = await receive_upload(request, session.data_dir, folder, limit)
+            if not session.alive:  # deleted or stopped meanwhile: the files went with it
+                raise files.FilesGone()
         except MultipartError as bad:
             raise ApiError(bad.status, bad.code, str(bad)) from None
         except files.BadPath as bad:
             raise ApiError(400, "InvalidFileName", str(bad)) from None
+        except files.FilesGone as gone:
+            raise ApiError(404, "SessionWithIdentifierNotFound", str(gone)) from None
         except WorkerDied as died:
             raise ApiError(404, "SessionWithIdentifierNotFound", f"The session is gone: {died}") from None
         finally:
@@ -627,7 +644,8 @@ def recursive_listing(root: Any, folder: list[str]) -> list[tuple[str, files.Ent
     pending = [(folder, "")]
     while pending and len(found) < MAX_RECURSIVE_ENTRIES:
         parts, relative = pending.pop(0)
-        for entry in files.listing(root, parts):
+        entries, _ = files.listing(root, parts, limit=MAX_RECURSIVE_ENTRIES - len(found))
+        for entry in entries:
             found.append((relative, entry))
             if entry.is_dir:
                 pending.append(([*parts, entry.name], f"{relative}/{entry.name}".lstrip("/")))
@@ -654,8 +672,12 @@ async def list_files(request: Request) -> Response:
     if recursive(request, version_of(request, legacy=True)[0]):
         tree = await on_files(session, lambda: recursive_listing(session.data_dir, folder))
         return JSONResponse({"value": [{**v2_entry(entry), "directory": where} for where, entry in tree]})
-    entries = await on_files(session, lambda: files.listing(session.data_dir, folder))
-    return answers.listing(entries)
+    after = request.query_params.get(SKIP_TOKEN)
+    entries, cursor = await on_files(session, lambda: files.listing(session.data_dir, folder, after))
+    more = None
+    if cursor is not None:  # pages of files.LIST_PAGE entries, as the official spec's PagedSessionResourceFile
+        more = f"{request.url.path}?{urlencode({**request.query_params, SKIP_TOKEN: cursor}, quote_via=quote)}"
+    return answers.listing(entries, more)
 
 
 async def file_metadata(request: Request) -> Response:

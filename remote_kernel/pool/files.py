@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import heapq
 import mimetypes
 import os
 import stat
@@ -31,6 +32,14 @@ class BadPath(ValueError):
 
 class NotFound(FileNotFoundError):
     """No such file in the session."""
+
+
+class FilesGone(OSError):
+    """The session's /mnt/data is no longer there: the session was deleted or stopped during the request."""
+
+    def __init__(self) -> None:
+        super().__init__("The session was deleted or stopped while this request used its files, so its files "
+                         "are gone; send the request again (a new session starts with an empty /mnt/data).")
 
 
 class FileShrank(OSError):
@@ -85,8 +94,11 @@ def parts_of(path: str | None, *, allow_root: bool = True) -> list[str]:
 
 
 def open_folder(root: Path, parts: list[str], *, create: bool = False) -> int:
-    """An fd of the folder root/parts…, walked without following links."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """An fd of the folder root/parts…, walked without following links (FilesGone if root is gone)."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        raise FilesGone() from None
     try:
         for part in parts:
             try:
@@ -146,20 +158,39 @@ def nameable(name: str) -> bool:
     return True
 
 
-def listing(root: Path, folder: list[str]) -> list[Entry]:
-    """Files and folders directly in a folder: links, uploads in progress and names that are not
-    valid UTF-8 (which no request could name) left out; any other name is listed and downloadable."""
+LIST_PAGE = 10_000  # entries of one listing answer; past them the answer has a nextLink
+
+
+def listing(root: Path, folder: list[str], after: str | None = None,
+            limit: int = LIST_PAGE) -> tuple[list[Entry], str | None]:
+    """One page of the files and folders directly in a folder, in name order: those named after `after`
+    (the previous page's cursor), at most `limit`; and the cursor of the next page (None: the last page).
+
+    Links, uploads in progress and names that are not valid UTF-8 (which no request could name) are left
+    out; any other name is listed and downloadable. The folder is read as a stream of names keeping only
+    the `limit` smallest (heapq), so a folder of millions of names costs one pass and memory for one
+    page, and only the page's entries are looked at (stat).
+    """
     fd = open_folder(root, folder)
     try:
+        seen = 0
+
+        def names() -> Iterator[str]:
+            nonlocal seen
+            with os.scandir(fd) as scan:
+                for item in scan:
+                    if (after is None or item.name > after) and nameable(item.name):
+                        seen += 1
+                        yield item.name
+
+        page = heapq.nsmallest(limit, names())
         entries = []
-        for name in sorted(os.listdir(fd)):
-            if not nameable(name):
-                continue
+        for name in page:
             try:
                 entries.append(_entry(fd, name, listing=True))
             except (NotFound, OSError):
                 continue
-        return entries
+        return entries, (page[-1] if seen > len(page) and page else None)
     finally:
         os.close(fd)
 

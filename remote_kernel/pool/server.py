@@ -23,6 +23,7 @@ from remote_kernel.pool.app import build_app, iso
 from remote_kernel.pool.connections import guarded_protocol
 from remote_kernel.pool.egress import EgressPolicy
 from remote_kernel.pool.mcp_lazy import LazyMcp
+from remote_kernel.pool.origin import guard
 from remote_kernel.pool.pool import Pool
 from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
 
@@ -142,6 +143,7 @@ async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None
         args.mcp_key or os.environ.get("REMOTE_KERNEL_MCP_KEY") or token)
     app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log,
                     mcp=mcp, mcp_key=mcp_key, max_execution_time=args.max_execution_time)
+    app = guard(app, None if args.socket else args.host)  # Host and Origin checks (DNS rebinding, web pages)
     listener = listen_unix(args.socket) if args.socket else listen(args.host, args.port)
     endpoint = endpoint_of(listener, tls is not None)
     config = uvicorn.Config(app, log_level="warning", ssl_certfile=str(tls.cert) if tls else None,

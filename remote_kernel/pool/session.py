@@ -3,19 +3,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
 import secrets
 import shutil
 import signal
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from remote_kernel.pool import budget, hostpaths
 from remote_kernel.pool.egress import EgressUnavailable, SessionNetwork
+from remote_kernel.pool.replies import BadLine, Reply, held_bytes, parse_line, reply_of
 from remote_kernel.pool.sandbox import Cgroups, Sandbox
 
 log = logging.getLogger("remote_kernel.pool")
@@ -27,7 +31,8 @@ LINE_LIMIT = 24 << 20  # longest line accepted from a worker (a reply: 2 × 1 Mi
 READ_CHUNK = 1 << 16
 MAX_PENDING = 64  # executions queued or running per session; past it a new one is refused (429)
 KEEP_FINISHED = 100  # finished executions kept per session for polling (unfinished ones are always kept)
-KEEP_BYTES = 16 << 20  # and at most this many bytes of their outputs (the newest one is kept whatever its size)
+KEEP_BYTES = budget.KEPT_PER_SESSION  # and at most this many bytes of them in memory (the newest is kept whatever
+# its size; and the pool's own bound for all sessions: budget.py)
 MAX_OPERATION_ID = 128  # characters in a client-chosen operation-id
 
 
@@ -60,7 +65,7 @@ class Outcome:
     error_message: str | None = None
     ms: float | None = None
     cancelled: bool = False
-    size: int = 0  # roughly the bytes this answer holds (its streams and result), set when it finishes
+    size: int = 0  # the bytes this answer holds in the pool's memory (streams and result), set when it finishes
     jupyter: bool = False  # what the request asked for: the routes render `result` by it (pool/values.py)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     live: bool = False  # the client reads its output events as they happen (the live route)
@@ -73,10 +78,11 @@ class Outcome:
         """Record the answer; the first answer stands (a closed session answers before its task ends)."""
         if self.done.is_set():
             return self
+        held = fields.pop("held", None)  # a worker's reply has measured itself (replies.Reply.size)
         for key, value in fields.items():
             setattr(self, key, value)
-        result = self.result if isinstance(self.result, str) else json.dumps(self.result, default=str)
-        self.size = len(self.stdout) + len(self.stderr) + len(result)
+        self.size = held if held is not None else (
+            sys.getsizeof(self.stdout) + sys.getsizeof(self.stderr) + held_bytes(self.result))
         self.status = status
         self.done.set()
         self.arrived.set()
@@ -99,11 +105,12 @@ class Session:
         self.runtime_version = ""
         self._lock = asyncio.Lock()
         self._data_root = data_root / self.guid
+        hostpaths.register(str(data_root))  # never named in an answer (hostpaths.scrub)
         self._process: asyncio.subprocess.Process | None = None
         self._cgroups: Cgroups | None = None
         self._network: SessionNetwork | None = None
         self._uid: int | None = None  # the host uid the sandbox runs as (a root pool), given back at close
-        self._replies: asyncio.Queue[dict | None] = asyncio.Queue()  # the ready line, replies, then None at the end
+        self._replies: asyncio.Queue[dict | Reply | None] = asyncio.Queue()  # the ready line, replies, then None at the end
         self._worker_id: str | None = None  # the id the running execution has on the pipe (the pool's secret)
         self._answered = False  # the running execution's reply has arrived
         self._started = False  # the worker said it is ready
@@ -112,6 +119,10 @@ class Session:
         self._log_tail: collections.deque[bytes] = collections.deque(maxlen=64)
         self._tasks: list[asyncio.Task] = []
         self._busy = False
+        self._users = 0  # requests using the session's files now: it does not expire under them
+        self._queued = 0  # bytes of code of the executions queued or running (budget.py)
+        self._kept = 0  # bytes of the finished answers kept for polling (budget.py)
+        self._closed = False
         self._running: Outcome | None = None
 
     # life cycle ---------------------------------------------------------------------------
@@ -167,7 +178,7 @@ class Session:
             ready = await asyncio.wait_for(self._replies.get(), START_TIMEOUT)
         except asyncio.TimeoutError:
             ready = None
-        if not ready or not ready.get("ready"):
+        if not isinstance(ready, dict) or not ready.get("ready"):
             detail = b"".join(self._log_tail).decode(errors="replace").strip()[-2000:]
             await self.close()
             raise WorkerDied(f"the session's worker did not start: {detail or 'no output'}")
@@ -179,6 +190,9 @@ class Session:
         (running or queued) is answered now with SessionLost and `reason`."""
         if self.lost is None:
             self.lost = reason
+        self._closed = True
+        budget.POOL.kept -= self._kept  # its answers are no longer the pool's to keep
+        self._kept = 0
         self._answer_pending()
         if self._cgroups:
             self._cgroups.kill()
@@ -212,7 +226,19 @@ class Session:
 
     @property
     def busy(self) -> bool:
-        return self._busy or self._lock.locked()
+        """Running or queueing an execution, or a request uses its files: the cooldown does not end it."""
+        return self._busy or self._lock.locked() or self._users > 0
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator["Session"]:
+        """Hold the session while a request uses it (an upload, a listing): its cooldown cannot expire
+        meanwhile, and the cooldown starts again when the request ends. A DELETE still closes it."""
+        self._users += 1
+        try:
+            yield self
+        finally:
+            self._users -= 1
+            self.touch()
 
     def touch(self) -> None:
         self.last_accessed_at = time.time()
@@ -250,13 +276,24 @@ class Session:
         if pending >= MAX_PENDING:
             raise QueueFull(f"This session already has {pending} executions queued or running (the limit is "
                             f"{MAX_PENDING}); wait for some to finish, then retry.")
+        size = sys.getsizeof(code)  # its bytes in memory, held until the execution ends
+        try:
+            budget.POOL.queue(self._queued, size)
+        except budget.OverBudget as over:
+            raise QueueFull(str(over)) from None
+        self._queued += size
         outcome = Outcome(id=execution_id or str(uuid.uuid4()), live=live)
         self.executions[outcome.id] = outcome
         self._forget_old()
         task = asyncio.get_running_loop().create_task(self._run(outcome, code, max(timeout, 1), jupyter))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
+        task.add_done_callback(lambda _: self._unqueue(size))  # run, skipped or cancelled: always called
         return outcome
+
+    def _unqueue(self, size: int) -> None:
+        self._queued -= size
+        budget.POOL.unqueue(size)
 
     def cancel(self, outcome: Outcome) -> None:
         """Stop an execution whose client went away: interrupt it if running, skip it if queued."""
@@ -310,20 +347,28 @@ class Session:
                 self._forget_old()
 
     def _forget_old(self) -> None:
-        """Forget the oldest finished executions past KEEP_FINISHED of them or KEEP_BYTES of their outputs:
-        what a session's answers hold in the pool's memory stays bounded however many it runs."""
+        """Forget the oldest finished executions past KEEP_FINISHED of them or the byte bounds of their answers
+        (the session's and the pool's, budget.py): what answers hold in the pool's memory stays bounded
+        however many sessions run however many executions."""
+        if self._closed:
+            return
         finished = [(key, o.size) for key, o in self.executions.items() if o.done.is_set()]
         total = sum(size for _, size in finished)
+        budget.POOL.kept += total - self._kept
+        self._kept = total
         for n, (key, size) in enumerate(finished[:-1]):
-            if len(finished) - n <= KEEP_FINISHED and total <= KEEP_BYTES:
+            if len(finished) - n <= KEEP_FINISHED and not budget.POOL.over_kept(self._kept):
                 break
             del self.executions[key]
-            total -= size
+            self._kept -= size
+            budget.POOL.kept -= size
 
     async def _execute(self, outcome: Outcome, code: str, timeout: float, jupyter: bool) -> None:
         if not self.alive:
             raise WorkerDied(self._lost_message())
-        self._worker_id = secrets.token_hex(12)  # session code cannot know it: a forged reply cannot match
+        # a new id per execution: a line written before it exists cannot match it (but code that runs in this
+        # execution can learn it, so its reply is still checked strictly: replies.py)
+        self._worker_id = secrets.token_hex(12)
         self._answered = False
         command = {"id": self._worker_id, "op": "execute", "code": code, "jupyter": jupyter}
         if outcome.live:
@@ -346,33 +391,27 @@ class Session:
                                       "interrupt; the session was killed and its state is lost.\n",
                                ms=(time.perf_counter() - started) * 1000)
                 return
-        stderr = _text(reply.get("stderr"))
+        stderr = reply.stderr
         if not self.warned:
             self.warned = True
             stderr = (self.sandbox.warning or "") + stderr
-        error = reply.get("error") if isinstance(reply.get("error"), dict) else None
-        if reply.get("error") and error is None:
-            error = {"name": "Error", "message": str(reply.get("error"))[:1000]}
         if timed_out:
-            outcome.finish("Failed", error_code="ExecutionTimeout", result="", stdout=_text(reply.get("stdout")),
+            outcome.finish("Failed", error_code="ExecutionTimeout", result="", stdout=reply.stdout,
                            stderr=stderr + f"ExecutionTimeout: the code ran past {timeout:g} s and was interrupted.\n",
                            error_message=f"Execution timed out after {timeout:g} s; it was interrupted "
-                                         "and the session's state is kept.", ms=reply.get("ms"))
+                                         "and the session's state is kept.", ms=reply.ms)
         else:
-            ms = reply.get("ms")
-            outcome.finish("Failed" if error else "Succeeded", stdout=_text(reply.get("stdout")), stderr=stderr,
-                           result=reply.get("result", ""),
-                           ms=float(ms) if isinstance(ms, (int, float)) and not isinstance(ms, bool) else None,
-                           error_code=str(error.get("name") or "Error")[:200] if error else None,
-                           error_message=str(error.get("message", ""))[:10000] if error else None)
+            outcome.finish("Failed" if reply.error_name else "Succeeded", stdout=reply.stdout, stderr=stderr,
+                           result=reply.result, ms=reply.ms, error_code=reply.error_name,
+                           error_message=reply.error_message, held=reply.size)
 
-    async def _reply_within(self, timeout: float) -> dict | None:
+    async def _reply_within(self, timeout: float) -> Reply | None:
         """The worker's next reply, None when `timeout` passes first; WorkerDied when it dies."""
         try:
             reply = await asyncio.wait_for(self._replies.get(), timeout)
         except asyncio.TimeoutError:
             return None
-        if reply is None:
+        if not isinstance(reply, Reply):  # None: the pipe closed
             await self._settle()
             raise WorkerDied(self._lost_message())
         return reply
@@ -461,7 +500,7 @@ class Session:
                 buffer += chunk
                 start = 0
                 while (end := buffer.find(b"\n", scan)) >= 0:
-                    self._accept(buffer[start:end])
+                    await self._accept(buffer[start:end])
                     start = scan = end + 1
                 if start:
                     del buffer[:start]
@@ -470,18 +509,21 @@ class Session:
         except Misbehaving as problem:
             log.warning("session %s: %s; stopping it", self.guid, problem)
             await self.kill(f"the session misbehaved ({problem}) and was stopped")
+        except Exception as problem:  # whatever a worker writes, the pool goes on: the session is stopped
+            log.error("session %s: its reply pipe could not be read (%r); stopping it", self.guid, problem)
+            await self.kill(f"the session wrote something on its reply pipe that the pool could not read "
+                            f"({type(problem).__name__}) and was stopped")
         finally:
             self._replies.put_nowait(None)
 
-    def _accept(self, line: bytearray) -> None:
+    async def _accept(self, line: bytearray) -> None:
         """Take one line from the worker: the ready line once, then for the running execution only
-        its events (when it asked for them) and one reply; anything else is Misbehaving."""
+        its events (when it asked for them) and one reply, each parsed and checked strictly (replies.py:
+        session code can learn the id); anything else is Misbehaving."""
         try:
-            message = json.loads(line)
-        except (ValueError, RecursionError):
-            raise Misbehaving("it wrote a line that is not JSON on the pool's reply pipe") from None
-        if not isinstance(message, dict):
-            raise Misbehaving("it wrote a line that is not a JSON object on the pool's reply pipe")
+            message = parse_line(line)
+        except BadLine as bad:
+            raise Misbehaving(f"{bad} on the pool's reply pipe") from None
         if not self._started:
             if message.get("ready") is not True:
                 raise Misbehaving("its first line was not the ready line")
@@ -503,8 +545,16 @@ class Session:
             outcome.events.append((message["name"], message["text"]))
             outcome.arrived.set()
             return
+        limit = 2 * self.max_output + (1 << 20)
+        try:
+            if isinstance(message.get("result"), (list, dict)):  # measured in a thread: the loop goes on
+                reply = await asyncio.to_thread(reply_of, message, limit)
+            else:
+                reply = reply_of(message, limit)
+        except BadLine as bad:
+            raise Misbehaving(f"{bad} (a malformed or forged reply)") from None
         self._answered = True
-        self._replies.put_nowait(message)
+        self._replies.put_nowait(reply)
 
     async def _drain(self, output: asyncio.StreamReader) -> None:
         """Keep the tail of the worker's fd-level output, for diagnostics."""
@@ -512,6 +562,3 @@ class Session:
             self._log_tail.append(chunk[-4096:])
             log.debug("session %s: %r", self.guid, chunk[:500])
 
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""

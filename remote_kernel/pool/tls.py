@@ -1,8 +1,12 @@
 """HTTPS for the pool: a certificate authority of its own, or a certificate the user gives.
 
 Hosted pools are HTTPS only, and some clients refuse an `http://` endpoint (Semantic Kernel).
-`--tls` keeps a small CA in the pool's folder (made once, reused, so a user trusts it once) and
-signs a fresh server certificate for loopback at every start. The trust lines it prints point
+`--tls` keeps a small CA in the pool's folder (reused while it is valid, so a user trusts it once per
+folder: the trust lines name files whose content is renewed in place) and signs a fresh server
+certificate for loopback at every start. The CA is name-constrained (RFC 5280 4.2.1.10) to the names it
+serves (`localhost`, 127.0.0.1, ::1 and the `--host` given) and lives CA_DAYS days, renewed at a start
+within RENEW_BEFORE of its end: its key, if stolen, cannot sign a certificate that a client trusting the
+bundle would accept for any other name (a package index, `management.azure.com`). The trust lines it prints point
 Python at a bundle of the public CAs (certifi) plus this CA, so the same process still reaches
 public HTTPS sites, and Node.js at the CA alone (NODE_EXTRA_CA_CERTS adds to Node's own list).
 Certificates are made with `cryptography`.
@@ -23,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_NAME = "remote_kernel local pool CA"
-CA_DAYS = 3650
-SERVER_DAYS = 365
+CA_DAYS = 7
+RENEW_BEFORE = datetime.timedelta(days=2)  # a CA with less left is replaced at start (a pool runs ≥ 2 days)
 
 
 class TlsProblem(RuntimeError):
@@ -70,13 +74,44 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def _load_or_make_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _constraints(host: str) -> x509.NameConstraints:
+    """The only names the CA may vouch for: those of `_names(host)` (DNS names with their subdomains)."""
+    permitted: list[x509.GeneralName] = []
+    for name in _names(host):
+        if isinstance(name, x509.IPAddress):
+            address = name.value
+            permitted.append(x509.IPAddress(ipaddress.ip_network(f"{address}/{address.max_prefixlen}")))
+        else:
+            permitted.append(name)
+    return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None)
+
+
+def _reusable(cert: x509.Certificate, host: str) -> bool:
+    """Whether a stored CA may sign for `host` now: constrained to a set covering its names, valid for at
+    least RENEW_BEFORE more, and short-lived (a CA made by an older version, unconstrained or for
+    ten years, is replaced)."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    needed = set(_constraints(host).permitted_subtrees or [])
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    return (constraints.excluded_subtrees is None and needed <= set(constraints.permitted_subtrees or [])
+            and cert.not_valid_after_utc - _now() > RENEW_BEFORE
+            and lifetime <= datetime.timedelta(days=CA_DAYS, minutes=10))
+
+
+def _load_or_make_ca(folder: Path, host: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     cert_path, key_path = folder / "ca.pem", folder / "ca-key.pem"
     if cert_path.exists() and key_path.exists():
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        if isinstance(key, ec.EllipticCurvePrivateKey) and cert.not_valid_after_utc > _now() + datetime.timedelta(days=30):
-            return cert, key
+        try:
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        except ValueError:  # a damaged file: make a new CA
+            pass
+        else:
+            if isinstance(key, ec.EllipticCurvePrivateKey) and _reusable(cert, host):
+                return cert, key
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "remote_kernel")])
@@ -85,6 +120,7 @@ def _load_or_make_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePr
             .not_valid_before(_now() - datetime.timedelta(minutes=5))
             .not_valid_after(_now() + datetime.timedelta(days=CA_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_constraints(host), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                          content_commitment=False, key_encipherment=False, data_encipherment=False,
                                          key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
@@ -113,13 +149,13 @@ def make_own(folder: Path, host: str) -> TlsFiles:
     """The pool's CA (made on first use) and a new server certificate signed by it."""
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
-    ca_cert, ca_key = _load_or_make_ca(folder)
+    ca_cert, ca_key = _load_or_make_ca(folder, host)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "remote_kernel local pool")]))
             .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(_now() - datetime.timedelta(minutes=5))
-            .not_valid_after(_now() + datetime.timedelta(days=SERVER_DAYS))
+            .not_valid_after(ca_cert.not_valid_after_utc)  # never outlives its CA
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(_names(host)), critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

@@ -188,6 +188,11 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
         raise
     except (files.BadPath, files.NotFound) as bad:  # the name collides with a folder, or a file is in its way
         raise MultipartError(400, "InvalidFileName", str(bad)) from None
+    except files.FilesGone as gone:
+        raise MultipartError(404, "SessionWithIdentifierNotFound", str(gone)) from None
+    except OSError as error:  # the pool's side failed (not the body): no path in the answer, and worth a retry
+        raise MultipartError(503, "UploadFailed", f"The pool could not write the upload ({error.strerror}); "
+                                                  "send it again.") from None
     except Exception as error:  # the parser's own complaints about a malformed body
         raise MultipartError(400, "InvalidMultipartBody", f"The multipart body is malformed: {error}") from None
     finally:
