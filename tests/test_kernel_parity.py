@@ -299,3 +299,54 @@ def test_a_plotly_figure_shows_once_as_on_ipykernel(kernels):
     data = {name: [m["content"]["data"] for m in outputs if m["msg_type"] == "display_data"][0]
             for name, (reply, outputs) in both(kernels, "go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))").items()}
     assert data["remote"] == data["python3"]
+
+
+# --- issue 25: files beside the notebook, stream order, counters, pandas, figures, the session's environment ---
+
+
+def session_magic(kernels, line: str) -> None:
+    clients, _ = kernels
+    reply, outputs = run(clients["remote"], line)
+    assert reply["status"] == "ok", outputs
+
+
+def test_files_beside_the_notebook_are_seen_as_ipykernel_sees_them(kernels):
+    _, folder = kernels
+    (folder / "files25").mkdir()
+    (folder / "files25" / "heights.csv").write_text("name,height\nada,170\n")
+    (folder / "pkg25").mkdir()
+    (folder / "pkg25" / "__init__.py").write_text("VALUE = 7\n")
+    (folder / "table25.dat").write_text("1 2\n3 4\n")
+    (folder / ".hidden25").write_text("secret\n")
+    cells = ["open('files25/heights.csv').read()", "import pkg25\npkg25.VALUE",
+             "import numpy as np\nnp.loadtxt('table25.dat').sum()", "!head -1 files25/heights.csv",
+             "import os\nos.path.exists('.hidden25')"]
+    before = {code: results(both(kernels, code)) for code in cells[:3]}
+    for code, found in before.items():  # off by default: the session lacks them, and the hint names the setting
+        assert found["python3"][0] == "ok" and found["remote"][0] == "error", (code, found)
+    clients, _ = kernels
+    _, outputs = run(clients["remote"], "!ls files25")
+    assert "%session files notebook" in text_of(outputs, "stderr")
+    for code in cells[:4]:
+        _, outputs = run(clients["remote"], code)
+        assert "%session files notebook" in text_of(outputs, "stderr"), (code, outputs)
+    session_magic(kernels, "%session files notebook")
+    try:
+        for code in cells:
+            answers = both(kernels, code)
+            found = {name: (reply["status"], result_of(outputs), text_of(outputs)) for name, (reply, outputs)
+                     in answers.items()}
+            if "hidden25" in code:
+                assert found["remote"][:2] == ("ok", "False")  # hidden files stay on the user's side
+            else:
+                assert found["remote"] == found["python3"], code
+        (folder / "files25" / "heights.csv").write_text("name,height\nbob,180\n")  # changed here: seen there
+        found = results(both(kernels, cells[0]))
+        assert found["remote"] == found["python3"] == ("ok", repr("name,height\nbob,180\n"))
+        (folder / "table25.dat").unlink()  # deleted here: gone there
+        assert results(both(kernels, "import os\nos.path.exists('table25.dat')"))["remote"] == ("ok", "False")
+        # what the session writes does not come back
+        results(both(kernels, "open('written25.txt', 'w').write('x')"))
+        assert (folder / "written25.txt").exists()  # ipykernel's, in the same folder
+    finally:
+        session_magic(kernels, "%session files off")

@@ -211,6 +211,9 @@ class RemoteKernel(Kernel):
             notice = await self.remote.before_cell(client)
             if notice:
                 self.publish(*outputs.stream("stderr", notice))
+            notice = await self.remote.files.sync(client)  # REMOTE_KERNEL_FILES=notebook
+            if notice:
+                self.publish(*outputs.stream("stderr", notice))
             riding = await self.remote.install_rich(client, remote_code if long is None else None)
             await self._send_deferred(client)
             render = self._render(client, number, riding=bool(riding))
@@ -243,10 +246,12 @@ class RemoteKernel(Kernel):
         if err is not None and err[1]["ename"] == "SessionLost":
             self.remote.changed("lost")
             self._advise_memory(err[1])
+        hint = missing_file_hint(err[1]["ename"] if err else "", err[1]["evalue"] if err else "",
+                                 stderr=render.seen["stderr"], stdout=render.seen["stdout"], code=remote_code,
+                                 files=self.remote.files)
+        if hint:
+            self.publish(*outputs.stream("stderr", hint))
         if err is not None:
-            hint = missing_file_hint(err[1]["ename"], err[1]["evalue"])
-            if hint:
-                self.publish(*outputs.stream("stderr", hint))
             return outputs.error_reply(err, self._count - 1, payload=payload)
         expressions = await self._user_expressions(user_expressions) if user_expressions else {}
         return outputs.ok_reply(self._count - 1, payload=payload, user_expressions=expressions)
@@ -492,6 +497,10 @@ class RemoteKernel(Kernel):
     def download_limit(self) -> int:
         """The largest file `%download` accepts (REMOTE_KERNEL_DOWNLOAD_LIMIT)."""
         return self.settings.download_limit
+
+    def sync_notebook_files(self, mode: str) -> None:
+        """`%session files notebook|off`: whether each cell first syncs the notebook's folder (notebook_files)."""
+        self.remote.files.mode = mode
 
     def allow_active_content(self, allowed: bool) -> None:
         """`%session active on|off`: whether outputs keep scripts (for this kernel, every session)."""

@@ -37,6 +37,7 @@ Fetch = Callable[[int], Awaitable[bytes]]  # the cell's file of large outputs, b
 CELL_BUDGET = 64 << 20
 MAX_MARK = 512 << 10  # longest marker kept waiting for its end (an inline bundle is at most 256 KiB)
 NOTE = "[remote_kernel: {}]\n"
+SEEN_TAIL = 16 << 10  # characters of each stream kept for the kernel's hints
 
 _MARK = re.compile(r"\x1erk([0-9a-f]{8}):([^\x1e:]{0,24}):([^\x1e]*)\x1e", re.DOTALL)
 _PREFIX = re.compile(r"\x1e(?:r(?:k(?:[0-9a-f]{0,8}(?::[^\x1e]*)?)?)?)?\Z", re.DOTALL)
@@ -132,6 +133,8 @@ class CellRender:
         self._over = False
         self.result_shown = False
         self.pages: list[dict[str, Any]] = []  # what IPython's pager showed: the reply's payload
+        #: the last SEEN_TAIL characters of each stream shown (the kernel's hints read them)
+        self.seen = {"stdout": "", "stderr": ""}
 
     # --- text as it comes -----------------------------------------------------------------
 
@@ -300,6 +303,8 @@ class CellRender:
         self._stream("stdout", text)
 
     def _stream(self, name: str, text: str) -> None:
+        if text and name in self.seen:
+            self.seen[name] = (self.seen[name] + text)[-SEEN_TAIL:]
         if text:
             self._show_or_hold(outputs.stream(name, text)) if name == "stdout" else \
                 self._show(outputs.stream(name, text), len(text))
