@@ -17,6 +17,7 @@ from kernel_support import (embedded_env, errors_of, install_kernelspec, pool_en
                             text_of)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+CELL_FILE = re.compile(r"/tmp/ipykernel_\d+/\d+\.py")  # a cell's file name: the process and the hash differ
 
 
 @pytest.fixture(scope="module")
@@ -350,3 +351,34 @@ def test_files_beside_the_notebook_are_seen_as_ipykernel_sees_them(kernels):
         assert (folder / "written25.txt").exists()  # ipykernel's, in the same folder
     finally:
         session_magic(kernels, "%session files off")
+
+
+def streams_of(outputs: list[dict]) -> list[tuple[str, str]]:
+    """The cell's streams in order, neighbouring text of one stream joined."""
+    found: list[tuple[str, str]] = []
+    for m in outputs:
+        if m["msg_type"] == "stream":
+            name, text = m["content"]["name"], m["content"]["text"]
+            found[-1:] = [(name, found[-1][1] + text)] if found and found[-1][0] == name else found[-1:] + [(name, text)]
+    return found
+
+
+@pytest.mark.parametrize("code", [
+    "import sys\nprint('a', flush=True); print('b', file=sys.stderr, flush=True); print('c', flush=True)",
+    "import sys, time\nprint('x', flush=True)\ntime.sleep(1.5)\nprint('d'); print('e', file=sys.stderr); print('f')",
+    "import sys\nprint('before')\nsys.stderr.write('careful\\n')\nprint('after', end='')\n"
+    "sys.stderr.write('no newline')\nprint('!')\n1/0",
+    "import sys\nprint('a'); print('b', file=sys.stderr, flush=True); print('c', flush=True)",
+    "import sys\nsys.stderr.write('e1'); print('a', flush=True); print('b', file=sys.stderr)",
+    "import logging\nprint('one')\nlogging.getLogger('x').warning('two')\nprint('three', flush=True)",
+    "import sys\nfrom IPython.display import display\nprint('a')\nsys.stderr.write('b\\n')\ndisplay('c')\nprint('d')",
+])
+def test_stdout_and_stderr_arrive_in_the_order_ipykernel_flushes_them(kernels, code):
+    """ipykernel shows a stream's text when it is flushed (print(flush=True), logging, a display, 0.2 s after
+    an unflushed write, the cell's end: stdout first): the same order here."""
+    found = {name: [(m["msg_type"], m["content"].get("name")) if m["msg_type"] != "stream" else m
+                    for m in outputs] for name, (reply, outputs) in both(kernels, code).items()}
+    found = {name: streams_of([m for m in shown if isinstance(m, dict)]) for name, shown in found.items()}
+    found = {name: [(stream, CELL_FILE.sub("<cell>", text)) for stream, text in shown] for name, shown in found.items()}
+    assert found["remote"] == found["python3"]
+    assert len(found["python3"]) >= 2

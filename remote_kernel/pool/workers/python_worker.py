@@ -25,7 +25,7 @@ from typing import Any
 
 MAX_OUTPUT = int(os.environ.get("REMOTE_KERNEL_MAX_OUTPUT", str(1 << 20)))
 MAX_RESULT = 8 << 20  # bytes of a result's JSON; a larger value is replaced by a note (the pool caps lines)
-COALESCE = 0.01  # seconds live output waits for more before it is sent
+FLUSH_INTERVAL = 0.2  # seconds a stream holds unflushed text, as ipykernel's OutStream (its flush_interval)
 COALESCE_BYTES = 64 << 10  # ... unless this much is waiting
 REPLIES_FD = 4
 WHOLE_OUTPUT = ("To get all of it, write it to a file in /mnt/data (`with open('out.txt', 'w') as f, "
@@ -35,21 +35,27 @@ WHOLE_OUTPUT = ("To get all of it, write it to a file in /mnt/data (`with open('
 class Live:
     """The running execution's output events, sent on fd 4 as they happen (PROTOCOL.md: live output).
 
-    Writes only queue text (so a KeyboardInterrupt never tears a line); one thread sends what
-    is queued, coalesced for at most COALESCE seconds or COALESCE_BYTES, in the order written.
+    Each stream holds what is written to it until it is flushed, as ipykernel's streams do: by
+    `flush()` (print(..., flush=True), logging, a display), FLUSH_INTERVAL after its first unflushed
+    write, or once COALESCE_BYTES wait; flushed text is sent in the order of the flushes, so stdout
+    and stderr interleave as they do on ipykernel. Writes only queue text (so a KeyboardInterrupt
+    never tears a line); one thread sends.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
-        self.pending: list[list[str]] = []  # [name, text] in order; neighbours of one stream merged
+        self.held: dict[str, list[str]] = {"stdout": [], "stderr": []}  # unflushed text of each stream
+        self.since: dict[str, float | None] = {"stdout": None, "stderr": None}  # its first unflushed write
+        self.ready: list[list[str]] = []  # [name, text] flushed, in order; neighbours of one stream merged
         self.size = 0
         self.id: str | None = None
         self.thread: threading.Thread | None = None
 
     def start(self, execution_id: str) -> None:
         with self.lock:
-            self.id, self.pending, self.size = execution_id, [], 0
+            self.id = execution_id
+            self._clear_locked()
         if self.thread is None:
             self.thread = threading.Thread(target=self._run, name="remote-kernel-live", daemon=True)
             self.thread.start()
@@ -58,32 +64,67 @@ class Live:
         if self.id is None or not text:
             return
         with self.lock:
-            first = not self.pending
-            if self.pending and self.pending[-1][0] == name:
-                self.pending[-1][1] += text
-            else:
-                self.pending.append([name, text])
+            self.held[name].append(text)
             self.size += len(text)
-            if first or self.size >= COALESCE_BYTES:
+            if self.since[name] is None:
+                self.since[name] = time.monotonic()
+                self.wake.notify()
+            if self.size >= COALESCE_BYTES:
+                for _, stream in sorted((since, n) for n, since in self.since.items() if since is not None):
+                    self._flush_locked(stream)
+                self.wake.notify()
+
+    def flush(self, name: str) -> None:
+        """The code flushed `name`: what it holds is sent now."""
+        if self.id is None:
+            return
+        with self.lock:
+            if self.since[name] is not None:
+                self._flush_locked(name)
                 self.wake.notify()
 
     def stop(self) -> None:
         """Send no more: what is still queued travels in the reply, which follows (a short cell sends no
         event at all)."""
         with self.lock:
-            self.pending, self.size, self.id = [], 0, None
+            self.id = None
+            self._clear_locked()
+
+    def _clear_locked(self) -> None:
+        self.held = {"stdout": [], "stderr": []}
+        self.since = {"stdout": None, "stderr": None}
+        self.ready, self.size = [], 0
+
+    def _flush_locked(self, name: str) -> None:
+        text = "".join(self.held[name])
+        self.held[name], self.since[name] = [], None
+        if not text:
+            return
+        if self.ready and self.ready[-1][0] == name:
+            self.ready[-1][1] += text
+        else:
+            self.ready.append([name, text])
 
     def _run(self) -> None:
         with self.lock:
             while True:
-                self.wake.wait_for(lambda: bool(self.pending))
-                if self.size < COALESCE_BYTES:
-                    self.wake.wait_for(lambda: self.size >= COALESCE_BYTES, COALESCE)
+                self.wake.wait_for(lambda: bool(self.ready) or any(s is not None for s in self.since.values()))
+                if not self.ready:
+                    first = min(s for s in self.since.values() if s is not None)
+                    wait = first + FLUSH_INTERVAL - time.monotonic()
+                    if wait > 0:
+                        self.wake.wait(wait)
+                        continue
+                    now = time.monotonic()
+                    for since, name in sorted((s, n) for n, s in self.since.items() if s is not None):
+                        if now - since >= FLUSH_INTERVAL:
+                            self._flush_locked(name)
                 self._send_locked()
 
     def _send_locked(self) -> None:
-        pending, self.pending, self.size = self.pending, [], 0
-        for name, text in pending:
+        ready, self.ready = self.ready, []
+        self.size = sum(len(t) for texts in self.held.values() for t in texts)
+        for name, text in ready:
             if self.id is not None:
                 send(REPLIES_FD, {"id": self.id, "event": "stream", "name": name, "text": text})
 
@@ -124,7 +165,9 @@ class Router(io.TextIOBase):
             return len(text)
 
     def flush(self) -> None:
-        pass
+        target = self.target
+        if target is not None:
+            target.flush()
 
     def isatty(self) -> bool:
         return False
@@ -153,12 +196,13 @@ class CappedStream(io.TextIOBase):
             LIVE.add(self.name, text if len(head) == len(data) else head.decode("utf-8", "replace"))
         return len(text)
 
+    def flush(self) -> None:
+        if self.live:
+            LIVE.flush(self.name)
+
     def write_final(self, text: str) -> None:
         """Text that ends the execution (a traceback): kept for the reply, never sent live."""
         self.final.append(text)
-
-    def flush(self) -> None:
-        pass
 
     def isatty(self) -> bool:
         return False
