@@ -382,3 +382,19 @@ def test_stdout_and_stderr_arrive_in_the_order_ipykernel_flushes_them(kernels, c
     found = {name: [(stream, CELL_FILE.sub("<cell>", text)) for stream, text in shown] for name, shown in found.items()}
     assert found["remote"] == found["python3"]
     assert len(found["python3"]) >= 2
+
+
+@pytest.mark.parametrize("between", ["%lsmagic", "len?", "%lsmagic\n%lsmagic", "%pdoc len"])
+def test_the_sessions_counter_matches_the_prompt_after_cells_the_kernel_answers(kernels, between):
+    clients, _ = kernels
+    found = {}
+    for name, kc in clients.items():
+        run(kc, between)
+        reply, _ = run(kc, "40 + 2")
+        n = reply["execution_count"]
+        _, outputs = run(kc, f"Out[{n}], _i{n}, In[{n}], In[{n - 1}]")
+        reply, outputs_error = run(kc, "1/0")
+        where = re.search(r"Cell In\[(\d+)\]", ANSI.sub("", "\n".join(errors_of(outputs_error)[0]["traceback"])))
+        found[name] = (result_of(outputs), int(where.group(1)) - reply["execution_count"])
+    assert found["remote"] == found["python3"]
+    assert found["python3"][1] == 0 and found["python3"][0].startswith("(42,")

@@ -29,6 +29,7 @@ from remote_kernel.kernel.helper import HELPER_MARK, read_answer
 from remote_kernel.kernel.languages import PYTHON, Language
 from remote_kernel.kernel.magics import (MAGICS, MagicError, MagicRunner, missing_file_hint, split_cell,
                                          stdin_needed)
+from remote_kernel.kernel.python import count_code
 from remote_kernel.kernel.remote import RemoteSession
 from remote_kernel.kernel.render import CellRender
 from remote_kernel.sessions.models import ServiceUnavailable, SessionNotFound, SessionsError
@@ -82,6 +83,8 @@ class RemoteKernel(Kernel):
         self.settings = settings
         self.remote = RemoteSession(settings, self.language_spec, embedded)
         self._count = 1  # the number the next stored cell gets, as IPython counts
+        self._stored = False  # the running cell is stored (it takes a number)
+        self._unsent: list[str] = []  # stored cells that took a number but never reached the session
         self._cell: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
         self._run: CellRun | None = None  # how the running cell is executed (it knows how to interrupt it)
         self._cleaned_up = False
@@ -148,7 +151,8 @@ class RemoteKernel(Kernel):
         self._allow_stdin = allow_stdin
         self._publish_silently = silent
         number = self._count
-        if store_history and not silent:
+        self._stored = store_history and not silent
+        if self._stored:
             self._count += 1
         hidden = vscode.classify(code, store_history, self.remote.continuity.executed)
         if hidden is not None and hidden.route != "session":
@@ -195,6 +199,7 @@ class RemoteKernel(Kernel):
         calls, remote_code = ([], long) if long is not None else split_cell(code)
         payload: list = []
         render: CellRender | None = None
+        sent = False
         try:
             for call in calls:
                 payload += await self.magics.run(call)
@@ -214,10 +219,13 @@ class RemoteKernel(Kernel):
             notice = await self.remote.files.sync(client)  # REMOTE_KERNEL_FILES=notebook
             if notice:
                 self.publish(*outputs.stream("stderr", notice))
+            if self._unsent and self.language_spec.rich_output:
+                await self._catch_up_count(client, number)
             riding = await self.remote.install_rich(client, remote_code if long is None else None)
             await self._send_deferred(client)
             render = self._render(client, number, riding=bool(riding))
             self._run = run = CellRun(self, client, render, remote_code, prefix=riding)
+            sent = True
             if long is not None:
                 if not self.rich.installed:
                     raise MagicError("%%long needs the rich-output shim in the session "
@@ -238,6 +246,8 @@ class RemoteKernel(Kernel):
             return self._fail(outputs.transport_error(await self.remote.pool_stopped(grace) or exc), payload)
         finally:
             self._run = None
+            if not sent and self._stored:
+                self._unsent.append(code)
         if notice:
             self.publish(*outputs.stream("stderr", notice))
         err = await render.finish(execution)
@@ -255,6 +265,15 @@ class RemoteKernel(Kernel):
             return outputs.error_reply(err, self._count - 1, payload=payload)
         expressions = await self._user_expressions(user_expressions) if user_expressions else {}
         return outputs.ok_reply(self._count - 1, payload=payload, user_expressions=expressions)
+
+    async def _catch_up_count(self, client: SessionsClient, number: int) -> None:
+        """Cells that took a number here without reaching the session (a kernel magic, a help-only cell):
+        the session's shell skips their numbers too, so that `Out[n]`, `_in` and `Cell In[n]` match the
+        prompt, as on ipykernel, and `In` holds their source."""
+        if self.rich.needs_install:  # the shim applies it after the helper (which is kept out of the history)
+            await self.remote.install_rich(client, None)
+        await self._helper(count_code(number, self._unsent), deadline=10.0)
+        self._unsent = []
 
     def _show_notices(self) -> None:
         """What the configuration used, but not as given: said once, on the first cell that reaches a session."""

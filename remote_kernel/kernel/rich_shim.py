@@ -221,6 +221,8 @@ class RichShim:
         self.pending_since: dict[str, float | None] = {"stdout": None, "stderr": None}  # first unflushed write
         self.ordering = True  # mark the order of the streams (not in the kernel's helper executions)
         self.marking = False  # a marker is being written (not the cell's own text)
+        #: (number, sources): the next cell's number, after cells that ran in the kernel (`skip_cells`)
+        self.count_next: tuple[int, list] | None = None
         self.live_log = True  # keep a live log (False where the pool streams output itself)
         self.live_lock = threading.Lock()
         self.live_pending: list[list[str]] = []
@@ -396,8 +398,30 @@ class RichShim:
             output = getattr(manager, "output_hist", None)
             if isinstance(output, dict):
                 output.pop(count, None)
+            pending, self.count_next = self.count_next, None
+            if pending is not None:
+                self.skip_cells(*pending)
         except Exception:  # the history is a convenience: never fail a cell over it
             pass
+
+    def skip_cells(self, number: int, sources: list) -> None:
+        """The kernel ran cells without the session (its own magics, help-only cells): their numbers are
+        skipped, so that the next cell is `number` as its prompt says, and `In`/`_iN` hold their source."""
+        shell = self.shell
+        manager = getattr(shell, "history_manager", None)
+        first = shell.execution_count
+        skipped = [str(s) for s in sources][-max(0, number - first):] if number > first else []
+        for index, source in enumerate(skipped):
+            count = number - len(skipped) + index
+            for name in ("input_hist_parsed", "input_hist_raw"):
+                items = getattr(manager, name, None)
+                if isinstance(items, list) and len(items) == count:
+                    items.append(source if name.endswith("raw") else shell.transform_cell(source).rstrip("\n"))
+            ns = shell.user_ns
+            ns["_iii"], ns["_ii"], ns["_i"] = ns.get("_ii", ""), ns.get("_i", ""), source
+            ns[f"_i{count}"] = source
+        if number > first:
+            shell.execution_count = number
 
     # --- live log ---------------------------------------------------------------------------------
 
