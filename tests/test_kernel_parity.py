@@ -398,3 +398,16 @@ def test_the_sessions_counter_matches_the_prompt_after_cells_the_kernel_answers(
         found[name] = (result_of(outputs), int(where.group(1)) - reply["execution_count"])
     assert found["remote"] == found["python3"]
     assert found["python3"][1] == 0 and found["python3"][0].startswith("(42,")
+
+
+def test_pandas_shows_wide_frames_as_in_a_notebook(kernels):
+    pytest.importorskip("pandas")
+    code = ("import pandas as pd\n"
+            "wide = pd.DataFrame([[i * j for j in range(25)] for i in range(3)], columns=[f'c{j}' for j in range(25)])\n"
+            "print(pd.get_option('display.max_columns'), pd.io.formats.console.get_console_size())\n"
+            "print(wide)\nwide")
+    found = {name: (reply["status"], text_of(outputs, "stdout"),
+                    [m["content"]["data"] for m in outputs if m["msg_type"] == "execute_result"])
+             for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["remote"] == found["python3"]
+    assert found["python3"][1].startswith("20 (80, 60)")

@@ -431,6 +431,15 @@ class Worker:
                 pass
 
         InteractiveShell.displayhook_class = QuietDisplayHook  # type: ignore[assignment]  # a traitlets Type
+
+        class ZMQInteractiveShell(InteractiveShell):
+            """The session's shell, named as ipykernel's: its outputs go to a notebook, and libraries tell a
+            notebook from a terminal by that name (pandas' `in_ipython_frontend`, rich) or by a `kernel`
+            attribute (pandas' `display.max_columns`: 20 in a notebook, 0, "fit the terminal", else)."""
+
+            kernel = None
+
+        ZMQInteractiveShell.__qualname__ = ZMQInteractiveShell.__name__
         config = Config()
         # no SQLite history: a session's history dies with it, and its writer thread (one write per
         # cell, under a lock the next cell waits for) cost more than the cell itself
@@ -438,7 +447,8 @@ class Worker:
         jedi: Any = sys.modules.get("jedi", False)
         sys.modules["jedi"] = None  # type: ignore[assignment]
         try:
-            self.shell = InteractiveShell.instance(colors="NoColor", config=config, compiler_class=cell_file_compiler())
+            self.shell = ZMQInteractiveShell.instance(colors="NoColor", config=config,
+                                                      compiler_class=cell_file_compiler())
         finally:
             if jedi is False:
                 del sys.modules["jedi"]
