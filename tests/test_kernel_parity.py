@@ -25,7 +25,8 @@ def kernels(pool, tmp_path_factory):
     """{"python3": kc, "remote": kc}, both started in the same fresh folder; and that folder."""
     install_kernelspec()
     folder = tmp_path_factory.mktemp("notebook")
-    local_env = {**embedded_env(), "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
+    local_env = {**embedded_env(), "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
+                 "SHELL": "/bin/bash"}  # a user's terminal (ipykernel's `!` commands run under it)
     started = {}
     try:
         started["python3"] = start_new_kernel(kernel_name="python3", env=local_env, cwd=str(folder),
@@ -411,3 +412,49 @@ def test_pandas_shows_wide_frames_as_in_a_notebook(kernels):
              for name, (reply, outputs) in both(kernels, code).items()}
     assert found["remote"] == found["python3"]
     assert found["python3"][1].startswith("20 (80, 60)")
+
+
+def outputs_text(outputs: list[dict]) -> str:
+    """Streams, results and errors of a cell as one text, without colours or prompt numbers."""
+    parts = []
+    for m in outputs:
+        content = m["content"]
+        if m["msg_type"] == "stream":
+            parts.append(content["text"])
+        elif m["msg_type"] == "error":
+            parts.append("\n".join(content["traceback"]))
+        elif "data" in content:
+            parts.append(content["data"].get("text/plain", ""))
+    return re.sub(r"In\[\d+\]", "In[N]", ANSI.sub("", "".join(parts))).replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("code", [
+    "!echo ${BASH_VERSION:+bash}",  # `!` commands run under bash, as a local kernel's do
+    "import json\njson.loads('{')",  # library frames shortened with ~ against the user's home, not the session's
+    "1 +",  # a SyntaxError names the cell's file as ipykernel names it
+    "def f(:\n    pass",
+])
+def test_the_sessions_environment_reads_as_a_local_kernels(kernels, code):
+    found = {name: (reply["status"], outputs_text(outputs).rstrip("\n"), reply.get("evalue"))
+             for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["remote"] == found["python3"]
+
+
+def test_cores_are_counted_as_on_the_host(kernels):
+    import shutil
+
+    if shutil.which("lscpu") is None:
+        pytest.skip("no lscpu here")
+    code = "!lscpu --parse=core | grep -v '#' | sort -u | wc -l"  # what joblib/loky count physical cores with
+    found = {name: (reply["status"], outputs_text(outputs).strip()) for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["remote"] == found["python3"]
+    assert int(found["python3"][1]) >= 1
+
+
+def test_pip_install_of_an_installed_package_says_so_without_network(kernels):
+    code = "%pip install numpy"
+    found = {name: (reply["status"], [line for line in outputs_text(outputs).splitlines()
+                                      if line.startswith(("Requirement", "Note"))])
+             for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["remote"] == found["python3"]
+    assert found["python3"][1][0].startswith("Requirement already satisfied: numpy")

@@ -14,13 +14,13 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
 import threading
 import time
 import warnings
-import zlib
 from typing import Any
 
 MAX_OUTPUT = int(os.environ.get("REMOTE_KERNEL_MAX_OUTPUT", str(1 << 20)))
@@ -382,9 +382,41 @@ def cell_file_compiler() -> type:
 
     class CellFiles(CachingCompiler):
         def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
-            return os.path.join(folder, f"{zlib.crc32(raw_code.encode('utf-8', 'surrogatepass'))}.py")
+            return os.path.join(folder, f"{murmur2(raw_code.encode('utf-8', 'surrogatepass'))}.py")
 
     return CellFiles
+
+
+def murmur2(data: bytes, seed: int = 0xC70F6907) -> int:
+    """MurmurHash2 (x86, 32 bits) with ipykernel's seed: ipykernel names a cell's file by it
+    (ipykernel.compiler, which a session may not have), so a SyntaxError names the same file there."""
+    m, mask = 0x5BD1E995, 0xFFFFFFFF
+    h = (seed ^ len(data)) & mask
+    end = len(data) & ~3
+    for i in range(0, end, 4):
+        k = (int.from_bytes(data[i:i + 4], "little") * m) & mask
+        k = ((k ^ (k >> 24)) * m) & mask
+        h = ((h * m) & mask) ^ k
+    if data[end:]:
+        h = ((h ^ int.from_bytes(data[end:], "little")) * m) & mask
+    h = ((h ^ (h >> 13)) * m) & mask
+    return h ^ (h >> 15)
+
+
+def user_home_paths() -> None:
+    """Paths under the home folder of the kernel's user are shown as `~/…` in tracebacks, as a local kernel
+    shows them, rather than paths under the session's own HOME (REMOTE_KERNEL_USER_HOME, set by the pool)."""
+    home = os.environ.pop("REMOTE_KERNEL_USER_HOME", "").rstrip("/")
+    if not home or home == os.path.expanduser("~").rstrip("/"):
+        return
+    from IPython.utils import path as util_path
+
+    def compress_user(path: str) -> str:
+        if path == home:
+            return "~"
+        return "~" + path[len(home):] if path.startswith(home + "/") else path
+
+    util_path.compress_user = compress_user
 
 
 def has_network() -> bool:
@@ -395,6 +427,30 @@ def has_network() -> bool:
         return any(name != "lo" for _, name in socket.if_nameindex())
     except (OSError, AttributeError):
         return True  # cannot tell: let the command try
+
+
+_PLAIN_REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[\w,.-]*\])?(?:==(?P<version>[\w.+!-]+))?$")
+
+
+def all_installed(arguments: list[str]) -> bool:
+    """Whether `pip install ARGUMENTS` names only packages that are installed (at the version asked for, if
+    one is): then pip needs no index to say so."""
+    from importlib import metadata
+
+    names = [word for word in arguments if not word.startswith("-")]
+    if not names or len(names) != len(arguments):
+        return False  # options (-U, -r FILE …) may need the index
+    for word in names:
+        match = _PLAIN_REQUIREMENT.match(word.strip("'\""))
+        if match is None:
+            return False
+        try:
+            version = metadata.version(match.group("name"))
+        except metadata.PackageNotFoundError:
+            return False
+        if match.group("version") and match.group("version") != version:
+            return False
+    return True
 
 
 NO_NETWORK = ("%pip: this session has no network access (its pool runs sessions without egress), so pip cannot "
@@ -455,6 +511,7 @@ class Worker:
             else:
                 sys.modules["jedi"] = jedi
         self.shell._showtraceback = self._showtraceback  # type: ignore[method-assign]
+        user_home_paths()
         shown_usage_error = self.shell.show_usage_error
 
         self.error: tuple[str, str] | None = None  # the execution's error that printed no traceback
@@ -477,8 +534,10 @@ class Worker:
             def offline_pip(line: str = "") -> object:
                 words = line.split()
                 if words[:1] == ["install"] and "--no-index" not in words and not has_network():
-                    sys.stderr.write(NO_NETWORK)
-                    return None
+                    if not all_installed(words[1:]):
+                        sys.stderr.write(NO_NETWORK)
+                        return None
+                    line += " --no-index"  # pip says "Requirement already satisfied", as with a network
                 return pip(line)
 
             self.shell.register_magic_function(offline_pip, "line", "pip")
@@ -609,7 +668,7 @@ def main() -> None:
     path = os.environ.get("PATH", "")
     if bin_folder and bin_folder not in path.split(os.pathsep)[:1]:
         os.environ["PATH"] = os.pathsep.join(filter(None, [bin_folder, path]))
-    os.environ.setdefault("SHELL", "/bin/sh")
+    os.environ.setdefault("SHELL", "/bin/bash" if os.access("/bin/bash", os.X_OK) else "/bin/sh")  # ipykernel's `!`
     if "" not in sys.path:
         sys.path.insert(0, "")  # as ipykernel does: `import m1` finds m1.py of the working folder
     for fd in (3, 4):
