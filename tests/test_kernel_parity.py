@@ -17,6 +17,7 @@ from kernel_support import (embedded_env, errors_of, install_kernelspec, pool_en
                             text_of)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+CELL_FILE = re.compile(r"/tmp/ipykernel_\d+/\d+\.py")  # a cell's file name: the process and the hash differ
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,8 @@ def kernels(pool, tmp_path_factory):
     """{"python3": kc, "remote": kc}, both started in the same fresh folder; and that folder."""
     install_kernelspec()
     folder = tmp_path_factory.mktemp("notebook")
-    local_env = {**embedded_env(), "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
+    local_env = {**embedded_env(), "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
+                 "SHELL": "/bin/bash"}  # a user's terminal (ipykernel's `!` commands run under it)
     started = {}
     try:
         started["python3"] = start_new_kernel(kernel_name="python3", env=local_env, cwd=str(folder),
@@ -363,3 +365,158 @@ def test_display_of_a_value_whose_formatting_fails_goes_on_as_on_ipykernel(kerne
     assert found["remote"] == found["python3"], case
     assert found["python3"][0] == "ok" and found["python3"][2] == "after\n"
     assert after["remote"] == after["python3"] == ("ok", "42")
+# --- issue 25: files beside the notebook, stream order, counters, pandas, figures, the session's environment ---
+
+
+def session_magic(kernels, line: str) -> None:
+    clients, _ = kernels
+    reply, outputs = run(clients["remote"], line)
+    assert reply["status"] == "ok", outputs
+
+
+def test_files_beside_the_notebook_are_seen_as_ipykernel_sees_them(kernels):
+    _, folder = kernels
+    (folder / "files25").mkdir()
+    (folder / "files25" / "heights.csv").write_text("name,height\nada,170\n")
+    (folder / "pkg25").mkdir()
+    (folder / "pkg25" / "__init__.py").write_text("VALUE = 7\n")
+    (folder / "table25.dat").write_text("1 2\n3 4\n")
+    (folder / ".hidden25").write_text("secret\n")
+    cells = ["open('files25/heights.csv').read()", "import pkg25\npkg25.VALUE",
+             "import numpy as np\nnp.loadtxt('table25.dat').sum()", "!head -1 files25/heights.csv",
+             "import os\nos.path.exists('.hidden25')"]
+    before = {code: results(both(kernels, code)) for code in cells[:3]}
+    for code, found in before.items():  # off by default: the session lacks them, and the hint names the setting
+        assert found["python3"][0] == "ok" and found["remote"][0] == "error", (code, found)
+    clients, _ = kernels
+    _, outputs = run(clients["remote"], "!ls files25")
+    assert "%session files notebook" in text_of(outputs, "stderr")
+    for code in cells[:4]:
+        _, outputs = run(clients["remote"], code)
+        assert "%session files notebook" in text_of(outputs, "stderr"), (code, outputs)
+    session_magic(kernels, "%session files notebook")
+    try:
+        for code in cells:
+            answers = both(kernels, code)
+            found = {name: (reply["status"], result_of(outputs), text_of(outputs)) for name, (reply, outputs)
+                     in answers.items()}
+            if "hidden25" in code:
+                assert found["remote"][:2] == ("ok", "False")  # hidden files stay on the user's side
+            else:
+                assert found["remote"] == found["python3"], code
+        (folder / "files25" / "heights.csv").write_text("name,height\nbob,180\n")  # changed here: seen there
+        found = results(both(kernels, cells[0]))
+        assert found["remote"] == found["python3"] == ("ok", repr("name,height\nbob,180\n"))
+        (folder / "table25.dat").unlink()  # deleted here: gone there
+        assert results(both(kernels, "import os\nos.path.exists('table25.dat')"))["remote"] == ("ok", "False")
+        # what the session writes does not come back
+        results(both(kernels, "open('written25.txt', 'w').write('x')"))
+        assert (folder / "written25.txt").exists()  # ipykernel's, in the same folder
+    finally:
+        session_magic(kernels, "%session files off")
+
+
+def streams_of(outputs: list[dict]) -> list[tuple[str, str]]:
+    """The cell's streams in order, neighbouring text of one stream joined."""
+    found: list[tuple[str, str]] = []
+    for m in outputs:
+        if m["msg_type"] == "stream":
+            name, text = m["content"]["name"], m["content"]["text"]
+            found[-1:] = [(name, found[-1][1] + text)] if found and found[-1][0] == name else found[-1:] + [(name, text)]
+    return found
+
+
+@pytest.mark.parametrize("code", [
+    "import sys\nprint('a', flush=True); print('b', file=sys.stderr, flush=True); print('c', flush=True)",
+    "import sys, time\nprint('x', flush=True)\ntime.sleep(1.5)\nprint('d'); print('e', file=sys.stderr); print('f')",
+    "import sys\nprint('before')\nsys.stderr.write('careful\\n')\nprint('after', end='')\n"
+    "sys.stderr.write('no newline')\nprint('!')\n1/0",
+    "import sys\nprint('a'); print('b', file=sys.stderr, flush=True); print('c', flush=True)",
+    "import sys\nsys.stderr.write('e1'); print('a', flush=True); print('b', file=sys.stderr)",
+    "import logging\nprint('one')\nlogging.getLogger('x').warning('two')\nprint('three', flush=True)",
+    "import sys\nfrom IPython.display import display\nprint('a')\nsys.stderr.write('b\\n')\ndisplay('c')\nprint('d')",
+])
+def test_stdout_and_stderr_arrive_in_the_order_ipykernel_flushes_them(kernels, code):
+    """ipykernel shows a stream's text when it is flushed (print(flush=True), logging, a display, 0.2 s after
+    an unflushed write, the cell's end: stdout first): the same order here."""
+    found = {name: [(m["msg_type"], m["content"].get("name")) if m["msg_type"] != "stream" else m
+                    for m in outputs] for name, (reply, outputs) in both(kernels, code).items()}
+    found = {name: streams_of([m for m in shown if isinstance(m, dict)]) for name, shown in found.items()}
+    found = {name: [(stream, CELL_FILE.sub("<cell>", text)) for stream, text in shown] for name, shown in found.items()}
+    assert found["remote"] == found["python3"]
+    assert len(found["python3"]) >= 2
+
+
+@pytest.mark.parametrize("between", ["%lsmagic", "len?", "%lsmagic\n%lsmagic", "%pdoc len"])
+def test_the_sessions_counter_matches_the_prompt_after_cells_the_kernel_answers(kernels, between):
+    clients, _ = kernels
+    found = {}
+    for name, kc in clients.items():
+        run(kc, between)
+        reply, _ = run(kc, "40 + 2")
+        n = reply["execution_count"]
+        _, outputs = run(kc, f"Out[{n}], _i{n}, In[{n}], In[{n - 1}]")
+        reply, outputs_error = run(kc, "1/0")
+        where = re.search(r"Cell In\[(\d+)\]", ANSI.sub("", "\n".join(errors_of(outputs_error)[0]["traceback"])))
+        found[name] = (result_of(outputs), int(where.group(1)) - reply["execution_count"])
+    assert found["remote"] == found["python3"]
+    assert found["python3"][1] == 0 and found["python3"][0].startswith("(42,")
+
+
+def test_pandas_shows_wide_frames_as_in_a_notebook(kernels):
+    pytest.importorskip("pandas")
+    code = ("import pandas as pd\n"
+            "wide = pd.DataFrame([[i * j for j in range(25)] for i in range(3)], columns=[f'c{j}' for j in range(25)])\n"
+            "print(pd.get_option('display.max_columns'), pd.io.formats.console.get_console_size())\n"
+            "print(wide)\nwide")
+    found = {name: (reply["status"], text_of(outputs, "stdout"),
+                    [m["content"]["data"] for m in outputs if m["msg_type"] == "execute_result"])
+             for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["remote"] == found["python3"]
+    assert found["python3"][1].startswith("20 (80, 60)")
+
+
+def outputs_text(outputs: list[dict]) -> str:
+    """Streams, results and errors of a cell as one text, without colours or prompt numbers."""
+    parts = []
+    for m in outputs:
+        content = m["content"]
+        if m["msg_type"] == "stream":
+            parts.append(content["text"])
+        elif m["msg_type"] == "error":
+            parts.append("\n".join(content["traceback"]))
+        elif "data" in content:
+            parts.append(content["data"].get("text/plain", ""))
+    return re.sub(r"In\[\d+\]", "In[N]", ANSI.sub("", "".join(parts))).replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("code", [
+    "!echo ${BASH_VERSION:+bash}",  # `!` commands run under bash, as a local kernel's do
+    "import json\njson.loads('{')",  # library frames shortened with ~ against the user's home, not the session's
+    "1 +",  # a SyntaxError names the cell's file as ipykernel names it
+    "def f(:\n    pass",
+])
+def test_the_sessions_environment_reads_as_a_local_kernels(kernels, code):
+    found = {name: (reply["status"], outputs_text(outputs).rstrip("\n"), reply.get("evalue"))
+             for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["remote"] == found["python3"]
+
+
+def test_cores_are_counted_as_on_the_host(kernels):
+    import shutil
+
+    if shutil.which("lscpu") is None:
+        pytest.skip("no lscpu here")
+    code = "!lscpu --parse=core | grep -v '#' | sort -u | wc -l"  # what joblib/loky count physical cores with
+    found = {name: (reply["status"], outputs_text(outputs).strip()) for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["remote"] == found["python3"]
+    assert int(found["python3"][1]) >= 1
+
+
+def test_pip_install_of_an_installed_package_says_so_without_network(kernels):
+    code = "%pip install numpy"
+    found = {name: (reply["status"], [line for line in outputs_text(outputs).splitlines()
+                                      if line.startswith(("Requirement", "Note"))])
+             for name, (reply, outputs) in both(kernels, code).items()}
+    assert found["remote"] == found["python3"]
+    assert found["python3"][1][0].startswith("Requirement already satisfied: numpy")

@@ -29,6 +29,7 @@ EMBEDDED_SETTINGS = {
 }
 EGRESS_MODES = ("enabled", "disabled")
 SANDBOX_MODES = ("auto", "bubblewrap", "none")
+FILES_MODES = ("off", "notebook")  # REMOTE_KERNEL_FILES
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class KernelConfig:
     rich: bool = True  # REMOTE_KERNEL_RICH: carry displays, figures and tables home (the session shim)
     download_limit: int = 4 << 30  # REMOTE_KERNEL_DOWNLOAD_LIMIT: the largest file %download accepts, in bytes
     active_content: bool = False  # REMOTE_KERNEL_ACTIVE_CONTENT: let scripts in outputs reach the front end
+    files: str = "off"  # REMOTE_KERNEL_FILES: "notebook" syncs the notebook's folder to the session (notebook_files)
+    files_exclude: tuple[str, ...] = ()  # REMOTE_KERNEL_FILES_EXCLUDE: patterns left out of that sync
     #: the embedded pool's settings that were given, as variable → value (checked)
     pool_settings: Mapping[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
@@ -166,10 +169,15 @@ class KernelConfig:
                 problems.append(f"REMOTE_KERNEL_DOWNLOAD_LIMIT={raw_limit!r} is not a size: give bytes, or a number "
                                 "with K, M, G or T (e.g. 4G).")
         active = env.get("REMOTE_KERNEL_ACTIVE_CONTENT", "0").strip().lower() in ("1", "true", "yes", "on")
+        files = env.get("REMOTE_KERNEL_FILES", "").strip().lower() or "off"
+        if files not in FILES_MODES:
+            problems.append(f"REMOTE_KERNEL_FILES={files!r} is not one of {', '.join(FILES_MODES)}.")
+            files = "off"
+        exclude = tuple(p.strip() for p in env.get("REMOTE_KERNEL_FILES_EXCLUDE", "").split(",") if p.strip())
         return cls(endpoint=endpoint, auth_mode=auth_mode, token=token, api_version=api_version,
                    identifier=identifier, identifier_from_env=from_env, timeout=timeout, keep_session=keep,
                    rich=rich, pool_settings=pool_settings, download_limit=download_limit, active_content=active,
-                   problems=tuple(problems), notices=tuple(notices))
+                   files=files, files_exclude=exclude, problems=tuple(problems), notices=tuple(notices))
 
     def describe(self, *, endpoint: str | None = None) -> list[tuple[str, str]]:
         """The settings as (name, value) rows for `%session`; never the token."""
@@ -187,6 +195,7 @@ class KernelConfig:
             ("keep session at exit", "yes" if self.keep_session else "no"),
             ("rich output", "on" if self.rich else "off  (REMOTE_KERNEL_RICH=0)"),
             ("download limit", f"{self.download_limit} bytes  (REMOTE_KERNEL_DOWNLOAD_LIMIT)"),
+            ("files beside the notebook", f"{self.files}  (REMOTE_KERNEL_FILES)"),
         ] + ([(f"session {option[2:]}", f"{self.pool_settings.get(name, default)}  ({name})")
               for name, (option, default) in EMBEDDED_SETTINGS.items()] if self.embedded else [])
 

@@ -30,6 +30,7 @@ from remote_kernel.kernel.helper import HELPER_MARK, read_answer
 from remote_kernel.kernel.languages import PYTHON, Language
 from remote_kernel.kernel.magics import (MAGICS, MagicError, MagicRunner, missing_file_hint, split_cell,
                                          stdin_needed)
+from remote_kernel.kernel.python import count_code
 from remote_kernel.kernel.remote import RemoteSession
 from remote_kernel.kernel.render import CellRender
 from remote_kernel.sessions.models import ServiceUnavailable, SessionNotFound, SessionsError
@@ -83,6 +84,8 @@ class RemoteKernel(Kernel):
         self.settings = settings
         self.remote = RemoteSession(settings, self.language_spec, embedded)
         self._count = 1  # the number the next stored cell gets, as IPython counts
+        self._stored = False  # the running cell is stored (it takes a number)
+        self._unsent: list[str] = []  # stored cells that took a number but never reached the session
         self._cell: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
         self._run: CellRun | None = None  # how the running cell is executed (it knows how to interrupt it)
         self._cleaned_up = False
@@ -153,7 +156,8 @@ class RemoteKernel(Kernel):
         self._publish_silently = silent
         self.guard.new_cell()  # each cell's outputs get the screen's budget afresh
         number = self._count
-        if store_history and not silent:
+        self._stored = store_history and not silent
+        if self._stored:
             self._count += 1
         hidden = vscode.classify(code, store_history, self.remote.continuity.executed)
         if hidden is not None and hidden.route != "session":
@@ -200,6 +204,7 @@ class RemoteKernel(Kernel):
         calls, remote_code = ([], long) if long is not None else split_cell(code)
         payload: list = []
         render: CellRender | None = None
+        sent = False
         try:
             for call in calls:
                 payload += await self.magics.run(call)
@@ -216,10 +221,16 @@ class RemoteKernel(Kernel):
             notice = await self.remote.before_cell(client)
             if notice:
                 self.publish(*outputs.stream("stderr", notice))
+            notice = await self.remote.files.sync(client)  # REMOTE_KERNEL_FILES=notebook
+            if notice:
+                self.publish(*outputs.stream("stderr", notice))
+            if self._unsent and self.language_spec.rich_output:
+                await self._catch_up_count(client, number)
             riding = await self.remote.install_rich(client, remote_code if long is None else None)
             await self._send_deferred(client)
             render = self._render(client, number, riding=bool(riding))
             self._run = run = CellRun(self, client, render, remote_code, prefix=riding)
+            sent = True
             if long is not None:
                 if not self.rich.installed:
                     raise MagicError("%%long needs the rich-output shim in the session "
@@ -240,6 +251,8 @@ class RemoteKernel(Kernel):
             return self._fail(outputs.transport_error(await self.remote.pool_stopped(grace) or exc), payload)
         finally:
             self._run = None
+            if not sent and self._stored:
+                self._unsent.append(code)
         if notice:
             self.publish(*outputs.stream("stderr", notice))
         err = await render.finish(execution)
@@ -248,13 +261,24 @@ class RemoteKernel(Kernel):
         if err is not None and err[1]["ename"] == "SessionLost":
             self.remote.changed("lost")
             self._advise_memory(err[1])
+        hint = missing_file_hint(err[1]["ename"] if err else "", err[1]["evalue"] if err else "",
+                                 stderr=render.seen["stderr"], stdout=render.seen["stdout"], code=remote_code,
+                                 files=self.remote.files)
+        if hint:
+            self.publish(*outputs.stream("stderr", hint))
         if err is not None:
-            hint = missing_file_hint(err[1]["ename"], err[1]["evalue"])
-            if hint:
-                self.publish(*outputs.stream("stderr", hint))
             return outputs.error_reply(err, self._count - 1, payload=payload)
         expressions = await self._user_expressions(user_expressions) if user_expressions else {}
         return outputs.ok_reply(self._count - 1, payload=payload, user_expressions=expressions)
+
+    async def _catch_up_count(self, client: SessionsClient, number: int) -> None:
+        """Cells that took a number here without reaching the session (a kernel magic, a help-only cell):
+        the session's shell skips their numbers too, so that `Out[n]`, `_in` and `Cell In[n]` match the
+        prompt, as on ipykernel, and `In` holds their source."""
+        if self.rich.needs_install:  # the shim applies it after the helper (which is kept out of the history)
+            await self.remote.install_rich(client, None)
+        await self._helper(count_code(number, self._unsent), deadline=10.0)
+        self._unsent = []
 
     def _show_notices(self) -> None:
         """What the configuration used, but not as given: said once, on the first cell that reaches a session."""
@@ -497,6 +521,10 @@ class RemoteKernel(Kernel):
     def download_limit(self) -> int:
         """The largest file `%download` accepts (REMOTE_KERNEL_DOWNLOAD_LIMIT)."""
         return self.settings.download_limit
+
+    def sync_notebook_files(self, mode: str) -> None:
+        """`%session files notebook|off`: whether each cell first syncs the notebook's folder (notebook_files)."""
+        self.remote.files.mode = mode
 
     def allow_active_content(self, allowed: bool) -> None:
         """`%session active on|off`: whether outputs keep scripts (for this kernel, every session)."""

@@ -65,6 +65,8 @@ class MagicHost(Protocol):
 
     def allow_active_content(self, allowed: bool) -> None: ...
 
+    def sync_notebook_files(self, mode: str) -> None: ...  # REMOTE_KERNEL_FILES for this kernel: off, notebook
+
 
 @dataclass(frozen=True)
 class Magic:
@@ -98,12 +100,15 @@ MAGICS: dict[str, Magic] = {m.name: m for m in (
     Magic("files", "%files [PATH]",
           "List the files in the session's /mnt/data (or in its folder PATH): name, size, modified."),
     Magic("rm", "%rm REMOTE", "Delete /mnt/data/REMOTE in the session."),
-    Magic("session", "%session [new | active on|off]",
+    Magic("session", "%session [new | active on|off | files notebook|off]",
           "Show how the kernel reaches its session (endpoint, api-version, identifier, auth mode, pool type).",
           "`%session new` deletes the session, with its variables and files, and starts afresh.\n"
           "`%session active on` lets scripts, event handlers and application/javascript in the session's outputs "
           "reach the notebook (they are removed by default: the front end would run them on your machine's "
-          "Jupyter server); `%session active off` removes them again."),
+          "Jupyter server); `%session active off` removes them again.\n"
+          "`%session files notebook` makes the session's working folder hold the files of the notebook's folder "
+          "before each cell (what changed since the last cell travels; nothing comes back without %download); "
+          "`%session files off` stops it (REMOTE_KERNEL_FILES sets it at start)."),
     Magic("lsmagic", "%lsmagic", "List the kernel's magics."),
     Magic("long", "%%long", "Run the rest of the cell in a thread of the session (Python sessions), past the pool's "
           "execution time limit, its output shown as it comes.",
@@ -290,26 +295,61 @@ def files_table(files: list[RemoteFile]) -> dict[str, str]:
 
 
 _MISSING_FILE = re.compile(r"\[Errno 2\] No such file or directory: (?P<q>['\"])(?P<name>.+?)(?P=q)$")
+_NOT_FOUND = re.compile(r"^(?P<name>[^\n]+?) not found\.$")  # numpy's loadtxt, genfromtxt, load
+_NO_MODULE = re.compile(r"^No module named (?P<q>['\"])(?P<name>[\w.]+)(?P=q)$")
+# what a command says (`!head x`, `!cat x`, `!ls x`): "head: cannot open 'x' for reading: No such file or directory"
+_COMMAND_MISSING = re.compile(r"^[\w.+-]+: (?:cannot (?:open|access|stat) )?(?P<q>['‘\"]?)(?P<name>[^'’\"\n:]+)"
+                              r"['’\"]?(?: for reading)?: No such file or directory\r?$", re.MULTILINE)
+_LS_CELL = re.compile(r"^\s*(?:!|%)?ls(?:\s+-\w+)*\s*$")
+SYNC_ADVICE = ("let the session see the notebook's folder with `%session files notebook` (or REMOTE_KERNEL_FILES="
+               "notebook in the kernel's environment)")
 
 
-def missing_file_hint(ename: str, evalue: str, here: Path | None = None) -> str | None:
-    """For a FileNotFoundError in the session about a file that exists on the kernel's side: how to upload it."""
-    match = _MISSING_FILE.search(evalue or "") if ename == "FileNotFoundError" else None
-    if match is None:
+def missing_file_hint(ename: str, evalue: str, here: Path | None = None, *, stderr: str = "", stdout: str = "",
+                      code: str = "", files: Any = None) -> str | None:
+    """For a file or package the session lacks but the notebook's folder has (a FileNotFoundError, numpy's
+    "x not found.", a ModuleNotFoundError, a `!`-command's "No such file or directory", an empty `!ls`):
+    how the session gets it. `files`: the kernel's `NotebookFiles` (None: the sync is off)."""
+    where = Path(here or Path.cwd())
+    syncing = files is not None and getattr(files, "on", False)
+    name, module = None, None
+    match = (_MISSING_FILE.search(evalue or "") or _NOT_FOUND.match(evalue or "")) if ename == "FileNotFoundError" \
+        else None
+    if match is not None:
+        name = match.group("name")
+    elif ename == "ModuleNotFoundError" and (found := _NO_MODULE.match(evalue or "")):
+        top = found.group("name").split(".")[0]
+        module = next((m for m in (top, f"{top}.py") if (where / m).exists()), None)
+        name = module
+    elif (found := _COMMAND_MISSING.search(f"{stderr}\n{stdout}")) is not None:  # a `!`-command's streams are merged
+        name = found.group("name").strip()
+    elif _LS_CELL.match(code or "") and not (stdout or "").strip() and not syncing:
+        if any(not p.name.startswith(".") for p in where.iterdir()):
+            return (f"Hint: the session's working folder (/mnt/data) is not the notebook's folder ({where}): "
+                    f"{SYNC_ADVICE}, or %upload the files the code needs.\n")
         return None
-    name = match.group("name")
-    local = Path(here or Path.cwd()) / name
+    if name is None:
+        return None
+    local = where / name
     if not local.exists() or name.startswith("/mnt/data/"):
         return None
-    kind = "folder" if local.is_dir() else "file"
+    if syncing and files.shows(name):
+        return None  # it travels with the next cell (or the sync said why it could not)
+    kind = "package" if module is not None else "folder" if local.is_dir() else "file"
     quoted = shlex.quote(name)
     if name.startswith(("/", "..")) or "/../" in name:
         remote = PurePosixPath(name).name
         how = f"`%upload {quoted} {shlex.quote(remote)}`, then open it as {remote!r}"
     else:
         how = f"`%upload {quoted}{(' ' + quoted) if '/' in name.rstrip('/') else ''}`"  # the same path there
+    if syncing:
+        return (f"Hint: {name} is a {kind} beside the notebook ({local.resolve()}), but it is left out of what "
+                "REMOTE_KERNEL_FILES=notebook sends (hidden, in a virtual environment, outside the notebook's folder "
+                f"or excluded by REMOTE_KERNEL_FILES_EXCLUDE). Copy it with {how}.\n")
+    advice = f"{SYNC_ADVICE}, or copy it there with {how}" if not name.startswith(("/", "..")) else \
+        f"copy it there with {how}"
     return (f"Hint: {name} is a {kind} on the kernel's side ({local.resolve()}), but the code runs in a remote "
-            f"session, whose working folder is /mnt/data. Copy it there with {how}.\n")
+            f"session, whose working folder is /mnt/data: {advice}.\n")
 
 
 _STDIN_MAGIC = re.compile(r"^\s*%{1,2}(?P<name>debug|pdb)\b(?P<rest>.*)$", re.MULTILINE)
@@ -602,6 +642,13 @@ class MagicRunner:
             self.host.allow_active_content(args[1] == "on")
             self._print("Active content (scripts, event handlers) in outputs: "
                         + ("allowed for this kernel.\n" if args[1] == "on" else "removed (the default).\n"))
+            return
+        if len(args) == 2 and args[0] == "files" and args[1] in ("notebook", "off"):
+            self.host.sync_notebook_files(args[1])
+            self._print("Files beside the notebook: " + (
+                "the session's working folder gets the files of the notebook's folder before each cell (what "
+                "changed travels; what the session writes stays there).\n" if args[1] == "notebook" else
+                "not synced (files already sent stay in the session).\n"))
             return
         if args:
             raise self._usage("session", f"unknown argument {' '.join(args)!r}")

@@ -20,10 +20,11 @@ Message = tuple[str, dict[str, Any]]
 
 # The first line of a remote traceback: IPython's verbose header, the plain interpreter's, or IPython's
 # line for SystemExit (after which IPython warns "To exit: use 'exit'…" on stderr: not the traceback).
-_TRACEBACK_START = re.compile(  # (the header may be coloured: ANSI codes around the dashes)
-    r"^(?:(?:\x1b\[[0-9;]*m)?-{20,}(?:\x1b\[[0-9;]*m)?\n(?=\S+ +Traceback \(most recent call last\))"
-    r"|Traceback \(most recent call last\):"
-    r"|An exception has occurred, use %tb to see the full traceback\.$)",
+_TRACEBACK_START = re.compile(  # (the header may be coloured: ANSI codes around the dashes; it may follow
+    # stderr the code left without a line end)
+    r"(?:(?:\x1b\[[0-9;]*m)?-{20,}(?:\x1b\[[0-9;]*m)?\n(?=\S+ +Traceback \(most recent call last\))"
+    r"|^Traceback \(most recent call last\):"
+    r"|^An exception has occurred, use %tb to see the full traceback\.$)",
     re.MULTILINE,
 )
 

@@ -144,6 +144,24 @@ answer = {{"payload": pages, "stdout": out.getvalue()}}
 '''.replace("%(colours)s", _COLOURS))
 
 
+def count_code(number: int, skipped: list[str]) -> str:
+    """The session's shell gives its next cell `number`: the numbers before it went to `skipped` cells,
+    which ran in the kernel (their source goes into `In`, as IPython stores a cell). The rich shim applies it
+    once this helper has run (it keeps helpers out of the history); without the shim, it is applied here."""
+    return helper_code(f'''
+number, skipped = _json.loads({json.dumps(json.dumps([number, skipped]))})
+import sys
+shim = getattr(sys.modules.get("_remote_kernel_rich"), "active", None)
+if shim is not None:
+    shim.count_next = (number, skipped)
+else:
+    from IPython.core.release import version_info
+    shell = get_ipython()
+    shell.execution_count = number - (0 if version_info[0] >= 9 else 1)  # IPython 8 counts this helper after it
+answer = {{"ok": True}}
+''')
+
+
 LSMAGIC_CODE = helper_code('''
 answer = {"text": str(get_ipython().run_line_magic("lsmagic", ""))}
 ''')

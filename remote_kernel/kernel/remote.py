@@ -22,6 +22,7 @@ from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel.continuity import SessionContinuity
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
 from remote_kernel.kernel.languages import Language
+from remote_kernel.kernel.notebook_files import NotebookFiles
 from remote_kernel.sessions.models import ConfigurationError, SessionNotFound
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class RemoteSession:
         self.guard = trust.OutputGuard(settings.active_content)
         self.widgets = widgets.WidgetFallback()
         self.completer_warm = False  # whether the session answered a completion (jedi is loaded there)
+        self.files = NotebookFiles(settings.files, patterns=settings.files_exclude)  # REMOTE_KERNEL_FILES
         self.embedded = embedded
         if self.embedded is None and settings.embedded and not settings.problems:
             self.embedded = self._start_pool()
@@ -66,6 +68,7 @@ class RemoteSession:
         self.rich.forget()  # the next cell installs the shim again
         self.widgets.forget()
         self.guard.new_session()
+        self.files.forget()  # the new session has none of the notebook's files
         self.completer_warm = False
 
     # --- the client ------------------------------------------------------------------------------
@@ -212,6 +215,8 @@ class RemoteSession:
         rows["active content"] = ("allowed: scripts in outputs reach the front end  (%session active off)"
                                   if self.guard.allow_active else
                                   "removed: scripts and event handlers are dropped  (%session active on)")
+        rows["files beside the notebook"] = (f"{self.files.mode}  (REMOTE_KERNEL_FILES; "
+                                             f"%session files {'off' if self.files.on else 'notebook'})")
         rows["session"] = ("not created yet (the first cell creates it)" if not self.continuity.executed
                            else f"active{f' ({self.continuity.guid})' if self.continuity.guid else ''}")
         return list(rows.items())

@@ -9,8 +9,9 @@ shown again (the answer's streams are read from where the live text ended).
 Stdout carries the rich shim's markers (`rich_shim.py`): `\\x1erk<nonce>:<cell>:<token>\\x1e`,
 where the token is `j<bundle JSON>` (an output travelling inline), a line number of the
 cell's file (an output too large to travel inline), `r` (the plain result in the contract's
-result slot), `c`/`w` (clear_output). Only this kernel's nonce counts: anything else that looks
-like a marker is shown as written. A malformed marker, line or bundle loses that one output
+result slot), `c`/`w` (clear_output), `e<n>.<p>` (a flush of stderr: its text up to
+the n-th character is shown here, after stdout up to its p-th; the answer carries the two apart, and
+these keep ipykernel's order). Only this kernel's nonce counts: anything else that looks like a marker is shown as written. A malformed marker, line or bundle loses that one output
 with a short note. Every output is shown at most once, and a cell's messages stay within
 CELL_BUDGET bytes (then one note says the rest is not shown).
 
@@ -37,6 +38,7 @@ Fetch = Callable[[int], Awaitable[bytes]]  # the cell's file of large outputs, b
 CELL_BUDGET = 64 << 20
 MAX_MARK = 512 << 10  # longest marker kept waiting for its end (an inline bundle is at most 256 KiB)
 NOTE = "[remote_kernel: {}]\n"
+SEEN_TAIL = 16 << 10  # characters of each stream kept for the kernel's hints
 
 _MARK = re.compile(r"\x1erk([0-9a-f]{8}):([^\x1e:]{0,24}):([^\x1e]*)\x1e", re.DOTALL)
 _PREFIX = re.compile(r"\x1e(?:r(?:k(?:[0-9a-f]{0,8}(?::[^\x1e]*)?)?)?)?\Z", re.DOTALL)
@@ -44,6 +46,7 @@ _MIME = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[\w.+-]{1,127}")
 # the middle line of a stream the pool's worker cut (its head and tail kept)
 _TRUNCATED = re.compile(r"^\[output truncated: \d+ bytes left out here \(the first \d+ and the last \d+ are shown\)",
                         re.MULTILINE)
+_FLUSH = re.compile(r"e\d{1,12}\.\d{1,12}")  # a flush of stderr: e<stderr position>.<stdout position>
 _KINDS = {"display": "display_data", "update": "update_display_data", "result": "execute_result"}
 PAGE = "page"  # IPython's pager: not a message, a page of the reply's payload
 ERROR = "error"  # a display's formatter failed: its traceback, an error output (the cell goes on, as on ipykernel)
@@ -146,6 +149,12 @@ class CellRender:
         self._over = False
         self.result_shown = False
         self.pages: list[dict[str, Any]] = []  # what IPython's pager showed: the reply's payload
+        #: the last SEEN_TAIL characters of each stream shown (the kernel's hints read them)
+        self.seen = {"stdout": "", "stderr": ""}
+        self._answer_stderr = ""  # the answer's stderr not shown yet, while `finish` shows its stdout
+        self._held_stdout: list[tuple[int, str]] = []  # ... and its stdout, by position, until a flush shows it
+        self._ordering = False  # `finish` is showing the answer: stdout waits for its flush
+        self._base = 0  # the position in the cell's stdout of the text being fed
 
     # --- text as it comes -----------------------------------------------------------------
 
@@ -160,13 +169,14 @@ class CellRender:
         if self._answer is not None:
             text = self._take_answer(text)
         text, self._pending = self._pending + text, ""
+        self._base = self.consumed["stdout"] - len(text)  # the position of text[0] in the cell's stdout
         at = shown = 0  # text[shown:at] is plain text not yet shown
         while (start := text.find("\x1e", at)) >= 0:
             match = _MARK.match(text, start)
             if match is None:
                 rest = text[start:]
                 if len(rest) <= MAX_MARK and _PREFIX.match(rest):
-                    self._stdout(text[shown:start])
+                    self._plain(text[shown:start], shown)
                     self._pending = rest  # may be a marker cut by the end of this text
                     return
                 at = start + 1  # not a marker: shown as written
@@ -174,10 +184,19 @@ class CellRender:
             if match.group(1) != self.nonce:
                 at = match.end()  # another nonce's marker is text, as written
                 continue
-            self._stdout(text[shown:start])
+            self._plain(text[shown:start], shown)
             at = shown = match.end()
             await self._mark(match.group(2), match.group(3))
-        self._stdout(text[shown:])
+        self._plain(text[shown:], shown)
+
+    def _plain(self, text: str, offset: int) -> None:
+        """Stdout text at `offset` of the text being fed: shown, or held while `finish` orders the streams."""
+        if not text:
+            return
+        if self._ordering:
+            self._held_stdout.append((self._base + offset, text))
+        else:
+            self._stdout(text)
 
     def _take_answer(self, text: str) -> str:
         """Stdout without the install's answer line at its start (held while it may still be one)."""
@@ -197,8 +216,14 @@ class CellRender:
             if not (cell.isascii() and cell.isdigit() and len(cell) <= 9):
                 raise Malformed("a marker with an unreadable cell number")
             self.cell = self.cell if self.cell is not None else int(cell)
+            if not _FLUSH.fullmatch(token):
+                self._release_stdout()  # an output, a clear or the result's place come after the text before them
             if token in ("c", "w"):
                 self._show_or_hold(("clear_output", {"wait": token == "w"}))
+            elif _FLUSH.fullmatch(token):
+                stderr, stdout = token[1:].split(".")
+                self._release_stdout(int(stdout))
+                self._stderr_to(int(stderr))
             elif token == "r":
                 self._holding = True  # the result's place: it comes with the answer
                 self._held.append("r")
@@ -210,6 +235,26 @@ class CellRender:
                 raise Malformed("a marker of an unknown kind")
         except Malformed as bad:
             self._stream("stderr", NOTE.format(f"one output could not be shown: {bad}"))
+
+    def _stderr_to(self, position: int) -> None:
+        """Show the answer's stderr up to `position` (characters of the cell's stderr) before the stdout that
+        follows; stderr fed live is already there."""
+        count = position - self.consumed["stderr"]
+        if count <= 0 or not self._answer_stderr:
+            return
+        text, self._answer_stderr = self._answer_stderr[:count], self._answer_stderr[count:]
+        self.consumed["stderr"] += len(text)
+        self._stream("stderr", text)
+
+    def _release_stdout(self, position: int | None = None) -> None:
+        """Show the answer's stdout held so far, up to its `position`-th character (None: all of it)."""
+        kept = []
+        for start, text in self._held_stdout:
+            cut = len(text) if position is None else max(0, min(len(text), position - start))
+            self._stdout(text[:cut])
+            if cut < len(text):
+                kept.append((start + cut, text[cut:]))
+        self._held_stdout = kept
 
     async def _from_file(self, line: int) -> None:
         if line in self._shown:
@@ -259,7 +304,11 @@ class CellRender:
         err: Message | None = None
         if execution.failed or execution.error is not None:
             stderr, err = outputs.failure(_with_stderr(execution, stderr, self.consumed["stderr"]))
+        self._answer_stderr, self._ordering = stderr, True  # `e` markers in stdout place the two streams
         await self.feed("stdout", stdout)
+        self._ordering = False
+        self._release_stdout()
+        stderr, self._answer_stderr = self._answer_stderr, ""
         if self._answer_text:  # a line that never ended is the cell's own text
             self._answer, text, self._answer_text = None, self._answer_text, ""
             await self.feed("stdout", text)
@@ -314,6 +363,8 @@ class CellRender:
         self._stream("stdout", text)
 
     def _stream(self, name: str, text: str) -> None:
+        if text and name in self.seen:
+            self.seen[name] = (self.seen[name] + text)[-SEEN_TAIL:]
         if text:
             self._show_or_hold(outputs.stream(name, text)) if name == "stdout" else \
                 self._show(outputs.stream(name, text), len(text))

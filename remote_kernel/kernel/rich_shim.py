@@ -12,7 +12,9 @@ markers, downloads the file (only when there was a marker) and interleaves the o
 A marker is `\\x1erk<nonce>:<cell>:<token>\\x1e`, where the token is the output's line in the cell's
 file `.remote_kernel/<nonce>-<cell>.jsonl` under /mnt/data (or the working folder where there is
 no /mnt/data), or, for what needs no file: `r` (the result, when it is plain text: it travels in
-the contract's result slot), `c` or `w` (`clear_output()`, `clear_output(wait=True)`). A cell
+the contract's result slot), `c` or `w` (`clear_output()`, `clear_output(wait=True)`), `e<n>.<p>` (a
+flush of stderr: the cell's stdout up to its p-th character, then its stderr up to the n-th, are
+shown at this point: `flush_event`). A cell
 with markers of the second kind only costs no download. The kernel picks the nonce.
 
 Small outputs travel inline, in the marker itself: the token `j<bundle JSON>` (JSON never holds
@@ -49,6 +51,7 @@ INLINE_LIMIT = 256 << 10  # characters of a bundle's JSON that travel inline in 
 INLINE_STDOUT = 768 << 10  # ... while the cell's stdout stays under this (the pool keeps 1 MiB)
 LIVE_AFTER = 0.5  # seconds a cell runs before its live log is written
 LIVE_FLUSH = 0.1  # seconds between writes of the live log
+FLUSH_INTERVAL = 0.2  # seconds ipykernel's streams hold unflushed text (OutStream.flush_interval)
 LIVE_LIMIT = 1 << 20  # bytes of a cell's live log (the answer still carries everything)
 LONG_LIMIT = 8 << 20  # characters of a long cell's output kept in memory until polled
 HELPER_MARK = "@@remote_kernel_answer@@"  # in the source of the kernel's own executions (helper.HELPER_MARK)
@@ -121,6 +124,7 @@ class Tee(io.TextIOBase):
         return self.inner.write(text)
 
     def flush(self) -> None:
+        self.shim.flushed(self.name)
         try:
             self.inner.flush()
         except (AttributeError, OSError, ValueError):
@@ -211,9 +215,18 @@ class RichShim:
         self.depth = 1  # cells running (a cell may run another); the install itself runs as a cell
         self.saved: list[tuple[object, str, object]] = []
         self.stdout_size = 0  # characters the running cell wrote to stdout
+        self.stderr_size = 0  # ... and to stderr
+        self.stderr_marked = 0  # stderr_size when an `e` marker last said where it was shown
+        self.stdout_flushed = 0  # stdout_size at its last flush (as ipykernel's OutStream flushes)
+        self.pending_since: dict[str, float | None] = {"stdout": None, "stderr": None}  # first unflushed write
+        self.ordering = True  # mark the order of the streams (not in the kernel's helper executions)
+        self.marking = False  # a marker is being written (not the cell's own text)
+        #: (number, sources): the next cell's number, after cells that ran in the kernel (`skip_cells`)
+        self.count_next: tuple[int, list] | None = None
         self.live_log = True  # keep a live log (False where the pool streams output itself)
         self.live_lock = threading.Lock()
         self.live_pending: list[list[str]] = []
+        self.live_held: dict[str, list] = {}  # tag → [first write, text] not flushed yet
         self.live_header: str | None = None
         self.live_size = 0
         self.cell_started = 0.0
@@ -323,8 +336,12 @@ class RichShim:
         self.count = 0
         self.late = False
         self.stdout_size = 0
+        self.stderr_size = self.stderr_marked = self.stdout_flushed = 0
+        self.pending_since = {"stdout": None, "stderr": None}
+        self.ordering = True
         with self.live_lock:
             self.live_pending, self.live_size, self.live_header = [], 0, None
+            self.live_held = {}
             self.cell_started, self.cell_running = time.monotonic(), True
         try:  # the kernel fetched and deleted the last file; leftovers of failed fetches go now
             for name in os.listdir(self.folder):
@@ -341,6 +358,7 @@ class RichShim:
             return
         raw = getattr(info, "raw_cell", None) or ""
         self.helper_state = None
+        self.ordering = HELPER_MARK not in raw  # a helper's answer line must stay whole
         if HELPER_MARK in raw and getattr(info, "store_history", False):
             self.helper_state = self._history_state()
         digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:16]
@@ -384,15 +402,44 @@ class RichShim:
             output = getattr(manager, "output_hist", None)
             if isinstance(output, dict):
                 output.pop(count, None)
+            pending, self.count_next = self.count_next, None
+            if pending is not None:
+                self.skip_cells(*pending)
         except Exception:  # the history is a convenience: never fail a cell over it
             pass
+
+    def skip_cells(self, number: int, sources: list) -> None:
+        """The kernel ran cells without the session (its own magics, help-only cells): their numbers are
+        skipped, so that the next cell is `number` as its prompt says, and `In`/`_iN` hold their source."""
+        shell = self.shell
+        manager = getattr(shell, "history_manager", None)
+        first = shell.execution_count
+        skipped = [str(s) for s in sources][-max(0, number - first):] if number > first else []
+        for index, source in enumerate(skipped):
+            count = number - len(skipped) + index
+            for name in ("input_hist_parsed", "input_hist_raw"):
+                items = getattr(manager, name, None)
+                if isinstance(items, list) and len(items) == count:
+                    items.append(source if name.endswith("raw") else shell.transform_cell(source).rstrip("\n"))
+            ns = shell.user_ns
+            ns["_iii"], ns["_ii"], ns["_i"] = ns.get("_ii", ""), ns.get("_i", ""), source
+            ns[f"_i{count}"] = source
+        if number > first:
+            shell.execution_count = number
 
     # --- live log ---------------------------------------------------------------------------------
 
     def wrote(self, name: str, text: str) -> None:
         """A write of the running cell (Tee): counted, and queued for the live log."""
+        if self.ordering and not self.marking:
+            now = time.monotonic()
+            self._timed_flushes(now)
+            if self.pending_since[name] is None:
+                self.pending_since[name] = now
         if name == "stdout":
             self.stdout_size += len(text)
+        else:
+            self.stderr_size += len(text)
         if not self.live_log or not self.cell_running:
             return
         with self.live_lock:
@@ -400,10 +447,55 @@ class RichShim:
                 return
             self.live_size += len(text)
             tag = "o" if name == "stdout" else "e"
-            if self.live_pending and self.live_pending[-1][0] == tag:
-                self.live_pending[-1][1] += text
+            held = self.live_held.get(tag)
+            if not self.ordering or self.marking:
+                self._live_append(tag, text)
+            elif held is None:  # held until the stream is flushed, as the answer's order will be
+                self.live_held[tag] = [time.monotonic(), text]
             else:
-                self.live_pending.append([tag, text])
+                held[1] += text
+
+    def _live_append(self, tag: str, text: str) -> None:
+        if self.live_pending and self.live_pending[-1][0] == tag:
+            self.live_pending[-1][1] += text
+        else:
+            self.live_pending.append([tag, text])
+
+    def _live_flushed(self, tag: str) -> None:
+        """(live_lock held) a stream's held text joins the live log."""
+        held = self.live_held.pop(tag, None)
+        if held is not None:
+            self._live_append(tag, held[1])
+
+    # --- the order of stdout and stderr ---------------------------------------------------------
+
+    def flushed(self, name: str) -> None:
+        """`flush()` of sys.stdout or sys.stderr (print(..., flush=True), logging, tqdm)."""
+        if self.ordering and not self.marking:
+            self._timed_flushes(time.monotonic())
+            if self.pending_since[name] is not None:
+                self.flush_event(name)
+
+    def _timed_flushes(self, now: float) -> None:
+        """ipykernel also flushes a stream FLUSH_INTERVAL after its first unflushed write: seen at the next event."""
+        due = sorted((since, name) for name, since in self.pending_since.items()
+                     if since is not None and now - since >= FLUSH_INTERVAL)
+        for _, name in due:
+            self.flush_event(name)
+
+    def flush_event(self, name: str) -> None:
+        """A stream is flushed as ipykernel's OutStream would be: what it holds is shown now. The contract's
+        answer carries stdout and stderr apart; for a flush of stderr, a marker `e<n>.<p>` in stdout tells
+        the kernel to show stdout up to its p-th character, then stderr up to its n-th, so that the cell's
+        streams arrive in ipykernel's order (at the end: the rest of stdout, then of stderr)."""
+        self.pending_since[name] = None
+        with self.live_lock:
+            self._live_flushed("o" if name == "stdout" else "e")
+        if name == "stdout":
+            self.stdout_flushed = self.stdout_size
+        elif self.stderr_size > self.stderr_marked:
+            self.stderr_marked = self.stderr_size
+            self.mark(f"e{self.stderr_size}.{self.stdout_flushed}")
 
     def _flush_live(self) -> None:
         """Every LIVE_FLUSH s: append what the running cell wrote to its live log, once it has run
@@ -415,6 +507,10 @@ class RichShim:
                 if not self.cell_running or self.live_header is None or \
                         time.monotonic() - self.cell_started < LIVE_AFTER:
                     continue
+                now = time.monotonic()
+                for since, tag in sorted((held[0], tag) for tag, held in self.live_held.items()):
+                    if now - since >= FLUSH_INTERVAL:
+                        self._live_flushed(tag)
                 pending, self.live_pending = self.live_pending, []
                 header, self.live_header = self.live_header, ""
                 try:
@@ -456,6 +552,8 @@ class RichShim:
         self.late = self.late or self.depth <= 1
         if self.depth <= 1:
             with self.live_lock:
+                self._live_flushed("o")  # at the end: stdout, then stderr
+                self._live_flushed("e")
                 pending = self.live_pending
                 self.cell_running = False
             if pending and self.live_header == "":  # the log was started: end it whole
@@ -547,6 +645,9 @@ class RichShim:
     def emit(self, item: dict) -> None:
         """Show one output: inline in its marker when small, else appended to the cell's file."""
         item["late"] = self.late
+        if self.ordering and not self.late:  # ipykernel flushes both streams before it shows an output
+            for tee in list(self.tees):
+                tee.flush()
         line = json.dumps(item, ensure_ascii=False)
         in_long = self.long is not None and threading.get_ident() == self.long.thread_ident
         if len(line) <= INLINE_LIMIT and (in_long or self.stdout_size + len(line) <= INLINE_STDOUT):
@@ -573,7 +674,13 @@ class RichShim:
             # code redirected sys.stdout (`%%capture --no-display`, contextlib.redirect_stdout): an output
             # is still shown, as ipykernel's display messages are, never written into the redirection
             out = self.tees[0]
-        out.write(f"\x1erk{self.nonce}:{self.cell}:{token}\x1e")
+        self.marking = True
+        try:
+            out.write(f"\x1erk{self.nonce}:{self.cell}:{token}\x1e")
+            if token[:1] != "e":
+                out.flush()  # an output is shown at once (the live events hold stdout until it is flushed)
+        finally:
+            self.marking = False
 
 
 def install(shell: Any, nonce: str, live_log: bool = True, cell_digest: str | None = None) -> dict:

@@ -12,6 +12,7 @@ import dataclasses
 import importlib.util
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -570,7 +571,7 @@ class Sandbox:
         """The whole environment a worker sees: nothing of the pool's own."""
         env = {"PATH": PATH, "HOME": home, "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg",
                "MPLCONFIGDIR": "/tmp/matplotlib", "REMOTE_KERNEL_MAX_OUTPUT": str(self.limits.max_output),
-               "NODE_PATH": "/mnt/data/node_modules"}
+               "NODE_PATH": "/mnt/data/node_modules", **session_hints(self.limits)}
         return {**env, **self.runtime.own_environment(self.limits)}
 
     def command(self, cgroups: Cgroups | None, fds: dict[str, int] | None = None, netns: str | None = None,
@@ -633,6 +634,8 @@ class Sandbox:
         worker = f"/opt/remote_kernel/{self.runtime.worker_file.name}"
         argv += ["--ro-bind-data", str(fds["worker"]), worker,
                  "--proc", "/proc", "--dev", "/dev",
+                 # the CPU topology (read-only), as /proc/cpuinfo shows it: lscpu and joblib/loky count cores
+                 "--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu",
                  "--size", str(self.limits.shm), "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
                  "--size", str(self.limits.disk), "--tmpfs", "/tmp",
                  "--size", str(self.limits.disk), "--tmpfs", "/mnt/data"]
@@ -655,6 +658,18 @@ class Sandbox:
         if self.egress:
             wanted += ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf"]
         return [p for p in wanted if os.path.exists(p)]
+
+
+def session_hints(limits: Limits) -> dict[str, str]:
+    """What a session's libraries would find out on the host: the home folder the kernel's user sees (IPython
+    shortens paths under it to `~` in tracebacks, as a local kernel does; the session's own HOME is /tmp), and,
+    under a CPU quota below the host's CPUs, that many cores for joblib/loky
+    (it cannot read the cgroup from inside the sandbox, and would start a worker per host CPU)."""
+    hints = {"REMOTE_KERNEL_USER_HOME": os.path.expanduser("~")}
+    cpus = os.cpu_count() or 1
+    if 0 < limits.cpus < cpus:
+        hints["LOKY_MAX_CPU_COUNT"] = str(max(1, math.ceil(limits.cpus)))
+    return hints
 
 
 def system_mounts() -> list[str]:

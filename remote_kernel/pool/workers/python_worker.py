@@ -14,18 +14,18 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
 import threading
 import time
 import warnings
-import zlib
 from typing import Any
 
 MAX_OUTPUT = int(os.environ.get("REMOTE_KERNEL_MAX_OUTPUT", str(1 << 20)))
 MAX_RESULT = 8 << 20  # bytes of a result's JSON; a larger value is replaced by a note (the pool caps lines)
-COALESCE = 0.01  # seconds live output waits for more before it is sent
+FLUSH_INTERVAL = 0.2  # seconds a stream holds unflushed text, as ipykernel's OutStream (its flush_interval)
 COALESCE_BYTES = 64 << 10  # ... unless this much is waiting
 REPLIES_FD = 4
 NOTHING = object()  # no value: the cell had none, it displayed itself, or its formatting failed
@@ -36,21 +36,27 @@ WHOLE_OUTPUT = ("To get all of it, write it to a file in /mnt/data (`with open('
 class Live:
     """The running execution's output events, sent on fd 4 as they happen (PROTOCOL.md: live output).
 
-    Writes only queue text (so a KeyboardInterrupt never tears a line); one thread sends what
-    is queued, coalesced for at most COALESCE seconds or COALESCE_BYTES, in the order written.
+    Each stream holds what is written to it until it is flushed, as ipykernel's streams do: by
+    `flush()` (print(..., flush=True), logging, a display), FLUSH_INTERVAL after its first unflushed
+    write, or once COALESCE_BYTES wait; flushed text is sent in the order of the flushes, so stdout
+    and stderr interleave as they do on ipykernel. Writes only queue text (so a KeyboardInterrupt
+    never tears a line); one thread sends.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
-        self.pending: list[list[str]] = []  # [name, text] in order; neighbours of one stream merged
+        self.held: dict[str, list[str]] = {"stdout": [], "stderr": []}  # unflushed text of each stream
+        self.since: dict[str, float | None] = {"stdout": None, "stderr": None}  # its first unflushed write
+        self.ready: list[list[str]] = []  # [name, text] flushed, in order; neighbours of one stream merged
         self.size = 0
         self.id: str | None = None
         self.thread: threading.Thread | None = None
 
     def start(self, execution_id: str) -> None:
         with self.lock:
-            self.id, self.pending, self.size = execution_id, [], 0
+            self.id = execution_id
+            self._clear_locked()
         if self.thread is None:
             self.thread = threading.Thread(target=self._run, name="remote-kernel-live", daemon=True)
             self.thread.start()
@@ -59,32 +65,67 @@ class Live:
         if self.id is None or not text:
             return
         with self.lock:
-            first = not self.pending
-            if self.pending and self.pending[-1][0] == name:
-                self.pending[-1][1] += text
-            else:
-                self.pending.append([name, text])
+            self.held[name].append(text)
             self.size += len(text)
-            if first or self.size >= COALESCE_BYTES:
+            if self.since[name] is None:
+                self.since[name] = time.monotonic()
+                self.wake.notify()
+            if self.size >= COALESCE_BYTES:
+                for _, stream in sorted((since, n) for n, since in self.since.items() if since is not None):
+                    self._flush_locked(stream)
+                self.wake.notify()
+
+    def flush(self, name: str) -> None:
+        """The code flushed `name`: what it holds is sent now."""
+        if self.id is None:
+            return
+        with self.lock:
+            if self.since[name] is not None:
+                self._flush_locked(name)
                 self.wake.notify()
 
     def stop(self) -> None:
         """Send no more: what is still queued travels in the reply, which follows (a short cell sends no
         event at all)."""
         with self.lock:
-            self.pending, self.size, self.id = [], 0, None
+            self.id = None
+            self._clear_locked()
+
+    def _clear_locked(self) -> None:
+        self.held = {"stdout": [], "stderr": []}
+        self.since = {"stdout": None, "stderr": None}
+        self.ready, self.size = [], 0
+
+    def _flush_locked(self, name: str) -> None:
+        text = "".join(self.held[name])
+        self.held[name], self.since[name] = [], None
+        if not text:
+            return
+        if self.ready and self.ready[-1][0] == name:
+            self.ready[-1][1] += text
+        else:
+            self.ready.append([name, text])
 
     def _run(self) -> None:
         with self.lock:
             while True:
-                self.wake.wait_for(lambda: bool(self.pending))
-                if self.size < COALESCE_BYTES:
-                    self.wake.wait_for(lambda: self.size >= COALESCE_BYTES, COALESCE)
+                self.wake.wait_for(lambda: bool(self.ready) or any(s is not None for s in self.since.values()))
+                if not self.ready:
+                    first = min(s for s in self.since.values() if s is not None)
+                    wait = first + FLUSH_INTERVAL - time.monotonic()
+                    if wait > 0:
+                        self.wake.wait(wait)
+                        continue
+                    now = time.monotonic()
+                    for since, name in sorted((s, n) for n, s in self.since.items() if s is not None):
+                        if now - since >= FLUSH_INTERVAL:
+                            self._flush_locked(name)
                 self._send_locked()
 
     def _send_locked(self) -> None:
-        pending, self.pending, self.size = self.pending, [], 0
-        for name, text in pending:
+        ready, self.ready = self.ready, []
+        self.size = sum(len(t) for texts in self.held.values() for t in texts)
+        for name, text in ready:
             if self.id is not None:
                 send(REPLIES_FD, {"id": self.id, "event": "stream", "name": name, "text": text})
 
@@ -125,7 +166,9 @@ class Router(io.TextIOBase):
             return len(text)
 
     def flush(self) -> None:
-        pass
+        target = self.target
+        if target is not None:
+            target.flush()
 
     def isatty(self) -> bool:
         return False
@@ -154,12 +197,13 @@ class CappedStream(io.TextIOBase):
             LIVE.add(self.name, text if len(head) == len(data) else head.decode("utf-8", "replace"))
         return len(text)
 
+    def flush(self) -> None:
+        if self.live:
+            LIVE.flush(self.name)
+
     def write_final(self, text: str) -> None:
         """Text that ends the execution (a traceback): kept for the reply, never sent live."""
         self.final.append(text)
-
-    def flush(self) -> None:
-        pass
 
     def isatty(self) -> bool:
         return False
@@ -342,9 +386,41 @@ def cell_file_compiler() -> type:
 
     class CellFiles(CachingCompiler):
         def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
-            return os.path.join(folder, f"{zlib.crc32(raw_code.encode('utf-8', 'surrogatepass'))}.py")
+            return os.path.join(folder, f"{murmur2(raw_code.encode('utf-8', 'surrogatepass'))}.py")
 
     return CellFiles
+
+
+def murmur2(data: bytes, seed: int = 0xC70F6907) -> int:
+    """MurmurHash2 (x86, 32 bits) with ipykernel's seed: ipykernel names a cell's file by it
+    (ipykernel.compiler, which a session may not have), so a SyntaxError names the same file there."""
+    m, mask = 0x5BD1E995, 0xFFFFFFFF
+    h = (seed ^ len(data)) & mask
+    end = len(data) & ~3
+    for i in range(0, end, 4):
+        k = (int.from_bytes(data[i:i + 4], "little") * m) & mask
+        k = ((k ^ (k >> 24)) * m) & mask
+        h = ((h * m) & mask) ^ k
+    if data[end:]:
+        h = ((h ^ int.from_bytes(data[end:], "little")) * m) & mask
+    h = ((h ^ (h >> 13)) * m) & mask
+    return h ^ (h >> 15)
+
+
+def user_home_paths() -> None:
+    """Paths under the home folder of the kernel's user are shown as `~/…` in tracebacks, as a local kernel
+    shows them, rather than paths under the session's own HOME (REMOTE_KERNEL_USER_HOME, set by the pool)."""
+    home = os.environ.pop("REMOTE_KERNEL_USER_HOME", "").rstrip("/")
+    if not home or home == os.path.expanduser("~").rstrip("/"):
+        return
+    from IPython.utils import path as util_path
+
+    def compress_user(path: str) -> str:
+        if path == home:
+            return "~"
+        return "~" + path[len(home):] if path.startswith(home + "/") else path
+
+    util_path.compress_user = compress_user
 
 
 def has_network() -> bool:
@@ -355,6 +431,30 @@ def has_network() -> bool:
         return any(name != "lo" for _, name in socket.if_nameindex())
     except (OSError, AttributeError):
         return True  # cannot tell: let the command try
+
+
+_PLAIN_REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[\w,.-]*\])?(?:==(?P<version>[\w.+!-]+))?$")
+
+
+def all_installed(arguments: list[str]) -> bool:
+    """Whether `pip install ARGUMENTS` names only packages that are installed (at the version asked for, if
+    one is): then pip needs no index to say so."""
+    from importlib import metadata
+
+    names = [word for word in arguments if not word.startswith("-")]
+    if not names or len(names) != len(arguments):
+        return False  # options (-U, -r FILE …) may need the index
+    for word in names:
+        match = _PLAIN_REQUIREMENT.match(word.strip("'\""))
+        if match is None:
+            return False
+        try:
+            version = metadata.version(match.group("name"))
+        except metadata.PackageNotFoundError:
+            return False
+        if match.group("version") and match.group("version") != version:
+            return False
+    return True
 
 
 NO_NETWORK = ("%pip: this session has no network access (its pool runs sessions without egress), so pip cannot "
@@ -409,6 +509,15 @@ class Worker:
                     worker.shown = text
 
         InteractiveShell.displayhook_class = QuietDisplayHook  # type: ignore[assignment]  # a traitlets Type
+
+        class ZMQInteractiveShell(InteractiveShell):
+            """The session's shell, named as ipykernel's: its outputs go to a notebook, and libraries tell a
+            notebook from a terminal by that name (pandas' `in_ipython_frontend`, rich) or by a `kernel`
+            attribute (pandas' `display.max_columns`: 20 in a notebook, 0, "fit the terminal", else)."""
+
+            kernel = None
+
+        ZMQInteractiveShell.__qualname__ = ZMQInteractiveShell.__name__
         config = Config()
         # no SQLite history: a session's history dies with it, and its writer thread (one write per
         # cell, under a lock the next cell waits for) cost more than the cell itself
@@ -416,7 +525,8 @@ class Worker:
         jedi: Any = sys.modules.get("jedi", False)
         sys.modules["jedi"] = None  # type: ignore[assignment]
         try:
-            self.shell = InteractiveShell.instance(colors="NoColor", config=config, compiler_class=cell_file_compiler())
+            self.shell = ZMQInteractiveShell.instance(colors="NoColor", config=config,
+                                                      compiler_class=cell_file_compiler())
         finally:
             if jedi is False:
                 del sys.modules["jedi"]
@@ -433,6 +543,7 @@ class Worker:
                 self.formatting -= 1
 
         formatter.format = counted_format
+        user_home_paths()
         shown_usage_error = self.shell.show_usage_error
 
         self.error: tuple[str, str] | None = None  # the execution's error that printed no traceback
@@ -455,8 +566,10 @@ class Worker:
             def offline_pip(line: str = "") -> object:
                 words = line.split()
                 if words[:1] == ["install"] and "--no-index" not in words and not has_network():
-                    sys.stderr.write(NO_NETWORK)
-                    return None
+                    if not all_installed(words[1:]):
+                        sys.stderr.write(NO_NETWORK)
+                        return None
+                    line += " --no-index"  # pip says "Requirement already satisfied", as with a network
                 return pip(line)
 
             self.shell.register_magic_function(offline_pip, "line", "pip")
@@ -597,7 +710,7 @@ def main() -> None:
     path = os.environ.get("PATH", "")
     if bin_folder and bin_folder not in path.split(os.pathsep)[:1]:
         os.environ["PATH"] = os.pathsep.join(filter(None, [bin_folder, path]))
-    os.environ.setdefault("SHELL", "/bin/sh")
+    os.environ.setdefault("SHELL", "/bin/bash" if os.access("/bin/bash", os.X_OK) else "/bin/sh")  # ipykernel's `!`
     if "" not in sys.path:
         sys.path.insert(0, "")  # as ipykernel does: `import m1` finds m1.py of the working folder
     for fd in (3, 4):
