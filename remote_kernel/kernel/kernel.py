@@ -23,6 +23,7 @@ from ipykernel.kernelbase import Kernel
 
 from remote_kernel import __version__
 from remote_kernel.kernel import outputs, rich, trust, vscode
+from remote_kernel.kernel.comms import CommBridge
 from remote_kernel.kernel.cell import CellRun, long_body
 from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
@@ -30,7 +31,7 @@ from remote_kernel.kernel.helper import HELPER_MARK, read_answer
 from remote_kernel.kernel.languages import PYTHON, Language
 from remote_kernel.kernel.magics import (MAGICS, MagicError, MagicRunner, missing_file_hint, split_cell,
                                          stdin_needed)
-from remote_kernel.kernel.python import count_code
+from remote_kernel.kernel.python import count_code, helper_code
 from remote_kernel.kernel.remote import RemoteSession
 from remote_kernel.kernel.render import CellRender
 from remote_kernel.sessions.models import ServiceUnavailable, SessionNotFound, SessionsError
@@ -54,6 +55,9 @@ class RemoteKernel(Kernel):
     language_spec: Language = PYTHON
     language_info = PYTHON.language_info
     banner = PYTHON.banner
+
+    #: comm messages from the front end reach the session (comms.py), as ipykernel's comm manager takes them
+    msg_types = [*Kernel.msg_types, "comm_open", "comm_msg", "comm_close"]
 
     #: what `__main__` prepared before ipykernel was imported: the configuration it read, and the
     #: embedded pool it started (None: read the configuration here, start a pool if it needs one)
@@ -94,6 +98,7 @@ class RemoteKernel(Kernel):
         self._publish_silently = False
         self._notices_shown = False
         self.magics = MagicRunner(self)
+        self.comms = CommBridge(self)
         self.vscode = vscode.VSCodeRequests()
         atexit.register(self._cleanup_sync)
         if threading.current_thread() is threading.main_thread():
@@ -141,7 +146,9 @@ class RemoteKernel(Kernel):
         """Send one IOPub message for the current cell (nothing for a silent one), screened by `trust`."""
         if self._publish_silently:
             return
-        for kind, body in self.remote.widgets.degrade(msg_type, content):  # no comm channel to a session
+        degraded = [(msg_type, content)] if self.rich.comms and self.rich.installed else \
+            self.remote.widgets.degrade(msg_type, content)  # no comm channel to this session
+        for kind, body in degraded:
             screened, notice = self.guard.screen(kind, body)
             if notice:
                 self.send_response(self.iopub_socket, "stream", {"name": "stderr", "text": notice})
@@ -214,7 +221,7 @@ class RemoteKernel(Kernel):
             if helped is not None:
                 return outputs.ok_reply(self._count - 1, payload=payload + self._screened_pages(helped))
             needs_stdin = stdin_needed(remote_code)
-            if needs_stdin:
+            if needs_stdin and not (self._allow_stdin and self.rich.enabled and self.rich.refused is None):
                 raise MagicError(needs_stdin, "StdinNotImplementedError")
             client = await self.session_client()
             self._show_notices()
@@ -226,7 +233,8 @@ class RemoteKernel(Kernel):
                 self.publish(*outputs.stream("stderr", notice))
             if self._unsent and self.language_spec.rich_output:
                 await self._catch_up_count(client, number)
-            riding = await self.remote.install_rich(client, remote_code if long is None else None)
+            riding = await self.remote.install_rich(client, remote_code if long is None else None, self._allow_stdin)
+            await self._tell_stdin(client)
             await self._send_deferred(client)
             render = self._render(client, number, riding=bool(riding))
             self._run = run = CellRun(self, client, render, remote_code, prefix=riding)
@@ -253,6 +261,7 @@ class RemoteKernel(Kernel):
             self._run = None
             if not sent and self._stored:
                 self._unsent.append(code)
+            self.comms.cell_ended()
         if notice:
             self.publish(*outputs.stream("stderr", notice))
         err = await render.finish(execution)
@@ -337,7 +346,90 @@ class RemoteKernel(Kernel):
         return CellRender(self.publish, number, nonce=nonce, fetch=fetch if nonce else None,
                           jupyter_repr=self._jupyter_repr, format_value=self.language_spec.format_value,
                           answer=self.rich.record_answer if riding else None,
-                          interrupted_name=self.language_spec.interrupted[0])
+                          interrupted_name=self.language_spec.interrupted[0],
+                          on_event=lambda event: self.comms.on_event(client, event))
+
+    # --- the back channel (comms.py): comms from the front end, stdin ---------------------------------
+
+    async def _tell_stdin(self, client: SessionsClient) -> None:
+        """Tell the session's back channel whether this request allows stdin, when that changed."""
+        if self.rich.installed and self.rich.comms and self.rich.allow_stdin != self._allow_stdin:
+            answer = await self._helper(helper_code(f"import sys\nsys.modules['_remote_kernel_rich'].active.back"
+                                                    f".allow_stdin = {self._allow_stdin!r}\nanswer = {{'ok': True}}"),
+                                        deadline=30.0)
+            if answer and answer.get("ok"):
+                self.rich.allow_stdin = self._allow_stdin
+
+    async def comm_open(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        await self._comm_to_session(parent)
+
+    async def comm_msg(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        await self._comm_to_session(parent)
+
+    async def comm_close(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        await self._comm_to_session(parent)
+
+    async def comm_info_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        if self.session:
+            target = (parent.get("content") or {}).get("target_name")
+            self.session.send(stream, "comm_info_reply", {"comms": self.comms.comm_info(target), "status": "ok"},
+                              parent, ident)
+
+    async def _comm_to_session(self, parent: dict[str, Any]) -> None:
+        """A front end's comm message, delivered to the session's comm manager as a short execution whose
+        output is this message's (an observer's print shows under the widget's cell)."""
+        msg_type = parent["header"]["msg_type"]
+        content = parent.get("content")
+        self._publish_silently = False
+        checked: dict[str, Any] | str = "the session has no comms (no cell has run, or it was lost)"
+        if self.rich.installed and self.rich.comms:
+            checked = self.comms.check_incoming(msg_type, content, parent.get("metadata"),
+                                                [bytes(b) for b in parent.get("buffers") or []])
+        if isinstance(checked, str):
+            self.log.warning("a %s from the front end was not delivered: %s", msg_type, checked)
+            if msg_type == "comm_open" and isinstance(content, dict) and isinstance(content.get("comm_id"), str):
+                self.send_response(self.iopub_socket, "comm_close", {"comm_id": content["comm_id"], "data": {}})
+            return
+        try:
+            client = await self.session_client()
+            render = self._render(client, self._count - 1)
+            run = CellRun(self, client, render, self.comms.delivery_code([checked]))
+            execution = await run.run()
+            self.remote.continuity.touched()
+            await render.finish(execution)
+            self.rich.after_cell(client)
+        except Exception as exc:  # the message is lost, the kernel is not
+            self.log.warning("a %s could not reach the session: %r", msg_type, exc)
+        finally:
+            self.comms.cell_ended()
+
+    def ask_stdin(self, prompt: str, password: bool, stop: threading.Event) -> str | None:
+        """ipykernel's `_input_request` (in a thread): ask the front end for a line on the stdin channel;
+        None when `stop` is set first (the cell ended)."""
+        import zmq
+
+        ident = self._get_shell_context_var(self._shell_parent_ident)
+        parent = self.get_parent("shell")
+        while True:  # stale replies go first, as ipykernel purges them
+            try:
+                self.stdin_socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                break
+        assert self.session is not None
+        self.session.send(self.stdin_socket, "input_request", {"prompt": prompt, "password": password}, parent,
+                          ident=ident)
+        while not stop.is_set():
+            readable, _, failed = zmq.select([self.stdin_socket], [], [self.stdin_socket], 0.02)
+            if readable or failed:
+                try:
+                    _, reply = self.session.recv(self.stdin_socket)
+                except Exception:
+                    self.log.warning("invalid input_reply", exc_info=True)
+                    continue
+                if reply is not None:
+                    value = (reply.get("content") or {}).get("value", "")
+                    return value if isinstance(value, str) else str(value)
+        return None
 
     async def _send_deferred(self, client: SessionsClient) -> None:
         """Run what VS Code's start-up set for the session (`__vsc_ipynb_file__`), silently, before a cell."""

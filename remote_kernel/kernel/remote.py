@@ -122,7 +122,7 @@ class RemoteSession:
             self.changed("noticed")  # the cell ran in a new session, without the shim
         return notice
 
-    async def install_rich(self, client: SessionsClient, cell: str | None = None) -> str:
+    async def install_rich(self, client: SessionsClient, cell: str | None = None, allow_stdin: bool = False) -> str:
         """Put the rich-output shim in the session when it is not there yet (once per session).
 
         It rides with `cell` when it can (`rich.can_ride`): the line to put before the cell's code is
@@ -132,8 +132,8 @@ class RemoteSession:
         if not self.rich.needs_install:
             return ""
         if cell is not None and rich.can_ride(cell):
-            return self.rich.riding_code(cell, live_log=not client.live)
-        execution = await client.execute(self.rich.install_code(live_log=not client.live),
+            return self.rich.riding_code(cell, live_log=not client.live, allow_stdin=allow_stdin)
+        execution = await client.execute(self.rich.install_code(live_log=not client.live, allow_stdin=allow_stdin),
                                           timeout=self.settings.timeout, jupyter_repr=False)
         self.rich.record_install(execution)
         return ""

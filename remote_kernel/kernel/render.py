@@ -50,10 +50,28 @@ _FLUSH = re.compile(r"e\d{1,12}\.\d{1,12}")  # a flush of stderr: e<stderr posit
 _KINDS = {"display": "display_data", "update": "update_display_data", "result": "execute_result"}
 PAGE = "page"  # IPython's pager: not a message, a page of the reply's payload
 ERROR = "error"  # a display's formatter failed: its traceback, an error output (the cell goes on, as on ipykernel)
+#: what the session's back channel sends (back_channel_shim.py): not outputs, events for the kernel (comms.py)
+EVENT_KINDS = ("comm", "input")
 
 
 class Malformed(ValueError):
     """One output that cannot be shown; the reason goes into a short note."""
+
+
+@dataclass
+class Event:
+    """One message of the session's back channel: a comm message or an input request (`comms.py` checks it)."""
+
+    type: str  # one of EVENT_KINDS
+    body: dict[str, Any]
+    size: int = 0
+
+
+def from_item(item: Any, size: int) -> Output | Event:
+    """An output, or a back channel event; Malformed when it is neither."""
+    if isinstance(item, dict) and item.get("type") in EVENT_KINDS:
+        return Event(item["type"], item, size)
+    return Output.from_json(item, size)
 
 
 @dataclass
@@ -126,8 +144,10 @@ class CellRender:
     def __init__(self, publish: Publish, execution_count: int, *, nonce: str | None = None,
                  fetch: Fetch | None = None, jupyter_repr: bool = False,
                  format_value: Callable[[Any], str] = repr, answer: Callable[[str], None] | None = None,
-                 interrupted_name: str = "KeyboardInterrupt") -> None:
+                 interrupted_name: str = "KeyboardInterrupt",
+                 on_event: Callable[[Event], None] | None = None) -> None:
         self._publish = publish
+        self._on_event = on_event  # back channel events (comms, input requests); None: dropped
         #: the shim's install travels with this cell: its answer is the first line of stdout, taken
         #: out and given to `answer` (stdout that does not start with it is the cell's own)
         self._answer = answer
@@ -144,7 +164,7 @@ class CellRender:
         self._held: list[Output | Message | str] = []  # what comes after a late output ("r": the result's place)
         self._holding = False
         self._shown: set[int] = set()  # lines of the cell's file already shown
-        self._file: dict[int, Output | str] = {}  # the cell's file, parsed (a str: why a line is unusable)
+        self._file: dict[int, Output | Event | str] = {}  # the cell's file, parsed (a str: why a line is unusable)
         self._spent = 0
         self._over = False
         self.result_shown = False
@@ -228,7 +248,7 @@ class CellRender:
                 self._holding = True  # the result's place: it comes with the answer
                 self._held.append("r")
             elif token.startswith("j"):
-                self._output(Output.from_json(parse_json(token[1:]), len(token)))
+                self._output(from_item(parse_json(token[1:]), len(token)))
             elif token.isascii() and token.isdigit() and len(token) <= 9:
                 await self._from_file(int(token))
             else:
@@ -275,7 +295,11 @@ class CellRender:
         self._shown.add(line)
         self._output(found)
 
-    def _output(self, output: Output) -> None:
+    def _output(self, output: Output | Event) -> None:
+        if isinstance(output, Event):  # dispatched at once, never held: the front end's widgets need them in order
+            if self._on_event is not None:
+                self._on_event(output)
+            return
         if output.type == PAGE:  # as ipykernel's payload pager: the last page of the cell is the reply's
             self.pages = [{"source": "page", "data": output.data, "start": output.start}]
             return
@@ -385,16 +409,16 @@ class CellRender:
         self._publish(*message)
 
 
-def parse_file(content: bytes) -> dict[int, Output | str]:
+def parse_file(content: bytes) -> dict[int, Output | Event | str]:
     """The outputs of a cell's file of large outputs: JSON lines, numbered from 0 (a line that is
     not an output maps to why; a torn last line is left out)."""
-    found: dict[int, Output | str] = {}
+    found: dict[int, Output | Event | str] = {}
     lines = content.split(b"\n")
     for index, line in enumerate(lines[:-1] if not content.endswith(b"\n") else lines):
         if not line.strip():
             continue
         try:
-            found[index] = Output.from_json(parse_json(line), len(line))
+            found[index] = from_item(parse_json(line), len(line))
         except Malformed as bad:
             found[index] = str(bad)
     return found

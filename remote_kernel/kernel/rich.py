@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHIM_FILE = Path(__file__).with_name("rich_shim.py")
+BACK_FILE = Path(__file__).with_name("back_channel_shim.py")  # comms and stdin, installed with the shim
 CLEAN_DEADLINE = 10.0  # seconds for deleting a fetched file, in the background
 FILE_LIMIT = 64 << 20  # bytes of one cell's outputs file; past it the outputs are lost with a note (trust)
 
@@ -45,6 +46,7 @@ def _remote_kernel_rich_install():
         answer = module.install(get_ipython(), %(nonce)r, live_log=%(live_log)r)
     except BaseException as exc:
         answer = {"error": type(exc).__name__ + ": " + str(exc)}
+%(back)s
     print(%(mark)r + json.dumps(answer))
 try:
     _remote_kernel_rich_install()
@@ -104,8 +106,27 @@ try:
     answer.update(module.install(shell, %(nonce)r, live_log=%(live_log)r, cell_digest=%(digest)r))
 except BaseException as exc:
     answer["error"] = type(exc).__name__ + ": " + str(exc)
+%(back)s
 print(%(mark)r + json.dumps(answer))
 '''
+
+
+#: after the shim's install, in the same execution: the back channel (its failure leaves rich output on)
+_BACK = '''
+if not answer.get("error"):
+    try:
+        import sys as _sys, types as _types
+        _back = _types.ModuleType("_remote_kernel_back_channel")
+        exec(compile(%(source)r, "<remote_kernel back channel>", "exec"), _back.__dict__)
+        answer.update(_back.install(_sys.modules["_remote_kernel_rich"].active, allow_stdin=%(allow_stdin)r))
+    except BaseException as _exc:
+        answer["comms_error"] = type(_exc).__name__ + ": " + str(_exc)
+'''
+
+
+def _back(allow_stdin: bool, indent: str = "") -> str:
+    code = _BACK % {"source": BACK_FILE.read_text(encoding="utf-8"), "allow_stdin": allow_stdin}
+    return "\n".join(indent + line for line in code.strip("\n").splitlines())
 
 
 def cell_digest(code: str) -> str:
@@ -147,6 +168,8 @@ class RichOutput:
         self.nonce: str | None = None
         self.installed = False
         self.refused: str | None = None  # why this session could not load the shim
+        self.comms = False  # whether the session's back channel makes comms (back_channel_shim.py)
+        self.allow_stdin = False  # what the session's back channel was last told of allow_stdin
         self._cleaning: set[asyncio.Task] = set()
         self._fetched: set[str] = set()
 
@@ -163,20 +186,22 @@ class RichOutput:
         """The session changed (lost, deleted, new): the next cell installs the shim again."""
         self.installed = False
         self.refused = None
+        self.comms = False
 
-    def install_code(self, live_log: bool = True) -> str:
+    def install_code(self, live_log: bool = True, allow_stdin: bool = False) -> str:
         """The silent execution that installs the shim, with a fresh nonce; `live_log`: keep the live
         log that the contract-only path reads (not needed where the pool streams output)."""
-        self.nonce = secrets.token_hex(4)
+        self.nonce, self.allow_stdin = secrets.token_hex(4), allow_stdin
         return _INSTALL % {"source": SHIM_FILE.read_text(encoding="utf-8"), "nonce": self.nonce,
-                           "mark": HELPER_MARK, "live_log": live_log}
+                           "mark": HELPER_MARK, "live_log": live_log, "back": _back(allow_stdin, "    ")}
 
-    def riding_code(self, cell: str, live_log: bool = True) -> str:
+    def riding_code(self, cell: str, live_log: bool = True, allow_stdin: bool = False) -> str:
         """The line to put before `cell`, the session's first (`can_ride`): it installs the shim, with a
         fresh nonce, and prints its answer as the cell's first line of stdout (`record_answer`)."""
-        self.nonce = secrets.token_hex(4)
+        self.nonce, self.allow_stdin = secrets.token_hex(4), allow_stdin
         code = _RIDE_INSTALL % {"source": SHIM_FILE.read_text(encoding="utf-8"), "nonce": self.nonce,
-                                "mark": HELPER_MARK, "live_log": live_log, "digest": cell_digest(cell)}
+                                "mark": HELPER_MARK, "live_log": live_log, "digest": cell_digest(cell),
+                                "back": _back(allow_stdin)}
         return _RIDE % {"code": code}
 
     def record_install(self, execution: Execution) -> None:
@@ -195,6 +220,7 @@ class RichOutput:
                     pass
         if isinstance(answer, dict) and answer.get("ok"):
             self.installed, self.refused = True, None
+            self.comms = bool(answer.get("comms"))
         else:
             self.installed = False
             answer = answer if isinstance(answer, dict) else {}

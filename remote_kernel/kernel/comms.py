@@ -1,0 +1,258 @@
+"""The kernel's side of the back channel: comms both ways and stdin, for sessions with the shim.
+
+The session's side is `back_channel_shim.py`. What the session sends arrives as render events
+(`render.Event`, cut out of the cell's stdout like any output, live or in the answer):
+
+- `comm` (comm_open / comm_msg / comm_close made by the session's comm manager): checked (a JSON
+  object with a comm id, a known message type, within MAX_MESSAGE bytes, within the rate), screened
+  (`screen_state`: widget values that a front end renders as HTML, and the Output widget's outputs,
+  pass `trust` as outputs do), then published on IOPub with its binary buffers. Only the comm targets
+  of ipywidgets (TARGETS) are forwarded unless REMOTE_KERNEL_COMM_TARGETS names more (or is `*`).
+- `input` (input(), getpass()): the kernel first writes `{"ack": true}` into the request's file
+  (the session then knows that files reach it while the cell runs), asks the front end on the
+  stdin channel (`input_request`, as ipykernel's `_input_request`), and writes the reply's value.
+
+The front end's comm_open / comm_msg / comm_close reach the session as a short execution that
+carries them (`deliver`), run between cells as ipykernel handles comm messages: the shell channel
+takes one request at a time, so a comm message that arrives while a cell runs waits for its end
+(the same as ipykernel). Its output (an observer's print, an `interact` redraw) is published with the
+comm message as its parent, so the front end shows it under the widget's cell. A malformed or
+oversized message from either side is lost with a log line (or one note), never the kernel.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import logging
+import os
+import re
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from remote_kernel.kernel import trust
+from remote_kernel.kernel.helper import HELPER_MARK
+from remote_kernel.kernel.render import Event
+
+if TYPE_CHECKING:
+    from remote_kernel.sessions.client import SessionsClient
+
+log = logging.getLogger(__name__)
+
+#: ipywidgets' comm targets (models, the control channel of ipywidgets 8, the version check of 7)
+TARGETS = frozenset({"jupyter.widget", "jupyter.widget.control", "jupyter.widget.version"})
+TARGETS_SETTING = "REMOTE_KERNEL_COMM_TARGETS"  # more targets to forward, comma-separated, or `*` for any
+PARENT = "remote-kernel-parent-request"  # back_channel_shim.PARENT: stands for the request being answered
+MAX_MESSAGE = 16 << 20  # bytes of one comm message (its JSON and buffers), either way
+RATE = 200.0  # comm messages a second a session may send on average ...
+#: ... and at once; past it messages are dropped (one note a cell). ZMQ's IOPub socket drops messages past
+#: 1000 waiting for a subscriber, the cell's idle status among them: bursts stay well below that
+BURST = 500
+ACK_DEADLINE = 10.0  # seconds to write an input request's acknowledgement
+ANSWER_DEADLINE = 30.0  # seconds to write the user's answer
+_TOKEN = re.compile(r"[0-9a-f]{16}")
+_KINDS = ("comm_open", "comm_msg", "comm_close")
+#: widget models whose `value` a front end renders as HTML
+_HTML_MODELS = frozenset({"HTMLModel", "HTMLMathModel", "LabelModel"})
+_HTML_KEYS = ("description", "tooltip", "placeholder")
+_MARKUP = re.compile(r"<[A-Za-z!/?]|&#?\w+;")
+_DELIVER = "{mark}\n__import__('sys').modules['_remote_kernel_rich'].active.back.deliver({payload!r})\n"
+
+
+def allowed_targets(setting: str | None) -> frozenset[str] | None:
+    """The targets forwarded: ipywidgets' and those the setting names; None: any (`*`)."""
+    names = {name.strip() for name in (setting or "").split(",") if name.strip()}
+    return None if "*" in names else TARGETS | names
+
+
+class CommBridge:
+    """The comms of the kernel's current session, and its input requests."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self.targets = allowed_targets(os.environ.get(TARGETS_SETTING))
+        self.comms: dict[str, tuple[str, str]] = {}  # comm id → (target, widget model name)
+        self.nonce: str | None = None  # the shim install these comms belong to
+        self.tokens = float(BURST)
+        self.last = time.monotonic()
+        self.dropped = 0  # messages dropped in the current cell
+        self.waiting: set[threading.Event] = set()  # input requests of the running cell
+        self.tasks: set[asyncio.Task] = set()
+
+    def same_session(self) -> None:
+        """Forget the comms of an earlier session (the shim's nonce changes with each install)."""
+        nonce = self.kernel.rich.active_nonce
+        if nonce != self.nonce:
+            self.comms.clear()
+            self.nonce = nonce
+
+    # --- session → front end ----------------------------------------------------------------------
+
+    def on_event(self, client: SessionsClient, event: Event) -> None:
+        """A back channel event of the running execution (render's `on_event`)."""
+        if event.type == "input":
+            task = asyncio.ensure_future(self.answer_input(client, event.body))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+        try:
+            self.publish_comm(event)
+        except Exception as exc:  # a malformed message is lost, never the kernel
+            log.warning("a comm message from the session was dropped: %r", exc)
+
+    def publish_comm(self, event: Event) -> None:
+        self.same_session()
+        body = event.body
+        kind, content, metadata = body.get("msg_type"), body.get("content"), body.get("metadata") or {}
+        if kind not in _KINDS or not isinstance(content, dict) or not isinstance(metadata, dict):
+            raise ValueError("not a comm message")
+        comm_id = content.get("comm_id")
+        if not isinstance(comm_id, str) or not comm_id or len(comm_id) > 200:
+            raise ValueError("a comm message without a comm id")
+        buffers = [base64.b64decode(b, validate=True) for b in body.get("buffers") or []]
+        if event.size + sum(len(b) for b in buffers) > MAX_MESSAGE:
+            raise ValueError(f"a comm message over {MAX_MESSAGE >> 20} MiB")
+        if not self._within_rate():
+            return
+        if kind == "comm_open":
+            target = content.get("target_name")
+            if not isinstance(target, str) or not (self.targets is None or target in self.targets):
+                self._note(f"a comm to the target {str(target)[:80]!r} was not opened: only ipywidgets' comms are "
+                           f"forwarded (set {TARGETS_SETTING} to the targets to allow, and restart the kernel)")
+                return
+            state = (content.get("data") or {}).get("state") if isinstance(content.get("data"), dict) else None
+            model = state.get("_model_name") if isinstance(state, dict) else None
+            self.comms[comm_id] = (target, model if isinstance(model, str) else "")
+        elif comm_id not in self.comms:
+            return  # a comm that was never opened (or not forwarded)
+        model = self.comms[comm_id][1]
+        if kind == "comm_close":
+            self.comms.pop(comm_id, None)
+        content = {**content, "data": self.screen_data(model, content.get("data"))}
+        self.kernel.send_response(self.kernel.iopub_socket, kind, content, buffers=buffers or None,
+                                  metadata=metadata)
+
+    def _within_rate(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(float(BURST), self.tokens + (now - self.last) * RATE)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        self.dropped += 1
+        if self.dropped == 1:
+            self._note(f"the session sent comm messages faster than {RATE:g} a second: some were dropped, and "
+                       "widgets may show stale values")
+        return False
+
+    def _note(self, text: str) -> None:
+        self.kernel.send_response(self.kernel.iopub_socket, "stream",
+                                  {"name": "stderr", "text": f"[remote_kernel: {text}]\n"})
+
+    def screen_data(self, model: str, data: Any) -> Any:
+        """A comm message's data with the parent placeholder replaced and active content screened."""
+        if not isinstance(data, dict) or not isinstance(data.get("state"), dict):
+            return data
+        state = dict(data["state"])
+        if state.get("msg_id") == PARENT:  # the Output widget captures the request being answered
+            parent = self.kernel.get_parent("shell") or {}
+            state["msg_id"] = (parent.get("header") or {}).get("msg_id", "")
+        guard = self.kernel.guard
+        if not guard.allow_active:
+            for key in _HTML_KEYS + (("value",) if model in _HTML_MODELS else ()):
+                if isinstance(state.get(key), str):
+                    state[key] = self._clean_html(state[key])
+            if isinstance(state.get("outputs"), list):
+                state["outputs"] = [self._clean_output(item) for item in state["outputs"]]
+        return {**data, "state": state}
+
+    def _clean_html(self, text: str) -> str:
+        if not _MARKUP.search(text):
+            return text  # plain text: nothing a front end could run
+        screened, notice = self.kernel.guard.screen("display_data", {"data": {"text/html": text}, "metadata": {},
+                                                                     "transient": {}})
+        if notice:
+            self._note(notice.strip().strip("[]"))
+        return str(((screened or {}).get("data") or {}).get("text/html", ""))
+
+    def _clean_output(self, item: Any) -> Any:
+        if not isinstance(item, dict) or not isinstance(item.get("data"), dict):
+            return item
+        kind = item.get("output_type", "display_data")
+        screened, notice = self.kernel.guard.screen(kind if kind in trust.BUNDLE_MESSAGES else "display_data",
+                                                    {"data": item["data"], "metadata": {}, "transient": {}})
+        if notice:
+            self._note(notice.strip().strip("[]"))
+        return {**item, "data": (screened or {}).get("data") or {"text/plain": ""}}
+
+    # --- front end → session ----------------------------------------------------------------------
+
+    def check_incoming(self, msg_type: str, content: Any, metadata: Any,
+                       buffers: list[bytes]) -> dict[str, Any] | str:
+        """The message to deliver, or why it is refused (target, size, JSON)."""
+        self.same_session()
+        if not isinstance(content, dict) or not isinstance(content.get("comm_id"), str):
+            return "not a comm message (no comm_id)"
+        metadata = metadata if isinstance(metadata, dict) else {}
+        comm_id = content["comm_id"]
+        try:
+            size = len(json.dumps(content)) + len(json.dumps(metadata)) + sum(len(b) for b in buffers)
+        except (TypeError, ValueError):
+            return "content that is not JSON"
+        if size > MAX_MESSAGE:
+            return f"a message over {MAX_MESSAGE >> 20} MiB"
+        if msg_type == "comm_open":
+            target = content.get("target_name")
+            if not isinstance(target, str) or not (self.targets is None or target in self.targets):
+                return f"the target {str(target)[:80]!r} is not forwarded (set {TARGETS_SETTING})"
+            self.comms[comm_id] = (target, "")
+        elif comm_id not in self.comms:
+            return "a comm the session did not open"
+        elif msg_type == "comm_close":
+            self.comms.pop(comm_id, None)
+        return {"msg_type": msg_type, "content": content, "metadata": metadata,
+                "buffers": [base64.b64encode(bytes(b)).decode("ascii") for b in buffers]}
+
+    @staticmethod
+    def delivery_code(messages: list[dict[str, Any]]) -> str:
+        """The short execution that hands `messages` to the session's comm manager (kept out of the history)."""
+        return _DELIVER.format(mark=f"# {HELPER_MARK.strip()}", payload=json.dumps(messages))
+
+    def comm_info(self, target_name: str | None) -> dict[str, dict[str, str]]:
+        self.same_session()
+        return {comm_id: {"target_name": target} for comm_id, (target, _) in self.comms.items()
+                if target_name is None or target == target_name}
+
+    # --- stdin --------------------------------------------------------------------------------------
+
+    async def answer_input(self, client: SessionsClient, body: dict[str, Any]) -> None:
+        """Ask the front end for a line and write it where the session waits for it."""
+        token, rich = body.get("token"), self.kernel.rich
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token) or not rich.nonce:
+            log.warning("an input request without a usable token was ignored")
+            return
+        name = f"{rich.folder}/{rich.nonce}-in-{token}.json"
+        try:
+            await asyncio.wait_for(client.upload(io.BytesIO(b'{"ack": true}'), name), ACK_DEADLINE)
+        except Exception as exc:  # the session tells the user why after its own wait
+            log.info("input request not acknowledged (no file upload while a cell runs?): %r", exc)
+            return
+        stop = threading.Event()
+        self.waiting.add(stop)
+        try:
+            value = await asyncio.to_thread(self.kernel.ask_stdin, str(body.get("prompt", ""))[:10000],
+                                            bool(body.get("password")), stop)
+        finally:
+            self.waiting.discard(stop)
+        if value is None:
+            return  # the cell ended first (an interrupt)
+        answer = json.dumps({"value": value}).encode()
+        await asyncio.wait_for(client.upload(io.BytesIO(answer), name), ANSWER_DEADLINE)
+
+    def cell_ended(self) -> None:
+        """The cell's execution ended: stop waiting for answers nobody reads, and its drop count starts anew."""
+        for stop in list(self.waiting):
+            stop.set()
+        self.dropped = 0

@@ -1,0 +1,316 @@
+"""The notebook talks back to a session (issue 24): comms (ipywidgets) and stdin, compared with ipykernel.
+
+Each test runs the same script on ipykernel and on remote-python (on the test pool, through its live
+extension; `hosted` runs it through a proxy that passes only the contract) and compares what a front
+end sees: IOPub messages, replies, and what the session's values become after the front end spoke.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+import uuid
+
+import pytest
+
+from kernel_support import (ContractProxy, embedded_env, errors_of, install_kernelspec, pool_env, run,
+                            start_new_kernel, text_of)
+
+pytest.importorskip("ipywidgets")
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MODEL = re.compile(r"IPY_MODEL_[0-9a-f]+")
+
+
+def _start(pool, folder, proxy: ContractProxy | None = None) -> dict:
+    install_kernelspec()
+    local_env = {**embedded_env(), "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
+    remote_env = pool_env(pool, str(uuid.uuid4()))
+    if proxy is not None:
+        remote_env["POOL_MANAGEMENT_ENDPOINT"] = proxy.endpoint
+    started = {"python3": start_new_kernel(kernel_name="python3", env=local_env, cwd=str(folder), startup_timeout=60),
+               "remote": start_new_kernel(kernel_name="remote-python", env=remote_env, cwd=str(folder),
+                                          startup_timeout=60)}
+    for name, (km, kc) in started.items():
+        reply, _ = run(kc, "pass")
+        assert reply["status"] == "ok", (name, reply)
+    return started
+
+
+def _stop(started: dict) -> None:
+    for km, kc in started.values():
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def kernels(pool, tmp_path_factory):
+    """{"python3": kc, "remote": kc} (remote-python on the pool's live extension)."""
+    started = _start(pool, tmp_path_factory.mktemp("widgets"))
+    try:
+        yield {name: kc for name, (km, kc) in started.items()}
+    finally:
+        _stop(started)
+
+
+@pytest.fixture(scope="module")
+def hosted(pool, tmp_path_factory):
+    """The same, with remote-python behind a proxy that passes only the contract (a hosted pool)."""
+    proxy = ContractProxy(pool.endpoint)
+    started = _start(pool, tmp_path_factory.mktemp("hosted"), proxy)
+    try:
+        yield {name: kc for name, (km, kc) in started.items()}
+    finally:
+        _stop(started)
+        proxy.close()
+
+
+def both(clients: dict, code: str, **options) -> dict:
+    return {name: run(kc, code, **options) for name, kc in clients.items()}
+
+
+def comm_open(outputs: list[dict], model: str | None = None) -> dict:
+    opened = [m["content"] for m in outputs if m["msg_type"] == "comm_open"
+              and (model is None or m["content"]["data"]["state"].get("_model_name") == model)]
+    assert opened, [m["msg_type"] for m in outputs]
+    return opened[-1]
+
+
+def send_comm(kc, msg_type: str, content: dict, metadata: dict | None = None) -> list[dict]:
+    """Send a front end's comm message; the IOPub messages it caused (up to its idle)."""
+    from kernel_support import collect
+
+    msg = kc.session.msg(msg_type, content, metadata=metadata)
+    kc.shell_channel.send(msg)
+    return collect(kc, msg["header"]["msg_id"])
+
+
+def update(kc, comm_id: str, state: dict) -> list[dict]:
+    return send_comm(kc, "comm_msg", {"comm_id": comm_id, "data": {"method": "update", "state": state,
+                                                                      "buffer_paths": []}})
+
+
+def comm_msgs(outputs: list[dict]) -> list[dict]:
+    return [m["content"]["data"] for m in outputs if m["msg_type"] == "comm_msg"]
+
+
+def value_of(kc, expression: str) -> str:
+    reply, outputs = run(kc, expression)
+    assert reply["status"] == "ok", reply
+    return [m["content"]["data"]["text/plain"] for m in outputs if m["msg_type"] == "execute_result"][0]
+
+
+# --- comms ---------------------------------------------------------------------------------------------
+
+def _slider_state(clients: dict) -> dict:
+    found = {}
+    for name, (reply, outputs) in both(clients, "import ipywidgets as w\ns = w.IntSlider(value=3, max=20)\ns").items():
+        opened = comm_open(outputs, "IntSliderModel")
+        shown = [m["content"]["data"] for m in outputs if m["msg_type"] == "execute_result"]
+        state = {key: MODEL.sub("IPY_MODEL_", str(value)) for key, value in opened["data"]["state"].items()}
+        found[name] = (reply["status"], opened["target_name"], sorted(state.items()),
+                       opened["data"].get("buffer_paths"), sorted(shown[0]),
+                       shown[0]["application/vnd.jupyter.widget-view+json"]["model_id"] == opened["comm_id"])
+    return found
+
+
+def test_a_sliders_comm_open_and_state_are_ipykernels(kernels):
+    found = _slider_state(kernels)
+    assert found["remote"] == found["python3"]
+    assert found["python3"][1] == "jupyter.widget" and found["python3"][5]
+    assert ("value", "3") in found["python3"][2]
+
+
+def _slider(kc) -> str:
+    _, outputs = run(kc, "import ipywidgets as w\ns = w.IntSlider(value=3, max=20)\ns")
+    return comm_open(outputs, "IntSliderModel")["comm_id"]
+
+
+def test_a_front_end_update_reaches_the_value_and_the_session_update_reaches_the_front_end(kernels):
+    found = {}
+    for name, kc in kernels.items():
+        comm_id = _slider(kc)
+        caused = update(kc, comm_id, {"value": 7})
+        value = value_of(kc, "s.value")
+        _, outputs = run(kc, "s.value = 9")
+        sent = comm_msgs(outputs)
+        found[name] = (value, [m for m in comm_msgs(caused) if m.get("method") != "echo_update"], sent)
+    assert found["remote"] == found["python3"]
+    assert found["python3"][0] == "7"
+    assert found["python3"][2] == [{"method": "update", "state": {"value": 9}, "buffer_paths": []}]
+
+
+def test_an_observers_output_shows_under_the_widgets_cell(kernels):
+    found = {}
+    for name, kc in kernels.items():
+        comm_id = _slider(kc)
+        run(kc, "s.observe(lambda change: print('now', change['new']), 'value')")
+        caused = update(kc, comm_id, {"value": 5})
+        found[name] = text_of(caused, "stdout")
+    assert found["remote"] == found["python3"] == "now 5\n"
+
+
+def test_interact_output_is_replaced_on_change(kernels):
+    code = "from ipywidgets import interact\n@interact(x=3)\ndef f(x):\n    print('x is', x)\n"
+    found = {}
+    for name, kc in kernels.items():
+        reply, outputs = run(kc, code)
+        assert reply["status"] == "ok", reply
+        slider = comm_open(outputs, "IntSliderModel")["comm_id"]
+        out = comm_open(outputs, "OutputModel")["comm_id"]
+        first = [m for m in comm_msgs(outputs)]
+        caused = update(kc, slider, {"value": 4})
+        # the Output widget captures the redraw: outputs of this comm message, routed by its msg_id
+        captured = [(m["msg_type"], m["content"].get("text"), m["content"].get("wait"))
+                    for m in caused if m["msg_type"] in ("stream", "clear_output")]
+        msg_ids = [d["state"]["msg_id"] for d in comm_msgs(caused) if "msg_id" in d.get("state", {})]
+        found[name] = (bool(first), captured, len(msg_ids) == 2 and msg_ids[0] != "" and msg_ids[1] == "",
+                       text_of(outputs, "stdout"))
+        assert out
+    assert found["remote"] == found["python3"]
+    assert ("stream", "x is 4\n", None) in found["python3"][1]
+
+
+def test_an_output_widget_captures(kernels):
+    code = ("import ipywidgets as w\nout = w.Output()\ndisplay(out)\nwith out:\n    print('inside')\n"
+            "print('outside')")
+    found = {}
+    for name, kc in kernels.items():
+        msg_id = kc.execute(code)
+        from kernel_support import collect
+
+        outputs = collect(kc, msg_id)
+        states = [d["state"]["msg_id"] for d in comm_msgs(outputs) if "msg_id" in d.get("state", {})]
+        found[name] = (states == [msg_id, ""], text_of(outputs, "stdout"))
+    assert found["remote"] == found["python3"] == (True, "inside\noutside\n")
+
+
+def test_the_widget_control_comm_restores_widgets_after_a_reload(kernels):
+    found = {}
+    for name, kc in kernels.items():
+        comm_id = _slider(kc)
+        control = str(uuid.uuid4())
+        opened = send_comm(kc, "comm_open", {"comm_id": control, "target_name": "jupyter.widget.control",
+                                             "data": {}}, metadata={"version": "1.0.0"})
+        asked = send_comm(kc, "comm_msg", {"comm_id": control, "data": {"method": "request_states"}})
+        states = comm_msgs(asked)
+        assert states, (name, text_of(asked))
+        kc.comm_info(target_name="jupyter.widget")
+        reply = kc.get_shell_msg(timeout=30)
+        while reply["msg_type"] != "comm_info_reply":
+            reply = kc.get_shell_msg(timeout=30)
+        found[name] = ([m["msg_type"] for m in opened], states[0]["method"], comm_id in states[0]["states"],
+                       comm_id in reply["content"]["comms"])
+    assert found["remote"] == found["python3"] == ([], "update_states", True, True)
+
+
+def test_widgets_carrying_script_show_none(kernels):
+    code = ("import ipywidgets as w\nh = w.HTML(value='<b>bold</b><script>alert(1)</script><img src=x onerror=alert(2)>',"
+            " description='<i>d</i><script>alert(3)</script>')\nh")
+    _, outputs = run(kernels["remote"], code)
+    state = comm_open(outputs, "HTMLModel")["data"]["state"]
+    assert "<b>bold</b>" in state["value"] and "<i>d</i>" in state["description"]
+    assert "script" not in state["value"] + state["description"] and "onerror" not in state["value"]
+    _, outputs = run(kernels["remote"], "h.value = '<a href=\"javascript:alert(4)\">x</a><script>1</script>'")
+    assert [d for d in comm_msgs(outputs) if "javascript" in str(d) or "script>" in str(d)] == []
+    code = ("out = w.Output()\nout.append_display_data(__import__('IPython').display.HTML('<script>alert(5)</script>"
+            "<p>kept</p>'))\nout")
+    _, outputs = run(kernels["remote"], code)
+    assert "<p>kept</p>" in str(comm_msgs(outputs)) and "alert(5)" not in str(outputs)
+
+
+def test_an_endless_stream_of_comm_messages_is_bounded(kernels):
+    kc = kernels["remote"]
+    comm_id = _slider(kc)
+    # through ipywidgets: updates past the session's rate are merged, and the last state still arrives
+    _, outputs = run(kc, "import time\nend = time.monotonic() + 3\nn = 0\nwhile time.monotonic() < end:\n"
+                         "    n += 1\n    s.value = n % 20\nn")
+    sent = [d for d in comm_msgs(outputs) if d.get("method") == "update"]
+    count = int([m["content"]["data"]["text/plain"] for m in outputs if m["msg_type"] == "execute_result"][0])
+    assert 0 < len(sent) < count and sent[-1]["state"]["value"] == count % 20
+    # a hostile session writes the shim's markers itself: the kernel drops what passes its own rate
+    code = ("import json, sys\nshim = sys.modules['_remote_kernel_rich'].active\nfor i in range(20000):\n"
+            "    shim.mark('j' + json.dumps({'type': 'comm', 'msg_type': 'comm_msg', 'content': {'comm_id': s.model_id,"
+            " 'data': {'method': 'update', 'state': {'value': i % 20}}}}))")
+    _, outputs = run(kc, code)
+    assert len(comm_msgs(outputs)) < 20000 and "faster than" in text_of(outputs, "stderr")
+    update(kc, comm_id, {"value": 2})  # the kernel and the widget still work
+    assert value_of(kc, "s.value") == "2"
+
+
+def test_a_comm_to_another_target_is_not_forwarded(kernels):
+    kc = kernels["remote"]
+    _, outputs = run(kc, "from comm import create_comm\nc = create_comm(target_name='evil.target', data={'x': 1})")
+    assert not [m for m in outputs if m["msg_type"] == "comm_open"]
+    assert "evil.target" in text_of(outputs, "stderr")
+    opened = send_comm(kc, "comm_open", {"comm_id": "abc", "target_name": "other.target", "data": {}})
+    assert [m["msg_type"] for m in opened] == ["comm_close"]
+    malformed = send_comm(kc, "comm_msg", {"comm_id": 5, "data": "not a dict"})
+    assert malformed == [] and value_of(kc, "1 + 1") == "2"
+
+
+# --- stdin ---------------------------------------------------------------------------------------------
+
+def answer_input(kc, code: str, answer: str, **options) -> tuple[dict, list[dict], dict]:
+    """Run `code`, answer its input request with `answer`; (reply, outputs, the request's content)."""
+    from kernel_support import collect
+
+    msg_id = kc.execute(code, allow_stdin=True, **options)
+    request = kc.get_stdin_msg(timeout=60)
+    assert request["msg_type"] == "input_request"
+    kc.input(answer)
+    reply = kc.get_shell_msg(timeout=60)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=60)
+    return reply["content"], collect(kc, msg_id), request["content"]
+
+
+def test_input_is_answered_through_stdin(kernels):
+    found = {}
+    for name, kc in kernels.items():
+        reply, outputs, request = answer_input(kc, "name = input('name? ')\nprint('hello', name)\nname", "Ada")
+        found[name] = (reply["status"], request, text_of(outputs, "stdout"),
+                       [m["content"]["data"]["text/plain"] for m in outputs if m["msg_type"] == "execute_result"])
+    assert found["remote"] == found["python3"]
+    assert found["python3"][1:] == ({"prompt": "name? ", "password": False}, "hello Ada\n", ["'Ada'"])
+
+
+def test_getpass_asks_for_a_password(kernels):
+    found = {}
+    for name, kc in kernels.items():
+        reply, outputs, request = answer_input(kc, "import getpass\nlen(getpass.getpass())", "secret")
+        found[name] = (reply["status"], request["password"],
+                       [m["content"]["data"]["text/plain"] for m in outputs if m["msg_type"] == "execute_result"])
+    assert found["remote"] == found["python3"] == ("ok", True, ["6"])
+
+
+def test_input_without_stdin_raises_without_the_shims_frames(kernels):
+    found = {}
+    for name, (reply, outputs) in both(kernels, "input('name? ')", allow_stdin=False).items():
+        frames = ANSI.sub("", "\n".join(errors_of(outputs)[0]["traceback"]))
+        found[name] = (reply["status"], reply["ename"], reply["evalue"], "remote_kernel" in frames,
+                       "refuse" in frames)
+    assert found["remote"] == found["python3"]
+    assert found["python3"][:2] == ("error", "StdinNotImplementedError")
+
+
+def test_interrupting_a_cell_waiting_for_input_ends_it_as_ipykernel_does(kernels):
+    from kernel_support import collect
+
+    found = {}
+    for name, kc in kernels.items():
+        msg_id = kc.execute("input('wait? ')", allow_stdin=True)
+        assert kc.get_stdin_msg(timeout=60)["msg_type"] == "input_request"
+        time.sleep(0.5)  # the request is out: the cell waits for its answer
+        interrupt = kc.session.msg("interrupt_request", {})
+        kc.control_channel.send(interrupt)
+        reply = kc.get_shell_msg(timeout=60)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = kc.get_shell_msg(timeout=60)
+        outputs = collect(kc, msg_id)
+        error = errors_of(outputs)[0]
+        found[name] = (reply["content"]["status"], error["ename"], error["evalue"])
+        assert value_of(kc, "1 + 1") == "2"
+    assert found["remote"] == found["python3"]
+    assert found["python3"] == ("error", "KeyboardInterrupt", "Interrupted by user")
