@@ -3,6 +3,7 @@ from __future__ import annotations
 
 
 import ast
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -365,7 +366,7 @@ out
 
 @pytest.mark.parametrize("mode", POOL_MODES)
 def test_memory_and_process_limits_hold_in_every_mode_or_the_pool_says_which_do_not(mode):
-    memory, disk, processes = 192 << 20, 64 << 20, 32
+    memory, disk, processes = 128 << 20, 64 << 20, 32  # the tmpfs sizes (144 MiB) alone exceed the memory
     with start_pool_in(mode, "--memory", str(memory), "--disk", str(disk), "--max-processes", str(processes),
                        "--ready-sessions", "0") as pool, \
             httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=180) as client:
@@ -387,3 +388,22 @@ def test_memory_and_process_limits_hold_in_every_mode_or_the_pool_says_which_do_
         assert seen["held"] <= memory, seen
     if "processes" not in unenforced:
         assert seen["threads"] < processes and seen["children"] < processes, seen
+
+
+def test_a_session_whose_cgroup_cannot_be_made_does_not_run_without_its_limits():
+    # the machine's cgroups fail after the pool's start-up probe (out of cgroup ids, a cgroup manager
+    # taking the tree back): only then, so the pool itself starts holding every limit
+    code = ("import sys; from remote_kernel.pool import sandbox as s; create = s.Cgroups.create; "
+            "s.Cgroups.create = staticmethod(lambda name, limits: create(name, limits) if name == 'probe' else None); "
+            "from remote_kernel.cli import main; sys.exit(main())")
+    pool = start_pool("--sandbox", "bubblewrap", "--ready-sessions", "0", command=[sys.executable, "-c", code])
+    try:
+        with httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=60) as client:
+            if client.get("/health").json().get("unenforcedLimits"):
+                pytest.skip("cgroups do not hold every limit here: nothing to lose")
+            answer = client.post("/executions", params={"api-version": "2025-10-02-preview",
+                                                        "identifier": str(uuid.uuid4())},
+                                 json={"code": "import os; os.getpid()", "timeoutInSeconds": 30})
+    finally:
+        pool.stop()
+    assert answer.status_code >= 500 and "cgroup" in answer.text, (answer.status_code, answer.text)

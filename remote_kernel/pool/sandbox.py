@@ -262,7 +262,7 @@ class Cgroups:
                     log.debug("no CPU limit for %s: %s", name, error)
                 return Cgroups([group], frozenset(holds))
         except OSError as error:
-            log.debug("no cgroup for %s: %s", name, error)
+            log.log(logging.DEBUG if name == "probe" else logging.WARNING, "no cgroup for %s: %s", name, error)
         return None
 
     @property
@@ -441,7 +441,7 @@ class Bubblewrap(Confinement):
         if sandbox.egress is not None:
             sweep_networks()
         probe = Cgroups.create("probe", sandbox.limits)
-        holds = probe.holds if probe is not None else frozenset()
+        holds = sandbox.cgroup_holds = probe.holds if probe is not None else frozenset()
         if probe is not None:
             probe.remove()
         if "memory" not in holds and sandbox.seccomp is not None:
@@ -524,6 +524,7 @@ class Sandbox:
         self.uids: SessionUids | None = None  # a root pool runs each session under its own uid
         self.inner_nproc = False  # RLIMIT_NPROC set inside each session's user namespace (a non-root pool)
         self.unenforced: dict[str, str] = {}  # the limits this pool cannot hold per session, and why
+        self.cgroup_holds: frozenset[str] = frozenset()  # what every session's cgroup must hold (seen at start)
         self.confinement.prepare(self)
 
     @property

@@ -140,6 +140,12 @@ class Session:
         loop = asyncio.get_running_loop()
         confinement = self.sandbox.confinement
         self._cgroups = confinement.cgroups(self.guid, self.sandbox.limits)
+        lacking = self.sandbox.cgroup_holds - (self._cgroups.holds if self._cgroups else frozenset())
+        if lacking:  # it would run without limits the pool said hold (and memfds allowed for a memory cgroup)
+            await self.close()
+            raise WorkerDied(f"the session's cgroup could not be made ({', '.join(sorted(lacking))} limit), and "
+                             "it does not run without the limits this pool holds; try again, and if it keeps "
+                             "failing, see the pool's log")
         data_dir = confinement.host_data_folder(self._data_root)
         if data_dir is not None:
             data_dir.mkdir(parents=True)
