@@ -768,6 +768,8 @@ PATHOLOGICAL = {  # the red team's inputs and their variations, at their sizes
     "markdown links": ("text/markdown", "[a\n" * 85000), "nested brackets": ("text/markdown", "[" * 200000),
     "open links": ("text/markdown", "[a](" * 100000), "definitions": ("text/markdown", "> [a]: <" * 100000),
     "markdown tags": ("text/markdown", "<a" * 100000), "markdown entities": ("text/markdown", "&#1" * 100000),
+    "markdown links with a tag": ("text/markdown", "<b>x</b>" + "[a\n" * 85000),
+    "rendered brackets": ("text/markdown", "<b>x</b>" + "![[" * 5000),
     "unclosed tags": ("text/html", "<a" * 100000), "unclosed attributes": ("text/html", "<a b='" * 100000),
     "CDATA": ("text/html", "<![" * 100000), "CDATA sections": ("text/html", "<![CDATA[" * 100000),
     "comments": ("text/html", "<!--" * 100000), "comment ends": ("text/html", "<!-- --!" * 100000),
@@ -828,6 +830,7 @@ display(HTML("<a" * 100000))
 display(HTML("<![" * 60000))
 display(HTML("<![CDATA[" * 30000 + "<!--" * 60000 + "<?" * 60000))
 display(Markdown("> [a]: <" * 40000 + "[" * 100000))
+display(Markdown("<b>x</b>" + "[a\\n" * 85000))
 print('after')
 """
 
@@ -843,7 +846,7 @@ def test_a_cell_of_pathological_outputs_prints_what_follows_and_kernel_info_answ
     assert control["msg_type"] == "kernel_info_reply" and control["content"]["status"] == "ok"
     assert reply["content"]["status"] == "ok", reply["content"]
     assert text_of(outputs, "stdout") == "after\n" and not errors_of(outputs)
-    assert len(bundles(outputs)) == 5 and all("text/plain" in b for b in bundles(outputs))
+    assert len(bundles(outputs)) == 6 and all("text/plain" in b for b in bundles(outputs))
     remote.kernel_info()
     assert remote.get_shell_msg(timeout=60)["content"]["status"] == "ok"
 
