@@ -501,13 +501,14 @@ def active_in_rendering(rendered: str) -> list[str]:
 SAFE_MARKDOWN = ["**bold** $x^2$ and a < b, [docs](https://jupyter.org), [here](notes/a.md), [top](#top)",
                  "Note: at 10:30 the data: 5 rows; ![dot](data:image/png;base64,iVBORw0KGgo=)\n\n"
                  "> [ref]: https://x.org\n\n[x][ref] &copy; <https://jupyter.org>",
+                 "> Note: quoted (see: below), e.g.: this; [a list](#top): fine\n>\n> - todo: item",
                  "- item with [a link](https://jupyter.org \"title\")\n- `code <b>` stays code? no: a tag in a code span"]
 
 
 def test_markdown_without_html_or_script_links_stays_as_written():
     from remote_kernel.kernel.trust import screen_bundle
 
-    for markdown in SAFE_MARKDOWN[:2]:
+    for markdown in SAFE_MARKDOWN[:3]:
         assert screen_bundle({"text/markdown": markdown}) == ({"text/markdown": markdown}, [])
 
 

@@ -7,10 +7,11 @@ parser's reading (and differ from marked's on blockquotes, list items, lazy line
 
 - raw HTML and autolinks start with `<` before a letter, `/`, `!` or `?` (an http(s) or mailto
   autolink is fine);
-- a link destination or a reference definition is what follows `(`, `<`, `>` or `]:` once all
-  whitespace, control characters and backslashes are taken out and entities decoded (twice: a
-  reader may decode after unescaping); its scheme must be http(s) or mailto, or `data:image/…`
-  — wherever the definition sits (a blockquote, a list item, indented, split over lines).
+- a link destination or a reference definition is what follows `](`, `]:` or `<` once all
+  whitespace, control characters, backslashes and `>` (blockquote markers) are taken out and
+  entities decoded (twice: a reader may decode after unescaping); its scheme must be http(s) or
+  mailto, or `data:image/…` — wherever the definition sits (a blockquote, a list item,
+  indented, split over lines). Prose such as `> Note: …` or `(see: …)` is not a destination.
 
 Markdown with none of these stays as written. Otherwise it is rendered here (markdown-it) and
 sent as HTML, screened as any HTML is — while the cell's allowance lasts: markdown-it is linear
@@ -27,8 +28,8 @@ import re
 
 _HTML = re.compile(r"<[A-Za-z!/?]")
 _SAFE_AUTOLINK = re.compile(r"<(?:https?://|mailto:)[^\s<>]*>", re.I)
-_SQUASHED = re.compile(r"[\s\x00-\x1f\x7f\\]+")
-_DESTINATION = re.compile(r"(?:(?<=[(<>])|(?<=\]:))([a-z][a-z0-9+.\-]*):")
+_SQUASHED = re.compile(r"[\s\x00-\x1f\x7f\\>]+")
+_DESTINATION = re.compile(r"(?:(?<=\]\()|(?<=\]:)|(?<=<))([a-z][a-z0-9+.\-]*):")
 _DATA_IMAGE = re.compile(r"image/(?:png|jpeg|gif|webp|bmp)[;,]")
 
 
