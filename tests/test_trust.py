@@ -710,7 +710,9 @@ def inert_html_outputs() -> dict[str, str]:
             "embedded video": Video(b"\x00\x00\x00\x18ftypmp42", embed=True, mimetype="video/mp4")._repr_html_(),
             "audio": Audio(url="https://example.org/sound.wav")._repr_html_(),
             "video element": '<video src="clip.mp4" controls width="320" poster="poster.png"></video>',
-            "comment and doctype": "<!DOCTYPE html><!-- a note --><p title='a > b'>x &amp; y <br/> z</p>"}
+            "comment and doctype": "<!DOCTYPE html><!-- a note --><p title='a > b'>x &amp; y <br/> z</p>",
+            "link and labels": '<a href="https://jupyter.org" target="_blank" rel="noopener">docs</a>'
+                               '<div role="note" aria-label="a note">n</div>'}
 
 
 def test_inert_html_passes_byte_for_byte_without_a_note():
