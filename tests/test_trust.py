@@ -70,11 +70,7 @@ def mime_types(outputs: list[dict]) -> set[str]:
 
 
 def active_code(outputs: list[dict]) -> list[str]:
-    """What would run: in HTML and other types as written, in Markdown as CommonMark readers render it."""
-    found = [match.group() for b in bundles(outputs) for k, v in b.items() if k != "text/markdown"
-             for match in ACTIVE_CODE.finditer(str(v))]
-    return found + [f for b in bundles(outputs) if "text/markdown" in b
-                    for rendered in commonmark_readings(b["text/markdown"]) for f in active_in_rendering(rendered)]
+    return [match.group() for b in bundles(outputs) for v in b.values() for match in ACTIVE_CODE.finditer(str(v))]
 
 
 def notices(outputs: list[dict]) -> list[str]:
@@ -106,7 +102,7 @@ def test_scripts_handlers_and_javascript_do_not_reach_the_front_end_by_default(r
     assert reply["status"] == "ok", outputs
     found = data_text(outputs)
     assert "application/javascript" not in mime_types(outputs) and not active_code(outputs), found
-    assert "<b>kept</b>" in found and "<rect" in found and "**bold**" in found
+    assert "<b>kept</b>" in found and "<rect" in found and "<strong>bold</strong>" in found
     assert len(notices(outputs)) == 1 and "%session active on" in notices(outputs)[0]
     _, again = run(remote, "from IPython.display import Javascript; Javascript('alert(6)')")
     assert not notices(again) and "application/javascript" not in mime_types(again)  # said once per session
@@ -454,6 +450,20 @@ def test_html_cleaning_keeps_styled_tables_and_removes_everything_that_runs():
     assert '<div style="color:red">d</div>' in kept["text/html"]
 
 
+@pytest.mark.parametrize("markdown, stays", [
+    ("**bold** $x^2$ and a < b, [docs](https://jupyter.org), [here](notes/a.md), [top](#top)", True),
+    ("[x](javascript:alert(1))", False), ("[x]( JaVaScRiPt:alert(1))", False), ("[x](\x01javascript:1)", False),
+    ("[a]: javascript:alert(1)\n\n[b][a]", False), ("[x](&#106;avascript:1)", False),
+    ("<img src=x onerror=alert(1)>", False), ("<javascript:alert(1)>", False), ("[x](data:text/html,1)", False),
+])
+def test_markdown_stays_as_written_only_without_html_or_script_links(markdown, stays):
+    from remote_kernel.kernel.trust import screen_bundle
+
+    kept, lost = screen_bundle({"text/markdown": markdown})
+    assert (kept == {"text/markdown": markdown} and lost == []) if stays else (
+        lost == ["text/markdown"] and not ACTIVE_CODE.search(kept["text/html"]))
+
+
 def commonmark_readings(markdown: str) -> list[str]:
     """The HTML two CommonMark readers make of the text, with their own link checks off (a front end's may differ)."""
     import mistune
@@ -491,17 +501,18 @@ def active_in_rendering(rendered: str) -> list[str]:
 SAFE_MARKDOWN = ["**bold** $x^2$ and a < b, [docs](https://jupyter.org), [here](notes/a.md), [top](#top)",
                  "Note: at 10:30 the data: 5 rows; ![dot](data:image/png;base64,iVBORw0KGgo=)\n\n"
                  "> [ref]: https://x.org\n\n[x][ref] &copy; <https://jupyter.org>",
+                 "> Note: quoted (see: below), e.g.: this; [a list](#top): fine\n>\n> - todo: item",
                  "- item with [a link](https://jupyter.org \"title\")\n- `code <b>` stays code? no: a tag in a code span"]
 
 
 def test_markdown_without_html_or_script_links_stays_as_written():
     from remote_kernel.kernel.trust import screen_bundle
 
-    for markdown in SAFE_MARKDOWN[:2]:
+    for markdown in SAFE_MARKDOWN[:3]:
         assert screen_bundle({"text/markdown": markdown}) == ({"text/markdown": markdown}, [])
 
 
-@pytest.mark.parametrize("markdown", [
+HOSTILE_MARKDOWN = [
     "[x](javascript:alert(1))", "[x]( JaVaScRiPt:alert(1))", "[x](\x01javascript:1)", "[x](javascript\\:alert(1))",
     "[a]: javascript:alert(1)\n\n[b][a]", "[x](&#106;avascript:1)", "[x](data:text/html,1)",
     "<img src=x onerror=alert(1)>", "<javascript:alert(1)>", "<VBScript:msgbox(1)>",
@@ -513,7 +524,10 @@ def test_markdown_without_html_or_script_links_stays_as_written():
     "> [r]: java&#x09;script:alert(1)\n\n[x][r]", "> [r]: data:text/html;base64,PHNjcmlwdD4=\n\n[x][r]",
     "> > [r]: \tjavascript:alert(1) 'title'\n\n[x][r]",
     "<details open ontoggle=alert(1)>", "a <a href='javascript:1'>b</a>", "<!-- x --><script>alert(1)</script>",
-])
+]
+
+
+@pytest.mark.parametrize("markdown", HOSTILE_MARKDOWN)
 def test_markdown_that_a_reader_would_turn_into_script_is_made_inert(markdown):
     from remote_kernel.kernel.trust import screen_bundle
 
@@ -667,6 +681,18 @@ def test_json_types_pass_only_when_their_renderer_runs_and_fetches_nothing():
     assert lost == ["application/vdom.v1+json", "application/vnd.unknown.renderer+json"]
 
 
+def test_markdown_past_the_rendering_allowance_stays_markdown_with_html_and_links_escaped():
+    from remote_kernel.kernel import screen_markdown
+    from remote_kernel.kernel.trust import screen_bundle
+
+    padding = "\n\nplain words " * (screen_markdown.RENDER_LIMIT // 10)
+    for case in HOSTILE_MARKDOWN:
+        kept, lost = screen_bundle({"text/markdown": case + padding})
+        assert lost == ["text/markdown"] and set(kept) == {"text/markdown"}, case
+        for rendered in commonmark_readings(kept["text/markdown"]):
+            assert not active_in_rendering(rendered), (case, rendered[:300])
+
+
 def inert_html_outputs() -> dict[str, str]:
     """HTML that libraries write and that runs nothing: each must pass byte for byte."""
     import numpy as np
@@ -684,7 +710,9 @@ def inert_html_outputs() -> dict[str, str]:
             "embedded video": Video(b"\x00\x00\x00\x18ftypmp42", embed=True, mimetype="video/mp4")._repr_html_(),
             "audio": Audio(url="https://example.org/sound.wav")._repr_html_(),
             "video element": '<video src="clip.mp4" controls width="320" poster="poster.png"></video>',
-            "comment and doctype": "<!DOCTYPE html><!-- a note --><p title='a > b'>x &amp; y <br/> z</p>"}
+            "comment and doctype": "<!DOCTYPE html><!-- a note --><p title='a > b'>x &amp; y <br/> z</p>",
+            "link and labels": '<a href="https://jupyter.org" target="_blank" rel="noopener">docs</a>'
+                               '<div role="note" aria-label="a note">n</div>'}
 
 
 def test_inert_html_passes_byte_for_byte_without_a_note():
@@ -743,6 +771,8 @@ PATHOLOGICAL = {  # the red team's inputs and their variations, at their sizes
     "markdown links": ("text/markdown", "[a\n" * 85000), "nested brackets": ("text/markdown", "[" * 200000),
     "open links": ("text/markdown", "[a](" * 100000), "definitions": ("text/markdown", "> [a]: <" * 100000),
     "markdown tags": ("text/markdown", "<a" * 100000), "markdown entities": ("text/markdown", "&#1" * 100000),
+    "markdown links with a tag": ("text/markdown", "<b>x</b>" + "[a\n" * 85000),
+    "rendered brackets": ("text/markdown", "<b>x</b>" + "![[" * 5000),
     "unclosed tags": ("text/html", "<a" * 100000), "unclosed attributes": ("text/html", "<a b='" * 100000),
     "CDATA": ("text/html", "<![" * 100000), "CDATA sections": ("text/html", "<![CDATA[" * 100000),
     "comments": ("text/html", "<!--" * 100000), "comment ends": ("text/html", "<!-- --!" * 100000),
@@ -803,6 +833,7 @@ display(HTML("<a" * 100000))
 display(HTML("<![" * 60000))
 display(HTML("<![CDATA[" * 30000 + "<!--" * 60000 + "<?" * 60000))
 display(Markdown("> [a]: <" * 40000 + "[" * 100000))
+display(Markdown("<b>x</b>" + "[a\\n" * 85000))
 print('after')
 """
 
@@ -818,7 +849,7 @@ def test_a_cell_of_pathological_outputs_prints_what_follows_and_kernel_info_answ
     assert control["msg_type"] == "kernel_info_reply" and control["content"]["status"] == "ok"
     assert reply["content"]["status"] == "ok", reply["content"]
     assert text_of(outputs, "stdout") == "after\n" and not errors_of(outputs)
-    assert len(bundles(outputs)) == 5 and all("text/plain" in b for b in bundles(outputs))
+    assert len(bundles(outputs)) == 6 and all("text/plain" in b for b in bundles(outputs))
     remote.kernel_info()
     assert remote.get_shell_msg(timeout=60)["content"]["status"] == "ok"
 
@@ -915,3 +946,15 @@ def test_charts_spend_the_cells_budget_too():
     kept = [sorted(content["data"]) for content, _ in shown]
     assert kept[0] == ["application/vnd.vegalite.v5+json", "text/plain"] and kept[-1] == ["text/plain"]
     assert sum(1 for _, notice in shown if notice) == 1
+
+
+def test_markdown_is_rendered_here_only_up_to_the_cells_allowance():
+    from remote_kernel.kernel import screen_markdown
+    from remote_kernel.kernel.trust import OutputGuard
+
+    guard = OutputGuard()
+    text = "<b>bold</b> " + "word " * (screen_markdown.RENDER_LIMIT // 6)
+    kinds = [sorted(guard.screen("display_data", {"data": {"text/markdown": text}, "metadata": {}})[0]["data"])
+             for _ in range(8)]
+    rendered = screen_markdown.CELL_RENDER_LIMIT // len(text)
+    assert kinds == [["text/html"]] * rendered + [["text/markdown"]] * (8 - rendered)

@@ -24,7 +24,11 @@ from remote_kernel.kernel import screen_css
 _MEDIA = {"video", "audio", "source", "track"}
 TAGS = set(nh3.ALLOWED_TAGS) | {"style", "progress", "meter", "font", "section", "main", "label", "tfoot"} | _MEDIA
 ATTRIBUTES: dict[str, set[str]] = {tag: set(names) for tag, names in nh3.ALLOWED_ATTRIBUTES.items()}
-ATTRIBUTES["*"] = {"class", "id", "style", "title", "lang", "dir", "align", "valign", "width", "height"}
+ATTRIBUTES["*"] = {"class", "id", "style", "title", "lang", "dir", "align", "valign", "width", "height", "role"}
+#: attributes of any element whose name starts so (accessibility labels: text for screen readers)
+GENERIC_PREFIXES = {"aria-"}
+#: kept when the HTML is inert, though nh3 sets them itself when it cleans (a link's rel)
+_INERT_ONLY = {"a": {"rel"}}
 for _tag, _names in {"table": {"border", "cellpadding", "cellspacing"}, "a": {"target", "name"},
                      "progress": {"value", "max"}, "meter": {"value", "min", "max", "low", "high", "optimum"},
                      "style": {"type", "scoped", "media"}, "td": {"nowrap", "halign"}, "th": {"nowrap", "halign"},
@@ -83,7 +87,7 @@ def _filter(tag: str, attribute: str, value: str) -> str | None:
 _CLEANER = nh3.Cleaner(
     tags=TAGS, attributes=ATTRIBUTES, clean_content_tags={"script", "noscript", "template", "iframe", "object",
                                                           "embed", "textarea", "select", "math", "svg"},
-    url_schemes={"http", "https", "mailto", "data"}, attribute_filter=_filter,
+    url_schemes={"http", "https", "mailto", "data"}, attribute_filter=_filter, generic_attribute_prefixes=GENERIC_PREFIXES,
     strip_comments=True, link_rel="noopener noreferrer")
 
 _WS = "\t\n\f\r "
@@ -102,9 +106,9 @@ class NotInert(Exception):
 def _check_tag(tag: str, attributes: list[tuple[str, str]], names: set[str], allowance: screen_css.Allowance) -> None:
     if tag not in TAGS:
         raise NotInert(f"element <{tag}>")
-    allowed = ATTRIBUTES.get(tag, set()) | ATTRIBUTES["*"]
+    allowed = ATTRIBUTES.get(tag, set()) | ATTRIBUTES["*"] | _INERT_ONLY.get(tag, set())
     for name, value in attributes:
-        if name not in allowed:
+        if name not in allowed and not name.startswith(tuple(GENERIC_PREFIXES)):
             raise NotInert(f"attribute {name} on <{tag}>")
         if name in _URL_ATTRIBUTES and not safe_url(tag, name, value):
             raise NotInert(f"a URL in {name} on <{tag}>")
@@ -210,7 +214,7 @@ def _scan(text: str, strict: bool, allowance: screen_css.Allowance) -> tuple[set
 _WITHOUT_STYLE = nh3.Cleaner(
     tags=TAGS - {"style"}, attributes={k: v for k, v in ATTRIBUTES.items() if k != "style"}, clean_content_tags={
         "script", "noscript", "template", "iframe", "object", "embed", "textarea", "select", "math", "svg", "style"},
-    url_schemes={"http", "https", "mailto", "data"}, attribute_filter=_filter,
+    url_schemes={"http", "https", "mailto", "data"}, attribute_filter=_filter, generic_attribute_prefixes=GENERIC_PREFIXES,
     strip_comments=True, link_rel="noopener noreferrer")
 
 

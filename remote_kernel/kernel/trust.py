@@ -9,8 +9,10 @@ content, keeps only what cannot run code, fetch from the Jupyter origin or leave
 - `text/html` that is inert passes byte for byte; otherwise nh3 (the Rust sanitizer `ammonia`)
   removes scripts, handlers, script links, frames and forms, and CSS is kept only inside the
   output (`screen_html`, `screen_css`);
-- `text/markdown` stays Markdown; raw HTML, entities and links other than http(s), mailto and
-  paths are escaped (`screen_markdown`);
+- `text/markdown` stays as written unless it carries raw HTML or links other than http(s),
+  mailto and paths (read conservatively: `screen_markdown`); then it is rendered here
+  (markdown-it) and sent as screened `text/html` — or, past the cell's rendering allowance,
+  kept as Markdown with the HTML and links escaped;
 - `image/svg+xml` loses script elements, `foreignObject`, event handlers and script links
   (parsed by defusedxml: no entity expansion); an SVG with nothing to remove is kept as sent;
 - images: only PNG, JPEG, GIF, WebP, BMP and sanitized SVG;
@@ -49,7 +51,8 @@ _VSCODE_BACKGROUND = re.compile(r"^application/vnd\.vscode\.bg\.execution\.\d+(?
 #: kernel's event loop, so this bounds how long it holds interrupts and kernel_info (about 2 s on
 #: a loaded machine); past it an output keeps only its text/plain
 CELL_SCREEN_BUDGET = 8 << 20
-#: characters of CSS parsed in one cell (at most about 2 s); past it further style blocks and attributes are dropped
+#: characters of CSS parsed in one cell (tinycss2: a Styler's 512 KiB in about 1 s, hostile nested blocks up to
+#: about 4 s on a loaded machine); past it further style blocks and attributes are dropped
 CSS_BUDGET = 512 << 10
 
 
@@ -63,8 +66,9 @@ def clean_html(text: str) -> str:
 
 
 def clean_markdown(text: str) -> tuple[str, str]:
-    """(MIME type, text): Markdown as written when inert, else with HTML, entities or links escaped."""
-    return "text/markdown", screen_markdown.screen(text)[0]
+    """(MIME type, text): Markdown as written when it holds no HTML or unsafe links, else cleaned HTML."""
+    kept, _ = screen_bundle({"text/markdown": text})
+    return ("text/markdown", kept["text/markdown"]) if "text/markdown" in kept else ("text/html", kept["text/html"])
 
 
 # --- SVG ----------------------------------------------------------------------------------
@@ -127,6 +131,7 @@ class Budget:
         self.exceeded = False
         self.dropped = 0  # MIME entries dropped for want of budget
         self.css = screen_css.Allowance(CSS_BUDGET)  # CSS parses slower: a budget of its own
+        self.markdown = screen_css.Allowance(screen_markdown.CELL_RENDER_LIMIT)  # Markdown rendered here
 
     def spend(self, size: int) -> None:
         if size > self.left:
@@ -150,8 +155,13 @@ def screen_bundle(data: dict[str, Any], budget: Budget | None = None) -> tuple[d
                 if changed:
                     lost.append(mime)
             elif kind == "text/markdown" and isinstance(value, str):
-                kept[mime], changed = screen_markdown.screen(value)
-                if changed:
+                if screen_markdown.plain(value):
+                    kept[mime] = value
+                elif len(value) <= screen_markdown.RENDER_LIMIT and budget.markdown.take(len(value)):
+                    kept.setdefault("text/html", screen_html.screen(screen_markdown.render(value), budget.css)[0])
+                    lost.append(mime)
+                else:
+                    kept[mime] = screen_markdown.escape(value)
                     lost.append(mime)
             elif kind == "image/svg+xml" and isinstance(value, str):
                 svg = clean_svg(value)
