@@ -271,6 +271,14 @@ def json_value(value: object) -> object:
     return repr(value)
 
 
+def safe_str(value: object) -> str:
+    """str(value), or a note when its __str__ raises (even SystemExit): an exception's message is session code."""
+    try:
+        return str(value)
+    except BaseException:
+        return f"<{type(value).__name__} whose str() raised>"
+
+
 def displays_itself(value: object) -> bool:
     """Whether IPython shows `value` by calling its `_ipython_display_` (then it has no Out[])."""
     method = getattr(type(value), "_ipython_display_", None)
@@ -478,7 +486,7 @@ class Worker:
             # a formatter failed inside display(): ipykernel shows the traceback and the cell goes on, status ok
             sys.stderr.write(text)
             return
-        self.error = (getattr(etype, "__name__", str(etype)), str(evalue))
+        self.error = (getattr(etype, "__name__", str(etype)), safe_str(evalue))
         if self.captured is not None:
             self.captured.write_final(text)  # the error message carries it: not also live stderr
         else:
