@@ -425,8 +425,12 @@ class MagicRunner:
             await self._download_many(remote, args[1] if len(args) == 2 else None)
             return
         basename = PurePosixPath(remote).name
-        if not basename:
+        if not basename or basename in (".", ".."):
             raise self._usage("download", f"{remote!r} names no file")
+        problem = name_problem(basename) if len(args) == 1 else None
+        if problem:
+            raise self._usage("download", f"the remote name {basename!r} cannot be a local file name: {problem}; "
+                                          "name the local file: %download REMOTE LOCAL")
         local = Path(args[1]).expanduser() if len(args) == 2 else Path(basename)
         too_long = [part for part in local.parts if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX]
         if too_long:
