@@ -526,7 +526,12 @@ class Worker:
             finally:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 self.running = False
-            if outcome.error_before_exec is None and outcome.error_in_exec is None:
+            failed = outcome.error_before_exec if outcome.error_before_exec is not None else outcome.error_in_exec
+            if failed is not None and self.error is None:
+                # an error the shell recorded without a traceback (its own printing raised, bdb.BdbQuit): the
+                # cell failed all the same, as ipykernel answers it
+                self.error = (type(failed).__name__, safe_str(failed))
+            if failed is None:
                 if outcome.result is not None:
                     # what the displayhook made of it; nothing when the value displayed itself, or when
                     # its formatting failed (that traceback is the cell's error, as in ipykernel)
