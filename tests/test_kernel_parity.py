@@ -359,6 +359,8 @@ def test_display_of_a_value_whose_formatting_fails_goes_on_as_on_ipykernel(kerne
     assert found["remote"] == found["python3"], case
     assert found["python3"][0] == "ok" and found["python3"][2] == "after\n"
     assert after["remote"] == after["python3"] == ("ok", "42")
+
+
 # --- issue 25: files beside the notebook, stream order, counters, pandas, figures, the session's environment ---
 
 
@@ -514,3 +516,13 @@ def test_pip_install_of_an_installed_package_says_so_without_network(kernels):
              for name, (reply, outputs) in both(kernels, code).items()}
     assert found["remote"] == found["python3"]
     assert found["python3"][1][0].startswith("Requirement already satisfied: numpy")
+
+
+def test_an_exception_whose_str_raises_system_exit_fails_the_cell_as_on_ipykernel(kernels):
+    """IPython records the error but its traceback printing raises: ipykernel still answers status error."""
+    both(kernels, "kept = 41")
+    code = "class Odd(Exception):\n    def __str__(self):\n        raise SystemExit(2)\nraise Odd()"
+    found = {name: (reply["status"], reply.get("ename")) for name, (reply, outputs) in both(kernels, code).items()}
+    after = results(both(kernels, "kept + 1"))
+    assert found["remote"] == found["python3"] == ("error", "SystemExit")
+    assert after["remote"] == after["python3"] == ("ok", "42")

@@ -260,3 +260,18 @@ def test_the_extension_routes_need_the_token_and_are_advertised_on_every_answer(
     missing = httpx.post(f"{pool.endpoint}/.remote-kernel/live-interrupt", headers=pool.headers, timeout=30,
                          params={"api-version": API, "identifier": str(uuid.uuid4()), "execution": "nope"})
     assert missing.status_code == 404
+
+
+@pytest.mark.parametrize("code, ename", [
+    ("class Bad:\n    def __repr__(self):\n        raise RuntimeError('no repr')\nBad()", "RuntimeError"),
+    ("10**5000", "ValueError"),
+    ("class Bad(Exception):\n    def __str__(self):\n        raise RuntimeError('no str')\nraise Bad()", "Bad"),
+])
+def test_a_long_cell_whose_value_or_error_cannot_be_shown_fails_and_keeps_the_session(pool, code, ename):
+    """Issue 23, finding 15 for `%%long`: the value's repr, or the error's str, is session code that may raise."""
+    with kernel(pool_env(pool, str(uuid.uuid4()))) as (_, kc):
+        run(kc, "kept = 41")
+        reply, outputs = run(kc, "%%long\n" + code)
+        after, shown = run(kc, "kept + 1")
+    assert reply["status"] == "error" and reply["ename"] == ename, (reply, outputs)
+    assert after["status"] == "ok" and shown[-1]["content"]["data"]["text/plain"] == "42"

@@ -243,6 +243,15 @@ def _checked(listing: list[RemoteFile], folder: str) -> list[tuple[str, RemoteFi
     return named
 
 
+def _drop_if_empty(folder: Path, made: bool) -> None:
+    """Remove `folder` when this download made it and a failure left it empty."""
+    if made:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty (the download succeeded, or something else wrote there), or gone
+
+
 def _modified(value: datetime | None) -> str:
     if value is None:
         return ""
@@ -456,8 +465,12 @@ class MagicRunner:
             await self._download_many(remote, args[1] if len(args) == 2 else None)
             return
         basename = PurePosixPath(remote).name
-        if not basename:
+        if not basename or basename in (".", ".."):
             raise self._usage("download", f"{remote!r} names no file")
+        problem = name_problem(basename) if len(args) == 1 else None
+        if problem:
+            raise self._usage("download", f"the remote name {basename!r} cannot be a local file name: {problem}; "
+                                          "name the local file: %download REMOTE LOCAL")
         local = Path(args[1]).expanduser() if len(args) == 2 else Path(basename)
         too_long = [part for part in local.parts if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX]
         if too_long:
@@ -582,8 +595,10 @@ class MagicRunner:
             staging = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=".remote-kernel-download-",
                                                    dir=local.root))
         except UnsafeName as exc:
+            _drop_if_empty(target, made)
             raise MagicError(f"%download: {exc}", "UnsafeName") from None
         except OSError as exc:
+            _drop_if_empty(target, made)
             raise MagicError(f"%download: cannot use the local folder {str(target)[:80]!r}: {exc.strerror or exc}",
                              type(exc).__name__) from None
         done = 0
@@ -599,12 +614,11 @@ class MagicRunner:
         except UnsafeName as exc:
             raise MagicError(f"%download: {exc}", "UnsafeName") from None
         except OSError as exc:
-            raise MagicError(f"%download: cannot write into {str(target)[:80]!r}: {exc.strerror or exc}; nothing "
-                             "was downloaded.", type(exc).__name__) from None
+            raise MagicError(f"%download: cannot write into {str(target)[:80]!r}: {exc.strerror or exc}; the files "
+                             "not yet moved into place were not saved.", type(exc).__name__) from None
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
-            if made and not any(target.iterdir()):
-                target.rmdir()  # the folder this download made, left empty by a failure
+            _drop_if_empty(target, made)
         return done
 
     async def files(self, args: list[str]) -> None:

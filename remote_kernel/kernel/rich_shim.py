@@ -80,6 +80,14 @@ def _jsonable(data: Any) -> dict:
     return bundle
 
 
+def _safe_str(value: object) -> str:
+    """str(value), or a note when its __str__ raises (even SystemExit): an exception's message is session code."""
+    try:
+        return str(value)
+    except BaseException:
+        return f"<{type(value).__name__} whose str() raised>"
+
+
 def _plain(value: Any) -> dict:
     try:
         json.dumps(value)
@@ -192,7 +200,7 @@ class LongCell:
                     self.result = repr(value)
         except BaseException as exc:  # KeyboardInterrupt from poll_long's interrupt too
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            self.error = {"name": type(exc).__name__, "message": str(exc), "traceback": text}
+            self.error = {"name": type(exc).__name__, "message": _safe_str(exc), "traceback": text}
         finally:
             self.done = True
 
@@ -610,7 +618,7 @@ class RichShim:
                 stb = self.shell.InteractiveTB.structured_traceback(etype, evalue, tb)
             except Exception:  # a traceback that cannot be formatted still shows its error
                 stb = traceback.format_exception(etype, evalue, tb)
-            self.emit({"type": "error", "ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue),
+            self.emit({"type": "error", "ename": getattr(etype, "__name__", str(etype)), "evalue": _safe_str(evalue),
                        "traceback": [str(line) for line in stb]})
             return None
 

@@ -315,6 +315,14 @@ def json_value(value: object) -> object:
     return repr(value)
 
 
+def safe_str(value: object) -> str:
+    """str(value), or a note when its __str__ raises (even SystemExit): an exception's message is session code."""
+    try:
+        return str(value)
+    except BaseException:
+        return f"<{type(value).__name__} whose str() raised>"
+
+
 def displays_itself(value: object) -> bool:
     """Whether IPython shows `value` by calling its `_ipython_display_` (then it has no Out[])."""
     method = getattr(type(value), "_ipython_display_", None)
@@ -591,7 +599,7 @@ class Worker:
             # a formatter failed inside display(): ipykernel shows the traceback and the cell goes on, status ok
             sys.stderr.write(text)
             return
-        self.error = (getattr(etype, "__name__", str(etype)), str(evalue))
+        self.error = (getattr(etype, "__name__", str(etype)), safe_str(evalue))
         if self.captured is not None:
             self.captured.write_final(text)  # the error message carries it: not also live stderr
         else:
@@ -631,7 +639,12 @@ class Worker:
             finally:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 self.running = False
-            if outcome.error_before_exec is None and outcome.error_in_exec is None:
+            failed = outcome.error_before_exec if outcome.error_before_exec is not None else outcome.error_in_exec
+            if failed is not None and self.error is None:
+                # an error the shell recorded without a traceback (its own printing raised, bdb.BdbQuit): the
+                # cell failed all the same, as ipykernel answers it
+                self.error = (type(failed).__name__, safe_str(failed))
+            if failed is None:
                 if outcome.result is not None:
                     # what the displayhook made of it; nothing when the value displayed itself, or when
                     # its formatting failed (that traceback is the cell's error, as in ipykernel)
