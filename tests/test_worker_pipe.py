@@ -27,11 +27,12 @@ def execute(pool, identifier: str, code: str, timeout: float = 60) -> dict:
     return response.json()
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """The process's resident memory now, or (VmHWM) the most it ever had."""
     for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +157,21 @@ def test_a_result_whose_values_outweigh_the_pools_bound_is_answered_with_a_note(
     note = answer["result"]["executionResult"]
     assert isinstance(note, str) and "MiB of the pool's memory" in note and "smaller value" in note
     assert httpx.get(f"{pool.endpoint}/health", timeout=30).status_code == 200
+
+
+def test_a_line_of_millions_of_empty_lists_is_refused_before_it_is_parsed():
+    """8 M empty lists in a 24 MiB line would take ~660 MiB of the pool's memory as values: the line is refused
+    unparsed (its brackets are counted first), the session stopped, and the pool's RSS barely moves."""
+    pool = start_pool("--max-sessions", "4", "--ready-sessions", "0")
+    try:
+        identifier = str(uuid.uuid4())
+        execute(pool, identifier, "1")
+        before = rss_kib(pool.process.pid, "VmHWM")
+        answer = execute(pool, identifier, "import os\nos.write(4, b'[' + b'[],' * (8 << 20) + b'0]\\n')\n"
+                                           "import time\ntime.sleep(5)")
+        grown = rss_kib(pool.process.pid, "VmHWM") - before  # the peak, even if the memory was given back
+        assert grown < 100 << 10, f"the pool grew by {grown} KiB"
+        assert answer["error"]["code"] == "SessionLost" and "brackets" in answer["error"]["message"], answer
+    finally:
+        pool.stop()
+    assert "Traceback" not in pool.log()
