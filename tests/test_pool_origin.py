@@ -135,3 +135,31 @@ def test_the_pools_own_names_and_programs_without_origin_are_served(open_pool, h
     with httpx.Client(base_url=open_pool.endpoint, timeout=60) as client:  # httpx sends no Origin
         assert client.get("/files", params={"api-version": V2, "identifier": identifier}).status_code == 200
     assert "fine" in files_of(open_pool, identifier)
+
+
+@pytest.mark.parametrize("bound, host, served", [
+    ("0.0.0.0", "192.168.1.5:8000", True),  # bound to every address: any address literal is the pool's own
+    ("0.0.0.0", "[fe80::1]:8000", True),
+    ("0.0.0.0", socket.gethostname(), True),
+    ("0.0.0.0", "attacker.example", False),
+    ("pool.internal", "pool.internal:8000", True),  # the name given with --host
+    ("pool.internal", "other.internal", False),
+    ("127.0.0.1", "192.168.1.5", False),
+    ("::1", "[::1]:8000", True),
+    ("127.0.0.1", "app.localhost", True),  # *.localhost is loopback (RFC 6761): no rebinding through it
+])
+def test_the_names_a_pool_serves_follow_its_host_option(bound, host, served):
+    import asyncio
+
+    from remote_kernel.pool.origin import guard
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def ask() -> int:
+        transport = httpx.ASGITransport(app=guard(app, bound))
+        async with httpx.AsyncClient(transport=transport, base_url="http://pool") as client:
+            return (await client.get("/health", headers={"Host": host})).status_code
+
+    assert asyncio.run(ask()) == (200 if served else 421)

@@ -6,6 +6,7 @@ session that writes anything it was not asked for, or too much; its memory stays
 """
 from __future__ import annotations
 
+import time
 import uuid
 
 import httpx
@@ -27,11 +28,12 @@ def execute(pool, identifier: str, code: str, timeout: float = 60) -> dict:
     return response.json()
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """The process's resident memory now, or (VmHWM) the most it ever had."""
     for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +158,79 @@ def test_a_result_whose_values_outweigh_the_pools_bound_is_answered_with_a_note(
     note = answer["result"]["executionResult"]
     assert isinstance(note, str) and "MiB of the pool's memory" in note and "smaller value" in note
     assert httpx.get(f"{pool.endpoint}/health", timeout=30).status_code == 200
+
+
+def test_a_line_of_millions_of_empty_lists_is_refused_before_it_is_parsed():
+    """8 M empty lists in a 24 MiB line would take ~660 MiB of the pool's memory as values: the line is refused
+    unparsed (its brackets are counted first), the session stopped, and the pool's RSS barely moves."""
+    pool = start_pool("--max-sessions", "4", "--ready-sessions", "0")
+    try:
+        identifier = str(uuid.uuid4())
+        execute(pool, identifier, "1")
+        before = rss_kib(pool.process.pid, "VmHWM")
+        answer = execute(pool, identifier, "import os\nos.write(4, b'[' + b'[],' * (8 << 20) + b'0]\\n')\n"
+                                           "import time\ntime.sleep(5)")
+        grown = rss_kib(pool.process.pid, "VmHWM") - before  # the peak, even if the memory was given back
+        assert grown < 100 << 10, f"the pool grew by {grown} KiB"
+        assert answer["error"]["code"] == "SessionLost" and "brackets" in answer["error"]["message"], answer
+    finally:
+        pool.stop()
+    assert "Traceback" not in pool.log()
+
+
+#: a Shell session's background process that reopens its worker's pipes through /proc, stops the worker once
+#: told to (the file `go`), steals the next command from the worker's command pipe and answers it with a
+#: forged reply carrying that command's id and `ms: Infinity`
+SHELL_THIEF = r"""
+import json, os, signal, sys, time
+worker = int(sys.argv[1])
+while not os.path.exists('go'):
+    time.sleep(0.05)
+try:
+    commands = open(f'/proc/{worker}/fd/3', 'rb', 0)
+    replies = open(f'/proc/{worker}/fd/4', 'wb', 0)
+except OSError as problem:
+    open('unreachable', 'w').write(str(problem))
+    sys.exit()
+os.kill(worker, signal.SIGSTOP)
+open('stopped', 'w').close()
+line = b''
+while not line.endswith(b'\n'):
+    line += commands.read(1)
+replies.write(b'{"id": "' + json.loads(line)['id'].encode() + b'", "ok": true, "result": 0, "ms": Infinity}\n')
+os.kill(worker, signal.SIGCONT)
+"""
+
+
+@pytest.mark.parametrize("sandbox", ["auto", "none"])  # where the pipes are out of reach, and where they are not
+def test_a_shell_sessions_process_that_forges_replies_through_proc_gets_a_clean_answer(sandbox):
+    pool = start_pool("--container-type", "Shell", "--max-sessions", "4", "--ready-sessions", "0",
+                      "--sandbox", sandbox)
+    try:
+        identifier = str(uuid.uuid4())
+        params = {"api-version": API, "identifier": identifier}
+        with httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=120) as client:
+            started = client.post("/executions", params=params, json={
+                "shellCommand": "cat > thief.py <<'EOF'\n" + SHELL_THIEF + "EOF\n"  # the working folder: /mnt/data
+                                "setsid python3 thief.py $PPID </dev/null >/dev/null 2>&1 &\necho launched"})
+            assert started.json()["result"]["stdout"] == "launched\n", started.text
+            go = client.post("/files", params=params, files={"file": ("go", b"")})  # the pool's side: no command
+            assert go.status_code == 200, go.text
+            names: list[str] = []
+            for _ in range(600):
+                names = [e["name"] for e in client.get("/files", params=params).json()["value"]]
+                if "stopped" in names or "unreachable" in names:
+                    break
+                time.sleep(0.1)
+            assert "stopped" in names or "unreachable" in names, names
+            answer = client.post("/executions", params=params, json={"shellCommand": "echo real"})
+            assert answer.status_code == 200, answer.text  # before: 500 (the forged Infinity)
+            body = answer.json()
+            if "unreachable" in names:  # a root pool's sandbox: the session's processes cannot reopen the pipes
+                assert body["status"] == "0" and body["result"]["stdout"] == "real\n", body
+            else:
+                assert body["status"] == "Failed" and body["error"]["code"] == "SessionLost", body
+                assert "misbehaved" in body["error"]["message"] and "Infinity" in body["error"]["message"]
+    finally:
+        pool.stop()
+    assert "Traceback" not in pool.log()

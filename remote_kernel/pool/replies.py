@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_DEPTH = 100  # nesting of a result: deeper ones could not be answered (JSON encoders recurse)
+#: brackets in one line: a reply holds at most ~2 M in its streams (1 MiB each) and ~3 M in an 8 MiB result; a line
+#: of 8 M empty lists would take ~660 MiB while it is parsed (counted before parsing, at C speed)
+MAX_BRACKETS = 4_000_000
 MAX_RESULT_HELD = 64 << 20  # bytes a result may take in the pool's memory as values; past it, a note instead
 MAX_NAME = 200  # characters of an error's name
 MAX_MESSAGE = 10_000  # characters of an error's message
@@ -34,6 +37,9 @@ def _no_constant(name: str) -> Any:
 
 def parse_line(line: bytes | bytearray) -> dict[str, Any]:
     """One line as a JSON object, strictly (BadLine otherwise)."""
+    brackets = line.count(b"[") + line.count(b"{")
+    if brackets > MAX_BRACKETS:
+        raise BadLine(f"it wrote a line with {brackets} brackets, more values than any reply holds")
     try:
         message = json.loads(line, parse_constant=_no_constant)
     except BadLine:

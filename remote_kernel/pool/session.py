@@ -233,7 +233,7 @@ class Session:
     @property
     def busy(self) -> bool:
         """Running or queueing an execution, or a request uses its files: the cooldown does not end it."""
-        return self._busy or self._lock.locked() or self._users > 0
+        return self._busy or self._lock.locked() or self._users > 0 or self._queued > 0
 
     @contextlib.contextmanager
     def in_use(self) -> Iterator["Session"]:
