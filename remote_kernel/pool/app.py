@@ -722,9 +722,10 @@ async def delete_session(request: Request) -> Response:
 
 def page(request: Request) -> tuple[list[Session], int, str | None]:
     text = request.query_params.get("skip", "0")
-    if not (text.isascii() and text.isdigit() and len(text) <= 12):
-        raise ApiError(400, "InvalidSkip", "skip must be a whole number ≥ 0.")
-    skip = int(text)
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 12):
+        raise ApiError(400, "InvalidSkip", "skip must be a whole number.")
+    skip = max(0, int(text))  # an int32 without a minimum in the official documents: less than 0 is 0
     sessions = sorted(pool_of(request).listed(), key=lambda s: s.created_at)
     chunk = sessions[skip:skip + LIST_PAGE]
     more = skip + LIST_PAGE < len(sessions)
