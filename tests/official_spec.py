@@ -75,6 +75,32 @@ def official(api_version: str) -> dict[str, Any]:
     return _open_enums(copy.deepcopy(document(api_version)))
 
 
+def _refs(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return {value["$ref"].rsplit("/", 1)[1]} if "$ref" in value else set().union(*map(_refs, value.values()))
+    if isinstance(value, list):
+        return set().union(*map(_refs, value))
+    return set()
+
+
+@cache
+def for_generation(api_version: str) -> dict[str, Any]:
+    """The official document with only the enums of answers opened: a generator (schemathesis) sends the
+    documented values of a request's enums, and an answer may carry a value beyond them (a Shell `status`)."""
+    root = copy.deepcopy(document(api_version))
+    requested: set[str] = set()
+    pending = {name for item in root["paths"].values() for spec in item.values() if isinstance(spec, dict)
+               for p in spec.get("parameters", []) if p.get("in") == "body" for name in _refs(p)}
+    while pending:
+        name = pending.pop()
+        requested.add(name)
+        pending |= _refs(root["definitions"][name]) - requested
+    for name, schema in root["definitions"].items():
+        if name not in requested:
+            root["definitions"][name] = _open_enums(schema)
+    return root
+
+
 @dataclass(frozen=True)
 class Operation:
     api_version: str

@@ -41,16 +41,15 @@ from remote_kernel.pool.values import hosted_value
 @dataclass(frozen=True)
 class Version:
     shape: str  # "v1" or "v2"
-    execute_status: int  # HTTP status of an execute answer
     session_routes: bool  # GET/DELETE session, listSessions, metadata
 
 
-#: the HTTP status of an execute answer: 202 in the v1 shape (seed 004's samples), 200 in the v2 shape, as all
-#: three official documents say (seed 004 and an older revision of the spec show 202 for 2024-10-02-preview;
-#: every client found accepts any 2xx; docs/clients.md, "The official documents")
+#: the HTTP status of an execute answer, by the route's shape: 202 in the v1 shape (seed 004's samples), 200 in
+#: the v2 shape whatever the api-version, as all three official documents say (seed 004 and an older revision
+#: of the spec show 202 for 2024-10-02-preview; every client found accepts any 2xx; docs/clients.md)
 EXECUTE_STATUS = {"v1": 202, "v2": 200}
-VERSIONS = {name: Version(shape, EXECUTE_STATUS[shape], name in SESSION_API_VERSIONS)
-            for name in API_VERSIONS for shape in ["v1" if name in V1_API_VERSIONS else "v2"]}
+VERSIONS = {name: Version("v1" if name in V1_API_VERSIONS else "v2", name in SESSION_API_VERSIONS)
+            for name in API_VERSIONS}
 #: where the Gate keeps the Azure-style prefix it took off the path (answers that name a URL put it back)
 PREFIX_KEY = "remote_kernel.azure_prefix"
 AZURE_PREFIX = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/sessionPools/[^/]+(?=/|$)", re.IGNORECASE)
@@ -419,7 +418,7 @@ async def execute_v1(request: Request) -> Response:
     name, _ = version_of(request, legacy=True)
     identifier_of(request)
     session, outcome, asked = await run_execution(request)
-    return JSONResponse(v1_execution(outcome, asked.cap, runtime_of(request)), 202,
+    return JSONResponse(v1_execution(outcome, asked.cap, runtime_of(request)), EXECUTE_STATUS["v1"],
                         headers=execution_headers(request, session, outcome, name))
 
 
@@ -438,12 +437,12 @@ async def execute_legacy(request: Request) -> Response:
 
 
 async def execute_v2(request: Request) -> Response:
-    name, version = version_of(request)
+    name, _ = version_of(request)
     identifier_of(request)
     session, outcome, asked = await run_execution(request)
     body = v2_execution(session, outcome, asked.cap, "Asynchronous" if asked.asynchronous else "Synchronous",
                         runtime_of(request))
-    return JSONResponse(body, version.execute_status, headers=execution_headers(request, session, outcome, name))
+    return JSONResponse(body, EXECUTE_STATUS["v2"], headers=execution_headers(request, session, outcome, name))
 
 
 async def get_execution(request: Request) -> Response:
@@ -745,9 +744,10 @@ async def delete_session(request: Request) -> Response:
 
 def page(request: Request) -> tuple[list[Session], int, str | None]:
     text = request.query_params.get("skip", "0")
-    if not (text.isascii() and text.isdigit() and len(text) <= 12):
-        raise ApiError(400, "InvalidSkip", "skip must be a whole number ≥ 0.")
-    skip = int(text)
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 12):
+        raise ApiError(400, "InvalidSkip", "skip must be a whole number.")
+    skip = max(0, int(text))  # an int32 without a minimum in the official documents: less than 0 is 0
     sessions = sorted(pool_of(request).listed(), key=lambda s: s.created_at)
     chunk = sessions[skip:skip + LIST_PAGE]
     more = skip + LIST_PAGE < len(sessions)

@@ -42,7 +42,7 @@ IDENTIFIER = param("identifier", {"type": "string", "pattern": f"^{IDENTIFIER_PA
 PATH = param("path", {"type": "string"}, required=False)
 NAME = param("name", {"type": "string", "minLength": 1}, where="path")
 FILE = param("file", {"type": "string", "minLength": 1})  # /downloadFile's name of the file
-SKIP = param("skip", {"type": "integer", "minimum": 0}, required=False)
+SKIP = {**param("skip", {"type": "integer"}, required=False), "description": "Sessions to skip; less than 0 is 0"}
 RECURSIVE = {**param("recursive", {"type": "boolean"}, required=False),
              "description": "2025-10-02-preview on: every entry under the folder, each with its `directory`"}
 EXECUTION_ID = param("executionId", {"type": "string"}, "path")
