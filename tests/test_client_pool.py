@@ -224,3 +224,19 @@ def test_a_wrong_token_is_an_authentication_error(pool):
         assert caught.value.status_code == 401 and "wrong-token" not in caught.value.message
 
     run(scenario())
+
+
+@pytest.mark.parametrize("version", SUPPORTED_API_VERSIONS)
+def test_a_folder_longer_than_one_listing_page_is_listed_whole_in_every_version(pool, version):
+    """The pool answers a listing in pages (a nextLink past 10,000 entries, v1 answers too): the client
+    follows them, whatever the api-version, so no entry is silently left out."""
+    async def scenario():
+        async with client_for(pool, version) as client:
+            made = await client.execute("for i in range(10_050):\n"
+                                        "    open(f'/mnt/data/f{i:05}.txt', 'w').close()\n'made'")
+            assert made.succeeded, made
+            return await client.list_files()
+
+    names = [entry.name for entry in run(scenario(), deadline=180)]
+    assert len(names) == len(set(names)) == 10_050
+    assert {"f00000.txt", "f09999.txt", "f10000.txt", "f10049.txt"} <= {name.rsplit("/", 1)[-1] for name in names}

@@ -232,7 +232,8 @@ class V1Wire(Wire):
     def parse_file_list(self, body: Any) -> tuple[list[RemoteFile], str | None]:
         if not isinstance(body, dict) or not isinstance(body.get("value"), list):
             raise _unexpected("the file list has no value list", body)
-        return [self._entry(item, body) for item in body["value"]], None
+        more = body.get("nextLink")  # the local pool pages v1 listings too; the service may
+        return [self._entry(item, body) for item in body["value"]], more if isinstance(more, str) and more else None
 
     def file_info(self, name: str) -> Call:
         return Call("GET", f"files/{_v1_path(name)}")
