@@ -208,7 +208,10 @@ def notes(r: dict[str, Any]) -> str:
         "file, a lifetime of its own (idle exit, a kernel that finds it half-stopped), and a long-lived "
         "process holding every notebook's session; with the pool's start now ~0.2 s and overlapped with "
         "ipykernel's, it is not done: each kernel keeps its own pool, and each session stays as isolated as "
-        "before. *Lift*: that shared pool if restarts under load matter more than the simpler life cycle.",
+        "before. *Lift*: that shared pool if restarts under load matter more than the simpler life cycle. "
+        f"The kernel figures here were measured at a load average of {fmt(dig(r, 'kernel', 'load_average'), '{:.1f}')} "
+        "on 2 cores: per-run start and restart ratios then spread from below 1 to above 2, so their medians carry "
+        "that noise.",
         "",
         "**20 concurrent sessions.** The pool and its workers need "
         f"{fmt(t20.get('cpu_ms_per_execution', {}).get('pool_and_workers'), '{:.2f}')} ms of CPU per execution "
