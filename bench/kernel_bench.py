@@ -274,7 +274,7 @@ def import_budget(runs: int) -> dict[str, Any]:
         for label, statement in IMPORTS.items():
             code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
             times[label].append(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                                     check=True, cwd=ROOT).stdout))
+                                                     check=True, cwd=ROOT, env=embedded_env()).stdout))
         times["pool_listening"].append(pool_listening())
     return {**{label: {"s": median(values)} for label, values in times.items()}, "runs": runs}
 
