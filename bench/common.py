@@ -255,9 +255,15 @@ def install_kernelspecs() -> None:
 
 
 def embedded_env() -> dict[str, str]:
-    """The environment of a kernel that starts its own pool (and of a plain ipykernel)."""
+    """The environment of a kernel that starts its own pool (and of a plain ipykernel).
+
+    Without PYTHONDONTWRITEBYTECODE: an installed package (ipykernel, or remote_kernel from a wheel)
+    runs from byte-compiled modules, and a checkout compiled its modules from source at every start
+    where that variable is set (a tenth of a second and more of each kernel and pool start-up, which
+    ipykernel, byte-compiled when installed, never paid); the warm-up run writes them."""
     env = dict(os.environ)
-    for name in ("POOL_MANAGEMENT_ENDPOINT", "REMOTE_KERNEL_TOKEN", "REMOTE_KERNEL_AUTH", "REMOTE_KERNEL_IDENTIFIER"):
+    for name in ("POOL_MANAGEMENT_ENDPOINT", "REMOTE_KERNEL_TOKEN", "REMOTE_KERNEL_AUTH", "REMOTE_KERNEL_IDENTIFIER",
+                 "PYTHONDONTWRITEBYTECODE"):
         env.pop(name, None)
     return env
 

@@ -269,14 +269,14 @@ IMPORTS = {
 def import_budget(runs: int) -> dict[str, Any]:
     """Seconds each import of IMPORTS takes in a fresh interpreter (median of `runs`), and how long an
     embedded-style pool (Unix socket, no MCP, one ready session) takes from its command to listening."""
-    out: dict[str, Any] = {}
-    for label, statement in IMPORTS.items():
-        code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
-        times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                      cwd=ROOT).stdout) for _ in range(runs)]
-        out[label] = {"s": median(times)}
-    out["pool_listening"] = {"s": median([pool_listening() for _ in range(runs)])}
-    return {**out, "runs": runs}
+    times: dict[str, list[float]] = {label: [] for label in [*IMPORTS, "pool_listening"]}
+    for _ in range(runs):  # each run measures every label once, so that a change of load hits them alike
+        for label, statement in IMPORTS.items():
+            code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+            times[label].append(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                     check=True, cwd=ROOT, env=embedded_env()).stdout))
+        times["pool_listening"].append(pool_listening())
+    return {**{label: {"s": median(values)} for label, values in times.items()}, "runs": runs}
 
 
 def pool_listening() -> float:

@@ -130,8 +130,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
     ax.legend()
 
     ax = axes[0][1]
-    groups = [("start → first result", ("first_result", "s")), ("restart → first result", ("restart", "s")),
-              ("shutdown", ("restart", "shutdown_s")), ("quickstart notebook", ("quickstart", "s"))]
+    groups = [("start →\nfirst result", ("first_result", "s")), ("restart →\nfirst result", ("restart", "s")),
+              ("shutdown", ("restart", "shutdown_s")), ("quickstart\nnotebook", ("quickstart", "s"))]
     for i, kernel in enumerate(kernels):
         values = [dig(results, "kernel", key, kernel, figure) or 0 for _, (key, figure) in groups]
         ax.bar([x + i * 0.38 for x in range(len(groups))], values, 0.38, label=kernel)
@@ -170,7 +170,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
     ax = axes[2][0]
     imports = dig(results, "kernel", "imports") or {}
     labels = [label for label in imports if isinstance(imports[label], dict)]
-    ax.barh(labels, [imports[label]["s"] for label in labels], color="tab:purple")
+    names = {"pool_listening": "pool: command\n→ listening"}
+    ax.barh([names.get(label, label) for label in labels], [imports[label]["s"] for label in labels],
+            color="tab:purple")
     ax.invert_yaxis()
     ax.set_xlabel("s")
     ax.set_title("import-time budget (fresh interpreter) and the pool's time to listen", fontsize=10)

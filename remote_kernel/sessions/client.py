@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any, AsyncIterator, Awaitable, BinaryIO, Callable
 from urllib.parse import unquote, urlsplit
 
-from remote_kernel.sessions.transport import httpx
+from remote_kernel.sessions.transport import httpx, load_httpcore
 from remote_kernel.sessions.unix_transport import UnixSocketTransport
 
 from remote_kernel import __version__
@@ -130,6 +130,8 @@ class SessionsClient:
             # a local pool on a Unix socket (the kernel's embedded pool): no TCP port, only this user; the
             # lean transport (h11 over asyncio's socket calls) costs a fraction of httpcore's CPU per request
             transport = UnixSocketTransport(socket_path)
+        elif transport is None:
+            load_httpcore()  # httpx's default transport
         self.identifier = identifier
         self.api_version = api_version
         self.auth = auth if auth is not None else NoAuth()
