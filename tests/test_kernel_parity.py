@@ -458,3 +458,40 @@ def test_pip_install_of_an_installed_package_says_so_without_network(kernels):
              for name, (reply, outputs) in both(kernels, code).items()}
     assert found["remote"] == found["python3"]
     assert found["python3"][1][0].startswith("Requirement already satisfied: numpy")
+
+
+def shapes(outputs: list[dict]) -> list[tuple]:
+    """What a cell showed, by kind: stream names, MIME types, error names (not the image bytes)."""
+    found = []
+    for m in outputs:
+        content = m["content"]
+        if m["msg_type"] == "stream":
+            found.append(("stream", content["name"], ADDRESS.sub("0x…", content["text"])))
+        elif m["msg_type"] == "error":
+            found.append(("error", content["ename"], content["evalue"]))
+        elif "data" in content:
+            found.append((m["msg_type"], sorted(content["data"]), content["data"].get("text/plain")))
+    return found
+
+
+ADDRESS = re.compile(r"0x[0-9a-f]{6,16}")
+
+
+def test_matplotlib_figures_show_as_on_ipykernel(kernels):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib_inline")
+    cells = ["%config InlineBackend.figure_format = 'svg'", "import matplotlib.pyplot as plt\nplt.plot([1, 2]);",
+             "plt.figure()",  # no Axes: its text only
+             "%config InlineBackend.figure_format = 'png'", "plt.plot([3]); plt.show(); print('after')",
+             "plt.rcParams['text.usetex'] = True\nplt.plot([1]); plt.title('x');",  # drawing fails (no latex here)
+             "plt.rcParams['text.usetex'] = False\nimport matplotlib\nmatplotlib.use('svg')\nplt.plot([1]);\n"
+             "plt.savefig('parity_figure.svg')",  # another backend: no figure shown at the end
+             "matplotlib.use('agg')\nplt.plot([2]);",
+             "plt.close('all')\nmatplotlib.use('module://matplotlib_inline.backend_inline')"]
+    import shutil
+
+    for code in cells:
+        if "usetex" in code and shutil.which("latex"):
+            continue  # the drawing would not fail
+        found = {name: (reply["status"], shapes(outputs)) for name, (reply, outputs) in both(kernels, code).items()}
+        assert found["remote"] == found["python3"], code

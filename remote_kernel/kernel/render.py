@@ -59,7 +59,7 @@ class Malformed(ValueError):
 class Output:
     """One output the session produced: a display, an update of one, or a rich result."""
 
-    type: str  # "display", "update", "result", "page" (IPython's pager: a payload of the reply)
+    type: str  # "display", "update", "result", "error", "page" (IPython's pager: a payload of the reply)
     data: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     transient: dict[str, Any] = field(default_factory=dict)
@@ -73,6 +73,12 @@ class Output:
         if not isinstance(item, dict):
             raise Malformed("an output that is not a JSON object")
         kind = item.get("type", "display")
+        if kind == "error":  # a traceback shown after the cell's code (an end-of-cell hook failed), as ipykernel does
+            fields = {name: item.get(name) for name in ("ename", "evalue", "traceback")}
+            if not (isinstance(fields["ename"], str) and isinstance(fields["evalue"], str)
+                    and isinstance(fields["traceback"], list) and all(isinstance(t, str) for t in fields["traceback"])):
+                raise Malformed("an error output without a name, a message and a traceback")
+            return cls(kind, fields, late=bool(item.get("late")), size=size)
         data = item.get("data")
         if (kind not in _KINDS and kind != PAGE) or not isinstance(data, dict) or not data:
             raise Malformed("an output without a known type or a MIME bundle")
@@ -93,6 +99,8 @@ class Output:
         return cls(kind, data, parts[0], transient, bool(item.get("late")), size, start if kind == PAGE else 0)
 
     def message(self, execution_count: int) -> Message:
+        if self.type == "error":
+            return "error", dict(self.data)
         if self.type == "result":
             return "execute_result", {"execution_count": execution_count, "data": self.data, "metadata": self.metadata}
         return _KINDS[self.type], {"data": self.data, "metadata": self.metadata, "transient": self.transient}

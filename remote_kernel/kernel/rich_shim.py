@@ -35,6 +35,7 @@ from __future__ import annotations
 import ast
 import base64
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -241,6 +242,8 @@ class RichShim:
         self._replace(shell.display_pub, "publish", self.publish)
         self._replace(shell.display_pub, "clear_output", self.clear_output)
         self._replace(shell.displayhook, "compute_format_data", self.result)
+        self.shown_traceback = shell._showtraceback
+        self._replace(shell, "_showtraceback", self.showtraceback)
         shell.events.register("pre_execute", self.pre_execute)
         callbacks = shell.events.callbacks.get("post_execute")
         if isinstance(callbacks, list):
@@ -561,11 +564,21 @@ class RichShim:
                     pass
 
     def open_figures(self) -> None:
-        """Every matplotlib figure still open when the cell ends is shown, then closed."""
+        """Every matplotlib figure still open when the cell ends is shown, then closed, when nothing else
+        shows them: the inline backend shows its figures itself (matplotlib_inline's `flush_figures`, as on
+        ipykernel: the figure format of `%config InlineBackend`, no image for a figure without Axes);
+        another backend chosen by the code (`matplotlib.use('svg')`) shows none, as on ipykernel."""
         self.depth = max(0, self.depth - 1)
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is None or self.depth > 0:
             return
+        backend = str(pyplot.get_backend()).lower()
+        if backend in (INLINE_BACKEND, "inline"):
+            flush = getattr(sys.modules.get("matplotlib_inline.backend_inline"), "flush_figures", None)
+            if flush is not None and flush in self.shell.events.callbacks.get("post_execute", []):
+                return
+        elif backend != "agg" or importlib.util.find_spec("matplotlib_inline") is not None:
+            return  # a backend the code chose
         try:
             for number in pyplot.get_fignums():
                 self.figure(pyplot.figure(number))
@@ -575,7 +588,8 @@ class RichShim:
 
     def figure(self, fig: Any) -> None:
         data, metadata = self.shell.display_formatter.format(fig)
-        if "image/png" not in data:
+        if not set(data) & {"image/png", "image/svg+xml", "image/jpeg", "application/pdf"} and \
+                (fig.axes or fig.lines):  # no figure formatter (no inline backend): a PNG; an empty figure: text
             import io
 
             buffer = io.BytesIO()
@@ -603,6 +617,15 @@ class RichShim:
         payload, as ipykernel's payload pager makes it."""
         data = strng if isinstance(strng, dict) else {"text/plain": str(strng)}
         self.emit({"type": "page", "data": _jsonable(data), "start": max(0, int(start or 0))})
+
+    def showtraceback(self, etype: Any, evalue: Any, stb: Any) -> None:
+        """A traceback after the cell's code (an end-of-cell hook such as matplotlib's drawing failed): an
+        error output, and the cell still succeeds, as on ipykernel; during the code, the session's own."""
+        if self.late and self.depth <= 1 and isinstance(stb, list):
+            self.emit({"type": "error", "ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue),
+                       "traceback": [str(line) for line in stb]})
+            return
+        self.shown_traceback(etype, evalue, stb)
 
     def clear_output(self, wait: bool = False) -> None:
         self.mark("w" if wait else "c")

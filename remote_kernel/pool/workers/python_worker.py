@@ -643,6 +643,10 @@ class Worker:
         plt = sys.modules.get("matplotlib.pyplot")
         if plt is None or not plt.get_fignums():
             return None
+        if str(plt.get_backend()).lower() not in ("agg", "module://matplotlib_inline.backend_inline", "inline"):
+            return None  # a backend the code chose (`matplotlib.use('svg')`) keeps its figures, as on ipykernel
+        if getattr(sys.modules.get("_remote_kernel_rich"), "active", None) is not None:
+            return None  # the kernel's rich-output shim shows figures as ipykernel does
         figure = plt.figure(plt.get_fignums()[-1])
         buffer = io.BytesIO()
         try:
