@@ -420,9 +420,10 @@ class RichShim:
                 items = getattr(manager, name, None)
                 if isinstance(items, list) and len(items) == count:
                     items.append(source if name.endswith("raw") else shell.transform_cell(source).rstrip("\n"))
-            ns = shell.user_ns
-            ns["_iii"], ns["_ii"], ns["_i"] = ns.get("_ii", ""), ns.get("_i", ""), source
-            ns[f"_i{count}"] = source
+            if manager is not None and hasattr(manager, "_i00"):  # as IPython's store_inputs moves them on
+                manager._iii, manager._ii, manager._i, manager._i00 = manager._ii, manager._i, manager._i00, source
+                shell.user_ns.update({"_i": manager._i, "_ii": manager._ii, "_iii": manager._iii})
+            shell.user_ns[f"_i{count}"] = source
         if number > first:
             shell.execution_count = number
 

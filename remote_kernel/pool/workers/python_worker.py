@@ -438,8 +438,9 @@ def all_installed(arguments: list[str]) -> bool:
     from importlib import metadata
 
     names = [word for word in arguments if not word.startswith("-")]
-    if not names or len(names) != len(arguments):
-        return False  # options (-U, -r FILE …) may need the index
+    options = [word for word in arguments if word.startswith("-")]
+    if not names or not set(options) <= {"-q", "--quiet", "-qq", "-v", "--verbose"}:
+        return False  # other options (-U, -r FILE …) may need the index
     for word in names:
         match = _PLAIN_REQUIREMENT.match(word.strip("'\""))
         if match is None:
