@@ -225,7 +225,7 @@ class RemoteKernel(Kernel):
             await self._send_deferred(client)
             render = self._render(client, number, riding=bool(riding))
             self._run = run = CellRun(self, client, render, remote_code, prefix=riding)
-            sent = True
+            sent = long is None  # a %%long cell runs in a thread of the session: its shell does not count it
             if long is not None:
                 if not self.rich.installed:
                     raise MagicError("%%long needs the rich-output shim in the session "
