@@ -182,7 +182,8 @@ if frame is not None and isinstance(frame.f_locals.get("nodelist"), list):
         current = shell.execution_count - 1
     early = shell.execution_count == current + 1  # IPython 9 counts the cell before it runs, IPython 8 after
     manager = shell.history_manager
-    skipped = [str(s) for s in skipped][-(number - current):] if number > current else []
+    gap = max(0, number - current)  # a new session starts at 1: the numbers before have no source there
+    skipped = ([""] * gap + [str(s) for s in skipped])[len(skipped):] if gap else []
     raw = None
     for attr in ("input_hist_parsed", "input_hist_raw"):
         items = getattr(manager, attr, None)

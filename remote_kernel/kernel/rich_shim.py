@@ -413,7 +413,8 @@ class RichShim:
         shell = self.shell
         manager = getattr(shell, "history_manager", None)
         first = shell.execution_count
-        skipped = [str(s) for s in sources][-max(0, number - first):] if number > first else []
+        gap = max(0, number - first)  # a new session starts at 1: the numbers before have no source there
+        skipped = ([""] * gap + [str(s) for s in sources])[len(sources):] if gap else []
         for index, source in enumerate(skipped):
             count = number - len(skipped) + index
             for name in ("input_hist_parsed", "input_hist_raw"):
