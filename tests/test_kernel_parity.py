@@ -495,3 +495,14 @@ def test_matplotlib_figures_show_as_on_ipykernel(kernels):
             continue  # the drawing would not fail
         found = {name: (reply["status"], shapes(outputs)) for name, (reply, outputs) in both(kernels, code).items()}
         assert found["remote"] == found["python3"], code
+
+
+def test_a_new_session_counts_from_the_prompt_not_from_one(kernels):
+    clients, _ = kernels
+    kc = clients["remote"]
+    reply, _ = run(kc, "%session new")  # the session's shell starts again at 1; the prompt goes on
+    assert reply["status"] == "ok"
+    reply, outputs = run(kc, "40 + 2")
+    n = reply["execution_count"]
+    _, outputs = run(kc, f"Out[{n}], _i{n}")
+    assert result_of(outputs) == "(42, '40 + 2')"

@@ -220,7 +220,8 @@ class RemoteKernel(Kernel):
             if notice:
                 self.publish(*outputs.stream("stderr", notice))
             count_line = ""  # the session's shell skips the numbers of cells the kernel answered itself
-            if self._unsent and self.language_spec.rich_output:
+            behind = self._unsent or (self.remote.counter_reset and number > 1)
+            if behind and self.language_spec.rich_output:
                 if not self.rich.needs_install and long is None and rich.can_ride(remote_code):
                     count_line = count_prefix(number, self._unsent)  # in the cell's own request
                 else:
@@ -231,7 +232,7 @@ class RemoteKernel(Kernel):
             self._run = run = CellRun(self, client, render, remote_code, prefix=riding or count_line)
             sent = long is None  # a %%long cell runs in a thread of the session: its shell does not count it
             if sent:
-                self._unsent = []
+                self._unsent, self.remote.counter_reset = [], False
             if long is not None:
                 if not self.rich.installed:
                     raise MagicError("%%long needs the rich-output shim in the session "
