@@ -526,3 +526,51 @@ def test_an_exception_whose_str_raises_system_exit_fails_the_cell_as_on_ipykerne
     after = results(both(kernels, "kept + 1"))
     assert found["remote"] == found["python3"] == ("error", "SystemExit")
     assert after["remote"] == after["python3"] == ("ok", "42")
+
+
+def shapes(outputs: list[dict]) -> list[tuple]:
+    """What a cell showed, by kind: stream names, MIME types, error names (not the image bytes)."""
+    found = []
+    for m in outputs:
+        content = m["content"]
+        if m["msg_type"] == "stream":
+            found.append(("stream", content["name"], HEX_ADDRESS.sub("0x…", content["text"])))
+        elif m["msg_type"] == "error":
+            found.append(("error", content["ename"], content["evalue"]))
+        elif "data" in content:
+            found.append((m["msg_type"], sorted(content["data"]), content["data"].get("text/plain")))
+    return found
+
+
+HEX_ADDRESS = re.compile(r"0x[0-9a-f]{6,16}")
+
+
+def test_matplotlib_figures_show_as_on_ipykernel(kernels):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib_inline")
+    cells = ["%config InlineBackend.figure_format = 'svg'", "import matplotlib.pyplot as plt\nplt.plot([1, 2]);",
+             "plt.figure()",  # no Axes: its text only
+             "%config InlineBackend.figure_format = 'png'", "plt.plot([3]); plt.show(); print('after')",
+             "plt.rcParams['text.usetex'] = True\nplt.plot([1]); plt.title('x');",  # drawing fails (no latex here)
+             "plt.rcParams['text.usetex'] = False\nimport matplotlib\nmatplotlib.use('svg')\nplt.plot([1]);\n"
+             "plt.savefig('parity_figure.svg')",  # another backend: no figure shown at the end
+             "matplotlib.use('agg')\nplt.plot([2]);",
+             "plt.close('all')\nmatplotlib.use('module://matplotlib_inline.backend_inline')"]
+    import shutil
+
+    for code in cells:
+        if "usetex" in code and shutil.which("latex"):
+            continue  # the drawing would not fail
+        found = {name: (reply["status"], shapes(outputs)) for name, (reply, outputs) in both(kernels, code).items()}
+        assert found["remote"] == found["python3"], code
+
+
+def test_a_new_session_counts_from_the_prompt_not_from_one(kernels):
+    clients, _ = kernels
+    kc = clients["remote"]
+    reply, _ = run(kc, "%session new")  # the session's shell starts again at 1; the prompt goes on
+    assert reply["status"] == "ok"
+    reply, outputs = run(kc, "40 + 2")
+    n = reply["execution_count"]
+    _, outputs = run(kc, f"Out[{n}], _i{n}")
+    assert result_of(outputs) == "(42, '40 + 2')"

@@ -2,7 +2,9 @@
 ipykernel ("python3") and on remote-python, compared cell by cell.
 
 The notebooks in tests/notebooks/ are this project's own (streams and values, errors, the display
-machinery, magics and the shell, numpy/pandas/matplotlib). Each cell's outputs are compared by
+machinery, magics and the shell, numpy/pandas/matplotlib; files beside the notebook, wide frames, figure
+formats and backends, interleaved streams, help and magics between cells). A notebook's `<name>.files/`
+folder is copied beside it for both kernels, and remote-python then runs with REMOTE_KERNEL_FILES=notebook. Each cell's outputs are compared by
 structure (output type, stream name, MIME-type set, error name) and, unless the cell is tagged
 `nondeterministic`, by their text after normalising what differs between any two runs (addresses,
 ANSI colours, the name of a cell's file). Image data is compared by MIME type only.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -41,11 +44,15 @@ def run_notebook(path: Path, kernel_name: str, env: dict[str, str], folder: Path
 
 
 def run_on_both(path: Path, envs: dict[str, dict[str, str]], folder: Path) -> dict[str, nbformat.NotebookNode]:
-    """{kernel name: executed notebook}, the kernels run at the same time, each in its own fresh folder."""
+    """{kernel name: executed notebook}, the kernels run at the same time, each in its own fresh folder (with a
+    copy of the files beside the notebook, `<name>.files/`, when it has some)."""
+    beside = path.with_suffix(".files")
     with ThreadPoolExecutor(len(envs)) as threads:
         running = {}
         for name, env in envs.items():
-            (folder / name).mkdir()
+            if beside.is_dir():
+                shutil.copytree(beside, folder / name)
+            (folder / name).mkdir(exist_ok=True)
             running[name] = threads.submit(run_notebook, path, name, env, folder / name)
         return {name: future.result() for name, future in running.items()}
 
@@ -108,7 +115,8 @@ def differences(local: nbformat.NotebookNode, remote: nbformat.NotebookNode) -> 
 @pytest.fixture(scope="module")
 def kernel_envs(pool):
     install_kernelspec()
-    local = {**embedded_env(), "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
+    local = {**embedded_env(), "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
+             "SHELL": "/bin/bash"}  # a user's terminal (ipykernel's `!` commands run under it)
     return local, pool
 
 
@@ -117,7 +125,10 @@ def test_a_notebook_shows_on_remote_python_what_it_shows_on_ipykernel(kernel_env
     local_env, pool = kernel_envs
     path = NOTEBOOKS / f"{name}.ipynb"
     assert nbformat.read(path, as_version=4).metadata.kernelspec.name == "python3"  # written for ipykernel
-    ran = run_on_both(path, {"python3": local_env, "remote-python": pool_env(pool, str(uuid.uuid4()))}, tmp_path)
+    # a notebook with files beside it runs with REMOTE_KERNEL_FILES=notebook (the session sees that folder)
+    extra = {"REMOTE_KERNEL_FILES": "notebook"} if path.with_suffix(".files").is_dir() else {}
+    ran = run_on_both(path, {"python3": local_env, "remote-python": pool_env(pool, str(uuid.uuid4()), **extra)},
+                      tmp_path)
     local, remote = ran["python3"], ran["remote-python"]
     assert sum(len(cell.get("outputs", [])) for cell in local.cells) > 5  # the notebook did run
     found = differences(local, remote)

@@ -31,7 +31,7 @@ from remote_kernel.kernel.helper import HELPER_MARK, read_answer
 from remote_kernel.kernel.languages import PYTHON, Language
 from remote_kernel.kernel.magics import (MAGICS, MagicError, MagicRunner, missing_file_hint, split_cell,
                                          stdin_needed)
-from remote_kernel.kernel.python import count_code, helper_code
+from remote_kernel.kernel.python import count_code, count_prefix, helper_code
 from remote_kernel.kernel.remote import RemoteSession
 from remote_kernel.kernel.render import CellRender
 from remote_kernel.sessions.models import ServiceUnavailable, SessionNotFound, SessionsError
@@ -231,14 +231,21 @@ class RemoteKernel(Kernel):
             notice = await self.remote.files.sync(client)  # REMOTE_KERNEL_FILES=notebook
             if notice:
                 self.publish(*outputs.stream("stderr", notice))
-            if self._unsent and self.language_spec.rich_output:
-                await self._catch_up_count(client, number)
+            count_line = ""  # the session's shell skips the numbers of cells the kernel answered itself
+            behind = self._unsent or (self.remote.counter_reset and number > 1)
+            if behind and self.language_spec.rich_output:
+                if not self.rich.needs_install and long is None and rich.can_ride(remote_code):
+                    count_line = count_prefix(number, self._unsent)  # in the cell's own request
+                else:
+                    await self._catch_up_count(client, number)
             riding = await self.remote.install_rich(client, remote_code if long is None else None, self._allow_stdin)
             await self._tell_stdin(client)
             await self._send_deferred(client)
             render = self._render(client, number, riding=bool(riding))
-            self._run = run = CellRun(self, client, render, remote_code, prefix=riding)
-            sent = True
+            self._run = run = CellRun(self, client, render, remote_code, prefix=riding or count_line)
+            sent = long is None  # a %%long cell runs in a thread of the session: its shell does not count it
+            if sent:
+                self._unsent, self.remote.counter_reset = [], False
             if long is not None:
                 if not self.rich.installed:
                     raise MagicError("%%long needs the rich-output shim in the session "
@@ -283,7 +290,8 @@ class RemoteKernel(Kernel):
     async def _catch_up_count(self, client: SessionsClient, number: int) -> None:
         """Cells that took a number here without reaching the session (a kernel magic, a help-only cell):
         the session's shell skips their numbers too, so that `Out[n]`, `_in` and `Cell In[n]` match the
-        prompt, as on ipykernel, and `In` holds their source."""
+        prompt, as on ipykernel, and `In` holds their source. Usually a line before the next cell does it
+        (`count_prefix`, no request of its own); this helper, when that cell cannot carry a line."""
         if self.rich.needs_install:  # the shim applies it after the helper (which is kept out of the history)
             await self.remote.install_rich(client, None)
         await self._helper(count_code(number, self._unsent), deadline=10.0)

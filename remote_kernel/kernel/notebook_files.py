@@ -137,7 +137,6 @@ class NotebookFiles:
         if found.problem is not None:
             note, self._said = (None if found.problem == self._said else found.problem), found.problem
             return note
-        self._said = None
         changed = await asyncio.to_thread(self._changed, found)
         gate = asyncio.Semaphore(PARALLEL)
         failed: list[str] = []
@@ -160,10 +159,12 @@ class NotebookFiles:
             except RemoteFileNotFound:
                 pass
             del self.sent[rel]
-        if failed:
-            return (f"REMOTE_KERNEL_FILES=notebook: {len(failed)} file(s) beside the notebook could not be sent "
-                    f"to the session: {'; '.join(failed[:3])}. The next cell tries again.\n")
-        return None
+        if not failed:
+            return None
+        note = (f"REMOTE_KERNEL_FILES=notebook: {len(failed)} file(s) beside the notebook could not be sent to "
+                f"the session: {'; '.join(sorted(failed)[:3])}. Each cell tries again (this note comes once).\n")
+        note, self._said = (None if note == self._said else note), note
+        return note
 
     def _changed(self, found: Scan) -> dict[str, Seen]:
         changed = {}

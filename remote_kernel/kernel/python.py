@@ -162,6 +162,70 @@ answer = {{"ok": True}}
 ''')
 
 
+_COUNT_LINE = '''
+import ast, hashlib, json, linecache, sys
+shell = get_ipython()
+number, skipped = _args
+frame = sys._getframe(1)
+while frame is not None and frame.f_code.co_name != "run_ast_nodes":
+    frame = frame.f_back
+runner = frame.f_back if frame is not None else None
+if frame is not None and isinstance(frame.f_locals.get("nodelist"), list):
+    nodes, name = frame.f_locals["nodelist"], frame.f_locals.get("cell_name")
+    for node in nodes[1:]:  # the cell's own statements move one line up: this line is not the user's
+        ast.increment_lineno(node, -1)
+    entry = linecache.cache.get(name)
+    if entry is not None and entry[2]:
+        linecache.cache[name] = (entry[0], entry[1], entry[2][1:], entry[3])
+    current = runner.f_locals.get("execution_count") if runner is not None else None
+    if not isinstance(current, int):
+        current = shell.execution_count - 1
+    early = shell.execution_count == current + 1  # IPython 9 counts the cell before it runs, IPython 8 after
+    manager = shell.history_manager
+    gap = max(0, number - current)  # a new session starts at 1: the numbers before have no source there
+    skipped = ([""] * gap + [str(s) for s in skipped])[len(skipped):] if gap else []
+    raw = None
+    for attr in ("input_hist_parsed", "input_hist_raw"):
+        items = getattr(manager, attr, None)
+        if isinstance(items, list) and items:
+            last = items.pop().partition("\\n")[2]
+            for source in skipped:
+                items.append(source if attr.endswith("raw") else shell.transform_cell(source).rstrip("\\n"))
+            items.append(last)
+            raw = last
+    if raw is not None:
+        shell.user_ns.pop(f"_i{current}", None)
+        for offset, source in enumerate(skipped):
+            shell.user_ns[f"_i{current + offset}"] = source
+        if skipped and hasattr(manager, "_i00"):
+            older = [manager._iii, manager._ii, manager._i] + skipped
+            manager._iii, manager._ii, manager._i, manager._i00 = older[-3], older[-2], older[-1], raw
+        elif hasattr(manager, "_i00"):
+            manager._i00 = raw
+        shell.user_ns.update({"_i": getattr(manager, "_i", ""), "_ii": getattr(manager, "_ii", ""),
+                              "_iii": getattr(manager, "_iii", ""), f"_i{number}": raw, "_i00": raw})
+    if name is not None and hasattr(shell.compile, "_filename_map"):
+        shell.compile._filename_map[name] = number  # "Cell In[number]" in its tracebacks
+    if runner is not None and getattr(runner.f_locals.get("result"), "execution_count", None) is not None:
+        runner.f_locals["result"].execution_count = number
+    shell.execution_count = number + (1 if early else 0)
+    shim = getattr(sys.modules.get("_remote_kernel_rich"), "active", None)
+    if shim is not None and raw is not None:  # the live log's header names the cell without this line
+        with shim.live_lock:
+            shim.live_header = json.dumps({"cell": shim.cell,
+                                           "code": hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:16]})
+'''
+
+
+def count_prefix(number: int, skipped: list[str]) -> str:
+    """A line put before a cell (the same request) that gives it `number` in the session's shell, after
+    `skipped` cells that ran in the kernel (their numbers and sources go into `In`/`_iN`), and takes itself
+    out of the cell (line numbers, history, source lines), as the rich shim's riding line does."""
+    args = json.dumps([number, skipped])
+    return (f"exec(compile({_COUNT_LINE!r}, '<remote_kernel count>', 'exec'), "
+            f"{{'get_ipython': get_ipython, '_args': __import__('json').loads({args!r})}})\n")
+
+
 LSMAGIC_CODE = helper_code('''
 answer = {"text": str(get_ipython().run_line_magic("lsmagic", ""))}
 ''')

@@ -53,6 +53,7 @@ class RemoteSession:
         self.widgets = widgets.WidgetFallback()
         self.completer_warm = False  # whether the session answered a completion (jedi is loaded there)
         self.files = NotebookFiles(settings.files, patterns=settings.files_exclude)  # REMOTE_KERNEL_FILES
+        self.counter_reset = False  # the session's shell counts from 1 again (a new session)
         self.embedded = embedded
         if self.embedded is None and settings.embedded and not settings.problems:
             self.embedded = self._start_pool()
@@ -69,6 +70,7 @@ class RemoteSession:
         self.widgets.forget()
         self.guard.new_session()
         self.files.forget()  # the new session has none of the notebook's files
+        self.counter_reset = True  # its shell counts cells from 1: the kernel brings it to the prompt's number
         self.completer_warm = False
 
     # --- the client ------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def from_item(item: Any, size: int) -> Output | Event:
 class Output:
     """One output the session produced: a display, an update of one, or a rich result."""
 
-    type: str  # "display", "update", "result", "page" (IPython's pager: a payload of the reply)
+    type: str  # "display", "update", "result", "error", "page" (IPython's pager: a payload of the reply)
     data: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     transient: dict[str, Any] = field(default_factory=dict)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import ast
 import base64
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -253,6 +254,8 @@ class RichShim:
         self._replace(shell.displayhook, "compute_format_data", self.result)
         self._replace(shell.display_formatter, "format", self._counted(shell.display_formatter.format))
         self._replace(shell, "showtraceback", self._traceback(shell.showtraceback))
+        self.shown_traceback = shell._showtraceback
+        self._replace(shell, "_showtraceback", self.showtraceback)
         shell.events.register("pre_execute", self.pre_execute)
         callbacks = shell.events.callbacks.get("post_execute")
         if isinstance(callbacks, list):
@@ -422,16 +425,18 @@ class RichShim:
         shell = self.shell
         manager = getattr(shell, "history_manager", None)
         first = shell.execution_count
-        skipped = [str(s) for s in sources][-max(0, number - first):] if number > first else []
+        gap = max(0, number - first)  # a new session starts at 1: the numbers before have no source there
+        skipped = ([""] * gap + [str(s) for s in sources])[len(sources):] if gap else []
         for index, source in enumerate(skipped):
             count = number - len(skipped) + index
             for name in ("input_hist_parsed", "input_hist_raw"):
                 items = getattr(manager, name, None)
                 if isinstance(items, list) and len(items) == count:
                     items.append(source if name.endswith("raw") else shell.transform_cell(source).rstrip("\n"))
-            ns = shell.user_ns
-            ns["_iii"], ns["_ii"], ns["_i"] = ns.get("_ii", ""), ns.get("_i", ""), source
-            ns[f"_i{count}"] = source
+            if manager is not None and hasattr(manager, "_i00"):  # as IPython's store_inputs moves them on
+                manager._iii, manager._ii, manager._i, manager._i00 = manager._ii, manager._i, manager._i00, source
+                shell.user_ns.update({"_i": manager._i, "_ii": manager._ii, "_iii": manager._iii})
+            shell.user_ns[f"_i{count}"] = source
         if number > first:
             shell.execution_count = number
 
@@ -573,11 +578,21 @@ class RichShim:
                     pass
 
     def open_figures(self) -> None:
-        """Every matplotlib figure still open when the cell ends is shown, then closed."""
+        """Every matplotlib figure still open when the cell ends is shown, then closed, when nothing else
+        shows them: the inline backend shows its figures itself (matplotlib_inline's `flush_figures`, as on
+        ipykernel: the figure format of `%config InlineBackend`, no image for a figure without Axes);
+        another backend chosen by the code (`matplotlib.use('svg')`) shows none, as on ipykernel."""
         self.depth = max(0, self.depth - 1)
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is None or self.depth > 0:
             return
+        backend = str(pyplot.get_backend()).lower()
+        if backend in (INLINE_BACKEND, "inline"):
+            flush = getattr(sys.modules.get("matplotlib_inline.backend_inline"), "flush_figures", None)
+            if flush is not None and flush in self.shell.events.callbacks.get("post_execute", []):
+                return
+        elif backend != "agg" or importlib.util.find_spec("matplotlib_inline") is not None:
+            return  # a backend the code chose
         try:
             for number in pyplot.get_fignums():
                 self.figure(pyplot.figure(number))
@@ -587,7 +602,8 @@ class RichShim:
 
     def figure(self, fig: Any) -> None:
         data, metadata = self.shell.display_formatter.format(fig)
-        if "image/png" not in data:
+        if not set(data) & {"image/png", "image/svg+xml", "image/jpeg", "application/pdf"} and \
+                (fig.axes or fig.lines):  # no figure formatter (no inline backend): a PNG; an empty figure: text
             import io
 
             buffer = io.BytesIO()
@@ -646,6 +662,15 @@ class RichShim:
         payload, as ipykernel's payload pager makes it."""
         data = strng if isinstance(strng, dict) else {"text/plain": str(strng)}
         self.emit({"type": "page", "data": _jsonable(data), "start": max(0, int(start or 0))})
+
+    def showtraceback(self, etype: Any, evalue: Any, stb: Any) -> None:
+        """A traceback after the cell's code (an end-of-cell hook such as matplotlib's drawing failed): an
+        error output, and the cell still succeeds, as on ipykernel; during the code, the session's own."""
+        if self.late and self.depth <= 1 and isinstance(stb, list):
+            self.emit({"type": "error", "ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue),
+                       "traceback": [str(line) for line in stb]})
+            return
+        self.shown_traceback(etype, evalue, stb)
 
     def clear_output(self, wait: bool = False) -> None:
         self.mark("w" if wait else "c")

@@ -450,8 +450,9 @@ def all_installed(arguments: list[str]) -> bool:
     from importlib import metadata
 
     names = [word for word in arguments if not word.startswith("-")]
-    if not names or len(names) != len(arguments):
-        return False  # options (-U, -r FILE …) may need the index
+    options = [word for word in arguments if word.startswith("-")]
+    if not names or not set(options) <= {"-q", "--quiet", "-qq", "-v", "--verbose"}:
+        return False  # other options (-U, -r FILE …) may need the index
     for word in names:
         match = _PLAIN_REQUIREMENT.match(word.strip("'\""))
         if match is None:
@@ -688,6 +689,10 @@ class Worker:
         plt = sys.modules.get("matplotlib.pyplot")
         if plt is None or not plt.get_fignums():
             return None
+        if str(plt.get_backend()).lower() not in ("agg", "module://matplotlib_inline.backend_inline", "inline"):
+            return None  # a backend the code chose (`matplotlib.use('svg')`) keeps its figures, as on ipykernel
+        if getattr(sys.modules.get("_remote_kernel_rich"), "active", None) is not None:
+            return None  # the kernel's rich-output shim shows figures as ipykernel does
         figure = plt.figure(plt.get_fignums()[-1])
         buffer = io.BytesIO()
         try:
