@@ -44,26 +44,18 @@ def _stop(started: dict) -> None:
         km.shutdown_kernel(now=True)
 
 
-@pytest.fixture(scope="module")
-def kernels(pool, tmp_path_factory):
-    """{"python3": kc, "remote": kc} (remote-python on the pool's live extension)."""
-    started = _start(pool, tmp_path_factory.mktemp("widgets"))
+@pytest.fixture(scope="module", params=["live", "hosted"])
+def kernels(request, pool, tmp_path_factory):
+    """{"python3": kc, "remote": kc}: remote-python on the pool's live extension ("live"), or behind a proxy
+    that passes only the contract ("hosted": a hosted pool, whose file API takes uploads while a cell runs)."""
+    proxy = ContractProxy(pool.endpoint) if request.param == "hosted" else None
+    started = _start(pool, tmp_path_factory.mktemp(request.param), proxy)
     try:
         yield {name: kc for name, (km, kc) in started.items()}
     finally:
         _stop(started)
-
-
-@pytest.fixture(scope="module")
-def hosted(pool, tmp_path_factory):
-    """The same, with remote-python behind a proxy that passes only the contract (a hosted pool)."""
-    proxy = ContractProxy(pool.endpoint)
-    started = _start(pool, tmp_path_factory.mktemp("hosted"), proxy)
-    try:
-        yield {name: kc for name, (km, kc) in started.items()}
-    finally:
-        _stop(started)
-        proxy.close()
+        if proxy is not None:
+            proxy.close()
 
 
 def both(clients: dict, code: str, **options) -> dict:
@@ -314,3 +306,22 @@ def test_interrupting_a_cell_waiting_for_input_ends_it_as_ipykernel_does(kernels
         assert value_of(kc, "1 + 1") == "2"
     assert found["remote"] == found["python3"]
     assert found["python3"] == ("error", "KeyboardInterrupt", "Interrupted by user")
+
+
+def test_input_says_why_it_cannot_ask_where_the_pool_takes_no_files_during_a_cell(pool, tmp_path):
+    """A hosted pool that answers file requests only between executions: input() raises saying why, and the
+    session and the kernel go on."""
+    install_kernelspec()
+    proxy = ContractProxy(pool.endpoint, stall_files=True)
+    env = {**pool_env(pool, str(uuid.uuid4())), "POOL_MANAGEMENT_ENDPOINT": proxy.endpoint}
+    km, kc = start_new_kernel(kernel_name="remote-python", env=env, cwd=str(tmp_path), startup_timeout=60)
+    try:
+        run(kc, "pass")
+        reply, outputs = run(kc, "input('name? ')", allow_stdin=True)
+        assert (reply["status"], reply["ename"]) == ("error", "StdinNotImplementedError")
+        assert "does not accept files while a cell runs" in reply["evalue"]
+        assert value_of(kc, "1 + 1") == "2"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        proxy.close()

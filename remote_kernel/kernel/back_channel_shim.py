@@ -15,7 +15,8 @@ stream and the hosted path's live log alike):
 - **stdin**: `input()`, `getpass()` (and what reads through them: pdb) emit an output of type
   `"input"`, then wait for the kernel's answer in a file of the hidden folder
   (`<nonce>-in-<token>.json`): first `{"ack": true}` (the kernel can write files while a cell runs),
-  then `{"value": ...}`. With the request's `allow_stdin` false they raise ipykernel's
+  then `{"value": ...}` (or `{"interrupt": true}`: the user interrupted, where the pool cannot signal the
+  session). With the request's `allow_stdin` false they raise ipykernel's
   `StdinNotImplementedError` at once; with no ack within ACK_WAIT the pool accepts no files during a
   cell and they raise saying so. An interrupt while waiting raises ipykernel's
   `KeyboardInterrupt("Interrupted by user")`.
@@ -207,6 +208,8 @@ class BackChannel:
                         if value == "\x04":
                             raise EOFError
                         return value
+                    if "interrupt" in answer:  # a pool that cannot signal the session (hosted): the kernel says so here
+                        raise KeyboardInterrupt
                     if "error" in answer:
                         _remove(path)
                         raise StdinNotImplementedError(str(answer["error"]))

@@ -246,10 +246,23 @@ class CommBridge:
                                             bool(body.get("password")), stop)
         finally:
             self.waiting.discard(stop)
-        if value is None:
-            return  # the cell ended first (an interrupt)
+        if value is None:  # interrupted, or the cell ended first: a session still waiting stops with KeyboardInterrupt
+            try:
+                await asyncio.wait_for(client.upload(io.BytesIO(b'{"interrupt": true}'), name), ACK_DEADLINE)
+            except Exception as exc:
+                log.debug("could not tell the session that its input was interrupted: %r", exc)
+            return
         answer = json.dumps({"value": value}).encode()
         await asyncio.wait_for(client.upload(io.BytesIO(answer), name), ANSWER_DEADLINE)
+
+    def interrupt_input(self) -> bool:
+        """The user interrupted a cell: a pending input request ends (the session raises KeyboardInterrupt, as
+        ipykernel's input() does). False when none is pending."""
+        if not self.waiting:
+            return False
+        for stop in list(self.waiting):
+            stop.set()
+        return True
 
     def cell_ended(self) -> None:
         """The cell's execution ended: stop waiting for answers nobody reads, and its drop count starts anew."""
