@@ -197,6 +197,17 @@ def test_the_widget_control_comm_restores_widgets_after_a_reload(kernels):
     assert found["remote"] == found["python3"] == ([], "update_states", True, True)
 
 
+def test_a_tqdm_notebook_bar_completes(kernels):
+    pytest.importorskip("tqdm")
+    found = {}
+    for name, (reply, outputs) in both(kernels, "from tqdm.notebook import tqdm\nfor _ in tqdm(range(5)): pass").items():
+        bar = comm_open(outputs, "FloatProgressModel")
+        values = [m["content"]["data"]["state"]["value"] for m in outputs if m["msg_type"] == "comm_msg"
+                  and m["content"]["comm_id"] == bar["comm_id"] and "value" in m["content"]["data"].get("state", {})]
+        found[name] = (reply["status"], bar["data"]["state"]["max"], values[-1] if values else None)
+    assert found["remote"] == found["python3"] == ("ok", 5, 5)
+
+
 def test_widgets_carrying_script_show_none(kernels):
     code = ("import ipywidgets as w\nh = w.HTML(value='<b>bold</b><script>alert(1)</script><img src=x onerror=alert(2)>',"
             " description='<i>d</i><script>alert(3)</script>')\nh")
@@ -275,6 +286,17 @@ def test_getpass_asks_for_a_password(kernels):
         found[name] = (reply["status"], request["password"],
                        [m["content"]["data"]["text/plain"] for m in outputs if m["msg_type"] == "execute_result"])
     assert found["remote"] == found["python3"] == ("ok", True, ["6"])
+
+
+def test_pdb_reads_its_commands_through_stdin(kernels):
+    found = {}
+    for name, kc in kernels.items():
+        reply, outputs, request = answer_input(kc, "x = 5\nimport pdb; pdb.set_trace()\nprint('after', x)", "c")
+        # the prompt differs: ipykernel's shell replaces pdb.set_trace with IPython's debugger ("ipdb>")
+        found[name] = (reply["status"], request["prompt"].strip() in ("(Pdb)", "ipdb>"),
+                       text_of(outputs, "stdout").endswith("after 5\n"))
+    assert found["remote"] == found["python3"]
+    assert found["python3"][0] == "ok" and found["python3"][2]
 
 
 def test_input_without_stdin_raises_without_the_shims_frames(kernels):
