@@ -242,6 +242,22 @@ def test_an_endless_stream_of_comm_messages_is_bounded(kernels):
     assert value_of(kc, "s.value") == "2"
 
 
+def test_a_malformed_comm_message_from_the_session_is_lost_alone(kernels):
+    kc = kernels["remote"]
+    comm_id = _slider(kc)
+    bad = [{"type": "comm", "msg_type": "comm_msg", "content": ["not", "an", "object"]},
+           {"type": "comm", "msg_type": "comm_msg", "content": {"data": {}}},
+           {"type": "comm", "msg_type": "comm_msg", "content": {"comm_id": comm_id, "data": {}}, "buffers": ["@@"]},
+           {"type": "comm", "msg_type": "shutdown_request", "content": {"comm_id": comm_id}},
+           {"type": "input", "prompt": "x", "token": "../../etc/passwd"}]
+    code = ("import json, sys\nshim = sys.modules['_remote_kernel_rich'].active\n"
+            f"for item in {bad!r}:\n    shim.mark('j' + json.dumps(item))\ns.value = 11")
+    reply, outputs = run(kc, code)
+    assert reply["status"] == "ok"
+    assert comm_msgs(outputs) == [{"method": "update", "state": {"value": 11}, "buffer_paths": []}]
+    assert value_of(kc, "s.value") == "11"
+
+
 def test_a_comm_to_another_target_is_not_forwarded(kernels):
     kc = kernels["remote"]
     _, outputs = run(kc, "from comm import create_comm\nc = create_comm(target_name='evil.target', data={'x': 1})")
