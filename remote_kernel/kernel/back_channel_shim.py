@@ -14,8 +14,8 @@ stream and the hosted path's live log alike):
   ipykernel's shell handlers do, so observers run and their output is that execution's output.
 - **stdin**: `input()`, `getpass()` (and what reads through them: pdb) emit an output of type
   `"input"`, then wait for the kernel's answer in a file of the hidden folder
-  (`<nonce>-in-<token>.json`): first `{"ack": true}` (the kernel can write files while a cell runs),
-  then `{"value": ...}` (or `{"interrupt": true}`: the user interrupted, where the pool cannot signal the
+  (`<nonce>-in-<token>.json`): first `{"ack": true}` (the kernel can write files while a cell runs; not
+  sent by a pool with the live extension, whose file API always takes them), then `{"value": ...}` (or `{"interrupt": true}`: the user interrupted, where the pool cannot signal the
   session). With the request's `allow_stdin` false they raise ipykernel's
   `StdinNotImplementedError` at once; with no ack within ACK_WAIT the pool accepts no files during a
   cell and they raise saying so. An interrupt while waiting raises ipykernel's
@@ -197,7 +197,7 @@ class BackChannel:
         token = secrets.token_hex(8)
         path = os.path.join(self.shim.folder, f"{self.shim.nonce}-in-{token}.json")
         self.publish_input(prompt, password, token)
-        started, acked = time.monotonic(), False
+        started, acked = time.monotonic(), not self.shim.live_log  # no live log: the pool is the kernel's own
         try:
             while True:
                 answer = _read(path)
