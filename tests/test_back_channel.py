@@ -291,7 +291,7 @@ def test_input_is_answered_through_stdin(kernels):
         reply, outputs, request = answer_input(kc, "name = input('name? ')\nprint('hello', name)\nname", "Ada")
         found[name] = (reply["status"], request, text_of(outputs, "stdout"),
                        [m["content"]["data"]["text/plain"] for m in outputs if m["msg_type"] == "execute_result"])
-    assert found["remote"] == found["python3"]
+    assert found["remote"] == found["python3"], (reply, outputs)
     assert found["python3"][1:] == ({"prompt": "name? ", "password": False}, "hello Ada\n", ["'Ada'"])
 
 

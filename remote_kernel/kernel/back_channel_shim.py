@@ -222,6 +222,9 @@ class BackChannel:
             raise KeyboardInterrupt("Interrupted by user") from None
 
     def publish_input(self, prompt: str, password: bool, token: str) -> None:
+        if self.shim.live_log:  # the kernel reads the request in the live log: start writing it now
+            with self.shim.live_lock:
+                self.shim.cell_started = 0.0
         late, self.shim.late = self.shim.late, False
         try:
             self.shim.emit({"type": "input", "prompt": prompt, "password": password, "token": token})
