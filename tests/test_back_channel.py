@@ -44,26 +44,18 @@ def _stop(started: dict) -> None:
         km.shutdown_kernel(now=True)
 
 
-@pytest.fixture(scope="module")
-def kernels(pool, tmp_path_factory):
-    """{"python3": kc, "remote": kc} (remote-python on the pool's live extension)."""
-    started = _start(pool, tmp_path_factory.mktemp("widgets"))
+@pytest.fixture(scope="module", params=["live", "hosted"])
+def kernels(request, pool, tmp_path_factory):
+    """{"python3": kc, "remote": kc}: remote-python on the pool's live extension ("live"), or behind a proxy
+    that passes only the contract ("hosted": a hosted pool, whose file API takes uploads while a cell runs)."""
+    proxy = ContractProxy(pool.endpoint) if request.param == "hosted" else None
+    started = _start(pool, tmp_path_factory.mktemp(request.param), proxy)
     try:
         yield {name: kc for name, (km, kc) in started.items()}
     finally:
         _stop(started)
-
-
-@pytest.fixture(scope="module")
-def hosted(pool, tmp_path_factory):
-    """The same, with remote-python behind a proxy that passes only the contract (a hosted pool)."""
-    proxy = ContractProxy(pool.endpoint)
-    started = _start(pool, tmp_path_factory.mktemp("hosted"), proxy)
-    try:
-        yield {name: kc for name, (km, kc) in started.items()}
-    finally:
-        _stop(started)
-        proxy.close()
+        if proxy is not None:
+            proxy.close()
 
 
 def both(clients: dict, code: str, **options) -> dict:
@@ -205,6 +197,17 @@ def test_the_widget_control_comm_restores_widgets_after_a_reload(kernels):
     assert found["remote"] == found["python3"] == ([], "update_states", True, True)
 
 
+def test_a_tqdm_notebook_bar_completes(kernels):
+    pytest.importorskip("tqdm")
+    found = {}
+    for name, (reply, outputs) in both(kernels, "from tqdm.notebook import tqdm\nfor _ in tqdm(range(5)): pass").items():
+        bar = comm_open(outputs, "FloatProgressModel")
+        values = [m["content"]["data"]["state"]["value"] for m in outputs if m["msg_type"] == "comm_msg"
+                  and m["content"]["comm_id"] == bar["comm_id"] and "value" in m["content"]["data"].get("state", {})]
+        found[name] = (reply["status"], bar["data"]["state"]["max"], values[-1] if values else None)
+    assert found["remote"] == found["python3"] == ("ok", 5, 5)
+
+
 def test_widgets_carrying_script_show_none(kernels):
     code = ("import ipywidgets as w\nh = w.HTML(value='<b>bold</b><script>alert(1)</script><img src=x onerror=alert(2)>',"
             " description='<i>d</i><script>alert(3)</script>')\nh")
@@ -237,6 +240,22 @@ def test_an_endless_stream_of_comm_messages_is_bounded(kernels):
     assert len(comm_msgs(outputs)) < 20000 and "faster than" in text_of(outputs, "stderr")
     update(kc, comm_id, {"value": 2})  # the kernel and the widget still work
     assert value_of(kc, "s.value") == "2"
+
+
+def test_a_malformed_comm_message_from_the_session_is_lost_alone(kernels):
+    kc = kernels["remote"]
+    comm_id = _slider(kc)
+    bad = [{"type": "comm", "msg_type": "comm_msg", "content": ["not", "an", "object"]},
+           {"type": "comm", "msg_type": "comm_msg", "content": {"data": {}}},
+           {"type": "comm", "msg_type": "comm_msg", "content": {"comm_id": comm_id, "data": {}}, "buffers": ["@@"]},
+           {"type": "comm", "msg_type": "shutdown_request", "content": {"comm_id": comm_id}},
+           {"type": "input", "prompt": "x", "token": "../../etc/passwd"}]
+    code = ("import json, sys\nshim = sys.modules['_remote_kernel_rich'].active\n"
+            f"for item in {bad!r}:\n    shim.mark('j' + json.dumps(item))\ns.value = 11")
+    reply, outputs = run(kc, code)
+    assert reply["status"] == "ok"
+    assert comm_msgs(outputs) == [{"method": "update", "state": {"value": 11}, "buffer_paths": []}]
+    assert value_of(kc, "s.value") == "11"
 
 
 def test_a_comm_to_another_target_is_not_forwarded(kernels):
@@ -272,7 +291,7 @@ def test_input_is_answered_through_stdin(kernels):
         reply, outputs, request = answer_input(kc, "name = input('name? ')\nprint('hello', name)\nname", "Ada")
         found[name] = (reply["status"], request, text_of(outputs, "stdout"),
                        [m["content"]["data"]["text/plain"] for m in outputs if m["msg_type"] == "execute_result"])
-    assert found["remote"] == found["python3"]
+    assert found["remote"] == found["python3"], (reply, outputs)
     assert found["python3"][1:] == ({"prompt": "name? ", "password": False}, "hello Ada\n", ["'Ada'"])
 
 
@@ -283,6 +302,17 @@ def test_getpass_asks_for_a_password(kernels):
         found[name] = (reply["status"], request["password"],
                        [m["content"]["data"]["text/plain"] for m in outputs if m["msg_type"] == "execute_result"])
     assert found["remote"] == found["python3"] == ("ok", True, ["6"])
+
+
+def test_pdb_reads_its_commands_through_stdin(kernels):
+    found = {}
+    for name, kc in kernels.items():
+        reply, outputs, request = answer_input(kc, "x = 5\nimport pdb; pdb.set_trace()\nprint('after', x)", "c")
+        # the prompt differs: ipykernel's shell replaces pdb.set_trace with IPython's debugger ("ipdb>")
+        found[name] = (reply["status"], request["prompt"].strip() in ("(Pdb)", "ipdb>"),
+                       text_of(outputs, "stdout").endswith("after 5\n"))
+    assert found["remote"] == found["python3"]
+    assert found["python3"][0] == "ok" and found["python3"][2]
 
 
 def test_input_without_stdin_raises_without_the_shims_frames(kernels):
@@ -314,3 +344,22 @@ def test_interrupting_a_cell_waiting_for_input_ends_it_as_ipykernel_does(kernels
         assert value_of(kc, "1 + 1") == "2"
     assert found["remote"] == found["python3"]
     assert found["python3"] == ("error", "KeyboardInterrupt", "Interrupted by user")
+
+
+def test_input_says_why_it_cannot_ask_where_the_pool_takes_no_files_during_a_cell(pool, tmp_path):
+    """A hosted pool that answers file requests only between executions: input() raises saying why, and the
+    session and the kernel go on."""
+    install_kernelspec()
+    proxy = ContractProxy(pool.endpoint, stall_files=True)
+    env = {**pool_env(pool, str(uuid.uuid4())), "POOL_MANAGEMENT_ENDPOINT": proxy.endpoint}
+    km, kc = start_new_kernel(kernel_name="remote-python", env=env, cwd=str(tmp_path), startup_timeout=60)
+    try:
+        run(kc, "pass")
+        reply, outputs = run(kc, "input('name? ')", allow_stdin=True)
+        assert (reply["status"], reply["ename"]) == ("error", "StdinNotImplementedError")
+        assert "does not accept files while a cell runs" in reply["evalue"]
+        assert value_of(kc, "1 + 1") == "2"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        proxy.close()

@@ -14,8 +14,9 @@ stream and the hosted path's live log alike):
   ipykernel's shell handlers do, so observers run and their output is that execution's output.
 - **stdin**: `input()`, `getpass()` (and what reads through them: pdb) emit an output of type
   `"input"`, then wait for the kernel's answer in a file of the hidden folder
-  (`<nonce>-in-<token>.json`): first `{"ack": true}` (the kernel can write files while a cell runs),
-  then `{"value": ...}`. With the request's `allow_stdin` false they raise ipykernel's
+  (`<nonce>-in-<token>.json`): first `{"ack": true}` (the kernel can write files while a cell runs; not
+  sent by a pool with the live extension, whose file API always takes them), then `{"value": ...}` (or `{"interrupt": true}`: the user interrupted, where the pool cannot signal the
+  session). With the request's `allow_stdin` false they raise ipykernel's
   `StdinNotImplementedError` at once; with no ack within ACK_WAIT the pool accepts no files during a
   cell and they raise saying so. An interrupt while waiting raises ipykernel's
   `KeyboardInterrupt("Interrupted by user")`.
@@ -196,7 +197,7 @@ class BackChannel:
         token = secrets.token_hex(8)
         path = os.path.join(self.shim.folder, f"{self.shim.nonce}-in-{token}.json")
         self.publish_input(prompt, password, token)
-        started, acked = time.monotonic(), False
+        started, acked = time.monotonic(), not self.shim.live_log  # no live log: the pool is the kernel's own
         try:
             while True:
                 answer = _read(path)
@@ -207,6 +208,8 @@ class BackChannel:
                         if value == "\x04":
                             raise EOFError
                         return value
+                    if "interrupt" in answer:  # a pool that cannot signal the session (hosted): the kernel says so here
+                        raise KeyboardInterrupt
                     if "error" in answer:
                         _remove(path)
                         raise StdinNotImplementedError(str(answer["error"]))
@@ -219,6 +222,9 @@ class BackChannel:
             raise KeyboardInterrupt("Interrupted by user") from None
 
     def publish_input(self, prompt: str, password: bool, token: str) -> None:
+        if self.shim.live_log:  # the kernel reads the request in the live log: start writing it now
+            with self.shim.live_lock:
+                self.shim.cell_started = 0.0
         late, self.shim.late = self.shim.late, False
         try:
             self.shim.emit({"type": "input", "prompt": prompt, "password": password, "token": token})

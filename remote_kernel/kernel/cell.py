@@ -83,6 +83,8 @@ class CellRun:
             if self.execution_id is not None:
                 self._spawn(self._interrupt_live())
             return  # before the pool named the execution: `started` sends the interrupt
+        if self.mode == "contract" and self.interrupts == 1 and self.kernel.comms.interrupt_input():
+            return  # the session's input() stops with ipykernel's KeyboardInterrupt, and the cell ends with it
         if self.mode == "long" and self.interrupts == 1:
             self._spawn(self._warn_if_running("A long cell is interrupted at its next Python line (a call that "
                                               "blocks, such as a long sleep, ends first). Interrupt again to stop "

@@ -33,6 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from remote_kernel.kernel import trust
+from remote_kernel.kernel.cell import CellRun
 from remote_kernel.kernel.helper import HELPER_MARK
 from remote_kernel.kernel.render import Event
 
@@ -215,6 +216,34 @@ class CommBridge:
         return {"msg_type": msg_type, "content": content, "metadata": metadata,
                 "buffers": [base64.b64encode(bytes(b)).decode("ascii") for b in buffers]}
 
+    async def deliver(self, parent: dict[str, Any]) -> None:
+        """A front end's comm message (the kernel's current request), delivered to the session's comm manager
+        as a short execution whose output is this message's (an observer's print shows under the widget's
+        cell). Refused (see `check_incoming`): logged, and a comm_open is answered with its comm_close."""
+        kernel = self.kernel
+        msg_type = parent["header"]["msg_type"]
+        content = parent.get("content")
+        checked: dict[str, Any] | str = "the session has no comms (no cell has run, or it was lost)"
+        if kernel.rich.installed and kernel.rich.comms:
+            checked = self.check_incoming(msg_type, content, parent.get("metadata"),
+                                          [bytes(b) for b in parent.get("buffers") or []])
+        if isinstance(checked, str):
+            log.warning("a %s from the front end was not delivered: %s", msg_type, checked)
+            if msg_type == "comm_open" and isinstance(content, dict) and isinstance(content.get("comm_id"), str):
+                kernel.send_response(kernel.iopub_socket, "comm_close", {"comm_id": content["comm_id"], "data": {}})
+            return
+        try:
+            client = await kernel.session_client()
+            render = kernel._render(client, kernel.execution_count - 1)
+            execution = await CellRun(kernel, client, render, self.delivery_code([checked])).run()
+            kernel.remote.continuity.touched()
+            await render.finish(execution)
+            kernel.rich.after_cell(client)
+        except Exception as exc:  # the message is lost, the kernel is not
+            log.warning("a %s could not reach the session: %r", msg_type, exc)
+        finally:
+            self.cell_ended()
+
     @staticmethod
     def delivery_code(messages: list[dict[str, Any]]) -> str:
         """The short execution that hands `messages` to the session's comm manager (kept out of the history)."""
@@ -234,8 +263,9 @@ class CommBridge:
             log.warning("an input request without a usable token was ignored")
             return
         name = f"{rich.folder}/{rich.nonce}-in-{token}.json"
-        try:
-            await asyncio.wait_for(client.upload(io.BytesIO(b'{"ack": true}'), name), ACK_DEADLINE)
+        try:  # a pool with the live extension takes files while a cell runs: the session needs no ack
+            if not client.live:
+                await asyncio.wait_for(client.upload(io.BytesIO(b'{"ack": true}'), name), ACK_DEADLINE)
         except Exception as exc:  # the session tells the user why after its own wait
             log.info("input request not acknowledged (no file upload while a cell runs?): %r", exc)
             return
@@ -246,13 +276,53 @@ class CommBridge:
                                             bool(body.get("password")), stop)
         finally:
             self.waiting.discard(stop)
-        if value is None:
-            return  # the cell ended first (an interrupt)
+        if value is None:  # interrupted, or the cell ended first: a session still waiting stops with KeyboardInterrupt
+            try:
+                await asyncio.wait_for(client.upload(io.BytesIO(b'{"interrupt": true}'), name), ACK_DEADLINE)
+            except Exception as exc:
+                log.debug("could not tell the session that its input was interrupted: %r", exc)
+            return
         answer = json.dumps({"value": value}).encode()
         await asyncio.wait_for(client.upload(io.BytesIO(answer), name), ANSWER_DEADLINE)
+
+    def interrupt_input(self) -> bool:
+        """The user interrupted a cell: a pending input request ends (the session raises KeyboardInterrupt, as
+        ipykernel's input() does). False when none is pending."""
+        if not self.waiting:
+            return False
+        for stop in list(self.waiting):
+            stop.set()
+        return True
 
     def cell_ended(self) -> None:
         """The cell's execution ended: stop waiting for answers nobody reads, and its drop count starts anew."""
         for stop in list(self.waiting):
             stop.set()
         self.dropped = 0
+
+
+def ask_stdin(kernel: Any, ident: Any, prompt: str, password: bool, stop: threading.Event) -> str | None:
+    """ipykernel's `_input_request` (run in a thread): ask the front end for a line on the stdin channel;
+    None when `stop` is set first (the cell ended, or was interrupted)."""
+    import zmq
+
+    parent = kernel.get_parent("shell")
+    while True:  # stale replies go first, as ipykernel purges them
+        try:
+            kernel.stdin_socket.recv_multipart(zmq.NOBLOCK)
+        except zmq.ZMQError:
+            break
+    kernel.session.send(kernel.stdin_socket, "input_request", {"prompt": prompt, "password": password}, parent,
+                        ident=ident)
+    while not stop.is_set():
+        readable, _, failed = zmq.select([kernel.stdin_socket], [], [kernel.stdin_socket], 0.02)
+        if readable or failed:
+            try:
+                _, reply = kernel.session.recv(kernel.stdin_socket)
+            except Exception:
+                log.warning("an input_reply could not be read", exc_info=True)
+                continue
+            if reply is not None:
+                value = (reply.get("content") or {}).get("value", "")
+                return value if isinstance(value, str) else str(value)
+    return None

@@ -22,8 +22,7 @@ from ipykernel._version import kernel_protocol_version
 from ipykernel.kernelbase import Kernel
 
 from remote_kernel import __version__
-from remote_kernel.kernel import outputs, rich, trust, vscode
-from remote_kernel.kernel.comms import CommBridge
+from remote_kernel.kernel import comms, outputs, rich, trust, vscode
 from remote_kernel.kernel.cell import CellRun, long_body
 from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
@@ -98,7 +97,7 @@ class RemoteKernel(Kernel):
         self._publish_silently = False
         self._notices_shown = False
         self.magics = MagicRunner(self)
-        self.comms = CommBridge(self)
+        self.comms = comms.CommBridge(self)
         self.vscode = vscode.VSCodeRequests()
         atexit.register(self._cleanup_sync)
         if threading.current_thread() is threading.main_thread():
@@ -384,60 +383,12 @@ class RemoteKernel(Kernel):
                               parent, ident)
 
     async def _comm_to_session(self, parent: dict[str, Any]) -> None:
-        """A front end's comm message, delivered to the session's comm manager as a short execution whose
-        output is this message's (an observer's print shows under the widget's cell)."""
-        msg_type = parent["header"]["msg_type"]
-        content = parent.get("content")
-        self._publish_silently = False
-        checked: dict[str, Any] | str = "the session has no comms (no cell has run, or it was lost)"
-        if self.rich.installed and self.rich.comms:
-            checked = self.comms.check_incoming(msg_type, content, parent.get("metadata"),
-                                                [bytes(b) for b in parent.get("buffers") or []])
-        if isinstance(checked, str):
-            self.log.warning("a %s from the front end was not delivered: %s", msg_type, checked)
-            if msg_type == "comm_open" and isinstance(content, dict) and isinstance(content.get("comm_id"), str):
-                self.send_response(self.iopub_socket, "comm_close", {"comm_id": content["comm_id"], "data": {}})
-            return
-        try:
-            client = await self.session_client()
-            render = self._render(client, self._count - 1)
-            run = CellRun(self, client, render, self.comms.delivery_code([checked]))
-            execution = await run.run()
-            self.remote.continuity.touched()
-            await render.finish(execution)
-            self.rich.after_cell(client)
-        except Exception as exc:  # the message is lost, the kernel is not
-            self.log.warning("a %s could not reach the session: %r", msg_type, exc)
-        finally:
-            self.comms.cell_ended()
+        self._publish_silently = False  # its output is shown, whatever the last cell asked
+        await self.comms.deliver(parent)
 
     def ask_stdin(self, prompt: str, password: bool, stop: threading.Event) -> str | None:
-        """ipykernel's `_input_request` (in a thread): ask the front end for a line on the stdin channel;
-        None when `stop` is set first (the cell ended)."""
-        import zmq
-
-        ident = self._get_shell_context_var(self._shell_parent_ident)
-        parent = self.get_parent("shell")
-        while True:  # stale replies go first, as ipykernel purges them
-            try:
-                self.stdin_socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.ZMQError:
-                break
-        assert self.session is not None
-        self.session.send(self.stdin_socket, "input_request", {"prompt": prompt, "password": password}, parent,
-                          ident=ident)
-        while not stop.is_set():
-            readable, _, failed = zmq.select([self.stdin_socket], [], [self.stdin_socket], 0.02)
-            if readable or failed:
-                try:
-                    _, reply = self.session.recv(self.stdin_socket)
-                except Exception:
-                    self.log.warning("invalid input_reply", exc_info=True)
-                    continue
-                if reply is not None:
-                    value = (reply.get("content") or {}).get("value", "")
-                    return value if isinstance(value, str) else str(value)
-        return None
+        """ipykernel's `_input_request` (in a thread); None when `stop` is set first (the cell ended)."""
+        return comms.ask_stdin(self, self._get_shell_context_var(self._shell_parent_ident), prompt, password, stop)
 
     async def _send_deferred(self, client: SessionsClient) -> None:
         """Run what VS Code's start-up set for the session (`__vsc_ipynb_file__`), silently, before a cell."""
