@@ -6,6 +6,7 @@ import os
 import queue
 import shutil
 import subprocess
+import re
 import sys
 import tempfile
 import time
@@ -130,7 +131,7 @@ class RemoteJavaScriptKernelTests(jupyter_kernel_test.KernelTests):
         reply, output_msgs = self.execute_helper("%session")
         shown = "".join(str(m["content"].get("text", m["content"].get("data", ""))) for m in output_msgs)
         assert reply["content"]["status"] == "ok"
-        assert "embedded local pool" in shown and "session:               active" in shown, shown
+        assert "embedded local pool" in shown and re.search(r"^session: +active", shown, re.MULTILINE), shown
         reply, output_msgs = self.execute_helper("%rm numbers.json\nfs.existsSync('/mnt/data/numbers.json')")
         results = [m["content"]["data"]["text/plain"] for m in output_msgs if m["msg_type"] == "execute_result"]
         assert results == ["false"]

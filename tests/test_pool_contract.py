@@ -114,7 +114,7 @@ def test_a_value_whose_repr_raises_fails_the_execution_and_keeps_the_session(htt
     identifier = new_id()
     v2_execute(http, identifier, "kept = 41")
     body = v2_execute(http, identifier, code, returnJupyterFormatExecutionResult=jupyter).json()
-    assert body["status"] == "Failed" and body["error"]["code"] == error, body
+    assert body["status"] == "Failed" and body["error"]["error"]["code"] == error, body  # an ErrorResponse
     assert error in body["result"]["stderr"]
     assert v2_execute(http, identifier, "kept + 1").json()["result"]["executionResult"] == 42  # not SessionLost
 

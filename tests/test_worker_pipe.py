@@ -136,7 +136,8 @@ def test_a_reply_forged_with_the_right_id_gets_a_clean_answer_and_no_traceback()
                 code = FORGE_WITH_ID.format(marker=marker, body=body) + "import time\ntime.sleep(1)\n"
             answer = execute(pool, identifier, code)
             assert answer["status"] == "Failed", (name, answer)
-            assert answer["error"]["code"] == "SessionLost" and "misbehaved" in answer["error"]["message"], name
+            assert answer["error"]["error"]["code"] == "SessionLost", name  # an ErrorResponse
+            assert "misbehaved" in answer["error"]["error"]["message"], name
             after = execute(pool, identifier, "print('next')")
             assert after["status"] == "Succeeded" and after["result"]["stdout"] == "next\n", (name, after)
         health = httpx.get(f"{pool.endpoint}/health", timeout=30)
@@ -172,7 +173,8 @@ def test_a_line_of_millions_of_empty_lists_is_refused_before_it_is_parsed():
                                            "import time\ntime.sleep(5)")
         grown = rss_kib(pool.process.pid, "VmHWM") - before  # the peak, even if the memory was given back
         assert grown < 100 << 10, f"the pool grew by {grown} KiB"
-        assert answer["error"]["code"] == "SessionLost" and "brackets" in answer["error"]["message"], answer
+        assert answer["error"]["error"]["code"] == "SessionLost", answer  # an ErrorResponse
+        assert "brackets" in answer["error"]["error"]["message"], answer
     finally:
         pool.stop()
     assert "Traceback" not in pool.log()
@@ -229,8 +231,9 @@ def test_a_shell_sessions_process_that_forges_replies_through_proc_gets_a_clean_
             if "unreachable" in names:  # a root pool's sandbox: the session's processes cannot reopen the pipes
                 assert body["status"] == "0" and body["result"]["stdout"] == "real\n", body
             else:
-                assert body["status"] == "Failed" and body["error"]["code"] == "SessionLost", body
-                assert "misbehaved" in body["error"]["message"] and "Infinity" in body["error"]["message"]
+                error = body["error"]["error"]  # an ErrorResponse
+                assert body["status"] == "Failed" and error["code"] == "SessionLost", body
+                assert "misbehaved" in error["message"] and "Infinity" in error["message"]
     finally:
         pool.stop()
     assert "Traceback" not in pool.log()

@@ -654,11 +654,11 @@ def recursive_listing(root: Any, folder: list[str]) -> list[tuple[str, files.Ent
 def recursive(request: Request, version_name: str) -> bool:
     """Whether a listing asks for the whole tree (`recursive`, 2025-10-02-preview on)."""
     text = request.query_params.get("recursive")
-    if text is None or version_name < "2025-10-02-preview":
+    if text is None:
         return False
     if text.lower() not in ("true", "false"):
         raise ApiError(400, "InvalidRecursive", "recursive must be true or false.")
-    return text.lower() == "true"
+    return text.lower() == "true" and version_name >= "2025-10-02-preview"
 
 
 async def list_files(request: Request) -> Response:
