@@ -366,6 +366,21 @@ def test_sigint_ends_a_pending_execution_and_keeps_state(worker, code):
     assert worker.value("before") == "kept"
 
 
+def test_a_sigint_that_follows_an_interrupt_command_late_does_not_end_the_next_execution(worker):
+    """The pool sends an interrupt command, then a SIGINT a moment later (for synchronous code). On a loaded
+    machine the SIGINT's handler can run after that execution ended and the next one began: it is the
+    interrupted execution's, and the next one must finish."""
+    first = worker.send("await new Promise(() => {})")
+    os.write(worker._commands, (json.dumps({"op": "interrupt", "id": first}, separators=(",", ":")) + "\n").encode())
+    assert worker.next_reply()["error"]["name"] == "Interrupted"
+    second = worker.send("fs.writeFileSync('second', '1'); await new Promise((resolve) => setTimeout(resolve, 1000))\n"
+                         "'finished'")
+    wait_for(lambda: (worker.cwd / "second").exists(), what="the second execution to start")
+    worker.interrupt()  # the late SIGINT of the first execution's interrupt
+    reply = worker.next_reply()
+    assert reply["id"] == second and reply["ok"] is True and reply["result"] == "finished", reply
+
+
 def test_sigint_while_idle_is_ignored(worker):
     worker.ok("var alive = true")
     worker.interrupt()

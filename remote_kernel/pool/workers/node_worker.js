@@ -1104,6 +1104,9 @@ function installWarningPrinter() {
   });
 }
 
+/** The id of the execution the pool last asked to interrupt (the SIGINT that may follow is for it). */
+let interruptAskedFor = null;
+
 function installProcessHandlers() {
   installWarningPrinter();
   const report = (error) => {
@@ -1112,8 +1115,10 @@ function installProcessHandlers() {
   };
   process.on('uncaughtException', report);
   process.on('unhandledRejection', report);
+  // the pool sends a SIGINT just after an interrupt command: when that command named another execution, the
+  // SIGINT is that one's, dispatched late (it ended and the next began), and must not end the next one
   process.on('SIGINT', () => {
-    if (current) current.interrupt();
+    if (current && (interruptAskedFor === null || current.id === interruptAskedFor)) current.interrupt();
   });
 }
 
@@ -1164,6 +1169,7 @@ function interruptCommand(line) {
     return false;
   }
   if (!command || command.op !== 'interrupt') return false;
+  interruptAskedFor = command.id;
   if (current && current.id === command.id) current.interrupt();
   return true;
 }
