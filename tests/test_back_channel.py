@@ -242,6 +242,22 @@ def test_an_endless_stream_of_comm_messages_is_bounded(kernels):
     assert value_of(kc, "s.value") == "2"
 
 
+def test_the_states_a_reloaded_page_restores_are_screened(kernels):
+    """The control comm's `update_states` (what a reloaded page renders) carries every widget's state:
+    an HTML widget's event handler in it reaches the page on ipykernel, never on remote-python."""
+    found = {}
+    for name, kc in kernels.items():
+        _, outputs = run(kc, "import ipywidgets as w\nh = w.HTML('<img src=x onerror=\"alert(3)\"><b>kept</b>')\nh")
+        model_id = comm_open(outputs, "HTMLModel")["comm_id"]
+        control = str(uuid.uuid4())
+        send_comm(kc, "comm_open", {"comm_id": control, "target_name": "jupyter.widget.control", "data": {}},
+                  metadata={"version": "1.0.0"})
+        states = comm_msgs(send_comm(kc, "comm_msg", {"comm_id": control, "data": {"method": "request_states"}}))
+        value = states[0]["states"][model_id]["state"]["value"]
+        found[name] = ("onerror" in value, "<b>kept</b>" in value)
+    assert found == {"python3": (True, True), "remote": (False, True)}, found
+
+
 def test_a_malformed_comm_message_from_the_session_is_lost_alone(kernels):
     kc = kernels["remote"]
     comm_id = _slider(kc)

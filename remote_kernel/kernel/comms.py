@@ -154,7 +154,17 @@ class CommBridge:
                                   {"name": "stderr", "text": f"[remote_kernel: {text}]\n"})
 
     def screen_data(self, model: str, data: Any) -> Any:
-        """A comm message's data with the parent placeholder replaced and active content screened."""
+        """A comm message's data with the parent placeholder replaced and active content screened (also the
+        states of every widget in the control comm's `update_states`, which a reloaded page renders)."""
+        if isinstance(data, dict) and isinstance(data.get("states"), dict):
+            states = {}
+            for model_id, entry in data["states"].items():
+                if not isinstance(entry, dict):
+                    continue  # not a widget's state: dropped, never passed unscreened
+                name = entry.get("model_name")
+                states[model_id] = {**entry, **self.screen_data(name if isinstance(name, str) else "",
+                                                                {"state": entry.get("state")})}
+            data = {**data, "states": states}
         if not isinstance(data, dict) or not isinstance(data.get("state"), dict):
             return data
         state = dict(data["state"])
