@@ -375,8 +375,9 @@ def test_widgets_stdin_and_a_reload_work_in_jupyterlab_as_on_ipykernel(lab, tmp_
                            f"{kernel_name}: the notebook saved with its widget views")
                 page.reload()
                 page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
-                wait_until(lambda: widget_view(page)["sliders"] == 1, 60,
-                           f"{kernel_name}: the slider rendered after the reload")
+                wait_until(lambda: (view := widget_view(page))["sliders"] == 1
+                           and (view["outputs"][3] or "").endswith("kept"), 60,
+                           f"{kernel_name}: the slider and the HTML widget rendered after the reload")
                 reloaded = widget_view(page)
                 seen[kernel_name] = {"before": before, "after": after, "reloaded": reloaded}
                 page.close()
@@ -399,5 +400,5 @@ def test_widgets_stdin_and_a_reload_work_in_jupyterlab_as_on_ipykernel(lab, tmp_
         assert local["after"][key] == remote["after"][key], seen
     assert local["after"]["outputs"][:2] == remote["after"]["outputs"][:2], seen
     assert local["reloaded"]["outputs"][0].endswith("26"), seen  # remote-python: see the docstring
-    assert local["after"]["pwned"] == 1  # on ipykernel the widget's handler ran in the page
+    assert local["after"]["pwned"] == local["reloaded"]["pwned"] == 1  # on ipykernel the handler ran in the page
     assert remote["after"]["pwned"] is None and remote["reloaded"]["pwned"] is None, seen
