@@ -273,3 +273,132 @@ def test_safe_outputs_look_as_on_a_local_kernel_and_no_script_runs(lab, tmp_path
     assert local[1] is not None  # on ipykernel the page ran a script of the last cell
     assert remote[1] is None and remote[2] == 0, seen
 
+
+
+#: the back channel in the page: a slider and its `interact` output, an input box, a tqdm bar, a hostile widget
+WIDGET_CELLS = [
+    "from ipywidgets import interact\ndef f(x):\n    return x * 2\n_ = interact(f, x=10)",
+    "print('hello ' + input('name?'))",
+    "import time\nfrom tqdm.notebook import tqdm\nfor _ in tqdm(range(50)):\n    time.sleep(0.01)",
+    "import ipywidgets as widgets\nwidgets.HTML('<img src=x onerror=\"window.__pwned = 1\"><b>kept</b>')",
+]
+
+
+def widget_notebook(kernel_name: str) -> dict:
+    """WIDGET_CELLS as a notebook for `kernel_name`."""
+    notebook = trust_notebook(kernel_name)
+    notebook["cells"] = [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                          "source": source} for source in WIDGET_CELLS]
+    return notebook
+
+
+def widget_view(page) -> dict:
+    """What the page shows of WIDGET_CELLS: the slider's readout, the texts under each cell, the tqdm bar."""
+    return page.evaluate("""() => {
+        const cells = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')];
+        const text = (cell) => cell ? cell.querySelector('.jp-Cell-outputWrapper').innerText.trim() : null;
+        const readout = cells[0] && cells[0].querySelector('.widget-slider .widget-readout');
+        const bar = cells[2] && cells[2].querySelector('.widget-hprogress .progress-bar');
+        return {
+            sliders: cells[0] ? cells[0].querySelectorAll('.widget-slider .noUi-handle').length : 0,
+            readout: readout ? readout.innerText.trim() : null,
+            outputs: cells.map(text),
+            bar: bar ? bar.style.width : null,
+            errors: document.querySelectorAll('.jp-Notebook .jupyter-widgets.jupyter-widgets-error-widget').length
+                + (document.querySelector('.jp-Notebook').innerText.includes('Error displaying widget') ? 1 : 0),
+            pwned: window.__pwned === undefined ? null : window.__pwned,
+        };
+    }""")
+
+
+def test_widgets_stdin_and_a_reload_work_in_jupyterlab_as_on_ipykernel(lab, tmp_path):
+    """The back channel in the browser, side by side with ipykernel.
+
+    On each kernel: `interact`'s slider is shown and moved with the keyboard (its output follows),
+    `input()` shows JupyterLab's input box and the answer reaches the cell, a `tqdm.notebook` bar
+    reaches 50/50, a reload of the page renders the slider again (ipywidgets 8's control comm), and
+    an `HTML` widget with an `onerror` handler runs it on ipykernel only (which shows that the
+    check can see a script that ran). A screenshot per kernel lands in the test's folder.
+    After the reload, ipykernel's interact output shows the last value (26); remote-python's is checked
+    for the slider only, as its restored interact output can show an earlier value.
+    """
+    from playwright.sync_api import sync_playwright
+
+    base, _, query = lab.partition("/doc/tree/")
+    token = query.rpartition("token=")[2]
+    root = tmp_path / "root"
+    for kernel_name in ("python3", "remote-python"):
+        (root / f"widgets-{kernel_name}.ipynb").write_text(json.dumps(widget_notebook(kernel_name)))
+    seen: dict[str, dict] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_FLAGS, viewport={"width": 1100, "height": 1400})
+        try:
+            for opened, kernel_name in enumerate(("python3", "remote-python"), start=1):
+                page = browser.new_page()
+                page.set_default_timeout(60_000)
+                page.on("dialog", lambda dialog: dialog.accept())
+                url = f"{base}/doc/tree/widgets-{kernel_name}.ipynb?token={token}"
+                page.goto(url)
+                page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
+                wait_until(lambda: (states := kernel_states(url)) and len(states) == opened
+                           and set(states) == {"idle"}, 90, f"{opened} kernel(s) started and idle")
+                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+                page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+                # 2. the input box, answered
+                box = page.locator(".jp-Notebook .jp-Stdin-input").first
+                box.wait_for(timeout=90_000)
+                box.fill("Ada")
+                box.press("Enter")
+                wait_until(lambda: all(p not in ("[ ]:", "[*]:") and p.startswith("[") for p in prompts(page)),
+                           120, f"{kernel_name}: all cells to finish ({widget_view(page)})")
+                # 1. the slider, moved with the keyboard on its handle; the interact output follows
+                wait_until(lambda: widget_view(page)["readout"] == "10", 60, "the slider at 10")
+                before = widget_view(page)
+                handle = page.locator(".jp-Notebook .widget-slider .noUi-handle").first
+                handle.focus()
+                for _ in range(3):
+                    handle.press("ArrowRight")
+                wait_until(lambda: "26" in (widget_view(page)["outputs"][0] or ""), 60, "the interact output 26")
+                # 3. the tqdm bar complete
+                wait_until(lambda: "50/50" in (widget_view(page)["outputs"][2] or ""), 60, "the tqdm bar at 50/50")
+                after = widget_view(page)
+                page.add_style_tag(content=".jp-Notebook-ExecutionIndicator { visibility: hidden; }")
+                page.locator(".jp-NotebookPanel").first.screenshot(path=str(tmp_path / f"widgets-{kernel_name}.png"),
+                                                                   animations="disabled")
+                # 4. saved, then reloaded: the widgets render again, from the kernel's state
+                saved = root / f"widgets-{kernel_name}.ipynb"
+                page.locator(".jp-Notebook").first.click()
+                page.keyboard.press("Control+s")
+                wait_until(lambda: "application/vnd.jupyter.widget-view+json" in saved.read_text(), 60,
+                           f"{kernel_name}: the notebook saved with its widget views")
+                page.reload()
+                page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
+                wait_until(lambda: (view := widget_view(page))["sliders"] == 1
+                           and (view["outputs"][3] or "").endswith("kept"), 60,
+                           f"{kernel_name}: the slider and the HTML widget rendered after the reload")
+                reloaded = widget_view(page)
+                seen[kernel_name] = {"before": before, "after": after, "reloaded": reloaded}
+                page.close()
+        finally:
+            browser.close()
+    local, remote = seen["python3"], seen["remote-python"]
+    for kernel_name, views in seen.items():
+        before, after, reloaded = views["before"], views["after"], views["reloaded"]
+        assert before["sliders"] == 1 and before["outputs"][0].endswith("20"), (kernel_name, views)
+        assert after["readout"] == "13" and after["outputs"][0].endswith("26"), (kernel_name, views)
+        assert after["outputs"][1].endswith("hello Ada"), (kernel_name, views)
+        assert after["bar"] == "100%" and "50/50" in after["outputs"][2], (kernel_name, views)
+        assert after["outputs"][3].endswith("kept"), (kernel_name, views)
+        assert after["errors"] == 0 and reloaded["errors"] == 0, (kernel_name, views)
+        assert reloaded["readout"] == "13", (kernel_name, views)
+        assert reloaded["bar"] == "100%", (kernel_name, views)
+        assert (tmp_path / f"widgets-{kernel_name}.png").stat().st_size > 0
+    # the same visible texts on both kernels (tqdm's rate and times aside)
+    for key in ("readout", "sliders"):
+        assert local["after"][key] == remote["after"][key], seen
+    assert local["after"]["outputs"][:2] == remote["after"]["outputs"][:2], seen
+    assert local["reloaded"]["outputs"][0].endswith("26"), seen  # remote-python: see the docstring
+    assert local["after"]["pwned"] == local["reloaded"]["pwned"] == 1  # on ipykernel the handler ran in the page
+    assert remote["after"]["pwned"] is None and remote["reloaded"]["pwned"] is None, seen

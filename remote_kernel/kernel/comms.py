@@ -81,6 +81,7 @@ class CommBridge:
         self.dropped = 0  # messages dropped in the current cell
         self.waiting: set[threading.Event] = set()  # input requests of the running cell
         self.tasks: set[asyncio.Task] = set()
+        self.delivering = asyncio.Lock()  # held by a front end's message on its way to the session
 
     def same_session(self) -> None:
         """Forget the comms of an earlier session (the shim's nonce changes with each install)."""
@@ -153,7 +154,17 @@ class CommBridge:
                                   {"name": "stderr", "text": f"[remote_kernel: {text}]\n"})
 
     def screen_data(self, model: str, data: Any) -> Any:
-        """A comm message's data with the parent placeholder replaced and active content screened."""
+        """A comm message's data with the parent placeholder replaced and active content screened (also the
+        states of every widget in the control comm's `update_states`, which a reloaded page renders)."""
+        if isinstance(data, dict) and isinstance(data.get("states"), dict):
+            states = {}
+            for model_id, entry in data["states"].items():
+                if not isinstance(entry, dict):
+                    continue  # not a widget's state: dropped, never passed unscreened
+                name = entry.get("model_name")
+                states[model_id] = {**entry, **self.screen_data(name if isinstance(name, str) else "",
+                                                                {"state": entry.get("state")})}
+            data = {**data, "states": states}
         if not isinstance(data, dict) or not isinstance(data.get("state"), dict):
             return data
         state = dict(data["state"])
@@ -232,6 +243,8 @@ class CommBridge:
             if msg_type == "comm_open" and isinstance(content, dict) and isinstance(content.get("comm_id"), str):
                 kernel.send_response(kernel.iopub_socket, "comm_close", {"comm_id": content["comm_id"], "data": {}})
             return
+        await self.between_cells()
+        kernel._publish_silently = False  # its output is shown, whatever the last cell asked
         try:
             client = await kernel.session_client()
             render = kernel._render(client, kernel.execution_count - 1)
@@ -242,7 +255,27 @@ class CommBridge:
         except Exception as exc:  # the message is lost, the kernel is not
             log.warning("a %s could not reach the session: %r", msg_type, exc)
         finally:
+            self.delivering.release()
             self.cell_ended()
+
+    async def between_cells(self) -> None:
+        """Wait for the running cell to end, then hold `delivering` (which a cell waits for to start).
+
+        ipykernel 7 dispatches a comm message at once, even while a cell runs (for async cells that await
+        a widget); here the session runs one execution at a time, so a delivery waits for the cell's end:
+        run beside it, it would end the cell's pending `input()` and take over its outputs."""
+        while True:
+            while self.kernel._cell is not None:
+                await asyncio.wait({self.kernel._cell[1]})
+            await self.delivering.acquire()
+            if self.kernel._cell is None:
+                return
+            self.delivering.release()
+
+    async def idle(self) -> None:
+        """Wait for the deliveries under way (a cell starts after them)."""
+        async with self.delivering:
+            pass
 
     @staticmethod
     def delivery_code(messages: list[dict[str, Any]]) -> str:

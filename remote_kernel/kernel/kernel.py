@@ -168,6 +168,7 @@ class RemoteKernel(Kernel):
         hidden = vscode.classify(code, store_history, self.remote.continuity.executed)
         if hidden is not None and hidden.route != "session":
             return await self._answer_hidden(hidden, code)
+        await self.comms.idle()  # a front end's comm message on its way to the session goes first
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._run_cell(code, number, user_expressions or {}))
         self._cell = (loop, task)
@@ -383,8 +384,14 @@ class RemoteKernel(Kernel):
                               parent, ident)
 
     async def _comm_to_session(self, parent: dict[str, Any]) -> None:
-        self._publish_silently = False  # its output is shown, whatever the last cell asked
-        await self.comms.deliver(parent)
+        if self._cell is None:
+            await self.comms.deliver(parent)
+            return
+        # ipykernel 7 dispatches a comm message while a cell runs and, when the handler returns, makes the
+        # cell's request the current parent again: return at once, and deliver after the cell (in this context)
+        task = asyncio.ensure_future(self.comms.deliver(parent))
+        self.comms.tasks.add(task)
+        task.add_done_callback(self.comms.tasks.discard)
 
     def ask_stdin(self, prompt: str, password: bool, stop: threading.Event) -> str | None:
         """ipykernel's `_input_request` (in a thread); None when `stop` is set first (the cell ended)."""
