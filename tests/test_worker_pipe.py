@@ -55,12 +55,17 @@ def test_a_forged_reply_stops_the_session_and_never_answers_another_execution(la
     assert after["status"] == "Succeeded" and after["result"]["stdout"] == "next\n"  # a fresh session, its own answer
 
 
-def test_output_written_to_the_pipe_while_idle_stops_the_session(pool):
+def test_a_line_for_another_execution_written_by_session_code_stops_the_session(pool):
     identifier = str(uuid.uuid4())
+    # the thread writes once the next execution runs (a file it makes says so), so that a slow machine
+    # cannot let the line land between the two executions, where the session would be replaced unseen
     execute(pool, identifier, "import os, threading, time\n"
-                              "threading.Thread(target=lambda: (time.sleep(0.5), os.write(4, b'{\"id\": 1}\\n')),"
-                              " daemon=True).start()")
-    answer = execute(pool, identifier, "import time\ntime.sleep(3)")  # running or not: never its answer
+                              "def forge():\n"
+                              "    while not os.path.exists('/mnt/data/running'):\n"
+                              "        time.sleep(0.05)\n"
+                              "    os.write(4, b'{\"id\": 1}\\n')\n"
+                              "threading.Thread(target=forge, daemon=True).start()")
+    answer = execute(pool, identifier, "import time\nopen('/mnt/data/running', 'w').close()\ntime.sleep(3)")
     later = execute(pool, identifier, "print('fresh')")
     assert "misbehaved" in str(answer) + str(later)
     assert later["status"] == "Succeeded" or later["error"]["error"]["code"] == "SessionLost"
