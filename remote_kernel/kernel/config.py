@@ -1,4 +1,5 @@
-"""The kernel's configuration, read once from the environment (DESIGN.md's table).
+"""The kernel's configuration, read once from the environment: one variable per kernel row of
+`remote_kernel.settings.SETTINGS` (its parser, its default), plus the rules between settings here.
 
 Reading never fails: a value that cannot be used becomes a `problem`, a sentence saying what
 to fix, which the kernel shows on the first cell instead of dying at start-up. A value that is
@@ -10,26 +11,19 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any
 
-from remote_kernel.contract import (API_VERSIONS, AUTH_MODES, DEFAULT_API_VERSION, EXECUTION_LIMIT, IDENTIFIER,
-                                     IDENTIFIER_RULE, JUPYTER_REPR_VERSIONS)
-from remote_kernel.sizes import format_size, parse_size
+from remote_kernel.contract import DEFAULT_API_VERSION, EXECUTION_LIMIT, JUPYTER_REPR_VERSIONS
+from remote_kernel.settings import EMBEDDED_SETTINGS, KERNEL_SETTINGS, pool_argv
 
 #: a hosted pool's cap on one execution; local pools take what the kernel asks
 MAX_TIMEOUT = DEFAULT_TIMEOUT = EXECUTION_LIMIT
-#: The embedded pool's settings: variable → (pool option, its default as `%session` shows it)
-EMBEDDED_SETTINGS = {
-    "REMOTE_KERNEL_MEMORY": ("--memory", "1G"),
-    "REMOTE_KERNEL_DISK": ("--disk", "1G"),
-    "REMOTE_KERNEL_EGRESS": ("--egress", "disabled"),
-    "REMOTE_KERNEL_SANDBOX": ("--sandbox", "auto"),
-    "REMOTE_KERNEL_PYTHON": ("--python", "the kernel's own interpreter"),
-}
-EGRESS_MODES = ("enabled", "disabled")
-SANDBOX_MODES = ("auto", "bubblewrap", "none")
-FILES_MODES = ("off", "notebook")  # REMOTE_KERNEL_FILES
+#: what a management endpoint looks like
+ENDPOINT = re.compile(r"^(https?|http\+unix)://[^/\s]+")
+#: the settings whose wrong value is kept (and reported) rather than replaced by the default, as kept
+KEPT_WHEN_WRONG: dict[str, Callable[[str], str]] = {"auth_mode": str.lower, "api_version": str, "identifier": str}
 
 
 @dataclass(frozen=True)
@@ -84,69 +78,68 @@ class KernelConfig:
 
     def pool_args(self) -> list[str]:
         """The `remote-kernel pool` options that carry this kernel's settings to its embedded pool."""
-        args = [arg for name, value in self.pool_settings.items() for arg in (EMBEDDED_SETTINGS[name][0], value)]
+        values: dict[str, object] = {EMBEDDED_SETTINGS[name].key: value for name, value in self.pool_settings.items()}
         if self.timeout > MAX_TIMEOUT:
-            args += ["--max-execution-time", f"{self.timeout:g}"]
-        return args
+            values["max_execution_time"] = self.timeout
+        return pool_argv(values)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KernelConfig:
-        """Read every setting once; collect what is wrong instead of raising."""
+        """Read every setting of `settings.SETTINGS` once; collect what is wrong instead of raising.
+
+        Each variable is read by its row's parser; what follows here are the rules between settings
+        (the authentication mode's default, the hosted cap on the time limit, the pool's settings
+        with an endpoint)."""
         env = os.environ if env is None else env
         problems: list[str] = []
-
-        endpoint = env.get("POOL_MANAGEMENT_ENDPOINT", "").strip() or None
-        if endpoint is not None:
-            if not re.match(r"^(https?|http\+unix)://[^/\s]+", endpoint):
+        notices: list[str] = []
+        values: dict[str, Any] = {}
+        given: dict[str, str] = {}
+        for row in KERNEL_SETTINGS:
+            assert row.variable is not None
+            raw = env.get(row.variable, "")
+            raw = raw.strip() if row.strip else raw
+            values[row.key] = row.default
+            if not raw:
+                continue
+            given[row.key] = raw
+            if row.key == "endpoint" and not ENDPOINT.match(raw):
                 from remote_kernel.sessions.auth import redacted_url  # not at start-up: it imports httpx
 
-                problems.append(f"POOL_MANAGEMENT_ENDPOINT={redacted_url(endpoint)!r} is not an http(s) URL: set "
+                problems.append(f"POOL_MANAGEMENT_ENDPOINT={redacted_url(raw)!r} is not an http(s) URL: set "
                                 "it to the pool's management endpoint, https://<region>.dynamicsessions.io/"
                                 "subscriptions/"
                                 "…/sessionPools/<pool>, or unset it to use an embedded local pool.")
+            try:
+                values[row.key] = row.read(raw)
+            except ValueError as error:
+                problems.append(str(error))
+                if row.key in KEPT_WHEN_WRONG:  # kept as given (what `%session` shows); others fall back
+                    values[row.key] = KEPT_WHEN_WRONG[row.key](raw)
+
+        endpoint: str | None = values["endpoint"]
+        if endpoint is not None:
             endpoint = endpoint.rstrip("/")
 
-        token = env.get("REMOTE_KERNEL_TOKEN") or None
-        auth_mode = env.get("REMOTE_KERNEL_AUTH", "").strip().lower()
-        if not auth_mode:
+        token: str | None = values["token"]
+        auth_mode: str | None = values["auth_mode"]
+        if auth_mode is None:
             if endpoint is None:
                 auth_mode = "token"
             elif endpoint.lower().startswith("https://"):
                 auth_mode = "token" if token else "azure"
             else:
                 auth_mode = "token" if token else "none"
-        if auth_mode not in AUTH_MODES:
-            problems.append(f"REMOTE_KERNEL_AUTH={auth_mode!r} is not one of {', '.join(AUTH_MODES)}.")
         elif auth_mode == "token" and endpoint is not None and not token:
             problems.append("REMOTE_KERNEL_AUTH=token needs REMOTE_KERNEL_TOKEN: set it to the pool's bearer token, "
                             "or set REMOTE_KERNEL_AUTH=azure to sign in with Azure identity.")
 
-        api_version = env.get("REMOTE_KERNEL_API_VERSION", "").strip() or DEFAULT_API_VERSION
-        if api_version not in API_VERSIONS:
-            problems.append(f"REMOTE_KERNEL_API_VERSION={api_version!r} is not supported: use one of "
-                            f"{', '.join(API_VERSIONS)}.")
+        identifier = values["identifier"] or str(uuid.uuid4())
 
-        identifier = env.get("REMOTE_KERNEL_IDENTIFIER", "").strip()
-        from_env = bool(identifier)
-        if from_env and not IDENTIFIER.fullmatch(identifier):
-            problems.append(f"REMOTE_KERNEL_IDENTIFIER={identifier!r} is not a valid identifier: use "
-                            f"{IDENTIFIER_RULE}.")
-        identifier = identifier or str(uuid.uuid4())
-
-        notices: list[str] = []
-        timeout = DEFAULT_TIMEOUT
-        raw_timeout = env.get("REMOTE_KERNEL_TIMEOUT", "").strip()
-        if raw_timeout:
-            try:
-                timeout = float(raw_timeout)
-                if not 0 < timeout < float("inf"):
-                    raise ValueError
-            except ValueError:
-                problems.append(f"REMOTE_KERNEL_TIMEOUT={raw_timeout!r} is not a positive number of seconds.")
-                timeout = DEFAULT_TIMEOUT
+        timeout: float = values["timeout"]
         if timeout > MAX_TIMEOUT and endpoint is not None and is_hosted(endpoint):
-            notices.append(f"REMOTE_KERNEL_TIMEOUT={raw_timeout} is more than a hosted pool allows: cells here may "
-                           f"run {MAX_TIMEOUT:g} s at most (the service's cap). Use %%long for a longer cell, or "
+            notices.append(f"REMOTE_KERNEL_TIMEOUT={given['timeout']} is more than a hosted pool allows: cells here "
+                           f"may run {MAX_TIMEOUT:g} s at most (the service's cap). Use %%long for a longer cell, or "
                            "the embedded local pool (unset POOL_MANAGEMENT_ENDPOINT), which takes any limit.")
             timeout = MAX_TIMEOUT
 
@@ -157,47 +150,37 @@ class KernelConfig:
                            "(ignored).")
             pool_settings = {}
 
-        keep = env.get("REMOTE_KERNEL_KEEP_SESSION", "0").strip().lower() in ("1", "true", "yes", "on")
-        rich = env.get("REMOTE_KERNEL_RICH", "1").strip().lower() not in ("0", "false", "no", "off")
-        download_limit = 4 << 30
-        raw_limit = env.get("REMOTE_KERNEL_DOWNLOAD_LIMIT", "").strip()
-        if raw_limit:
-            match = re.fullmatch(r"(\d+)\s*([KMGT]?)i?B?", raw_limit, re.I)
-            if match and int(match.group(1)) > 0:
-                download_limit = int(match.group(1)) << (10 * " KMGT".index(match.group(2).upper() or " "))
-            else:
-                problems.append(f"REMOTE_KERNEL_DOWNLOAD_LIMIT={raw_limit!r} is not a size: give bytes, or a number "
-                                "with K, M, G or T (e.g. 4G).")
-        active = env.get("REMOTE_KERNEL_ACTIVE_CONTENT", "0").strip().lower() in ("1", "true", "yes", "on")
-        files = env.get("REMOTE_KERNEL_FILES", "").strip().lower() or "off"
-        if files not in FILES_MODES:
-            problems.append(f"REMOTE_KERNEL_FILES={files!r} is not one of {', '.join(FILES_MODES)}.")
-            files = "off"
-        exclude = tuple(p.strip() for p in env.get("REMOTE_KERNEL_FILES_EXCLUDE", "").split(",") if p.strip())
-        return cls(endpoint=endpoint, auth_mode=auth_mode, token=token, api_version=api_version,
-                   identifier=identifier, identifier_from_env=from_env, timeout=timeout, keep_session=keep,
-                   rich=rich, pool_settings=pool_settings, download_limit=download_limit, active_content=active,
-                   files=files, files_exclude=exclude, problems=tuple(problems), notices=tuple(notices))
+        return cls(endpoint=endpoint, auth_mode=auth_mode, token=token, api_version=values["api_version"],
+                   identifier=identifier, identifier_from_env="identifier" in given, timeout=timeout,
+                   keep_session=values["keep_session"], rich=values["rich"], pool_settings=pool_settings,
+                   download_limit=values["download_limit"], active_content=values["active_content"],
+                   files=values["files"], files_exclude=values["files_exclude"], problems=tuple(problems),
+                   notices=tuple(notices))
 
     def describe(self, *, endpoint: str | None = None) -> list[tuple[str, str]]:
-        """The settings as (name, value) rows for `%session`; never the token."""
+        """The settings as (name, value) rows for `%session` (the rows of `SETTINGS` with a label); never the token."""
         from remote_kernel.sessions.auth import redacted_url  # not at start-up: it imports httpx
 
         where = endpoint or self.endpoint
-        shown = redacted_url(where) if where else "(starting)"
-        return [
-            ("endpoint", shown),
-            ("api-version", self.api_version),
-            ("identifier", self.identifier + ("  (REMOTE_KERNEL_IDENTIFIER)" if self.identifier_from_env else "")),
-            ("auth mode", self.auth_mode + ("  (token set)" if self.token and self.auth_mode == "token" else "")),
-            ("pool type", self.pool_type),
-            ("cell timeout", f"{self.timeout:g} s  (REMOTE_KERNEL_TIMEOUT)"),
-            ("keep session at exit", "yes" if self.keep_session else "no"),
-            ("rich output", "on" if self.rich else "off  (REMOTE_KERNEL_RICH=0)"),
-            ("download limit", f"{self.download_limit} bytes  (REMOTE_KERNEL_DOWNLOAD_LIMIT)"),
-            ("files beside the notebook", f"{self.files}  (REMOTE_KERNEL_FILES)"),
-        ] + ([(f"session {option[2:]}", f"{self.pool_settings.get(name, default)}  ({name})")
-              for name, (option, default) in EMBEDDED_SETTINGS.items()] if self.embedded else [])
+        rows: list[tuple[str, str]] = []
+        for row in KERNEL_SETTINGS:
+            if row.label is None:
+                continue
+            if row.key == "endpoint":
+                rows.append((row.label, redacted_url(where) if where else "(starting)"))
+            elif row.key == "identifier":
+                rows.append((row.label, self.identifier + (f"  ({row.variable})" if self.identifier_from_env
+                                                           else "")))
+            elif row.key == "auth_mode":
+                rows.append((row.label, self.auth_mode + ("  (token set)" if self.token and self.auth_mode == "token"
+                                                          else "")))
+                rows.append(("pool type", self.pool_type))
+            else:
+                rows.append((row.label, row.row(getattr(self, row.key))))
+        if self.embedded:
+            rows += [(f"session {row.key}", row.row(self.pool_settings.get(name, row.default_text)))
+                     for name, row in EMBEDDED_SETTINGS.items()]
+        return rows
 
 
 def is_hosted(endpoint: str) -> bool:
@@ -207,27 +190,15 @@ def is_hosted(endpoint: str) -> bool:
 
 
 def _pool_settings(env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
-    """The embedded pool's settings that are given, checked (what is wrong goes to `problems`)."""
+    """The embedded pool's settings that are given, checked (what is wrong goes to `problems`), as the
+    text their pool flags take."""
     found: dict[str, str] = {}
-    for name in EMBEDDED_SETTINGS:
+    for name, row in EMBEDDED_SETTINGS.items():
         raw = env.get(name, "").strip()
         if not raw:
             continue
-        if name in ("REMOTE_KERNEL_MEMORY", "REMOTE_KERNEL_DISK"):
-            try:
-                found[name] = format_size(parse_size(raw))
-            except ValueError as error:
-                problems.append(f"{name}: {error}.")
-        elif name == "REMOTE_KERNEL_EGRESS":
-            if raw.lower() in EGRESS_MODES or (raw.lower().startswith("allow=") and raw[6:].strip(", ")):
-                found[name] = raw if raw.lower().startswith("allow=") else raw.lower()
-            else:
-                problems.append(f"{name}={raw!r} is not one of {', '.join(EGRESS_MODES)} or allow=HOST[,HOST…].")
-        elif name == "REMOTE_KERNEL_SANDBOX":
-            if raw.lower() in SANDBOX_MODES:
-                found[name] = raw.lower()
-            else:
-                problems.append(f"{name}={raw!r} is not one of {', '.join(SANDBOX_MODES)}.")
-        else:
-            found[name] = raw
+        try:
+            found[name] = row.format(row.read(raw))
+        except ValueError as error:
+            problems.append(str(error))
     return found
