@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from remote_kernel.settings import pool_argv
+
 log = logging.getLogger(__name__)
 
 ENDPOINT_LINE = "export POOL_MANAGEMENT_ENDPOINT="
@@ -70,12 +72,13 @@ class EmbeddedPool:
 
     @property
     def argv(self) -> list[str]:
-        where = ["--socket", str(self.socket)] if self.socket else ["--port", "0", "--host", "127.0.0.1"]
-        return [self.python, "-m", "remote_kernel", "pool", *where,
-                "--ready-sessions", str(self.ready_sessions), "--cooldown", f"{self.cooldown:g}",
-                "--container-type", self.container_type, "--parent-pid", str(os.getpid()),
-                # no MCP server: its key would be the token only this kernel knows, so no MCP client could use it
-                "--mcp", "off", *self.options]
+        """The pool's command line: its own settings (rows of `remote_kernel.settings`), then the kernel's."""
+        where: dict[str, object] = {"socket": str(self.socket)} if self.socket else {"port": 0, "host": "127.0.0.1"}
+        return [self.python, "-m", "remote_kernel", "pool", *pool_argv({
+            **where, "ready_sessions": self.ready_sessions, "cooldown": self.cooldown,
+            "container_type": self.container_type, "parent_pid": os.getpid(),
+            # no MCP server: its key would be the token only this kernel knows, so no MCP client could use it
+            "mcp": "off"}), *self.options]
 
     def start(self) -> None:
         """Start the child and return at once; a thread reads its endpoint when it is listening."""

@@ -1,7 +1,6 @@
 """`remote-kernel pool`: start the local session pool and serve it until told to stop."""
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -13,6 +12,7 @@ import socket
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, NoReturn
 from urllib.parse import quote
@@ -26,6 +26,7 @@ from remote_kernel.pool.mcp_lazy import LazyMcp
 from remote_kernel.pool.origin import guard
 from remote_kernel.pool.pool import Pool
 from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
+from remote_kernel.settings import PoolSettings
 
 if TYPE_CHECKING:  # TLS (cryptography) loads only with --tls, the MCP SDK at the first /mcp request (mcp_lazy):
     # a pool starts without them in a fraction of the time (tests/test_startup_imports.py keeps it so)
@@ -36,8 +37,8 @@ KEEP_ALIVE = 30  # seconds an idle client connection stays open
 STOP_GRACE = 0.5  # seconds a stopping pool lets open connections finish their answers
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the pool in the foreground; returns the process exit code."""
+def run(args: PoolSettings) -> int:
+    """Run the pool in the foreground with the settings of its command line; returns the process exit code."""
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s pool %(levelname)s %(message)s",
                         stream=sys.stderr)
     try:
@@ -50,10 +51,12 @@ def run(args: argparse.Namespace) -> int:
     if args.max_sessions < 1:
         print("remote-kernel pool: --max-sessions must be at least 1", file=sys.stderr)
         return 2
-    if args.max_execution_time is None:  # the hosted cap of the container type: 220 s, 600 s for Shell
+    limit = args.max_execution_time
+    if limit is None:  # the hosted cap of the container type: 220 s, 600 s for Shell
         # (REMOTE_KERNEL_EXECUTION_CAP shortens that default, for tests of long cells)
-        args.max_execution_time = float(os.environ.get("REMOTE_KERNEL_EXECUTION_CAP") or runtime.max_timeout)
-    if not args.max_execution_time >= 1:
+        limit = float(os.environ.get("REMOTE_KERNEL_EXECUTION_CAP") or runtime.max_timeout)
+        args = replace(args, max_execution_time=limit)
+    if not limit >= 1:
         print("remote-kernel pool: --max-execution-time must be at least 1 (seconds)", file=sys.stderr)
         return 2
     tls = None
@@ -103,7 +106,7 @@ def read_token_file(path: str) -> str:
     return token
 
 
-def runtime_for(args: argparse.Namespace) -> Runtime:
+def runtime_for(args: PoolSettings) -> Runtime:
     if args.container_type == "NodeLTS":
         return Runtime.node(args.node)
     if args.container_type == "Shell":
@@ -111,7 +114,7 @@ def runtime_for(args: argparse.Namespace) -> Runtime:
     return Runtime.python(args.python)
 
 
-def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+def tls_files(args: PoolSettings) -> TlsFiles | None:
     """The certificate to serve (None: plain HTTP)."""
     from remote_kernel.pool.tls import TlsProblem, default_folder, given, make_own
 
@@ -119,15 +122,16 @@ def tls_files(args: argparse.Namespace) -> TlsFiles | None:
         raise TlsProblem("--tls and --socket do not go together: a Unix socket is already private to its owner")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise TlsProblem("--tls-cert and --tls-key go together: give both, or use --tls for a pool-made certificate")
-    if args.tls_cert:
+    if args.tls_cert and args.tls_key:
         return given(args.tls_cert, args.tls_key)
     if args.tls:
         return make_own(Path(args.data_root).resolve() / "tls" if args.data_root else default_folder(), args.host)
     return None
 
 
-async def serve(args: argparse.Namespace, sandbox: Sandbox, tls: TlsFiles | None = None) -> int:
-    given = None if args.no_auth else (read_token_file(args.token_file) if getattr(args, "token_file", None)
+async def serve(args: PoolSettings, sandbox: Sandbox, tls: TlsFiles | None = None) -> int:
+    assert args.max_execution_time is not None  # run() sets it
+    given = None if args.no_auth else (read_token_file(args.token_file) if args.token_file
                                        else args.token or os.environ.get("REMOTE_KERNEL_TOKEN"))
     generated = not args.no_auth and not given
     token = None if args.no_auth else (given or secrets.token_urlsafe(32))
@@ -304,7 +308,7 @@ async def watch_parent(pid: int, server: PoolServer) -> None:
         await asyncio.sleep(0.25)
 
 
-def describer(sandbox: Sandbox, args: argparse.Namespace):
+def describer(sandbox: Sandbox, args: PoolSettings):
     """The `metadata` route's answer: runtime and installed packages, read once."""
     cache: dict[str, Any] = {}
     started = time.time()
