@@ -94,13 +94,15 @@ FORBIDDEN = {
     "remote_kernel.sessions": ("remote_kernel.kernel", "remote_kernel.pool", "remote_kernel.cli"),  # no Jupyter
     "remote_kernel.pool": ("remote_kernel.kernel", "remote_kernel.sessions", "remote_kernel.cli"),  # serves the contract
     "remote_kernel.kernel": ("remote_kernel.pool", "remote_kernel.cli"),  # an embedded pool is a child process
+    "remote_kernel.settings": ("remote_kernel.kernel", "remote_kernel.pool", "remote_kernel.sessions",
+                               "remote_kernel.cli"),  # read by the kernel and the pool alike
 }
 
 
 def test_the_layers_import_only_what_they_may():
     crossings = [f"{module} imports {imported}"
                  for module, imports in sorted(import_graph().items())
-                 for package, forbidden in FORBIDDEN.items() if module.startswith(package + ".")
+                 for package, forbidden in FORBIDDEN.items() if module == package or module.startswith(package + ".")
                  for imported in sorted(imports) if imported.startswith(forbidden)]
     assert not crossings, "\n".join(crossings)
 
@@ -110,7 +112,7 @@ def test_the_language_table_kernelspecs_settings_and_contract_import_only_the_st
     installed; the kernel reads its settings and the contract's facts before anything heavy loads."""
     code = ("import sys\nbefore = set(sys.modules)  # what the interpreter's site brought\n"
             "import remote_kernel.kernelspec, remote_kernel.kernel.languages, remote_kernel.kernel.config, "
-            "remote_kernel.contract\n"
+            "remote_kernel.contract, remote_kernel.settings\n"
             "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}\n"
             "             - set(sys.stdlib_module_names) - {'remote_kernel'}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
