@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from remote_kernel.kernel.languages import language
 
@@ -21,10 +22,10 @@ SHIPPED = ("python", "javascript")
 
 
 def spec(language_key: str = "python", *, python: str | None = None, display_name: str | None = None,
-         env: dict[str, str] | None = None) -> dict:
+         env: dict[str, str] | None = None) -> dict[str, Any]:
     """The kernel.json of a remote kernel; `python` defaults to this interpreter's absolute path."""
     lang = language(language_key)
-    result = {
+    result: dict[str, Any] = {
         "argv": [python or sys.executable, "-m", "remote_kernel.kernel", "--language", lang.key,
                  "-f", "{connection_file}"],
         "display_name": display_name or lang.display_name,
@@ -45,7 +46,7 @@ def logo_folder() -> Path | None:
     return None
 
 
-def write(folder: Path, language_key: str = "python", **spec_options) -> Path:
+def write(folder: Path, language_key: str = "python", **spec_options: Any) -> Path:
     """Write kernel.json and the logos into `folder` (created); returns it."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kernel.json").write_text(json.dumps(spec(language_key, **spec_options), indent=2) + "\n")

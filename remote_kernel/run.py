@@ -9,6 +9,7 @@ cannot set the clipboard or the window title, move the cursor or erase the scree
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -61,7 +62,9 @@ def run(path: Path, *, output: Path | None, kernel_name: str, timeout: float, ou
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    notebook = nbformat.read(path, as_version=4)
+    read: Callable[..., Any] = nbformat.read  # nbformat has no type hints
+    write: Callable[..., None] = nbformat.write
+    notebook = read(path, as_version=4)
     output = output or path.with_name(f"{path.stem}.executed.ipynb")
     client = NotebookClient(notebook, kernel_name=kernel_name, timeout=timeout,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
@@ -77,7 +80,7 @@ def run(path: Path, *, output: Path | None, kernel_name: str, timeout: float, ou
     for cell in notebook.cells:
         if cell.cell_type == "code" and (cell.get("execution_count") is not None or cell.get("outputs")):
             show_cell(cell, out, colours)
-    nbformat.write(notebook, output)
+    write(notebook, output)
     if status:
         last = (terminal_text(failure).strip().splitlines() or [""])[-1]
         out.write(f"A cell failed (see above): {last}\n")

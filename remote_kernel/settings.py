@@ -21,8 +21,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
 
-from remote_kernel.contract import (API_VERSIONS, AUTH_MODES, DEFAULT_API_VERSION, EXECUTION_LIMIT, IDENTIFIER,
-                                     IDENTIFIER_RULE, SHELL_EXECUTION_LIMIT)
+from remote_kernel.contract import (
+    API_VERSIONS,
+    AUTH_MODES,
+    DEFAULT_API_VERSION,
+    EXECUTION_LIMIT,
+    IDENTIFIER,
+    IDENTIFIER_RULE,
+    SHELL_EXECUTION_LIMIT,
+)
 from remote_kernel.sizes import format_size, parse_size
 
 if TYPE_CHECKING:  # not at the kernel's start-up: only the pool's command line needs it
@@ -275,6 +282,11 @@ def setting(variable: str) -> Setting:
 class PoolSettings:
     """What `remote-kernel pool` runs with: one field per pool row of `SETTINGS` (a test checks they agree)."""
 
+    memory: int
+    disk: int
+    egress: str
+    sandbox: str
+    python: str | None
     container_type: str
     max_sessions: int
     cooldown: float
@@ -293,11 +305,6 @@ class PoolSettings:
     node: str | None
     data_root: str | None
     max_upload: int
-    memory: int
-    disk: int
-    egress: str
-    sandbox: str
-    python: str | None
     max_processes: int
     cpus: float
     max_execution_time: float | None  # None until the pool knows its runtime's cap

@@ -15,8 +15,15 @@ from remote_kernel.cli import LANGUAGE_KEYS, build_parser
 from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel.embedded import EmbeddedPool
 from remote_kernel.kernel.languages import LANGUAGES
-from remote_kernel.settings import (CONTAINER_TYPES, EMBEDDED_SETTINGS, KERNEL_SETTINGS, POOL_SETTINGS, SETTINGS,
-                                    PoolSettings, markdown_rows)
+from remote_kernel.settings import (
+    CONTAINER_TYPES,
+    EMBEDDED_SETTINGS,
+    KERNEL_SETTINGS,
+    POOL_SETTINGS,
+    SETTINGS,
+    PoolSettings,
+    markdown_rows,
+)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from remote_kernel.settings import pool_argv
@@ -35,7 +36,7 @@ POOL_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR
 POOL_ENV_PREFIXES = ("LC_", "REMOTE_KERNEL_")
 
 
-def pool_environment(env: dict[str, str] | os._Environ, token: str) -> dict[str, str]:
+def pool_environment(env: Mapping[str, str], token: str) -> dict[str, str]:
     """The embedded pool's environment: the names it needs from `env`, and its token."""
     kept = {name: value for name, value in env.items()
             if name in POOL_ENV or (name.startswith(POOL_ENV_PREFIXES) and name != "REMOTE_KERNEL_TOKEN")}
@@ -59,7 +60,7 @@ class EmbeddedPool:
         self.python = python or sys.executable
         self.token = secrets.token_urlsafe(32)
         self.endpoint: str | None = None
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self._ready = threading.Event()
         self._failure: str | None = None
         self._stop_requested: float | None = None  # when SIGTERM was sent (time.monotonic)
