@@ -15,7 +15,7 @@ def parse_size(text: str) -> int:
             value = int(float(cleaned[:-1]) * UNITS[cleaned[-1]])
         else:
             value = int(cleaned)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: `infG`, `1e400K` (no integer is that large)
         raise ValueError(f"{text!r} is not a size: use a number of bytes or 512M, 2G") from None
     if value <= 0:
         raise ValueError(f"{text!r} is not a positive size: use a number of bytes or 512M, 2G")

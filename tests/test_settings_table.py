@@ -94,3 +94,15 @@ def test_the_kernels_settings_reach_its_embedded_pool_as_the_pool_reads_them(env
 def test_the_command_lines_choices_are_the_language_tables():
     assert LANGUAGE_KEYS == tuple(LANGUAGES)
     assert {language.container_type for language in LANGUAGES.values()} <= set(CONTAINER_TYPES)
+
+
+@pytest.mark.parametrize("raw", ["infG", "1e400K"])
+def test_a_size_no_integer_holds_is_a_problem_not_a_crash(raw):
+    """Reading the kernel's settings never raises (the first cell names what to fix); the pool's
+    command line refuses the flag with its usage, not a traceback."""
+    config = KernelConfig.from_env({"REMOTE_KERNEL_MEMORY": raw, "REMOTE_KERNEL_DOWNLOAD_LIMIT": raw})
+    assert [problem.split("=")[0] for problem in config.problems] == ["REMOTE_KERNEL_DOWNLOAD_LIMIT",
+                                                                       "REMOTE_KERNEL_MEMORY"]
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["pool", "--memory", raw])
+    assert stopped.value.code == 2
