@@ -115,7 +115,8 @@ def patterns(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def text(value: str) -> str:
+def as_given(value: str) -> str:
+    """The text itself (a path, a host, a token)."""
     return value
 
 
@@ -128,7 +129,7 @@ class Setting:
     help: str  # what it means (the README's words; the pool's --help uses `flag_help` when given)
     default: Any  # the value when not given (None: none, or one derived where it is read)
     default_text: str  # the default as the README, %session and --help say it
-    parse: Callable[[str], Any] = text
+    parse: Callable[[str], Any] = as_given
     variable: str | None = None  # the environment variable (scope kernel and both)
     flag: str | None = None  # the `remote-kernel pool` flag (scope pool and both)
     format: Callable[[Any], str] = str  # a value back to the text its flag takes
@@ -268,14 +269,6 @@ EMBEDDED_SETTINGS = {s.variable: s for s in SETTINGS if s.scope == "both" and s.
 POOL_SETTINGS = tuple(s for s in SETTINGS if s.scope in ("pool", "both"))
 
 
-def setting(variable: str) -> Setting:
-    """The row of an environment variable."""
-    for row in SETTINGS:
-        if row.variable == variable:
-            return row
-    raise KeyError(f"{variable} is not a setting of remote_kernel.settings.SETTINGS")
-
-
 # --- the pool ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -323,8 +316,9 @@ class PoolSettings:
 
 
 def _flag_type(row: Setting) -> Callable[[str], Any]:
-    """`row.parse` as argparse calls it: its own name in argparse's message for int and float."""
-    if row.parse in (int, float, text):
+    """`row.parse` as argparse calls it: int and float as they are (argparse names them in its message), else
+    what is wrong as argparse shows it (`argument --memory: 'lots' is not a size: …`)."""
+    if row.parse in (int, float, as_given):
         return row.parse
 
     import argparse
@@ -334,7 +328,6 @@ def _flag_type(row: Setting) -> Callable[[str], Any]:
             return row.parse(value)
         except ValueError as error:
             raise argparse.ArgumentTypeError(f"{value!r} {error}") from None
-    parse.__name__ = row.parse.__name__
     return parse
 
 
@@ -355,7 +348,7 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
         if row.switch:
             target.add_argument(row.flag, action="store_true", **options)
             continue
-        if row.parse is not text:
+        if row.parse is not as_given:
             options["type"] = _flag_type(row)
         if row.choices:
             options["choices"] = list(row.choices)
