@@ -18,9 +18,10 @@ import signal
 import subprocess
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from remote_kernel.contract import EXECUTION_LIMIT, SHELL_EXECUTION_LIMIT
 from remote_kernel.pool import seccomp_filter
@@ -70,7 +71,7 @@ class Runtime:
     worker_file: Path  # mounted read-only at /opt/remote_kernel/<name>
     address_space: bool  # whether an address-space rlimit is safe (not for V8)
     #: what the `metadata` route says about it (runtimes, pre-installed packages), read by running it
-    describe: Callable[["Runtime"], dict[str, Any]]
+    describe: Callable[[Runtime], dict[str, Any]]
     max_timeout: float = EXECUTION_LIMIT  # longest execution allowed (the hosted cap of the container type)
     #: the environment it needs beyond the sandbox's own, given the session's limits
     own_environment: Callable[[Limits], dict[str, str]] = lambda limits: {}
@@ -78,7 +79,7 @@ class Runtime:
     interrupt_command: bool = False
 
     @staticmethod
-    def python(interpreter: str | None) -> "Runtime":
+    def python(interpreter: str | None) -> Runtime:
         """Python sessions: an IPython worker run by `interpreter` (default: this one)."""
         # not resolved: a virtual environment's python is a link whose own path makes it that environment
         exe = os.path.abspath((shutil.which(interpreter) or interpreter) if interpreter else sys.executable)
@@ -95,7 +96,7 @@ class Runtime:
                        tuple(sorted(prefixes)), worker, address_space=True, describe=python_metadata)
 
     @staticmethod
-    def node(node: str | None) -> "Runtime":
+    def node(node: str | None) -> Runtime:
         """JavaScript sessions: a vm-context worker run by Node.js."""
         exe = node or shutil.which("node")
         if not exe or not os.access(exe, os.X_OK):
@@ -111,7 +112,7 @@ class Runtime:
                        own_environment=node_heap, interrupt_command=True)
 
     @staticmethod
-    def shell() -> "Runtime":
+    def shell() -> Runtime:
         """Shell sessions (hosted Shell pools): each command runs in bash under a small Python worker."""
         bash = shutil.which("bash", path=PATH)
         if not bash:
@@ -280,12 +281,15 @@ class Confinement(ABC):
 
     def prepare(self, sandbox: Sandbox) -> None:
         """Set up what every session of `sandbox` shares (once, when the pool's sandbox is made)."""
+        return None  # nothing by default
 
     def pool_starting(self, sandbox: Sandbox) -> None:
         """Clean up after pools that were killed, and check the machine (blocking; run in a thread)."""
+        return None
 
     def pool_stopped(self) -> None:
         """Clean up what the pool's sessions left behind (blocking; run in a thread)."""
+        return None
 
     def cgroups(self, guid: str, limits: CgroupLimits) -> Cgroups | None:
         return None

@@ -13,9 +13,10 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from remote_kernel.pool import budget, hostpaths
 from remote_kernel.pool.egress import EgressUnavailable, SessionNetwork
@@ -70,12 +71,12 @@ class Outcome:
     jupyter: bool = False  # what the request asked for: the routes render `result` by it (pool/values.py)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     live: bool = False  # the client reads its output events as they happen (the live route)
-    events: collections.deque = field(default_factory=collections.deque, repr=False)
+    events: collections.deque[tuple[str, str]] = field(default_factory=collections.deque, repr=False)
     event_bytes: int = 0  # text received as events, counted against the worker's stream caps
     arrived: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set when events or the end arrive
     interrupted_at: float | None = None
 
-    def finish(self, status: str, **fields: Any) -> "Outcome":
+    def finish(self, status: str, **fields: Any) -> Outcome:
         """Record the answer; the first answer stands (a closed session answers before its task ends)."""
         if self.done.is_set():
             return self
@@ -112,14 +113,14 @@ class Session:
         self._network: SessionNetwork | None = None
         self._sandboxed: SandboxProcess | None = None  # the sandbox's init (bubblewrap) or the worker, once ready
         self._uid: int | None = None  # the host uid the sandbox runs as (a root pool), given back at close
-        self._replies: asyncio.Queue[dict | Reply | None] = asyncio.Queue()  # the ready line, replies, then None at the end
+        self._replies: asyncio.Queue[dict[str, Any] | Reply | None] = asyncio.Queue()  # the ready line, replies, then None at the end
         self._worker_id: str | None = None  # the id the running execution has on the pipe (the pool's secret)
         self._answered = False  # the running execution's reply has arrived
         self._started = False  # the worker said it is ready
         self.max_output = sandbox.limits.max_output
         self._commands: asyncio.StreamWriter | None = None
         self._log_tail: collections.deque[bytes] = collections.deque(maxlen=64)
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._busy = False
         self._users = 0  # requests using the session's files now: it does not expire under them
         self._queued = 0  # bytes of code of the executions queued or running (budget.py)
@@ -270,7 +271,7 @@ class Session:
         return self._busy or self._lock.locked() or self._users > 0 or self._queued > 0
 
     @contextlib.contextmanager
-    def in_use(self) -> Iterator["Session"]:
+    def in_use(self) -> Iterator[Session]:
         """Hold the session while a request uses it (an upload, a listing): its cooldown cannot expire
         meanwhile, and the cooldown starts again when the request ends. A DELETE still closes it."""
         self._users += 1
