@@ -1,4 +1,6 @@
-"""How a session's worker process starts: bubblewrap, resource limits, and the unsandboxed fallback.
+"""The pool's sandbox: the runtimes, the two modes (bubblewrap, and the unsandboxed fallback) and what their
+sessions share. What one session's sandbox is, is declared in sandbox_spec.py and rendered into its argv by
+sandbox_render.py; its cgroup is written by cgroups.py.
 
 With bubblewrap every session gets its own user, pid, ipc, uts, network and mount namespaces; the
 host's system read-only; a private size-capped `/tmp`, `/mnt/data` and `/dev/shm` (tmpfs, so a full

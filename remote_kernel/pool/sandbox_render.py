@@ -12,10 +12,10 @@ STAGE/<n> in a private mount namespace (unshare, mount), cap RLIMIT_NPROC for th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from remote_kernel.pool.sandbox_spec import STAGE, Mount, SandboxSpec
+from remote_kernel.pool.sandbox_spec import STAGE, Mode, Mount, SandboxSpec
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,10 @@ def bubblewrap(spec: SandboxSpec, launch: Launch) -> list[str]:
     return prelude(spec, launch) + enter + bubblewrap_argv(spec, launch)
 
 
+#: one backend per mode: a new mode is one entry
+BACKENDS: dict[Mode, Callable[[SandboxSpec, Launch], list[str]]] = {"bubblewrap": bubblewrap, "none": unsandboxed}
+
+
 def render(spec: SandboxSpec, launch: Launch) -> list[str]:
-    """The argv that starts the worker, by the spec's mode (one backend each)."""
-    return bubblewrap(spec, launch) if spec.mode == "bubblewrap" else unsandboxed(spec, launch)
+    """The argv that starts the worker, by the spec's mode."""
+    return BACKENDS[spec.mode](spec, launch)
