@@ -13,14 +13,16 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from remote_kernel.pool import budget, hostpaths
 from remote_kernel.pool.egress import EgressUnavailable, SessionNetwork
 from remote_kernel.pool.replies import BadLine, Reply, held_bytes, parse_line, reply_of
-from remote_kernel.pool.sandbox import Cgroups, Sandbox
+from remote_kernel.pool.sandbox import Cgroups, Sandbox, SandboxProcess
+from remote_kernel.pool.sandbox_spec import cgroup_limits, environment_of
 
 log = logging.getLogger("remote_kernel.pool")
 
@@ -69,12 +71,12 @@ class Outcome:
     jupyter: bool = False  # what the request asked for: the routes render `result` by it (pool/values.py)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     live: bool = False  # the client reads its output events as they happen (the live route)
-    events: collections.deque = field(default_factory=collections.deque, repr=False)
+    events: collections.deque[tuple[str, str]] = field(default_factory=collections.deque, repr=False)
     event_bytes: int = 0  # text received as events, counted against the worker's stream caps
     arrived: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set when events or the end arrive
     interrupted_at: float | None = None
 
-    def finish(self, status: str, **fields: Any) -> "Outcome":
+    def finish(self, status: str, **fields: Any) -> Outcome:
         """Record the answer; the first answer stands (a closed session answers before its task ends)."""
         if self.done.is_set():
             return self
@@ -109,15 +111,16 @@ class Session:
         self._process: asyncio.subprocess.Process | None = None
         self._cgroups: Cgroups | None = None
         self._network: SessionNetwork | None = None
+        self._sandboxed: SandboxProcess | None = None  # the sandbox's init (bubblewrap) or the worker, once ready
         self._uid: int | None = None  # the host uid the sandbox runs as (a root pool), given back at close
-        self._replies: asyncio.Queue[dict | Reply | None] = asyncio.Queue()  # the ready line, replies, then None at the end
+        self._replies: asyncio.Queue[dict[str, Any] | Reply | None] = asyncio.Queue()  # the ready line, replies, then None at the end
         self._worker_id: str | None = None  # the id the running execution has on the pipe (the pool's secret)
         self._answered = False  # the running execution's reply has arrived
         self._started = False  # the worker said it is ready
         self.max_output = sandbox.limits.max_output
         self._commands: asyncio.StreamWriter | None = None
         self._log_tail: collections.deque[bytes] = collections.deque(maxlen=64)
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._busy = False
         self._users = 0  # requests using the session's files now: it does not expire under them
         self._queued = 0  # bytes of code of the executions queued or running (budget.py)
@@ -139,7 +142,7 @@ class Session:
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         confinement = self.sandbox.confinement
-        self._cgroups = confinement.cgroups(self.guid, self.sandbox.limits)
+        self._cgroups = confinement.cgroups(self.guid, cgroup_limits(self.sandbox.limits))
         lacking = self.sandbox.cgroup_holds - (self._cgroups.holds if self._cgroups else frozenset())
         if lacking:  # it would run without limits the pool said hold (and memfds allowed for a memory cgroup)
             await self.close()
@@ -159,17 +162,23 @@ class Session:
             except EgressUnavailable as problem:
                 await self.close()
                 raise WorkerDied(f"the session's network could not be set up: {problem}") from None
-        inherited = self.sandbox.session_fds(self._network.hosts_file if self._network else None)
+        hosts_file = self._network.hosts_file if self._network else None
         if self.sandbox.uids is not None:
             self._uid = self.sandbox.uids.take()
-        argv = self.sandbox.command(self._cgroups, inherited, self._network.path if self._network else None,
-                                    self._uid)
-        env = confinement.environment(self.sandbox, self._data_root)
+        spec = self.sandbox.spec(home=str(self._data_root), hosts_file=hosts_file is not None, host_uid=self._uid,
+                                 cgroups=self._cgroups)
+        fds = self.sandbox.session_fds(spec, hosts_file)
+        inherited = fds.inherited
+        argv = self.sandbox.command(spec, self._cgroups, inherited, self._network.path if self._network else None)
         try:
             self._process = await asyncio.create_subprocess_exec(
-                *argv, stdin=commands_r, stdout=replies_w, stderr=output_w, env=env, cwd=str(data_dir or "/"), start_new_session=True,
-                pass_fds=tuple(inherited.values()),
+                *argv, stdin=commands_r, stdout=replies_w, stderr=output_w, env=dict(environment_of(spec)),
+                cwd=str(data_dir or "/"), start_new_session=True, pass_fds=tuple(inherited.values()),
             )
+        except BaseException:
+            if fds.status is not None:
+                os.close(fds.status)
+            raise
         finally:
             for fd in (commands_r, replies_w, output_w, *inherited.values()):
                 os.close(fd)
@@ -177,6 +186,9 @@ class Session:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(replies), os.fdopen(replies_r, "rb", 0))
         output = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(output), os.fdopen(output_r, "rb", 0))
+        status = asyncio.StreamReader()
+        if fds.status is not None:
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(status), os.fdopen(fds.status, "rb", 0))
         transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, os.fdopen(commands_w, "wb", 0))
         self._commands = asyncio.StreamWriter(transport, protocol, None, loop)
         self._tasks = [loop.create_task(self._read_replies(replies)), loop.create_task(self._drain(output))]
@@ -184,12 +196,33 @@ class Session:
             ready = await asyncio.wait_for(self._replies.get(), START_TIMEOUT)
         except asyncio.TimeoutError:
             ready = None
-        if not isinstance(ready, dict) or not ready.get("ready"):
+        if isinstance(ready, dict) and ready.get("ready"):
+            self._sandboxed = await self._sandbox_process(status if fds.status is not None else None)
+        if not isinstance(ready, dict) or not ready.get("ready") or self._sandboxed is None:
             detail = b"".join(self._log_tail).decode(errors="replace").strip()[-2000:]
             await self.close()
             raise WorkerDied(f"the session's worker did not start: {detail or 'no output'}")
         runtime = ready.get("runtime")
         self.runtime_version = str(runtime.get("version", ""))[:40] if isinstance(runtime, dict) else ""
+
+    async def _sandbox_process(self, status: asyncio.StreamReader | None) -> SandboxProcess | None:
+        """The started sandbox: from bubblewrap's first status line (written before the worker runs, so read
+        by the time it is ready; the rest of the pipe is drained so bwrap never writes into a closed pipe),
+        or, unsandboxed, the worker itself."""
+        assert self._process is not None
+        if status is None:
+            return SandboxProcess(self._process.pid)
+        try:
+            line = await asyncio.wait_for(status.readline(), START_TIMEOUT)
+        except asyncio.TimeoutError:
+            return None
+        self._tasks.append(asyncio.get_running_loop().create_task(self._drain_status(status)))
+        return SandboxProcess.of_status(line, self._process.pid)
+
+    @staticmethod
+    async def _drain_status(status: asyncio.StreamReader) -> None:
+        while await status.read(READ_CHUNK):
+            pass
 
     async def close(self, reason: str = "the session was deleted") -> None:
         """Kill every process of the session and remove its files; every execution not yet answered
@@ -221,6 +254,8 @@ class Session:
                 await asyncio.sleep(0.02)
         if self._network:
             await self._network.remove()
+        if self._sandboxed is not None:
+            self._sandboxed.close()
         if self._uid is not None and self.sandbox.uids is not None:
             self.sandbox.uids.give_back(self._uid)
             self._uid = None
@@ -236,7 +271,7 @@ class Session:
         return self._busy or self._lock.locked() or self._users > 0 or self._queued > 0
 
     @contextlib.contextmanager
-    def in_use(self) -> Iterator["Session"]:
+    def in_use(self) -> Iterator[Session]:
         """Hold the session while a request uses it (an upload, a listing): its cooldown cannot expire
         meanwhile, and the cooldown starts again when the request ends. A DELETE still closes it."""
         self._users += 1
@@ -258,7 +293,7 @@ class Session:
     @property
     def data_dir(self) -> Path:
         """The host path of this session's /mnt/data."""
-        folder = self.sandbox.confinement.data_folder(self._process.pid if self._process else None, self._data_root)
+        folder = self.sandbox.confinement.data_folder(self._sandboxed, self._data_root)
         if folder is None:
             raise WorkerDied(self.lost or "the session's sandbox is gone")
         return folder
@@ -446,7 +481,9 @@ class Session:
             return
         if not self._process or self._process.returncode is not None:
             return
-        pid = self.sandbox.confinement.interrupt_target(self._process.pid)
+        if self._sandboxed is None:
+            return
+        pid = self.sandbox.confinement.interrupt_target(self._sandboxed)
         if pid is None:
             return
         try:

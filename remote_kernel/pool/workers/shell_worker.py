@@ -16,6 +16,8 @@ import signal
 import subprocess
 import threading
 import time
+from types import FrameType
+from typing import IO, Any
 
 MAX_OUTPUT = int(os.environ.get("REMOTE_KERNEL_MAX_OUTPUT", str(1 << 20)))
 BASH = "/bin/bash"
@@ -26,7 +28,7 @@ LINGER = 1.0  # seconds to wait for output still held open by a command's backgr
 class Capture:
     """Reads one pipe to its end in a thread, keeping its head and tail (MAX_OUTPUT bytes in all)."""
 
-    def __init__(self, pipe) -> None:
+    def __init__(self, pipe: IO[bytes]) -> None:
         self.pipe = pipe
         self.kept = HeadTail(MAX_OUTPUT, WHOLE_OUTPUT)
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -131,11 +133,11 @@ class Worker:
     """Runs one command at a time; SIGINT kills the running command's process group."""
 
     def __init__(self) -> None:
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.interrupted = False
         signal.signal(signal.SIGINT, self._on_sigint)
 
-    def _on_sigint(self, signum, frame) -> None:
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         process = self.process
         if process is not None and process.poll() is None:
             self.interrupted = True
@@ -144,7 +146,7 @@ class Worker:
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def execute(self, code: str) -> dict:
+    def execute(self, code: str) -> dict[str, Any]:
         try:
             request = json.loads(code)
         except ValueError:
@@ -163,6 +165,7 @@ class Worker:
             message = f"{argv[0]}: {error.strerror or error}"
             return {"ok": False, "stdout": "", "stderr": message + "\n", "result": "",
                     "error": {"name": "CommandStartError", "message": message}, "ms": 0.0}
+        assert self.process.stdout is not None and self.process.stderr is not None  # both are pipes
         out, err = Capture(self.process.stdout), Capture(self.process.stderr)
         if stdin is not None:
             threading.Thread(target=self._feed, args=(self.process.stdin, str(stdin)), daemon=True).start()
@@ -177,7 +180,7 @@ class Worker:
         return reply
 
     @staticmethod
-    def _feed(pipe, text: str) -> None:
+    def _feed(pipe: IO[bytes], text: str) -> None:
         try:
             pipe.write(text.encode("utf-8", "replace"))
             pipe.close()
@@ -185,7 +188,7 @@ class Worker:
             pass  # the command did not read all of its input
 
 
-def send(fd: int, message: dict) -> None:
+def send(fd: int, message: dict[str, Any]) -> None:
     data = memoryview(json.dumps(message, ensure_ascii=False).encode("utf-8", "replace") + b"\n")
     while data:
         data = data[os.write(fd, data):]
