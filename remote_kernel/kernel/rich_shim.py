@@ -9,13 +9,12 @@ appended as one JSON line to a file of the cell in a hidden folder of the sessio
 a short marker is written to stdout where it happened; the kernel splits stdout at the
 markers, downloads the file (only when there was a marker) and interleaves the outputs.
 
-A marker is `\\x1erk<nonce>:<cell>:<token>\\x1e`, where the token is the output's line in the cell's
-file `.remote_kernel/<nonce>-<cell>.jsonl` under /mnt/data (or the working folder where there is
-no /mnt/data), or, for what needs no file: `r` (the result, when it is plain text: it travels in
-the contract's result slot), `c` or `w` (`clear_output()`, `clear_output(wait=True)`), `e<n>.<p>` (a
-flush of stderr: the cell's stdout up to its p-th character, then its stderr up to the n-th, are
-shown at this point: `flush_event`). A cell
-with markers of the second kind only costs no download. The kernel picks the nonce.
+The marker grammar (`MARK_START`, the tokens, the items' types below) is written down once, in
+the kernel's `events.py`: a marker carries an output inline (`INLINE`), the line of the cell's file
+`.remote_kernel/<nonce>-<cell>.jsonl` under /mnt/data (or the working folder where there is no
+/mnt/data) that holds it, or what needs no file: the plain result's place, a clear_output(), a flush
+of stderr (`flush_event`). A cell whose markers need no file costs no download. The
+kernel picks the nonce.
 
 Small outputs travel inline, in the marker itself: the token `j<bundle JSON>` (JSON never holds
 a raw \\x1e), when the bundle's JSON is at most INLINE_LIMIT characters and the cell's stdout
@@ -46,6 +45,11 @@ import traceback
 from typing import Any, Callable
 
 FOLDER = ".remote_kernel"
+#: the wire grammar: the kernel's events.py holds the same names (this file must stay standalone source:
+#: tests/test_kernel_units.py checks that the two agree)
+MARK_START, MARK_END = "\x1erk", "\x1e"  # a marker: MARK_START <nonce>:<cell>:<token> MARK_END
+INLINE, RESULT_PLACE, CLEAR, CLEAR_WAIT, FLUSH = "j", "r", "c", "w", "e"  # tokens (prefixes: INLINE, FLUSH)
+DISPLAY, UPDATE, RESULT, PAGE, ERROR = "display", "update", "result", "page", "error"  # an item's "type"
 MODULE = "_remote_kernel_rich"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 INLINE_LIMIT = 256 << 10  # characters of a bundle's JSON that travel inline in stdout
@@ -508,7 +512,7 @@ class RichShim:
             self.stdout_flushed = self.stdout_size
         elif self.stderr_size > self.stderr_marked:
             self.stderr_marked = self.stderr_size
-            self.mark(f"e{self.stderr_size}.{self.stdout_flushed}")
+            self.mark(f"{FLUSH}{self.stderr_size}.{self.stdout_flushed}")
 
     def _flush_live(self) -> None:
         """Every LIVE_FLUSH s: append what the running cell wrote to its live log, once it has run
@@ -609,7 +613,7 @@ class RichShim:
             buffer = io.BytesIO()
             fig.savefig(buffer, format="png", bbox_inches="tight")
             data = {"image/png": buffer.getvalue(), "text/plain": data.get("text/plain", repr(fig))}
-        self.emit({"type": "display", "data": _jsonable(data), "metadata": _plain(metadata)})
+        self.emit({"type": DISPLAY, "data": _jsonable(data), "metadata": _plain(metadata)})
 
     # --- IPython's display machinery ----------------------------------------------------------
 
@@ -634,14 +638,14 @@ class RichShim:
                 stb = self.shell.InteractiveTB.structured_traceback(etype, evalue, tb)
             except Exception:  # a traceback that cannot be formatted still shows its error
                 stb = traceback.format_exception(etype, evalue, tb)
-            self.emit({"type": "error", "ename": getattr(etype, "__name__", str(etype)), "evalue": _safe_str(evalue),
+            self.emit({"type": ERROR, "ename": getattr(etype, "__name__", str(etype)), "evalue": _safe_str(evalue),
                        "traceback": [str(line) for line in stb]})
             return None
 
         return showtraceback
 
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs) -> None:
-        self.emit({"type": "update" if update else "display", "data": _jsonable(data),
+        self.emit({"type": UPDATE if update else DISPLAY, "data": _jsonable(data),
                    "metadata": _plain(metadata), "transient": _plain(transient)})
 
     def result(self, value: object) -> tuple[dict, dict]:
@@ -652,28 +656,28 @@ class RichShim:
         finally:
             self.in_result = False
         if set(data) - {"text/plain"}:
-            self.emit({"type": "result", "data": _jsonable(data), "metadata": _plain(metadata)})
+            self.emit({"type": RESULT, "data": _jsonable(data), "metadata": _plain(metadata)})
         elif data:
-            self.mark("r")  # plain text travels in the contract's result slot: no file needed
+            self.mark(RESULT_PLACE)  # plain text travels in the contract's result slot: no file needed
         return data, metadata
 
     def page(self, strng: Any, start: int = 0, screen_lines: int = 0, pager_cmd: Any = None) -> None:
         """IPython's pager (`obj?` anywhere in a cell, `%magic`, `%quickref`): a page for the reply's
         payload, as ipykernel's payload pager makes it."""
         data = strng if isinstance(strng, dict) else {"text/plain": str(strng)}
-        self.emit({"type": "page", "data": _jsonable(data), "start": max(0, int(start or 0))})
+        self.emit({"type": PAGE, "data": _jsonable(data), "start": max(0, int(start or 0))})
 
     def showtraceback(self, etype: Any, evalue: Any, stb: Any) -> None:
         """A traceback after the cell's code (an end-of-cell hook such as matplotlib's drawing failed): an
         error output, and the cell still succeeds, as on ipykernel; during the code, the session's own."""
         if self.late and self.depth <= 1 and isinstance(stb, list):
-            self.emit({"type": "error", "ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue),
+            self.emit({"type": ERROR, "ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue),
                        "traceback": [str(line) for line in stb]})
             return
         self.shown_traceback(etype, evalue, stb)
 
     def clear_output(self, wait: bool = False) -> None:
-        self.mark("w" if wait else "c")
+        self.mark(CLEAR_WAIT if wait else CLEAR)
 
     def emit(self, item: dict) -> None:
         """Show one output: inline in its marker when small, else appended to the cell's file."""
@@ -684,7 +688,7 @@ class RichShim:
         line = json.dumps(item, ensure_ascii=False)
         in_long = self.long is not None and threading.get_ident() == self.long.thread_ident
         if len(line) <= INLINE_LIMIT and (in_long or self.stdout_size + len(line) <= INLINE_STDOUT):
-            self.mark("j" + line)
+            self.mark(INLINE + line)
             return
         if in_long:  # a long cell's cell file would be gone before a poll reads it: its text stands in
             sys.stdout.write(f"{item.get('data', {}).get('text/plain', '')}\n[output too large for a long cell: "
@@ -709,8 +713,8 @@ class RichShim:
             out = self.tees[0]
         self.marking = True
         try:
-            out.write(f"\x1erk{self.nonce}:{self.cell}:{token}\x1e")
-            if token[:1] != "e":
+            out.write(f"{MARK_START}{self.nonce}:{self.cell}:{token}{MARK_END}")
+            if token[:1] != FLUSH:
                 out.flush()  # an output is shown at once (the live events hold stdout until it is flushed)
         finally:
             self.marking = False
