@@ -381,3 +381,22 @@ def test_the_shim_writes_the_grammar_the_kernel_decodes():
 
     assert asyncio.run(decode()) == [events.Clear(wait=True), events.ResultPlace(),
                                      events.Result({"text/plain": "x"}, {}, False, len(tokens[2]))]
+
+
+def test_the_hidden_folder_and_the_helper_mark_are_the_shims():
+    """The shim (standalone source) and the kernel name its folder and a helper's answer line alike."""
+    from remote_kernel.kernel import events, magics, rich, rich_shim
+    from remote_kernel.kernel.helper import HELPER_MARK
+
+    assert rich_shim.FOLDER == events.FOLDER == rich.FOLDER == magics.HIDDEN_FOLDER
+    assert HELPER_MARK.strip() == rich_shim.HELPER_MARK
+
+
+def test_one_setting_says_which_api_versions_answer_with_the_jupyter_repr():
+    from remote_kernel.contract import API_VERSIONS, JUPYTER_REPR_VERSIONS
+    from remote_kernel.sessions.wire import wire_for
+
+    for version in API_VERSIONS:
+        asks = KernelConfig.from_env({"POOL_MANAGEMENT_ENDPOINT": "https://pool.example",
+                                      "REMOTE_KERNEL_API_VERSION": version}).jupyter_repr
+        assert asks == (version in JUPYTER_REPR_VERSIONS) == getattr(wire_for(version), "has_jupyter_repr", False)

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
+from remote_kernel.kernel.events import FOLDER as HIDDEN_FOLDER  # the rich shim's (hidden from %files)
 from remote_kernel.kernel.local_names import (
     NAME_MAX, ListingTooLarge, LocalFolder, UnsafeName, count_limit, depth_limit, entry_name, name_problem, no_case_twins)
 from remote_kernel.sessions.models import AnswerTooLarge, ConfigurationError, RemoteFile, RemoteFileNotFound
@@ -34,7 +35,6 @@ from remote_kernel.sessions.models import AnswerTooLarge, ConfigurationError, Re
 if TYPE_CHECKING:
     from remote_kernel.sessions.client import SessionsClient
 
-HIDDEN_FOLDER = ".remote_kernel"  # where the session's rich output waits to be fetched (rich.py)
 SIZE_MAX = 1 << 50  # the largest file size %files believes (1 PiB); beyond it, or below 0, it shows "?"
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from remote_kernel.contract import EXECUTION_LIMIT
 from remote_kernel.sessions.models import Execution, ExecutionError, SessionsError
-from remote_kernel.sessions.wire import EXCEPTION_LINE
+from remote_kernel.sessions.wire import traceback_exception
 
 Message = tuple[str, dict[str, Any]]
 
@@ -105,26 +105,14 @@ def _error_line(stderr: str, err: ExecutionError) -> int | None:
     return None if _CARET_LINE.search(before) else found.start()
 
 
-def parse_exception_line(traceback: str) -> tuple[str, str] | None:
-    """The exception class and message from a traceback's last meaningful line."""
-    for line in reversed(traceback.strip().splitlines()):
-        line = line.strip()
-        if not line:
-            continue
-        match = EXCEPTION_LINE.match(line)
-        if match and (match.group(2) is not None or match.group(1)[:1].isupper()):
-            return match.group(1).rsplit(".", 1)[-1], match.group(2) or ""
-        return None
-    return None
-
-
 def failure(execution: Execution) -> tuple[str, Message]:
     """The stderr that belongs to the code, and the one `error` message for a failed execution."""
     err = execution.error or ExecutionError(name="", message="")
     own_stderr, tb_text = split_traceback(execution.stderr, err)
     if not tb_text.strip() and err.traceback:
         tb_text = err.traceback
-    parsed = parse_exception_line(tb_text) if tb_text else None
+    name, message = traceback_exception(tb_text) if tb_text else (None, "")
+    parsed = (name.rsplit(".", 1)[-1], message) if name else None  # the class's own name, as IPython's ename
     ename = err.name or (parsed[0] if parsed else "") or "RemoteError"
     evalue = err.message if err.message else (parsed[1] if parsed and parsed[0] == ename else "")
     lines = tb_text.rstrip("\n").splitlines() if tb_text.strip() else []

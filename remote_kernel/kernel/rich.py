@@ -23,8 +23,8 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from remote_kernel.kernel.events import FOLDER  # under /mnt/data; the shim's FOLDER
 from remote_kernel.kernel.helper import HELPER_MARK
-from remote_kernel.kernel.magics import HIDDEN_FOLDER as FOLDER  # under /mnt/data; the shim's FOLDER
 from remote_kernel.sessions.models import Execution
 
 if TYPE_CHECKING:
