@@ -53,6 +53,7 @@ class CellPipeline:
         self.allow_stdin = False  # the running request's allow_stdin
         self.current: CellRun | None = None  # how the running cell is executed (it knows how to interrupt it)
         self._notices_shown = False
+        self._stdin_rides = False  # the running cell's count line tells the back channel its allow_stdin
 
     # --- cell.CellHost ------------------------------------------------------------------------------
 
@@ -117,6 +118,8 @@ class CellPipeline:
             if sent:
                 self.unsent, self.remote.counter_reset = [], False
             execution = await (run.run() if long is None else self._run_long(run, long))
+            if self._stdin_rides:
+                self.rich.allow_stdin = self.allow_stdin  # the count line told the back channel
             notice = await self.remote.after_execution(client, execution.session_guid)
         except MagicError as exc:
             return self.fail(outputs.error(exc.ename, exc.message, exc.message.splitlines()), payload)
@@ -158,13 +161,17 @@ class CellPipeline:
             self.publish(*outputs.stream("stderr", notice))
         count_line = ""  # the session's shell skips the numbers of cells the kernel answered itself
         behind = self.unsent or (self.remote.counter_reset and number > 1)
-        if behind and self.remote.language.rich_output:
+        tell = self._stdin_changed()  # the back channel learns the request's allow_stdin in the count line
+        if (behind or (tell and self.stored)) and self.remote.language.rich_output:
             if not self.rich.needs_install and long is None and rich.can_ride(code):
-                count_line = count_prefix(number, self.unsent)  # in the cell's own request
-            else:
+                count_line = count_prefix(number, self.unsent, self.allow_stdin if tell else None)  # in the
+                # cell's own request; in step with the session (not behind), it only takes itself out of the cell
+            elif behind:
                 await self._catch_up_count(client, number)
         riding = await self.remote.install_rich(client, code if long is None else None, self.allow_stdin)
-        await self._tell_stdin()
+        self._stdin_rides = tell and bool(count_line)
+        if tell and not count_line:
+            await self._tell_stdin()
         await self.remote.send_deferred(client)
         return (riding, True) if riding else (count_line, False)
 
@@ -218,9 +225,14 @@ class CellPipeline:
         await self.helper(count_code(number, self.unsent), deadline=10.0)
         self.unsent = []
 
+    def _stdin_changed(self) -> bool:
+        """Whether the session's back channel must be told this request's allow_stdin (it changed)."""
+        return self.rich.installed and self.rich.comms and self.rich.allow_stdin != self.allow_stdin
+
     async def _tell_stdin(self) -> None:
-        """Tell the session's back channel whether this request allows stdin, when that changed."""
-        if self.rich.installed and self.rich.comms and self.rich.allow_stdin != self.allow_stdin:
+        """Tell the session's back channel whether this request allows stdin, in a helper of its own (a cell
+        that cannot carry the count line)."""
+        if self._stdin_changed():
             answer = await self.helper(helper_code(f"import sys\nsys.modules['_remote_kernel_rich'].active.back"
                                                    f".allow_stdin = {self.allow_stdin!r}\nanswer = {{'ok': True}}"),
                                        deadline=30.0)
