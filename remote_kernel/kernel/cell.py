@@ -85,12 +85,12 @@ class CellRun:
         self.render = render
         self.code = code
         self.prefix = prefix  # the shim's install, sent before the code in the same execution (rich.py)
-        self.task: asyncio.Task | None = None  # the task running `run`
+        self.task: asyncio.Task[Any] | None = None  # the task running `run`
         self.execution_id: str | None = None
         self.grace = 3.0
         self.mode = "contract"
         self.interrupts = 0
-        self._extra: set[asyncio.Task] = set()
+        self._extra: set[asyncio.Task[None]] = set()
 
     # --- choosing the path -------------------------------------------------------------------------
 
@@ -182,14 +182,15 @@ class CellRun:
             if not execute.done():
                 execute.cancel()
 
-    async def _follow_log(self, execute: asyncio.Future, name: str) -> None:
+    async def _follow_log(self, execute: asyncio.Future[Execution], name: str) -> None:
         """Show the live log's new lines until the execution ends; stop quietly on any trouble."""
         digest = cell_digest(self.code)
         seen = 0  # complete lines of the log already shown (the header is line 0)
         while not execute.done():
             read = asyncio.ensure_future(self._read(name))
             try:
-                done, _ = await asyncio.wait({execute, read}, timeout=POLL_DEADLINE,
+                both: set[asyncio.Future[Any]] = {execute, read}
+                done, _ = await asyncio.wait(both, timeout=POLL_DEADLINE,
                                              return_when=asyncio.FIRST_COMPLETED)
             finally:
                 if not read.done():

@@ -74,7 +74,7 @@ class RemoteKernel(Kernel):
                      "startup": startup})
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]  # ipykernel is untyped
         # ipykernel sleeps 0.5 ms before each execute_reply so that what a cell printed to the kernel's
         # own sys.stdout is flushed first; cells here never print there (their output is published as
         # messages before the reply is sent), so the sleep would only add to every cell's round trip
@@ -131,7 +131,7 @@ class RemoteKernel(Kernel):
     # --- protocol ------------------------------------------------------------------------
 
     @property
-    def execution_count(self) -> int:  # type: ignore[override]
+    def execution_count(self) -> int:
         return self.cells.count
 
     @execution_count.setter
@@ -154,10 +154,10 @@ class RemoteKernel(Kernel):
     def _send(self, msg_type: str, content: dict[str, Any]) -> None:
         """The session's way to the front end: IOPub, unless the request is silent."""
         if not self._publish_silently:
-            self.send_response(self.iopub_socket, msg_type, content)
+            self.send_response(self.iopub_socket, msg_type, content)  # type: ignore[no-untyped-call]
 
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
-                         user_expressions: dict | None = None, allow_stdin: bool = False, *,
+                         user_expressions: dict[str, str] | None = None, allow_stdin: bool = False, *,
                          cell_meta: dict[str, Any] | None = None, cell_id: str | None = None) -> dict[str, Any]:
         # cell_meta and cell_id (what front ends send with a cell) are not needed: the session has no cells
         self._allow_stdin = allow_stdin
@@ -323,7 +323,7 @@ class RemoteKernel(Kernel):
     async def process_control(self, msg: Any) -> None:
         self._control_idle.clear()
         try:
-            await super().process_control(msg)
+            await super().process_control(msg)  # type: ignore[no-untyped-call]
         finally:
             self._control_idle.set()
 

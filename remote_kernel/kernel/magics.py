@@ -22,14 +22,24 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from remote_kernel.kernel.events import FOLDER as HIDDEN_FOLDER  # the rich shim's (hidden from %files)
 from remote_kernel.kernel.local_names import (
-    NAME_MAX, ListingTooLarge, LocalFolder, UnsafeName, count_limit, depth_limit, entry_name, name_problem, no_case_twins)
+    NAME_MAX,
+    ListingTooLarge,
+    LocalFolder,
+    UnsafeName,
+    count_limit,
+    depth_limit,
+    entry_name,
+    name_problem,
+    no_case_twins,
+)
 from remote_kernel.sessions.models import AnswerTooLarge, ConfigurationError, RemoteFile, RemoteFileNotFound
 
 if TYPE_CHECKING:
@@ -448,7 +458,7 @@ class MagicRunner:
         progress = Progress(self.host.publish, f"upload {len(pairs)} files", total)
         started, done = time.monotonic(), 0
         progress(0, total)
-        for (local, remote), size in zip(pairs, sizes):
+        for (local, remote), size in zip(pairs, sizes, strict=True):
             await client.upload(local, remote_name=remote,
                                 progress=_moved(lambda sent: progress(sent, total), done))
             done += size
@@ -482,7 +492,8 @@ class MagicRunner:
             if not local.parent.is_dir():
                 raise MagicError(f"%download: no such local folder: {local.parent}", "FileNotFoundError")
         except OSError as exc:
-            raise self._usage("download", f"cannot use the local name {str(local)[:80]!r}: {exc.strerror or exc}")
+            raise self._usage("download",
+                              f"cannot use the local name {str(local)[:80]!r}: {exc.strerror or exc}") from exc
         client = await self.host.client()
         limit = self.host.download_limit
         progress = Progress(self.host.publish, f"download {basename}")

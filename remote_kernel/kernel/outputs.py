@@ -48,7 +48,7 @@ def error(ename: str, evalue: str, traceback: list[str] | None = None) -> Messag
     return "error", {"ename": ename, "evalue": evalue, "traceback": lines}
 
 
-def error_reply(message: Message, execution_count: int, *, payload: list | None = None) -> dict[str, Any]:
+def error_reply(message: Message, execution_count: int, *, payload: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The execute reply that goes with an `error` message (nbclient reads the reply, papermill the output),
     with ipykernel's keys: no user expressions after an error, the payloads of what ran before it."""
     content = message[1]
@@ -57,8 +57,8 @@ def error_reply(message: Message, execution_count: int, *, payload: list | None 
             "payload": payload or []}
 
 
-def ok_reply(execution_count: int, *, payload: list | None = None,
-             user_expressions: dict | None = None) -> dict[str, Any]:
+def ok_reply(execution_count: int, *, payload: list[dict[str, Any]] | None = None,
+             user_expressions: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"status": "ok", "execution_count": execution_count, "payload": payload or [],
             "user_expressions": user_expressions or {}}
 
@@ -93,9 +93,8 @@ def _error_line(stderr: str, err: ExecutionError) -> int | None:
     first = err.message.split("\n", 1)[0]
     line = re.compile(rf"^{re.escape(err.name)}(?::? {re.escape(first)}[ \t]*|:.*)?$" if first else
                       rf"^{re.escape(err.name)}(?::.*)?$", re.MULTILINE)
-    found = None
-    for found in line.finditer(stderr):
-        pass
+    matches = list(line.finditer(stderr))
+    found = matches[-1] if matches else None
     if found is None:
         return None
     before = stderr[:found.start()]

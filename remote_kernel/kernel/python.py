@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from remote_kernel.kernel.helper import HELPER_MARK
 
 
-def is_complete(code: str) -> dict:
+def is_complete(code: str) -> dict[str, Any]:
     """IPython's own answer (it knows magics, `!` lines and line continuations)."""
     from IPython.core.inputtransformer2 import TransformerManager
 
-    status, indent = TransformerManager().check_complete(code)
-    reply: dict = {"status": status}
+    status, indent = TransformerManager().check_complete(code)  # type: ignore[no-untyped-call]
+    reply: dict[str, Any] = {"status": status}
     if status == "incomplete":
         reply["indent"] = " " * (indent or 0)
     return reply
@@ -74,7 +75,7 @@ answer = {{"matches": [c.text for c in found], "cursor_start": start, "cursor_en
 ''')
 
 
-def inspect_code(code: str, cursor_pos: int, detail_level: int, omit_sections: list | None = None) -> str:
+def inspect_code(code: str, cursor_pos: int, detail_level: int, omit_sections: list[str] | None = None) -> str:
     """ipykernel's `do_inspect` on the session's shell: text/plain only (no HTML pager, as its default),
     coloured as a local kernel's shell colours it whatever the session's own colour setting."""
     return helper_code(f'''

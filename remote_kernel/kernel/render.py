@@ -19,8 +19,23 @@ from typing import Any
 
 from remote_kernel.kernel import outputs
 from remote_kernel.kernel.decode import Fetch, StreamDecoder, StreamName
-from remote_kernel.kernel.events import (Clear, Display, Error, Event, Malformed, Note, OutputEvent, Page, Result,
-                                         ResultPlace, Stream, Update, decode_file, decode_item, parse_json)
+from remote_kernel.kernel.events import (
+    Clear,
+    Display,
+    Error,
+    Event,
+    Malformed,
+    Note,
+    OutputEvent,
+    Page,
+    Result,
+    ResultPlace,
+    Stream,
+    Update,
+    decode_file,
+    decode_item,
+    parse_json,
+)
 from remote_kernel.kernel.outputs import Message
 from remote_kernel.sessions.models import Execution, ExecutionError
 

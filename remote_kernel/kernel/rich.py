@@ -143,7 +143,7 @@ def can_ride(code: str) -> bool:
 
         from IPython.core.inputtransformer2 import TransformerManager
 
-        ast.parse(TransformerManager().transform_cell(code))
+        ast.parse(TransformerManager().transform_cell(code))  # type: ignore[no-untyped-call]
     except Exception:  # a SyntaxError stays the cell's own, with its own line numbers
         return False
     return True
@@ -170,7 +170,7 @@ class RichOutput:
         self.refused: str | None = None  # why this session could not load the shim
         self.comms = False  # whether the session's back channel makes comms (back_channel_shim.py)
         self.allow_stdin = False  # what the session's back channel was last told of allow_stdin
-        self._cleaning: set[asyncio.Task] = set()
+        self._cleaning: set[asyncio.Task[None]] = set()
         self._fetched: set[str] = set()
 
     @property

@@ -42,7 +42,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 FOLDER = ".remote_kernel"
 #: the wire grammar: the kernel's events.py holds the same names (this file must stay standalone source:
@@ -64,7 +65,7 @@ HELPER_MARK = "@@remote_kernel_answer@@"  # in the source of the kernel's own ex
 _TEXT_TYPES = ("image/svg+xml", "application/javascript")
 
 
-def _jsonable(data: Any) -> dict:
+def _jsonable(data: Any) -> dict[str, Any]:
     """A MIME bundle as JSON can carry it: binary data as base64 text, other values that JSON cannot
     hold left out (text/plain always stays)."""
     bundle = {}
@@ -93,7 +94,7 @@ def _safe_str(value: object) -> str:
         return f"<{type(value).__name__} whose str() raised>"
 
 
-def _plain(value: Any) -> dict:
+def _plain(value: Any) -> dict[str, Any]:
     try:
         json.dumps(value)
         return dict(value or {})
@@ -121,7 +122,7 @@ class Tee(io.TextIOBase):
     the shim (live log, long cells, the cell's stdout size). Writes of a long cell's thread go to
     its log only."""
 
-    def __init__(self, shim: "RichShim", name: str, inner: Any) -> None:
+    def __init__(self, shim: RichShim, name: str, inner: Any) -> None:
         self.shim = shim
         self.name = name
         self.inner = inner
@@ -134,7 +135,8 @@ class Tee(io.TextIOBase):
             long.write(self.name, text)
             return len(text)
         self.shim.wrote(self.name, text)
-        return self.inner.write(text)
+        written: int = self.inner.write(text)
+        return written
 
     def flush(self) -> None:
         self.shim.flushed(self.name)
@@ -150,7 +152,8 @@ class Tee(io.TextIOBase):
         return False
 
     def fileno(self) -> int:
-        return self.inner.fileno()
+        number: int = self.inner.fileno()
+        return number
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -175,7 +178,7 @@ class LongCell:
         self.logged = 0  # characters ever logged (the offset polls count in)
         self.dropped = 0
         self.done = False
-        self.error: dict | None = None
+        self.error: dict[str, Any] | None = None
         self.result: str | None = None
         self.thread_ident: int | None = None
         self.thread = threading.Thread(target=self._run, name="remote-kernel-long", daemon=True)
@@ -235,11 +238,11 @@ class RichShim:
         self.ordering = True  # mark the order of the streams (not in the kernel's helper executions)
         self.marking = False  # a marker is being written (not the cell's own text)
         #: (number, sources): the next cell's number, after cells that ran in the kernel (`skip_cells`)
-        self.count_next: tuple[int, list] | None = None
+        self.count_next: tuple[int, list[str]] | None = None
         self.live_log = True  # keep a live log (False where the pool streams output itself)
         self.live_lock = threading.Lock()
         self.live_pending: list[list[str]] = []
-        self.live_held: dict[str, list] = {}  # tag → [first write, text] not flushed yet
+        self.live_held: dict[str, list[Any]] = {}  # tag → [first write, text] not flushed yet
         self.live_header: str | None = None
         self.live_size = 0
         self.cell_started = 0.0
@@ -269,7 +272,7 @@ class RichShim:
         shell.events.register("post_execute", self.open_figures)
         shell.events.register("pre_run_cell", self.pre_run_cell)
         shell.events.register("post_run_cell", self.post_run_cell)
-        self.helper_state: tuple | None = None
+        self.helper_state: tuple[Any, ...] | None = None
         self._use_inline_figures()
         import builtins
         import getpass
@@ -380,7 +383,7 @@ class RichShim:
         with self.live_lock:
             self.live_header = json.dumps({"cell": self.cell, "code": digest})
 
-    def _history_state(self) -> tuple:
+    def _history_state(self) -> tuple[Any, ...]:
         manager = getattr(self.shell, "history_manager", None)
         ns = self.shell.user_ns
         names = ("_i", "_ii", "_iii", "_i00")
@@ -405,7 +408,7 @@ class RichShim:
                         manager.db.execute(f"DELETE FROM {table} WHERE session = ? AND line = ?",
                                            (manager.session_number, count))
             self.shell.execution_count = count
-            for name, length in zip(("input_hist_parsed", "input_hist_raw"), lengths):
+            for name, length in zip(("input_hist_parsed", "input_hist_raw"), lengths):  # noqa: B905 (any Python)
                 items = getattr(manager, name, None)
                 if isinstance(items, list):
                     del items[length:]
@@ -423,7 +426,7 @@ class RichShim:
         except Exception:  # the history is a convenience: never fail a cell over it
             pass
 
-    def skip_cells(self, number: int, sources: list) -> None:
+    def skip_cells(self, number: int, sources: list[str]) -> None:
         """The kernel ran cells without the session (its own magics, help-only cells): their numbers are
         skipped, so that the next cell is `number` as its prompt says, and `In`/`_iN` hold their source."""
         shell = self.shell
@@ -542,14 +545,14 @@ class RichShim:
 
     # --- long cells -------------------------------------------------------------------------------
 
-    def start_long(self, code: str) -> dict:
+    def start_long(self, code: str) -> dict[str, Any]:
         if self.long is not None and not self.long.done:
             return {"error": "a long cell is still running in this session; interrupt it or wait for it"}
         self.long = LongCell(self.shell, code)
         self.long.thread.start()
         return {"ok": True}
 
-    def poll_long(self, interrupt: bool = False) -> dict:
+    def poll_long(self, interrupt: bool = False) -> dict[str, Any]:
         long = self.long
         if long is None:
             return {"error": "no long cell runs in this session (the session may have been replaced)"}
@@ -644,11 +647,12 @@ class RichShim:
 
         return showtraceback
 
-    def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs) -> None:
+    def publish(self, data: Any, metadata: Any = None, source: Any = None, *, transient: Any = None,
+                update: bool = False, **kwargs: Any) -> None:
         self.emit({"type": UPDATE if update else DISPLAY, "data": _jsonable(data),
                    "metadata": _plain(metadata), "transient": _plain(transient)})
 
-    def result(self, value: object) -> tuple[dict, dict]:
+    def result(self, value: object) -> tuple[dict[str, Any], dict[str, Any]]:
         """The displayhook's formatting of the cell's value: every MIME type, which is also the result."""
         self.in_result = True
         try:
@@ -679,7 +683,7 @@ class RichShim:
     def clear_output(self, wait: bool = False) -> None:
         self.mark(CLEAR_WAIT if wait else CLEAR)
 
-    def emit(self, item: dict) -> None:
+    def emit(self, item: dict[str, Any]) -> None:
         """Show one output: inline in its marker when small, else appended to the cell's file."""
         item["late"] = self.late
         if self.ordering and not self.late:  # ipykernel flushes both streams before it shows an output
@@ -720,7 +724,7 @@ class RichShim:
             self.marking = False
 
 
-def install(shell: Any, nonce: str, live_log: bool = True, cell_digest: str | None = None) -> dict:
+def install(shell: Any, nonce: str, live_log: bool = True, cell_digest: str | None = None) -> dict[str, Any]:
     """Hook `shell` (replacing an earlier install); the kernel reads the answer. `cell_digest`: the
     hash of the user's cell this install travels with (the line before it installs the shim; the
     cell then counts as the shim's first cell); None: the install is a helper execution."""
@@ -742,6 +746,6 @@ def install(shell: Any, nonce: str, live_log: bool = True, cell_digest: str | No
         count, manager, lengths, _, _ = shim._history_state()  # this install is a helper too: out of the history
         shim.helper_state = (count, manager, [max(0, n - 1) for n in lengths], {}, {})
     holder = type(sys)(MODULE)  # what a later install finds, to take these hooks out first
-    setattr(holder, "active", shim)
+    holder.active = shim  # type: ignore[attr-defined]
     sys.modules[MODULE] = holder
     return {"ok": True, "folder": FOLDER}

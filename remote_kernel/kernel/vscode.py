@@ -67,7 +67,8 @@ class Hidden:
 
 def _unescape(text: str) -> str:
     """The code the extension embedded in a Python string literal (escapeStringToEmbedInPythonCode)."""
-    return ast.literal_eval(f'"{text}"')
+    text = ast.literal_eval(f'"{text}"')  # a str: the literal is one
+    return str(text)
 
 
 def _background(code: str) -> Background | None:
