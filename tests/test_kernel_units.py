@@ -335,3 +335,68 @@ def test_python_results_without_display_repr_show_reprs_unquoted():
     assert show("ab") == "'ab'" and show(42) == "42" and show([1, "a"]) == "[1, 'a']"
     assert show("   x\n0  1") == "   x\n0  1" and show("array([1, 2])") == "array([1, 2])"
     assert show("<object at 0x1>") == "<object at 0x1>"
+
+
+def test_the_shim_writes_the_grammar_the_kernel_decodes():
+    """rich_shim.py is source sent to the session (standalone): its marker names are those of events.py,
+    and a marker it writes decodes to the event it meant."""
+    import asyncio
+
+    from remote_kernel.kernel import events, rich_shim
+    from remote_kernel.kernel.decode import StreamDecoder
+
+    for name in ("MARK_START", "MARK_END", "INLINE", "RESULT_PLACE", "CLEAR", "CLEAR_WAIT", "FLUSH",
+                 "DISPLAY", "UPDATE", "RESULT", "PAGE", "ERROR"):
+        assert getattr(rich_shim, name) == getattr(events, name), name
+    from pathlib import Path
+
+    back = Path(rich_shim.__file__).with_name("back_channel_shim.py").read_text(encoding="utf-8")
+    for kind in events.BACK_CHANNEL_TYPES:
+        assert f'"type": "{kind}"' in back, kind
+
+    written: list[str] = []
+    shim = rich_shim.RichShim.__new__(rich_shim.RichShim)
+    shim.nonce, shim.cell, shim.tees, shim.marking = "0000abcd", 3, [], False
+
+    class Out:
+        def write(self, text: str) -> None:
+            written.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    import sys
+    real, sys.stdout = sys.stdout, Out()
+    try:
+        tokens = (rich_shim.CLEAR_WAIT, rich_shim.RESULT_PLACE,
+                  rich_shim.INLINE + '{"type": "%s", "data": {"text/plain": "x"}}' % rich_shim.RESULT)
+        for token in tokens:
+            shim.mark(token)
+    finally:
+        sys.stdout = real
+
+    async def decode() -> list[events.OutputEvent]:
+        decoder = StreamDecoder(nonce="0000abcd")
+        return [event async for event in decoder.feed("stdout", "".join(written))]
+
+    assert asyncio.run(decode()) == [events.Clear(wait=True), events.ResultPlace(),
+                                     events.Result({"text/plain": "x"}, {}, False, len(tokens[2]))]
+
+
+def test_the_hidden_folder_and_the_helper_mark_are_the_shims():
+    """The shim (standalone source) and the kernel name its folder and a helper's answer line alike."""
+    from remote_kernel.kernel import events, magics, rich, rich_shim
+    from remote_kernel.kernel.helper import HELPER_MARK
+
+    assert rich_shim.FOLDER == events.FOLDER == rich.FOLDER == magics.HIDDEN_FOLDER
+    assert HELPER_MARK.strip() == rich_shim.HELPER_MARK
+
+
+def test_one_setting_says_which_api_versions_answer_with_the_jupyter_repr():
+    from remote_kernel.contract import API_VERSIONS, JUPYTER_REPR_VERSIONS
+    from remote_kernel.sessions.wire import wire_for
+
+    for version in API_VERSIONS:
+        asks = KernelConfig.from_env({"POOL_MANAGEMENT_ENDPOINT": "https://pool.example",
+                                      "REMOTE_KERNEL_API_VERSION": version}).jupyter_repr
+        assert asks == (version in JUPYTER_REPR_VERSIONS) == getattr(wire_for(version), "has_jupyter_repr", False)

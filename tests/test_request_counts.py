@@ -143,3 +143,22 @@ def test_on_the_live_route_every_cell_is_one_request_and_short_cells_never_poll(
             one_request_each(kc, proxy, kinds, LIVE_EXECUTE)
     finally:
         proxy.close()
+
+
+def test_a_cell_whose_request_changes_allow_stdin_still_costs_one_request(pool, proxy):
+    """The request's allow_stdin reaches the session's back channel in the cell's own request (as the count
+    line does), and the cell keeps its own line numbers."""
+    env = {**pool_env(pool, str(uuid.uuid4())), "POOL_MANAGEMENT_ENDPOINT": proxy.endpoint}
+    proxy.ignore = ".live/content"
+    with kernel(env) as (km, kc):
+        run(kc, "x = 1", allow_stdin=True)  # the shim (and its back channel) goes in with this request's
+        for allow_stdin, code in ((False, "y = 2\ninput('name? ')"), (True, "x + 1"), (False, "input('again? ')")):
+            start = len(proxy.requests)
+            reply, outputs = run(kc, code, allow_stdin=allow_stdin)
+            assert proxy.since(start) == [EXECUTE], (allow_stdin, code)
+            if not allow_stdin:
+                assert (reply["status"], reply["ename"]) == ("error", "StdinNotImplementedError")
+                traceback = ANSI.sub("", "\n".join(errors_of(outputs)[0]["traceback"]))
+                assert f"In[{reply['execution_count']}], line {code.count(chr(10)) + 1}" in traceback, traceback
+            else:
+                assert reply["status"] == "ok" and outputs[0]["content"]["data"]["text/plain"] == "2"

@@ -13,6 +13,9 @@ Three ways, chosen per cell:
   POLL_DEADLINE ends the reading for that cell, silently: the answer shows the rest.
 - **long cells** (`%%long`): the cell runs in a thread of the session; short executions read
   its output and end; no execution cap applies.
+
+A run knows its `CellHost` only (publish, the settings, the shim's state, helpers, input), never
+the kernel's class.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ import asyncio
 import io
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from remote_kernel.kernel import outputs
 from remote_kernel.kernel.python import helper_code
@@ -29,6 +33,8 @@ from remote_kernel.kernel.rich import cell_digest
 from remote_kernel.sessions.models import Execution, ExecutionError, ExecutionStatus, RemoteFileNotFound
 
 if TYPE_CHECKING:
+    from remote_kernel.kernel.config import KernelConfig
+    from remote_kernel.kernel.rich import RichOutput
     from remote_kernel.sessions.client import SessionsClient
 
 log = logging.getLogger(__name__)
@@ -47,21 +53,44 @@ def long_body(code: str) -> str | None:
     return rest if first.strip() == LONG_MAGIC else None
 
 
+class CellHost(Protocol):
+    """What running one cell needs (as jupyter_server's connection ABC: a few members, no kernel class).
+
+    `remote.RemoteSession` gives all but `interrupt_input`; the kernel gives them all.
+    """
+
+    @property
+    def settings(self) -> KernelConfig: ...  # the execution timeout
+
+    @property
+    def rich(self) -> RichOutput: ...  # the shim's state in the session: its nonce and folder (the live log)
+
+    @property
+    def jupyter_repr(self) -> bool: ...  # executions ask for the interpreter's display repr
+
+    def publish(self, msg_type: str, content: dict[str, Any]) -> None: ...
+
+    async def helper(self, code: str, deadline: float = ...) -> dict[str, Any] | None: ...
+
+    def interrupt_input(self) -> bool: ...  # end a pending input request (False: none pending)
+
+
 class CellRun:
     """One cell's execution; `interrupt` (on the kernel's loop) stops it the best way its path has."""
 
-    def __init__(self, kernel: Any, client: SessionsClient, render: CellRender, code: str, prefix: str = "") -> None:
-        self.kernel = kernel
+    def __init__(self, host: CellHost, client: SessionsClient, render: CellRender, code: str,
+                 prefix: str = "") -> None:
+        self.host = host
         self.client = client
         self.render = render
         self.code = code
         self.prefix = prefix  # the shim's install, sent before the code in the same execution (rich.py)
-        self.task: asyncio.Task | None = None  # the task running `run`
+        self.task: asyncio.Task[Any] | None = None  # the task running `run`
         self.execution_id: str | None = None
         self.grace = 3.0
         self.mode = "contract"
         self.interrupts = 0
-        self._extra: set[asyncio.Task] = set()
+        self._extra: set[asyncio.Task[None]] = set()
 
     # --- choosing the path -------------------------------------------------------------------------
 
@@ -83,7 +112,7 @@ class CellRun:
             if self.execution_id is not None:
                 self._spawn(self._interrupt_live())
             return  # before the pool named the execution: `started` sends the interrupt
-        if self.mode == "contract" and self.interrupts == 1 and self.kernel.comms.interrupt_input():
+        if self.mode == "contract" and self.interrupts == 1 and self.host.interrupt_input():
             return  # the session's input() stops with ipykernel's KeyboardInterrupt, and the cell ends with it
         if self.mode == "long" and self.interrupts == 1:
             self._spawn(self._warn_if_running("A long cell is interrupted at its next Python line (a call that "
@@ -93,14 +122,14 @@ class CellRun:
         if self.task is not None:
             self.task.cancel()  # closing the request: the pool interrupts the code (and kills it past the grace)
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._extra.add(task)
         task.add_done_callback(self._extra.discard)
 
     async def _warn_if_running(self, text: str, after: float) -> None:
         await asyncio.sleep(after)
-        self.kernel.publish(*outputs.stream("stderr", text))
+        self.host.publish(*outputs.stream("stderr", text))
 
     # --- live events ---------------------------------------------------------------------------------
 
@@ -117,8 +146,8 @@ class CellRun:
             elif kind == "stream" and event.get("name") in ("stdout", "stderr") and isinstance(event.get("text"), str):
                 await self.render.feed(event["name"], event["text"])
 
-        return await self.client.execute_live(self.prefix + self.code, on_event, timeout=self.kernel.settings.timeout,
-                                              jupyter_repr=self.kernel._jupyter_repr)
+        return await self.client.execute_live(self.prefix + self.code, on_event, timeout=self.host.settings.timeout,
+                                              jupyter_repr=self.host.jupyter_repr)
 
     async def _interrupt_live(self) -> None:
         assert self.execution_id is not None
@@ -130,7 +159,7 @@ class CellRun:
                 self.task.cancel()
             return
         await asyncio.sleep(STOP_WARNING_AFTER)
-        self.kernel.publish(*outputs.stream("stderr", (
+        self.host.publish(*outputs.stream("stderr", (
             f"The code did not stop when interrupted (it may catch KeyboardInterrupt, or be inside a call that "
             f"does not return). If it has not stopped {self.grace:g} s after the interrupt, the session's "
             "processes are killed and its state is lost: this cell then ends with SessionLost, and the next "
@@ -140,10 +169,10 @@ class CellRun:
 
     async def _run_contract(self) -> Execution:
         execute = asyncio.ensure_future(self.client.execute(self.prefix + self.code,
-                                                            timeout=self.kernel.settings.timeout,
-                                                            jupyter_repr=self.kernel._jupyter_repr))
+                                                            timeout=self.host.settings.timeout,
+                                                            jupyter_repr=self.host.jupyter_repr))
         try:
-            rich = self.kernel.rich
+            rich = self.host.rich
             if (rich.installed or self.prefix) and rich.nonce:
                 done, _ = await asyncio.wait({execute}, timeout=POLL_AFTER)
                 if not done:
@@ -153,14 +182,15 @@ class CellRun:
             if not execute.done():
                 execute.cancel()
 
-    async def _follow_log(self, execute: asyncio.Future, name: str) -> None:
+    async def _follow_log(self, execute: asyncio.Future[Execution], name: str) -> None:
         """Show the live log's new lines until the execution ends; stop quietly on any trouble."""
         digest = cell_digest(self.code)
         seen = 0  # complete lines of the log already shown (the header is line 0)
         while not execute.done():
             read = asyncio.ensure_future(self._read(name))
             try:
-                done, _ = await asyncio.wait({execute, read}, timeout=POLL_DEADLINE,
+                both: set[asyncio.Future[Any]] = {execute, read}
+                done, _ = await asyncio.wait(both, timeout=POLL_DEADLINE,
                                              return_when=asyncio.FIRST_COMPLETED)
             finally:
                 if not read.done():
@@ -219,7 +249,7 @@ class CellRun:
                     break
         except asyncio.CancelledError:
             if self.interrupts:
-                self.kernel.publish(*outputs.stream("stderr", "Stopped following the long cell; it keeps running "
+                self.host.publish(*outputs.stream("stderr", "Stopped following the long cell; it keeps running "
                                                               "in the session until it ends.\n"))
             raise
         finally:
@@ -241,7 +271,7 @@ class CellRun:
 
     async def _shim_call(self, line: str) -> dict[str, Any] | None:
         code = helper_code("import sys\n_rk = sys.modules['_remote_kernel_rich'].active\n" + line)
-        return await self.kernel._helper(code, deadline=30.0)
+        return await self.host.helper(code, deadline=30.0)
 
 
 def _header_matches(line: bytes, digest: str) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from remote_kernel.kernel.helper import HELPER_MARK
 
@@ -44,7 +45,7 @@ _PAIRS = {")": "(", "]": "[", "}": "{"}
 _LINE_ENDS = "\n\r\u2028\u2029"
 
 
-def is_complete(code: str) -> dict:
+def is_complete(code: str) -> dict[str, Any]:
     """The `is_complete_reply` content for a JavaScript cell: status and, if incomplete, indent."""
     stack: list[str] = []  # "(", "[", "{", or "${" for a template substitution
     last = ""  # the last significant token, for regex detection and the trailing-operator rule
@@ -123,7 +124,7 @@ def is_complete(code: str) -> dict:
     return {"status": "complete"}
 
 
-def _incomplete(stack: list[str]) -> dict:
+def _incomplete(stack: list[str]) -> dict[str, Any]:
     return {"status": "incomplete", "indent": "  " * len(stack)}
 
 

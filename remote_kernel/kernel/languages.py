@@ -12,8 +12,9 @@ Only the standard library is imported at module level: the build hook imports th
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 from remote_kernel.kernel import javascript, python
 
@@ -26,9 +27,9 @@ class Language:
     kernel_name: str  # the kernelspec directory name
     display_name: str
     container_type: str  # the pool type (the worker its sessions run on) an embedded pool is started with
-    language_info: dict
+    language_info: dict[str, Any]
     banner: str
-    is_complete: Callable[[str], dict]  # the is_complete_reply content, decided locally
+    is_complete: Callable[[str], dict[str, Any]]  # the is_complete_reply content, decided locally
     rich_output: bool = False  # the rich-output shim (displays, figures, live `clear_output`) and `%%long`
     complete_code: Callable[[str, int], str] | None = None  # helper source answering complete_request
     inspect_code: Callable[[str, int, int], str] | None = None  # helper source answering inspect_request

@@ -22,19 +22,29 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from remote_kernel.kernel.events import FOLDER as HIDDEN_FOLDER  # the rich shim's (hidden from %files)
 from remote_kernel.kernel.local_names import (
-    NAME_MAX, ListingTooLarge, LocalFolder, UnsafeName, count_limit, depth_limit, entry_name, name_problem, no_case_twins)
+    NAME_MAX,
+    ListingTooLarge,
+    LocalFolder,
+    UnsafeName,
+    count_limit,
+    depth_limit,
+    entry_name,
+    name_problem,
+    no_case_twins,
+)
 from remote_kernel.sessions.models import AnswerTooLarge, ConfigurationError, RemoteFile, RemoteFileNotFound
 
 if TYPE_CHECKING:
     from remote_kernel.sessions.client import SessionsClient
 
-HIDDEN_FOLDER = ".remote_kernel"  # where the session's rich output waits to be fetched (rich.py)
 SIZE_MAX = 1 << 50  # the largest file size %files believes (1 PiB); beyond it, or below 0, it shows "?"
 
 
@@ -48,16 +58,16 @@ class MagicError(Exception):
 
 
 class MagicHost(Protocol):
-    """What a magic needs from the kernel."""
+    """What a magic needs: the session it acts on (`remote.RemoteSession` is one), and a way to show text."""
 
     @property
     def download_limit(self) -> int: ...  # bytes: REMOTE_KERNEL_DOWNLOAD_LIMIT
 
     def publish(self, msg_type: str, content: dict[str, Any]) -> None: ...
 
-    async def session_client(self) -> SessionsClient: ...
+    async def client(self) -> SessionsClient: ...
 
-    def session_rows(self) -> list[tuple[str, str]]: ...
+    def rows(self) -> list[tuple[str, str]]: ...
 
     async def new_session(self) -> tuple[str, str]: ...
 
@@ -431,7 +441,7 @@ class MagicRunner:
         if remote.endswith("/"):
             remote += local.name
         size = local.stat().st_size
-        client = await self.host.session_client()
+        client = await self.host.client()
         progress = Progress(self.host.publish, f"upload {local.name}", size)
         started = time.monotonic()
         progress(0, size)
@@ -444,11 +454,11 @@ class MagicRunner:
         """Upload (local, remote name) pairs, one after the other, under one progress bar."""
         sizes = [local.stat().st_size for local, _ in pairs]
         total = sum(sizes)
-        client = await self.host.session_client()
+        client = await self.host.client()
         progress = Progress(self.host.publish, f"upload {len(pairs)} files", total)
         started, done = time.monotonic(), 0
         progress(0, total)
-        for (local, remote), size in zip(pairs, sizes):
+        for (local, remote), size in zip(pairs, sizes, strict=True):
             await client.upload(local, remote_name=remote,
                                 progress=_moved(lambda sent: progress(sent, total), done))
             done += size
@@ -482,8 +492,9 @@ class MagicRunner:
             if not local.parent.is_dir():
                 raise MagicError(f"%download: no such local folder: {local.parent}", "FileNotFoundError")
         except OSError as exc:
-            raise self._usage("download", f"cannot use the local name {str(local)[:80]!r}: {exc.strerror or exc}")
-        client = await self.host.session_client()
+            raise self._usage("download",
+                              f"cannot use the local name {str(local)[:80]!r}: {exc.strerror or exc}") from exc
+        client = await self.host.client()
         limit = self.host.download_limit
         progress = Progress(self.host.publish, f"download {basename}")
         started = time.monotonic()
@@ -539,7 +550,7 @@ class MagicRunner:
         Nothing is written before every name is checked; the files are fetched into a hidden folder
         inside the target and moved into place only when all of them arrived, so a failure leaves none.
         """
-        client = await self.host.session_client()
+        client = await self.host.client()
         try:
             folder, matched, target = await self._matching(client, remote, local_arg)
         except (UnsafeName, ListingTooLarge) as exc:
@@ -624,7 +635,7 @@ class MagicRunner:
     async def files(self, args: list[str]) -> None:
         if len(args) > 1:
             raise self._usage("files", "expected at most one folder")
-        client = await self.host.session_client()
+        client = await self.host.client()
         try:
             found = await client.list_files(args[0] if args else None)
         except RemoteFileNotFound:
@@ -640,7 +651,7 @@ class MagicRunner:
     async def rm(self, args: list[str]) -> None:
         if len(args) != 1:
             raise self._usage("rm", "expected exactly one remote file")
-        client = await self.host.session_client()
+        client = await self.host.client()
         try:
             await client.delete_file(args[0])
         except RemoteFileNotFound:
@@ -666,7 +677,7 @@ class MagicRunner:
             return
         if args:
             raise self._usage("session", f"unknown argument {' '.join(args)!r}")
-        rows = self.host.session_rows()
+        rows = self.host.rows()
         width = max(len(name) for name, _ in rows)
         self._print("".join(f"{name + ':':<{width + 1}}  {value}\n" for name, value in rows))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from remote_kernel.contract import EXECUTION_LIMIT
 from remote_kernel.sessions.models import Execution, ExecutionError, SessionsError
-from remote_kernel.sessions.wire import EXCEPTION_LINE
+from remote_kernel.sessions.wire import traceback_exception
 
 Message = tuple[str, dict[str, Any]]
 
@@ -48,7 +48,7 @@ def error(ename: str, evalue: str, traceback: list[str] | None = None) -> Messag
     return "error", {"ename": ename, "evalue": evalue, "traceback": lines}
 
 
-def error_reply(message: Message, execution_count: int, *, payload: list | None = None) -> dict[str, Any]:
+def error_reply(message: Message, execution_count: int, *, payload: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The execute reply that goes with an `error` message (nbclient reads the reply, papermill the output),
     with ipykernel's keys: no user expressions after an error, the payloads of what ran before it."""
     content = message[1]
@@ -57,8 +57,8 @@ def error_reply(message: Message, execution_count: int, *, payload: list | None 
             "payload": payload or []}
 
 
-def ok_reply(execution_count: int, *, payload: list | None = None,
-             user_expressions: dict | None = None) -> dict[str, Any]:
+def ok_reply(execution_count: int, *, payload: list[dict[str, Any]] | None = None,
+             user_expressions: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"status": "ok", "execution_count": execution_count, "payload": payload or [],
             "user_expressions": user_expressions or {}}
 
@@ -93,9 +93,8 @@ def _error_line(stderr: str, err: ExecutionError) -> int | None:
     first = err.message.split("\n", 1)[0]
     line = re.compile(rf"^{re.escape(err.name)}(?::? {re.escape(first)}[ \t]*|:.*)?$" if first else
                       rf"^{re.escape(err.name)}(?::.*)?$", re.MULTILINE)
-    found = None
-    for found in line.finditer(stderr):
-        pass
+    matches = list(line.finditer(stderr))
+    found = matches[-1] if matches else None
     if found is None:
         return None
     before = stderr[:found.start()]
@@ -105,26 +104,14 @@ def _error_line(stderr: str, err: ExecutionError) -> int | None:
     return None if _CARET_LINE.search(before) else found.start()
 
 
-def parse_exception_line(traceback: str) -> tuple[str, str] | None:
-    """The exception class and message from a traceback's last meaningful line."""
-    for line in reversed(traceback.strip().splitlines()):
-        line = line.strip()
-        if not line:
-            continue
-        match = EXCEPTION_LINE.match(line)
-        if match and (match.group(2) is not None or match.group(1)[:1].isupper()):
-            return match.group(1).rsplit(".", 1)[-1], match.group(2) or ""
-        return None
-    return None
-
-
 def failure(execution: Execution) -> tuple[str, Message]:
     """The stderr that belongs to the code, and the one `error` message for a failed execution."""
     err = execution.error or ExecutionError(name="", message="")
     own_stderr, tb_text = split_traceback(execution.stderr, err)
     if not tb_text.strip() and err.traceback:
         tb_text = err.traceback
-    parsed = parse_exception_line(tb_text) if tb_text else None
+    name, message = traceback_exception(tb_text) if tb_text else (None, "")
+    parsed = (name.rsplit(".", 1)[-1], message) if name else None  # the class's own name, as IPython's ename
     ename = err.name or (parsed[0] if parsed else "") or "RemoteError"
     evalue = err.message if err.message else (parsed[1] if parsed and parsed[0] == ename else "")
     lines = tb_text.rstrip("\n").splitlines() if tb_text.strip() else []

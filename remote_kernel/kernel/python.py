@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from remote_kernel.kernel.helper import HELPER_MARK
 
 
-def is_complete(code: str) -> dict:
+def is_complete(code: str) -> dict[str, Any]:
     """IPython's own answer (it knows magics, `!` lines and line continuations)."""
     from IPython.core.inputtransformer2 import TransformerManager
 
-    status, indent = TransformerManager().check_complete(code)
-    reply: dict = {"status": status}
+    status, indent = TransformerManager().check_complete(code)  # type: ignore[no-untyped-call]
+    reply: dict[str, Any] = {"status": status}
     if status == "incomplete":
         reply["indent"] = " " * (indent or 0)
     return reply
@@ -74,7 +75,7 @@ answer = {{"matches": [c.text for c in found], "cursor_start": start, "cursor_en
 ''')
 
 
-def inspect_code(code: str, cursor_pos: int, detail_level: int, omit_sections: list | None = None) -> str:
+def inspect_code(code: str, cursor_pos: int, detail_level: int, omit_sections: list[str] | None = None) -> str:
     """ipykernel's `do_inspect` on the session's shell: text/plain only (no HTML pager, as its default),
     coloured as a local kernel's shell colours it whatever the session's own colour setting."""
     return helper_code(f'''
@@ -165,7 +166,11 @@ answer = {{"ok": True}}
 _COUNT_LINE = '''
 import ast, hashlib, json, linecache, sys
 shell = get_ipython()
-number, skipped = _args
+number, skipped, allow_stdin = (list(_args) + [None])[:3]
+if allow_stdin is not None:  # the request's allow_stdin, for the session's back channel (input(), getpass())
+    back = getattr(getattr(sys.modules.get("_remote_kernel_rich"), "active", None), "back", None)
+    if back is not None:
+        back.allow_stdin = bool(allow_stdin)
 frame = sys._getframe(1)
 while frame is not None and frame.f_code.co_name != "run_ast_nodes":
     frame = frame.f_back
@@ -217,11 +222,12 @@ if frame is not None and isinstance(frame.f_locals.get("nodelist"), list):
 '''
 
 
-def count_prefix(number: int, skipped: list[str]) -> str:
+def count_prefix(number: int, skipped: list[str], allow_stdin: bool | None = None) -> str:
     """A line put before a cell (the same request) that gives it `number` in the session's shell, after
     `skipped` cells that ran in the kernel (their numbers and sources go into `In`/`_iN`), and takes itself
-    out of the cell (line numbers, history, source lines), as the rich shim's riding line does."""
-    args = json.dumps([number, skipped])
+    out of the cell (line numbers, history, source lines), as the rich shim's riding line does. With
+    `allow_stdin`, it also tells the session's back channel whether this request allows stdin."""
+    args = json.dumps([number, skipped] if allow_stdin is None else [number, skipped, allow_stdin])
     return (f"exec(compile({_COUNT_LINE!r}, '<remote_kernel count>', 'exec'), "
             f"{{'get_ipython': get_ipython, '_args': __import__('json').loads({args!r})}})\n")
 

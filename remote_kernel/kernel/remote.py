@@ -7,6 +7,11 @@ widget note and the active-content notice (said once per session). When the sess
 lost, noticed to be new, replaced on purpose, its embedded pool restarted — `changed()` resets
 all of it in one place.
 
+It is also what the notebook sees of the session: `publish` (an output, screened by `trust` and
+degraded by `widgets` where the session has no comms), `helper` (a silent execution that answers a
+question), and the kernel magics' host (`magics.MagicHost`). The kernel gives it `send`, the one
+way to the front end.
+
 The sessions client (httpx) is imported on first use, so that a kernel starts without it.
 """
 from __future__ import annotations
@@ -15,14 +20,17 @@ import asyncio
 import importlib
 import logging
 import uuid
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from remote_kernel.kernel import rich, trust, widgets
 from remote_kernel.kernel.config import KernelConfig
 from remote_kernel.kernel.continuity import SessionContinuity
 from remote_kernel.kernel.embedded import EmbeddedPool, EmbeddedPoolError
+from remote_kernel.kernel.helper import read_answer
 from remote_kernel.kernel.languages import Language
 from remote_kernel.kernel.notebook_files import NotebookFiles
+from remote_kernel.kernel.vscode import VSCodeRequests
 from remote_kernel.sessions.models import ConfigurationError, SessionNotFound
 
 if TYPE_CHECKING:
@@ -34,13 +42,19 @@ log = logging.getLogger(__name__)
 #: report), "lost" (an error already told the user), "noticed" (continuity saw another session answer
 #: and returned its notice)
 Change = Literal["new", "lost", "noticed"]
+#: one IOPub message to the front end: (msg_type, content)
+Send = Callable[[str, dict[str, Any]], None]
+
+HELPER_DEADLINE = 1.0  # seconds for a helper (inspection); past it the answer is empty
 
 
 class RemoteSession:
     """The session this kernel talks to (one identifier per kernel) and the state tied to it."""
 
-    def __init__(self, settings: KernelConfig, language: Language, embedded: EmbeddedPool | None = None) -> None:
+    def __init__(self, settings: KernelConfig, language: Language, embedded: EmbeddedPool | None = None,
+                 send: Send | None = None) -> None:
         self.settings = settings
+        self._send: Send = send or (lambda msg_type, content: None)
         self.language = language
         self.identifier = settings.identifier
         self.endpoint: str | None = settings.endpoint
@@ -54,6 +68,7 @@ class RemoteSession:
         self.completer_warm = False  # whether the session answered a completion (jedi is loaded there)
         self.files = NotebookFiles(settings.files, patterns=settings.files_exclude)  # REMOTE_KERNEL_FILES
         self.counter_reset = False  # the session's shell counts from 1 again (a new session)
+        self.vscode = VSCodeRequests()  # VS Code's start-up lines, sent with the next request that reaches it
         self.embedded = embedded
         if self.embedded is None and settings.embedded and not settings.problems:
             self.embedded = self._start_pool()
@@ -107,6 +122,62 @@ class RemoteSession:
     def reached_pool(self) -> bool:
         """Whether any request of this kernel reached the pool (else there is no session to delete)."""
         return self._client is not None and self._client.reached_pool
+
+    @property
+    def jupyter_repr(self) -> bool:
+        """Whether executions ask the pool for the interpreter's display repr of a result (the pool's API
+        version has it, and the language answers with it)."""
+        return self.settings.jupyter_repr and self.language.jupyter_repr
+
+    # --- what the notebook sees ------------------------------------------------------------------
+
+    def publish(self, msg_type: str, content: dict[str, Any]) -> None:
+        """Send one IOPub message for the current cell, screened by `trust` (widgets degraded to what
+        they show where this session has no comms)."""
+        degraded = [(msg_type, content)] if self.rich.comms and self.rich.installed else \
+            self.widgets.degrade(msg_type, content)
+        for kind, body in degraded:
+            screened, notice = self.guard.screen(kind, body)
+            if notice:
+                self._send("stream", {"name": "stderr", "text": notice})
+            if screened is not None:
+                self._send(kind, screened)
+
+    async def helper(self, code: str, deadline: float = HELPER_DEADLINE) -> dict[str, Any] | None:
+        """Run a silent helper in the session (never counted, never shown) and read its JSON answer
+        (None: no answer within `deadline`, a transport problem, an answer that cannot be read).
+
+        The answer is capped (trust.HELPER_ANSWER_LIMIT); the helper prints its line last, so the
+        last marked line that holds a JSON object is taken (a hook may print the marker too).
+        """
+        async def run() -> dict[str, Any] | None:
+            client = await self.client()
+            deferred = self.vscode.take_deferred()  # VS Code's start-up lines go first (they are plain Python)
+            try:
+                execution = await client.execute(f"{deferred}\n{code}" if deferred else code,
+                                                 timeout=max(deadline, 1.0), jupyter_repr=False,
+                                                 answer_limit=trust.HELPER_ANSWER_LIMIT)
+            except BaseException:
+                self.vscode.put_back(deferred)
+                raise
+            self.continuity.touched()
+            return read_answer(execution.stdout)
+
+        try:
+            return await asyncio.wait_for(run(), deadline)
+        except Exception as exc:  # a timeout, a transport problem, an answer we cannot read: no answer
+            log.debug("helper execution gave no answer: %r", exc)
+            return None
+
+    async def send_deferred(self, client: SessionsClient) -> None:
+        """Run what VS Code's start-up set for the session (`__vsc_ipynb_file__`), silently, before a cell."""
+        code = self.vscode.take_deferred()
+        if code:
+            try:
+                await client.execute(code, timeout=self.settings.timeout, jupyter_repr=False)
+            except Exception:
+                self.vscode.put_back(code)
+                raise
 
     # --- what a cell goes through ----------------------------------------------------------------
 
@@ -203,6 +274,28 @@ class RemoteSession:
         """Stop the embedded pool, if the kernel started one."""
         if self.embedded is not None:
             self.embedded.stop(timeout)
+
+    # --- the kernel magics' host (magics.MagicHost) --------------------------------------------------
+
+    @property
+    def download_limit(self) -> int:
+        """The largest file `%download` accepts (REMOTE_KERNEL_DOWNLOAD_LIMIT)."""
+        return self.settings.download_limit
+
+    def sync_notebook_files(self, mode: str) -> None:
+        """`%session files notebook|off`: whether each cell first syncs the notebook's folder (notebook_files)."""
+        self.files.mode = mode
+
+    def allow_active_content(self, allowed: bool) -> None:
+        """`%session active on|off`: whether outputs keep scripts (for this kernel, every session)."""
+        self.guard.allow_active = allowed
+
+    async def session_magics(self) -> str | None:
+        """The session's own `%lsmagic` listing (None when the language has none or there is no answer)."""
+        if self.language.lsmagic_code is None:
+            return None
+        answer = await self.helper(self.language.lsmagic_code, deadline=10.0)
+        return str(answer["text"]) if answer and "text" in answer else None
 
     # --- `%session` ----------------------------------------------------------------------------------
 

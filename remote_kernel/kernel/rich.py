@@ -23,8 +23,8 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from remote_kernel.kernel.events import FOLDER  # under /mnt/data; the shim's FOLDER
 from remote_kernel.kernel.helper import HELPER_MARK
-from remote_kernel.kernel.magics import HIDDEN_FOLDER as FOLDER  # under /mnt/data; the shim's FOLDER
 from remote_kernel.sessions.models import Execution
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def can_ride(code: str) -> bool:
 
         from IPython.core.inputtransformer2 import TransformerManager
 
-        ast.parse(TransformerManager().transform_cell(code))
+        ast.parse(TransformerManager().transform_cell(code))  # type: ignore[no-untyped-call]
     except Exception:  # a SyntaxError stays the cell's own, with its own line numbers
         return False
     return True
@@ -170,7 +170,7 @@ class RichOutput:
         self.refused: str | None = None  # why this session could not load the shim
         self.comms = False  # whether the session's back channel makes comms (back_channel_shim.py)
         self.allow_stdin = False  # what the session's back channel was last told of allow_stdin
-        self._cleaning: set[asyncio.Task] = set()
+        self._cleaning: set[asyncio.Task[None]] = set()
         self._fetched: set[str] = set()
 
     @property

@@ -9,13 +9,12 @@ appended as one JSON line to a file of the cell in a hidden folder of the sessio
 a short marker is written to stdout where it happened; the kernel splits stdout at the
 markers, downloads the file (only when there was a marker) and interleaves the outputs.
 
-A marker is `\\x1erk<nonce>:<cell>:<token>\\x1e`, where the token is the output's line in the cell's
-file `.remote_kernel/<nonce>-<cell>.jsonl` under /mnt/data (or the working folder where there is
-no /mnt/data), or, for what needs no file: `r` (the result, when it is plain text: it travels in
-the contract's result slot), `c` or `w` (`clear_output()`, `clear_output(wait=True)`), `e<n>.<p>` (a
-flush of stderr: the cell's stdout up to its p-th character, then its stderr up to the n-th, are
-shown at this point: `flush_event`). A cell
-with markers of the second kind only costs no download. The kernel picks the nonce.
+The marker grammar (`MARK_START`, the tokens, the items' types below) is written down once, in
+the kernel's `events.py`: a marker carries an output inline (`INLINE`), the line of the cell's file
+`.remote_kernel/<nonce>-<cell>.jsonl` under /mnt/data (or the working folder where there is no
+/mnt/data) that holds it, or what needs no file: the plain result's place, a clear_output(), a flush
+of stderr (`flush_event`). A cell whose markers need no file costs no download. The
+kernel picks the nonce.
 
 Small outputs travel inline, in the marker itself: the token `j<bundle JSON>` (JSON never holds
 a raw \\x1e), when the bundle's JSON is at most INLINE_LIMIT characters and the cell's stdout
@@ -43,9 +42,15 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 FOLDER = ".remote_kernel"
+#: the wire grammar: the kernel's events.py holds the same names (this file must stay standalone source:
+#: tests/test_kernel_units.py checks that the two agree)
+MARK_START, MARK_END = "\x1erk", "\x1e"  # a marker: MARK_START <nonce>:<cell>:<token> MARK_END
+INLINE, RESULT_PLACE, CLEAR, CLEAR_WAIT, FLUSH = "j", "r", "c", "w", "e"  # tokens (prefixes: INLINE, FLUSH)
+DISPLAY, UPDATE, RESULT, PAGE, ERROR = "display", "update", "result", "page", "error"  # an item's "type"
 MODULE = "_remote_kernel_rich"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 INLINE_LIMIT = 256 << 10  # characters of a bundle's JSON that travel inline in stdout
@@ -60,7 +65,7 @@ HELPER_MARK = "@@remote_kernel_answer@@"  # in the source of the kernel's own ex
 _TEXT_TYPES = ("image/svg+xml", "application/javascript")
 
 
-def _jsonable(data: Any) -> dict:
+def _jsonable(data: Any) -> dict[str, Any]:
     """A MIME bundle as JSON can carry it: binary data as base64 text, other values that JSON cannot
     hold left out (text/plain always stays)."""
     bundle = {}
@@ -89,7 +94,7 @@ def _safe_str(value: object) -> str:
         return f"<{type(value).__name__} whose str() raised>"
 
 
-def _plain(value: Any) -> dict:
+def _plain(value: Any) -> dict[str, Any]:
     try:
         json.dumps(value)
         return dict(value or {})
@@ -117,7 +122,7 @@ class Tee(io.TextIOBase):
     the shim (live log, long cells, the cell's stdout size). Writes of a long cell's thread go to
     its log only."""
 
-    def __init__(self, shim: "RichShim", name: str, inner: Any) -> None:
+    def __init__(self, shim: RichShim, name: str, inner: Any) -> None:
         self.shim = shim
         self.name = name
         self.inner = inner
@@ -130,7 +135,8 @@ class Tee(io.TextIOBase):
             long.write(self.name, text)
             return len(text)
         self.shim.wrote(self.name, text)
-        return self.inner.write(text)
+        written: int = self.inner.write(text)
+        return written
 
     def flush(self) -> None:
         self.shim.flushed(self.name)
@@ -146,7 +152,8 @@ class Tee(io.TextIOBase):
         return False
 
     def fileno(self) -> int:
-        return self.inner.fileno()
+        number: int = self.inner.fileno()
+        return number
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -171,7 +178,7 @@ class LongCell:
         self.logged = 0  # characters ever logged (the offset polls count in)
         self.dropped = 0
         self.done = False
-        self.error: dict | None = None
+        self.error: dict[str, Any] | None = None
         self.result: str | None = None
         self.thread_ident: int | None = None
         self.thread = threading.Thread(target=self._run, name="remote-kernel-long", daemon=True)
@@ -231,11 +238,11 @@ class RichShim:
         self.ordering = True  # mark the order of the streams (not in the kernel's helper executions)
         self.marking = False  # a marker is being written (not the cell's own text)
         #: (number, sources): the next cell's number, after cells that ran in the kernel (`skip_cells`)
-        self.count_next: tuple[int, list] | None = None
+        self.count_next: tuple[int, list[str]] | None = None
         self.live_log = True  # keep a live log (False where the pool streams output itself)
         self.live_lock = threading.Lock()
         self.live_pending: list[list[str]] = []
-        self.live_held: dict[str, list] = {}  # tag → [first write, text] not flushed yet
+        self.live_held: dict[str, list[Any]] = {}  # tag → [first write, text] not flushed yet
         self.live_header: str | None = None
         self.live_size = 0
         self.cell_started = 0.0
@@ -265,7 +272,7 @@ class RichShim:
         shell.events.register("post_execute", self.open_figures)
         shell.events.register("pre_run_cell", self.pre_run_cell)
         shell.events.register("post_run_cell", self.post_run_cell)
-        self.helper_state: tuple | None = None
+        self.helper_state: tuple[Any, ...] | None = None
         self._use_inline_figures()
         import builtins
         import getpass
@@ -376,7 +383,7 @@ class RichShim:
         with self.live_lock:
             self.live_header = json.dumps({"cell": self.cell, "code": digest})
 
-    def _history_state(self) -> tuple:
+    def _history_state(self) -> tuple[Any, ...]:
         manager = getattr(self.shell, "history_manager", None)
         ns = self.shell.user_ns
         names = ("_i", "_ii", "_iii", "_i00")
@@ -401,7 +408,7 @@ class RichShim:
                         manager.db.execute(f"DELETE FROM {table} WHERE session = ? AND line = ?",
                                            (manager.session_number, count))
             self.shell.execution_count = count
-            for name, length in zip(("input_hist_parsed", "input_hist_raw"), lengths):
+            for name, length in zip(("input_hist_parsed", "input_hist_raw"), lengths):  # noqa: B905 (any Python)
                 items = getattr(manager, name, None)
                 if isinstance(items, list):
                     del items[length:]
@@ -419,7 +426,7 @@ class RichShim:
         except Exception:  # the history is a convenience: never fail a cell over it
             pass
 
-    def skip_cells(self, number: int, sources: list) -> None:
+    def skip_cells(self, number: int, sources: list[str]) -> None:
         """The kernel ran cells without the session (its own magics, help-only cells): their numbers are
         skipped, so that the next cell is `number` as its prompt says, and `In`/`_iN` hold their source."""
         shell = self.shell
@@ -508,7 +515,7 @@ class RichShim:
             self.stdout_flushed = self.stdout_size
         elif self.stderr_size > self.stderr_marked:
             self.stderr_marked = self.stderr_size
-            self.mark(f"e{self.stderr_size}.{self.stdout_flushed}")
+            self.mark(f"{FLUSH}{self.stderr_size}.{self.stdout_flushed}")
 
     def _flush_live(self) -> None:
         """Every LIVE_FLUSH s: append what the running cell wrote to its live log, once it has run
@@ -538,14 +545,14 @@ class RichShim:
 
     # --- long cells -------------------------------------------------------------------------------
 
-    def start_long(self, code: str) -> dict:
+    def start_long(self, code: str) -> dict[str, Any]:
         if self.long is not None and not self.long.done:
             return {"error": "a long cell is still running in this session; interrupt it or wait for it"}
         self.long = LongCell(self.shell, code)
         self.long.thread.start()
         return {"ok": True}
 
-    def poll_long(self, interrupt: bool = False) -> dict:
+    def poll_long(self, interrupt: bool = False) -> dict[str, Any]:
         long = self.long
         if long is None:
             return {"error": "no long cell runs in this session (the session may have been replaced)"}
@@ -609,7 +616,7 @@ class RichShim:
             buffer = io.BytesIO()
             fig.savefig(buffer, format="png", bbox_inches="tight")
             data = {"image/png": buffer.getvalue(), "text/plain": data.get("text/plain", repr(fig))}
-        self.emit({"type": "display", "data": _jsonable(data), "metadata": _plain(metadata)})
+        self.emit({"type": DISPLAY, "data": _jsonable(data), "metadata": _plain(metadata)})
 
     # --- IPython's display machinery ----------------------------------------------------------
 
@@ -634,17 +641,18 @@ class RichShim:
                 stb = self.shell.InteractiveTB.structured_traceback(etype, evalue, tb)
             except Exception:  # a traceback that cannot be formatted still shows its error
                 stb = traceback.format_exception(etype, evalue, tb)
-            self.emit({"type": "error", "ename": getattr(etype, "__name__", str(etype)), "evalue": _safe_str(evalue),
+            self.emit({"type": ERROR, "ename": getattr(etype, "__name__", str(etype)), "evalue": _safe_str(evalue),
                        "traceback": [str(line) for line in stb]})
             return None
 
         return showtraceback
 
-    def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs) -> None:
-        self.emit({"type": "update" if update else "display", "data": _jsonable(data),
+    def publish(self, data: Any, metadata: Any = None, source: Any = None, *, transient: Any = None,
+                update: bool = False, **kwargs: Any) -> None:
+        self.emit({"type": UPDATE if update else DISPLAY, "data": _jsonable(data),
                    "metadata": _plain(metadata), "transient": _plain(transient)})
 
-    def result(self, value: object) -> tuple[dict, dict]:
+    def result(self, value: object) -> tuple[dict[str, Any], dict[str, Any]]:
         """The displayhook's formatting of the cell's value: every MIME type, which is also the result."""
         self.in_result = True
         try:
@@ -652,30 +660,30 @@ class RichShim:
         finally:
             self.in_result = False
         if set(data) - {"text/plain"}:
-            self.emit({"type": "result", "data": _jsonable(data), "metadata": _plain(metadata)})
+            self.emit({"type": RESULT, "data": _jsonable(data), "metadata": _plain(metadata)})
         elif data:
-            self.mark("r")  # plain text travels in the contract's result slot: no file needed
+            self.mark(RESULT_PLACE)  # plain text travels in the contract's result slot: no file needed
         return data, metadata
 
     def page(self, strng: Any, start: int = 0, screen_lines: int = 0, pager_cmd: Any = None) -> None:
         """IPython's pager (`obj?` anywhere in a cell, `%magic`, `%quickref`): a page for the reply's
         payload, as ipykernel's payload pager makes it."""
         data = strng if isinstance(strng, dict) else {"text/plain": str(strng)}
-        self.emit({"type": "page", "data": _jsonable(data), "start": max(0, int(start or 0))})
+        self.emit({"type": PAGE, "data": _jsonable(data), "start": max(0, int(start or 0))})
 
     def showtraceback(self, etype: Any, evalue: Any, stb: Any) -> None:
         """A traceback after the cell's code (an end-of-cell hook such as matplotlib's drawing failed): an
         error output, and the cell still succeeds, as on ipykernel; during the code, the session's own."""
         if self.late and self.depth <= 1 and isinstance(stb, list):
-            self.emit({"type": "error", "ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue),
+            self.emit({"type": ERROR, "ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue),
                        "traceback": [str(line) for line in stb]})
             return
         self.shown_traceback(etype, evalue, stb)
 
     def clear_output(self, wait: bool = False) -> None:
-        self.mark("w" if wait else "c")
+        self.mark(CLEAR_WAIT if wait else CLEAR)
 
-    def emit(self, item: dict) -> None:
+    def emit(self, item: dict[str, Any]) -> None:
         """Show one output: inline in its marker when small, else appended to the cell's file."""
         item["late"] = self.late
         if self.ordering and not self.late:  # ipykernel flushes both streams before it shows an output
@@ -684,7 +692,7 @@ class RichShim:
         line = json.dumps(item, ensure_ascii=False)
         in_long = self.long is not None and threading.get_ident() == self.long.thread_ident
         if len(line) <= INLINE_LIMIT and (in_long or self.stdout_size + len(line) <= INLINE_STDOUT):
-            self.mark("j" + line)
+            self.mark(INLINE + line)
             return
         if in_long:  # a long cell's cell file would be gone before a poll reads it: its text stands in
             sys.stdout.write(f"{item.get('data', {}).get('text/plain', '')}\n[output too large for a long cell: "
@@ -709,14 +717,14 @@ class RichShim:
             out = self.tees[0]
         self.marking = True
         try:
-            out.write(f"\x1erk{self.nonce}:{self.cell}:{token}\x1e")
-            if token[:1] != "e":
+            out.write(f"{MARK_START}{self.nonce}:{self.cell}:{token}{MARK_END}")
+            if token[:1] != FLUSH:
                 out.flush()  # an output is shown at once (the live events hold stdout until it is flushed)
         finally:
             self.marking = False
 
 
-def install(shell: Any, nonce: str, live_log: bool = True, cell_digest: str | None = None) -> dict:
+def install(shell: Any, nonce: str, live_log: bool = True, cell_digest: str | None = None) -> dict[str, Any]:
     """Hook `shell` (replacing an earlier install); the kernel reads the answer. `cell_digest`: the
     hash of the user's cell this install travels with (the line before it installs the shim; the
     cell then counts as the shim's first cell); None: the install is a helper execution."""
@@ -738,6 +746,6 @@ def install(shell: Any, nonce: str, live_log: bool = True, cell_digest: str | No
         count, manager, lengths, _, _ = shim._history_state()  # this install is a helper too: out of the history
         shim.helper_state = (count, manager, [max(0, n - 1) for n in lengths], {}, {})
     holder = type(sys)(MODULE)  # what a later install finds, to take these hooks out first
-    setattr(holder, "active", shim)
+    holder.active = shim  # type: ignore[attr-defined]
     sys.modules[MODULE] = holder
     return {"ok": True, "folder": FOLDER}

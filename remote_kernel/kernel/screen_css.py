@@ -21,7 +21,8 @@ kept as written, byte for byte.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import tinycss2
 from tinycss2 import ast

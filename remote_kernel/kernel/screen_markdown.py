@@ -72,4 +72,5 @@ def render(text: str) -> str:
     """Markdown as HTML (CommonMark with tables and strikethrough), to be screened as HTML."""
     from markdown_it import MarkdownIt
 
-    return MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(text)
+    html: str = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(text)
+    return html

@@ -17,13 +17,16 @@ own features (microsoft/vscode-jupyter: `src/kernels/kernel.ts`, `src/kernels/he
   no `get_ipython().kernel` and no way to publish from a thread after its cell ended, so the kernel
   answers: `do_complete`/`do_inspect` with its own handlers, any other body by running it in the
   session and publishing its return value as the extension expects.
+
+Pure functions and one small holder of start-up lines (`VSCodeRequests`): the kernel routes, this
+module never calls back into it.
 """
 from __future__ import annotations
 
 import ast
 import re
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any
 
 #: Names only VS Code's hidden code uses (the markers of kernel.ts, helpers.ts and the helper files).
 MARKERS = ("__vsc_", "_VSCODE_", "__VSCODE_", "_VSCode_", "__jupyter_exec_background__", "%config Completer.",
@@ -64,7 +67,8 @@ class Hidden:
 
 def _unescape(text: str) -> str:
     """The code the extension embedded in a Python string literal (escapeStringToEmbedInPythonCode)."""
-    return ast.literal_eval(f'"{text}"')
+    text = ast.literal_eval(f'"{text}"')  # a str: the literal is one
+    return str(text)
 
 
 def _background(code: str) -> Background | None:
@@ -96,17 +100,6 @@ def classify(code: str, store_history: bool, session_started: bool) -> Hidden | 
         return Hidden("session" if session_started else "local")
     deferred = "\n".join(match.group(0) for match in _FORWARDED_LINE.finditer(code))
     return Hidden("local", deferred=deferred)
-
-
-class BackgroundHost(Protocol):
-    """What answering a background execution needs from the kernel."""
-
-    def publish(self, msg_type: str, content: dict[str, Any]) -> None: ...
-
-    async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]: ...
-
-    async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
-                         omit_sections: Any = ()) -> dict[str, Any]: ...
 
 
 def session_code(background: Background, mark: str) -> str:
@@ -167,26 +160,22 @@ class VSCodeRequests:
         if hidden_lines:
             self._deferred.insert(0, hidden_lines)
 
-    async def answer_background(self, host: BackgroundHost, background: Background,
-                                run_in_session: Callable[[Background], Awaitable[dict[str, Any] | None]]) -> None:
-        """Publish the display the extension waits on, then its update with the answer.
 
-        `run_in_session(background)` runs the body in the session and returns {"result": …}, {"error": …}
-        or None (no answer).
-        """
-        display_id = f"vscode-bg-{background.mime.rsplit('.', 1)[-1]}-{id(background):x}"
-        transient = {"display_id": display_id}
-        host.publish("display_data", {"data": {background.mime: ""}, "metadata": {}, "transient": transient})
-        value: Any
-        if background.complete is not None:
-            key, value = ".result", await host.do_complete(*background.complete)
-        elif background.inspect is not None:
-            key, value = ".result", await host.do_inspect(*background.inspect)
-        else:
-            answer = await run_in_session(background)
-            if answer is None:
-                answer = {"error": "the remote session did not answer this background request"}
-            key, value = (".result", answer["result"]) if "result" in answer else (".error", str(answer.get("error")))
-        host.publish("update_display_data", {"data": {background.mime + key: value}, "metadata": {},
-                                             "transient": transient})
+def _display_id(background: Background) -> str:
+    return f"vscode-bg-{background.mime.rsplit('.', 1)[-1]}-{id(background):x}"
 
+
+def background_display(background: Background) -> tuple[str, dict[str, Any]]:
+    """The display the extension waits on; `background_update` carries the answer on it."""
+    return "display_data", {"data": {background.mime: ""}, "metadata": {},
+                            "transient": {"display_id": _display_id(background)}}
+
+
+def background_update(background: Background, answer: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The update that answers a background request: `answer` is {"result": …}, {"error": …} or None (no
+    answer; a `do_complete`/`do_inspect` reply is {"result": reply})."""
+    if answer is None:
+        answer = {"error": "the remote session did not answer this background request"}
+    key, value = (".result", answer["result"]) if "result" in answer else (".error", str(answer.get("error")))
+    return "update_display_data", {"data": {background.mime + key: value}, "metadata": {},
+                                   "transient": {"display_id": _display_id(background)}}

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 # the contract's facts, re-exported under the names the client and its tests use
 from remote_kernel.contract import (API_VERSIONS, DEFAULT_API_VERSION, EXECUTION_LIMIT,  # noqa: F401
-                                     SESSION_API_VERSIONS, V1_API_VERSIONS, V2_API_VERSIONS)
+                                     JUPYTER_REPR_VERSIONS, SESSION_API_VERSIONS, V1_API_VERSIONS, V2_API_VERSIONS)
 from remote_kernel.sessions.models import (
     BadRequest,
     ConfigurationError,
@@ -270,7 +270,7 @@ class V2Wire(Wire):
 
     @property
     def has_jupyter_repr(self) -> bool:
-        return self.api_version >= "2025-10-02-preview"
+        return self.api_version in JUPYTER_REPR_VERSIONS
 
     def execute(self, code: str, timeout_seconds: int, jupyter_repr: bool = False) -> Call:
         body: dict[str, Any] = {"codeInputType": "Inline", "executionType": "Synchronous", "code": code,
@@ -545,7 +545,9 @@ def _error(error: Any, stderr: str, status: ExecutionStatus) -> ExecutionError:
 
 
 def traceback_exception(text: str) -> tuple[str | None, str]:
-    """(exception name, message) from a traceback's last line, e.g. `ZeroDivisionError: division by zero`."""
+    """(exception name, message) from a traceback's last line, e.g. `ZeroDivisionError: division by zero`;
+    (None, the line) when the last line names no exception. The one parser of that line (the kernel's
+    `outputs.failure` reads a remote traceback with it too)."""
     lines = [line for line in _ANSI.sub("", text).splitlines() if line.strip()]
     if not lines:
         return None, ""
