@@ -577,7 +577,7 @@ def test_the_token_is_compared_in_constant_time(monkeypatch):
     """The gate compares with hmac.compare_digest, never with ==, whatever the wrong token looks like."""
     import asyncio
 
-    from remote_kernel.pool import app as pool_app
+    from remote_kernel.pool import gate as pool_app
 
     compared: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest

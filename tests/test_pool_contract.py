@@ -356,8 +356,17 @@ def test_unknown_routes_answer_the_envelope(http):
 
 
 def served_routes(app) -> set[tuple[str, str]]:
-    """(method, path) of every route the Starlette router behind the pool's gate dispatches."""
-    return {(method, route.path_format) for route in app.routes for method in route.methods - {"HEAD"}}
+    """(method, path) of every route the pool's Starlette router dispatches, mounted ones included."""
+    from starlette.routing import Mount
+
+    def walk(routes, prefix=""):
+        for route in routes:
+            if isinstance(route, Mount):
+                yield from walk(route.routes, prefix + route.path)
+            else:
+                yield from ((method, prefix + route.path_format) for method in route.methods - {"HEAD"})
+
+    return set(walk(app.routes))
 
 
 def documented_routes(document) -> set[tuple[str, str]]:
@@ -375,10 +384,10 @@ def test_the_openapi_document_has_exactly_the_routes_served(runtime, with_mcp):
         raise AssertionError("not called")
 
     pool = SimpleNamespace(sandbox=SimpleNamespace(runtime=SimpleNamespace(name=runtime)))
-    gate = build_app(pool, token="t", max_upload=1, describe=None, log=None, mcp=mcp if with_mcp else None)
-    document = gate.app.state.openapi
+    app = build_app(pool, token="t", max_upload=1, describe=None, log=None, mcp=mcp if with_mcp else None)
+    document = app.state.openapi
     assert document["openapi"].startswith("3.")
-    assert documented_routes(document) == served_routes(gate.app)
+    assert documented_routes(document) == served_routes(app)
     assert {("POST", "/execute"), ("POST", "/uploadFile"), ("GET", "/downloadFile"), ("POST", "/python/execute"),
             ("POST", "/.remote-kernel/live-execute"), ("POST", "/.remote-kernel/live-interrupt")} \
         <= documented_routes(document)

@@ -19,7 +19,8 @@ from urllib.parse import quote
 
 import uvicorn
 
-from remote_kernel.pool.app import build_app, iso
+from remote_kernel.pool.answers import iso
+from remote_kernel.pool.app import build_app
 from remote_kernel.pool.connections import guarded_protocol
 from remote_kernel.pool.egress import EgressPolicy
 from remote_kernel.pool.mcp_lazy import LazyMcp
