@@ -39,10 +39,7 @@ def hostile_pool():
     p.stop()
 
 
-@pytest.fixture(scope="module")
-def http(hostile_pool):
-    with httpx.Client(base_url=hostile_pool.endpoint, headers=hostile_pool.headers, timeout=120) as client:
-        yield client
+HTTP_POOL = "hostile_pool"  # the pool the `http` fixture (conftest.py) is a client of
 
 
 def q(identifier: str, version: str = V2, **extra: str) -> dict[str, str]:

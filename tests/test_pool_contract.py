@@ -13,12 +13,6 @@ V2 = ["2024-10-02-preview", "2025-02-02-preview", "2025-10-02-preview"]
 SESSION_ROUTES = ["2025-02-02-preview", "2025-10-02-preview"]
 
 
-@pytest.fixture(scope="module")
-def http(pool):
-    with httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=60) as client:
-        yield client
-
-
 def new_id() -> str:
     return str(uuid.uuid4())
 
@@ -421,3 +415,4 @@ def test_every_documented_route_is_routed_by_the_live_pool(http):
         routing_error = response.status_code in (404, 405) and response.json()["error"]["code"] in (
             "NotFound", "MethodNotAllowed")
         assert not routing_error, (method, path, response.text)
+
