@@ -416,3 +416,18 @@ def test_every_documented_route_is_routed_by_the_live_pool(http):
             "NotFound", "MethodNotAllowed")
         assert not routing_error, (method, path, response.text)
 
+
+def test_every_runtime_the_sandbox_makes_has_an_answer_policy_and_a_container_type():
+    """A new container type is one Runtime factory (sandbox.py) and one AnswerPolicy (runtimes.py): a
+    factory whose runtime has no policy would answer like nothing in particular."""
+    import ast
+    import inspect
+
+    from remote_kernel.pool import runtimes, sandbox
+
+    made = {call.args[0].value for call in ast.walk(ast.parse(inspect.getsource(sandbox.Runtime)))
+            if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Runtime"
+            and call.args and isinstance(call.args[0], ast.Constant)}
+    assert made == set(runtimes.POLICIES), "each Runtime name needs an entry in runtimes.POLICIES, and no more"
+    factories = {name for name in vars(sandbox.Runtime) if isinstance(vars(sandbox.Runtime)[name], staticmethod)}
+    assert len(runtimes.CONTAINER_TYPES) == len(made) == len(factories)
