@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -31,6 +32,19 @@ def pool():
     p = start_pool("--max-sessions", "200", "--ready-sessions", "2")
     yield p
     p.stop()
+
+
+def pool_client(pool: PoolProcess, timeout: float = 120) -> httpx.Client:
+    """An HTTP client of a test pool: its endpoint and token (use it in a `with`)."""
+    return httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def http(request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    """An HTTP client of the test file's pool: the shared `pool`, or the pool fixture the file names in
+    its HTTP_POOL (a pool of its own, e.g. `HTTP_POOL = "shell_pool"`)."""
+    with pool_client(request.getfixturevalue(getattr(request.module, "HTTP_POOL", "pool"))) as client:
+        yield client
 
 
 @pytest.fixture

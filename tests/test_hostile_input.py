@@ -39,10 +39,7 @@ def hostile_pool():
     p.stop()
 
 
-@pytest.fixture(scope="module")
-def http(hostile_pool):
-    with httpx.Client(base_url=hostile_pool.endpoint, headers=hostile_pool.headers, timeout=120) as client:
-        yield client
+HTTP_POOL = "hostile_pool"  # the pool the `http` fixture (conftest.py) is a client of
 
 
 def q(identifier: str, version: str = V2, **extra: str) -> dict[str, str]:
@@ -577,7 +574,7 @@ def test_the_token_is_compared_in_constant_time(monkeypatch):
     """The gate compares with hmac.compare_digest, never with ==, whatever the wrong token looks like."""
     import asyncio
 
-    from remote_kernel.pool import app as pool_app
+    from remote_kernel.pool import gate as pool_app
 
     compared: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest

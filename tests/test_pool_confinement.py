@@ -27,10 +27,7 @@ def confined():
     pool.stop()
 
 
-@pytest.fixture(scope="module")
-def http(confined):
-    with httpx.Client(base_url=confined.endpoint, headers=confined.headers, timeout=120) as client:
-        yield client
+HTTP_POOL = "confined"  # the pool the `http` fixture (conftest.py) is a client of
 
 
 def run(http, identifier: str, code: str) -> dict:

@@ -13,12 +13,6 @@ V2 = ["2024-10-02-preview", "2025-02-02-preview", "2025-10-02-preview"]
 SESSION_ROUTES = ["2025-02-02-preview", "2025-10-02-preview"]
 
 
-@pytest.fixture(scope="module")
-def http(pool):
-    with httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=60) as client:
-        yield client
-
-
 def new_id() -> str:
     return str(uuid.uuid4())
 
@@ -356,8 +350,17 @@ def test_unknown_routes_answer_the_envelope(http):
 
 
 def served_routes(app) -> set[tuple[str, str]]:
-    """(method, path) of every route the Starlette router behind the pool's gate dispatches."""
-    return {(method, route.path_format) for route in app.routes for method in route.methods - {"HEAD"}}
+    """(method, path) of every route the pool's Starlette router dispatches, mounted ones included."""
+    from starlette.routing import Mount
+
+    def walk(routes, prefix=""):
+        for route in routes:
+            if isinstance(route, Mount):
+                yield from walk(route.routes, prefix + route.path)
+            else:
+                yield from ((method, prefix + route.path_format) for method in route.methods - {"HEAD"})
+
+    return set(walk(app.routes))
 
 
 def documented_routes(document) -> set[tuple[str, str]]:
@@ -375,10 +378,10 @@ def test_the_openapi_document_has_exactly_the_routes_served(runtime, with_mcp):
         raise AssertionError("not called")
 
     pool = SimpleNamespace(sandbox=SimpleNamespace(runtime=SimpleNamespace(name=runtime)))
-    gate = build_app(pool, token="t", max_upload=1, describe=None, log=None, mcp=mcp if with_mcp else None)
-    document = gate.app.state.openapi
+    app = build_app(pool, token="t", max_upload=1, describe=None, log=None, mcp=mcp if with_mcp else None)
+    document = app.state.openapi
     assert document["openapi"].startswith("3.")
-    assert documented_routes(document) == served_routes(gate.app)
+    assert documented_routes(document) == served_routes(app)
     assert {("POST", "/execute"), ("POST", "/uploadFile"), ("GET", "/downloadFile"), ("POST", "/python/execute"),
             ("POST", "/.remote-kernel/live-execute"), ("POST", "/.remote-kernel/live-interrupt")} \
         <= documented_routes(document)
@@ -412,3 +415,19 @@ def test_every_documented_route_is_routed_by_the_live_pool(http):
         routing_error = response.status_code in (404, 405) and response.json()["error"]["code"] in (
             "NotFound", "MethodNotAllowed")
         assert not routing_error, (method, path, response.text)
+
+
+def test_every_runtime_the_sandbox_makes_has_an_answer_policy_and_a_container_type():
+    """A new container type is one Runtime factory (sandbox.py) and one AnswerPolicy (runtimes.py): a
+    factory whose runtime has no policy would answer like nothing in particular."""
+    import ast
+    import inspect
+
+    from remote_kernel.pool import runtimes, sandbox
+
+    made = {call.args[0].value for call in ast.walk(ast.parse(inspect.getsource(sandbox.Runtime)))
+            if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Runtime"
+            and call.args and isinstance(call.args[0], ast.Constant)}
+    assert made == set(runtimes.POLICIES), "each Runtime name needs an entry in runtimes.POLICIES, and no more"
+    factories = {name for name in vars(sandbox.Runtime) if isinstance(vars(sandbox.Runtime)[name], staticmethod)}
+    assert len(runtimes.CONTAINER_TYPES) == len(made) == len(factories)

@@ -16,12 +16,6 @@ from jupyter_client.manager import start_new_kernel
 from kernel_support import kernel, pool_env, result_of, run
 
 
-@pytest.fixture(scope="module")
-def http(pool):
-    with httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=60) as client:
-        yield client
-
-
 def new_id() -> str:
     return str(uuid.uuid4())
 

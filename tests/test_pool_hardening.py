@@ -17,12 +17,6 @@ from conftest import start_pool
 V2 = "2025-10-02-preview"
 
 
-@pytest.fixture(scope="module")
-def http(pool):
-    with httpx.Client(base_url=pool.endpoint, headers=pool.headers, timeout=60) as client:
-        yield client
-
-
 def execute(http, identifier: str, code: str, headers: dict[str, str] | None = None, **extra) -> httpx.Response:
     body = {"code": code, "timeoutInSeconds": 100, **extra}
     return http.post("/executions", params={"api-version": V2, "identifier": identifier}, json=body,

@@ -30,10 +30,7 @@ def limited():
     pool.stop()
 
 
-@pytest.fixture(scope="module")
-def http(limited):
-    with httpx.Client(base_url=limited.endpoint, headers=limited.headers, timeout=60) as client:
-        yield client
+HTTP_POOL = "limited"  # the pool the `http` fixture (conftest.py) is a client of
 
 
 def run(http, identifier: str, code: str, timeout: int = 60) -> dict:

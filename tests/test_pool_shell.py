@@ -20,10 +20,7 @@ def shell_pool():
     pool.stop()
 
 
-@pytest.fixture(scope="module")
-def http(shell_pool):
-    with httpx.Client(base_url=shell_pool.endpoint, headers=shell_pool.headers, timeout=120) as client:
-        yield client
+HTTP_POOL = "shell_pool"  # the pool the `http` fixture (conftest.py) is a client of
 
 
 def execute(http, identifier: str, version: str = VERSION, **body) -> httpx.Response:

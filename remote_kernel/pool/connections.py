@@ -58,10 +58,10 @@ class ClientDeadlines:
     _sweeping: bool
     cycle: Any
     flow: Any
-    connections: set
+    connections: set[Any]
     transport: asyncio.Transport
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         now = time.monotonic()
         self._active_at = now  # the last sign of life from the client
         self._owed_since: float | None = now  # since when the client owes us a request's headers
@@ -133,7 +133,7 @@ class ClientDeadlines:
             oldest._cut("headers" if oldest._between_requests() else "body")
 
     @classmethod
-    def _sweep(cls, connections: set) -> None:
+    def _sweep(cls, connections: set[Any]) -> None:
         now = time.monotonic()
         guarded = [c for c in list(connections) if isinstance(c, cls)]
         for connection in guarded:

@@ -28,7 +28,7 @@ class FileDownload(StreamingResponse):
             log.warning("download cut: %s", shrank)
 
 
-class AnyPath(Convertor):
+class AnyPath(Convertor[str]):
     """Starlette's `path` convertor, but matching every character: a file named `a\\nb.txt` (%0A in the
     URL) is listed, so it must be downloadable (`.*` stops at a newline)."""
 

@@ -41,6 +41,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("remote_kernel.pool")
 
@@ -59,7 +60,7 @@ class EgressPolicy:
     shared: bool = False  # `enabled` where no private network can be made: the host's own (loudly)
 
     @staticmethod
-    def parse(text: str) -> "EgressPolicy | None":
+    def parse(text: str) -> EgressPolicy | None:
         """`disabled`, `enabled` or `allow=HOST[,HOST…]` (ValueError otherwise)."""
         if text == "disabled":
             return None
@@ -102,9 +103,9 @@ class EgressPolicy:
                             "(a host address is never allowed, even when named)", net, "es" * (len(held) > 1),
                             ", ".join(held))
 
-    def resolve(self) -> tuple[list[ipaddress._BaseNetwork], list[tuple[str, str]]]:
+    def resolve(self) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], list[tuple[str, str]]]:
         """The networks the allow-list names now, and (address, name) lines for /etc/hosts."""
-        networks: list[ipaddress._BaseNetwork] = []
+        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         hosts: list[tuple[str, str]] = []
         for entry in self.allow or ():
             try:
@@ -137,7 +138,7 @@ class SessionNetwork:
         return str(NETNS_DIR / self.name)
 
     @classmethod
-    async def create(cls, policy: EgressPolicy, guid: str) -> "SessionNetwork":
+    async def create(cls, policy: EgressPolicy, guid: str) -> SessionNetwork:
         """A namespace with pasta in it and the routes of `policy`; EgressUnavailable if it fails."""
         network = cls(f"rk-{os.getpid()}-{guid[:12]}")
         try:
@@ -194,7 +195,7 @@ class SessionNetwork:
             self.pasta_pid = None
 
 
-async def addresses(namespace: str | None) -> list[dict]:
+async def addresses(namespace: str | None) -> list[dict[str, Any]]:
     """Every address of every interface, of the host (None) or of a named namespace."""
     argv = ["ip", *(["-n", namespace] if namespace else []), "-j", "address", "show"]
     links = json.loads(await run(*argv) or "[]")

@@ -12,10 +12,10 @@ import mimetypes
 import os
 import stat
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 DATA = "/mnt/data"
 TEMP_PREFIX = ".rk-upload-"  # uploads in progress, renamed into place when complete

@@ -7,6 +7,7 @@ the pool's data root becomes `<pool data>`.
 """
 from __future__ import annotations
 
+import functools
 import re
 
 PROC_ROOT = re.compile(r"/proc/\d+/root(?=/)")
@@ -24,6 +25,10 @@ def scrub(text: str) -> str:
     text = PROC_ROOT.sub("", text)
     for root in sorted(_ROOTS, key=len, reverse=True):
         if root and root in text:
-            text = re.sub(re.escape(root) + f"(?:{SESSION_FOLDER})?", lambda m: "/mnt/data" if m.group(0) != root
-                          else "<pool data>", text)
+            text = re.sub(re.escape(root) + f"(?:{SESSION_FOLDER})?", functools.partial(_named, root), text)
     return text
+
+
+def _named(root: str, match: re.Match[str]) -> str:
+    """What a client knows a host path under `root` as: a session's folder is /mnt/data."""
+    return "/mnt/data" if match.group(0) != root else "<pool data>"

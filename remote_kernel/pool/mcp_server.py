@@ -22,7 +22,8 @@ import importlib.metadata
 import json
 import sys
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar, cast
 
 from mcp import types
 from mcp.server.lowlevel import Server
@@ -31,6 +32,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from remote_kernel.contract import EXECUTION_LIMIT, IDENTIFIER
 from remote_kernel.pool.pool import Pool, PoolFull, SessionStartFailed
+from remote_kernel.pool.runtimes import policy_of
 from remote_kernel.pool.values import hosted_value
 
 SERVER_NAME = "remote_kernel local pool (Container Apps MCP tools)"
@@ -66,7 +68,8 @@ TOOLS = [
 def tools_for(runtime: str) -> list[types.Tool]:
     """The tools a pool of `runtime` sessions lists: a NodeLTS session has no Python, so its pool does not
     offer runPythonCodeInRemoteEnvironment (a call still answers why, as an error result)."""
-    return [tool for tool in TOOLS if not (runtime == "node" and tool.name == "runPythonCodeInRemoteEnvironment")]
+    has_python = policy_of(runtime).has_python
+    return [tool for tool in TOOLS if has_python or tool.name != "runPythonCodeInRemoteEnvironment"]
 
 
 class ToolFailure(Exception):
@@ -80,6 +83,7 @@ class Environments:
         self.pool = pool
         self.limit = max_execution_time
         self.launched: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.policy = policy_of(pool.sandbox.runtime)
 
     def launch(self) -> dict[str, Any]:
         environment = str(uuid.uuid4())
@@ -98,14 +102,13 @@ class Environments:
         if not self.known(environment):
             raise ToolFailure(f"Unknown environmentId {environment!r}: call launchShell first and pass the "
                               "environmentId it returned (or the identifier of a session the pool has).")
-        runtime = self.pool.sandbox.runtime
         limit = self.limit
         seconds = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else min(EXECUTION_LIMIT, limit)
         try:
             session = await self.pool.get(environment)
         except (PoolFull, SessionStartFailed) as problem:
             raise ToolFailure(str(problem)) from None
-        outcome = session.submit(code, min(seconds, limit), runtime.name == "python")
+        outcome = session.submit(code, min(seconds, limit), self.policy.hosted_values)
         await outcome.done.wait()
         return outcome
 
@@ -114,22 +117,9 @@ class Environments:
         if (command is None) == (argv is None):
             raise ToolFailure("Give exactly one of shellCommand (a string) or execCommandAndArgs (a list of strings).")
         argv = list(argv) if argv is not None else ["/bin/bash", "-c", str(command)]
-        runtime = self.pool.sandbox.runtime.name
-        if runtime == "shell":
-            request = {"execCommandAndArgs": argv, **({"stdin": stdin} if stdin is not None else {})}
-            code = json.dumps(request)
-        elif runtime == "python":
-            code = ("(lambda r: (__import__('sys').stdout.write(r.stdout), __import__('sys').stderr.write(r.stderr), "
-                    f"r.returncode)[-1])(__import__('subprocess').run({argv!r}, input={stdin!r}, "
-                    "capture_output=True, text=True, errors='replace'))")
-        else:
-            code = ("(() => { const r = require('child_process').spawnSync("
-                    f"{json.dumps(argv[0])}, {json.dumps(argv[1:])}, {{input: {json.dumps(stdin or '')}, "
-                    "encoding: 'utf-8'}); process.stdout.write(r.stdout || ''); "
-                    "process.stderr.write(r.stderr || (r.error ? String(r.error) + '\\n' : '')); "
-                    "return r.status === null ? 128 : r.status; })()")
+        code = self.policy.command(argv, stdin)
         outcome = await self._run(arguments.get("environmentId"), code, arguments.get("timeoutInSeconds"))
-        exit_code = hosted_value(outcome.result) if runtime == "python" else outcome.result
+        exit_code = hosted_value(outcome.result) if self.policy.hosted_values else outcome.result
         if outcome.error_code or not isinstance(exit_code, int):
             raise ToolFailure(f"{outcome.error_code or 'Failed'}: {outcome.error_message or outcome.stderr}".strip())
         return {"stdout": outcome.stdout, "stderr": outcome.stderr, "exitCode": exit_code}
@@ -138,13 +128,12 @@ class Environments:
         code = arguments.get("pythonCode")
         if not isinstance(code, str):
             raise ToolFailure("pythonCode must be a string of Python source.")
-        runtime = self.pool.sandbox.runtime.name
-        if runtime == "node":
+        if not self.policy.has_python:
             raise ToolFailure("This pool runs NodeLTS sessions, which have no Python; start a PythonLTS or Shell pool.")
-        if runtime == "shell":
-            code = json.dumps({"execCommandAndArgs": [sys.executable, "-c", code]})
+        if self.policy.shell_body:  # a session of commands: the code runs as a new Python process
+            code = self.policy.command([sys.executable, "-c", code], None)
         outcome = await self._run(arguments.get("environmentId"), code, arguments.get("timeoutInSeconds"))
-        if runtime == "shell":
+        if self.policy.status_is_exit_code:
             status = "Succeeded" if outcome.result == 0 and not outcome.error_code else "Failed"
             return {"status": status, "stdout": outcome.stdout, "stderr": outcome.stderr, "result": ""}
         value = hosted_value(outcome.result)
@@ -159,14 +148,23 @@ def package_version() -> str:
         return "0"
 
 
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def registration(register: Any) -> Callable[[Handler], Handler]:
+    """One of the SDK's handler registrations (`server.list_tools`, `server.call_tool`), typed: the SDK
+    leaves them unannotated, and each gives back the handler it registers."""
+    return cast(Callable[[Handler], Handler], register())
+
+
 def build_server(environments: Environments) -> Server:
     server: Server = Server(SERVER_NAME, version=package_version())
 
-    @server.list_tools()
+    @registration(server.list_tools)
     async def list_tools() -> list[types.Tool]:
         return tools_for(environments.pool.sandbox.runtime.name)
 
-    @server.call_tool()
+    @registration(server.call_tool)
     async def call_tool(name: str, arguments: dict[str, Any]) -> Any:
         try:
             if name == "launchShell":

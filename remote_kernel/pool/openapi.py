@@ -8,18 +8,28 @@ where a route also answers in the v1 shape, that form is described beside the of
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from remote_kernel.contract import (API_VERSIONS, EXECUTION_LIMIT, IDENTIFIER_PATTERN, LEGACY_API_VERSION,
-                                    SESSION_API_VERSIONS, SHELL_EXECUTION_LIMIT)
+from starlette.routing import BaseRoute, Mount, Route
+
+from remote_kernel.contract import (
+    API_VERSIONS,
+    EXECUTION_LIMIT,
+    IDENTIFIER_PATTERN,
+    LEGACY_API_VERSION,
+    SESSION_API_VERSIONS,
+    SHELL_EXECUTION_LIMIT,
+)
 from remote_kernel.pool.official import component_schemas
+from remote_kernel.pool.runtimes import policy_of
 
 #: the official schemas (the newest document's: it has every field of the older ones)
 OFFICIAL_SCHEMAS = component_schemas()
 
 
-def official(name: str) -> dict:
+def official(name: str) -> dict[str, Any]:
     """A reference to an official schema (KeyError if the documents have no such schema)."""
     OFFICIAL_SCHEMAS[name]
     return {"$ref": f"#/components/schemas/{name}"}
@@ -29,7 +39,7 @@ ERROR = official("Azure.Core.Foundations.ErrorResponse")
 OBJECT = {"type": "object"}
 
 
-def param(name: str, schema: dict, where: str = "query", required: bool = True) -> dict:
+def param(name: str, schema: dict[str, Any], where: str = "query", required: bool = True) -> dict[str, Any]:
     return {"name": name, "in": where, "required": required, "schema": schema}
 
 
@@ -56,7 +66,7 @@ LEGACY_EXECUTE_PARAMS = (LEGACY_API_VERSION_PARAM, IDENTIFIER, OPERATION_ID)
 FILE_PARAMS = (LEGACY_API_VERSION_PARAM, IDENTIFIER, PATH)
 
 
-def _any_case(*words: str) -> dict:
+def _any_case(*words: str) -> dict[str, Any]:
     """A string enum matched in any case, as the pool does (`Inline`, `inline`, `INLINE`)."""
     either = "|".join("".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in w) for w in words)
     return {"type": "string", "pattern": f"^({either})$", "example": words[0], "nullable": True}
@@ -99,7 +109,7 @@ UPLOAD = {"multipart/form-data": {"schema": {"type": "object", "required": ["fil
                                              "properties": {"file": {"type": "string", "format": "binary"}}}}}
 
 
-def answer(description: str, schema: dict | None = None, media: str = "application/json") -> dict:
+def answer(description: str, schema: dict[str, Any] | None = None, media: str = "application/json") -> dict[str, Any]:
     return {"description": description, **({"content": {media: {"schema": schema}}} if schema is not None else {})}
 
 
@@ -121,12 +131,12 @@ EXECUTION = {**answer("The execution", official("SessionCodeExecutionResource"))
 V1_EXECUTION_ANSWER = {**answer("The execution (v1 shape)", V1_EXECUTION), "headers": EXECUTION_HEADERS}
 
 
-def either(description: str, schema: dict, v1: dict) -> dict:
+def either(description: str, schema: dict[str, Any], v1: dict[str, Any]) -> dict[str, Any]:
     """An answer in the official shape, or in the v1 shape when the request's api-version is a v1 one."""
     return answer(description, {"anyOf": [schema, v1]})
 #: the security of the routes anyone may call, and of the MCP server's own key
-PUBLIC: list[dict] = []
-MCP_KEY: list[dict] = [{"mcpKey": []}]
+PUBLIC: list[dict[str, Any]] = []
+MCP_KEY: list[dict[str, Any]] = [{"mcpKey": []}]
 
 
 @dataclass(frozen=True)
@@ -134,11 +144,11 @@ class Operation:
     """One method of one route, as the document describes it."""
 
     summary: str
-    params: tuple[dict, ...] = ()
-    answers: Mapping[str, dict] = field(default_factory=dict)
-    body: Mapping[str, dict] | None = None  # media type → {"schema": …}
+    params: tuple[dict[str, Any], ...] = ()
+    answers: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    body: Mapping[str, dict[str, Any]] | None = None  # media type → {"schema": …}
     executes: bool = False  # the body is an execution request (its schema depends on the sessions' runtime)
-    security: list[dict] | None = None  # None: the bearer token, and its errors
+    security: list[dict[str, Any]] | None = None  # None: the bearer token, and its errors
     description: str | None = None
 
     def as_dict(self, runtime: str) -> dict[str, Any]:
@@ -148,7 +158,7 @@ class Operation:
         operation["responses"] = {**self.answers, **(ERRORS if self.security is None else {})}
         body = self.body
         if self.executes:
-            body = {"application/json": {"schema": SHELL_REQUEST if runtime == "shell" else EXECUTE_REQUEST}}
+            body = {"application/json": {"schema": SHELL_REQUEST if policy_of(runtime).shell_body else EXECUTE_REQUEST}}
         if body is not None:
             operation["requestBody"] = {"required": True, "content": dict(body)}
         if self.security is not None:
@@ -160,16 +170,40 @@ class UndocumentedRoute(LookupError):
     """A route of the app has no Operation for one of its methods."""
 
 
-def openapi_document(routes: Iterable[Any], runtime: str = "python") -> dict[str, Any]:
+class ApiRoute(Route):
+    """A route with its OpenAPI operation per method beside it (this module makes the document from them)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], operations: dict[str, Operation]) -> None:
+        super().__init__(path, endpoint, methods=list(operations))
+        self.operations = operations
+
+
+def op(summary: str, params: tuple[dict[str, Any], ...], answers: dict[str, dict[str, Any]],
+       **more: Any) -> dict[str, Operation]:
+    """The route's one method: POST if it takes a body, else GET (DELETE routes say so with `method`)."""
+    method = more.pop("method", "POST" if more.get("body") or more.get("executes") else "GET")
+    return {method: Operation(summary, params, answers, **more)}
+
+
+def flattened(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, BaseRoute]]:
+    """Every route with its full path format, mounted route lists opened."""
+    for route in routes:
+        if isinstance(route, Mount):
+            yield from flattened(route.routes, prefix + route.path)
+        else:
+            yield prefix + getattr(route, "path_format", ""), route
+
+
+def openapi_document(routes: Iterable[BaseRoute], runtime: str = "python") -> dict[str, Any]:
     """The document of `routes` (each with `operations`: method → Operation) for sessions running `runtime`."""
     paths: dict[str, dict[str, Any]] = {}
-    for route in routes:
+    for path, route in flattened(routes):
         operations: Mapping[str, Operation] = getattr(route, "operations", {})
-        for method in sorted(set(route.methods or ()) - {"HEAD"}):
+        for method in sorted(set(getattr(route, "methods", None) or ()) - {"HEAD"}):
             if method not in operations:
-                raise UndocumentedRoute(f"The route {method} {route.path} has no OpenAPI operation: give it one "
+                raise UndocumentedRoute(f"The route {method} {path} has no OpenAPI operation: give it one "
                                         "in pool/app.py's route table (see openapi.Operation).")
-            paths.setdefault(route.path_format, {})[method.lower()] = operations[method].as_dict(runtime)
+            paths.setdefault(path, {})[method.lower()] = operations[method].as_dict(runtime)
     return {
         "openapi": "3.0.3",
         "info": {"title": "remote_kernel local session pool",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send

@@ -4,7 +4,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from remote_kernel.pool.sandbox import Sandbox
 from remote_kernel.pool.session import Session, WorkerDied
@@ -43,7 +45,7 @@ class Pool:
         self._claimed = 0  # requests waiting for a ready session that is still starting
         self._ready_changed = asyncio.Condition()
         self._creating: dict[str, asyncio.Future[Session]] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._scratch: set[Session] = set()  # sessions of one execution each (useEmptyKernel), bound to no identifier
         self._stopping = False
         self._refill_timer: asyncio.TimerHandle | None = None
@@ -235,7 +237,7 @@ class Pool:
                 self._spawn(session.close())
             self._refill()
 
-    def _spawn(self, coroutine) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -12,19 +12,23 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 import uvicorn
+from starlette.applications import Starlette
 
-from remote_kernel.pool.app import build_app, iso
+from remote_kernel.pool.answers import iso
+from remote_kernel.pool.app import build_app
 from remote_kernel.pool.connections import guarded_protocol
 from remote_kernel.pool.egress import EgressPolicy
 from remote_kernel.pool.mcp_lazy import LazyMcp
 from remote_kernel.pool.origin import guard
 from remote_kernel.pool.pool import Pool
+from remote_kernel.pool.runtimes import CONTAINER_TYPES
 from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
 from remote_kernel.settings import PoolSettings
 
@@ -107,11 +111,8 @@ def read_token_file(path: str) -> str:
 
 
 def runtime_for(args: PoolSettings) -> Runtime:
-    if args.container_type == "NodeLTS":
-        return Runtime.node(args.node)
-    if args.container_type == "Shell":
-        return Runtime.shell()
-    return Runtime.python(args.python)
+    """The sessions' runtime, by --container-type (runtimes.CONTAINER_TYPES; PythonLTS when not given)."""
+    return CONTAINER_TYPES.get(args.container_type, CONTAINER_TYPES["PythonLTS"])(args)
 
 
 def tls_files(args: PoolSettings) -> TlsFiles | None:
@@ -145,49 +146,63 @@ async def serve(args: PoolSettings, sandbox: Sandbox, tls: TlsFiles | None = Non
     mcp = LazyMcp(pool, args.max_execution_time) if args.mcp == "on" else None
     mcp_key = None if args.no_auth and not args.mcp_key else (
         args.mcp_key or os.environ.get("REMOTE_KERNEL_MCP_KEY") or token)
-    app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log,
-                    mcp=mcp, mcp_key=mcp_key, max_execution_time=args.max_execution_time)
-    app = guard(app, None if args.socket else args.host)  # Host and Origin checks (DNS rebinding, web pages)
     listener = listen_unix(args.socket) if args.socket else listen(args.host, args.port)
     endpoint = endpoint_of(listener, tls is not None)
-    config = uvicorn.Config(app, log_level="warning", ssl_certfile=str(tls.cert) if tls else None,
-                            ssl_keyfile=str(tls.key) if tls else None, access_log=False, lifespan="off",
+
+    def announce() -> None:
+        """What a client needs, printed once the pool has started (a kernel reads the endpoint line)."""
+        print(f"export POOL_MANAGEMENT_ENDPOINT={endpoint}", flush=True)
+        for line in tls.trust_lines() if tls else []:
+            print(line, flush=True)
+        if token is None:
+            print("# no token: any local process can use this pool (--no-auth)", flush=True)
+        elif generated:
+            print(f"export REMOTE_KERNEL_TOKEN={token}", flush=True)
+        else:
+            print("# token: the one given (REMOTE_KERNEL_TOKEN, --token-file or --token)", flush=True)
+        if mcp is not None:
+            key_source = "no key (--no-auth)" if mcp_key is None else (
+                "x-ms-apikey: the pool token" if mcp_key == token else "x-ms-apikey: the key given")
+            print(f"# MCP server: {endpoint}/mcp ({key_source})", flush=True)
+        print(f"# {args.container_type} sessions, sandbox: {sandbox.mode}, egress: {args.egress}, "
+              f"max sessions: {args.max_sessions}, cooldown: {args.cooldown:g} s; Ctrl-C stops the pool", flush=True)
+        if sandbox.unenforced:
+            print(f"# limits this pool cannot hold per session: {', '.join(sandbox.unenforced)} (see the log)",
+                  flush=True)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        """The pool runs while the app does: started before the first connection is accepted, stopped
+        (every session deleted) when uvicorn shuts down (PoolServer.shutdown)."""
+        await pool.start()
+        announce()
+        try:
+            yield
+        finally:
+            await stop_pool(pool, mcp)
+
+    app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log,
+                    mcp=mcp, mcp_key=mcp_key, max_execution_time=args.max_execution_time, lifespan=lifespan)
+    guarded = guard(app, None if args.socket else args.host)  # Host and Origin checks (DNS rebinding, web pages)
+    config = uvicorn.Config(guarded, log_level="warning", ssl_certfile=str(tls.cert) if tls else None,
+                            ssl_keyfile=str(tls.key) if tls else None, access_log=False, lifespan="on",
                             timeout_keep_alive=KEEP_ALIVE, limit_concurrency=1024, server_header=False, date_header=True,
                             http=guarded_protocol())  # deadlines for slow clients (slow-loris)
     server = PoolServer(config)
-    server.pool = pool
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, server.stop_soon)
-    await pool.start()
-    print(f"export POOL_MANAGEMENT_ENDPOINT={endpoint}", flush=True)
-    for line in tls.trust_lines() if tls else []:
-        print(line, flush=True)
-    if token is None:
-        print("# no token: any local process can use this pool (--no-auth)", flush=True)
-    elif generated:
-        print(f"export REMOTE_KERNEL_TOKEN={token}", flush=True)
-    else:
-        print("# token: the one given (REMOTE_KERNEL_TOKEN, --token-file or --token)", flush=True)
-    if mcp is not None:
-        key_source = "no key (--no-auth)" if mcp_key is None else (
-            "x-ms-apikey: the pool token" if mcp_key == token else "x-ms-apikey: the key given")
-        print(f"# MCP server: {endpoint}/mcp ({key_source})", flush=True)
-    print(f"# {args.container_type} sessions, sandbox: {sandbox.mode}, egress: {args.egress}, "
-          f"max sessions: {args.max_sessions}, cooldown: {args.cooldown:g} s; Ctrl-C stops the pool", flush=True)
-    if sandbox.unenforced:
-        print(f"# limits this pool cannot hold per session: {', '.join(sandbox.unenforced)} (see the log)", flush=True)
     if listener.family != socket.AF_UNIX and listener.getsockname()[0] not in ("127.0.0.1", "::1", "localhost"):
         log.warning("listening on %s: other machines can reach this pool", listener.getsockname()[0])
     watcher = asyncio.create_task(watch_parent(args.parent_pid, server)) if args.parent_pid else None
     try:
         await server.serve(sockets=[listener])
+        if not server.started:  # the lifespan failed (uvicorn logged why): the pool never served
+            return 1
     finally:
         if watcher:
             watcher.cancel()
-        if mcp is not None:
-            await mcp.aclose()
-        await pool.stop()
+        await stop_pool(pool, mcp)  # done by the lifespan already, unless serving failed before its end
         shutil.rmtree(data_root if own_root else sessions_root, ignore_errors=True)
         if args.socket:
             Path(args.socket).unlink(missing_ok=True)
@@ -199,12 +214,20 @@ async def serve(args: PoolSettings, sandbox: Sandbox, tls: TlsFiles | None = Non
     return 0
 
 
+async def stop_pool(pool: Pool, mcp: LazyMcp | None) -> None:
+    """Stop the MCP server (if it ever started) and the pool, every session deleted; a second call does nothing
+    more."""
+    if mcp is not None:
+        await mcp.aclose()
+    await pool.stop()
+
+
 class PoolServer(uvicorn.Server):
     """uvicorn's server, with our own signal handling (a stop must still delete every session) and a
     stop that takes as long as its work: uvicorn notices a stop at its next 0.1 s tick, then sleeps
-    0.1 s and polls every 0.1 s for connections to close, which made a kernel's shutdown wait for it."""
-
-    pool: Pool | None = None
+    0.1 s and polls every 0.1 s for connections to close, which made a kernel's shutdown wait for it.
+    The app's lifespan (the pool's start and stop) is uvicorn's, run at the start and, here, as soon as
+    the listeners are closed."""
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
@@ -240,8 +263,7 @@ class PoolServer(uvicorn.Server):
             listening.close()
         for sock in sockets or []:
             sock.close()
-        if self.pool is not None:
-            await self.pool.stop()
+        await self.lifespan.shutdown()  # the app's lifespan ends: the pool stops (every waiting execution is answered)
         state = self.server_state
         for connection in list(state.connections):
             connection.shutdown()
@@ -308,7 +330,7 @@ async def watch_parent(pid: int, server: PoolServer) -> None:
         await asyncio.sleep(0.25)
 
 
-def describer(sandbox: Sandbox, args: PoolSettings):
+def describer(sandbox: Sandbox, args: PoolSettings) -> Callable[[], Awaitable[dict[str, Any]]]:
     """The `metadata` route's answer: runtime and installed packages, read once."""
     cache: dict[str, Any] = {}
     started = time.time()

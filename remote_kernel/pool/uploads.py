@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import unquote
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -151,7 +152,8 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
         try:
             boundary, head = await sniffed_boundary(stream)
         except ClientDisconnect:
-            raise MultipartError(400, "UploadIncomplete", "The client closed the connection before the upload ended.")
+            raise MultipartError(400, "UploadIncomplete",
+                                 "The client closed the connection before the upload ended.") from None
         if boundary is None:
             raise MultipartError(400, "InvalidContentType",
                                  "Upload with Content-Type multipart/form-data and one part named 'file' "
@@ -183,7 +185,8 @@ async def receive_upload(request: Request, root: Path, folder: list[str], limit:
             raise MultipartError(400, "MissingFile", "The upload has no part named 'file' with a filename.")
         return [incoming.commit() for incoming in list(parts.written)]
     except ClientDisconnect:
-        raise MultipartError(400, "UploadIncomplete", "The client closed the connection before the upload ended.")
+        raise MultipartError(400, "UploadIncomplete",
+                             "The client closed the connection before the upload ended.") from None
     except MultipartError:
         raise
     except (files.BadPath, files.NotFound) as bad:  # the name collides with a folder, or a file is in its way

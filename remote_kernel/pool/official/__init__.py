@@ -21,7 +21,8 @@ def document(api_version: str) -> dict[str, Any]:
     if api_version not in OFFICIAL_API_VERSIONS:
         raise KeyError(f"no official document for api-version {api_version!r}; there is one for "
                        f"{', '.join(OFFICIAL_API_VERSIONS)}")
-    return json.loads((FOLDER / f"{api_version}.json").read_text(encoding="utf-8"))
+    document: dict[str, Any] = json.loads((FOLDER / f"{api_version}.json").read_text(encoding="utf-8"))
+    return document
 
 
 def _openapi3(value: Any) -> Any:
