@@ -500,3 +500,21 @@ def test_a_negative_skip_is_the_first_page(pools):
             page = http.get("/listSessions", params={"api-version": V10, "skip": skip})
             assert page.status_code == 200 and "skip-test@example" in {s["identifier"] for s in page.json()["sessions"]}
         assert http.get("/listSessions", params={"api-version": V10, "skip": "x"}).status_code == 400
+
+
+#: code that ends its own session's interpreter (the answer is SessionLost)
+ENDS_ITS_SESSION = {"python": "import os\nos._exit(3)", "node": "process.kill(process.pid, 'SIGKILL')",
+                    "shell": "kill -9 $PPID; sleep 5"}
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+def test_an_execution_whose_session_died_still_answers_as_the_official_document_says(pools, runtime):
+    with http_of(pools[runtime]) as http:
+        response = run(http, str(uuid.uuid4()), code=ENDS_ITS_SESSION[runtime])
+        answer = response.json()
+        assert answer["status"] == "Failed", answer
+        assert answer["error"]["error"]["code"] == "SessionLost", answer
+        assert isinstance(answer["result"]["executionTimeInMilliseconds"], int), answer
+        operation = find_operation(V10, "POST", "/executions")
+        assert operation is not None
+        assert response_problems(operation, response) == []

@@ -75,6 +75,7 @@ class Outcome:
     event_bytes: int = 0  # text received as events, counted against the worker's stream caps
     arrived: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set when events or the end arrive
     interrupted_at: float | None = None
+    created: float = field(default_factory=time.monotonic, repr=False)  # an answer without the worker's own timing
 
     def finish(self, status: str, **fields: Any) -> Outcome:
         """Record the answer; the first answer stands (a closed session answers before its task ends)."""
@@ -83,6 +84,8 @@ class Outcome:
         held = fields.pop("held", None)  # a worker's reply has measured itself (replies.Reply.size)
         for key, value in fields.items():
             setattr(self, key, value)
+        if self.ms is None:  # no worker timed it (it died, was killed, or never ran): the time it existed
+            self.ms = (time.monotonic() - self.created) * 1000
         self.size = held if held is not None else (
             sys.getsizeof(self.stdout) + sys.getsizeof(self.stderr) + held_bytes(self.result))
         self.status = status
