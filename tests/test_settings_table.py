@@ -94,6 +94,8 @@ def test_the_kernels_settings_reach_its_embedded_pool_as_the_pool_reads_them(env
 def test_the_command_lines_choices_are_the_language_tables():
     assert LANGUAGE_KEYS == tuple(LANGUAGES)
     assert {language.container_type for language in LANGUAGES.values()} <= set(CONTAINER_TYPES)
+    from remote_kernel.pool import runtimes  # the pool's own table: what each container type runs
+    assert set(CONTAINER_TYPES) == set(runtimes.CONTAINER_TYPES)
 
 
 @pytest.mark.parametrize("raw", ["infG", "1e400K"])
