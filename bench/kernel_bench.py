@@ -28,8 +28,20 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (LOCAL_KERNEL, REMOTE_KERNEL, ROOT, command_line, descendants, embedded_env,
-                          install_kernelspecs, median, memory, ms, p50, p95)
+from bench.common import (
+    LOCAL_KERNEL,
+    REMOTE_KERNEL,
+    ROOT,
+    command_line,
+    descendants,
+    embedded_env,
+    install_kernelspecs,
+    median,
+    memory,
+    ms,
+    p50,
+    p95,
+)
 
 CELL = "x = 1+1; x"
 KERNELS = (REMOTE_KERNEL, LOCAL_KERNEL)

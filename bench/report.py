@@ -1,8 +1,9 @@
 """The targets table (printed by every run) and the Markdown report with its chart (a full run)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.common import LOCAL_KERNEL, REMOTE_KERNEL, ROOT
 from bench.figures import dig, fmt

@@ -13,8 +13,9 @@ import json
 import socket
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx

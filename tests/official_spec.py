@@ -131,7 +131,7 @@ def _template(path: str) -> re.Pattern[str]:
 def _path_values(template: str, path: str) -> dict[str, str]:
     names = re.findall(r"\{([^}]+)\}", template)
     match = re.fullmatch(_template(template).pattern.rstrip("$").replace("[^/]+", "([^/]+)"), path)
-    return dict(zip(names, match.groups())) if match else {}
+    return dict(zip(names, match.groups(), strict=True)) if match else {}
 
 
 def find_operation(api_version: str, method: str, path: str) -> Operation | None:

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 
 import pytest
-
 from fault_server import FaultServer, json_answer
+
 from remote_kernel.sessions import (
     AzureIdentity,
     ConfigurationError,

@@ -8,7 +8,6 @@ import os
 import socket
 
 import pytest
-
 from fault_server import (
     CountingTransport,
     Exchange,
@@ -20,6 +19,7 @@ from fault_server import (
     reset_after,
     stall,
 )
+
 from remote_kernel.sessions import (
     BadRequest,
     ExecutionTimeout,

@@ -8,8 +8,9 @@ import time
 import uuid
 
 import pytest
-
 from fault_server import CountingTransport
+from test_client_auth import FakeCredential
+
 from remote_kernel.sessions import (
     SUPPORTED_API_VERSIONS,
     AzureIdentity,
@@ -19,7 +20,6 @@ from remote_kernel.sessions import (
     SessionsClient,
     StaticToken,
 )
-from test_client_auth import FakeCredential
 
 V2_WITH_SESSIONS = ("2025-02-02-preview", "2025-10-02-preview")
 NAMES = ["plain.txt", "with space.csv", "données été.txt", "日本語 ファイル.bin", "odd#name%20(1).txt"]
@@ -97,7 +97,7 @@ def test_every_file_operation_works_with_spaces_and_unicode_in_names(pool, versi
                 source = tmp_path / "source.bin"
                 source.write_bytes(data)
                 seen = []
-                uploaded = await client.upload(source, name, progress=lambda d, t: seen.append((d, t)))
+                uploaded = await client.upload(source, name, progress=lambda d, t, seen=seen: seen.append((d, t)))
                 assert uploaded.name == name and uploaded.size == len(data)
                 assert seen[-1] == (len(data), len(data))
 

@@ -12,11 +12,10 @@ import json
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from fake_pool import HostilePool
 from fault_server import Exchange, Received
 from kernel_support import embedded_env, kernel, run, text_of

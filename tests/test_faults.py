@@ -16,15 +16,27 @@ from pathlib import Path
 import httpx
 import psutil
 import uvicorn
+from conftest import start_pool
+from kernel_support import (
+    KERNEL_NAME,
+    ROOT,
+    collect,
+    embedded_env,
+    errors_of,
+    install_kernelspec,
+    kernel,
+    pool_env,
+    pool_get,
+    result_of,
+    run,
+    start_new_kernel,
+    text_of,
+    wait_for,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from conftest import start_pool
-
-from kernel_support import (KERNEL_NAME, ROOT, collect, embedded_env, errors_of, install_kernelspec, kernel, pool_env,
-                            pool_get, result_of, run, start_new_kernel, text_of, wait_for)
 
 LOST = "remote session was lost"
 
@@ -91,7 +103,7 @@ class Gateway:
                    if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")}
         return Response(upstream.content, upstream.status_code, headers=headers)
 
-    def __enter__(self) -> "Gateway":
+    def __enter__(self) -> Gateway:
         self.thread.start()
         wait_for(lambda: self.server.started, timeout=10, what="the gateway to start")
         return self
@@ -209,7 +221,7 @@ def test_a_token_that_expires_mid_notebook_is_refreshed_and_no_cell_fails(pool, 
                 assert reply["status"] == "ok", reply
                 assert result_of(outputs) == str(i)
                 used = gateway.requests[-1][1]  # let the token age past its refresh point
-                wait_for(lambda: time.time() > expiry(used) - 300, timeout=5, what="the token to age")
+                wait_for(lambda used=used: time.time() > expiry(used) - 300, timeout=5, what="the token to age")
     tokens = {token for _, token in gateway.requests}
     assert len(tokens) >= 3  # renewed along the way
     assert int((tmp_path / "count").read_text()) == len(tokens)  # fetched once per token, not per request

@@ -15,7 +15,7 @@ import json
 import httpx
 import pytest
 import schemathesis
-from schemathesis.generation.modes import GenerationMode
+from conftest import start_pool
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
@@ -26,8 +26,8 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.generation.modes import GenerationMode
 
-from conftest import start_pool
 from remote_kernel.contract import IDENTIFIER
 from remote_kernel.sessions import SessionsClient, SessionsError, UnexpectedResponse
 from remote_kernel.sessions.auth import StaticToken

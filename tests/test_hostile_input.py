@@ -4,7 +4,6 @@ the pool (and the session, where there is one) keeps answering."""
 from __future__ import annotations
 
 import ast
-
 import base64
 import hmac
 import importlib.util
@@ -20,8 +19,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-
 from conftest import PoolProcess, start_pool
+
 from remote_kernel.pool.official import identifier_pattern
 
 V2 = "2025-10-02-preview"
@@ -260,7 +259,7 @@ def raw_exchange(endpoint: str, data: bytes, *, half_close: bool = False, wait: 
         while time.monotonic() < deadline:
             try:
                 chunk = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             except ConnectionResetError:
                 break

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
-import re
 import sys
 import tempfile
 import time
@@ -17,10 +17,10 @@ from pathlib import Path
 import jupyter_kernel_test
 import nbformat
 import pytest
-from nbclient import NotebookClient
-
 from conftest import start_pool
 from kernel_support import ROOT, ContractProxy, collect, embedded_env, kernel, pool_env, run, wait_for
+from nbclient import NotebookClient
+
 from remote_kernel.kernel.javascript import INTERRUPTED
 
 KERNEL_NAME = "remote-javascript"

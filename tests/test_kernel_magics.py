@@ -6,7 +6,6 @@ import os
 import uuid
 
 import pytest
-
 from kernel_support import errors_of, kernel, pool_env, result_of, run, text_of
 
 

@@ -10,11 +10,10 @@ import sys
 import nbformat
 import psutil
 import pytest
+from kernel_support import KERNEL_NAME, ROOT, embedded_env, install_kernelspec, kernel, run, wait_for
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbformat.v4 import new_code_cell, new_notebook
-
-from kernel_support import KERNEL_NAME, ROOT, embedded_env, install_kernelspec, kernel, run, wait_for
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 

@@ -12,9 +12,16 @@ import time
 import uuid
 
 import pytest
-
-from kernel_support import (embedded_env, errors_of, install_kernelspec, pool_env, result_of, run, start_new_kernel,
-                            text_of)
+from kernel_support import (
+    embedded_env,
+    errors_of,
+    install_kernelspec,
+    pool_env,
+    result_of,
+    run,
+    start_new_kernel,
+    text_of,
+)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 CELL_FILE = re.compile(r"/tmp/ipykernel_\d+/\d+\.py")  # a cell's file name: the process and the hash differ
@@ -33,7 +40,7 @@ def kernels(pool, tmp_path_factory):
                                               startup_timeout=60)
         started["remote"] = start_new_kernel(kernel_name="remote-python", env=pool_env(pool, str(uuid.uuid4())),
                                              cwd=str(folder), startup_timeout=60)
-        for name, (km, kc) in started.items():
+        for name, (_km, kc) in started.items():
             reply, _ = run(kc, "pass")
             assert reply["status"] == "ok", (name, reply)
         yield {name: kc for name, (km, kc) in started.items()}, folder
@@ -127,7 +134,7 @@ def test_magic_pages_and_lsmagic_shows_the_session_magics(kernels):
     from ipykernel.zmqshell import KernelMagics
 
     listed = {}
-    for name, (reply, outputs) in both(kernels, "%lsmagic").items():
+    for name, (_reply, outputs) in both(kernels, "%lsmagic").items():
         text = text_of(outputs) + "".join(m["content"]["data"].get("text/plain", "") for m in outputs
                                           if m["msg_type"] == "execute_result")
         listed[name] = set(re.findall(r"%%?\w+", text))

@@ -7,8 +7,7 @@ import time
 import unittest
 
 import jupyter_kernel_test
-
-from kernel_support import start_new_kernel, embedded_env, install_kernelspec
+from kernel_support import embedded_env, install_kernelspec, start_new_kernel
 
 
 class RemotePythonKernelTests(jupyter_kernel_test.KernelTests):

@@ -5,12 +5,25 @@ import socket
 import uuid
 
 import pytest
+from kernel_support import (
+    KERNEL_NAME,
+    ROOT,
+    collect,
+    errors_of,
+    install_kernelspec,
+    kernel,
+    listed_sessions,
+    pool_delete_session,
+    pool_env,
+    pool_get,
+    result_of,
+    run,
+    start_new_kernel,
+    text_of,
+    wait_for,
+)
 
 from remote_kernel.sessions import RetryPolicy
-
-from kernel_support import (KERNEL_NAME, ROOT, collect, errors_of, install_kernelspec, kernel, listed_sessions,
-                            pool_delete_session, pool_env, pool_get, result_of, run, start_new_kernel, text_of,
-                            wait_for)
 
 LOST = "remote session was lost"
 

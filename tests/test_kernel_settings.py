@@ -14,11 +14,20 @@ import psutil
 import pytest
 from conftest import start_pool
 from jupyter_client.manager import KernelManager
+from kernel_support import (
+    KERNEL_NAME,
+    ROOT,
+    embedded_env,
+    errors_of,
+    install_kernelspec,
+    kernel,
+    pool_env,
+    run,
+    text_of,
+    wait_for,
+)
 
 from remote_kernel.kernel.config import KernelConfig
-
-from kernel_support import (KERNEL_NAME, ROOT, embedded_env, errors_of, install_kernelspec, kernel, pool_env, run,
-                            text_of, wait_for)
 
 HOSTED = "https://eastus.dynamicsessions.io/subscriptions/s/resourceGroups/g/sessionPools/p"
 

@@ -7,15 +7,22 @@ from datetime import datetime, timezone
 
 import pytest
 
-from remote_kernel.kernel import outputs
-from remote_kernel.kernel.render import rendered
+from remote_kernel.kernel import outputs, vscode
 from remote_kernel.kernel.config import KernelConfig
-from remote_kernel.kernel import vscode
 from remote_kernel.kernel.languages import JAVASCRIPT, PYTHON
 from remote_kernel.kernel.magics import MagicError, Progress, files_table, parse_line, split_cell
+from remote_kernel.kernel.render import rendered
 from remote_kernel.kernelspec import install, spec
-from remote_kernel.sessions.models import (Execution, ExecutionError, ExecutionStatus, ImageResult, PoolFull,
-                                           RemoteAuthenticationError, RemoteFile, SessionLost)
+from remote_kernel.sessions.models import (
+    Execution,
+    ExecutionError,
+    ExecutionStatus,
+    ImageResult,
+    PoolFull,
+    RemoteAuthenticationError,
+    RemoteFile,
+    SessionLost,
+)
 
 IPYTHON_TRACEBACK = (
     "---------------------------------------------------------------------------\n"
@@ -369,7 +376,7 @@ def test_the_shim_writes_the_grammar_the_kernel_decodes():
     real, sys.stdout = sys.stdout, Out()
     try:
         tokens = (rich_shim.CLEAR_WAIT, rich_shim.RESULT_PLACE,
-                  rich_shim.INLINE + '{"type": "%s", "data": {"text/plain": "x"}}' % rich_shim.RESULT)
+                  rich_shim.INLINE + f'{{"type": "{rich_shim.RESULT}", "data": {{"text/plain": "x"}}}}')
         for token in tokens:
             shim.mark(token)
     finally:

@@ -10,13 +10,13 @@ import queue
 import re
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
-
 from conftest import start_pool
-from kernel_support import (API, ContractProxy, collect, embedded_env, errors_of, kernel, pool_env, run, text_of)
+from kernel_support import API, ContractProxy, collect, embedded_env, errors_of, kernel, pool_env, run, text_of
 
 WAIT = 120  # seconds any one step may take on a loaded machine before the test fails
 

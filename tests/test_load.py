@@ -14,8 +14,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import start_pool
+
 from remote_kernel.sessions import SessionsClient
 from remote_kernel.sessions.auth import StaticToken
 

@@ -175,7 +175,7 @@ def expected_text(value: object) -> str:
 @pytest.mark.parametrize("is_async, cells", [(False, SCRIPT_CELLS), (True, ASYNC_CELLS)], ids=["script", "await"])
 def test_each_rewrite_parses_and_keeps_the_cells_value_on_a_rerun(is_async, cells):
     failures = []
-    for (code, value), result in zip(cells, rewrite_all(cells, is_async)):
+    for (code, value), result in zip(cells, rewrite_all(cells, is_async), strict=True):
         want = expected_text(value)
         problem = (result.get("error")
                    or (result["awaits"] != is_async and f"top-level await seen: {result['awaits']}")

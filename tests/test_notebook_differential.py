@@ -21,9 +21,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
-
 from kernel_support import embedded_env, install_kernelspec, pool_env
+from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -98,7 +97,7 @@ def shown_text(output: dict) -> object:
 
 def differences(local: nbformat.NotebookNode, remote: nbformat.NotebookNode) -> list[str]:
     found = []
-    for index, (mine, theirs) in enumerate(zip(local.cells, remote.cells)):
+    for index, (mine, theirs) in enumerate(zip(local.cells, remote.cells, strict=True)):
         if mine.cell_type != "code":
             continue
         here, there = merged(mine.outputs), merged(theirs.outputs)
@@ -106,7 +105,7 @@ def differences(local: nbformat.NotebookNode, remote: nbformat.NotebookNode) -> 
         if [structure(o) for o in here] != [structure(o) for o in there]:
             found.append(f"{where}: structure {[structure(o) for o in here]} != {[structure(o) for o in there]}")
         elif "nondeterministic" not in mine.metadata.get("tags", []):
-            for a, b in zip(here, there):
+            for a, b in zip(here, there, strict=True):
                 if shown_text(a) != shown_text(b):
                     found.append(f"{where}: {shown_text(a)!r} != {shown_text(b)!r}")
     return found

@@ -19,10 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import start_pool
-from official_spec import (find_operation, for_generation, official, operations, request_problems,
-                           response_problems)
+from official_spec import find_operation, for_generation, official, operations, request_problems, response_problems
+
 from remote_kernel.contract import IDENTIFIER
 from remote_kernel.pool.official import OFFICIAL_API_VERSIONS, identifier_pattern
 
@@ -381,7 +380,8 @@ def test_the_clients_requests_are_valid_for_the_official_documents(pools, versio
 def test_the_kernel_runs_in_a_session_named_by_a_wide_identifier(pools):
     """REMOTE_KERNEL_IDENTIFIER with the official pattern's punctuation: the kernel accepts it, its cells run in
     that session (the pool lists it, REST sees the kernel's variables) and MCP reaches the same session."""
-    from kernel_support import kernel, pool_env, run as run_cell, text_of
+    from kernel_support import kernel, pool_env, text_of
+    from kernel_support import run as run_cell
 
     pool = pools["python"]
     ident = "notebook:user@example.com/analysis?v=2&x=[1]"
@@ -439,8 +439,13 @@ def tamed(case: Any, version: str) -> None:
 def test_schemathesis_with_the_official_document_finds_no_failure(pools, runtime, version):
     import schemathesis
     from hypothesis import HealthCheck, given, settings
-    from schemathesis.checks import (content_type_conformance, not_a_server_error, response_headers_conformance,
-                                     response_schema_conformance, status_code_conformance)
+    from schemathesis.checks import (
+        content_type_conformance,
+        not_a_server_error,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     pool = pools[runtime]
     schema = schemathesis.openapi.from_dict(for_generation(version))
@@ -456,14 +461,14 @@ def test_schemathesis_with_the_official_document_finds_no_failure(pools, runtime
         def check(case: Any) -> None:
             tamed(case, version)
             response = case.call(base_url=pool.endpoint, headers=pool.headers, timeout=60)
-            sent[operation.label] += 1
-            statuses[f"{operation.label} {response.status_code}"] += 1
+            sent[case.operation.label] += 1
+            statuses[f"{case.operation.label} {response.status_code}"] += 1
             try:
                 case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
                                                          content_type_conformance, response_schema_conformance,
                                                          response_headers_conformance])
             except AssertionError as failure:  # schemathesis's FailureGroup is an AssertionError
-                failures.append(f"{operation.label}: {str(failure)[:400]}")
+                failures.append(f"{case.operation.label}: {str(failure)[:400]}")
 
         check()
     assert not failures, "\n".join(failures)

@@ -37,7 +37,7 @@ def chunkings(data: bytes, seed: int) -> list[list[bytes]]:
     """The same bytes cut at random places, at every line end and one byte at a time around the half."""
     rng = random.Random(seed)
     cuts = sorted(rng.sample(range(1, len(data)), 60))
-    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     by_line = [line + b"\n" for line in data.rstrip(b"\n").split(b"\n")]
     half = LIMIT // 2
     bytewise = [data[:half - 8], *[data[i:i + 1] for i in range(half - 8, half + 8)], data[half + 8:]]

@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import PoolProcess, bubblewrap_usable, start_pool
 
 pytestmark = pytest.mark.slow  # each test starts client libraries in processes of their own (5–30 s each)

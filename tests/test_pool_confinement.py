@@ -2,7 +2,6 @@
 within the disk limit, a seccomp filter, a CPU quota, no host paths in its mount table."""
 from __future__ import annotations
 
-
 import os
 import sys
 import uuid
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import POOL_MODES, ROOT, bubblewrap_usable, code_value, execute_code, start_pool, start_pool_in
 
 usable, why = bubblewrap_usable()

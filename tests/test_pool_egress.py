@@ -4,7 +4,6 @@ host by a veth pair — but never the host's loopback, the host's own addresses,
 or another session."""
 from __future__ import annotations
 
-
 import json
 import os
 import shutil
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import bubblewrap_usable, code_value, start_pool
 
 usable, why = bubblewrap_usable()

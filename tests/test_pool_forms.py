@@ -12,7 +12,6 @@ import uuid
 import httpx
 import pytest
 from jupyter_client.manager import start_new_kernel
-
 from kernel_support import kernel, pool_env, result_of, run
 
 

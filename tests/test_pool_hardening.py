@@ -11,7 +11,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-
 from conftest import start_pool
 
 V2 = "2025-10-02-preview"
@@ -349,8 +348,8 @@ def test_a_session_deleted_while_an_upload_is_in_flight_gets_a_clear_answer_with
 
     def body():
         yield f"--{BOUNDARY}\r\n".encode()
-        yield ('Content-Disposition: form-data; name="file"; filename="doomed.bin"\r\n'
-               "Content-Type: application/octet-stream\r\n\r\n").encode()
+        yield (b'Content-Disposition: form-data; name="file"; filename="doomed.bin"\r\n'
+               b"Content-Type: application/octet-stream\r\n\r\n")
         yield b"z" * 65536
         delete_once_the_upload_is_being_written()
         yield b"z" * 65536

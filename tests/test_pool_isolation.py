@@ -1,7 +1,6 @@
 """The isolation matrix: hostile code in a session cannot reach the host, the network or other sessions."""
 from __future__ import annotations
 
-
 import ast
 import sys
 import time
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import POOL_MODES, ROOT, bubblewrap_usable, code_value, execute_code, start_pool, start_pool_in
 
 usable, why = bubblewrap_usable()

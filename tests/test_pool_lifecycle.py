@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-
 from conftest import ROOT, bubblewrap_usable, start_pool
 
 API = {"api-version": "2025-10-02-preview"}

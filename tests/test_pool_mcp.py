@@ -4,14 +4,14 @@ runPythonCodeInRemoteEnvironment over sandboxed sessions, with the x-ms-apikey c
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
+from conftest import PoolProcess, bubblewrap_usable, start_pool
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-
-from conftest import PoolProcess, bubblewrap_usable, start_pool
 
 TOOLS = {"launchShell", "runShellCommandInRemoteEnvironment", "runPythonCodeInRemoteEnvironment"}
 

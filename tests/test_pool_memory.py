@@ -9,7 +9,6 @@ import uuid
 import httpx
 import psutil
 import pytest
-
 from conftest import start_pool
 
 V2 = "2025-10-02-preview"

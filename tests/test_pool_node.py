@@ -9,7 +9,6 @@ import uuid
 
 import httpx
 import pytest
-
 from conftest import bubblewrap_usable, start_pool
 
 NODE = shutil.which("node")

@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-
 from conftest import start_pool
 
 V2 = "2025-10-02-preview"

@@ -7,7 +7,6 @@ import uuid
 
 import httpx
 import pytest
-
 from conftest import bubblewrap_usable, start_pool
 
 VERSION = "2025-10-02-preview"

@@ -14,7 +14,6 @@ from pathlib import Path
 import certifi
 import httpx
 import pytest
-
 from conftest import ROOT, start_pool
 from kernel_support import kernel, pool_env, result_of, run
 

@@ -12,10 +12,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from bench.network_bench import CELLS
 from kernel_support import ContractProxy, errors_of, kernel, pool_env, run, wait_for
 from test_rich_output import datas, no_markers, shapes
+
+from bench.network_bench import CELLS
 
 EXECUTE = ("POST", "/executions")
 LIVE_EXECUTE = ("POST", "/.remote-kernel/live-execute")

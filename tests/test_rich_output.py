@@ -13,9 +13,19 @@ import uuid
 
 import httpx
 import pytest
+from kernel_support import (
+    API,
+    errors_of,
+    kernel,
+    pool_delete_session,
+    pool_env,
+    pool_get,
+    result_of,
+    run,
+    text_of,
+    wait_for,
+)
 
-from kernel_support import (API, errors_of, kernel, pool_delete_session, pool_env, pool_get, result_of,
-                            run, text_of, wait_for)
 from remote_kernel.kernel import rich
 from remote_kernel.kernel.render import rendered
 from remote_kernel.sessions.models import Execution, ExecutionError, ExecutionStatus
@@ -397,9 +407,8 @@ def test_shim_install_reports_an_error_where_there_is_no_ipython():
 
 def test_rich_output_notebook_shows_a_table_two_plots_displays_and_only_the_last_loop_step(tmp_path, monkeypatch):
     import nbformat
-    from nbclient import NotebookClient
-
     from kernel_support import ROOT, install_kernelspec
+    from nbclient import NotebookClient
 
     install_kernelspec()
     for name in ("POOL_MANAGEMENT_ENDPOINT", "REMOTE_KERNEL_TOKEN", "REMOTE_KERNEL_AUTH", "REMOTE_KERNEL_IDENTIFIER"):
@@ -425,7 +434,6 @@ def test_shim_works_in_an_ipykernel_session_as_a_hosted_pool_runs_it(tmp_path):
     from pathlib import Path
 
     from jupyter_client.manager import start_new_kernel
-
     from kernel_support import collect
 
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
@@ -464,7 +472,6 @@ def test_the_shim_riding_with_a_first_cell_in_an_ipykernel_session_keeps_the_cel
     import re
 
     from jupyter_client.manager import start_new_kernel
-
     from kernel_support import collect
 
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
@@ -483,7 +490,7 @@ def test_the_shim_riding_with_a_first_cell_in_an_ipykernel_session_keeps_the_cel
         error = errors_of(outputs)[0]
         traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))
         assert "In[1], line 3" in traceback and "----> 3 1 / 0" in traceback, traceback
-        echo = collect(kc, kc.execute("print(In[1] == _i1 == %r, len(In))" % cell), timeout=60)
+        echo = collect(kc, kc.execute(f"print(In[1] == _i1 == {cell!r}, len(In))"), timeout=60)
         assert text_of(echo, "stdout") == "True 3\n"
     finally:
         kc.stop_channels()

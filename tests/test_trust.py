@@ -17,18 +17,18 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
-from jupyter_client.manager import start_new_kernel
-
 from conftest import start_pool
 from fake_pool import GUID, HostilePool, endless_body, execution
 from fault_server import Exchange, FaultServer, Received, json_answer
+from jupyter_client.manager import start_new_kernel
 from kernel_support import collect, embedded_env, errors_of, kernel, pool_env, run, text_of, wait_for
+
 from remote_kernel.kernel.helper import HELPER_MARK
 from remote_kernel.sessions import AnswerTooLarge, SessionsClient, StaticToken
 

@@ -11,15 +11,23 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import pytest
-from jupyter_client.manager import start_new_kernel
-
 import vscode_requests as vr
-from kernel_support import (ROOT, collect, embedded_env, install_kernelspec, listed_sessions, pool_env, run,
-                            text_of, wait_for)
+from jupyter_client.manager import start_new_kernel
+from kernel_support import (
+    ROOT,
+    collect,
+    embedded_env,
+    install_kernelspec,
+    listed_sessions,
+    pool_env,
+    run,
+    text_of,
+    wait_for,
+)
 
 CELL = ("import numpy as np, pandas as pd\n"
         "n = 42\ns = 'text'\nl = [1, 'two', 3.0]\nd = {'a': 1, 'b': [2]}\n"
@@ -167,7 +175,7 @@ def test_background_completion_and_inspection_of_a_remote_object(vscode_kernels)
     for counter, (code, cursor) in enumerate((("obj.al", 6), ("obj.", 4), ("x = obj.be", 10))):
         found = {name: background_answer(kc, counter, vr.complete_statement(code, cursor))
                  for name, kc in kernels.items()}
-        for name, (reply, answer) in found.items():
+        for name, (reply, _answer) in found.items():
             assert reply["status"] == "ok" and reply["execution_count"] == 1, (name, reply)
         remote, local = found["remote"][1], found["python3"][1]
         assert {k: remote[k] for k in ("matches", "cursor_start", "cursor_end", "status")} == \
@@ -226,7 +234,7 @@ def test_interrupt_and_restart_as_vscode_sends_them(pool):
         restarted = {}
         for name, kc in kernels.items():  # the kernel exited; VS Code starts it again
             km = managers[name]
-            wait_for(lambda: not km.is_alive(), timeout=30, what=f"{name} to exit after shutdown_request")
+            wait_for(lambda km=km: not km.is_alive(), timeout=30, what=f"{name} to exit after shutdown_request")
             km.restart_kernel(now=True)
             kc.wait_for_ready(timeout=60)
             reply, outputs = run(kc, "kept", **vr.CELL)

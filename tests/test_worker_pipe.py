@@ -11,7 +11,6 @@ import uuid
 
 import httpx
 import pytest
-
 from conftest import start_pool
 from kernel_support import API
 
