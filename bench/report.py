@@ -1,8 +1,9 @@
 """The targets table (printed by every run) and the Markdown report with its chart (a full run)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.common import LOCAL_KERNEL, REMOTE_KERNEL, ROOT
 from bench.figures import dig, fmt
@@ -95,6 +96,12 @@ def rows(r: dict[str, Any]) -> list[Row]:
             f"{fmt(up, '{:.0f}')} / {fmt(down, '{:.0f}')} MB/s (a local copy: "
             f"{fmt(dig(r, 'files', 'local_copy_MBps'), '{:.0f}')} MB/s), peak {fmt(peak, '{:.0f}')} MB",
             lambda: up >= 1000 and down >= 1000 and peak < 100, up, down, peak),
+        *[row(f"JupyterLab in Chromium: {what} → first output, remote-python / ipykernel (issue 27)", "≤ 1.2",
+              f"{fmt(ratio, '{:.2f}')} ({fmt(dig(r, 'browser', REMOTE_KERNEL, key), '{:.2f}')} vs "
+              f"{fmt(dig(r, 'browser', LOCAL_KERNEL, key), '{:.2f}')} s)", lambda ratio=ratio: ratio <= 1.2, ratio)
+          for what, key, ratio in (("open notebook", "open_s", dig(r, "browser", "ratio_open")),
+                                   ("restart", "restart_s", dig(r, "browser", "ratio_restart")))
+          if "browser" in r],
         row("quickstart notebook, remote-python / ipykernel", "≤ 1.5",
             f"{fmt(nb, '{:.2f}')} ({fmt(dig(r, 'kernel', 'quickstart', REMOTE_KERNEL, 's'), '{:.2f}')} vs "
             f"{fmt(dig(r, 'kernel', 'quickstart', LOCAL_KERNEL, 's'), '{:.2f}')} s)", lambda: nb <= 1.5, nb),
