@@ -15,9 +15,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import httpx
 
@@ -162,7 +162,7 @@ class PoolProcess:
         if self.owns_data_root:
             shutil.rmtree(self.data_root, ignore_errors=True)
 
-    def __enter__(self) -> "PoolProcess":
+    def __enter__(self) -> PoolProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

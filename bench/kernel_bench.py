@@ -28,8 +28,20 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (LOCAL_KERNEL, REMOTE_KERNEL, ROOT, command_line, descendants, embedded_env,
-                          install_kernelspecs, median, memory, ms, p50, p95)
+from bench.common import (
+    LOCAL_KERNEL,
+    REMOTE_KERNEL,
+    ROOT,
+    command_line,
+    descendants,
+    embedded_env,
+    install_kernelspecs,
+    median,
+    memory,
+    ms,
+    p50,
+    p95,
+)
 
 CELL = "x = 1+1; x"
 KERNELS = (REMOTE_KERNEL, LOCAL_KERNEL)
@@ -78,7 +90,7 @@ def round_trip(runs: int, samples: int, warmup: int = 20) -> dict[str, Any]:
     """Interleaved round trips of both kernels; per run p50/p95 and their ratios, then medians."""
     kernels = {name: start(name) for name in KERNELS}
     try:
-        for name, (_, kc) in kernels.items():
+        for _, kc in kernels.values():
             for _ in range(warmup):  # the first remote cell also creates the session
                 execute(kc)
         per_run = []
@@ -198,7 +210,7 @@ def start_to_first_result(runs: int, warmup: bool = True) -> dict[str, Any]:
     per_run = []
     for i in range(runs):
         order = KERNELS if i % 2 == 0 else KERNELS[::-1]
-        run: dict[str, Any] = {name: dict(zip(("ready_s", "s"), first_result(name))) for name in order}
+        run: dict[str, Any] = {name: dict(zip(("ready_s", "s"), first_result(name), strict=True)) for name in order}
         run["ratio"] = run[REMOTE_KERNEL]["s"] / run[LOCAL_KERNEL]["s"]
         run["ratio_ready"] = run[REMOTE_KERNEL]["ready_s"] / run[LOCAL_KERNEL]["ready_s"]
         per_run.append(run)

@@ -29,8 +29,20 @@ if __package__ in (None, ""):
 
 import httpx
 
-from bench.common import (API, PoolProcess, cpu_seconds, descendants, median, memory, ms, p50, p95, session_workers,
-                          start_pool, wait_until)
+from bench.common import (
+    API,
+    PoolProcess,
+    cpu_seconds,
+    descendants,
+    median,
+    memory,
+    ms,
+    p50,
+    p95,
+    session_workers,
+    start_pool,
+    wait_until,
+)
 from remote_kernel.sessions import SessionsClient, StaticToken
 
 CODE = "1+1"

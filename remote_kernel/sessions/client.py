@@ -19,15 +19,14 @@ import secrets
 import ssl
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, AsyncIterator, Awaitable, BinaryIO, Callable, TypeAlias
+from typing import IO, Any, BinaryIO, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from remote_kernel.sessions.transport import httpx, load_httpcore
-from remote_kernel.sessions.unix_transport import Answer, UnixSocketTransport
-
 from remote_kernel import __version__
+from remote_kernel.contract import DEFAULT_API_VERSION
 from remote_kernel.sessions.auth import NoAuth, TokenProvider, redacted_url
 from remote_kernel.sessions.models import (
     AnswerTooLarge,
@@ -42,8 +41,9 @@ from remote_kernel.sessions.models import (
     SessionsError,
     UnexpectedResponse,
 )
+from remote_kernel.sessions.transport import httpx, load_httpcore
+from remote_kernel.sessions.unix_transport import Answer, UnixSocketTransport
 from remote_kernel.sessions.wire import (
-    DEFAULT_API_VERSION,
     MAX_TIMEOUT_SECONDS,
     Call,
     Multipart,
@@ -75,6 +75,7 @@ EXTENSIONS_HEADER = "x-remote-kernel-extensions"
 LIVE_EXECUTE = "live-execute"
 LIVE_LINE_LIMIT = 32 << 20  # longest NDJSON line read from the live route (its last line holds the whole answer)
 LiveEvent = Callable[[dict[str, Any]], "Awaitable[None] | None"]
+T = TypeVar("T")
 Reply: TypeAlias = "httpx.Response | Answer"  # an answer with its body unread: httpx's, or the lean path's (unix_transport.py)
 
 
@@ -94,7 +95,7 @@ class RetryPolicy:
     def delay(self, retry: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return retry_after + random.uniform(0, min(0.5, retry_after * 0.1))
-        ceiling = min(self.max_delay, self.base_delay * 2**retry)
+        ceiling = min(self.max_delay, self.base_delay * 2.0**retry)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
@@ -333,7 +334,7 @@ class SessionsClient:
 
     # --- files ----------------------------------------------------------------------------
 
-    async def upload(self, source: str | os.PathLike | BinaryIO, remote_name: str | None = None, *,
+    async def upload(self, source: str | os.PathLike[str] | BinaryIO, remote_name: str | None = None, *,
                      progress: Progress | None = None) -> RemoteFile:
         """Stream a local file (a path or a binary stream) to /mnt/data/`remote_name`.
 
@@ -359,7 +360,7 @@ class SessionsClient:
                                     timeout=httpx.Timeout(self.request_timeout, connect=15.0, read=300.0))
         return self._wire_parse(self._wire.parse_upload, doing, response, await self._read_json(response, doing))
 
-    async def download(self, remote_name: str, destination: str | os.PathLike | BinaryIO, *,
+    async def download(self, remote_name: str, destination: str | os.PathLike[str] | BinaryIO, *,
                        progress: Progress | None = None, limit: int | None = None) -> int:
         """Stream /mnt/data/`remote_name` into `destination` and return the bytes written.
 
@@ -693,8 +694,7 @@ class SessionsClient:
                               "its body is not JSON") from None
 
     @staticmethod
-    def _wire_parse(parse: Callable[..., Any], doing: str, response: Reply, body: Any,
-                    *args: Any) -> Any:
+    def _wire_parse(parse: Callable[..., T], doing: str, response: Reply, body: Any, *args: Any) -> T:
         try:
             return parse(body, *args)
         except UnexpectedResponse as exc:
