@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"quickstart notebook over a {rtt_ms} ms network: {r['quickstart_s']:.1f} s", flush=True)
             return r
         section("network", results, network)
-    if "browser" in chosen:
+    if "browser" in chosen and (mode != "tiny" or args.only):  # the smoke test's tiny run stays within its time
         why = browser_bench.available()
         if why:
             print(f"\n== browser: skipped ({why})", flush=True)
