@@ -20,18 +20,21 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ROOT, embedded_env, install_kernelspecs, ms, p50, p95, start_pool
 
+if TYPE_CHECKING:
+    from jupyter_client.blocking.client import BlockingKernelClient
+
 SETUP = ("import ipywidgets as w\ns = w.IntSlider(max=1000000)\n"
          "s.observe(lambda change: print('v', change['new']), 'value')\ns.model_id")
 
 
-def _iopub_until(kc, msg_id: str, want: str, timeout: float = 60) -> dict:
+def _iopub_until(kc: BlockingKernelClient, msg_id: str, want: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -45,14 +48,14 @@ def _iopub_until(kc, msg_id: str, want: str, timeout: float = 60) -> dict:
             return msg
 
 
-def _run(kc, code: str) -> str:
+def _run(kc: BlockingKernelClient, code: str) -> str:
     msg_id = kc.execute(code)
     result = _iopub_until(kc, msg_id, "execute_result")["content"]["data"]["text/plain"]
     _iopub_until(kc, msg_id, "idle")
     return str(result)
 
 
-def widget_round_trip(kc, model_id: str, value: int) -> float:
+def widget_round_trip(kc: BlockingKernelClient, model_id: str, value: int) -> float:
     msg = kc.session.msg("comm_msg", {"comm_id": model_id, "data": {"method": "update", "state": {"value": value},
                                                                      "buffer_paths": []}})
     started = time.perf_counter()
@@ -63,7 +66,7 @@ def widget_round_trip(kc, model_id: str, value: int) -> float:
     return elapsed
 
 
-def input_round_trip(kc) -> float:
+def input_round_trip(kc: BlockingKernelClient) -> float:
     started = time.perf_counter()
     msg_id = kc.execute("x = input('?')", allow_stdin=True)
     request = kc.get_stdin_msg(timeout=60)

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,7 +128,7 @@ class PoolProcess:
 
     endpoint: str
     token: str
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     data_root: Path
     log_path: Path
     args: list[str] = field(default_factory=list)
@@ -221,7 +221,7 @@ def start_pool(*extra: str, token: str | None = None, port: int = 0, data_root: 
     raise RuntimeError(f"the pool did not answer /health within {timeout} s: {pool.log()}")
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.02) -> bool:
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -23,7 +23,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from jupyter_client.blocking.client import BlockingKernelClient
+    from jupyter_client.manager import KernelManager
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -47,7 +51,7 @@ CELL = "x = 1+1; x"
 KERNELS = (REMOTE_KERNEL, LOCAL_KERNEL)
 
 
-def start(name: str):
+def start(name: str) -> tuple[KernelManager, BlockingKernelClient]:
     from jupyter_client.manager import start_new_kernel
 
     install_kernelspecs()
@@ -55,13 +59,13 @@ def start(name: str):
                             stderr=subprocess.DEVNULL)
 
 
-def stop(km, kc) -> None:
+def stop(km: KernelManager, kc: BlockingKernelClient) -> None:
     kc.stop_channels()
     if km.is_alive():
         km.shutdown_kernel(now=False)
 
 
-def execute(kc, code: str = CELL, timeout: float = 60) -> tuple[float, Any]:
+def execute(kc: BlockingKernelClient, code: str = CELL, timeout: float = 60) -> tuple[float, Any]:
     """Seconds from sending the request to the idle status of its reply, and the result's text/plain."""
     started = time.perf_counter()
     msg_id = kc.execute(code)
@@ -90,7 +94,7 @@ def round_trip(runs: int, samples: int, warmup: int = 20) -> dict[str, Any]:
     """Interleaved round trips of both kernels; per run p50/p95 and their ratios, then medians."""
     kernels = {name: start(name) for name in KERNELS}
     try:
-        for name, (_, kc) in kernels.items():
+        for _, kc in kernels.values():
             for _ in range(warmup):  # the first remote cell also creates the session
                 execute(kc)
         per_run = []
@@ -114,7 +118,7 @@ def round_trip(runs: int, samples: int, warmup: int = 20) -> dict[str, Any]:
 LIVE_CELL = "import time\nfor _ in range({lines}):\n    print(repr(time.time()), flush=True)\n    time.sleep(0.05)"
 
 
-def live_lines(kc, lines: int, timeout: float = 120) -> list[float]:
+def live_lines(kc: BlockingKernelClient, lines: int, timeout: float = 120) -> list[float]:
     """Run a cell that prints `lines` timestamps 50 ms apart; for each line, the seconds from its
     print in the session to this client receiving the IOPub message that carries it."""
     msg_id = kc.execute(LIVE_CELL.format(lines=lines))
@@ -158,11 +162,11 @@ def live_latency(runs: int, lines: int) -> dict[str, Any]:
     return summarise(per_run, runs=runs, lines=lines)
 
 
-def kernel_memory(managers: dict) -> dict[str, Any]:
+def kernel_memory(managers: dict[str, KernelManager]) -> dict[str, Any]:
     """Memory of each kernel process after the round trips, and of remote-python's embedded pool."""
     out: dict[str, Any] = {}
     for name, km in managers.items():
-        pid = km.provisioner.process.pid
+        pid = cast(Any, km.provisioner).process.pid  # a local provisioner's child process
         out[name] = memory(pid)
         if name == REMOTE_KERNEL:
             pools = [p for p in descendants(pid) if "pool" in command_line(p)[2:5]]
@@ -170,7 +174,7 @@ def kernel_memory(managers: dict) -> dict[str, Any]:
     return out
 
 
-def summarise(per_run: list[dict], **extra: Any) -> dict[str, Any]:
+def summarise(per_run: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """The median over runs of every figure (nested one level), with the runs kept."""
     out: dict[str, Any] = {}
     for key, value in per_run[0].items():
@@ -210,7 +214,7 @@ def start_to_first_result(runs: int, warmup: bool = True) -> dict[str, Any]:
     per_run = []
     for i in range(runs):
         order = KERNELS if i % 2 == 0 else KERNELS[::-1]
-        run: dict[str, Any] = {name: dict(zip(("ready_s", "s"), first_result(name))) for name in order}
+        run: dict[str, Any] = {name: dict(zip(("ready_s", "s"), first_result(name), strict=True)) for name in order}
         run["ratio"] = run[REMOTE_KERNEL]["s"] / run[LOCAL_KERNEL]["s"]
         run["ratio_ready"] = run[REMOTE_KERNEL]["ready_s"] / run[LOCAL_KERNEL]["ready_s"]
         per_run.append(run)
@@ -316,12 +320,12 @@ def pool_listening() -> float:
 
 # the quickstart notebook -----------------------------------------------------------------------
 
-def local_notebook(book, data_dir: Path):
+def local_notebook(book: Any, data_dir: Path) -> Any:
     """The quickstart for a plain ipykernel: the remote-only magics become their local equivalents and
     /mnt/data becomes a local folder, so both kernels do the same work."""
     import nbformat
 
-    book = nbformat.from_dict(json.loads(json.dumps(book)))
+    book = nbformat.from_dict(json.loads(json.dumps(book)))  # type: ignore[no-untyped-call]  # nbformat is untyped
     book.metadata["kernelspec"] = {"name": LOCAL_KERNEL, "display_name": "Python 3", "language": "python"}
     for cell in book.cells:
         if cell.cell_type != "code":
@@ -349,7 +353,7 @@ def local_notebook(book, data_dir: Path):
     return book
 
 
-def run_notebook(book, folder: Path, name: str) -> float:
+def run_notebook(book: Any, folder: Path, name: str) -> float:
     from nbclient import NotebookClient
 
     install_kernelspecs()
@@ -367,7 +371,7 @@ def run_notebook(book, folder: Path, name: str) -> float:
 def quickstart(runs: int, warmup: bool = True) -> dict[str, Any]:
     import nbformat
 
-    source = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
+    source = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)  # type: ignore[no-untyped-call]
     work = Path(tempfile.mkdtemp(prefix="rk-bench-nb-"))
     try:
         folder = work / "notebooks"
@@ -376,8 +380,10 @@ def quickstart(runs: int, warmup: bool = True) -> dict[str, Any]:
         data.mkdir()
 
         def once(name: str) -> float:
-            book = nbformat.from_dict(json.loads(json.dumps(source))) if name == REMOTE_KERNEL else \
-                local_notebook(source, data)
+            if name == REMOTE_KERNEL:
+                book = nbformat.from_dict(json.loads(json.dumps(source)))  # type: ignore[no-untyped-call]
+            else:
+                book = local_notebook(source, data)
             return run_notebook(book, folder, name)
 
         for name in KERNELS if warmup else ():

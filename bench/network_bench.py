@@ -150,7 +150,7 @@ def quickstart(env: dict[str, str]) -> float:
 
     with tempfile.TemporaryDirectory(prefix="rk-bench-net-nb-") as folder:
         shutil.copy(ROOT / "notebooks" / "quickstart.ipynb", folder)
-        book = nbformat.read(Path(folder) / "quickstart.ipynb", as_version=4)
+        book = nbformat.read(Path(folder) / "quickstart.ipynb", as_version=4)  # type: ignore[no-untyped-call]
         saved = dict(os.environ)
         os.environ.update(env)
         try:

@@ -54,6 +54,12 @@ def rows(r: dict[str, Any]) -> list[Row]:
                    lambda: requests <= target_requests and (target_trips is None or trips <= target_trips),
                    requests, trips)
 
+    def browser_row(what: str, key: str) -> Row:
+        ratio: Any = dig(r, "browser", f"ratio_{key}")
+        return row(f"JupyterLab in Chromium: {what} → first output, remote-python / ipykernel (issue 27)", "≤ 1.2",
+                   f"{fmt(ratio, '{:.2f}')} ({fmt(dig(r, 'browser', REMOTE_KERNEL, f'{key}_s'), '{:.2f}')} vs "
+                   f"{fmt(dig(r, 'browser', LOCAL_KERNEL, f'{key}_s'), '{:.2f}')} s)", lambda: ratio <= 1.2, ratio)
+
     return [
         *[network_row(kind, 1, 1.2 if kind == "plain" else None) for kind in net],
         row("cell round trip, remote-python / ipykernel", "≤ 1.0",
@@ -96,6 +102,8 @@ def rows(r: dict[str, Any]) -> list[Row]:
             f"{fmt(up, '{:.0f}')} / {fmt(down, '{:.0f}')} MB/s (a local copy: "
             f"{fmt(dig(r, 'files', 'local_copy_MBps'), '{:.0f}')} MB/s), peak {fmt(peak, '{:.0f}')} MB",
             lambda: up >= 1000 and down >= 1000 and peak < 100, up, down, peak),
+        *[browser_row(what, key) for what, key in (("open notebook", "open"), ("restart", "restart"))
+          if "browser" in r],
         row("quickstart notebook, remote-python / ipykernel", "≤ 1.5",
             f"{fmt(nb, '{:.2f}')} ({fmt(dig(r, 'kernel', 'quickstart', REMOTE_KERNEL, 's'), '{:.2f}')} vs "
             f"{fmt(dig(r, 'kernel', 'quickstart', LOCAL_KERNEL, 's'), '{:.2f}')} s)", lambda: nb <= 1.5, nb),

@@ -26,11 +26,11 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import kernel_bench, network_bench, pool_bench, transfer_bench
+from bench import browser_bench, kernel_bench, network_bench, pool_bench, transfer_bench
 from bench.common import LOCAL_KERNEL, REMOTE_KERNEL, ROOT, median
 
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("kernel", "pool", "files", "network")
+SECTIONS = ("kernel", "pool", "files", "network", "browser")
 
 
 def files(size: int, runs: int, warmup: bool = True) -> dict[str, Any]:
@@ -164,6 +164,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"quickstart notebook over a {rtt_ms} ms network: {r['quickstart_s']:.1f} s", flush=True)
             return r
         section("network", results, network)
+    if "browser" in chosen and (mode != "tiny" or args.only):  # the smoke test's tiny run stays within its time
+        why = browser_bench.available()
+        if why:
+            print(f"\n== browser: skipped ({why})", flush=True)
+        else:
+            def browser() -> dict[str, Any]:
+                r = browser_bench.measure({"tiny": 1, "quick": 2, "full": 5}[mode])
+                print(f"JupyterLab in Chromium, open notebook → first output: {REMOTE_KERNEL} "
+                      f"{r[REMOTE_KERNEL]['open_s']:.2f} s, {LOCAL_KERNEL} {r[LOCAL_KERNEL]['open_s']:.2f} s, ratio "
+                      f"{r['ratio_open']:.2f}; restart → first output: {r[REMOTE_KERNEL]['restart_s']:.2f} s, "
+                      f"{r[LOCAL_KERNEL]['restart_s']:.2f} s, ratio {r['ratio_restart']:.2f}", flush=True)
+                return r
+            section("browser", results, browser)
     results["total_s"] = time.perf_counter() - started
     results["load_average"] = {"start": results["machine"].pop("load_average"), "end": os.getloadavg()}
 

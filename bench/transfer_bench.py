@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -101,8 +102,8 @@ def sha256(path: Path) -> str:
 
 
 async def transfer(endpoint: str, token: str, api_version: str, source: Path, target: Path,
-                   pool_pid: int | None) -> dict:
-    figures: dict = {}
+                   pool_pid: int | None) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
     async with SessionsClient(endpoint, str(uuid.uuid4()), api_version=api_version,
                               auth=StaticToken(token)) as client:
         await client.execute("1")  # the session exists before the clock starts

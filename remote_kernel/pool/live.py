@@ -55,16 +55,32 @@ async def live_execute(request: Request) -> Response:
     asked = execution_request(await json_body(request), policy, float("inf"))
     session = await session_of(request)
     outcome = submit(session, asked, operation_id_of(request), live=True)
+    headers = execution_headers(request, session, outcome, name)
+    headers = {k: v for k, v in headers.items() if not k.startswith("x-ms-execution")
+               and not k.startswith("x-ms-container")}
+    # what is ready goes in one write: `started` waits up to LIVE_FIRST for the first event or the end, so that
+    # it need not travel alone; a cell that ended by then is answered whole, with a length (one write of the head
+    # and body, where a stream costs the client a wake-up for its head, its chunk and its end)
+    pending = [ndjson({"event": "started", "id": outcome.id, "grace": GRACE})]
+    try:
+        await asyncio.wait_for(outcome.arrived.wait(), LIVE_FIRST)
+    except asyncio.TimeoutError:
+        pass
+    except BaseException:
+        if not outcome.done.is_set():
+            session.cancel(outcome)
+        raise
+    if outcome.done.is_set():
+        while outcome.events:
+            stream_name, text = outcome.events.popleft()
+            pending.append(ndjson({"event": "stream", "name": stream_name, "text": text}))
+        answer = v2_execution(session, outcome, None, "Synchronous", policy)
+        pending.append(ndjson({"event": "done", "execution": answer}))
+        return Response(b"".join(pending), media_type="application/x-ndjson", headers=headers)
 
     async def events() -> AsyncIterator[bytes]:
-        # what is ready goes in one write: a short cell's whole answer is one chunk (`started` waits up to
-        # LIVE_FIRST for the first event or the end, so that it need not travel alone)
-        pending = [ndjson({"event": "started", "id": outcome.id, "grace": GRACE})]
+        nonlocal pending
         try:
-            try:
-                await asyncio.wait_for(outcome.arrived.wait(), LIVE_FIRST)
-            except asyncio.TimeoutError:
-                pass
             while True:
                 outcome.arrived.clear()
                 while outcome.events:
@@ -83,10 +99,7 @@ async def live_execute(request: Request) -> Response:
             if not outcome.done.is_set():
                 session.cancel(outcome)  # the client went away: interrupt, as a synchronous execute does
 
-    headers = execution_headers(request, session, outcome, name)
-    return StreamingResponse(events(), media_type="application/x-ndjson",
-                             headers={k: v for k, v in headers.items() if not k.startswith("x-ms-execution")
-                                      and not k.startswith("x-ms-container")})
+    return StreamingResponse(events(), media_type="application/x-ndjson", headers=headers)
 
 
 async def live_interrupt(request: Request) -> Response:

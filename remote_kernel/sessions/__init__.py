@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from remote_kernel.contract import DEFAULT_API_VERSION
 from remote_kernel.sessions.models import (
     AnswerTooLarge,
     BadRequest,
@@ -29,7 +30,7 @@ from remote_kernel.sessions.models import (
     SessionsError,
     UnexpectedResponse,
 )
-from remote_kernel.sessions.wire import DEFAULT_API_VERSION, SUPPORTED_API_VERSIONS
+from remote_kernel.sessions.wire import SUPPORTED_API_VERSIONS
 
 if TYPE_CHECKING:
     from remote_kernel.sessions.auth import AzureIdentity, NoAuth, StaticToken, TokenProvider, auth_from_settings

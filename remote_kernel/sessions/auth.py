@@ -9,7 +9,8 @@ import asyncio
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from remote_kernel.contract import AUTH_MODES
@@ -30,6 +31,7 @@ class TokenProvider(ABC):
 
     def invalidate(self) -> None:
         """Forget a cached token the pool refused, so that the next `token()` gets a new one."""
+        return None  # nothing cached by default
 
     @property
     def refreshable(self) -> bool:
@@ -145,8 +147,9 @@ class AzureIdentity(TokenProvider):
                     "REMOTE_KERNEL_AUTH=token and REMOTE_KERNEL_TOKEN instead."
                 ) from exc
             self.fetches += 1
-            self._cached = (access.token, float(access.expires_on))
-            return access.token
+            token: str = access.token
+            self._cached = (token, float(access.expires_on))
+            return token
 
 
 def _default_azure_credential() -> Any:

@@ -19,15 +19,14 @@ import secrets
 import ssl
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, AsyncIterator, Awaitable, BinaryIO, Callable
+from typing import IO, Any, BinaryIO, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from remote_kernel.sessions.transport import httpx, load_httpcore
-from remote_kernel.sessions.unix_transport import UnixSocketTransport
-
 from remote_kernel import __version__
+from remote_kernel.contract import DEFAULT_API_VERSION
 from remote_kernel.sessions.auth import NoAuth, TokenProvider, redacted_url
 from remote_kernel.sessions.models import (
     AnswerTooLarge,
@@ -42,8 +41,9 @@ from remote_kernel.sessions.models import (
     SessionsError,
     UnexpectedResponse,
 )
+from remote_kernel.sessions.transport import httpx, load_httpcore
+from remote_kernel.sessions.unix_transport import Answer, UnixSocketTransport
 from remote_kernel.sessions.wire import (
-    DEFAULT_API_VERSION,
     MAX_TIMEOUT_SECONDS,
     Call,
     Multipart,
@@ -75,6 +75,8 @@ EXTENSIONS_HEADER = "x-remote-kernel-extensions"
 LIVE_EXECUTE = "live-execute"
 LIVE_LINE_LIMIT = 32 << 20  # longest NDJSON line read from the live route (its last line holds the whole answer)
 LiveEvent = Callable[[dict[str, Any]], "Awaitable[None] | None"]
+T = TypeVar("T")
+Reply: TypeAlias = "httpx.Response | Answer"  # an answer with its body unread: httpx's, or the lean path's (unix_transport.py)
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class RetryPolicy:
     def delay(self, retry: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return retry_after + random.uniform(0, min(0.5, retry_after * 0.1))
-        ceiling = min(self.max_delay, self.base_delay * 2**retry)
+        ceiling = min(self.max_delay, self.base_delay * 2.0**retry)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
@@ -126,10 +128,14 @@ class SessionsClient:
                  max_timeout: float = MAX_TIMEOUT_SECONDS) -> None:
         self.endpoint = _checked_endpoint(endpoint)
         socket_path = unix_socket_of(self.endpoint)
+        #: the lean path of requests without an upload body (None: every request goes through httpx)
+        self._lean: UnixSocketTransport | None = None
+        #: per route: the head httpx would send, with where the token and the body's length go (see `_lean_send`)
+        self._heads: dict[tuple[Any, ...], tuple[bytes, list[tuple[bytes, bytes]], int | None, int | None]] = {}
         if socket_path is not None and transport is None:
             # a local pool on a Unix socket (the kernel's embedded pool): no TCP port, only this user; the
             # lean transport (h11 over asyncio's socket calls) costs a fraction of httpcore's CPU per request
-            transport = UnixSocketTransport(socket_path)
+            transport = self._lean = UnixSocketTransport(socket_path)
         elif transport is None:
             load_httpcore()  # httpx's default transport
         self.identifier = identifier
@@ -328,7 +334,7 @@ class SessionsClient:
 
     # --- files ----------------------------------------------------------------------------
 
-    async def upload(self, source: str | os.PathLike | BinaryIO, remote_name: str | None = None, *,
+    async def upload(self, source: str | os.PathLike[str] | BinaryIO, remote_name: str | None = None, *,
                      progress: Progress | None = None) -> RemoteFile:
         """Stream a local file (a path or a binary stream) to /mnt/data/`remote_name`.
 
@@ -354,7 +360,7 @@ class SessionsClient:
                                     timeout=httpx.Timeout(self.request_timeout, connect=15.0, read=300.0))
         return self._wire_parse(self._wire.parse_upload, doing, response, await self._read_json(response, doing))
 
-    async def download(self, remote_name: str, destination: str | os.PathLike | BinaryIO, *,
+    async def download(self, remote_name: str, destination: str | os.PathLike[str] | BinaryIO, *,
                        progress: Progress | None = None, limit: int | None = None) -> int:
         """Stream /mnt/data/`remote_name` into `destination` and return the bytes written.
 
@@ -494,7 +500,7 @@ class SessionsClient:
 
     async def _send(self, call: Call, doing: str, *, resendable: bool = True, body: _UploadBody | None = None,
                     url: httpx.URL | None = None, timeout: httpx.Timeout | None = None,
-                    missing: str | None = None, read_timeout_error: SessionsError | None = None) -> httpx.Response:
+                    missing: str | None = None, read_timeout_error: SessionsError | None = None) -> Reply:
         """Send `call` and return its 2xx response, body unread (the caller closes it).
 
         Retries 429 always, and 502/503/504 and broken connections when `resendable` (a request
@@ -507,9 +513,13 @@ class SessionsClient:
         refreshed = False
         while True:
             token = await self._token(doing)
-            request = self._build(call, token, url=url, body=body, timeout=timeout)
+            lean = self._lean is not None and body is None and url is None and (token is None or token.isascii())
             try:
-                response = await self._http.send(request, stream=True)
+                if lean:
+                    response: Reply = await self._lean_send(call, token, timeout)
+                else:
+                    response = await self._http.send(self._build(call, token, url=url, body=body, timeout=timeout),
+                                                     stream=True)
             except httpx.TransportError as exc:
                 never_opened = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
                 self.reached_pool = self.reached_pool or not never_opened
@@ -551,12 +561,16 @@ class SessionsClient:
             error = error_from_response(status, response.headers, content, doing, self.auth.hint, missing)
             raise _without(token, error)
 
-    def _build(self, call: Call, token: str | None, *, url: httpx.URL | None, body: _UploadBody | None,
-               timeout: httpx.Timeout | None) -> httpx.Request:
+    def _params(self, call: Call) -> dict[str, str]:
         params = {"api-version": call.api_version or self.api_version}
         if call.with_identifier:
             params["identifier"] = self.identifier
         params.update(call.params)
+        return params
+
+    def _build(self, call: Call, token: str | None, *, url: httpx.URL | None, body: _UploadBody | None,
+               timeout: httpx.Timeout | None) -> httpx.Request:
+        params = self._params(call)
         if url is None:  # the same few URLs over and over: parsed once (httpx's URL parsing is costly)
             key = (call.path, tuple((k, str(v)) for k, v in params.items()))
             target = self._urls.get(key)
@@ -573,6 +587,33 @@ class SessionsClient:
             content = body
         return self._http.build_request(call.method, target, json=call.json, content=content, headers=headers,
                                         timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+
+    async def _lean_send(self, call: Call, token: str | None, timeout: httpx.Timeout | None) -> Reply:
+        """`call` through the lean path: the head httpx would send (httpx builds it once per route, and only the
+        token and the body's length change), the body as httpx encodes JSON."""
+        assert self._lean is not None
+        params = self._params(call)
+        key = (call.method, call.path, tuple(params.items()), token is None, call.json is None)
+        head = self._heads.get(key)
+        if head is None:
+            model = self._build(call, None if token is None else "-", url=None, body=None, timeout=None)
+            names = [name.lower() for name, _ in model.headers.raw]
+            head = (model.url.raw_path, list(model.headers.raw),
+                    names.index(b"authorization") if token is not None else None,
+                    names.index(b"content-length") if b"content-length" in names else None)
+            if len(self._heads) >= 64:
+                self._heads.clear()
+            self._heads[key] = head
+        target, headers, token_at, length_at = head
+        headers = list(headers)
+        content = b"" if call.json is None else json.dumps(call.json, ensure_ascii=False, separators=(",", ":"),
+                                                           allow_nan=False).encode()
+        if token_at is not None:
+            headers[token_at] = (headers[token_at][0], b"Bearer " + (token or "").encode())
+        if length_at is not None:
+            headers[length_at] = (headers[length_at][0], str(len(content)).encode())
+        timeouts = (timeout if timeout is not None else self._http.timeout).as_dict()
+        return await self._lean.request(call.method, target, headers, content, timeouts)
 
     async def _token(self, doing: str) -> str | None:
         try:
@@ -612,7 +653,7 @@ class SessionsClient:
             f"{sentence(doing)} failed: the connection to the pool at {origin} broke{sent} "
             f"({_describe(exc)}).{consequence} Try again; check the pool's health.")
 
-    async def _read_json(self, response: httpx.Response, doing: str, *, limit: int | None = None,
+    async def _read_json(self, response: Reply, doing: str, *, limit: int | None = None,
                          until: float | None = None) -> Any:
         """The answer's JSON, read whole within `limit` bytes (decoded) and before `until` (monotonic)."""
         limit = self.answer_limit if limit is None else limit
@@ -653,8 +694,7 @@ class SessionsClient:
                               "its body is not JSON") from None
 
     @staticmethod
-    def _wire_parse(parse: Callable[..., Any], doing: str, response: httpx.Response, body: Any,
-                    *args: Any) -> Any:
+    def _wire_parse(parse: Callable[..., T], doing: str, response: Reply, body: Any, *args: Any) -> T:
         try:
             return parse(body, *args)
         except UnexpectedResponse as exc:
@@ -723,7 +763,7 @@ class _UploadBody:
         yield self.multipart.tail
 
 
-async def _lines(response: httpx.Response, limit: int) -> AsyncIterator[bytes]:
+async def _lines(response: Reply, limit: int) -> AsyncIterator[bytes]:
     """The body's lines (without the newline), none longer than `limit` (else UnexpectedResponse)."""
     buffer = bytearray()
     async for chunk in response.aiter_bytes():
@@ -771,7 +811,7 @@ def _checked_endpoint(endpoint: str) -> str:
     return endpoint.strip()
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: Reply) -> float | None:
     """`Retry-After` in seconds (a number or an HTTP date), if the response has one."""
     value = response.headers.get("retry-after")
     if not value:
@@ -787,7 +827,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _content_length(response: httpx.Response) -> int | None:
+def _content_length(response: Reply) -> int | None:
     if "content-encoding" in response.headers:
         return None
     try:
@@ -796,7 +836,7 @@ def _content_length(response: httpx.Response) -> int | None:
         return None
 
 
-async def _read_some(response: httpx.Response) -> bytes:
+async def _read_some(response: Reply) -> bytes:
     """The first bytes of an error answer (the rest is not worth waiting for)."""
     content = b""
     try:

@@ -18,14 +18,22 @@ import json
 import re
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import quote
 
 # the contract's facts, re-exported under the names the client and its tests use
-from remote_kernel.contract import (API_VERSIONS, DEFAULT_API_VERSION, EXECUTION_LIMIT,  # noqa: F401
-                                     JUPYTER_REPR_VERSIONS, SESSION_API_VERSIONS, V1_API_VERSIONS, V2_API_VERSIONS)
+from remote_kernel.contract import (  # noqa: F401
+    API_VERSIONS,
+    DEFAULT_API_VERSION,
+    EXECUTION_LIMIT,
+    JUPYTER_REPR_VERSIONS,
+    SESSION_API_VERSIONS,
+    V1_API_VERSIONS,
+    V2_API_VERSIONS,
+)
 from remote_kernel.sessions.models import (
     BadRequest,
     ConfigurationError,
@@ -485,7 +493,7 @@ def _status(value: Any, body: Any) -> ExecutionStatus:
 
 
 def _execution(*, execution_id: Any, status: ExecutionStatus, stdout: Any, stderr: Any, value: Any,
-               error: Any, duration: Any, session_guid: str | None, raw: dict) -> Execution:
+               error: Any, duration: Any, session_guid: str | None, raw: dict[str, Any]) -> Execution:
     stdout = stdout if isinstance(stdout, str) else ""
     stderr = stderr if isinstance(stderr, str) else ""
     execution = Execution(id=str(execution_id) if execution_id is not None else None, status=status,
