@@ -409,3 +409,28 @@ def test_input_says_why_it_cannot_ask_where_the_pool_takes_no_files_during_a_cel
         kc.stop_channels()
         km.shutdown_kernel(now=True)
         proxy.close()
+
+
+def test_matplotlib_widget_shows_an_ipympl_canvas(kernels):
+    """`%matplotlib widget` (ipympl): the figure is a canvas widget, opened as on ipykernel."""
+    pytest.importorskip("ipympl")
+    code = ("%matplotlib widget\nimport matplotlib.pyplot as plt\nfig = plt.figure(figsize=(3, 2))\n"
+            "plt.plot([1, 3, 2])\nplt.show()")
+    found = {}
+    for name, (reply, outputs) in both(kernels, code).items():
+        opened = {m["content"]["data"]["state"].get("_model_name"): m["content"] for m in outputs
+                  if m["msg_type"] == "comm_open"}
+        canvas = opened.get("MPLCanvasModel") or {}
+        views = [m["content"]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for m in outputs
+                 if m["msg_type"] in ("display_data", "execute_result")
+                 and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
+        found[name] = (reply["status"], canvas.get("target_name"), canvas.get("data", {}).get("state", {}).get(
+            "_model_module"), sorted(canvas.get("data", {}).get("state", {})), sorted(opened),
+            views == [canvas.get("comm_id")], text_of(outputs, "stderr"))
+        # back to inline figures: an image again
+        _, outputs = run(kernels[name], "plt.close('all')\n%matplotlib inline\nplt.plot([1, 2])\nplt.show()")
+        found[name] += (sorted({m["msg_type"] for m in outputs} - {"status", "execute_input"}),
+                        ["image/png" in m["content"]["data"] for m in outputs if m["msg_type"] == "display_data"])
+    assert found["remote"] == found["python3"], found
+    assert found["python3"][:3] == ("ok", "jupyter.widget", "jupyter-matplotlib") and found["python3"][5]
+    assert found["python3"][7:] == (["comm_close", "display_data"], [True])  # the canvas closed, then inline

@@ -28,6 +28,7 @@ MAX_RESULT = 8 << 20  # bytes of a result's JSON; a larger value is replaced by 
 FLUSH_INTERVAL = 0.2  # seconds a stream holds unflushed text, as ipykernel's OutStream (its flush_interval)
 COALESCE_BYTES = 64 << 10  # ... unless this much is waiting
 REPLIES_FD = 4
+WIDGET_BACKENDS = ("widget", "ipympl")  # `%matplotlib` choices that need no event loop: ipympl's canvas widget
 NOTHING = object()  # no value: the cell had none, it displayed itself, or its formatting failed
 WHOLE_OUTPUT = ("To get all of it, write it to a file in /mnt/data (`with open('out.txt', 'w') as f, "
                 "contextlib.redirect_stdout(f): ...`) and `%download out.txt`")
@@ -480,6 +481,7 @@ class Worker:
     def __init__(self) -> None:
         lean_shell_imports()
         from IPython.core.displayhook import DisplayHook
+        from IPython.core.error import UsageError
         from IPython.core.interactiveshell import InteractiveShell
         from traitlets.config import Config
 
@@ -525,6 +527,11 @@ class Worker:
             attribute (pandas' `display.max_columns`: 20 in a notebook, 0, "fit the terminal", else)."""
 
             kernel = None
+
+            def enable_gui(self, gui: str | None = None) -> None:
+                """No GUI event loop runs in a session: only the GUI-less choices (`%matplotlib widget`)."""
+                if gui not in (None, "inline"):
+                    raise UsageError(f"a remote session has no {gui} event loop: use %matplotlib widget or inline")
 
         ZMQInteractiveShell.__qualname__ = ZMQInteractiveShell.__name__
         config = Config()
@@ -582,9 +589,9 @@ class Worker:
                 return pip(line)
 
             self.shell.register_magic_function(offline_pip, "line", "pip")
-        # `%matplotlib inline` (and friends) would ask this GUI-less shell for an event loop: figures
-        # come back as images anyway, so the magic keeps the Agg backend and does nothing
-        self.shell.register_magic_function(lambda line="": None, "line", "matplotlib")
+        self.matplotlib = self.shell.find_line_magic("matplotlib")  # IPython's own: ipympl's `%matplotlib widget`
+        self.backend_before_widget: str | None = None  # the backend that `%matplotlib widget` replaced
+        self.shell.register_magic_function(self.matplotlib_magic, "line", "matplotlib")
         # with the Agg backend, plt.show() keeps the figure open: it comes back as the image result
         warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # while idle; Python's own handler while a cell runs
@@ -592,6 +599,25 @@ class Worker:
         self.stderr = Router("stderr", sys.stderr)
         sys.stdout, sys.stderr = self.stdout, self.stderr
         self.captured: CappedStream | None = None  # the running execution's stderr
+
+    def matplotlib_magic(self, line: str = "") -> object:
+        """`%matplotlib widget` (or `ipympl`) makes figures ipympl's canvas widgets, as on ipykernel (IPython's
+        own magic; the rich shim carries their comms). Any other choice (`inline`, a GUI, which would ask
+        this GUI-less shell for an event loop) keeps the session's backend, or returns to it after
+        `widget`: figures come back as images anyway."""
+        choice = next((word for word in line.split() if not word.startswith("-")), "")
+        if choice in WIDGET_BACKENDS or choice.startswith("module://ipympl"):
+            if self.backend_before_widget is None:
+                import matplotlib
+
+                self.backend_before_widget = str(matplotlib.get_backend())
+            return self.matplotlib(line)
+        if self.backend_before_widget is not None and not line.lstrip().startswith("-"):
+            import matplotlib.pyplot
+
+            matplotlib.pyplot.switch_backend(self.backend_before_widget)
+            self.backend_before_widget = None
+        return None
 
     def _showtraceback(self, etype, evalue, stb) -> None:
         own = f"{os.path.abspath(__file__)}:"  # frames of this worker (input()'s) are not the user's code
