@@ -434,3 +434,17 @@ def test_matplotlib_widget_shows_an_ipympl_canvas(kernels):
     assert found["remote"] == found["python3"], found
     assert found["python3"][:3] == ("ok", "jupyter.widget", "jupyter-matplotlib") and found["python3"][5]
     assert found["python3"][7:] == (["comm_close", "display_data"], [True])  # the canvas closed, then inline
+
+
+def test_tqdm_auto_chooses_the_notebook_bar(kernels):
+    """`tqdm.auto` picks its notebook bar where it sees a Jupyter kernel with ipywidgets (it looks for
+    ipykernel's shell module), as on ipykernel."""
+    pytest.importorskip("tqdm")
+    code = ("import sys\nkernel_seen = 'ipykernel.zmqshell' in sys.modules\nfrom tqdm.auto import tqdm\n"
+            "for _ in tqdm(range(4)): pass\nprint(tqdm.__module__, kernel_seen)")
+    found = {}
+    for name, (reply, outputs) in both(kernels, code).items():
+        bars = [m["content"]["data"]["state"]["max"] for m in outputs if m["msg_type"] == "comm_open"
+                and m["content"]["data"]["state"].get("_model_name") == "FloatProgressModel"]
+        found[name] = (reply["status"], text_of(outputs, "stdout"), bars)
+    assert found["remote"] == found["python3"] == ("ok", "tqdm.auto True\n", [4]), found

@@ -97,6 +97,7 @@ class BackChannel:
 
         self.comm_class = SessionComm
         shim._replace(comm, "create_comm", self.create_comm)
+        _lazy_module("ipykernel.zmqshell")
         shim.shell.events.register("post_execute", self.flush_stale)
         self.comms = True
 
@@ -234,6 +235,48 @@ class BackChannel:
             sys.stdout.flush()
         except Exception:
             pass
+
+
+def _lazy_module(name: str) -> None:
+    """Put package module `name` into sys.modules as in an ipykernel session, loaded on first use: libraries
+    tell a Jupyter kernel by it (`tqdm.auto` chooses its notebook bar when `ipykernel.zmqshell` is there),
+    and importing it for real costs a session ~0.2 s (zmq, tornado, jupyter_client). Its package is not
+    registered (ipywidgets imports a registered `ipykernel` to read its version); the module's first use
+    imports it, and the module becomes its attribute as after a real import."""
+    import importlib.machinery
+    import importlib.util
+
+    parent_name, _, child = name.rpartition(".")
+    if name in sys.modules or parent_name in sys.modules:
+        return
+    try:
+        parent_spec = importlib.util.find_spec(parent_name)
+        locations = parent_spec.submodule_search_locations if parent_spec is not None else None
+        spec = importlib.machinery.PathFinder.find_spec(name, locations) if locations else None
+    except Exception:
+        return
+    if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+        return  # the session has no ipykernel: nothing to look like
+    spec.loader = importlib.util.LazyLoader(_OnParent(spec.loader, parent_name, child))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+class _OnParent:
+    """A module loader that also sets the loaded module on its package, as an import does."""
+
+    def __init__(self, loader: Any, parent: str, child: str) -> None:
+        self.loader, self.parent, self.child = loader, parent, child
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self.loader.exec_module(module)
+        parent = sys.modules.get(self.parent)
+        if parent is not None:
+            setattr(parent, self.child, module)
 
 
 def _refuse(call: str, prompt: str) -> None:
