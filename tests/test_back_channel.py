@@ -448,3 +448,38 @@ def test_tqdm_auto_chooses_the_notebook_bar(kernels):
                 and m["content"]["data"]["state"].get("_model_name") == "FloatProgressModel"]
         found[name] = (reply["status"], text_of(outputs, "stdout"), bars)
     assert found["remote"] == found["python3"] == ("ok", "tqdm.auto True\n", [4]), found
+
+
+@pytest.mark.parametrize("path", ["live", "hosted"])
+def test_the_control_comm_of_a_page_opened_before_any_cell_is_answered_as_on_ipykernel(pool, tmp_path, path):
+    """A page (re)loaded on a kernel that has run no cell opens ipywidgets' control comm at once and asks
+    for the widgets' states: answered as ipykernel answers it (nothing has registered that target yet: the
+    comm is closed, with the comm manager's log lines), whether or not a session exists yet."""
+    proxy = ContractProxy(pool.endpoint) if path == "hosted" else None
+    install_kernelspec()
+    local_env = {**embedded_env(), "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
+    remote_env = pool_env(pool, str(uuid.uuid4()))
+    if proxy is not None:
+        remote_env["POOL_MANAGEMENT_ENDPOINT"] = proxy.endpoint
+    started = {"python3": start_new_kernel(kernel_name="python3", env=local_env, cwd=str(tmp_path), startup_timeout=60),
+               "remote": start_new_kernel(kernel_name="remote-python", env=remote_env, cwd=str(tmp_path),
+                                          startup_timeout=60)}
+    try:
+        found = {}
+        for name, (km, kc) in started.items():
+            control = str(uuid.uuid4())
+            opened = send_comm(kc, "comm_open", {"comm_id": control, "target_name": "jupyter.widget.control",
+                                                 "data": {}}, metadata={"version": "1.0.0"})
+            asked = send_comm(kc, "comm_msg", {"comm_id": control, "data": {"method": "request_states"}})
+            kc.comm_info(target_name="jupyter.widget.control")
+            reply = kc.get_shell_msg(timeout=30)
+            while reply["msg_type"] != "comm_info_reply":
+                reply = kc.get_shell_msg(timeout=30)
+            found[name] = ([m["msg_type"] for m in opened], [m["msg_type"] for m in asked], comm_msgs(asked),
+                           reply["content"]["comms"], text_of(opened + asked).replace(control, "<id>"))
+        assert found["remote"] == found["python3"], found
+        assert found["python3"][:2] == (["stream", "comm_close"], ["stream"])
+    finally:
+        _stop(started)
+        if proxy is not None:
+            proxy.close()

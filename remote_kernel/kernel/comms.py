@@ -234,10 +234,11 @@ class CommBridge:
         kernel = self.kernel
         msg_type = parent["header"]["msg_type"]
         content = parent.get("content")
-        checked: dict[str, Any] | str = "the session has no comms (no cell has run, or it was lost)"
-        if kernel.rich.installed and kernel.rich.comms:
-            checked = self.check_incoming(msg_type, content, parent.get("metadata"),
-                                          [bytes(b) for b in parent.get("buffers") or []])
+        if not (kernel.rich.installed and kernel.rich.comms):
+            self.answer_without_comms(msg_type, content)
+            return
+        checked = self.check_incoming(msg_type, content, parent.get("metadata"),
+                                      [bytes(b) for b in parent.get("buffers") or []])
         if isinstance(checked, str):
             log.warning("a %s from the front end was not delivered: %s", msg_type, checked)
             if msg_type == "comm_open" and isinstance(content, dict) and isinstance(content.get("comm_id"), str):
@@ -257,6 +258,26 @@ class CommBridge:
         finally:
             self.delivering.release()
             self.cell_ended()
+
+    def answer_without_comms(self, msg_type: str, content: Any) -> None:
+        """A front end's comm message before the session has comms (no cell has run yet, or the session was
+        lost), answered as the comm package's manager answers it in a fresh ipykernel, where nothing has
+        registered a target yet: a comm_open is closed, any other message finds no comm, and each says so
+        on stderr (ipykernel's log lines). A page opened before the first cell opens ipywidgets' control
+        comm; its widget manager then asks for the widgets one by one (none yet)."""
+        comm_id = content.get("comm_id") if isinstance(content, dict) else None
+        if not isinstance(comm_id, str):
+            log.warning("a %s from the front end without a comm_id was ignored", msg_type)
+            return
+        if msg_type == "comm_open":
+            target = content.get("target_name")
+            self._stderr(f"No such comm target registered: {target}\n")
+            self.kernel.send_response(self.kernel.iopub_socket, "comm_close", {"data": {}, "comm_id": comm_id})
+        else:
+            self._stderr(f"No such comm: {comm_id}\n")
+
+    def _stderr(self, text: str) -> None:
+        self.kernel.send_response(self.kernel.iopub_socket, "stream", {"name": "stderr", "text": text})
 
     async def between_cells(self) -> None:
         """Wait for the running cell to end, then hold `delivering` (which a cell waits for to start).
