@@ -483,3 +483,29 @@ def test_the_control_comm_of_a_page_opened_before_any_cell_is_answered_as_on_ipy
         _stop(started)
         if proxy is not None:
             proxy.close()
+
+
+def test_jslink_and_jsdlink_open_their_link_models(kernels):
+    """`jslink`/`jsdlink` link two widgets in the front end: their link models' comms, as on ipykernel,
+    and unlinking closes them."""
+    code = ("import ipywidgets as w\na, b = w.IntSlider(1), w.IntSlider(2)\nt = w.Text('x')\n"
+            "l = w.jslink((a, 'value'), (b, 'value'))\nd = w.jsdlink((a, 'value'), (t, 'value'))\n"
+            "w.VBox([a, b, t])")
+    found = {}
+    for name, kc in kernels.items():
+        reply, outputs = run(kc, code)
+        ids: dict[str, str] = {}
+
+        def named(text: str) -> str:
+            return MODEL.sub(lambda m: ids.setdefault(m.group(0), f"IPY_MODEL_{len(ids)}"), text)
+
+        opened = [(m["content"]["target_name"], m["content"]["data"]["state"]["_model_name"],
+                   named(str(m["content"]["data"]["state"].get("source"))),
+                   named(str(m["content"]["data"]["state"].get("target")))) for m in outputs
+                  if m["msg_type"] == "comm_open"]
+        links = [c["comm_id"] for c in (comm_open(outputs, "LinkModel"), comm_open(outputs, "DirectionalLinkModel"))]
+        _, closing = run(kc, "l.unlink()\nd.unlink()")
+        closed = [m["content"]["comm_id"] for m in closing if m["msg_type"] == "comm_close"]
+        found[name] = (reply["status"], [o for o in opened if "Link" in o[1]], closed == links)
+    assert found["remote"] == found["python3"], found
+    assert [o[1] for o in found["python3"][1]] == ["LinkModel", "DirectionalLinkModel"] and found["python3"][2]
