@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from kernel_support import (ContractProxy, embedded_env, errors_of, install_kernelspec, pool_env, run,
-                            start_new_kernel, text_of)
+from kernel_support import (ContractProxy, embedded_env, errors_of, install_kernelspec, pool_env, pool_get, run,
+                            start_new_kernel, text_of, wait_for)
 
 pytest.importorskip("ipywidgets")
 
@@ -23,18 +23,20 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 MODEL = re.compile(r"IPY_MODEL_[0-9a-f]+")
 
 
-def _start(pool, folder, proxy: ContractProxy | None = None) -> dict:
+def _start(pool, folder, proxy: ContractProxy | None = None, first_cell: bool = True,
+           identifier: str | None = None) -> dict:
     install_kernelspec()
     local_env = {**embedded_env(), "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
-    remote_env = pool_env(pool, str(uuid.uuid4()))
+    remote_env = pool_env(pool, identifier or str(uuid.uuid4()))
     if proxy is not None:
         remote_env["POOL_MANAGEMENT_ENDPOINT"] = proxy.endpoint
     started = {"python3": start_new_kernel(kernel_name="python3", env=local_env, cwd=str(folder), startup_timeout=60),
                "remote": start_new_kernel(kernel_name="remote-python", env=remote_env, cwd=str(folder),
                                           startup_timeout=60)}
     for name, (km, kc) in started.items():
-        reply, _ = run(kc, "pass")
-        assert reply["status"] == "ok", (name, reply)
+        if first_cell:
+            reply, _ = run(kc, "pass")
+            assert reply["status"] == "ok", (name, reply)
     return started
 
 
@@ -456,14 +458,7 @@ def test_the_control_comm_of_a_page_opened_before_any_cell_is_answered_as_on_ipy
     for the widgets' states: answered as ipykernel answers it (nothing has registered that target yet: the
     comm is closed, with the comm manager's log lines), whether or not a session exists yet."""
     proxy = ContractProxy(pool.endpoint) if path == "hosted" else None
-    install_kernelspec()
-    local_env = {**embedded_env(), "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
-    remote_env = pool_env(pool, str(uuid.uuid4()))
-    if proxy is not None:
-        remote_env["POOL_MANAGEMENT_ENDPOINT"] = proxy.endpoint
-    started = {"python3": start_new_kernel(kernel_name="python3", env=local_env, cwd=str(tmp_path), startup_timeout=60),
-               "remote": start_new_kernel(kernel_name="remote-python", env=remote_env, cwd=str(tmp_path),
-                                          startup_timeout=60)}
+    started = _start(pool, tmp_path, proxy, first_cell=False)
     try:
         found = {}
         for name, (km, kc) in started.items():
@@ -509,3 +504,60 @@ def test_jslink_and_jsdlink_open_their_link_models(kernels):
         found[name] = (reply["status"], [o for o in opened if "Link" in o[1]], closed == links)
     assert found["remote"] == found["python3"], found
     assert [o[1] for o in found["python3"][1]] == ["LinkModel", "DirectionalLinkModel"] and found["python3"][2]
+
+
+def _until_idle(kc, msg_id: str, timeout: float = 120) -> list[dict]:
+    """Every IOPub message (of any parent) up to the idle status of request `msg_id`."""
+    import queue
+
+    deadline, found = time.monotonic() + timeout, []
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no idle status for {msg_id}") from None
+            continue
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status" \
+                and msg["content"]["execution_state"] == "idle":
+            return found
+        found.append(msg)
+
+
+@pytest.mark.parametrize("path", ["live", "hosted"])
+def test_a_widget_updated_by_a_thread_between_cells_reaches_the_front_end(pool, tmp_path, path):
+    """A session's thread updates a widget after its cell ended (no cell runs): ipykernel publishes the
+    update at once; remote-python's session holds it and sends it with its next execution (no request of
+    the kernel is open to carry it while the session is idle). Either way the front end gets every update,
+    in order, and none is lost."""
+    identifier = str(uuid.uuid4())
+    proxy = ContractProxy(pool.endpoint) if path == "hosted" else None
+    started = _start(pool, tmp_path, proxy, identifier=identifier)
+    code = ("import threading, time\nimport ipywidgets as w\ns = w.IntSlider(0)\nended = threading.Event()\n"
+            "def work():\n    ended.wait()\n    time.sleep(0.5)  # the execution has returned: no cell runs\n"
+            "    s.value = 5\n    s.description = 'from a thread'\n    open('published.txt', 'w').close()\n"
+            "get_ipython().events.register('post_run_cell', lambda result: ended.set())\n"
+            "threading.Thread(target=work).start()\ns")
+    published = {"python3": lambda: (tmp_path / "published.txt").exists(),
+                 "remote": lambda: "published.txt" in {entry["name"] for entry in
+                                                       pool_get(pool, "files", identifier).json()["value"]}}
+    try:
+        found = {}
+        for name, (km, kc) in started.items():
+            _, outputs = run(kc, code)
+            slider = comm_open(outputs, "IntSliderModel")["comm_id"]
+            wait_for(published[name], timeout=60, what="the thread's updates")
+            msg_id = kc.execute("s.value, s.description")
+            seen = _until_idle(kc, msg_id)
+            found[name] = ([m["content"]["data"] for m in seen if m["msg_type"] == "comm_msg"
+                            and m["content"]["comm_id"] == slider],
+                           [m["content"]["data"]["text/plain"] for m in seen if m["msg_type"] == "execute_result"])
+        assert found["remote"] == found["python3"], found
+        assert found["python3"][0] == [{"method": "update", "state": {"value": 5}, "buffer_paths": []},
+                                       {"method": "update", "state": {"description": "from a thread"},
+                                        "buffer_paths": []}]
+    finally:
+        _stop(started)
+        if proxy is not None:
+            proxy.close()
+

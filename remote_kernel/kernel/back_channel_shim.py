@@ -12,6 +12,9 @@ stream and the hosted path's live log alike):
 - **comms, front end → session**: the kernel runs `deliver(json)` as a short execution (several
   queued messages in one); they go to the comm manager's `comm_open`/`comm_msg`/`comm_close`, as
   ipykernel's shell handlers do, so observers run and their output is that execution's output.
+- **a thread's comm messages between cells** (a widget updated from a thread after its cell ended): no
+  execution's output would carry them, so they are held (HELD at most, state updates merged past it)
+  and sent, in order, when the next execution starts; ipykernel publishes them at once.
 - **stdin**: `input()`, `getpass()` (and what reads through them: pdb) emit an output of type
   `"input"`, then wait for the kernel's answer in a file of the hidden folder
   (`<nonce>-in-<token>.json`): first `{"ack": true}` (the kernel can write files while a cell runs; not
@@ -32,6 +35,7 @@ import json
 import os
 import secrets
 import sys
+import threading
 import time
 from typing import Any
 
@@ -40,6 +44,7 @@ ACK_WAIT = 15.0  # seconds an input request waits for the kernel's first answer
 POLL = 0.01  # seconds between reads of the answer file
 RATE = 100.0  # comm messages a second sent on average (state updates past it are merged and sent later) ...
 BURST = 400  # ... and at once (a front end's IOPub socket drops messages past ~1000 waiting)
+HELD = 1000  # comm messages that threads sent between cells, kept for the next execution
 INLINE_LIMIT = 256 << 10  # characters of a message that travels inline (rich_shim.INLINE_LIMIT)
 NO_STDIN = "raw_input was called, but this frontend does not support input requests."
 NO_FILES = ("{} was called, but this pool does not accept files while a cell runs, which the kernel needs to "
@@ -71,6 +76,9 @@ class BackChannel:
         self.comms = False
         self.tokens, self.last = float(BURST), time.monotonic()
         self.stale: dict[Any, dict] = {}  # comm id → the state updates held back by the rate
+        self.held: list[dict] = []  # messages a thread sent while no cell ran: they go with the next execution
+        self.held_lock = threading.Lock()
+        self.held_dropped = 0
 
     def install(self) -> None:
         import builtins
@@ -99,6 +107,7 @@ class BackChannel:
         shim._replace(comm, "create_comm", self.create_comm)
         _lazy_module("ipykernel.zmqshell")
         shim.shell.events.register("post_execute", self.flush_stale)
+        shim.shell.events.register("pre_execute", self.send_held)  # after the shim's: the cell has begun
         self.comms = True
 
     def create_comm(self, *args: Any, **kwargs: Any) -> Any:
@@ -144,7 +153,14 @@ class BackChannel:
                                                                  "buffer_paths": []}}})
 
     def _send(self, item: dict) -> None:
-        """One message, inline in its marker unless it is large (a comm message is never held for the cell's end)."""
+        """One message, inline in its marker unless it is large (a comm message is never held for the cell's end).
+        A thread's message while no cell runs is held for the next execution: no execution's output would
+        carry it (the session's output between executions goes nowhere)."""
+        long = self.shim.long  # a `%%long` cell's thread writes into its own log, which polls read
+        in_long = long is not None and threading.get_ident() == long.thread_ident
+        if not self.shim.cell_running and not in_long and threading.current_thread() is not threading.main_thread():
+            self._hold(item)
+            return
         line = json.dumps(item, ensure_ascii=False)
         late, self.shim.late = self.shim.late, False
         try:
@@ -154,6 +170,37 @@ class BackChannel:
                 self.shim.emit(item)
         finally:
             self.shim.late = late
+
+    def _hold(self, item: dict) -> None:
+        """Keep a message for the next execution, in order; past HELD messages a state update is merged
+        into the last held one of its comm, and anything else is dropped (counted)."""
+        with self.held_lock:
+            if len(self.held) < HELD:
+                self.held.append(item)
+                return
+            data = item["content"].get("data")
+            if item["msg_type"] == "comm_msg" and isinstance(data, dict) and data.get("method") == "update":
+                for earlier in reversed(self.held):
+                    same = earlier["content"].get("comm_id") == item["content"].get("comm_id")
+                    before = earlier["content"].get("data")
+                    if same and earlier["msg_type"] == "comm_msg" and isinstance(before, dict) \
+                            and before.get("method") == "update" and not earlier["buffers"] and not item["buffers"]:
+                        before["state"] = {**(before.get("state") or {}), **(data.get("state") or {})}
+                        return
+            self.held_dropped += 1
+
+    def send_held(self) -> None:
+        """At an execution's start: the messages threads sent while no cell ran, in order."""
+        if self.shim.depth > 1:
+            return
+        with self.held_lock:
+            held, self.held = self.held, []
+            dropped, self.held_dropped = self.held_dropped, 0
+        for item in held:
+            self._send(item)
+        if dropped:
+            sys.stderr.write(f"[remote_kernel: {dropped} comm messages that threads sent between cells were "
+                             f"dropped (over {HELD} waiting); widgets may show stale values]\n")
 
     def deliver(self, text: str) -> None:
         """Front-end messages (a JSON list of {msg_type, content, metadata, buffers}) to the comm manager."""
