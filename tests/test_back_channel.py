@@ -561,3 +561,41 @@ def test_a_widget_updated_by_a_thread_between_cells_reaches_the_front_end(pool, 
         if proxy is not None:
             proxy.close()
 
+
+def test_comm_messages_that_wait_for_a_cell_reach_the_session_in_one_execution(kernels):
+    """Front-end messages that arrive while a cell runs (a slider dragged during a long cell): ipykernel
+    handles each at once; remote-python delivers them after the cell, all in one execution (counted by the
+    session's executions). Each observer's output still has its own message as parent, on both."""
+    setup = ("import ipywidgets as w\ns = w.IntSlider(0)\nruns = []\n"
+             "get_ipython().events.register('pre_execute', lambda: runs.append(1))\n"
+             "s.observe(lambda change: print('now', change['new']), 'value')\ns")
+    found, deliveries = {}, {}
+    for name, kc in kernels.items():
+        reply, outputs = run(kc, setup)
+        slider = comm_open(outputs, "IntSliderModel")["comm_id"]
+        asking = kc.execute("input('go? ')", allow_stdin=True)
+        assert kc.get_stdin_msg(timeout=60)["msg_type"] == "input_request"
+        sent = []
+        for value in (1, 2, 3):
+            msg = kc.session.msg("comm_msg", {"comm_id": slider, "data": {"method": "update",
+                                                                          "state": {"value": value},
+                                                                          "buffer_paths": []}})
+            kc.shell_channel.send(msg)
+            sent.append(msg["header"]["msg_id"])
+        # the kernel reads them before the answer: no message says when (ipykernel 7 publishes no status for a
+        # comm handled during a cell), hence a pause, not a wait
+        time.sleep(1)
+        kc.input("go")
+        seen = _until_idle(kc, asking)
+        counting = kc.execute("len(runs)")
+        seen += _until_idle(kc, counting)
+        # pre_execute runs for every cell and, from the comm package, for every comm message on both kernels:
+        # what remote-python counts more are the executions that carried the messages
+        deliveries[name] = int([m["content"]["data"]["text/plain"] for m in seen if m["msg_type"] == "execute_result"
+                                and m["parent_header"]["msg_id"] == counting][0])
+        found[name] = ([(m["content"]["text"], sent.index(m["parent_header"]["msg_id"])) for m in seen
+                        if m["msg_type"] == "stream" and m["parent_header"].get("msg_id") in sent],
+                       value_of(kc, "s.value"))
+    assert found["remote"] == found["python3"], found
+    assert found["python3"] == ([("now 1\n", 0), ("now 2\n", 1), ("now 3\n", 2)], "3")
+    assert deliveries["remote"] - deliveries["python3"] == 1, deliveries

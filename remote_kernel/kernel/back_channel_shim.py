@@ -40,6 +40,7 @@ import time
 from typing import Any
 
 PARENT = "remote-kernel-parent-request"
+NEXT = "remote-kernel-next"  # a batch's next message begins: comms.NEXT
 ACK_WAIT = 15.0  # seconds an input request waits for the kernel's first answer
 POLL = 0.01  # seconds between reads of the answer file
 RATE = 100.0  # comm messages a second sent on average (state updates past it are merged and sent later) ...
@@ -207,7 +208,14 @@ class BackChannel:
         import comm
 
         manager = comm.get_comm_manager()
-        for message in json.loads(text):
+        for index, message in enumerate(json.loads(text)):
+            if index:  # what follows is the next message's output (the kernel gives it that request as parent)
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except Exception:
+                        pass
+                self._send({"type": "comm", "msg_type": NEXT, "index": index})
             kind = message.get("msg_type")
             handler: Any = {"comm_open": manager.comm_open, "comm_msg": manager.comm_msg,
                             "comm_close": manager.comm_close}.get(kind)

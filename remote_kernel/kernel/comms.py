@@ -13,9 +13,8 @@ The session's side is `back_channel_shim.py`. What the session sends arrives as 
   stdin channel (`input_request`, as ipykernel's `_input_request`), and writes the reply's value.
 
 The front end's comm_open / comm_msg / comm_close reach the session as a short execution that
-carries them (`deliver`), run between cells as ipykernel handles comm messages: the shell channel
-takes one request at a time, so a comm message that arrives while a cell runs waits for its end
-(the same as ipykernel). Its output (an observer's print, an `interact` redraw) is published with the
+carries them (`deliver`), run between cells: a comm message that arrives while a cell runs waits for
+its end (ipykernel 7 would handle it at once), and those that waited go in one execution. Its output (an observer's print, an `interact` redraw) is published with the
 comm message as its parent, so the front end shows it under the widget's cell. A malformed or
 oversized message from either side is lost with a log line (or one note), never the kernel.
 """
@@ -55,6 +54,7 @@ ACK_DEADLINE = 10.0  # seconds to write an input request's acknowledgement
 ANSWER_DEADLINE = 30.0  # seconds to write the user's answer
 _TOKEN = re.compile(r"[0-9a-f]{16}")
 _KINDS = ("comm_open", "comm_msg", "comm_close")
+NEXT = "remote-kernel-next"  # back_channel_shim.NEXT: a batch's next message begins (its outputs follow)
 #: widget models whose `value` a front end renders as HTML
 _HTML_MODELS = frozenset({"HTMLModel", "HTMLMathModel", "LabelModel"})
 _HTML_KEYS = ("description", "tooltip", "placeholder")
@@ -82,6 +82,9 @@ class CommBridge:
         self.waiting: set[threading.Event] = set()  # input requests of the running cell
         self.tasks: set[asyncio.Task] = set()
         self.delivering = asyncio.Lock()  # held by a front end's message on its way to the session
+        self.queue: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (request, message) waiting for the session
+        self.batch: list[dict[str, Any]] = []  # the requests of the delivery under way (several: a batch)
+        self.current: dict[str, Any] = {}  # ... the parent of its outputs, switched in place per message
 
     def same_session(self) -> None:
         """Forget the comms of an earlier session (the shim's nonce changes with each install)."""
@@ -94,6 +97,9 @@ class CommBridge:
 
     def on_event(self, client: SessionsClient, event: Event) -> None:
         """A back channel event of the running execution (render's `on_event`)."""
+        if event.type == "comm" and event.body.get("msg_type") == NEXT:
+            self.next_request(event.body.get("index"))
+            return
         if event.type == "input":
             task = asyncio.ensure_future(self.answer_input(client, event.body))
             self.tasks.add(task)
@@ -244,20 +250,46 @@ class CommBridge:
             if msg_type == "comm_open" and isinstance(content, dict) and isinstance(content.get("comm_id"), str):
                 kernel.send_response(kernel.iopub_socket, "comm_close", {"comm_id": content["comm_id"], "data": {}})
             return
+        self.queue.append((parent, checked))
         await self.between_cells()
-        kernel._publish_silently = False  # its output is shown, whatever the last cell asked
+        batch, self.queue = self.queue, []
         try:
-            client = await kernel.session_client()
-            render = kernel._render(client, kernel.execution_count - 1)
-            execution = await CellRun(kernel, client, render, self.delivery_code([checked])).run()
-            kernel.remote.continuity.touched()
-            await render.finish(execution)
-            kernel.rich.after_cell(client)
-        except Exception as exc:  # the message is lost, the kernel is not
-            log.warning("a %s could not reach the session: %r", msg_type, exc)
+            if batch:  # empty: an earlier delivery took this message along
+                await self._run(batch)
         finally:
             self.delivering.release()
             self.cell_ended()
+
+    async def _run(self, batch: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        """One short execution for the queued messages (those that came while a cell ran go together); the
+        outputs of each have its request as their parent, switched by the session's NEXT events."""
+        kernel = self.kernel
+        kernel._publish_silently = False  # its output is shown, whatever the last cell asked
+        restore = None
+        if len(batch) > 1:
+            ident = kernel._get_shell_context_var(kernel._shell_parent_ident)
+            restore = (ident, kernel.get_parent("shell"))
+            self.batch, self.current = [request for request, _ in batch], dict(batch[0][0])
+            kernel.set_parent(ident, self.current)
+        try:
+            client = await kernel.session_client()
+            render = kernel._render(client, kernel.execution_count - 1)
+            execution = await CellRun(kernel, client, render, self.delivery_code([m for _, m in batch])).run()
+            kernel.remote.continuity.touched()
+            await render.finish(execution)
+            kernel.rich.after_cell(client)
+        except Exception as exc:  # the messages are lost, the kernel is not
+            log.warning("%d comm message(s) could not reach the session: %r", len(batch), exc)
+        finally:
+            self.batch = []
+            if restore is not None:
+                kernel.set_parent(*restore)
+
+    def next_request(self, index: Any) -> None:
+        """The session goes on to the batch's message `index`: its outputs have that request as their parent."""
+        if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(self.batch):
+            self.current.clear()
+            self.current.update(self.batch[index])
 
     def answer_without_comms(self, msg_type: str, content: Any) -> None:
         """A front end's comm message before the session has comms (no cell has run yet, or the session was
