@@ -31,12 +31,16 @@ Standard library only (and `comm` when the session has it).
 from __future__ import annotations
 
 import base64
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import json
 import os
 import secrets
 import sys
 import threading
 import time
+import types
 from typing import Any
 
 PARENT = "remote-kernel-parent-request"
@@ -55,7 +59,7 @@ NO_FILES = ("{} was called, but this pool does not accept files while a cell run
 class _KernelStub:
     """What ipywidgets asks of `comm.kernel`: not None (state is sent), and the request being answered."""
 
-    def get_parent(self, channel: str = "shell") -> dict:
+    def get_parent(self, channel: str = "shell") -> dict[str, Any]:
         return {"header": {"msg_id": PARENT, "msg_type": "execute_request"}}
 
 
@@ -76,8 +80,8 @@ class BackChannel:
         self.kernel = _KernelStub()
         self.comms = False
         self.tokens, self.last = float(BURST), time.monotonic()
-        self.stale: dict[Any, dict] = {}  # comm id → the state updates held back by the rate
-        self.held: list[dict] = []  # messages a thread sent while no cell ran: they go with the next execution
+        self.stale: dict[Any, dict[str, Any]] = {}  # comm id → the state updates held back by the rate
+        self.held: list[dict[str, Any]] = []  # messages a thread sent while no cell ran: they go with the next execution
         self.held_lock = threading.Lock()
         self.held_dropped = 0
 
@@ -116,7 +120,7 @@ class BackChannel:
 
     # --- comms --------------------------------------------------------------------------------
 
-    def publish(self, msg_type: str, content: dict, metadata: Any, buffers: Any) -> None:
+    def publish(self, msg_type: str, content: dict[str, Any], metadata: Any, buffers: Any) -> None:
         item = {"type": "comm", "msg_type": msg_type, "content": _jsonable(content),
                 "metadata": _jsonable(metadata or {}), "buffers": _buffers(buffers)}
         comm_id = content.get("comm_id")
@@ -153,7 +157,7 @@ class BackChannel:
                         "content": {"comm_id": comm_id, "data": {"method": "update", "state": state,
                                                                  "buffer_paths": []}}})
 
-    def _send(self, item: dict) -> None:
+    def _send(self, item: dict[str, Any]) -> None:
         """One message, inline in its marker unless it is large (a comm message is never held for the cell's end).
         A thread's message while no cell runs is held for the next execution: no execution's output would
         carry it (the session's output between executions goes nowhere)."""
@@ -172,7 +176,7 @@ class BackChannel:
         finally:
             self.shim.late = late
 
-    def _hold(self, item: dict) -> None:
+    def _hold(self, item: dict[str, Any]) -> None:
         """Keep a message for the next execution, in order; past HELD messages a state update is merged
         into the last held one of its comm, and anything else is dropped (counted)."""
         with self.held_lock:
@@ -298,9 +302,6 @@ def _lazy_module(name: str) -> None:
     and importing it for real costs a session ~0.2 s (zmq, tornado, jupyter_client). Its package is not
     registered (ipywidgets imports a registered `ipykernel` to read its version); the module's first use
     imports it, and the module becomes its attribute as after a real import."""
-    import importlib.machinery
-    import importlib.util
-
     parent_name, _, child = name.rpartition(".")
     if name in sys.modules or parent_name in sys.modules:
         return
@@ -318,16 +319,16 @@ def _lazy_module(name: str) -> None:
     spec.loader.exec_module(module)
 
 
-class _OnParent:
+class _OnParent(importlib.abc.Loader):
     """A module loader that also sets the loaded module on its package, as an import does."""
 
-    def __init__(self, loader: Any, parent: str, child: str) -> None:
+    def __init__(self, loader: importlib.abc.Loader, parent: str, child: str) -> None:
         self.loader, self.parent, self.child = loader, parent, child
 
-    def create_module(self, spec: Any) -> Any:
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         return self.loader.create_module(spec)
 
-    def exec_module(self, module: Any) -> None:
+    def exec_module(self, module: types.ModuleType) -> None:
         self.loader.exec_module(module)
         parent = sys.modules.get(self.parent)
         if parent is not None:
@@ -346,8 +347,6 @@ def _refuse(call: str, prompt: str) -> None:
     except Exception:
         pass
     if kernel is not None:
-        import types
-
         stub = types.SimpleNamespace(_allow_stdin=False)
         (kernel.getpass if call == "getpass" else kernel.raw_input)(stub, prompt)
     raise StdinNotImplementedError(NO_STDIN.replace("raw_input", call))
@@ -368,7 +367,7 @@ def _remove(path: str) -> None:
         pass
 
 
-def install(shim: Any, allow_stdin: bool = False) -> dict:
+def install(shim: Any, allow_stdin: bool = False) -> dict[str, Any]:
     """Put the back channel into an installed rich shim (`shim.back`); the kernel reads the answer."""
     channel = BackChannel(shim, allow_stdin)
     channel.install()

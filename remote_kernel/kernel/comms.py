@@ -80,7 +80,7 @@ class CommBridge:
         self.last = time.monotonic()
         self.dropped = 0  # messages dropped in the current cell
         self.waiting: set[threading.Event] = set()  # input requests of the running cell
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.delivering = asyncio.Lock()  # held by a front end's message on its way to the session
         self.queue: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (request, message) waiting for the session
         self.batch: list[dict[str, Any]] = []  # the requests of the delivery under way (several: a batch)
