@@ -599,3 +599,44 @@ def test_comm_messages_that_wait_for_a_cell_reach_the_session_in_one_execution(k
     assert found["remote"] == found["python3"], found
     assert found["python3"] == ([("now 1\n", 0), ("now 2\n", 1), ("now 3\n", 2)], "3")
     assert deliveries["remote"] - deliveries["python3"] == 1, deliveries
+
+
+def test_a_comm_message_handled_beside_a_running_request_gets_its_busy_and_idle(kernels):
+    """ipywidgets' front end sends a widget's next change only after the kernel's idle status for the last
+    one. A comm message that arrives while a cell or another comm message is being handled gets its own
+    busy and idle, after it was handled, as on ipykernel (whose synchronous handlers take messages one at a
+    time); without them a page kept every later change of that widget to itself (an `interact` output
+    restored after a reload showed an old value)."""
+    found = {}
+    for name, kc in kernels.items():
+        _, outputs = run(kc, "import time\nimport ipywidgets as w\ns, t = w.IntSlider(0), w.IntSlider(0)\n"
+                             "s.observe(lambda change: time.sleep(2), 'value')\nw.VBox([s, t])")
+        slow, other = [m["content"]["comm_id"] for m in outputs if m["msg_type"] == "comm_open"
+                       and m["content"]["data"]["state"].get("_model_name") == "IntSliderModel"]
+        sent = {}
+        cell = kc.execute("time.sleep(3)")
+        time.sleep(1)  # the cell runs: the next message comes beside it
+        for label, comm_id, value in (("beside a cell", other, 1), ("first", slow, 2), ("beside a comm", other, 3)):
+            msg = kc.session.msg("comm_msg", {"comm_id": comm_id, "data": {"method": "update",
+                                                                           "state": {"value": value},
+                                                                           "buffer_paths": []}})
+            kc.shell_channel.send(msg)
+            sent[msg["header"]["msg_id"]] = label
+            if label == "beside a cell":
+                _until_idle(kc, cell)
+        last = kc.execute("t.value")
+        seen = _until_idle(kc, last)
+        seen = [m for m in seen if m["parent_header"].get("msg_id") in sent]
+        while not [m for m in seen if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+                   and sent[m["parent_header"]["msg_id"]] == "beside a comm"]:
+            try:
+                msg = kc.get_iopub_msg(timeout=30)
+            except Exception:
+                break
+            if msg["parent_header"].get("msg_id") in sent:
+                seen.append(msg)
+        found[name] = {label: [m["msg_type"] if m["msg_type"] != "status" else m["content"]["execution_state"]
+                               for m in seen if sent[m["parent_header"]["msg_id"]] == label]
+                       for label in sent.values()}
+    assert found["remote"] == found["python3"], found
+    assert found["python3"]["beside a comm"] == ["busy", "comm_msg", "idle"]

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import contextvars
 import io
 import json
 import logging
@@ -29,6 +31,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from remote_kernel.kernel import trust
@@ -54,6 +57,8 @@ ACK_DEADLINE = 10.0  # seconds to write an input request's acknowledgement
 ANSWER_DEADLINE = 30.0  # seconds to write the user's answer
 _TOKEN = re.compile(r"[0-9a-f]{16}")
 _KINDS = ("comm_open", "comm_msg", "comm_close")
+#: whether the shell request being handled was dispatched beside a running one (the kernel's dispatch_shell sets it)
+CONCURRENT: contextvars.ContextVar[bool] = contextvars.ContextVar("remote_kernel_concurrent", default=False)
 NEXT = "remote-kernel-next"  # back_channel_shim.NEXT: a batch's next message begins (its outputs follow)
 #: widget models whose `value` a front end renders as HTML
 _HTML_MODELS = frozenset({"HTMLModel", "HTMLMathModel", "LabelModel"})
@@ -82,7 +87,8 @@ class CommBridge:
         self.waiting: set[threading.Event] = set()  # input requests of the running cell
         self.tasks: set[asyncio.Task[None]] = set()
         self.delivering = asyncio.Lock()  # held by a front end's message on its way to the session
-        self.queue: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (request, message) waiting for the session
+        #: (request, message, whether this kernel publishes its status) waiting for the session
+        self.queue: list[tuple[dict[str, Any], dict[str, Any], bool]] = []
         self.batch: list[dict[str, Any]] = []  # the requests of the delivery under way (several: a batch)
         self.current: dict[str, Any] = {}  # ... the parent of its outputs, switched in place per message
 
@@ -236,29 +242,58 @@ class CommBridge:
     async def deliver(self, parent: dict[str, Any]) -> None:
         """A front end's comm message (the kernel's current request), delivered to the session's comm manager
         as a short execution whose output is this message's (an observer's print shows under the widget's
-        cell). Refused (see `check_incoming`): logged, and a comm_open is answered with its comm_close."""
+        cell). Refused (see `check_incoming`): logged, and a comm_open is answered with its comm_close.
+
+        Dispatched beside a running request (a cell, another delivery; `CONCURRENT`), ipykernel 7 publishes
+        no busy/idle for it, and makes the running request the parent again as soon as this returns: it
+        returns at once, and the delivery follows in a task that publishes this message's busy and idle
+        (ipywidgets' front end sends a widget's next change only after that idle)."""
+        status = CONCURRENT.get()
+        if status and asyncio.current_task() not in self.tasks:
+            task = asyncio.ensure_future(self.deliver(parent))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
         kernel = self.kernel
         msg_type = parent["header"]["msg_type"]
         content = parent.get("content")
         if not (kernel.rich.installed and kernel.rich.comms):
-            self.answer_without_comms(msg_type, content)
+            with self._status(parent if status else None):
+                self.answer_without_comms(msg_type, content)
             return
         checked = self.check_incoming(msg_type, content, parent.get("metadata"),
                                       [bytes(b) for b in parent.get("buffers") or []])
         if isinstance(checked, str):
             log.warning("a %s from the front end was not delivered: %s", msg_type, checked)
-            if msg_type == "comm_open" and isinstance(content, dict) and isinstance(content.get("comm_id"), str):
-                kernel.send_response(kernel.iopub_socket, "comm_close", {"comm_id": content["comm_id"], "data": {}})
+            with self._status(parent if status else None):
+                if msg_type == "comm_open" and isinstance(content, dict) and isinstance(content.get("comm_id"), str):
+                    kernel.send_response(kernel.iopub_socket, "comm_close", {"comm_id": content["comm_id"],
+                                                                             "data": {}})
             return
-        self.queue.append((parent, checked))
+        self.queue.append((parent, checked, status))
         await self.between_cells()
         batch, self.queue = self.queue, []
         try:
             if batch:  # empty: an earlier delivery took this message along
-                await self._run(batch)
+                with contextlib.ExitStack() as statuses:
+                    for request, _, own_status in batch:
+                        statuses.enter_context(self._status(request if own_status else None))
+                    await self._run([(request, message) for request, message, _ in batch])
         finally:
             self.delivering.release()
             self.cell_ended()
+
+    @contextlib.contextmanager
+    def _status(self, request: dict[str, Any] | None) -> Iterator[None]:
+        """`request`'s busy, then (at the end) its idle, as ipykernel publishes them around a handler; nothing
+        for None (ipykernel publishes them)."""
+        if request is not None:
+            self.kernel._publish_status("busy", "shell", request)
+        try:
+            yield
+        finally:
+            if request is not None:
+                self.kernel._publish_status("idle", "shell", request)
 
     async def _run(self, batch: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
         """One short execution for the queued messages (those that came while a cell ran go together); the
