@@ -13,9 +13,18 @@ import time
 import uuid
 
 import pytest
-
-from kernel_support import (ContractProxy, embedded_env, errors_of, install_kernelspec, pool_env, pool_get, run,
-                            start_new_kernel, text_of, wait_for)
+from kernel_support import (
+    ContractProxy,
+    embedded_env,
+    errors_of,
+    install_kernelspec,
+    pool_env,
+    pool_get,
+    run,
+    start_new_kernel,
+    text_of,
+    wait_for,
+)
 
 pytest.importorskip("ipywidgets")
 
@@ -33,7 +42,7 @@ def _start(pool, folder, proxy: ContractProxy | None = None, first_cell: bool = 
     started = {"python3": start_new_kernel(kernel_name="python3", env=local_env, cwd=str(folder), startup_timeout=60),
                "remote": start_new_kernel(kernel_name="remote-python", env=remote_env, cwd=str(folder),
                                           startup_timeout=60)}
-    for name, (km, kc) in started.items():
+    for name, (_km, kc) in started.items():
         if first_cell:
             reply, _ = run(kc, "pass")
             assert reply["status"] == "ok", (name, reply)
@@ -461,7 +470,7 @@ def test_the_control_comm_of_a_page_opened_before_any_cell_is_answered_as_on_ipy
     started = _start(pool, tmp_path, proxy, first_cell=False)
     try:
         found = {}
-        for name, (km, kc) in started.items():
+        for name, (_km, kc) in started.items():
             control = str(uuid.uuid4())
             opened = send_comm(kc, "comm_open", {"comm_id": control, "target_name": "jupyter.widget.control",
                                                  "data": {}}, metadata={"version": "1.0.0"})
@@ -480,6 +489,11 @@ def test_the_control_comm_of_a_page_opened_before_any_cell_is_answered_as_on_ipy
             proxy.close()
 
 
+def _numbered(text: str, ids: dict[str, str]) -> str:
+    """`text` with widget model ids numbered in order of appearance (they differ between kernels)."""
+    return MODEL.sub(lambda found: ids.setdefault(found.group(0), f"IPY_MODEL_{len(ids)}"), text)
+
+
 def test_jslink_and_jsdlink_open_their_link_models(kernels):
     """`jslink`/`jsdlink` link two widgets in the front end: their link models' comms, as on ipykernel,
     and unlinking closes them."""
@@ -490,13 +504,9 @@ def test_jslink_and_jsdlink_open_their_link_models(kernels):
     for name, kc in kernels.items():
         reply, outputs = run(kc, code)
         ids: dict[str, str] = {}
-
-        def named(text: str) -> str:
-            return MODEL.sub(lambda m: ids.setdefault(m.group(0), f"IPY_MODEL_{len(ids)}"), text)
-
         opened = [(m["content"]["target_name"], m["content"]["data"]["state"]["_model_name"],
-                   named(str(m["content"]["data"]["state"].get("source"))),
-                   named(str(m["content"]["data"]["state"].get("target")))) for m in outputs
+                   _numbered(str(m["content"]["data"]["state"].get("source")), ids),
+                   _numbered(str(m["content"]["data"]["state"].get("target")), ids)) for m in outputs
                   if m["msg_type"] == "comm_open"]
         links = [c["comm_id"] for c in (comm_open(outputs, "LinkModel"), comm_open(outputs, "DirectionalLinkModel"))]
         _, closing = run(kc, "l.unlink()\nd.unlink()")
@@ -543,7 +553,7 @@ def test_a_widget_updated_by_a_thread_between_cells_reaches_the_front_end(pool, 
                                                        pool_get(pool, "files", identifier).json()["value"]}}
     try:
         found = {}
-        for name, (km, kc) in started.items():
+        for name, (_km, kc) in started.items():
             _, outputs = run(kc, code)
             slider = comm_open(outputs, "IntSliderModel")["comm_id"]
             wait_for(published[name], timeout=60, what="the thread's updates")

@@ -81,7 +81,7 @@ class BackChannel:
         self.comms = False
         self.tokens, self.last = float(BURST), time.monotonic()
         self.stale: dict[Any, dict[str, Any]] = {}  # comm id → the state updates held back by the rate
-        self.held: list[dict[str, Any]] = []  # messages a thread sent while no cell ran: they go with the next execution
+        self.held: list[dict[str, Any]] = []  # a thread's messages while no cell ran: sent with the next execution
         self.held_lock = threading.Lock()
         self.held_dropped = 0
 

@@ -512,8 +512,8 @@ class Worker:
                 if not worker.jupyter and not displays_itself(result):
                     worker.shown = json_value(result)  # a __repr__ that raises raises into the cell
                     return {}, {}
-                formatted: tuple[dict[str, Any], dict[str, Any]] = self.shell.display_formatter.format(  # type: ignore[union-attr]
-                    result, include={"text/plain"})
+                formatter: Any = self.shell.display_formatter  # type: ignore[union-attr]
+                formatted: tuple[dict[str, Any], dict[str, Any]] = formatter.format(result, include={"text/plain"})
                 return formatted
 
             def write_format_data(self, format_dict: dict[str, Any], md_dict: object = None) -> None:
