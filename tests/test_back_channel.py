@@ -13,9 +13,18 @@ import time
 import uuid
 
 import pytest
-
-from kernel_support import (ContractProxy, embedded_env, errors_of, install_kernelspec, pool_env, run,
-                            start_new_kernel, text_of)
+from kernel_support import (
+    ContractProxy,
+    embedded_env,
+    errors_of,
+    install_kernelspec,
+    pool_env,
+    pool_get,
+    run,
+    start_new_kernel,
+    text_of,
+    wait_for,
+)
 
 pytest.importorskip("ipywidgets")
 
@@ -23,18 +32,20 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 MODEL = re.compile(r"IPY_MODEL_[0-9a-f]+")
 
 
-def _start(pool, folder, proxy: ContractProxy | None = None) -> dict:
+def _start(pool, folder, proxy: ContractProxy | None = None, first_cell: bool = True,
+           identifier: str | None = None) -> dict:
     install_kernelspec()
     local_env = {**embedded_env(), "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
-    remote_env = pool_env(pool, str(uuid.uuid4()))
+    remote_env = pool_env(pool, identifier or str(uuid.uuid4()))
     if proxy is not None:
         remote_env["POOL_MANAGEMENT_ENDPOINT"] = proxy.endpoint
     started = {"python3": start_new_kernel(kernel_name="python3", env=local_env, cwd=str(folder), startup_timeout=60),
                "remote": start_new_kernel(kernel_name="remote-python", env=remote_env, cwd=str(folder),
                                           startup_timeout=60)}
-    for name, (km, kc) in started.items():
-        reply, _ = run(kc, "pass")
-        assert reply["status"] == "ok", (name, reply)
+    for name, (_km, kc) in started.items():
+        if first_cell:
+            reply, _ = run(kc, "pass")
+            assert reply["status"] == "ok", (name, reply)
     return started
 
 
@@ -409,3 +420,233 @@ def test_input_says_why_it_cannot_ask_where_the_pool_takes_no_files_during_a_cel
         kc.stop_channels()
         km.shutdown_kernel(now=True)
         proxy.close()
+
+
+def test_matplotlib_widget_shows_an_ipympl_canvas(kernels):
+    """`%matplotlib widget` (ipympl): the figure is a canvas widget, opened as on ipykernel."""
+    pytest.importorskip("ipympl")
+    code = ("%matplotlib widget\nimport matplotlib.pyplot as plt\nfig = plt.figure(figsize=(3, 2))\n"
+            "plt.plot([1, 3, 2])\nplt.show()")
+    found = {}
+    for name, (reply, outputs) in both(kernels, code).items():
+        opened = {m["content"]["data"]["state"].get("_model_name"): m["content"] for m in outputs
+                  if m["msg_type"] == "comm_open"}
+        canvas = opened.get("MPLCanvasModel") or {}
+        views = [m["content"]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for m in outputs
+                 if m["msg_type"] in ("display_data", "execute_result")
+                 and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
+        found[name] = (reply["status"], canvas.get("target_name"), canvas.get("data", {}).get("state", {}).get(
+            "_model_module"), sorted(canvas.get("data", {}).get("state", {})), sorted(opened),
+            views == [canvas.get("comm_id")], text_of(outputs, "stderr"))
+        # back to inline figures: an image again
+        _, outputs = run(kernels[name], "plt.close('all')\n%matplotlib inline\nplt.plot([1, 2])\nplt.show()")
+        found[name] += (sorted({m["msg_type"] for m in outputs} - {"status", "execute_input"}),
+                        ["image/png" in m["content"]["data"] for m in outputs if m["msg_type"] == "display_data"])
+    assert found["remote"] == found["python3"], found
+    assert found["python3"][:3] == ("ok", "jupyter.widget", "jupyter-matplotlib") and found["python3"][5]
+    assert found["python3"][7:] == (["comm_close", "display_data"], [True])  # the canvas closed, then inline
+
+
+def test_tqdm_auto_chooses_the_notebook_bar(kernels):
+    """`tqdm.auto` picks its notebook bar where it sees a Jupyter kernel with ipywidgets (it looks for
+    ipykernel's shell module), as on ipykernel."""
+    pytest.importorskip("tqdm")
+    code = ("import sys\nkernel_seen = 'ipykernel.zmqshell' in sys.modules\nfrom tqdm.auto import tqdm\n"
+            "for _ in tqdm(range(4)): pass\nprint(tqdm.__module__, kernel_seen)")
+    found = {}
+    for name, (reply, outputs) in both(kernels, code).items():
+        bars = [m["content"]["data"]["state"]["max"] for m in outputs if m["msg_type"] == "comm_open"
+                and m["content"]["data"]["state"].get("_model_name") == "FloatProgressModel"]
+        found[name] = (reply["status"], text_of(outputs, "stdout"), bars)
+    assert found["remote"] == found["python3"] == ("ok", "tqdm.auto True\n", [4]), found
+
+
+@pytest.mark.parametrize("path", ["live", "hosted"])
+def test_the_control_comm_of_a_page_opened_before_any_cell_is_answered_as_on_ipykernel(pool, tmp_path, path):
+    """A page (re)loaded on a kernel that has run no cell opens ipywidgets' control comm at once and asks
+    for the widgets' states: answered as ipykernel answers it (nothing has registered that target yet: the
+    comm is closed, with the comm manager's log lines), whether or not a session exists yet."""
+    proxy = ContractProxy(pool.endpoint) if path == "hosted" else None
+    started = _start(pool, tmp_path, proxy, first_cell=False)
+    try:
+        found = {}
+        for name, (_km, kc) in started.items():
+            control = str(uuid.uuid4())
+            opened = send_comm(kc, "comm_open", {"comm_id": control, "target_name": "jupyter.widget.control",
+                                                 "data": {}}, metadata={"version": "1.0.0"})
+            asked = send_comm(kc, "comm_msg", {"comm_id": control, "data": {"method": "request_states"}})
+            kc.comm_info(target_name="jupyter.widget.control")
+            reply = kc.get_shell_msg(timeout=30)
+            while reply["msg_type"] != "comm_info_reply":
+                reply = kc.get_shell_msg(timeout=30)
+            found[name] = ([m["msg_type"] for m in opened], [m["msg_type"] for m in asked], comm_msgs(asked),
+                           reply["content"]["comms"], text_of(opened + asked).replace(control, "<id>"))
+        assert found["remote"] == found["python3"], found
+        assert found["python3"][:2] == (["stream", "comm_close"], ["stream"])
+    finally:
+        _stop(started)
+        if proxy is not None:
+            proxy.close()
+
+
+def _numbered(text: str, ids: dict[str, str]) -> str:
+    """`text` with widget model ids numbered in order of appearance (they differ between kernels)."""
+    return MODEL.sub(lambda found: ids.setdefault(found.group(0), f"IPY_MODEL_{len(ids)}"), text)
+
+
+def test_jslink_and_jsdlink_open_their_link_models(kernels):
+    """`jslink`/`jsdlink` link two widgets in the front end: their link models' comms, as on ipykernel,
+    and unlinking closes them."""
+    code = ("import ipywidgets as w\na, b = w.IntSlider(1), w.IntSlider(2)\nt = w.Text('x')\n"
+            "l = w.jslink((a, 'value'), (b, 'value'))\nd = w.jsdlink((a, 'value'), (t, 'value'))\n"
+            "w.VBox([a, b, t])")
+    found = {}
+    for name, kc in kernels.items():
+        reply, outputs = run(kc, code)
+        ids: dict[str, str] = {}
+        opened = [(m["content"]["target_name"], m["content"]["data"]["state"]["_model_name"],
+                   _numbered(str(m["content"]["data"]["state"].get("source")), ids),
+                   _numbered(str(m["content"]["data"]["state"].get("target")), ids)) for m in outputs
+                  if m["msg_type"] == "comm_open"]
+        links = [c["comm_id"] for c in (comm_open(outputs, "LinkModel"), comm_open(outputs, "DirectionalLinkModel"))]
+        _, closing = run(kc, "l.unlink()\nd.unlink()")
+        closed = [m["content"]["comm_id"] for m in closing if m["msg_type"] == "comm_close"]
+        found[name] = (reply["status"], [o for o in opened if "Link" in o[1]], closed == links)
+    assert found["remote"] == found["python3"], found
+    assert [o[1] for o in found["python3"][1]] == ["LinkModel", "DirectionalLinkModel"] and found["python3"][2]
+
+
+def _until_idle(kc, msg_id: str, timeout: float = 120) -> list[dict]:
+    """Every IOPub message (of any parent) up to the idle status of request `msg_id`."""
+    import queue
+
+    deadline, found = time.monotonic() + timeout, []
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no idle status for {msg_id}") from None
+            continue
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status" \
+                and msg["content"]["execution_state"] == "idle":
+            return found
+        found.append(msg)
+
+
+@pytest.mark.parametrize("path", ["live", "hosted"])
+def test_a_widget_updated_by_a_thread_between_cells_reaches_the_front_end(pool, tmp_path, path):
+    """A session's thread updates a widget after its cell ended (no cell runs): ipykernel publishes the
+    update at once; remote-python's session holds it and sends it with its next execution (no request of
+    the kernel is open to carry it while the session is idle). Either way the front end gets every update,
+    in order, and none is lost."""
+    identifier = str(uuid.uuid4())
+    proxy = ContractProxy(pool.endpoint) if path == "hosted" else None
+    started = _start(pool, tmp_path, proxy, identifier=identifier)
+    code = ("import threading, time\nimport ipywidgets as w\ns = w.IntSlider(0)\nended = threading.Event()\n"
+            "def work():\n    ended.wait()\n    time.sleep(0.5)  # the execution has returned: no cell runs\n"
+            "    s.value = 5\n    s.description = 'from a thread'\n    open('published.txt', 'w').close()\n"
+            "get_ipython().events.register('post_run_cell', lambda result: ended.set())\n"
+            "threading.Thread(target=work).start()\ns")
+    published = {"python3": lambda: (tmp_path / "published.txt").exists(),
+                 "remote": lambda: "published.txt" in {entry["name"] for entry in
+                                                       pool_get(pool, "files", identifier).json()["value"]}}
+    try:
+        found = {}
+        for name, (_km, kc) in started.items():
+            _, outputs = run(kc, code)
+            slider = comm_open(outputs, "IntSliderModel")["comm_id"]
+            wait_for(published[name], timeout=60, what="the thread's updates")
+            msg_id = kc.execute("s.value, s.description")
+            seen = _until_idle(kc, msg_id)
+            found[name] = ([m["content"]["data"] for m in seen if m["msg_type"] == "comm_msg"
+                            and m["content"]["comm_id"] == slider],
+                           [m["content"]["data"]["text/plain"] for m in seen if m["msg_type"] == "execute_result"])
+        assert found["remote"] == found["python3"], found
+        assert found["python3"][0] == [{"method": "update", "state": {"value": 5}, "buffer_paths": []},
+                                       {"method": "update", "state": {"description": "from a thread"},
+                                        "buffer_paths": []}]
+    finally:
+        _stop(started)
+        if proxy is not None:
+            proxy.close()
+
+
+def test_comm_messages_that_wait_for_a_cell_reach_the_session_in_one_execution(kernels):
+    """Front-end messages that arrive while a cell runs (a slider dragged during a long cell): ipykernel
+    handles each at once; remote-python delivers them after the cell, all in one execution (counted by the
+    session's executions). Each observer's output still has its own message as parent, on both."""
+    setup = ("import ipywidgets as w\ns = w.IntSlider(0)\nruns = []\n"
+             "get_ipython().events.register('pre_execute', lambda: runs.append(1))\n"
+             "s.observe(lambda change: print('now', change['new']), 'value')\ns")
+    found, deliveries = {}, {}
+    for name, kc in kernels.items():
+        reply, outputs = run(kc, setup)
+        slider = comm_open(outputs, "IntSliderModel")["comm_id"]
+        asking = kc.execute("input('go? ')", allow_stdin=True)
+        assert kc.get_stdin_msg(timeout=60)["msg_type"] == "input_request"
+        sent = []
+        for value in (1, 2, 3):
+            msg = kc.session.msg("comm_msg", {"comm_id": slider, "data": {"method": "update",
+                                                                          "state": {"value": value},
+                                                                          "buffer_paths": []}})
+            kc.shell_channel.send(msg)
+            sent.append(msg["header"]["msg_id"])
+        # the kernel reads them before the answer: no message says when (ipykernel 7 publishes no status for a
+        # comm handled during a cell), hence a pause, not a wait
+        time.sleep(1)
+        kc.input("go")
+        seen = _until_idle(kc, asking)
+        counting = kc.execute("len(runs)")
+        seen += _until_idle(kc, counting)
+        # pre_execute runs for every cell and, from the comm package, for every comm message on both kernels:
+        # what remote-python counts more are the executions that carried the messages
+        deliveries[name] = int([m["content"]["data"]["text/plain"] for m in seen if m["msg_type"] == "execute_result"
+                                and m["parent_header"]["msg_id"] == counting][0])
+        found[name] = ([(m["content"]["text"], sent.index(m["parent_header"]["msg_id"])) for m in seen
+                        if m["msg_type"] == "stream" and m["parent_header"].get("msg_id") in sent],
+                       value_of(kc, "s.value"))
+    assert found["remote"] == found["python3"], found
+    assert found["python3"] == ([("now 1\n", 0), ("now 2\n", 1), ("now 3\n", 2)], "3")
+    assert deliveries["remote"] - deliveries["python3"] == 1, deliveries
+
+
+def test_a_comm_message_handled_beside_a_running_request_gets_its_busy_and_idle(kernels):
+    """ipywidgets' front end sends a widget's next change only after the kernel's idle status for the last
+    one. A comm message that arrives while a cell or another comm message is being handled gets its own
+    busy and idle, after it was handled, as on ipykernel (whose synchronous handlers take messages one at a
+    time); without them a page kept every later change of that widget to itself (an `interact` output
+    restored after a reload showed an old value)."""
+    found = {}
+    for name, kc in kernels.items():
+        _, outputs = run(kc, "import time\nimport ipywidgets as w\ns, t = w.IntSlider(0), w.IntSlider(0)\n"
+                             "s.observe(lambda change: time.sleep(2), 'value')\nw.VBox([s, t])")
+        slow, other = [m["content"]["comm_id"] for m in outputs if m["msg_type"] == "comm_open"
+                       and m["content"]["data"]["state"].get("_model_name") == "IntSliderModel"]
+        sent = {}
+        cell = kc.execute("time.sleep(3)")
+        time.sleep(1)  # the cell runs: the next message comes beside it
+        for label, comm_id, value in (("beside a cell", other, 1), ("first", slow, 2), ("beside a comm", other, 3)):
+            msg = kc.session.msg("comm_msg", {"comm_id": comm_id, "data": {"method": "update",
+                                                                           "state": {"value": value},
+                                                                           "buffer_paths": []}})
+            kc.shell_channel.send(msg)
+            sent[msg["header"]["msg_id"]] = label
+            if label == "beside a cell":
+                _until_idle(kc, cell)
+        last = kc.execute("t.value")
+        seen = _until_idle(kc, last)
+        seen = [m for m in seen if m["parent_header"].get("msg_id") in sent]
+        while not [m for m in seen if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+                   and sent[m["parent_header"]["msg_id"]] == "beside a comm"]:
+            try:
+                msg = kc.get_iopub_msg(timeout=30)
+            except Exception:
+                break
+            if msg["parent_header"].get("msg_id") in sent:
+                seen.append(msg)
+        found[name] = {label: [m["msg_type"] if m["msg_type"] != "status" else m["content"]["execution_state"]
+                               for m in seen if sent[m["parent_header"]["msg_id"]] == label]
+                       for label in sent.values()}
+    assert found["remote"] == found["python3"], found
+    assert found["python3"]["beside a comm"] == ["busy", "comm_msg", "idle"]

@@ -13,9 +13,8 @@ The session's side is `back_channel_shim.py`. What the session sends arrives as 
   stdin channel (`input_request`, as ipykernel's `_input_request`), and writes the reply's value.
 
 The front end's comm_open / comm_msg / comm_close reach the session as a short execution that
-carries them (`deliver`), run between cells as ipykernel handles comm messages: the shell channel
-takes one request at a time, so a comm message that arrives while a cell runs waits for its end
-(the same as ipykernel). Its output (an observer's print, an `interact` redraw) is published with the
+carries them (`deliver`), run between cells: a comm message that arrives while a cell runs waits for
+its end (ipykernel 7 would handle it at once), and those that waited go in one execution. Its output (an observer's print, an `interact` redraw) is published with the
 comm message as its parent, so the front end shows it under the widget's cell. A malformed or
 oversized message from either side is lost with a log line (or one note), never the kernel.
 """
@@ -23,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import contextvars
 import io
 import json
 import logging
@@ -30,6 +31,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from remote_kernel.kernel import trust
@@ -55,6 +57,9 @@ ACK_DEADLINE = 10.0  # seconds to write an input request's acknowledgement
 ANSWER_DEADLINE = 30.0  # seconds to write the user's answer
 _TOKEN = re.compile(r"[0-9a-f]{16}")
 _KINDS = ("comm_open", "comm_msg", "comm_close")
+#: whether the shell request being handled was dispatched beside a running one (the kernel's dispatch_shell sets it)
+CONCURRENT: contextvars.ContextVar[bool] = contextvars.ContextVar("remote_kernel_concurrent", default=False)
+NEXT = "remote-kernel-next"  # back_channel_shim.NEXT: a batch's next message begins (its outputs follow)
 #: widget models whose `value` a front end renders as HTML
 _HTML_MODELS = frozenset({"HTMLModel", "HTMLMathModel", "LabelModel"})
 _HTML_KEYS = ("description", "tooltip", "placeholder")
@@ -80,8 +85,12 @@ class CommBridge:
         self.last = time.monotonic()
         self.dropped = 0  # messages dropped in the current cell
         self.waiting: set[threading.Event] = set()  # input requests of the running cell
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.delivering = asyncio.Lock()  # held by a front end's message on its way to the session
+        #: (request, message, whether this kernel publishes its status) waiting for the session
+        self.queue: list[tuple[dict[str, Any], dict[str, Any], bool]] = []
+        self.batch: list[dict[str, Any]] = []  # the requests of the delivery under way (several: a batch)
+        self.current: dict[str, Any] = {}  # ... the parent of its outputs, switched in place per message
 
     def same_session(self) -> None:
         """Forget the comms of an earlier session (the shim's nonce changes with each install)."""
@@ -94,6 +103,9 @@ class CommBridge:
 
     def on_event(self, client: SessionsClient, event: Event) -> None:
         """A back channel event of the running execution (render's `on_event`)."""
+        if event.type == "comm" and event.body.get("msg_type") == NEXT:
+            self.next_request(event.body.get("index"))
+            return
         if event.type == "input":
             task = asyncio.ensure_future(self.answer_input(client, event.body))
             self.tasks.add(task)
@@ -230,33 +242,109 @@ class CommBridge:
     async def deliver(self, parent: dict[str, Any]) -> None:
         """A front end's comm message (the kernel's current request), delivered to the session's comm manager
         as a short execution whose output is this message's (an observer's print shows under the widget's
-        cell). Refused (see `check_incoming`): logged, and a comm_open is answered with its comm_close."""
+        cell). Refused (see `check_incoming`): logged, and a comm_open is answered with its comm_close.
+
+        Dispatched beside a running request (a cell, another delivery; `CONCURRENT`), ipykernel 7 publishes
+        no busy/idle for it, and makes the running request the parent again as soon as this returns: it
+        returns at once, and the delivery follows in a task that publishes this message's busy and idle
+        (ipywidgets' front end sends a widget's next change only after that idle)."""
+        status = CONCURRENT.get()
+        if status and asyncio.current_task() not in self.tasks:
+            task = asyncio.ensure_future(self.deliver(parent))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
         kernel = self.kernel
         msg_type = parent["header"]["msg_type"]
         content = parent.get("content")
-        checked: dict[str, Any] | str = "the session has no comms (no cell has run, or it was lost)"
-        if kernel.rich.installed and kernel.rich.comms:
-            checked = self.check_incoming(msg_type, content, parent.get("metadata"),
-                                          [bytes(b) for b in parent.get("buffers") or []])
+        if not (kernel.rich.installed and kernel.rich.comms):
+            with self._status(parent if status else None):
+                self.answer_without_comms(msg_type, content)
+            return
+        checked = self.check_incoming(msg_type, content, parent.get("metadata"),
+                                      [bytes(b) for b in parent.get("buffers") or []])
         if isinstance(checked, str):
             log.warning("a %s from the front end was not delivered: %s", msg_type, checked)
-            if msg_type == "comm_open" and isinstance(content, dict) and isinstance(content.get("comm_id"), str):
-                kernel.send_response(kernel.iopub_socket, "comm_close", {"comm_id": content["comm_id"], "data": {}})
+            with self._status(parent if status else None):
+                if msg_type == "comm_open" and isinstance(content, dict) and isinstance(content.get("comm_id"), str):
+                    kernel.send_response(kernel.iopub_socket, "comm_close", {"comm_id": content["comm_id"],
+                                                                             "data": {}})
             return
+        self.queue.append((parent, checked, status))
         await self.between_cells()
-        kernel._publish_silently = False  # its output is shown, whatever the last cell asked
+        batch, self.queue = self.queue, []
         try:
-            client = await kernel.session_client()
-            render = kernel._render(client, kernel.execution_count - 1)
-            execution = await CellRun(kernel, client, render, self.delivery_code([checked])).run()
-            kernel.remote.continuity.touched()
-            await render.finish(execution)
-            kernel.rich.after_cell(client)
-        except Exception as exc:  # the message is lost, the kernel is not
-            log.warning("a %s could not reach the session: %r", msg_type, exc)
+            if batch:  # empty: an earlier delivery took this message along
+                with contextlib.ExitStack() as statuses:
+                    for request, _, own_status in batch:
+                        statuses.enter_context(self._status(request if own_status else None))
+                    await self._run([(request, message) for request, message, _ in batch])
         finally:
             self.delivering.release()
             self.cell_ended()
+
+    @contextlib.contextmanager
+    def _status(self, request: dict[str, Any] | None) -> Iterator[None]:
+        """`request`'s busy, then (at the end) its idle, as ipykernel publishes them around a handler; nothing
+        for None (ipykernel publishes them)."""
+        if request is not None:
+            self.kernel._publish_status("busy", "shell", request)
+        try:
+            yield
+        finally:
+            if request is not None:
+                self.kernel._publish_status("idle", "shell", request)
+
+    async def _run(self, batch: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        """One short execution for the queued messages (those that came while a cell ran go together); the
+        outputs of each have its request as their parent, switched by the session's NEXT events."""
+        kernel = self.kernel
+        kernel._publish_silently = False  # its output is shown, whatever the last cell asked
+        restore = None
+        if len(batch) > 1:
+            ident = kernel._get_shell_context_var(kernel._shell_parent_ident)
+            restore = (ident, kernel.get_parent("shell"))
+            self.batch, self.current = [request for request, _ in batch], dict(batch[0][0])
+            kernel.set_parent(ident, self.current)
+        try:
+            client = await kernel.session_client()
+            render = kernel._render(client, kernel.execution_count - 1)
+            execution = await CellRun(kernel, client, render, self.delivery_code([m for _, m in batch])).run()
+            kernel.remote.continuity.touched()
+            await render.finish(execution)
+            kernel.rich.after_cell(client)
+        except Exception as exc:  # the messages are lost, the kernel is not
+            log.warning("%d comm message(s) could not reach the session: %r", len(batch), exc)
+        finally:
+            self.batch = []
+            if restore is not None:
+                kernel.set_parent(*restore)
+
+    def next_request(self, index: Any) -> None:
+        """The session goes on to the batch's message `index`: its outputs have that request as their parent."""
+        if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(self.batch):
+            self.current.clear()
+            self.current.update(self.batch[index])
+
+    def answer_without_comms(self, msg_type: str, content: Any) -> None:
+        """A front end's comm message before the session has comms (no cell has run yet, or the session was
+        lost), answered as the comm package's manager answers it in a fresh ipykernel, where nothing has
+        registered a target yet: a comm_open is closed, any other message finds no comm, and each says so
+        on stderr (ipykernel's log lines). A page opened before the first cell opens ipywidgets' control
+        comm; its widget manager then asks for the widgets one by one (none yet)."""
+        comm_id = content.get("comm_id") if isinstance(content, dict) else None
+        if not isinstance(comm_id, str):
+            log.warning("a %s from the front end without a comm_id was ignored", msg_type)
+            return
+        if msg_type == "comm_open":
+            target = content.get("target_name")
+            self._stderr(f"No such comm target registered: {target}\n")
+            self.kernel.send_response(self.kernel.iopub_socket, "comm_close", {"data": {}, "comm_id": comm_id})
+        else:
+            self._stderr(f"No such comm: {comm_id}\n")
+
+    def _stderr(self, text: str) -> None:
+        self.kernel.send_response(self.kernel.iopub_socket, "stream", {"name": "stderr", "text": text})
 
     async def between_cells(self) -> None:
         """Wait for the running cell to end, then hold `delivering` (which a cell waits for to start).

@@ -226,6 +226,10 @@ class RemoteKernel(Kernel):
             self.session.send(stream, "comm_info_reply", {"comms": self.comms.comm_info(target), "status": "ok"},
                               parent, ident)
 
+    async def dispatch_shell(self, msg: Any, /, subshell_id: str | None = None, *, concurrent: bool = False) -> None:
+        comms.CONCURRENT.set(concurrent)  # beside a running request: comms.py publishes a comm message's status
+        await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
+
     async def _comm_to_session(self, parent: dict[str, Any]) -> None:
         if self._cell is None:
             await self.comms.deliver(parent)

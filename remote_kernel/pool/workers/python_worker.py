@@ -21,13 +21,14 @@ import tempfile
 import threading
 import time
 import warnings
-from typing import Any
+from typing import Any, TextIO
 
 MAX_OUTPUT = int(os.environ.get("REMOTE_KERNEL_MAX_OUTPUT", str(1 << 20)))
 MAX_RESULT = 8 << 20  # bytes of a result's JSON; a larger value is replaced by a note (the pool caps lines)
 FLUSH_INTERVAL = 0.2  # seconds a stream holds unflushed text, as ipykernel's OutStream (its flush_interval)
 COALESCE_BYTES = 64 << 10  # ... unless this much is waiting
 REPLIES_FD = 4
+WIDGET_BACKENDS = ("widget", "ipympl")  # `%matplotlib` choices that need no event loop: ipympl's canvas widget
 NOTHING = object()  # no value: the cell had none, it displayed itself, or its formatting failed
 WHOLE_OUTPUT = ("To get all of it, write it to a file in /mnt/data (`with open('out.txt', 'w') as f, "
                 "contextlib.redirect_stdout(f): ...`) and `%download out.txt`")
@@ -138,7 +139,7 @@ class Router(io.TextIOBase):
     execution's stream (from any thread), to the original stream while idle. It stays in place
     across executions, so that a wrapper put around it (the rich shim's tee) stays too."""
 
-    def __init__(self, name: str, idle: object) -> None:
+    def __init__(self, name: str, idle: TextIO) -> None:
         self.name = name
         self.idle = idle
         self.target: CappedStream | None = None
@@ -161,7 +162,7 @@ class Router(io.TextIOBase):
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         try:
-            return self.idle.write(text)  # type: ignore[attr-defined]
+            return self.idle.write(text)
         except (OSError, ValueError):
             return len(text)
 
@@ -353,7 +354,7 @@ def lean_shell_imports() -> None:
         loader.exec_module(package)
         return getattr(package, name)
 
-    package.__getattr__ = complete  # type: ignore[attr-defined,method-assign]
+    package.__getattr__ = complete  # type: ignore[method-assign]
     sys.modules["IPython"] = package
     from IPython.core.getipython import get_ipython
 
@@ -364,8 +365,9 @@ def lazy_jedi(shell: object) -> None:
     """Jedi for completions as in a local kernel (`Completer.use_jedi` on when jedi is installed), imported
     the first time a completion needs it. IPython 9.17+ imports jedi lazily itself; before, its completer
     module imports jedi at import time, which `Worker` prevents (jedi costs ~40 MB per session)."""
-    from IPython.core import completer
+    from IPython.core import completer as completer_module
 
+    completer: Any = completer_module  # its `jedi` is set here, an attribute its stubs do not export
     if importlib.util.find_spec("jedi") is None:
         return
     if not hasattr(completer, "_get_jedi") and getattr(completer, "jedi", None) is None:
@@ -480,6 +482,7 @@ class Worker:
     def __init__(self) -> None:
         lean_shell_imports()
         from IPython.core.displayhook import DisplayHook
+        from IPython.core.error import UsageError
         from IPython.core.interactiveshell import InteractiveShell
         from traitlets.config import Config
 
@@ -501,7 +504,7 @@ class Worker:
             def finish_displayhook(self) -> None:
                 worker.in_displayhook = False
 
-            def compute_format_data(self, result):
+            def compute_format_data(self, result: object) -> tuple[dict[str, Any], dict[str, Any]]:
                 # the value is formatted here, inside the cell, as IPython's displayhook does: a formatter
                 # that raises is the cell's error (its traceback shown, the session kept), never the
                 # worker's. Only text/plain is asked for (nobody reads every MIME type of every value); an
@@ -509,9 +512,11 @@ class Worker:
                 if not worker.jupyter and not displays_itself(result):
                     worker.shown = json_value(result)  # a __repr__ that raises raises into the cell
                     return {}, {}
-                return self.shell.display_formatter.format(result, include={"text/plain"})
+                formatter: Any = self.shell.display_formatter  # type: ignore[union-attr]
+                formatted: tuple[dict[str, Any], dict[str, Any]] = formatter.format(result, include={"text/plain"})
+                return formatted
 
-            def write_format_data(self, format_dict, md_dict=None) -> None:
+            def write_format_data(self, format_dict: dict[str, Any], md_dict: object = None) -> None:
                 # also reached with the rich shim's formatting (it replaces compute_format_data)
                 text = format_dict.get("text/plain")
                 if isinstance(text, str):
@@ -525,6 +530,11 @@ class Worker:
             attribute (pandas' `display.max_columns`: 20 in a notebook, 0, "fit the terminal", else)."""
 
             kernel = None
+
+            def enable_gui(self, gui: str | None = None) -> None:
+                """No GUI event loop runs in a session: only the GUI-less choices (`%matplotlib widget`)."""
+                if gui not in (None, "inline"):
+                    raise UsageError(f"a remote session has no {gui} event loop: use %matplotlib widget or inline")
 
         ZMQInteractiveShell.__qualname__ = ZMQInteractiveShell.__name__
         config = Config()
@@ -541,7 +551,7 @@ class Worker:
                 del sys.modules["jedi"]
             else:
                 sys.modules["jedi"] = jedi
-        self.shell._showtraceback = self._showtraceback  # type: ignore[method-assign]
+        self.shell._showtraceback = self._showtraceback
         formatter = self.shell.display_formatter
 
         def counted_format(*args: Any, **kwargs: Any) -> Any:
@@ -563,7 +573,7 @@ class Worker:
             self.error = ("UsageError", str(exc))
             shown_usage_error(exc)
 
-        self.shell.show_usage_error = show_usage_error  # type: ignore[method-assign]
+        self.shell.show_usage_error = show_usage_error
         self.error = None
         self.running = False
         self._coloured = False
@@ -582,9 +592,9 @@ class Worker:
                 return pip(line)
 
             self.shell.register_magic_function(offline_pip, "line", "pip")
-        # `%matplotlib inline` (and friends) would ask this GUI-less shell for an event loop: figures
-        # come back as images anyway, so the magic keeps the Agg backend and does nothing
-        self.shell.register_magic_function(lambda line="": None, "line", "matplotlib")
+        self.matplotlib = self.shell.find_line_magic("matplotlib")  # IPython's own: ipympl's `%matplotlib widget`
+        self.backend_before_widget: str | None = None  # the backend that `%matplotlib widget` replaced
+        self.shell.register_magic_function(self.matplotlib_magic, "line", "matplotlib")
         # with the Agg backend, plt.show() keeps the figure open: it comes back as the image result
         warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # while idle; Python's own handler while a cell runs
@@ -593,7 +603,26 @@ class Worker:
         sys.stdout, sys.stderr = self.stdout, self.stderr
         self.captured: CappedStream | None = None  # the running execution's stderr
 
-    def _showtraceback(self, etype, evalue, stb) -> None:
+    def matplotlib_magic(self, line: str = "") -> object:
+        """`%matplotlib widget` (or `ipympl`) makes figures ipympl's canvas widgets, as on ipykernel (IPython's
+        own magic; the rich shim carries their comms). Any other choice (`inline`, a GUI, which would ask
+        this GUI-less shell for an event loop) keeps the session's backend, or returns to it after
+        `widget`: figures come back as images anyway."""
+        choice = next((word for word in line.split() if not word.startswith("-")), "")
+        if choice in WIDGET_BACKENDS or choice.startswith("module://ipympl"):
+            if self.backend_before_widget is None:
+                import matplotlib
+
+                self.backend_before_widget = str(matplotlib.get_backend())
+            return self.matplotlib(line)
+        if self.backend_before_widget is not None and not line.lstrip().startswith("-"):
+            import matplotlib.pyplot
+
+            matplotlib.pyplot.switch_backend(self.backend_before_widget)
+            self.backend_before_widget = None
+        return None
+
+    def _showtraceback(self, etype: type[BaseException] | None, evalue: BaseException | None, stb: list[str]) -> None:
         own = f"{os.path.abspath(__file__)}:"  # frames of this worker (input()'s) are not the user's code
         text = self.shell.InteractiveTB.stb2text([entry for entry in stb if own not in entry]) + "\n"
         if self.formatting and not self.in_displayhook:
@@ -615,7 +644,7 @@ class Worker:
             else:
                 tb.set_colors(scheme)
 
-    def execute(self, code: str, jupyter: bool, execution_id: str | None = None, live: bool = False) -> dict:
+    def execute(self, code: str, jupyter: bool, execution_id: str | None = None, live: bool = False) -> dict[str, Any]:
         if jupyter != self._coloured:
             self._colour_tracebacks(jupyter)
             self._coloured = jupyter
@@ -684,7 +713,7 @@ class Worker:
         return bool(tree.body) and isinstance(tree.body[-1], ast.Expr) and not isinstance(tree.body[-1].value, ast.Call)
 
     @staticmethod
-    def _open_figure() -> dict | None:
+    def _open_figure() -> dict[str, Any] | None:
         """The last open matplotlib figure as the contract's image result; all figures closed."""
         plt = sys.modules.get("matplotlib.pyplot")
         if plt is None or not plt.get_fignums():
@@ -702,7 +731,7 @@ class Worker:
         return {"type": "image", "format": "png", "base64_data": base64.b64encode(buffer.getvalue()).decode()}
 
 
-def failed_execution(exc: BaseException) -> dict:
+def failed_execution(exc: BaseException) -> dict[str, Any]:
     """The reply for an execution this worker could not finish (its own fault, not the cell's):
     the error and its traceback, with the session and its variables kept."""
     import traceback
@@ -712,7 +741,7 @@ def failed_execution(exc: BaseException) -> dict:
             "error": {"name": type(exc).__name__, "message": f"the session's worker failed: {exc}"[:1000]}}
 
 
-def send(fd: int, message: dict) -> None:
+def send(fd: int, message: dict[str, Any]) -> None:
     """Write one reply line whole (lone surrogates in output become '?')."""
     data = memoryview(json.dumps(message, ensure_ascii=False).encode("utf-8", "replace") + b"\n")
     while data:
