@@ -35,6 +35,15 @@ def test_the_lint_rules_pass():
     assert checked.returncode == 0, f"ruff found problems:\n{checked.stdout}{checked.stderr}"
 
 
+def test_the_checks_are_the_strict_ones():
+    """The two checks above are only as good as their settings: mypy in strict mode over the package and
+    the benchmarks, ruff with sorted imports, bugbear and the 3.10 forms besides pyflakes and pycodestyle."""
+    tomllib = pytest.importorskip("tomllib")
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
+    assert settings["mypy"]["strict"] is True and {"remote_kernel", "bench"} <= set(settings["mypy"]["files"])
+    assert {"F", "E4", "E7", "E9", "W", "I", "B", "UP"} <= set(settings["ruff"]["lint"]["select"])
+
+
 def _imports(path: Path, package: str) -> set[str]:
     """The modules of `package` that the module at `path` imports, at any level of the file."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
