@@ -10,6 +10,9 @@ from bench.figures import dig, fmt
 from bench.notes import details, notes
 
 DOCS = ROOT / "docs"
+#: the line from which docs/benchmarks.md holds sections measured by hand (by scripts of their own, over
+#: several trees or in a browser): writing the report again keeps them, from this line on
+BY_HAND = "<!-- measured by hand: the report, when written again, keeps what follows -->"
 
 Row = tuple[str, str, str, "bool | None"]
 
@@ -228,7 +231,10 @@ def write(results: dict[str, Any]) -> list[Path]:
         "",
     ])
     md = DOCS / "benchmarks.md"
-    md.write_text(text)
+    before = md.read_text(encoding="utf-8") if md.exists() else ""
+    if BY_HAND in before:
+        text += "\n" + before[before.index(BY_HAND):]
+    md.write_text(text, encoding="utf-8")
     return [md, png]
 
 

@@ -64,3 +64,22 @@ def test_tiny_bench_run_produces_every_figure_and_ratio(tmp_path):
                   "new identifier", "concurrent sessions", "idle session", "upload", "over a 20 ms network"):
         assert label in run.stdout, f"{label!r} is not printed"
     assert "| figure | target | measured |" in run.stdout
+    check_the_report_keeps_what_was_measured_by_hand(results, tmp_path / "docs")
+
+
+def check_the_report_keeps_what_was_measured_by_hand(results: dict, docs: Path) -> None:
+    """Writing docs/benchmarks.md again replaces the run's figures and keeps the sections measured by hand."""
+    from bench import report
+
+    docs.mkdir()
+    hand = f"{report.BY_HAND}\n\n### Measured by hand\n\nA figure no run of the suite makes.\n"
+    (docs / "benchmarks.md").write_text(f"# Benchmarks\n\nan older run's figures\n\n{hand}", encoding="utf-8")
+    saved, report.DOCS = report.DOCS, docs
+    try:
+        report.write(results)
+        report.write(results)  # twice: the hand-measured part is kept once, not doubled
+    finally:
+        report.DOCS = saved
+    written = (docs / "benchmarks.md").read_text(encoding="utf-8")
+    assert "an older run's figures" not in written and "## Targets" in written
+    assert written.count("### Measured by hand") == 1 and written.endswith(hand)
