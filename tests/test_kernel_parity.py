@@ -243,17 +243,6 @@ def test_widgets_show_as_on_ipykernel(kernels):
     assert "need a comm channel" not in text_of(answers["remote"][1], "stderr")  # comms reach the session (issue 24)
 
 
-def test_tqdm_auto_falls_back_to_its_text_bar(kernels):
-    pytest.importorskip("tqdm")
-    clients, _ = kernels
-    remote_reply, remote = run(clients["remote"], "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)): pass")
-    local_reply, local = run(clients["python3"], "from tqdm.std import tqdm\nfor _ in tqdm(range(3)): pass")
-    final = {name: text_of(outputs, "stderr").rsplit("\r", 1)[-1].split(" [")[0]
-             for name, outputs in (("remote", remote), ("python3", local))}
-    assert final["remote"] == final["python3"] == "100%|██████████| 3/3"
-    assert not [m for m in remote if m["msg_type"] in ("display_data", "comm_open")]
-
-
 def test_past_the_output_cap_the_head_and_the_last_line_are_kept(kernels):
     code = ("for i in range(25000):\n"
             "    print(f'line {i:05d} ' + 'x' * 50)\n"  # 61 bytes a line: 1.5 MB in all
