@@ -366,6 +366,8 @@ def test_widgets_stdin_and_a_reload_work_in_jupyterlab_as_on_ipykernel(lab, tmp_
                 # 3. the tqdm bar complete
                 wait_until(lambda page=page: "50/50" in (widget_view(page)["outputs"][2] or ""),
                            60, "the tqdm bar at 50/50")
+                if kernel_name == "python3":  # the image's error handler runs once the image has failed to load
+                    wait_until(lambda page=page: widget_view(page)["pwned"] == 1, 30, "ipykernel's handler to run")
                 after = widget_view(page)
                 page.add_style_tag(content=".jp-Notebook-ExecutionIndicator { visibility: hidden; }")
                 page.locator(".jp-NotebookPanel").first.screenshot(path=str(tmp_path / f"widgets-{kernel_name}.png"),
@@ -381,6 +383,9 @@ def test_widgets_stdin_and_a_reload_work_in_jupyterlab_as_on_ipykernel(lab, tmp_
                 wait_until(lambda page=page: (view := widget_view(page))["sliders"] == 1
                            and (view["outputs"][3] or "").endswith("kept"), 60,
                            f"{kernel_name}: the slider and the HTML widget rendered after the reload")
+                if kernel_name == "python3":
+                    wait_until(lambda page=page: widget_view(page)["pwned"] == 1, 30,
+                               "ipykernel's handler to run after the reload")
                 reloaded = widget_view(page)
                 seen[kernel_name] = {"before": before, "after": after, "reloaded": reloaded}
                 page.close()
