@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -87,13 +87,10 @@ def notebook(kernel_name: str) -> dict[str, Any]:
 
 
 @contextmanager
-def jupyterlab(work: Path) -> Iterator[tuple[str, str]]:
-    """A JupyterLab on 127.0.0.1 serving one notebook per kernel: (its base URL, its token)."""
-    install_kernelspecs()
-    root = work / "root"
-    root.mkdir()
-    for name in KERNELS:
-        (root / f"{name}.ipynb").write_text(json.dumps(notebook(name)))
+def jupyterlab(work: Path, root: Path, env: Mapping[str, str] | None = None) -> Iterator[tuple[str, str]]:
+    """A quiet JupyterLab (LAB_SETTINGS, LAB_CONFIG) on 127.0.0.1 serving `root`, its settings, config and
+    log in `work`, `env` added to the kernels' environment: (its base URL, its token). The browser test
+    starts its JupyterLab here too."""
     for name, values in LAB_SETTINGS.items():
         path = work / "settings" / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,19 +101,20 @@ def jupyterlab(work: Path) -> Iterator[tuple[str, str]]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     token = secrets.token_hex(16)
-    env = {**embedded_env(), "JUPYTER_CONFIG_DIR": str(work / "config"), "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(work / "ws")}
+    environment = {**embedded_env(), "JUPYTER_CONFIG_DIR": str(work / "config"),
+                   "JUPYTER_RUNTIME_DIR": str(work / "runtime"), "JUPYTERLAB_WORKSPACES_DIR": str(work / "ws"),
+                   **(env or {})}
     with open(work / "lab.log", "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
              f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
              f"--LabApp.user_settings_dir={work / 'settings'}", f"--LabApp.workspaces_dir={work / 'ws'}"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=root, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
         if process.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited: {(work / 'lab.log').read_text(errors='replace')[-2000:]}")
+            raise RuntimeError(f"JupyterLab exited: {(work / 'lab.log').read_text(errors='replace')[-3000:]}")
         try:
             return httpx.get(f"{base}/api/status", params={"token": token}, timeout=2).status_code == 200
         except httpx.HTTPError:
@@ -189,7 +187,12 @@ def measure(runs: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="rk-bench-browser-") as folder:
         work = Path(folder)
-        with jupyterlab(work) as (base, token), sync_playwright() as playwright:
+        install_kernelspecs()
+        root = work / "root"
+        root.mkdir()
+        for name in KERNELS:
+            (root / f"{name}.ipynb").write_text(json.dumps(notebook(name)))
+        with jupyterlab(work, root) as (base, token), sync_playwright() as playwright:
             browser = playwright.chromium.launch_persistent_context(
                 str(work / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
                 viewport={"width": 1100, "height": 800})

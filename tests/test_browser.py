@@ -9,70 +9,27 @@ JupyterLab is missing; `scripts/test` installs them.
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from kernel_support import ROOT, embedded_env, install_kernelspec
+from kernel_support import ROOT, install_kernelspec
 
-CHROMIUM = Path("/usr/bin/chromium")
+from bench import browser_bench
+from bench.browser_bench import CHROMIUM, CHROMIUM_FLAGS, available, jupyterlab
+
 NOTEBOOK = "rich-output.ipynb"
 SCREENSHOT = ROOT / "docs" / "rich-output.png"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-#: JupyterLab settings for a quiet, fully rendered page: every cell in the DOM, no news fetched
-LAB_SETTINGS = {
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
-                                                                        "checkForUpdates": False},
-}
 
-#: nothing fetched from outside (news, updates, extensions); root is fine in CI's container
-LAB_CONFIG = """
-c.ServerApp.allow_root = True
-c.LabApp.news_url = None
-c.LabApp.check_for_updates_class = "jupyterlab.handlers.announcements.NeverCheckForUpdate"
-c.LabApp.extension_manager = "readonly"
-"""
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(available() is not None, reason=str(available()))]
 
 
-def missing() -> str | None:
-    if not CHROMIUM.exists():
-        return f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-    for module, package in (("playwright", "playwright"), ("jupyterlab", "jupyterlab")):
-        try:
-            __import__(module)
-        except ImportError:
-            return f"{package} is not installed (pip install -e '.[test]')"
-    return None
-
-
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing() is not None, reason=str(missing()))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
-    """Poll `predicate` until it returns something true; that value, or a TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not seen within {timeout} s")
-        time.sleep(interval)
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll `predicate` until it returns something true (the page's state: 5 times a second)."""
+    return browser_bench.wait_until(predicate, timeout, what, interval)
 
 
 @pytest.fixture
@@ -84,46 +41,10 @@ def lab(tmp_path: Path) -> Iterator[str]:
     shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
     for kernel_name in ("python3", "remote-python"):
         (root / f"trust-{kernel_name}.ipynb").write_text(json.dumps(trust_notebook(kernel_name)))
-    settings = tmp_path / "settings"
-    for name, values in LAB_SETTINGS.items():
-        path = settings / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "jupyter_server_config.py").write_text(LAB_CONFIG)
-    port, token = free_port(), secrets.token_hex(16)
-    env = {**embedded_env(), "JUPYTER_PATH": str(spec_root), "JUPYTER_CONFIG_DIR": str(config),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")}
-    log = open(tmp_path / "lab.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
-         f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={tmp_path / 'ws'}"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited: {(tmp_path / 'lab.log').read_text(errors='replace')[-3000:]}")
-        try:
-            return httpx.get(f"{base}/api/status", params={"token": token}, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(answers, 90, "JupyterLab answering")
+    with jupyterlab(tmp_path, root, {"JUPYTER_PATH": str(spec_root)}) as (base, token):
         specs = httpx.get(f"{base}/api/kernelspecs", params={"token": token}, timeout=10).json()
         assert "remote-python" in specs["kernelspecs"], specs
         yield f"{base}/doc/tree/{NOTEBOOK}?token={token}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 #: safe outputs (each must look as a local kernel shows it), then script cases (none may run)
