@@ -64,8 +64,8 @@ class Stream:
 
 
 @dataclass(frozen=True)
-class Display:
-    """display(): a MIME bundle. `late`: produced after the cell's code ended (a figure left open)."""
+class Shown:
+    """A MIME bundle for the page. `late`: produced after the cell's code ended (a figure left open)."""
 
     data: Bundle
     metadata: Bundle = field(default_factory=dict)
@@ -75,14 +75,13 @@ class Display:
 
 
 @dataclass(frozen=True)
-class Update:
-    """update_display(): a new bundle for the display of `transient["display_id"]`."""
+class Display(Shown):
+    """display(): a new output."""
 
-    data: Bundle
-    metadata: Bundle = field(default_factory=dict)
-    transient: Bundle = field(default_factory=dict)
-    late: bool = False
-    size: int = 0
+
+@dataclass(frozen=True)
+class Update(Shown):
+    """update_display(): a new bundle for the display of `transient["display_id"]`."""
 
 
 @dataclass(frozen=True)
