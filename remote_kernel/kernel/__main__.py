@@ -10,6 +10,8 @@ import importlib
 import sys
 import threading
 
+OUTSTREAM = "remote_kernel.kernel.outstream.OutStream"  # the kernel's sys.stdout/stderr: an empty flush is free
+
 
 def main(argv: list[str] | None = None) -> None:
     """Launch the kernel for the language named by `--language` (default python)."""
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
 
     kernel_class = RemoteKernel.for_language(key, settings=settings, embedded=embedded)
     try:
-        IPKernelApp.launch_instance(argv=args, kernel_class=kernel_class)
+        IPKernelApp.launch_instance(argv=args, kernel_class=kernel_class, outstream_class=OUTSTREAM)
     finally:
         if embedded is not None:
             embedded.stop(1.0)  # a no-op after the kernel's own shutdown; the clean-up if the app failed to start
