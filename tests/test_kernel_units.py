@@ -407,3 +407,22 @@ def test_one_setting_says_which_api_versions_answer_with_the_jupyter_repr():
         asks = KernelConfig.from_env({"POOL_MANAGEMENT_ENDPOINT": "https://pool.example",
                                       "REMOTE_KERNEL_API_VERSION": version}).jupyter_repr
         assert asks == (version in JUPYTER_REPR_VERSIONS) == getattr(wire_for(version), "has_jupyter_repr", False)
+
+
+def test_waiting_for_the_embedded_pool_to_exit_gives_its_code_or_a_timeout():
+    import subprocess
+
+    from remote_kernel.kernel.embedded import wait_exit
+
+    quick = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(0.05); sys.exit(3)"])
+    assert wait_exit(quick, 30) == 3
+    assert quick.returncode == 3  # reaped
+    assert wait_exit(quick, 30) == 3  # a reaped process: its code, its pid never looked at again
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            wait_exit(slow, 0.1)
+        assert slow.returncode is None
+    finally:
+        slow.kill()
+        slow.wait()
