@@ -281,8 +281,10 @@ class PoolServer(uvicorn.Server):
             connection.shutdown()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_GRACE
+        delay = 0.001  # an idle connection is gone at the next turn of the loop: look soon, then less often
         while (state.connections or state.tasks) and not self.force_exit and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.02)
         for task in list(state.tasks):
             task.cancel()
         for connection in list(state.connections):

@@ -248,13 +248,15 @@ class Session:
             self._commands.close()
         for task in self._tasks:
             task.cancel()
-        if self._cgroups:
-            for _ in range(50):
+        if self._cgroups:  # a cgroup goes once the kernel has reaped its processes: try again soon, then less often
+            deadline, delay = time.monotonic() + 1.0, 0.001
+            while True:
                 self._cgroups.kill()
                 self._cgroups.remove()
-                if not any(p.exists() for p in self._cgroups.paths):
+                if not any(p.exists() for p in self._cgroups.paths) or time.monotonic() > deadline:
                     break
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 0.05)
         if self._network:
             await self._network.remove()
         if self._sandboxed is not None:
