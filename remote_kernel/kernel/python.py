@@ -208,7 +208,7 @@ if frame is not None and isinstance(frame.f_locals.get("nodelist"), list):
         elif hasattr(manager, "_i00"):
             manager._i00 = raw
         shell.user_ns.update({"_i": getattr(manager, "_i", ""), "_ii": getattr(manager, "_ii", ""),
-                              "_iii": getattr(manager, "_iii", ""), f"_i{number}": raw, "_i00": raw})
+                              "_iii": getattr(manager, "_iii", ""), f"_i{number}": raw})  # as store_inputs: no _i00
     if name is not None and hasattr(shell.compile, "_filename_map"):
         shell.compile._filename_map[name] = number  # "Cell In[number]" in its tracebacks
     if runner is not None and getattr(runner.f_locals.get("result"), "execution_count", None) is not None:
