@@ -154,3 +154,42 @@ def test_older_api_versions_show_cells_the_same_way(pool, api_version):
         assert [m["msg_type"] for m in outputs] == ["error"]
         _, outputs = run(kc, "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()")
         assert any("image/png" in m["content"].get("data", {}) for m in outputs)
+
+
+def test_the_kernels_own_pool_has_the_first_cells_session_ready_and_nothing_rides_with_that_cell():
+    """Issue 27: with no endpoint, the session for the first cell is prepared while the kernel starts (the
+    shim goes in on its own, out of the session's history); a pool elsewhere is not touched before a cell."""
+    import asyncio
+
+    from kernel_support import embedded_env
+
+    from remote_kernel.kernel.config import KernelConfig
+    from remote_kernel.kernel.languages import PYTHON
+    from remote_kernel.kernel.remote import RemoteSession
+
+    remote = RemoteSession(KernelConfig.from_env(embedded_env()), PYTHON)
+    assert remote.embedded is not None
+
+    async def first_cell() -> str:
+        warming = remote.warm_up()
+        assert warming is not None and remote.warm_up() is warming  # once
+        await asyncio.wait({warming}, timeout=60)
+        assert remote.rich.installed and remote.rich.refused is None
+        client = await remote.client()
+        assert await remote.install_rich(client, "x = 1") == ""  # nothing to put before the first cell
+        execution = await client.execute("x = 1\nprint(len(In), sorted(k for k in dir() if k[:2] == '_i' and k[2:].isdigit()))")
+        await client.aclose()
+        return execution.stdout
+
+    try:
+        assert asyncio.run(first_cell()) == "2 ['_i1']\n"  # as a fresh ipykernel after one cell
+    finally:
+        remote.stop_pool()
+
+    hosted = RemoteSession(KernelConfig.from_env({**embedded_env(), "POOL_MANAGEMENT_ENDPOINT": "https://example.invalid"}),
+                           PYTHON)
+
+    async def not_touched() -> None:
+        assert hosted.warm_up() is None
+
+    asyncio.run(not_touched())

@@ -94,6 +94,11 @@ class RemoteKernel(Kernel):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_sigterm)
 
+    def start(self) -> None:
+        super().start()  # type: ignore[no-untyped-call]
+        self.io_loop.add_callback(lambda: self.remote.warm_up() and None)  # once the loop runs: the first cell's
+        # session gets ready while the front end finishes connecting
+
     def _quiet_library_logs(self) -> None:
         """Library logs go where the kernel's own log goes, never to sys.stderr (that is a cell's stderr)."""
         for name in ("remote_kernel", "httpx", "httpcore", "azure"):
@@ -337,6 +342,7 @@ class RemoteKernel(Kernel):
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self._cancel_cell()
+        self.remote.cancel_warm_up()
         if not self._cleaned_up:
             await self.remote.delete(SHUTDOWN_DEADLINE)
         self.remote.request_pool_stop()  # it stops while this kernel exits; `_cleanup_sync` waits for it at exit

@@ -70,6 +70,7 @@ class RemoteSession:
         self.counter_reset = False  # the session's shell counts from 1 again (a new session)
         self.vscode = VSCodeRequests()  # VS Code's start-up lines, sent with the next request that reaches it
         self.embedded = embedded
+        self._warming: asyncio.Task[None] | None = None  # warm_up's task, until the first cell has waited for it
         if self.embedded is None and settings.embedded and not settings.problems:
             self.embedded = self._start_pool()
         if self.embedded is not None:
@@ -195,13 +196,38 @@ class RemoteSession:
             self.changed("noticed")  # the cell ran in a new session, without the shim
         return notice
 
-    async def install_rich(self, client: SessionsClient, cell: str | None = None, allow_stdin: bool = False) -> str:
+    def warm_up(self) -> asyncio.Task[None] | None:
+        """With the kernel's own pool, get the session ready for the first cell while the kernel starts (on
+        the kernel's loop): the pool's ready session takes this identifier and the rich-output shim goes in,
+        in a silent execution of its own (out of the session's history), so that the first cell runs alone.
+        A pool elsewhere (hosted) is not touched before the first cell: a session there is the user's to
+        start, and there the shim rides with that cell instead (one request)."""
+        if self.embedded is not None and self.rich.needs_install and self._warming is None:
+            self._warming = asyncio.get_running_loop().create_task(self._warm())
+        return self._warming
+
+    async def _warm(self) -> None:
+        try:
+            await self.install_rich(await self.client(), warming=True)
+        except Exception as exc:  # the first cell meets the same problem, and says it
+            log.debug("the session could not be prepared before the first cell: %r", exc)
+
+    def cancel_warm_up(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+
+    async def install_rich(self, client: SessionsClient, cell: str | None = None, allow_stdin: bool = False, *,
+                           warming: bool = False) -> str:
         """Put the rich-output shim in the session when it is not there yet (once per session).
 
         It rides with `cell` when it can (`rich.can_ride`): the line to put before the cell's code is
         returned, and the cell's answer says whether it loaded. Otherwise it is sent first, silently,
-        as an execution of its own, and "" is returned.
+        as an execution of its own, and "" is returned. A `warm_up` still on its way is waited for first
+        (an interrupt of the cell leaves it running).
         """
+        if self._warming is not None and not warming:
+            await asyncio.wait({self._warming})
+            self._warming = None
         if not self.rich.needs_install:
             return ""
         if cell is not None and rich.can_ride(cell):
