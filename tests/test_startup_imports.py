@@ -38,12 +38,12 @@ KERNEL_MUST_NOT_LOAD = ("debugpy", "httpx", "httpcore", "h11", "certifi", "idna"
 #: prints the names of its loaded modules
 POOL_PROBE = """
 import json, sys
-from remote_kernel.pool import server
-serving = server.PoolServer.main_loop
+from remote_kernel.pool import web
+serving = web.PoolServer.main_loop
 async def main_loop(self):
     print("MODULES " + json.dumps(sorted(sys.modules)), flush=True)
     await serving(self)
-server.PoolServer.main_loop = main_loop
+web.PoolServer.main_loop = main_loop
 from remote_kernel.cli import main
 sys.exit(main(sys.argv[1:]))
 """

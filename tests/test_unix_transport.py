@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from remote_kernel.pool.server import KEEP_ALIVE
+from remote_kernel.pool.web import KEEP_ALIVE
 from remote_kernel.sessions import SessionsClient, StaticToken, unix_transport
 from remote_kernel.sessions.models import ServiceUnavailable
 from remote_kernel.sessions.unix_transport import UnixSocketTransport

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import importlib
 import logging
 import os
 import secrets
@@ -11,22 +11,14 @@ import signal
 import socket
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
-import uvicorn
-from starlette.applications import Starlette
-
-from remote_kernel.pool.answers import iso
-from remote_kernel.pool.app import build_app
-from remote_kernel.pool.connections import guarded_protocol
 from remote_kernel.pool.egress import EgressPolicy
 from remote_kernel.pool.mcp_lazy import LazyMcp
-from remote_kernel.pool.origin import guard
 from remote_kernel.pool.pool import Pool
 from remote_kernel.pool.runtimes import CONTAINER_TYPES
 from remote_kernel.pool.sandbox import Limits, Runtime, Sandbox, SandboxUnavailable
@@ -37,8 +29,6 @@ if TYPE_CHECKING:  # TLS (cryptography) loads only with --tls, the MCP SDK at th
     from remote_kernel.pool.tls import TlsFiles
 
 log = logging.getLogger("remote_kernel.pool")
-KEEP_ALIVE = 30  # seconds an idle client connection stays open
-STOP_GRACE = 0.5  # seconds a stopping pool lets open connections finish their answers
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:
@@ -182,38 +172,26 @@ async def serve(args: PoolSettings, sandbox: Sandbox, tls: TlsFiles | None = Non
             print(f"# limits this pool cannot hold per session: {', '.join(sandbox.unenforced)} (see the log)",
                   flush=True)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        """The pool runs while the app does: started before the first connection is accepted, stopped
-        (every session deleted) when uvicorn shuts down (PoolServer.shutdown)."""
-        await pool.start()
-        announce()
-        try:
-            yield
-        finally:
-            await stop_pool(pool, mcp)
-
-    app = build_app(pool, token=token, max_upload=args.max_upload, describe=describer(sandbox, args), log=log,
-                    mcp=mcp, mcp_key=mcp_key, max_execution_time=args.max_execution_time, lifespan=lifespan)
-    guarded = guard(app, None if args.socket else args.host)  # Host and Origin checks (DNS rebinding, web pages)
-    config = uvicorn.Config(guarded, log_level="warning", ssl_certfile=str(tls.cert) if tls else None,
-                            ssl_keyfile=str(tls.key) if tls else None, access_log=False, lifespan="on",
-                            timeout_keep_alive=KEEP_ALIVE, limit_concurrency=1024, server_header=False, date_header=True,
-                            http=guarded_protocol())  # deadlines for slow clients (slow-loris)
-    server = PoolServer(config)
+    stopper = Stopper()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, server.stop_soon)
+        loop.add_signal_handler(signum, stopper)
     if listener.family != socket.AF_UNIX and listener.getsockname()[0] not in ("127.0.0.1", "::1", "localhost"):
         log.warning("listening on %s: other machines can reach this pool", listener.getsockname()[0])
-    watcher = asyncio.create_task(watch_parent(args.parent_pid, server)) if args.parent_pid else None
     try:
-        await server.serve(sockets=[listener])
-        if not server.started:  # the lifespan failed (uvicorn logged why): the pool never served
+        # the ready sessions start now: their interpreters load while the HTTP side does (web.py: about 0.15 s
+        # of imports), instead of after it
+        await pool.start()
+        await asyncio.to_thread(importlib.import_module, "remote_kernel.pool.web")  # in a thread: the loop goes on
+        from remote_kernel.pool import web  # starting the sessions meanwhile
+
+
+        served = await web.serve(web.Serving(
+            pool=pool, listener=listener, settings=args, token=token, mcp=mcp, mcp_key=mcp_key, tls=tls,
+            describe=web.describer(sandbox), announce=announce, stop=lambda: stop_pool(pool, mcp), stopper=stopper))
+        if not served:  # the lifespan failed (uvicorn logged why): the pool never served
             return 1
     finally:
-        if watcher:
-            watcher.cancel()
         await stop_pool(pool, mcp)  # done by the lifespan already, unless serving failed before its end
         shutil.rmtree(data_root if own_root else sessions_root, ignore_errors=True)
         if args.socket:
@@ -226,71 +204,26 @@ async def serve(args: PoolSettings, sandbox: Sandbox, tls: TlsFiles | None = Non
     return 0
 
 
+class Stopper:
+    """What SIGINT and SIGTERM call: the server's `stop_soon` once it runs; before, a stop it finds when it
+    starts (the pool's clean-up still runs)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.server: Any = None  # web.PoolServer, once serving
+
+    def __call__(self) -> None:
+        self.requested = True
+        if self.server is not None:
+            self.server.stop_soon()
+
+
 async def stop_pool(pool: Pool, mcp: LazyMcp | None) -> None:
     """Stop the MCP server (if it ever started) and the pool, every session deleted; a second call does nothing
     more."""
     if mcp is not None:
         await mcp.aclose()
     await pool.stop()
-
-
-class PoolServer(uvicorn.Server):
-    """uvicorn's server, with our own signal handling (a stop must still delete every session) and a
-    stop that takes as long as its work: uvicorn notices a stop at its next 0.1 s tick, then sleeps
-    0.1 s and polls every 0.1 s for connections to close, which made a kernel's shutdown wait for it.
-    The app's lifespan (the pool's start and stop) is uvicorn's, run at the start and, here, as soon as
-    the listeners are closed."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self._stop_requested = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # uvicorn would re-raise SIGTERM after serving, skipping the pool's clean-up
-
-    def stop_soon(self) -> None:
-        if self.should_exit:
-            self.force_exit = True  # a second Ctrl-C: stop waiting for open connections
-        self.should_exit = True
-        self._stop_requested.set()
-
-    async def main_loop(self) -> None:
-        """uvicorn's loop of ticks (the Date header each second), woken at once by `stop_soon`."""
-        counter = 0
-        should_exit = await self.on_tick(counter)
-        while not should_exit:
-            counter = (counter + 1) % 864000
-            try:
-                await asyncio.wait_for(self._stop_requested.wait(), 0.1)
-            except asyncio.TimeoutError:
-                pass
-            should_exit = await self.on_tick(counter)
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """Stop listening, then stop the pool (every execution still waiting is answered: the pool is
-        stopping), then let the open connections send those answers (idle ones close at once) for up
-        to STOP_GRACE seconds, and close what is left."""
-        for listening in self.servers:
-            listening.close()
-        for sock in sockets or []:
-            sock.close()
-        await self.lifespan.shutdown()  # the app's lifespan ends: the pool stops (every waiting execution is answered)
-        state = self.server_state
-        for connection in list(state.connections):
-            connection.shutdown()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STOP_GRACE
-        delay = 0.001  # an idle connection is gone at the next turn of the loop: look soon, then less often
-        while (state.connections or state.tasks) and not self.force_exit and loop.time() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 0.02)
-        for task in list(state.tasks):
-            task.cancel()
-        for connection in list(state.connections):
-            transport = getattr(connection, "transport", None)
-            if transport is not None:
-                transport.close()
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -325,34 +258,3 @@ def endpoint_of(listener: socket.socket, tls: bool = False) -> str:
         return "http+unix://" + quote(listener.getsockname(), safe="")
     host, port = listener.getsockname()[:2]
     return f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
-
-
-async def watch_parent(pid: int, server: PoolServer) -> None:
-    """Stop the pool when the process that started it is gone (even if it was SIGKILLed)."""
-    while True:
-        try:
-            os.kill(pid, 0)
-            gone = os.getppid() != pid and os.getppid() == 1
-        except ProcessLookupError:
-            gone = True
-        except PermissionError:
-            gone = False
-        if gone:
-            log.info("parent %d is gone: stopping", pid)
-            server.stop_soon()
-            return
-        await asyncio.sleep(0.25)
-
-
-def describer(sandbox: Sandbox, args: PoolSettings) -> Callable[[], Awaitable[dict[str, Any]]]:
-    """The `metadata` route's answer: runtime and installed packages, read once."""
-    cache: dict[str, Any] = {}
-    started = time.time()
-
-    async def describe() -> dict[str, Any]:
-        if not cache:
-            cache.update(await asyncio.to_thread(sandbox.runtime.describe, sandbox.runtime))
-            cache.update(createdAt=iso(started), lastUpdatedAt=iso(started))
-        return cache
-
-    return describe
