@@ -1,14 +1,14 @@
 """`python -m remote_kernel.kernel [--language python] -f {connection_file}`: what a kernelspec runs.
 
 The configuration is read, and an embedded pool (when there is no endpoint) started, before
-ipykernel is imported: the pool's start-up then overlaps the kernel's, instead of following it; the
-sessions client, which the first cell needs next, is imported in a thread meanwhile.
+ipykernel is imported: the pool's start-up then overlaps the kernel's, instead of following it. The
+sessions client, which the first cell needs next, is imported only once the kernel has answered
+kernel_info (`RemoteSession.warm_up`): imported in a thread meanwhile, it held the GIL against
+ipykernel's own start, and the kernel was ready 60-70 ms later.
 """
 from __future__ import annotations
 
-import importlib
 import sys
-import threading
 
 OUTSTREAM = "remote_kernel.kernel.outstream.OutStream"  # the kernel's sys.stdout/stderr: an empty flush is free
 
@@ -36,10 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     embedded = None
     if settings.embedded and not settings.problems:
         embedded = EmbeddedPool(spec.container_type, options=settings.pool_args())
-        embedded.start()
-        # the sessions client (httpx) is what the first cell needs next: it loads while ipykernel starts
-        threading.Thread(target=importlib.import_module, args=("remote_kernel.sessions.client",),
-                         name="import-sessions-client", daemon=True).start()
+        embedded.start()  # the sessions client (httpx) loads once the kernel has answered kernel_info (warm_up)
 
     from ipykernel.kernelapp import IPKernelApp
 

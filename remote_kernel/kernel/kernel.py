@@ -94,10 +94,9 @@ class RemoteKernel(Kernel):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_sigterm)
 
-    def start(self) -> None:
-        super().start()  # type: ignore[no-untyped-call]
-        self.io_loop.add_callback(lambda: self.remote.warm_up() and None)  # once the loop runs: the first cell's
-        # session gets ready while the front end finishes connecting
+    async def kernel_info_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        await super().kernel_info_request(stream, ident, parent)  # type: ignore[no-untyped-call]
+        self.remote.warm_up()  # the kernel is ready: the first cell's session gets ready while the front end connects
 
     def _quiet_library_logs(self) -> None:
         """Library logs go where the kernel's own log goes, never to sys.stderr (that is a cell's stderr)."""

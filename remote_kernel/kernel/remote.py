@@ -197,18 +197,20 @@ class RemoteSession:
         return notice
 
     def warm_up(self) -> asyncio.Task[None] | None:
-        """With the kernel's own pool, get the session ready for the first cell while the kernel starts (on
-        the kernel's loop): the pool's ready session takes this identifier and the rich-output shim goes in,
+        """With the kernel's own pool, get the session ready for the first cell once the kernel is up (on the
+        kernel's loop): the sessions client loads, and the rich-output shim goes in the pool's ready session,
         in a silent execution of its own (out of the session's history), so that the first cell runs alone.
         A pool elsewhere (hosted) is not touched before the first cell: a session there is the user's to
         start, and there the shim rides with that cell instead (one request)."""
-        if self.embedded is not None and self.rich.needs_install and self._warming is None:
+        if self.embedded is not None and self._warming is None and not self.settings.problems:
             self._warming = asyncio.get_running_loop().create_task(self._warm())
         return self._warming
 
     async def _warm(self) -> None:
         try:
-            await self.install_rich(await self.client(), warming=True)
+            client = await self.client()  # the sessions client loads while the pool finishes starting
+            if self.rich.needs_install:
+                await self.install_rich(client, warming=True)
         except Exception as exc:  # the first cell meets the same problem, and says it
             log.debug("the session could not be prepared before the first cell: %r", exc)
 
