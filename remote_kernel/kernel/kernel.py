@@ -96,7 +96,9 @@ class RemoteKernel(Kernel):
 
     async def kernel_info_request(self, stream: Any, ident: Any, parent: Any) -> None:
         await super().kernel_info_request(stream, ident, parent)  # type: ignore[no-untyped-call]
-        self.remote.warm_up()  # the kernel is ready: the first cell's session gets ready while the front end connects
+        # the kernel is ready: the first cell's session gets ready while the front end connects, on the kernel's
+        # own loop (the request may have come on the control channel, whose thread has a loop of its own)
+        self.io_loop.add_callback(self.remote.warm_up)
 
     def _quiet_library_logs(self) -> None:
         """Library logs go where the kernel's own log goes, never to sys.stderr (that is a cell's stderr)."""
