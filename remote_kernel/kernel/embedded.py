@@ -9,7 +9,6 @@ watches its parent pid).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
@@ -155,6 +154,8 @@ class EmbeddedPool:
     async def wait_ready(self, timeout: float = 60) -> str:
         """The pool's endpoint once it listens; `EmbeddedPoolError` if it cannot start."""
         if not self._ready.is_set():
+            import asyncio  # here: `__main__` starts the pool before anything imports asyncio (~50 ms)
+
             await asyncio.to_thread(self._ready.wait, timeout)
         if self.endpoint:
             return self.endpoint
