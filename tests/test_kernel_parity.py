@@ -439,6 +439,33 @@ def test_stdout_and_stderr_arrive_in_the_order_ipykernel_flushes_them(kernels, c
     assert len(found["python3"]) >= 2
 
 
+@pytest.mark.parametrize("code", [
+    "x = 1+1; x",
+    "print('a')\n1+1",
+    "import sys\nprint('a'); print('b', file=sys.stderr)\n'v'",
+    "import sys\nsys.stderr.write('e')\nprint('o', end='')\n[1, 2]",
+    "import time\nprint('a')\ntime.sleep(0.3)\n1+1",
+])
+def test_what_a_cell_wrote_comes_before_its_value_as_on_ipykernel(kernels, code):
+    """ipykernel flushes both streams before it sends the cell's value; the plain value's place in the session
+    needs no flush of its own (its text travels in the answer)."""
+    found = {}
+    for name, (reply, outputs) in both(kernels, code).items():
+        shown: list[tuple[str, str]] = []
+        for m in outputs:
+            if m["msg_type"] == "stream":
+                stream, text = m["content"]["name"], m["content"]["text"]
+                if shown and shown[-1][0] == stream:
+                    shown[-1] = (stream, shown[-1][1] + text)
+                else:
+                    shown.append((stream, text))
+            elif m["msg_type"] == "execute_result":
+                shown.append(("value", m["content"]["data"]["text/plain"]))
+        found[name] = (reply["status"], shown)
+    assert found["remote"] == found["python3"]
+    assert found["python3"][1][-1][0] == "value"
+
+
 @pytest.mark.parametrize("between", ["%lsmagic", "len?", "%lsmagic\n%lsmagic", "%pdoc len"])
 def test_the_sessions_counter_matches_the_prompt_after_cells_the_kernel_answers(kernels, between):
     clients, _ = kernels

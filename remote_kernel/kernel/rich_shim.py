@@ -662,7 +662,13 @@ class RichShim:
         if set(data) - {"text/plain"}:
             self.emit({"type": RESULT, "data": _jsonable(data), "metadata": _plain(metadata)})
         elif data:
-            self.mark(RESULT_PLACE)  # plain text travels in the contract's result slot: no file needed
+            # plain text travels in the contract's result slot, with the answer: no file, and no flush for the
+            # marker itself (nothing of it can be shown before the answer); what the cell wrote before its
+            # value goes out now, as ipykernel's displayhook flushes both streams before it sends a result
+            if any(since is not None for since in self.pending_since.values()):
+                for tee in list(self.tees):
+                    tee.flush()
+            self.mark(RESULT_PLACE, flush=False)
         return data, metadata
 
     def page(self, strng: Any, start: int = 0, screen_lines: int = 0, pager_cmd: Any = None) -> None:
@@ -709,7 +715,7 @@ class RichShim:
         self.count += 1
         self.mark(str(index))
 
-    def mark(self, token: str) -> None:
+    def mark(self, token: str, flush: bool = True) -> None:
         out = sys.stdout
         if not isinstance(out, Tee) and self.tees:
             # code redirected sys.stdout (`%%capture --no-display`, contextlib.redirect_stdout): an output
@@ -718,7 +724,7 @@ class RichShim:
         self.marking = True
         try:
             out.write(f"{MARK_START}{self.nonce}:{self.cell}:{token}{MARK_END}")
-            if token[:1] != FLUSH:
+            if flush and token[:1] != FLUSH:
                 out.flush()  # an output is shown at once (the live events hold stdout until it is flushed)
         finally:
             self.marking = False
