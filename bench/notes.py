@@ -219,7 +219,7 @@ def notes(r: dict[str, Any]) -> str:
         "",
         "**20 concurrent sessions.** The pool and its workers need "
         f"{fmt(t20.get('cpu_ms_per_execution', {}).get('pool_and_workers'), '{:.2f}')} ms of CPU per execution "
-        "(uvicorn with uvloop + httptools: 0.55 ms in the pool process, against 0.76 ms with asyncio + h11; the "
+        "(uvicorn with httptools on asyncio's loop; the "
         f"worker ~0.45 ms): two cores cap that near {fmt(cap20, '{:.0f}')} executions/s with a free client (this run: "
         f"{fmt(t20.get('executions_per_s'), '{:.0f}')}/s). The load generator here "
         f"is a lean HTTP/1.1 client ({fmt(t20.get('cpu_ms_per_execution', {}).get('client'), '{:.2f}')} ms CPU per "

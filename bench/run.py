@@ -108,8 +108,7 @@ def machine() -> dict[str, Any]:
     import importlib.metadata as m
 
     versions: dict[str, str | None] = {}
-    for name in ("ipykernel", "jupyter_client", "ipython", "httpx", "httpcore", "uvicorn", "starlette", "uvloop",
-                 "httptools"):
+    for name in ("ipykernel", "jupyter_client", "ipython", "httpx", "httpcore", "uvicorn", "starlette", "httptools"):
         try:
             versions[name] = m.version(name)
         except m.PackageNotFoundError:

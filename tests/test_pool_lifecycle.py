@@ -185,17 +185,3 @@ def test_a_client_that_disconnects_interrupts_its_execution(pool):
                    headers=pool.headers, timeout=1)
     after = execute(pool, identifier, "state").json()  # queued behind the interrupted one
     assert after["result"]["executionResult"] == "kept"  # not 'finished': the loop was stopped
-
-
-def test_the_pool_runs_on_uvloop_where_it_is_installed():
-    """uvicorn chooses uvloop only in uvicorn.run; the pool starts its loop itself (server.run_loop)."""
-    import asyncio
-
-    from remote_kernel.pool.server import run_loop
-
-    uvloop = pytest.importorskip("uvloop")
-
-    async def loop_class() -> int:
-        return int(isinstance(asyncio.get_running_loop(), uvloop.Loop))
-
-    assert run_loop(loop_class()) == 1

@@ -11,7 +11,6 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -29,18 +28,6 @@ if TYPE_CHECKING:  # TLS (cryptography) loads only with --tls, the MCP SDK at th
     from remote_kernel.pool.tls import TlsFiles
 
 log = logging.getLogger("remote_kernel.pool")
-
-
-def run_loop(main: Coroutine[Any, Any, int]) -> int:
-    """Run `main` on uvloop where it is installed (a dependency on CPython off Windows), else on asyncio's
-    own loop. uvicorn picks uvloop only in `uvicorn.run`, which the pool does not use (it hands uvicorn a
-    socket of its own): the pool asks for it here. Per execution on loopback it is 0.2-0.3 ms less of the
-    pool's CPU (bench/kernel_bench.py's round trip)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 def run(args: PoolSettings) -> int:
@@ -75,7 +62,7 @@ def run(args: PoolSettings) -> int:
             print(f"remote-kernel pool: {problem}", file=sys.stderr)
             return 2
     try:
-        code = run_loop(serve(args, sandbox, tls))
+        code = asyncio.run(serve(args, sandbox, tls))
     except OSError as error:
         where = args.socket or f"{args.host}:{args.port}"
         print(f"remote-kernel pool: cannot listen on {where}: {error.strerror}; "
