@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager, KernelManager
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_NAME = "remote-python"
@@ -52,6 +52,16 @@ def pool_env(pool: Any, identifier: str, **extra: str) -> dict[str, str]:
     """The environment of a kernel that uses the test's pool with a known identifier."""
     return {**embedded_env(), "POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "REMOTE_KERNEL_TOKEN": pool.token,
             "REMOTE_KERNEL_IDENTIFIER": identifier, **extra}
+
+
+class IpcKernelManager(AsyncKernelManager):
+    """nbclient's kernel manager (`NotebookClient(kernel_manager_class=...)`) over IPC in a folder of its own,
+    for the reason `start_new_kernel` gives."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        folder = tempfile.mkdtemp(prefix="rk-ipc-")  # short: a Unix socket path has ~107 bytes
+        atexit.register(shutil.rmtree, folder, True)
+        super().__init__(transport="ipc", ip=os.path.join(folder, "k"), **kwargs)
 
 
 def start_new_kernel(kernel_name: str = KERNEL_NAME, startup_timeout: float = 60,

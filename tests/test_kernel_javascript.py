@@ -18,7 +18,7 @@ import jupyter_kernel_test
 import nbformat
 import pytest
 from conftest import start_pool
-from kernel_support import ROOT, ContractProxy, collect, embedded_env, kernel, pool_env, run, wait_for
+from kernel_support import ROOT, ContractProxy, IpcKernelManager, collect, embedded_env, kernel, pool_env, run, wait_for
 from nbclient import NotebookClient
 
 from remote_kernel.kernel.javascript import INTERRUPTED
@@ -210,7 +210,7 @@ def test_javascript_notebook_runs_with_nbclient(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     book = nbformat.read(ROOT / "notebooks" / "javascript.ipynb", as_version=4)
     assert book.metadata.kernelspec.name == KERNEL_NAME
-    NotebookClient(book, kernel_name=KERNEL_NAME, timeout=120, startup_timeout=60,
+    NotebookClient(book, kernel_name=KERNEL_NAME, timeout=120, startup_timeout=60, kernel_manager_class=IpcKernelManager,
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for cell in book.cells if cell.cell_type == "code" for o in cell.outputs]
     texts = "".join(o.get("text", "") for o in outputs)

@@ -10,7 +10,7 @@ import sys
 import nbformat
 import psutil
 import pytest
-from kernel_support import KERNEL_NAME, ROOT, embedded_env, install_kernelspec, kernel, run, wait_for
+from kernel_support import KERNEL_NAME, ROOT, IpcKernelManager, embedded_env, install_kernelspec, kernel, run, wait_for
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbformat.v4 import new_code_cell, new_notebook
@@ -32,6 +32,7 @@ def embedded(monkeypatch, tmp_path):
 def execute(path, folder):
     book = nbformat.read(path, as_version=4)
     NotebookClient(book, kernel_name=book.metadata.kernelspec.name, timeout=180, startup_timeout=60,
+                   kernel_manager_class=IpcKernelManager,
                    resources={"metadata": {"path": str(folder)}}).execute()
     return book
 
@@ -58,7 +59,8 @@ def test_failing_cell_raises_cell_execution_error_naming_the_remote_exception(em
     book = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell("{}['missing']"), new_code_cell("x")],
                         metadata={"kernelspec": {"name": KERNEL_NAME, "display_name": "r", "language": "python"}})
     with pytest.raises(CellExecutionError) as failure:
-        NotebookClient(book, kernel_name=KERNEL_NAME, timeout=120, startup_timeout=60).execute()
+        NotebookClient(book, kernel_name=KERNEL_NAME, timeout=120, startup_timeout=60,
+                       kernel_manager_class=IpcKernelManager).execute()
     assert "KeyError" in str(failure.value) and "missing" in str(failure.value)
 
 
@@ -67,7 +69,8 @@ def test_papermill_runs_the_parameterised_notebook(embedded):
 
     out = embedded / "parameters-out.ipynb"
     papermill.execute_notebook(str(embedded / "parameters.ipynb"), str(out), parameters={"n": 5, "label": "five"},
-                               kernel_name=KERNEL_NAME, cwd=str(embedded), progress_bar=False)
+                               kernel_name=KERNEL_NAME, cwd=str(embedded), progress_bar=False,
+                               kernel_manager_class=IpcKernelManager)
     book = nbformat.read(out, as_version=4)
     last = book.cells[-1].outputs
     assert any(o.get("data", {}).get("text/plain") == "30" for o in last)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from kernel_support import embedded_env, install_kernelspec, pool_env
+from kernel_support import IpcKernelManager, embedded_env, install_kernelspec, pool_env
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
@@ -38,6 +38,7 @@ def run_notebook(path: Path, kernel_name: str, env: dict[str, str], folder: Path
     user's run shows them)."""
     book = nbformat.read(path, as_version=4)
     NotebookClient(book, kernel_name=kernel_name, timeout=120, startup_timeout=60, allow_errors=True,
+                   kernel_manager_class=IpcKernelManager,
                    resources={"metadata": {"path": str(folder)}}).execute(env=env)
     return book
 
