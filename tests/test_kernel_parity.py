@@ -442,13 +442,14 @@ def test_stdout_and_stderr_arrive_in_the_order_ipykernel_flushes_them(kernels, c
 @pytest.mark.parametrize("code", [
     "x = 1+1; x",
     "print('a')\n1+1",
-    "import sys\nprint('a'); print('b', file=sys.stderr)\n'v'",
-    "import sys\nsys.stderr.write('e')\nprint('o', end='')\n[1, 2]",
+    "import sys\nprint('a')\nsys.stdout.write('b')\n'v'",
+    "import sys\nsys.stderr.write('e')\n[1, 2]",
     "import time\nprint('a')\ntime.sleep(0.3)\n1+1",
 ])
 def test_what_a_cell_wrote_comes_before_its_value_as_on_ipykernel(kernels, code):
     """ipykernel flushes both streams before it sends the cell's value; the plain value's place in the session
-    needs no flush of its own (its text travels in the answer)."""
+    needs no flush of its own (its text travels in the answer). One stream per cell: which of stdout and stderr
+    ipykernel sends first, when both wait, varies on a loaded machine."""
     found = {}
     for name, (reply, outputs) in both(kernels, code).items():
         shown: list[tuple[str, str]] = []
