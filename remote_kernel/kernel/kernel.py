@@ -40,6 +40,9 @@ COMPLETE_DEADLINE = 10.0  # seconds for a completion
 #: seconds for a session's first completion: jedi loads then (seconds, as in a local kernel), and a load cut
 #: short by the deadline (the pool interrupts the execution) can leave jedi unable to complete names later
 FIRST_COMPLETE_DEADLINE = 60.0
+#: seconds for an inspection (a docstring, a signature): a session's first one loads IPython's inspector there,
+#: and a loaded machine took over a second for it (an empty answer then, where ipykernel answers)
+INSPECT_DEADLINE = 10.0
 SHUTDOWN_DEADLINE = 1.5  # seconds to delete the session on shutdown (jupyter_client kills at ~2.5 s)
 
 
@@ -296,7 +299,7 @@ class RemoteKernel(Kernel):
             return {**reply, "found": True, "data": {"text/plain": MAGICS[magic.group(1)].help}}
         if self.language_spec.inspect_code is None:
             return reply
-        answer = await self.helper(self.language_spec.inspect_code(code, cursor_pos, detail_level))
+        answer = await self.helper(self.language_spec.inspect_code(code, cursor_pos, detail_level), INSPECT_DEADLINE)
         data = trust.inspection(answer, self.guard.allow_active)
         return {**reply, "found": True, "data": data} if data else reply
 
