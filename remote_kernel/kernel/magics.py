@@ -329,7 +329,9 @@ def missing_file_hint(ename: str, evalue: str, here: Path | None = None, *, stde
     """For a file or package the session lacks but the notebook's folder has (a FileNotFoundError, numpy's
     "x not found.", a ModuleNotFoundError, a `!`-command's "No such file or directory", an empty `!ls`):
     how the session gets it. `files`: the kernel's `NotebookFiles` (None: the sync is off)."""
-    where = Path(here or Path.cwd())
+    def folder() -> Path:  # the notebook's folder, looked up only for a cell that may need a hint (most do not)
+        return Path(here or Path.cwd())
+
     syncing = files is not None and getattr(files, "on", False)
     name, module = None, None
     match = (_MISSING_FILE.search(evalue or "") or _NOT_FOUND.match(evalue or "")) if ename == "FileNotFoundError" \
@@ -338,18 +340,19 @@ def missing_file_hint(ename: str, evalue: str, here: Path | None = None, *, stde
         name = match.group("name")
     elif ename == "ModuleNotFoundError" and (found := _NO_MODULE.match(evalue or "")):
         top = found.group("name").split(".")[0]
-        module = next((m for m in (top, f"{top}.py") if (where / m).exists()), None)
+        module = next((m for m in (top, f"{top}.py") if (folder() / m).exists()), None)
         name = module
-    elif (found := _COMMAND_MISSING.search(f"{stderr}\n{stdout}")) is not None:  # a `!`-command's streams are merged
+    elif (stderr or stdout) and (found := _COMMAND_MISSING.search(f"{stderr}\n{stdout}")) is not None:  # a `!`-command's streams are merged
         name = found.group("name").strip()
     elif _LS_CELL.match(code or "") and not (stdout or "").strip() and not syncing:
+        where = folder()
         if any(not p.name.startswith(".") for p in where.iterdir()):
             return (f"Hint: the session's working folder (/mnt/data) is not the notebook's folder ({where}): "
                     f"{SYNC_ADVICE}, or %upload the files the code needs.\n")
         return None
     if name is None:
         return None
-    local = where / name
+    local = folder() / name
     if not local.exists() or name.startswith("/mnt/data/"):
         return None
     if syncing and files.shows(name):
