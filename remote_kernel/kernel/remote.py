@@ -215,8 +215,10 @@ class RemoteSession:
             log.debug("the session could not be prepared before the first cell: %r", exc)
 
     def cancel_warm_up(self) -> None:
-        if self._warming is not None:
-            self._warming.cancel()
+        """Stop a `warm_up` still on its way (from any thread: a shutdown arrives on the control thread)."""
+        task = self._warming
+        if task is not None and not task.done():
+            task.get_loop().call_soon_threadsafe(task.cancel)
 
     async def install_rich(self, client: SessionsClient, cell: str | None = None, allow_stdin: bool = False, *,
                            warming: bool = False) -> str:
