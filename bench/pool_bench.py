@@ -62,13 +62,17 @@ def delete(client: httpx.Client, pool: PoolProcess, identifier: str) -> None:
 
 
 def settled(pool: PoolProcess, workers: int) -> bool:
-    """Whether `workers` session workers exist and all sit idle (a ready one has finished starting)."""
+    """Whether `workers` session workers exist and all sit idle for 0.2 s (a ready one has finished starting: a
+    worker still starting can look idle for 50 ms, and its first execution then waits for the rest of its start)."""
     pids = session_workers(pool.pid)
     if len(pids) < workers:
         return False
     before = [cpu_seconds(p) for p in pids]
-    time.sleep(0.05)
-    return before == [cpu_seconds(p) for p in pids]
+    for _ in range(4):
+        time.sleep(0.05)
+        if before != [cpu_seconds(p) for p in pids]:
+            return False
+    return True
 
 
 def wait_settled(pool: PoolProcess, workers: int) -> None:
