@@ -15,11 +15,14 @@ session that cannot load it) stdout is shown as it is.
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import hashlib
 import io
 import json
 import logging
 import secrets
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +45,7 @@ def _remote_kernel_rich_install():
     import json, sys, types
     try:
         module = types.ModuleType("_remote_kernel_rich_shim")
-        exec(compile(%(source)r, "<remote_kernel rich output>", "exec"), module.__dict__)
+        exec(compile(%(source)s, "<remote_kernel rich output>", "exec"), module.__dict__)
         answer = module.install(get_ipython(), %(nonce)r, live_log=%(live_log)r)
     except BaseException as exc:
         answer = {"error": type(exc).__name__ + ": " + str(exc)}
@@ -102,7 +105,7 @@ except BaseException:
     answer["renumbered"] = False
 try:
     module = types.ModuleType("_remote_kernel_rich_shim")
-    exec(compile(%(source)r, "<remote_kernel rich output>", "exec"), module.__dict__)
+    exec(compile(%(source)s, "<remote_kernel rich output>", "exec"), module.__dict__)
     answer.update(module.install(shell, %(nonce)r, live_log=%(live_log)r, cell_digest=%(digest)r))
 except BaseException as exc:
     answer["error"] = type(exc).__name__ + ": " + str(exc)
@@ -117,15 +120,25 @@ if not answer.get("error"):
     try:
         import sys as _sys, types as _types
         _back = _types.ModuleType("_remote_kernel_back_channel")
-        exec(compile(%(source)r, "<remote_kernel back channel>", "exec"), _back.__dict__)
+        exec(compile(%(source)s, "<remote_kernel back channel>", "exec"), _back.__dict__)
         answer.update(_back.install(_sys.modules["_remote_kernel_rich"].active, allow_stdin=%(allow_stdin)r))
     except BaseException as _exc:
         answer["comms_error"] = type(_exc).__name__ + ": " + str(_exc)
 '''
 
 
+@functools.cache
+def packed(path: Path) -> str:
+    """An expression that gives the text of `path` in a session: the text compressed (zlib, base85) rather than
+    a string literal. The session's shell tokenizes and hashes (for the cell's file name) all the code of an
+    execution, and the shim's source is ~60 KB of it; a quarter of that cost the install ~15 ms less there,
+    and the request as much fewer bytes. Standard library only, as the shim is."""
+    data = base64.b85encode(zlib.compress(path.read_bytes(), 9)).decode("ascii")
+    return f"__import__('zlib').decompress(__import__('base64').b85decode({data!r})).decode('utf-8')"
+
+
 def _back(allow_stdin: bool, indent: str = "") -> str:
-    code = _BACK % {"source": BACK_FILE.read_text(encoding="utf-8"), "allow_stdin": allow_stdin}
+    code = _BACK % {"source": packed(BACK_FILE), "allow_stdin": allow_stdin}
     return "\n".join(indent + line for line in code.strip("\n").splitlines())
 
 
@@ -192,14 +205,14 @@ class RichOutput:
         """The silent execution that installs the shim, with a fresh nonce; `live_log`: keep the live
         log that the contract-only path reads (not needed where the pool streams output)."""
         self.nonce, self.allow_stdin = secrets.token_hex(4), allow_stdin
-        return _INSTALL % {"source": SHIM_FILE.read_text(encoding="utf-8"), "nonce": self.nonce,
+        return _INSTALL % {"source": packed(SHIM_FILE), "nonce": self.nonce,
                            "mark": HELPER_MARK, "live_log": live_log, "back": _back(allow_stdin, "    ")}
 
     def riding_code(self, cell: str, live_log: bool = True, allow_stdin: bool = False) -> str:
         """The line to put before `cell`, the session's first (`can_ride`): it installs the shim, with a
         fresh nonce, and prints its answer as the cell's first line of stdout (`record_answer`)."""
         self.nonce, self.allow_stdin = secrets.token_hex(4), allow_stdin
-        code = _RIDE_INSTALL % {"source": SHIM_FILE.read_text(encoding="utf-8"), "nonce": self.nonce,
+        code = _RIDE_INSTALL % {"source": packed(SHIM_FILE), "nonce": self.nonce,
                                 "mark": HELPER_MARK, "live_log": live_log, "digest": cell_digest(cell),
                                 "back": _back(allow_stdin)}
         return _RIDE % {"code": code}
