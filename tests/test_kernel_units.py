@@ -426,3 +426,14 @@ def test_waiting_for_the_embedded_pool_to_exit_gives_its_code_or_a_timeout():
     finally:
         slow.kill()
         slow.wait()
+
+
+def test_a_cells_file_is_named_by_the_hash_ipykernel_uses():
+    """The session's worker names a cell's code /tmp/ipykernel_<pid>/<murmur2>.py, as ipykernel.compiler does
+    (a warning's location and a SyntaxError's message show it)."""
+    from ipykernel.compiler import murmur2_x86
+
+    from remote_kernel.pool.workers.python_worker import murmur2
+
+    for text in ["", "a", "ab", "abc", "abcd", "x = 1+1; x", "print('héllo ✓')\n" * 300, "é" * 4097]:
+        assert murmur2(text.encode("utf-8")) == murmur2_x86(text, 0xC70F6907), text[:20]
