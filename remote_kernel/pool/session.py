@@ -318,7 +318,9 @@ class Session:
         if execution_id is not None and execution_id in self.executions:
             raise DuplicateExecution(f"This session already has an execution with operation-id {execution_id!r}; "
                                      "send a new operation-id (or none: the pool picks one).")
-        pending = sum(1 for o in self.executions.values() if not o.done.is_set())
+        # counted only when it could reach the limit (a session with 100 kept answers paid this scan every time)
+        pending = sum(1 for o in self.executions.values() if not o.done.is_set()) \
+            if len(self.executions) >= MAX_PENDING else 0
         if pending >= MAX_PENDING:
             raise QueueFull(f"This session already has {pending} executions queued or running (the limit is "
                             f"{MAX_PENDING}); wait for some to finish, then retry.")
