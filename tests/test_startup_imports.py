@@ -150,3 +150,29 @@ def test_the_embedded_pool_stops_by_itself_when_the_kernel_shuts_down(tmp_path):
         time.sleep(0.05)
     assert gone(pools[0])
     assert "did not stop" not in log.read_text() and "killing it" not in log.read_text()
+
+
+def test_a_kernels_shutdown_says_goodbye_as_ipykernels_does():
+    """remote-python leaves without the interpreter's finalization once its clean-up is done
+    (kernel/__main__.py): the shutdown reply, its broadcast on IOPub and the exit status are ipykernel's."""
+    install_kernelspec()
+    seen = {}
+    for name in ("python3", "remote-python"):
+        km, kc = start_new_kernel(kernel_name=name, env=embedded_env(), cwd=str(ROOT), stderr=subprocess.DEVNULL)
+        try:
+            run(kc, "x = 1")
+            kc.control_channel.send(kc.session.msg("shutdown_request", {"restart": False}))
+            reply = kc.control_channel.get_msg(timeout=30)
+            after = []
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    after.append(kc.get_iopub_msg(timeout=1)["msg_type"])
+                except Exception:  # queue.Empty: nothing more
+                    break
+            seen[name] = (reply["msg_type"], reply["content"], after, km.provisioner.process.wait(30))
+        finally:
+            kc.stop_channels()
+            km.cleanup_resources()
+    assert seen["remote-python"] == seen["python3"]
+    assert seen["python3"][0] == "shutdown_reply" and seen["python3"][3] == 0
