@@ -6,7 +6,7 @@ Three ways, chosen per cell:
   `remote-kernel pool`): one streaming request; each event goes to the cell's `CellRender` as
   it arrives. An interrupt asks the pool to interrupt and keeps reading, so the cell ends with
   what it printed and its KeyboardInterrupt traceback; code that ignores the interrupt is
-  told to the user at once, and the pool kills the session's processes after its grace.
+  told to the user after STOP_WARNING_AFTER, and the pool kills the session's processes after its grace.
 - **the contract only** (a hosted pool): one synchronous execute. Only once it has run
   POLL_AFTER seconds, the kernel reads the shim's live log through the file API beside it,
   every POLL_EVERY seconds, until the answer comes. A read that fails or takes over
@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 POLL_AFTER = 1.0  # seconds a cell runs before the contract-only path reads its live log
 POLL_EVERY = 0.3  # seconds between reads of the live log
 POLL_DEADLINE = 3.0  # seconds one read may take; past it the cell stops reading (the answer has it all)
-STOP_WARNING_AFTER = 1.0  # seconds after an interrupt before the user hears that the code did not stop
+STOP_WARNING_AFTER = 2.0  # seconds after an interrupt before the user hears that the code did not stop (at 1 s a
+# loaded machine said so of code that stopped a moment later; the pool kills it at 3 s)
 LONG_POLL_EVERY = 0.5  # seconds between the short executions that follow a long cell
 LONG_MAGIC = "%%long"
 
