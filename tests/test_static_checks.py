@@ -105,6 +105,8 @@ FORBIDDEN = {
     "remote_kernel.kernel": ("remote_kernel.pool", "remote_kernel.cli"),  # an embedded pool is a child process
     "remote_kernel.settings": ("remote_kernel.kernel", "remote_kernel.pool", "remote_kernel.sessions",
                                "remote_kernel.cli"),  # read by the kernel and the pool alike
+    "remote_kernel.exits": ("remote_kernel.kernel", "remote_kernel.pool", "remote_kernel.sessions",
+                            "remote_kernel.cli"),  # used by the kernel and the pool alike
 }
 
 
@@ -121,7 +123,7 @@ def test_the_language_table_kernelspecs_settings_and_contract_import_only_the_st
     installed; the kernel reads its settings and the contract's facts before anything heavy loads."""
     code = ("import sys\nbefore = set(sys.modules)  # what the interpreter's site brought\n"
             "import remote_kernel.kernelspec, remote_kernel.kernel.languages, remote_kernel.kernel.config, "
-            "remote_kernel.contract, remote_kernel.settings\n"
+            "remote_kernel.contract, remote_kernel.settings, remote_kernel.exits\n"
             "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}\n"
             "             - set(sys.stdlib_module_names) - {'remote_kernel'}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

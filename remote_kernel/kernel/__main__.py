@@ -9,7 +9,6 @@ ipykernel's own start, and the kernel was ready 60-70 ms later.
 from __future__ import annotations
 
 import atexit
-import os
 import sys
 
 OUTSTREAM = "remote_kernel.kernel.outstream.OutStream"  # the kernel's sys.stdout/stderr: an empty flush is free
@@ -55,20 +54,11 @@ def main(argv: list[str] | None = None) -> None:
 def leave_after_clean_up(finished: list[bool]) -> None:
     """The last exit handler (registered first): once the kernel has finished normally and every other exit
     handler has run (ipykernel's sockets closed, the session's pool stopped), leave without the interpreter's
-    finalization, as the pool does (`pool/server.exit_now`). Tearing down ipykernel's modules took another
-    0.1 s of CPU, and front ends poll a stopping kernel every 0.1 s: a restart waited one step more."""
-    if not finished:
-        return  # an error or sys.exit: Python's own exit, with its status
-    import logging
+    finalization (`exits.leave`), as the pool does. After an error or sys.exit, Python's own exit and status."""
+    if finished:
+        from remote_kernel.exits import leave
 
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(0)
+        leave(0)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from remote_kernel.exits import leave
 from remote_kernel.pool.egress import EgressPolicy
 from remote_kernel.pool.mcp_lazy import LazyMcp
 from remote_kernel.pool.pool import Pool
@@ -26,6 +27,7 @@ from remote_kernel.settings import PoolSettings
 if TYPE_CHECKING:  # TLS (cryptography) loads only with --tls, the MCP SDK at the first /mcp request (mcp_lazy):
     # a pool starts without them in a fraction of the time (tests/test_startup_imports.py keeps it so)
     from remote_kernel.pool.tls import TlsFiles
+    from remote_kernel.pool.web import PoolServer
 
 log = logging.getLogger("remote_kernel.pool")
 
@@ -71,20 +73,7 @@ def run(args: PoolSettings) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
-    exit_now(code)
-
-
-def exit_now(code: int) -> NoReturn:
-    """Leave without the interpreter's finalization. The pool's own clean-up is done by now (every
-    session deleted, its files removed); tearing down the modules took another 0.1-0.3 s, which the
-    kernel of an embedded pool waited for at every shutdown and restart."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+    leave(code)  # the clean-up is done: no finalization (exits.py)
 
 
 def read_token_file(path: str) -> str:
@@ -172,10 +161,8 @@ async def serve(args: PoolSettings, sandbox: Sandbox, tls: TlsFiles | None = Non
         await asyncio.to_thread(importlib.import_module, "remote_kernel.pool.web")  # in a thread: the loop goes on
         from remote_kernel.pool import web  # starting the sessions meanwhile
 
-
-        served = await web.serve(web.Serving(
-            pool=pool, listener=listener, settings=args, token=token, mcp=mcp, mcp_key=mcp_key, tls=tls,
-            describe=web.describer(sandbox), announce=announce, stop=lambda: stop_pool(pool, mcp), stopper=stopper))
+        served = await web.serve(web.Serving(pool=pool, listener=listener, settings=args, token=token, mcp=mcp,
+                                             mcp_key=mcp_key, tls=tls, announce=announce, stopper=stopper))
         if not served:  # the lifespan failed (uvicorn logged why): the pool never served
             return 1
     finally:
@@ -197,7 +184,7 @@ class Stopper:
 
     def __init__(self) -> None:
         self.requested = False
-        self.server: Any = None  # web.PoolServer, once serving
+        self.server: PoolServer | None = None  # once serving
 
     def __call__(self) -> None:
         self.requested = True

@@ -25,11 +25,11 @@ from remote_kernel.pool.connections import guarded_protocol
 from remote_kernel.pool.origin import guard
 from remote_kernel.pool.pool import Pool
 from remote_kernel.pool.sandbox import Sandbox
+from remote_kernel.pool.server import Stopper, stop_pool
 from remote_kernel.settings import PoolSettings
 
 if TYPE_CHECKING:
     from remote_kernel.pool.mcp_lazy import LazyMcp
-    from remote_kernel.pool.server import Stopper
     from remote_kernel.pool.tls import TlsFiles
 
 log = logging.getLogger("remote_kernel.pool")
@@ -48,9 +48,7 @@ class Serving:
     mcp: LazyMcp | None
     mcp_key: str | None
     tls: TlsFiles | None
-    describe: Callable[[], Awaitable[dict[str, Any]]]
     announce: Callable[[], None]  # prints what a client needs, once the app has started
-    stop: Callable[[], Awaitable[None]]  # stops the pool (every session deleted)
     stopper: Stopper  # what the signals call
 
 
@@ -67,9 +65,10 @@ async def serve(it: Serving) -> bool:
         try:
             yield
         finally:
-            await it.stop()
+            await stop_pool(it.pool, it.mcp)
 
-    app = build_app(it.pool, token=it.token, max_upload=args.max_upload, describe=it.describe, log=log, mcp=it.mcp,
+    app = build_app(it.pool, token=it.token, max_upload=args.max_upload, describe=describer(it.pool.sandbox), log=log,
+                    mcp=it.mcp,
                     mcp_key=it.mcp_key, max_execution_time=args.max_execution_time, lifespan=lifespan)
     guarded = guard(app, None if args.socket else args.host)  # Host and Origin checks (DNS rebinding, web pages)
     tls = it.tls
@@ -94,8 +93,8 @@ class PoolServer(uvicorn.Server):
     """uvicorn's server, with our own signal handling (a stop must still delete every session) and a
     stop that takes as long as its work: uvicorn notices a stop at its next 0.1 s tick, then sleeps
     0.1 s and polls every 0.1 s for connections to close, which made a kernel's shutdown wait for it.
-    The app's lifespan (the pool's start and stop) is uvicorn's, run at the start and, here, as soon as
-    the listeners are closed."""
+    The app's lifespan (announcing the pool, then stopping it) is uvicorn's, run at the start and, here, as
+    soon as the listeners are closed."""
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
